@@ -1,0 +1,5 @@
+import sys
+
+from q2pt.cli import main
+
+sys.exit(main())

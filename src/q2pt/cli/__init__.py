@@ -1,0 +1,61 @@
+"""The ``q2pt`` command line. Thin: each command group lives in its own module
+(``q2pt.cli.<group>``) with a ``register(subparsers)`` function; logic lives in the
+library. Every q2pt error is turned into a clean message and exit code here, once."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from q2pt import __version__
+from q2pt.errors import Q2PTError
+
+# command-group modules, each exposing register(subparsers)
+_GROUPS = ["data", "train", "serve", "experiment"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="q2pt",
+        description="Predict the product types a shopper means by a search query, in every locale.",
+    )
+    parser.add_argument("--version", action="version", version=f"q2pt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for group in _GROUPS:
+        try:
+            module = importlib.import_module(f"q2pt.cli.{group}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"q2pt.cli.{group}":
+                continue  # group not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return int(args.func(args) or 0)
+    except Q2PTError as exc:
+        print(f"q2pt: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("q2pt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
