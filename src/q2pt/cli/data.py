@@ -1,0 +1,150 @@
+"""``q2pt data {validate,stats,from-clicks,simulate}``: thin handlers over q2pt.data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+PRESETS = ("tiny", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
+FORMATS = ("parquet", "jsonl", "csv", "tsv")
+
+
+def _add_source(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "path", nargs="?", metavar="PATH",
+        help=f"dataset directory (train/valid/test files) or one file with a 'split' column; {what}",
+    )
+    p.add_argument("--preset", choices=PRESETS, default="quick", help="simulated store preset when PATH is omitted (default: quick)")
+    p.add_argument("--seed", type=int, default=0, help="simulated store seed when PATH is omitted (default: 0)")
+
+
+def _add_max_chars(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-query-chars", type=int, default=200, metavar="N",
+        help="queries longer than N characters are an error (default: 200)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` command group."""
+    group = subparsers.add_parser("data", help="validate, describe, build or simulate datasets",
+                                  description="Validate, describe, build (from click logs) or simulate datasets.")
+    sub = group.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "validate", help="check a dataset and report every problem (exit 2 on errors)",
+        description="Check a dataset and report every problem with its file, 1-based data row and field. "
+        "Exit code 2 when there are errors, 0 otherwise.",
+    )
+    _add_source(p, "omitted: the built-in simulated store")
+    _add_max_chars(p)
+    p.add_argument("--max-problems", type=int, default=50, metavar="N",
+                   help="print at most N problems, 0 for all (counts by kind are always complete; default: 50)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("stats", help="per-locale query, label and product-type statistics",
+                       description="Per-locale query counts, labels per query, product types per locale and how many "
+                       "are shared with other locales.")
+    _add_source(p, "omitted: the built-in simulated store")
+    _add_max_chars(p)
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    p.set_defaults(func=_stats)
+
+    p = sub.add_parser(
+        "from-clicks", help="turn a click log into a labelled dataset",
+        description="Read a click log with rows (query, locale, product_type, clicks[, purchases]); give each "
+        "(query, locale) the product types whose engagement (clicks + purchase-weight x purchases) is at least "
+        "--min-clicks and whose share of the query's engagement is at least --min-share; split by normalized "
+        "query within each locale. Reports how many rows, pairs and queries were dropped and why.",
+    )
+    p.add_argument("log", metavar="LOG", help="click log (.parquet, .jsonl, .csv or .tsv)")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    p.add_argument("--min-share", type=float, default=0.1, help="minimum share of the query's engagement (default: 0.1)")
+    p.add_argument("--min-clicks", type=float, default=2.0, help="minimum engagement of a product type (default: 2)")
+    p.add_argument("--purchase-weight", type=float, default=0.0,
+                   help="engagement = clicks + W x purchases (default: 0, purchases ignored)")
+    p.add_argument("--valid-frac", type=float, default=0.1, help="share of each locale's queries in valid (default: 0.1)")
+    p.add_argument("--test-frac", type=float, default=0.1, help="share of each locale's queries in test (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default: parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    _add_max_chars(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_from_clicks)
+
+    p = sub.add_parser("simulate", help="write the simulated store (simulated data, not real)",
+                       description="Write the built-in simulated store (simulated data, not real shop data).")
+    p.add_argument("--preset", choices=PRESETS, default="quick", help="size preset (default: quick)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write")
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="file format (default: parquet)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DIR even if it is not an earlier simulated dataset")
+    p.set_defaults(func=_simulate)
+
+
+def _source(args: argparse.Namespace) -> Path:
+    from q2pt.data import ensure_simulated
+
+    return Path(args.path) if args.path else ensure_simulated(args.preset, args.seed)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from q2pt.data.validate import validate_dataset
+
+    report = validate_dataset(_source(args), max_query_chars=args.max_query_chars)
+    limit = None if args.max_problems <= 0 else args.max_problems
+    if args.json:
+        print(json.dumps(report.to_dict(max_problems=limit), ensure_ascii=False, indent=2))
+    else:
+        print(report.format(max_problems=len(report.problems) if limit is None else limit))
+    return 0 if report.ok else 2
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from q2pt.data import load_dataset
+    from q2pt.data.stats import dataset_stats, format_stats
+
+    ds = load_dataset(args.path, preset=args.preset, seed=args.seed, max_query_chars=args.max_query_chars)
+    stats = dataset_stats(ds)
+    if args.json:
+        stats["warnings"] = len(ds.warnings)
+        print(json.dumps(stats, ensure_ascii=False, indent=2))
+    else:
+        print(format_stats(stats))
+        if ds.warnings:
+            print(f"\n{len(ds.warnings)} validation warnings (run 'q2pt data validate' for details)")
+    return 0
+
+
+def _from_clicks(args: argparse.Namespace) -> int:
+    from q2pt.data.clicks import from_clicks
+
+    report = from_clicks(
+        args.log, args.out, fmt=args.format, overwrite=args.overwrite,
+        min_share=args.min_share, min_clicks=args.min_clicks, purchase_weight=args.purchase_weight,
+        valid_frac=args.valid_frac, test_frac=args.test_frac, seed=args.seed, max_query_chars=args.max_query_chars,
+    )
+    if args.json:
+        print(json.dumps({**report.to_dict(), "out": str(args.out)}, ensure_ascii=False, indent=2))
+    else:
+        print(report.format())
+        print(f"wrote {args.out} ({args.format}; report in {Path(args.out) / 'clicks_report.json'})")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from q2pt.data.simulate import write_simulated
+
+    result = write_simulated(args.out, preset=args.preset, seed=args.seed, fmt=args.format, overwrite=args.overwrite)
+    path = result.get("out_dir", args.out) if isinstance(result, dict) else result
+    rows = result.get("rows") if isinstance(result, dict) else None
+    counts = f": {', '.join(f'{k} {v}' for k, v in rows.items())} rows" if rows else ""
+    print(
+        f"wrote the simulated store (SIMULATED data; preset {args.preset}, seed {args.seed}, {args.format}) "
+        f"to {path}{counts}"
+    )
+    return 0

@@ -1,0 +1,234 @@
+"""``q2pt serve`` (HTTP API + demo page on uvicorn) and ``q2pt export onnx``: thin wrappers
+over :mod:`q2pt.serving`. Heavy libraries are imported inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from q2pt.errors import ConfigError
+
+log = logging.getLogger("q2pt.cli")
+
+
+def register(subparsers: Any) -> None:
+    """Add the serve and export commands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    s = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP (JSON API, OpenAPI docs at /docs, demo page at /)",
+        formatter_class=fmt,
+        description=(
+            "Serve a model folder with FastAPI on uvicorn:\n"
+            "  POST /v1/predict {query, locale, top_k?, threshold?}   POST /v1/predict/batch {queries: [...]}\n"
+            "  GET /v1/model   GET /healthz   GET /readyz   GET /docs   GET / (demo page)\n"
+            "Errors are application/problem+json (RFC 9457).\n\n"
+            "  q2pt serve --model runs/model --port 8000\n"
+            "  q2pt serve --model runs/model --runtime onnx --onnx runs/model.onnx"
+        ),
+    )
+    s.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (q2pt train --out)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy of the model (default 1)")
+    s.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
+    s.add_argument("--onnx", metavar="PATH", help="--runtime onnx: an export of this model ('q2pt export onnx'); "
+                   "default: export at start-up into a temporary folder")
+    s.add_argument("--quantize", choices=("int8",), help="--runtime onnx without --onnx: quantize the start-up export")
+    s.add_argument("--fallback-locale", metavar="LOCALE",
+                   help="non-unified models: serve locales the model does not know with this locale's network "
+                   "(default: 422 unknown-locale)")
+    s.add_argument("--threads", type=int, default=0, help="intra-op threads of torch / onnxruntime (default 0: library default)")
+    s.add_argument("--max-batch", type=int, default=256, help="most queries per /v1/predict/batch request (default 256)")
+    s.add_argument("--max-query-chars", type=int, default=512, help="longest accepted query (default 512)")
+    s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    s.add_argument("--top-k", type=int, default=10, help="product types per query when a request gives no top_k (default 10)")
+    s.add_argument("--no-micro-batch", action="store_true", help="run each single-query request on its own")
+    s.add_argument("--micro-batch-max", type=int, default=64, help="largest micro-batch of single queries (default 64)")
+    s.add_argument("--micro-batch-wait-ms", type=float, default=0.0,
+                   help="wait this long for more single queries before running a micro-batch (default 0)")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    s.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs latency)")
+    s.set_defaults(func=cmd_serve)
+
+    e = subparsers.add_parser("export", help="export a model to another format (onnx)")
+    esub = e.add_subparsers(dest="export_format", metavar="FORMAT")
+    esub.required = True
+    o = esub.add_parser(
+        "onnx",
+        help="export a model to ONNX (optionally int8-quantized)",
+        formatter_class=fmt,
+        description=(
+            "Export a model folder to ONNX for 'q2pt serve --runtime onnx --onnx OUT'.\n\n"
+            "Unified models: OUT is one .onnx file whose inputs are the encoder's token tensors\n"
+            "(tokenization stays in Python) and whose output 'probabilities' is (batch, n_labels).\n"
+            "Non-unified models: OUT is a folder with one <locale>.onnx per locale and index.json.\n\n"
+            "The export is checked against PyTorch on sample queries (max |difference| printed).\n"
+            "--quantize int8 applies onnxruntime's dynamic int8 quantization; add --evaluate to\n"
+            "measure R@P of PyTorch, fp32 ONNX and int8 ONNX on the test split and print the delta."
+        ),
+    )
+    o.add_argument("--model", required=True, metavar="MODEL_DIR")
+    o.add_argument("--out", required=True, metavar="OUT", help="ONNX file (unified) or folder (non-unified)")
+    o.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization (onnxruntime.quantization)")
+    o.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
+    o.add_argument("--evaluate", action="store_true",
+                   help="R@P of PyTorch vs ONNX (fp32 and, with --quantize, int8) on the test split")
+    o.add_argument("--data", metavar="PATH",
+                   help="--evaluate: dataset to evaluate on (default: the model's training data, from its manifest)")
+    o.add_argument("--split", default="test", choices=("train", "valid", "test"), help="--evaluate: split (default test)")
+    o.add_argument("--json", metavar="FILE", help="--evaluate: also write the results as JSON")
+    o.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    o.set_defaults(func=cmd_export_onnx)
+
+
+def _setup_logging(level: int) -> None:
+    logger = logging.getLogger("q2pt")
+    if not any(getattr(h, "_q2pt_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._q2pt_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before loading the model when the address cannot be bound."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} cannot be resolved: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            raise ConfigError(f"{host}:{port} {reason}") from None
+
+
+def serve_settings(args: argparse.Namespace) -> Any:
+    from q2pt.serving.app import ServeSettings
+
+    return ServeSettings(
+        max_batch=args.max_batch,
+        max_query_chars=args.max_query_chars,
+        max_body_bytes=args.max_body_bytes,
+        default_top_k=args.top_k,
+        micro_batch=not args.no_micro_batch,
+        micro_batch_max=args.micro_batch_max,
+        micro_batch_wait_ms=args.micro_batch_wait_ms,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from q2pt.errors import require
+
+    _setup_logging(logging.WARNING if args.log_level in ("critical", "error", "warning") else logging.INFO)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    if args.quantize and args.runtime != "onnx":
+        raise ConfigError("--quantize needs --runtime onnx")
+    settings = serve_settings(args)  # validates the limits
+    uvicorn = require("uvicorn", "serve")
+    from q2pt.serving.app import ENV_OPTIONS, create_app
+    from q2pt.serving.runtime import load_runtime
+
+    _check_port_free(args.host, args.port)
+    model_dir = Path(args.model)
+    runtime_opts: dict[str, Any] = {
+        "model_dir": str(model_dir.resolve()),
+        "runtime": args.runtime,
+        "onnx_path": str(Path(args.onnx).resolve()) if args.onnx else None,
+        "fallback_locale": args.fallback_locale,
+        "threads": args.threads or None,
+    }
+    uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log}
+    log.info("loading %s (%s runtime)", model_dir, args.runtime)
+    with tempfile.TemporaryDirectory(prefix="q2pt-serve-") as tmp:
+        if args.workers == 1:
+            runtime = load_runtime(**runtime_opts, quantize=args.quantize)
+            app = create_app(runtime, settings)
+            uvicorn.run(app, **uv_opts)
+            return 0
+        # several workers: validate the model here (clean error, non-zero exit), export ONNX
+        # once if needed, then let every worker load its own copy via app_from_env
+        if args.runtime == "onnx" and not args.onnx:
+            from q2pt.models import load_model
+            from q2pt.serving.onnx_export import export_onnx
+
+            model = load_model(model_dir)
+            exported = export_onnx(model, Path(tmp) / "export" / "model.onnx", quantize=args.quantize, verify=False)
+            runtime_opts["onnx_path"] = str(exported.path)
+            del model
+        probe = load_runtime(**runtime_opts)
+        del probe
+        os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings)})
+        uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers, **uv_opts)
+    return 0
+
+
+def _evaluation_dataset(args: argparse.Namespace, model: Any) -> Any:
+    from q2pt.data import load_dataset
+
+    if args.data:
+        return load_dataset(args.data)
+    data_cfg = model.config.data
+    ds = load_dataset(data_cfg.path, preset=data_cfg.preset, seed=data_cfg.seed)
+    want = (model.manifest.get("data") or {}).get("fingerprint")
+    if want and ds.fingerprint != want:
+        log.warning("warning: the dataset %s differs from the one the model was trained on (fingerprint %s, model %s)",
+                    ds.source, ds.fingerprint, want)
+    return ds
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    _setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    from q2pt.models import load_model
+    from q2pt.serving.onnx_export import evaluate_exports, export_onnx, format_evaluation
+
+    model = load_model(args.model)
+    result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify)
+    size = sum(result.sizes.values())
+    kind = f"{args.quantize} " if args.quantize else ""
+    print(f"wrote {kind}ONNX export of {model.variant} model to {result.path} "
+          f"({len(result.files)} graph{'s' if len(result.files) > 1 else ''}, {size / 1e6:.1f} MB)")
+    if result.max_abs_diff is not None:
+        print(f"max |ONNX - PyTorch| probability over {result.n_checked} sample predictions: {result.max_abs_diff:.2e}")
+        if not args.quantize and result.max_abs_diff > 1e-4:
+            log.warning("warning: the fp32 export differs from PyTorch by more than 1e-4")
+    if args.evaluate:
+        dataset = _evaluation_dataset(args, model)
+        with tempfile.TemporaryDirectory(prefix="q2pt-eval-") as tmp:
+            paths: dict[str, Any] = {}
+            if args.quantize:
+                fp32 = export_onnx(model, Path(tmp) / ("model.onnx" if model.variant != "non-unified" else "fp32"),
+                                   verify=False)
+                paths["onnx-fp32"] = fp32.path
+                paths[f"onnx-{args.quantize}"] = result.path
+            else:
+                paths["onnx-fp32"] = result.path
+            evaluation = evaluate_exports(model, dataset, paths, split=args.split)
+        evaluation["dataset"] = {"source": dataset.source, "simulated": dataset.simulated}
+        if dataset.simulated:
+            print("(evaluated on SIMULATED data)")
+        print(format_evaluation(evaluation))
+        if args.json:
+            from q2pt.io import write_json
+
+            write_json(args.json, evaluation)
+    return 0

@@ -1,0 +1,266 @@
+"""``q2pt train``, ``q2pt evaluate`` and ``q2pt predict``: thin wrappers over
+:mod:`q2pt.models`, :mod:`q2pt.training` and :mod:`q2pt.predict`.
+
+Heavy libraries (torch...) are imported inside the handlers, so that building the
+parser (every ``q2pt`` invocation) stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from q2pt.config import VARIANTS
+from q2pt.errors import ConfigError, DataError
+
+log = logging.getLogger("q2pt.cli")
+
+
+def register(subparsers: Any) -> None:
+    """Add the train, evaluate and predict commands."""
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (one of the three variants) and save it to a model folder",
+        formatter_class=fmt,
+        description=(
+            "Train a query -> product type classifier and save it (manifest.json + safetensors).\n\n"
+            "Configuration layers: defaults < per-encoder overrides < --config FILE < flags.\n"
+            "Any key can be set with --section.key VALUE, e.g. --train.lr 1e-3 --train.max_epochs 5\n"
+            "--model.head_hidden [256] --model.encoder_options.dim 64 --data.preset tiny.\n"
+            "Without --data the built-in SIMULATED store is used (data.preset, data.seed)."
+        ),
+    )
+    p.add_argument("--data", metavar="PATH", help="dataset folder or file (default: the simulated store)")
+    p.add_argument("--variant", choices=VARIANTS, help="model variant (default: unified-aware)")
+    p.add_argument("--encoder", metavar="SPEC", help="encoder: use, ngram or hf:NAME_OR_PATH (default: use)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (sections model, train, data)")
+    p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoints")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.set_defaults(func=cmd_train, accepts_overrides=True)
+
+    e = subparsers.add_parser(
+        "evaluate",
+        help="R@P per locale and globally on a dataset's test split or a labelled file",
+        formatter_class=fmt,
+        description=(
+            "Evaluate a model: recall at precision (R@P), its threshold, PR-AUC and counts per locale\n"
+            "and globally, plus precision/recall at the model's calibrated thresholds. Product types\n"
+            "outside the model's label space count as missed positives."
+        ),
+    )
+    e.add_argument("--model", required=True, metavar="MODEL_DIR")
+    e.add_argument(
+        "--data", required=True, metavar="FILE_OR_DIR",
+        help="a dataset folder or single-file dataset (its test split), or a labelled file without a split column",
+    )
+    e.add_argument("--precision", type=float, default=0.8, help="target precision (default 0.8)")
+    e.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs (default 0)")
+    e.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    e.add_argument("--batch-size", type=int, default=512)
+    e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    e.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = subparsers.add_parser(
+        "predict",
+        help="predict product types for queries or a file of queries",
+        formatter_class=fmt,
+        description=(
+            "Predict the product types of queries.\n\n"
+            "  q2pt predict --model M --locale de_DE 'rote schuhe' 'tv 55 zoll'\n"
+            "  q2pt predict --model M --input queries.parquet --output predictions.parquet\n\n"
+            "Input files (parquet/jsonl/csv/tsv) need query and locale columns; the output has the same\n"
+            "rows plus predicted_types, predicted_scores and note. By default a type is predicted when its\n"
+            "score reaches the locale's calibrated threshold (stored in the model's manifest).\n"
+            "A locale unseen in training: unified models predict locale-agnostically (the note says so);\n"
+            "non-unified models refuse unless --fallback LOCALE is given."
+        ),
+    )
+    r.add_argument("--model", required=True, metavar="MODEL_DIR")
+    r.add_argument("--locale", metavar="LOCALE", help="locale of the QUERY arguments")
+    r.add_argument("queries", nargs="*", metavar="QUERY")
+    r.add_argument("--input", metavar="FILE", help="file with query and locale columns")
+    r.add_argument("--output", metavar="FILE", help="where to write the predictions (format from the extension)")
+    r.add_argument("--top-k", type=int, metavar="K", help="at most K types per query")
+    r.add_argument("--threshold", type=float, help="one score threshold instead of the calibrated ones")
+    r.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    r.add_argument("--batch-size", type=int, default=512)
+    r.add_argument("--json", action="store_true", help="QUERY mode: print JSON lines")
+    r.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    r.set_defaults(func=cmd_predict)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _setup_logging(quiet: bool) -> None:
+    """q2pt's log lines (progress notes, warnings) on stderr."""
+    logger = logging.getLogger("q2pt")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _need_torch() -> None:
+    from q2pt.errors import require
+
+    require("torch", "torch")
+    require("safetensors", "torch")
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from q2pt.config import resolve_config
+
+    _setup_logging(args.quiet)
+    config = resolve_config(
+        args.config, args.overrides, args.encoder,
+        flags={"model.variant": args.variant, "data.path": args.data},
+    )
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    _need_torch()
+    from q2pt.data import load_dataset
+    from q2pt.metrics import format_table
+    from q2pt.models import Q2PTModel
+
+    dataset = load_dataset(config.data.path, preset=config.data.preset, seed=config.data.seed)
+    if dataset.simulated:
+        log.info("training on SIMULATED data (%s)", dataset.source)
+    log.info(
+        "training a %s model with the %s encoder on %d queries (%d locales); output: %s",
+        config.model.variant, config.model.encoder, len(dataset.train), dataset.train["locale"].nunique(), args.out,
+    )
+    model = Q2PTModel(config=config)
+    model.fit(dataset, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    metrics = model.manifest.get("metrics")
+    if metrics:
+        print(f"validation ({'simulated data, ' if dataset.simulated else ''}{dataset.source}):")
+        print(format_table(metrics))
+    print(f"model saved to {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def load_labelled(path: str | Path) -> tuple[Any, str]:
+    """The frame to evaluate on: a dataset's test split, or every row of a labelled file
+    without a ``split`` column. Returns (frame, description)."""
+    from q2pt.data import load_dataset
+    from q2pt.data.io import RawDataset, RawTable, read_table
+    from q2pt.data.validate import check_raw_dataset
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return load_dataset(path, validate=False).test, f"{path} (test split)"
+    table = read_table(path)
+    if "split" in table.frame.columns:
+        return load_dataset(path, validate=False).test, f"{path} (test split)"
+    # A plain labelled file: check its rows with the data layer's row checks (the table
+    # stands in for every split; cross-split checks are off), report each problem once.
+    empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
+    raw = RawDataset(str(path), "file", {"train": table, "valid": empty, "test": empty}, list(table.problems))
+    report, frames = check_raw_dataset(raw, cross_checks=False)
+    errors = [p for p in report.errors]
+    if errors:
+        raise DataError(f"{path}: invalid data", errors)
+    assert frames is not None
+    return frames["train"], str(path)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _setup_logging(args.quiet)
+    if not 0.0 < args.precision <= 1.0:
+        raise ConfigError(f"--precision must be in (0, 1], got {args.precision}")
+    _need_torch()
+    from q2pt.io import write_json
+    from q2pt.metrics import format_table, to_jsonable
+    from q2pt.models import load_model
+
+    model = load_model(args.model)
+    frame, description = load_labelled(args.data)
+    if len(frame) == 0:
+        raise DataError(f"{description}: no rows to evaluate on")
+    result = model.evaluate(
+        frame, precision=args.precision, bootstrap=args.bootstrap,
+        fallback_locale=args.fallback, batch_size=args.batch_size,
+    )
+    result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
+    result["data"] = {"source": description, "n_queries": int(len(frame))}
+    print(f"{model.variant} / {model.encoder} on {description}:")
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, to_jsonable(result))
+        log.info("wrote %s", args.json)
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _setup_logging(args.quiet)
+    from q2pt.predict import check_threshold
+
+    if args.input and args.queries:
+        raise ConfigError("give either QUERY arguments (with --locale) or --input FILE, not both")
+    if args.input and not args.output:
+        raise ConfigError("--input needs --output FILE")
+    if not args.input and not args.queries:
+        raise ConfigError("nothing to predict: give QUERY arguments with --locale, or --input FILE --output FILE")
+    if args.queries and not args.locale:
+        raise ConfigError("--locale LOCALE is needed with QUERY arguments")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_threshold(args.threshold)
+    _need_torch()
+    from q2pt.models import load_model
+    from q2pt.predict import as_records, format_predictions, predict_file, predict_rows
+
+    model = load_model(args.model)
+    if args.input:
+        n = predict_file(
+            model, args.input, args.output, threshold=args.threshold, top_k=args.top_k,
+            fallback_locale=args.fallback, batch_size=args.batch_size, progress=True,
+        )
+        log.info("wrote %d predictions to %s", n, args.output)
+        return 0
+    locales = [args.locale] * len(args.queries)
+    preds, notes = predict_rows(
+        model, args.queries, locales, threshold=args.threshold, top_k=args.top_k,
+        fallback_locale=args.fallback, batch_size=args.batch_size,
+    )
+    if args.json:
+        for record in as_records(args.queries, locales, preds, notes):
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        print(format_predictions(args.queries, preds, notes))
+    return 0

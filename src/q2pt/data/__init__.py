@@ -1,0 +1,248 @@
+"""q2pt's data layer. :func:`load_dataset` is the one entry point every command uses.
+
+A dataset is a directory with ``train``/``valid``/``test`` files (Parquet, JSONL, CSV or
+TSV) or one file with a ``split`` column; ``None`` means the built-in *simulated* store,
+generated deterministically and cached (see :func:`simulated_cache_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from q2pt.errors import ConfigError, Problem
+
+from . import schema
+from .schema import DataProblem, normalize_query
+
+__all__ = [
+    "Dataset",
+    "DataProblem",
+    "load_dataset",
+    "from_frames",
+    "simulated_cache_dir",
+    "ensure_simulated",
+    "normalize_query",
+]
+
+log = logging.getLogger("q2pt.data")
+
+_CACHE_MANIFEST = "simulated.json"
+
+
+@dataclass
+class Dataset:
+    """A dataset in memory (see docs/ARCHITECTURE.md, "Data contract").
+
+    ``splits`` maps "train", "valid", "test" to frames with ``query`` (str), ``locale``
+    (str), ``product_types`` (non-empty list of str) and ``weight`` (float); simulated
+    data adds ``intent`` and ``sim_*`` analysis columns. Treat the frames as read-only:
+    ``labels`` and ``locales`` are computed once.
+    """
+
+    splits: dict[str, pd.DataFrame]
+    source: str
+    simulated: bool
+    fingerprint: str
+    taxonomy: dict | None = None
+    warnings: list[Problem] = field(default_factory=list)  # validation warnings, kept for reports
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.splits["train"]
+
+    @property
+    def valid(self) -> pd.DataFrame:
+        return self.splits["valid"]
+
+    @property
+    def test(self) -> pd.DataFrame:
+        return self.splits["test"]
+
+    @cached_property
+    def labels(self) -> list[str]:
+        """Sorted union of the product types in train (the label space)."""
+        return sorted({lab for labs in self.train[schema.LABELS].tolist() for lab in labs})
+
+    @cached_property
+    def locales(self) -> list[str]:
+        """Sorted locales present in any split."""
+        found: set[str] = set()
+        for df in self.splits.values():
+            found.update(df[schema.LOCALE].unique().tolist())
+        return sorted(found)
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
+        return f"Dataset(source={self.source!r}, simulated={self.simulated}, {rows}, fingerprint={self.fingerprint})"
+
+
+# --------------------------------------------------------------------------- simulated store
+def simulated_cache_dir(preset: str = "quick", seed: int = 0) -> Path:
+    """``$Q2PT_CACHE/simulated/<preset>-seed<seed>`` (default cache ``~/.cache/q2pt``)."""
+    base = os.environ.get("Q2PT_CACHE")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "q2pt"
+    return root / "simulated" / f"{preset}-seed{int(seed)}"
+
+
+def _simulator_version(sim: Any) -> str:
+    from q2pt import __version__
+
+    return f"{__version__}/{getattr(sim, 'SIMULATOR_VERSION', getattr(sim, '__version__', '0'))}"
+
+
+def _cache_complete(folder: Path, version: str) -> dict | None:
+    """The cache manifest if ``folder`` holds a complete cache of this simulator version."""
+    try:
+        manifest = json.loads((folder / _CACHE_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("version") != version:
+        return None
+    if not all((folder / f"{s}.parquet").is_file() for s in schema.SPLITS):
+        return None
+    return manifest
+
+
+def _check_preset(sim: Any, preset: str) -> None:
+    presets = getattr(sim, "PRESETS", None)
+    if presets is not None and preset not in presets:
+        raise ConfigError(f"unknown simulated preset {preset!r}; choose one of {', '.join(sorted(presets))}")
+
+
+def ensure_simulated(preset: str = "quick", seed: int = 0) -> Path:
+    """Generate the simulated store for (preset, seed) into the cache unless a complete
+    copy is there already; return its directory (train/valid/test.parquet + simulated.json)."""
+    from q2pt.data import simulate as sim  # lazy: the simulator is large
+    from q2pt.io import atomic_path, write_json
+
+    from .io import write_dataset
+    from .validate import validate_frames
+
+    _check_preset(sim, preset)
+    folder = simulated_cache_dir(preset, seed)
+    version = _simulator_version(sim)
+    if _cache_complete(folder, version) is not None:
+        return folder
+    log.info("generating the simulated store (preset %s, seed %s) into %s", preset, seed, folder)
+    frames, taxonomy = sim.simulate(preset, seed)
+    source = f"simulated:{preset}:seed={seed}"
+    report = validate_frames(frames, source=source)
+    report.raise_for_errors()  # a simulator bug; never expected
+    splits = {s: frames[s] for s in schema.SPLITS}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder) as tmp:
+        write_dataset(splits, tmp, "parquet")
+        write_json(
+            tmp / _CACHE_MANIFEST,
+            {
+                "simulated": True,
+                "preset": preset,
+                "seed": int(seed),
+                "version": version,
+                "fingerprint": schema.fingerprint(splits),
+                "rows": {s: len(df) for s, df in splits.items()},
+                "taxonomy": _jsonable(taxonomy),
+            },
+        )
+    return folder
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` if it survives JSON, else its JSON form with unknown objects as strings."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+# --------------------------------------------------------------------------- loading
+def _from_checked(
+    report: Any, frames: Mapping[str, pd.DataFrame] | None, source: str, simulated: bool, taxonomy: dict | None
+) -> Dataset:
+    report.raise_for_errors()
+    assert frames is not None
+    if report.warnings:
+        log.warning("%s: %s", source, report.counts_line())
+    splits = {s: frames[s] for s in schema.SPLITS}
+    return Dataset(
+        splits=splits,
+        source=source,
+        simulated=simulated,
+        fingerprint=schema.fingerprint(splits),
+        taxonomy=taxonomy,
+        warnings=list(report.warnings),
+    )
+
+
+def load_dataset(
+    path: str | os.PathLike | None,
+    *,
+    preset: str = "quick",
+    seed: int = 0,
+    validate: bool = True,
+    max_query_chars: int = schema.DEFAULT_MAX_QUERY_CHARS,
+) -> Dataset:
+    """Load a dataset: a directory with train/valid/test files, one file with a ``split``
+    column, or ``None`` for the built-in simulated store (``preset``, ``seed``).
+
+    Every row is checked (see :mod:`q2pt.data.validate`); invalid data raises a
+    :class:`~q2pt.errors.DataError` with every problem (file, 1-based row, field).
+    ``validate=False`` skips only the checks between rows (duplicates, leakage, labels
+    unseen in train). Warnings are logged and kept in ``Dataset.warnings``.
+    """
+    from .io import read_raw_dataset
+    from .validate import check_raw_dataset
+
+    if path is None:
+        folder = ensure_simulated(preset, seed)
+        manifest = json.loads((folder / _CACHE_MANIFEST).read_text(encoding="utf-8"))
+        raw = read_raw_dataset(folder)
+        report, frames = check_raw_dataset(raw, max_query_chars=max_query_chars, cross_checks=validate)
+        taxonomy = manifest.get("taxonomy")
+        return _from_checked(
+            report, frames, f"simulated:{preset}:seed={int(seed)}", True,
+            taxonomy if isinstance(taxonomy, dict) else None,
+        )
+    path = Path(path)
+    raw = read_raw_dataset(path)
+    report, frames = check_raw_dataset(raw, max_query_chars=max_query_chars, cross_checks=validate)
+    simulated, taxonomy = _simulated_marker(path)
+    return _from_checked(report, frames, str(path), simulated, taxonomy)
+
+
+def _simulated_marker(path: Path) -> tuple[bool, dict | None]:
+    """A dataset directory written by the simulator says so in ``simulated.json``."""
+    if not path.is_dir():
+        return False, None
+    try:
+        manifest = json.loads((path / _CACHE_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False, None
+    if not isinstance(manifest, dict) or manifest.get("simulated") is not True:
+        return False, None
+    taxonomy = manifest.get("taxonomy")
+    return True, taxonomy if isinstance(taxonomy, dict) else None
+
+
+def from_frames(
+    splits: Mapping[str, pd.DataFrame],
+    *,
+    source: str = "<memory>",
+    simulated: bool = False,
+    taxonomy: dict | None = None,
+    validate: bool = True,
+    max_query_chars: int = schema.DEFAULT_MAX_QUERY_CHARS,
+) -> Dataset:
+    """Build a checked :class:`Dataset` from in-memory frames (tests, notebooks, the simulator)."""
+    from .validate import check_raw_dataset, frames_to_raw
+
+    report, frames = check_raw_dataset(
+        frames_to_raw(splits, source), max_query_chars=max_query_chars, cross_checks=validate
+    )
+    return _from_checked(report, frames, source, simulated, taxonomy)
+

@@ -1,0 +1,480 @@
+"""Reading and writing datasets and click logs.
+
+Layouts:
+
+* a directory with ``train``, ``valid`` and ``test`` files (``train.parquet``,
+  ``valid.jsonl``, ... -- Parquet, JSONL, CSV or TSV, detected by extension);
+* one file with a ``split`` column (values ``train``/``valid``/``test``).
+
+Reading is in two stages. :func:`read_table` turns one file into a :class:`RawTable`:
+every value exactly as given (object columns), each row's 1-based source row number,
+and the problems met while parsing (bytes that are not UTF-8, malformed rows, blank
+lines). Validation (:mod:`q2pt.data.validate`) then checks the values and builds the
+typed frames. Whole-file problems (missing, unreadable, unsupported extension, missing
+split files) raise :class:`~q2pt.errors.DataError` straight away.
+
+Row numbers are 1-based data rows: for CSV/TSV the header is not counted, for JSONL the
+row number is the line number, for Parquet it is the row index + 1.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from q2pt.errors import ConfigError, DataError
+from q2pt.io import atomic_path
+
+from . import schema as S
+from .schema import DataProblem, problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import Dataset
+
+
+class _Missing:
+    """Marks a JSONL field that a row does not have (as opposed to an explicit null)."""
+
+    _instance: "_Missing | None" = None
+
+    def __new__(cls) -> "_Missing":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING = _Missing()
+
+
+def _mark_bad_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    return S.BAD_BYTES_MARK, err.end
+
+
+codecs.register_error("q2pt-mark-bad-bytes", _mark_bad_bytes)
+
+
+@dataclass
+class RawTable:
+    """One file's rows as given: ``frame`` has object columns with the raw values,
+    ``rows`` the 1-based source row number of each frame row."""
+
+    file: str
+    fmt: str
+    frame: pd.DataFrame
+    rows: np.ndarray
+    problems: list[DataProblem] = field(default_factory=list)
+    columns_known: bool = True  # False for a JSONL file without rows
+
+    def subset(self, mask: np.ndarray) -> "RawTable":
+        return RawTable(
+            self.file,
+            self.fmt,
+            self.frame.loc[mask].reset_index(drop=True),
+            self.rows[mask],
+            [],
+            self.columns_known,
+        )
+
+
+@dataclass
+class RawDataset:
+    """The raw tables of a dataset, by split, and the problems met while reading."""
+
+    source: str
+    layout: str  # "directory" | "file"
+    tables: dict[str, RawTable]
+    problems: list[DataProblem] = field(default_factory=list)
+
+    @property
+    def files(self) -> dict[str, str]:
+        return {split: t.file for split, t in self.tables.items()}
+
+
+# --------------------------------------------------------------------------- formats
+def detect_format(path: str | Path) -> str:
+    """The format of ``path`` from its extension, or a DataError naming the supported ones."""
+    path = Path(path)
+    fmt = S.FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix or '(no extension)'!r}; "
+            "use .parquet, .jsonl, .csv or .tsv"
+        )
+    return fmt
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 text; undecodable bytes become :data:`schema.BAD_BYTES_MARK`; BOM removed."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="q2pt-mark-bad-bytes")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _object_frame(columns: list[str], values: list[list[Any]]) -> pd.DataFrame:
+    """A DataFrame of object columns (so that no value is converted or rejected)."""
+    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in zip(columns, values)}, columns=columns)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+
+
+def _read_delimited(path: Path, sep: str) -> RawTable:
+    name = str(path)
+    text = _decode(_read_bytes(path))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise DataError(f"{name}: cannot parse the header: {exc}") from None
+    if header is None:
+        raise DataError(f"{name}: empty file (no header row)")
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{name}: duplicate column name(s) in the header: {', '.join(dupes)}")
+    ncol = len(header)
+    problems: list[DataProblem] = []
+    good: list[list[str]] = []
+    rows: list[int] = []
+    row = 0
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(
+                problem("malformed_row", name, row + 1, None, f"cannot parse (line {reader.line_num}): {exc}")
+            )
+            break  # the csv reader cannot resume after an error
+        row += 1
+        if not rec:
+            problems.append(
+                problem("blank_line", name, row, None, f"blank line {reader.line_num} ignored", "warning")
+            )
+        elif len(rec) != ncol:
+            kind = "non_utf8" if any(S.BAD_BYTES_MARK in v for v in rec) else "malformed_row"
+            problems.append(
+                problem(
+                    kind,
+                    name,
+                    row,
+                    None,
+                    f"expected {ncol} fields, found {len(rec)} (line {reader.line_num})"
+                    + ("; the row also has bytes that are not UTF-8" if kind == "non_utf8" else ""),
+                )
+            )
+        else:
+            good.append(rec)
+            rows.append(row)
+    cols = [list(c) for c in zip(*good)] if good else [[] for _ in header]
+    return RawTable(name, "tsv" if sep == "\t" else "csv", _object_frame(header, cols), np.asarray(rows, dtype=np.int64), problems)
+
+
+def _read_jsonl(path: Path) -> RawTable:
+    name = str(path)
+    text = _decode(_read_bytes(path))
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    problems: list[DataProblem] = []
+    records: list[dict] = []
+    rows: list[int] = []
+    loads = json.loads
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            problems.append(problem("blank_line", name, i, None, f"blank line {i} ignored", "warning"))
+            continue
+        try:
+            rec = loads(line)
+        except ValueError as exc:
+            bad = S.BAD_BYTES_MARK in line
+            msg = "bytes that are not UTF-8" if bad else f"invalid JSON: {exc}"
+            problems.append(problem("non_utf8" if bad else "malformed_row", name, i, None, msg))
+            continue
+        if not isinstance(rec, dict):
+            problems.append(
+                problem("malformed_row", name, i, None, f"expected a JSON object, found {type(rec).__name__}")
+            )
+            continue
+        records.append(rec)
+        rows.append(i)
+    columns: dict[str, None] = {}
+    for rec in records:
+        for key in rec:
+            if key not in columns:
+                columns[key] = None
+    cols = list(columns)
+    values = [[rec.get(c, MISSING) for rec in records] for c in cols]
+    return RawTable(
+        name, "jsonl", _object_frame(cols, values), np.asarray(rows, dtype=np.int64), problems, bool(records)
+    )
+
+
+def _read_parquet(path: Path) -> RawTable:
+    import pyarrow.parquet as pq
+
+    name = str(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types (ArrowInvalid, OSError...)
+        raise DataError(f"{name}: cannot read Parquet file: {exc}") from None
+    cols = list(table.column_names)
+    dupes = sorted({c for c in cols if cols.count(c) > 1})
+    if dupes:
+        raise DataError(f"{name}: duplicate column name(s): {', '.join(dupes)}")
+    values = [table.column(c).to_pylist() for c in cols]
+    return RawTable(name, "parquet", _object_frame(cols, values), np.arange(1, table.num_rows + 1, dtype=np.int64))
+
+
+def read_table(path: str | Path) -> RawTable:
+    """Read one Parquet/JSONL/CSV/TSV file as given (see :class:`RawTable`)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a {fmt} file")
+    if fmt == "parquet":
+        return _read_parquet(path)
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    return _read_delimited(path, "\t" if fmt == "tsv" else ",")
+
+
+# --------------------------------------------------------------------------- layouts
+def locate_split_files(directory: str | Path) -> dict[str, Path]:
+    """``{"train": Path, "valid": Path, "test": Path}`` in a dataset directory.
+
+    Raises a DataError listing every layout problem: no train file, a missing valid or
+    test file, two files for one split, a split file with an unsupported extension."""
+    directory = Path(directory)
+    name = str(directory)
+    exts = "/".join(sorted(set(S.FORMAT_EXT.values())))
+    found: dict[str, Path] = {}
+    problems: list[DataProblem] = []
+    for split in S.SPLITS:
+        candidates = sorted(p for p in directory.glob(f"{split}.*") if not p.name.startswith("."))
+        supported = [p for p in candidates if p.suffix.lower() in S.FORMATS]
+        if len(supported) > 1:
+            problems.append(
+                problem("layout", name, None, None, f"more than one {split} file: {', '.join(p.name for p in supported)}")
+            )
+        elif supported:
+            found[split] = supported[0]
+        elif candidates:
+            problems.append(
+                problem(
+                    "layout",
+                    name,
+                    None,
+                    None,
+                    f"{candidates[0].name}: unsupported file type; use {split}.parquet, .jsonl, .csv or .tsv",
+                )
+            )
+        else:
+            what = "no train file" if split == "train" else f"missing {split} file"
+            problems.append(problem("layout", name, None, None, f"{what} ({split}{{{exts}}})"))
+    if problems:
+        raise DataError(
+            f"{name} is not a dataset directory (expected train, valid and test files)", problems
+        )
+    return found
+
+
+def read_raw_dataset(path: str | Path) -> RawDataset:
+    """Read a dataset directory or single file (with a ``split`` column) as given."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = locate_split_files(path)
+        tables: dict[str, RawTable] = {}
+        problems: list[DataProblem] = []
+        unreadable: list[DataProblem] = []
+        for split, file in files.items():
+            try:
+                table = read_table(file)
+            except DataError as exc:
+                unreadable.append(problem("unreadable", str(file), None, None, str(exc).split(": ", 1)[-1]))
+                continue
+            problems.extend(table.problems)
+            table.problems = []
+            if S.SPLIT in table.frame.columns:
+                col = table.frame[S.SPLIT]
+                bad = np.flatnonzero([v != split for v in col.tolist()])
+                problems.extend(
+                    problem(
+                        "bad_split", table.file, int(table.rows[i]), S.SPLIT,
+                        f"split {col.iat[i]!r} in the {split} file",
+                    )
+                    for i in bad
+                )
+                table.frame = table.frame.drop(columns=[S.SPLIT])
+            tables[split] = table
+        if unreadable:
+            raise DataError(f"cannot read dataset {path}", unreadable)
+        return RawDataset(str(path), "directory", tables, problems)
+
+    table = read_table(path)
+    problems = list(table.problems)
+    table.problems = []
+    if S.SPLIT not in table.frame.columns:
+        if table.columns_known:
+            raise DataError(
+                f"{path}: a single-file dataset needs a '{S.SPLIT}' column (train/valid/test); "
+                "or give a directory with train, valid and test files"
+            )
+        table.frame[S.SPLIT] = pd.Series([], dtype=object)
+    col = table.frame[S.SPLIT]
+    values = col.tolist()
+    ok = np.array([isinstance(v, str) and v in S.SPLITS for v in values], dtype=bool)
+    for i in np.flatnonzero(~ok):
+        value = col.iat[i]
+        msg = "missing split" if value is MISSING or value is None else f"unknown split {value!r}"
+        problems.append(problem("bad_split", table.file, int(table.rows[i]), S.SPLIT, f"{msg}; use train, valid or test"))
+    tables = {}
+    for split in S.SPLITS:
+        sub = table.subset(np.array([v == split for v in values], dtype=bool) & ok)
+        sub.frame = sub.frame.drop(columns=[S.SPLIT])
+        tables[split] = sub
+    return RawDataset(str(path), "file", tables, problems)
+
+
+# --------------------------------------------------------------------------- writing
+def _as_splits(data: "Dataset | Mapping[str, pd.DataFrame]") -> dict[str, pd.DataFrame]:
+    splits = getattr(data, "splits", data)
+    missing = [s for s in S.SPLITS if s not in splits]
+    if missing:
+        raise ValueError(f"dataset has no {', '.join(missing)} split")
+    return {s: splits[s] for s in S.SPLITS}
+
+
+def _py_values(series: pd.Series) -> list[Any]:
+    """Plain Python values for JSON (NaN -> None, numpy scalars -> Python)."""
+    out = series.astype(object).tolist()
+    return [None if isinstance(v, float) and math.isnan(v) else (v.tolist() if isinstance(v, np.ndarray) else v) for v in out]
+
+
+def _write_jsonl(df: pd.DataFrame, target: Path) -> None:
+    cols = list(df.columns)
+    columns = [_py_values(df[c]) for c in cols]
+    dumps = json.dumps
+    with open(target, "w", encoding="utf-8", newline="\n") as fh:
+        for values in zip(*columns):
+            fh.write(dumps(dict(zip(cols, values)), ensure_ascii=False, default=str))
+            fh.write("\n")
+
+
+def _write_parquet(df: pd.DataFrame, target: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays: dict[str, Any] = {}
+    for col in df.columns:
+        if col in (S.QUERY, S.LOCALE, S.SPLIT):
+            arrays[col] = pa.array(df[col].astype(object).tolist(), type=pa.string())
+        elif col == S.LABELS:
+            arrays[col] = pa.array([list(v) for v in df[col].tolist()], type=pa.list_(pa.string()))
+        elif col == S.WEIGHT:
+            arrays[col] = pa.array(df[col].astype("float64").to_numpy(), type=pa.float64())
+        else:
+            arrays[col] = pa.Table.from_pandas(df[[col]], preserve_index=False).column(0)
+    pq.write_table(pa.table(arrays), target)
+
+
+def _write_delimited(df: pd.DataFrame, target: Path, sep: str) -> None:
+    out = df.copy()
+    if S.LABELS in out.columns:
+        out[S.LABELS] = [S.join_labels(v) for v in out[S.LABELS].tolist()]
+    out.to_csv(target, sep=sep, index=False, lineterminator="\n", encoding="utf-8")
+
+
+def write_table(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> Path:
+    """Write one table atomically; ``product_types`` lists become ``a|b`` in CSV/TSV."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt not in S.FORMAT_EXT:
+        raise ConfigError(f"unknown format {fmt!r}; use parquet, jsonl, csv or tsv")
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            _write_parquet(df, tmp)
+        elif fmt == "jsonl":
+            _write_jsonl(df, tmp)
+        else:
+            _write_delimited(df, tmp, "\t" if fmt == "tsv" else ",")
+    return path
+
+
+def check_target(out: Path, overwrite: bool, *, directory: bool = True) -> None:
+    """ConfigError if ``out`` exists (a file, or a non-empty directory) and not ``overwrite``,
+    or if it is a file where a directory is to be written."""
+    if directory and out.is_file():
+        raise ConfigError(f"{out} is a file; a dataset directory is written there")
+    if not directory and out.is_dir():
+        raise ConfigError(f"{out} is a directory; a single file is written there")
+    if out.exists() and not overwrite:
+        if out.is_file() or any(out.iterdir()):
+            raise ConfigError(f"{out} already exists; choose another path or pass --overwrite")
+
+
+def write_dataset(
+    data: "Dataset | Mapping[str, pd.DataFrame]",
+    out: str | Path,
+    fmt: str = "parquet",
+    *,
+    single_file: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write a dataset atomically and return the written path.
+
+    Directory layout (default): ``out/train.<ext>``, ``out/valid.<ext>``, ``out/test.<ext>``.
+    ``single_file=True``: one file ``out`` (its extension wins over ``fmt``) with a ``split``
+    column. An existing non-empty ``out`` is only replaced with ``overwrite=True``.
+    """
+    out = Path(out)
+    splits = _as_splits(data)
+    check_target(out, overwrite, directory=not single_file)
+    if single_file:
+        if out.suffix.lower() in S.FORMATS:
+            fmt = S.FORMATS[out.suffix.lower()]
+        elif fmt not in S.FORMAT_EXT:
+            raise ConfigError(f"unknown format {fmt!r}; use parquet, jsonl, csv or tsv")
+        else:
+            out = out.with_name(out.name + S.FORMAT_EXT[fmt])
+            check_target(out, overwrite, directory=False)
+        frames = []
+        for split, df in splits.items():
+            df = df.copy()
+            df.insert(0, S.SPLIT, split)
+            frames.append(df)
+        write_table(pd.concat(frames, ignore_index=True), out, fmt)
+        return out
+    if fmt not in S.FORMAT_EXT:
+        raise ConfigError(f"unknown format {fmt!r}; use parquet, jsonl, csv or tsv")
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for split, df in splits.items():
+            write_table(df, tmp / f"{split}{S.FORMAT_EXT[fmt]}", fmt)
+    return out

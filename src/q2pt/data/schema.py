@@ -1,0 +1,153 @@
+"""The dataset schema: column names, query normalisation, label (de)serialisation,
+the canonical content fingerprint, and the problem type the data layer reports.
+
+A dataset row has ``query`` (str), ``locale`` (str id), ``product_types`` (a non-empty
+list of str; in CSV/TSV one string joined with ``|``) and optionally ``weight`` (a
+positive number, default 1.0). Simulated data adds ``intent`` and ``sim_*`` analysis
+columns; any other extra column is kept as given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from q2pt.errors import Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+# --- column names -----------------------------------------------------------------
+QUERY = "query"
+LOCALE = "locale"
+LABELS = "product_types"
+WEIGHT = "weight"
+SPLIT = "split"
+INTENT = "intent"  # simulated data only: the clean intended type (analysis only)
+
+REQUIRED_COLUMNS: tuple[str, ...] = (QUERY, LOCALE, LABELS)
+CORE_COLUMNS: tuple[str, ...] = (QUERY, LOCALE, LABELS, WEIGHT)
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+# click-log columns (q2pt data from-clicks)
+PRODUCT_TYPE = "product_type"
+CLICKS = "clicks"
+PURCHASES = "purchases"
+CLICK_COLUMNS: tuple[str, ...] = (QUERY, LOCALE, PRODUCT_TYPE, CLICKS)
+
+LABEL_SEP = "|"  # joins product types in one CSV/TSV cell
+DEFAULT_WEIGHT = 1.0
+DEFAULT_MAX_QUERY_CHARS = 200
+
+# file formats, detected by extension
+FORMATS: dict[str, str] = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+}
+FORMAT_EXT: dict[str, str] = {"parquet": ".parquet", "jsonl": ".jsonl", "csv": ".csv", "tsv": ".tsv"}
+
+# Bytes that are not valid UTF-8 are decoded to this private-use character so that the
+# row and field holding them can be found after parsing (see q2pt.data.io).
+BAD_BYTES_MARK = "\U0010fffd"
+_NOT_UNICODE = re.compile("[\ud800-\udfff\U0010fffd]")
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_query(query: str) -> str:
+    """The form queries are compared in (duplicates, leakage, splitting):
+    Unicode NFKC, case-folded, runs of whitespace collapsed to one space, stripped."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", query).casefold()).strip()
+
+
+def normalize_queries(queries: "pd.Series") -> "pd.Series":
+    """Vectorised :func:`normalize_query` over a Series of str."""
+    import pandas as pd
+
+    s = pd.Series(queries, dtype="str", index=getattr(queries, "index", None))
+    return s.str.normalize("NFKC").str.casefold().str.replace(_WS.pattern, " ", regex=True).str.strip()
+
+
+def clean_query_text(query: str) -> str:
+    """Whitespace-tidied query text (stripped, inner runs collapsed); case is kept."""
+    return _WS.sub(" ", query).strip()
+
+
+def has_bad_text(value: str) -> bool:
+    """True if ``value`` holds undecodable bytes (or lone surrogates) -- i.e. is not valid UTF-8."""
+    return _NOT_UNICODE.search(value) is not None
+
+
+def join_labels(labels: Iterable[str]) -> str:
+    """``["a", "b"]`` -> ``"a|b"`` (the CSV/TSV form)."""
+    return LABEL_SEP.join(labels)
+
+
+def split_labels(cell: str) -> list[str]:
+    """``"a | b"`` -> ``["a", "b"]``: split on ``|``, surrounding spaces removed.
+
+    Empty pieces are kept as ``""`` so that validation can report them."""
+    if cell.strip() == "":
+        return []
+    return [p.strip() for p in cell.split(LABEL_SEP)]
+
+
+def fingerprint(splits: Mapping[str, "pd.DataFrame"]) -> str:
+    """sha256 (first 16 hex digits) of the canonical content of a dataset.
+
+    The content is the set of rows (split, query, locale, sorted product types, weight);
+    row order, label order, file format and extra columns do not change it, so the same
+    data stored as Parquet, JSONL, CSV or TSV has the same fingerprint. Each row is one
+    line ``split US query US locale US label RS label... US repr(weight)``; text holding
+    the separators is JSON-escaped first, so the serialisation is unambiguous.
+    """
+    lines: list[str] = []
+    for split in sorted(splits):
+        df = splits[split]
+        if len(df) == 0:
+            continue
+        queries = [_fp_text(q) for q in df[QUERY].tolist()]
+        locales = [_fp_text(x) for x in df[LOCALE].tolist()]
+        labels = ["\x1e".join(_fp_text(x) for x in sorted(labs)) for labs in df[LABELS].tolist()]
+        weights = df[WEIGHT].tolist() if WEIGHT in df.columns else [DEFAULT_WEIGHT] * len(df)
+        lines.extend(
+            f"{split}\x1f{q}\x1f{loc}\x1f{labs}\x1f{float(w)!r}"
+            for q, loc, labs, w in zip(queries, locales, labels, weights)
+        )
+    lines.sort()
+    return hashlib.sha256("\n".join(lines).encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
+
+
+_FP_SPECIAL = re.compile("[\x1e\x1f\n\"]")
+
+
+def _fp_text(text: str) -> str:
+    """``text``, or its JSON form when it holds a separator (or a quote, so that the
+    escaped form cannot collide with a plain one)."""
+    return json.dumps(text, ensure_ascii=False) if _FP_SPECIAL.search(text) else text
+
+
+@dataclass(frozen=True)
+class DataProblem(Problem):
+    """A :class:`~q2pt.errors.Problem` with a machine-readable ``kind``
+    (``empty_query``, ``leakage``, ...), used to count problems by kind."""
+
+    kind: str = "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def problem(
+    kind: str, file: str, row: int | None, field: str | None, message: str, severity: str = "error"
+) -> DataProblem:
+    """Shorthand constructor (keyword order of :class:`DataProblem` is awkward)."""
+    return DataProblem(file=file, row=row, field=field, message=message, severity=severity, kind=kind)

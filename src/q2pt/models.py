@@ -1,0 +1,584 @@
+"""The q2pt classifier and its model folders.
+
+:class:`Q2PTNet` is the network: encoder -> dropout -> head (``model.head_hidden`` hidden
+layers, then one linear layer) giving one logit per product type; a sigmoid turns logits
+into scores and training minimises binary cross-entropy (see :mod:`q2pt.training`).
+
+:class:`Q2PTModel` is the scikit-learn style estimator over the paper's three variants:
+
+``non-unified``
+    one network per locale, each over the product types seen in that locale's training
+    data; :meth:`Q2PTModel.predict_proba` maps each back to the global ``classes_`` order
+    (zeros elsewhere). A locale outside training is refused (``UnknownLocaleError``)
+    unless a ``fallback_locale`` is given.
+``unified-agnostic``
+    one network for every locale, which never sees the locale.
+``unified-aware``
+    one network; the encoder prepends the query's locale token (the paper's locale-aware
+    conditioning). A locale unseen in training gets no token -- the locale-agnostic mode,
+    trained by ``train.locale_dropout`` -- and a warning says so.
+
+A model folder (:meth:`Q2PTModel.save`, :func:`load_model`)::
+
+    MODEL_DIR/manifest.json          format_version, versions, variant, encoder, locales,
+                                     labels, data, config, validation metrics, thresholds,
+                                     sha256 of every other file
+    MODEL_DIR/model.safetensors      unified: the network's state_dict
+    MODEL_DIR/encoder/               unified: encoder assets
+    MODEL_DIR/models/<LOC>/model.safetensors, models/<LOC>/encoder/   non-unified
+    MODEL_DIR/checkpoints/           training checkpoints (kept when the model is saved)
+
+It is written atomically (built in a temporary folder, then renamed) and never uses pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from q2pt import __version__
+from q2pt.config import Config, resolve_config
+from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError, require
+from q2pt.io import atomic_path
+
+torch = require("torch", "torch")
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from q2pt.data import Dataset
+    from q2pt.training import TrainHooks
+
+logger = logging.getLogger(__name__)
+
+#: Version of the model folder layout; load_model refuses newer ones.
+FORMAT_VERSION = 1
+UNIFIED = "*"
+MANIFEST = "manifest.json"
+
+__all__ = ["Q2PTNet", "Q2PTModel", "load_model", "build_network", "FORMAT_VERSION"]
+
+
+class Q2PTNet(torch.nn.Module):
+    """Encoder -> dropout -> head; ``forward`` returns logits ``(B, n_labels)``."""
+
+    def __init__(self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = ()):
+        super().__init__()
+        if n_labels < 1:
+            raise ConfigError("a network needs at least one label")
+        self.encoder = encoder
+        self.n_labels = int(n_labels)
+        self.dropout = torch.nn.Dropout(dropout)
+        layers: list[Any] = []
+        width = int(encoder.dim)
+        for h in hidden:
+            layers += [torch.nn.Linear(width, int(h)), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+            width = int(h)
+        layers.append(torch.nn.Linear(width, self.n_labels))
+        self.head = torch.nn.Sequential(*layers)
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        return self.head(self.dropout(self.encoder(batch)))
+
+
+def build_network(config: Config, classes: Sequence[str], locales: Sequence[str] | None) -> Q2PTNet:
+    """A fresh network for ``config``: ``locales`` given -> a locale-aware encoder."""
+    from q2pt.encoders import build_encoder
+
+    encoder = build_encoder(config.model.encoder, locales=list(locales) if locales else None, **config.model.encoder_options)
+    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden)
+
+
+class Q2PTModel:
+    """Query -> product types classifier, in one of the three variants (see the module doc).
+
+    Args:
+        variant: "non-unified", "unified-agnostic" or "unified-aware" (default
+            ``config.model.variant``, itself "unified-aware" by default).
+        encoder: encoder spec ("use", "ngram", "hf:NAME_OR_PATH"); default
+            ``config.model.encoder`` ("use").
+        config: a resolved :class:`~q2pt.config.Config` (see
+            :func:`~q2pt.config.resolve_config`); None: defaults with the encoder's
+            overrides.
+
+    Fitted attributes: ``classes_`` (ordered labels), ``locales_`` (training locales),
+    ``thresholds_`` ({"global": t, LOC: t}), ``networks`` ({"*": net} or {LOC: net}),
+    ``network_labels_`` (each network's labels), ``manifest``.
+    """
+
+    def __init__(self, variant: str | None = None, encoder: str | None = None, config: Config | None = None):
+        if config is None:
+            config = resolve_config(encoder=encoder, flags={"model.variant": variant})
+        else:
+            if not isinstance(config, Config):
+                raise ConfigError(f"config must be a q2pt.config.Config, got {type(config).__name__}")
+            if encoder is not None and encoder != config.model.encoder:
+                raise ConfigError(
+                    f"encoder {encoder!r} differs from the config's model.encoder {config.model.encoder!r}; "
+                    "resolve the config with that encoder (resolve_config(encoder=...))"
+                )
+            if variant is not None and variant != config.model.variant:
+                config = Config.from_dict(_with(config.to_dict(), "model", "variant", variant))
+        self.config: Config = config
+        self.variant: str = config.model.variant
+        self.encoder: str = config.model.encoder
+        self.classes_: list[str] = []
+        self.locales_: list[str] = []
+        self.thresholds_: dict[str, float] = {}
+        self.networks: dict[str, Q2PTNet] = {}
+        self.network_labels_: dict[str, list[str]] = {}
+        self.manifest: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        fitted = f", {len(self.classes_)} labels, {len(self.locales_)} locales" if self.networks else ""
+        return f"Q2PTModel(variant={self.variant!r}, encoder={self.encoder!r}{fitted})"
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        dataset: "Dataset",
+        *,
+        out_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        hooks: "TrainHooks | None" = None,
+    ) -> "Q2PTModel":
+        """Train on ``dataset`` (train split; valid for early stopping and thresholds).
+
+        With ``out_dir``: checkpoints go to ``out_dir/checkpoints`` and the model folder is
+        saved to ``out_dir`` at the end; ``resume=True`` continues from the last checkpoint.
+        """
+        from q2pt.training import fit_model
+
+        return fit_model(self, dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks)
+
+    def _set_trained(
+        self,
+        *,
+        networks: dict[str, Q2PTNet],
+        network_labels: dict[str, list[str]],
+        classes: list[str],
+        locales: list[str],
+        dataset: "Dataset",
+        training: dict[str, Any],
+    ) -> None:
+        self.networks = networks
+        self.network_labels_ = network_labels
+        self.classes_ = list(classes)
+        self.locales_ = list(locales)
+        for net in networks.values():
+            net.eval()
+        first = next(iter(networks.values()))
+        self.manifest = {
+            "format_version": FORMAT_VERSION,
+            "q2pt_version": __version__,
+            "torch_version": torch.__version__,
+            "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "variant": self.variant,
+            "encoder": {"spec": self.encoder, "kind": first.encoder.kind, "config": first.encoder.get_config()},
+            "locales": self.locales_,
+            "labels": self.classes_,
+            "data": {
+                "source": str(dataset.source),
+                "fingerprint": dataset.fingerprint,
+                "simulated": bool(dataset.simulated),
+                "n_train": int(len(dataset.train)),
+                "n_valid": int(len(dataset.valid)),
+            },
+            "config": self.config.to_dict(),
+            "metrics": None,
+            "thresholds": {},
+            "training": training,
+        }
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        if not self.networks:
+            raise ModelLoadError("this model is not trained: call fit() or load_model() first")
+
+    def predict_proba(
+        self,
+        queries: Sequence[str] | str,
+        locales: Sequence[str] | str,
+        *,
+        fallback_locale: str | None = None,
+        batch_size: int = 512,
+    ) -> np.ndarray:
+        """Scores ``(n, len(classes_))`` in ``classes_`` order, one row per query.
+
+        ``locales`` is one locale per query, or one locale for all. A locale outside
+        ``locales_``: unified models score locale-agnostically and log a warning;
+        non-unified models raise UnknownLocaleError unless ``fallback_locale`` is given.
+        """
+        scores, _, _ = self.predict_details(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
+        return scores
+
+    def predict_details(
+        self,
+        queries: Sequence[str] | str,
+        locales: Sequence[str] | str,
+        *,
+        fallback_locale: str | None = None,
+        batch_size: int = 512,
+    ) -> tuple[np.ndarray, list[str], list[str | None]]:
+        """Like :meth:`predict_proba`, plus per query a note ("" normally; says when the
+        locale was unseen and how it was handled) and the locale whose calibrated threshold
+        applies (None: the global threshold)."""
+        self._check_fitted()
+        queries = [queries] if isinstance(queries, str) else [str(q) for q in queries]
+        n = len(queries)
+        locs = [locales] * n if isinstance(locales, str) else [str(x) for x in locales]
+        if len(locs) != n:
+            raise ValueError(f"got {n} queries but {len(locs)} locales")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        known = set(self.locales_)
+        unseen = sorted({loc for loc in locs if loc not in known})
+        out = np.zeros((n, len(self.classes_)), dtype=np.float32)
+        notes = [""] * n
+        threshold_locale: list[str | None] = [loc if loc in known else None for loc in locs]
+        if self.variant == "non-unified":
+            if unseen:
+                if fallback_locale is None:
+                    raise UnknownLocaleError(
+                        f"locale(s) {', '.join(unseen)} not seen in training; this non-unified model has "
+                        f"one network per training locale ({', '.join(self.locales_)}). "
+                        "Pass a fallback locale (--fallback LOCALE) to use its network."
+                    )
+                if fallback_locale not in known:
+                    raise UnknownLocaleError(
+                        f"fallback locale {fallback_locale!r} is not one of the model's locales ({', '.join(self.locales_)})"
+                    )
+                logger.warning("locale(s) %s not seen in training: using the %s network", ", ".join(unseen), fallback_locale)
+            col = {c: i for i, c in enumerate(self.classes_)}
+            locs_arr = np.asarray(locs, dtype=object)
+            for loc in sorted(set(locs)):
+                rows = np.flatnonzero(locs_arr == loc)
+                use = loc if loc in known else fallback_locale
+                if loc not in known:
+                    for r in rows:
+                        notes[r] = f"unseen locale {loc}: used the {use} network"
+                        threshold_locale[r] = use
+                net = self.networks[use]
+                cols = np.asarray([col[c] for c in self.network_labels_[use]], dtype=np.int64)
+                scores = _score(net, [queries[r] for r in rows], None, batch_size)
+                out[np.ix_(rows, cols)] = scores
+            return out, notes, threshold_locale
+
+        net = self.networks[UNIFIED]
+        if unseen:
+            logger.warning(
+                "locale(s) %s not seen in training: predicting locale-agnostically (no locale token)", ", ".join(unseen)
+            )
+            for r, loc in enumerate(locs):
+                if loc not in known:
+                    notes[r] = f"unseen locale {loc}: predicted locale-agnostically"
+        aware = self.variant == "unified-aware"
+        # The encoder gives no token to a locale outside its list: unseen locales are agnostic.
+        token_locales = [loc if loc in known else None for loc in locs] if aware else None
+        out[:] = _score(net, queries, token_locales, batch_size)
+        return out, notes, threshold_locale
+
+    def threshold_for(self, locale: str | None) -> float:
+        """The calibrated threshold of a locale (the global one for None or unknown)."""
+        self._check_fitted()
+        if locale is not None and locale in self.thresholds_:
+            return float(self.thresholds_[locale])
+        return float(self.thresholds_.get("global", 0.5))
+
+    def predict(
+        self,
+        queries: Sequence[str] | str,
+        locales: Sequence[str] | str,
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        fallback_locale: str | None = None,
+        batch_size: int = 512,
+    ) -> list[list[str]]:
+        """Predicted product types per query (calibrated per-locale thresholds by default)."""
+        from q2pt.predict import select_types
+
+        scores, _, tloc = self.predict_details(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
+        cut = [threshold if threshold is not None else self.threshold_for(loc) for loc in tloc]
+        return [[t for t, _ in row] for row in select_types(scores, self.classes_, cut, top_k)]
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        frame: "pd.DataFrame",
+        *,
+        precision: float = 0.8,
+        bootstrap: int = 0,
+        seed: int = 0,
+        fallback_locale: str | None = None,
+        batch_size: int = 512,
+    ) -> dict[str, Any]:
+        """R@P, PR-AUC, thresholds and counts, globally and per locale, on a labelled frame.
+
+        Product types outside ``classes_`` count as missed positives. Returns
+        :func:`q2pt.metrics.evaluate`'s dict; each entry also has ``calibrated``: precision,
+        recall and F1 when every query uses its locale's calibrated threshold (the
+        operating point ``predict`` uses by default).
+        """
+        from q2pt.metrics import evaluate, precision_recall_at, to_jsonable
+        from q2pt.training import label_lists, multi_hot
+
+        self._check_fitted()
+        queries = frame["query"].astype(str).tolist()
+        locs = frame["locale"].astype(str).tolist()
+        scores, _, tloc = self.predict_details(queries, locs, fallback_locale=fallback_locale, batch_size=batch_size)
+        y, missing = multi_hot(label_lists(frame["product_types"]), self.classes_)
+        y = y.toarray()
+        result = evaluate(y, scores, locs, precision=precision, bootstrap=bootstrap, seed=seed, n_missing=missing)
+        # Per-row thresholds as one rule: score - t_row + 0.5 >= 0.5  <=>  score >= t_row.
+        cuts = np.asarray([self.threshold_for(loc) for loc in tloc], dtype=np.float64)
+        shifted = scores.astype(np.float64) - cuts[:, None] + 0.5
+        locs_arr = np.asarray(locs, dtype=object)
+
+        def at_calibrated(rows: np.ndarray | slice) -> dict[str, Any]:
+            p, r, f = precision_recall_at(y[rows], shifted[rows], 0.5, n_missing=int(missing[rows].sum()))
+            return to_jsonable({"precision": p, "recall": r, "f1": f})
+
+        result["global"]["calibrated"] = at_calibrated(slice(None))
+        for loc, entry in result["locales"].items():
+            rows = np.flatnonzero(locs_arr == loc)
+            entry["calibrated"] = {"threshold": self.threshold_for(tloc[rows[0]]), **at_calibrated(rows)}
+        return result
+
+    # ------------------------------------------------------------------ saving
+    def save(self, folder: str | Path) -> None:
+        """Write the model folder atomically (see the module docstring)."""
+        from safetensors.torch import save_file
+
+        from q2pt.training import clone_state, safe_name
+
+        self._check_fitted()
+        folder = Path(folder)
+        check_output_folder(folder)
+        manifest = json.loads(json.dumps(self.manifest))
+        manifest["networks"] = {}
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            for stage, net in self.networks.items():
+                base = "" if stage == UNIFIED else f"models/{safe_name(stage)}/"
+                (tmp / base).mkdir(parents=True, exist_ok=True)
+                save_file(clone_state(net), str(tmp / f"{base}model.safetensors"), metadata={"format": "pt"})
+                net.encoder.save_assets(tmp / f"{base}encoder")
+                manifest["networks"][stage] = {
+                    "weights": f"{base}model.safetensors",
+                    "assets": f"{base}encoder",
+                    "labels": None if stage == UNIFIED else self.network_labels_[stage],
+                    "encoder": net.encoder.get_config(),
+                }
+            manifest["files"] = _hash_files(tmp)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            old_checkpoints = folder / "checkpoints"
+            if old_checkpoints.is_dir():
+                os.replace(old_checkpoints, tmp / "checkpoints")
+        self.manifest = manifest
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _with(data: dict[str, Any], section: str, key: str, value: Any) -> dict[str, Any]:
+    data[section][key] = value
+    return data
+
+
+def _versions() -> dict[str, str]:
+    import safetensors
+
+    out = {"q2pt": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
+           "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        import transformers  # noqa: F401  (only if already installed; cheap version lookup)
+        from importlib.metadata import version
+
+        out["transformers"] = version("transformers")
+    except Exception:
+        pass
+    return out
+
+
+def _score(net: Q2PTNet, queries: list[str], locales: list[str | None] | None, batch_size: int) -> np.ndarray:
+    """Sigmoid scores of queries through one network, in batches, in evaluation mode."""
+    out = np.zeros((len(queries), net.n_labels), dtype=np.float32)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(queries), batch_size):
+                stop = min(start + batch_size, len(queries))
+                part = None if locales is None else locales[start:stop]
+                batch = net.encoder.tokenize(queries[start:stop], part)
+                out[start:stop] = torch.sigmoid(net(batch)).float().numpy()
+    finally:
+        net.train(was_training)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _hash_files(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): _sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and "checkpoints" not in p.relative_to(root).parts
+    }
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse to replace an existing folder that is not a q2pt model / training output."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write the model to {folder}: it exists and is not a folder")
+    names = {p.name for p in folder.iterdir()}
+    if not names or MANIFEST in names or names <= {"checkpoints"}:
+        return
+    shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
+    raise ConfigError(
+        f"refusing to write the model to {folder}: the folder exists and is not a q2pt model folder "
+        f"(it holds {shown}); choose a new or empty folder"
+    )
+
+
+def validation_report(model: Q2PTModel, valid: "pd.DataFrame") -> None:
+    """Validation metrics and calibrated per-locale thresholds into the model's manifest.
+
+    Uses the valid rows of the training locales (the same rows for every variant).
+    """
+    from q2pt.errors import DataError
+    from q2pt.metrics import calibrate_thresholds, evaluate
+    from q2pt.training import label_lists, multi_hot
+
+    precision = model.config.train.precision_target
+    rows = valid[valid["locale"].astype(str).isin(model.locales_)]
+    thresholds: dict[str, float] = {"global": 0.5}
+    details: dict[str, str] = {"global": "default 0.5: no validation data to calibrate on"}
+    metrics = None
+    if len(rows):
+        queries = rows["query"].astype(str).tolist()
+        locs = rows["locale"].astype(str).tolist()
+        scores = model.predict_proba(queries, locs)
+        y, missing = multi_hot(label_lists(rows["product_types"]), model.classes_)
+        y = y.toarray()
+        metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing)
+        try:
+            cal = calibrate_thresholds(y, scores, locs, precision=precision, n_missing=missing)
+            thresholds = {k: float(v) for k, v in cal.items()}
+            details = dict(getattr(cal, "details", {}) or {})
+        except DataError as exc:
+            details = {"global": f"default 0.5: {exc}"}
+    if metrics is None:
+        logger.warning("no validation data: thresholds default to 0.5")
+    model.thresholds_ = thresholds
+    model.manifest["metrics"] = metrics
+    model.manifest["thresholds"] = thresholds
+    model.manifest["threshold_details"] = details
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not folder.exists():
+        raise ModelLoadError(f"model folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder} is not a model folder (not a directory)")
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing: {folder} is not a q2pt model folder")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{path} is corrupt (not valid JSON: {exc})") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{path} is corrupt (not a JSON object)")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelLoadError(f"{path} is corrupt (no integer format_version)")
+    if version > FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path} has format version {version}, newer than this q2pt {__version__} reads "
+            f"(up to {FORMAT_VERSION}); upgrade q2pt to load it"
+        )
+    required = ["variant", "encoder", "locales", "labels", "config", "thresholds", "networks", "files"]
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise ModelLoadError(f"{path} is corrupt (missing {', '.join(missing)})")
+    return manifest
+
+
+def load_model(folder: str | Path) -> Q2PTModel:
+    """Load a model folder written by :meth:`Q2PTModel.save`.
+
+    Raises ModelLoadError naming the file for a missing folder or file, a corrupt file
+    (invalid JSON, checksum mismatch, unreadable weights) or a newer format version.
+    """
+    from safetensors.torch import load_file
+
+    from q2pt.encoders import encoder_from_config
+
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    mpath = folder / MANIFEST
+    for rel, digest in manifest["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            raise ModelLoadError(f"missing file {path} (listed in {mpath})")
+        if _sha256(path) != digest:
+            raise ModelLoadError(f"{path} is corrupt (its sha256 does not match {mpath})")
+    try:
+        config = Config.from_dict(manifest["config"], source=str(mpath))
+    except ConfigError as exc:
+        raise ModelLoadError(f"{mpath} has an invalid config: {exc}") from None
+    model = Q2PTModel(config=config)
+    if manifest["variant"] != config.model.variant:
+        raise ModelLoadError(f"{mpath} is corrupt (variant {manifest['variant']!r} differs from its config)")
+    classes = list(manifest["labels"])
+    networks: dict[str, Q2PTNet] = {}
+    network_labels: dict[str, list[str]] = {}
+    for stage, entry in manifest["networks"].items():
+        labels = classes if entry.get("labels") is None else list(entry["labels"])
+        assets = folder / entry["assets"]
+        try:
+            encoder = encoder_from_config(entry["encoder"], assets)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot rebuild the encoder from {assets}: {exc}") from None
+        net = Q2PTNet(encoder, len(labels), config.model.dropout, config.model.head_hidden)
+        wpath = folder / entry["weights"]
+        try:
+            state = load_file(str(wpath))
+        except Exception as exc:
+            raise ModelLoadError(f"{wpath} is corrupt or unreadable ({exc})") from None
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{wpath} does not fit the network described in {mpath}: {exc}") from None
+        net.eval()
+        networks[stage] = net
+        network_labels[stage] = labels
+    model.networks = networks
+    model.network_labels_ = network_labels
+    model.classes_ = classes
+    model.locales_ = list(manifest["locales"])
+    model.thresholds_ = {k: float(v) for k, v in manifest["thresholds"].items()}
+    model.manifest = manifest
+    return model

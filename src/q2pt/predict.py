@@ -1,0 +1,182 @@
+"""Batch prediction with a trained model: which product types each query means.
+
+A query's predicted types are those whose score reaches its locale's calibrated threshold
+(from the model's manifest: recall at the target precision on validation data), or a
+threshold given by the caller, best first, optionally cut to the ``top_k`` best.
+
+:func:`predict_frame` adds ``predicted_types``, ``predicted_scores`` and ``note`` columns to
+a table of ``query``/``locale`` rows; :func:`predict_file` does it for a Parquet, JSONL, CSV
+or TSV file (in chunks) and writes the result atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from q2pt.errors import ConfigError, DataError, Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from q2pt.models import Q2PTModel
+
+TYPES = "predicted_types"
+SCORES = "predicted_scores"
+NOTE = "note"
+
+
+def select_types(
+    scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | float, top_k: int | None = None
+) -> list[list[tuple[str, float]]]:
+    """Per row, the ``(type, score)`` pairs with ``score >= threshold``, best first, at most ``top_k``."""
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    n = scores.shape[0]
+    cut = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n,))
+    out: list[list[tuple[str, float]]] = []
+    for i in range(n):
+        row = scores[i]
+        cols = np.flatnonzero(row >= cut[i])
+        cols = cols[np.argsort(-row[cols], kind="stable")]
+        if top_k is not None:
+            cols = cols[:top_k]
+        out.append([(classes[c], float(row[c])) for c in cols])
+    return out
+
+
+def check_threshold(threshold: float | None) -> None:
+    if threshold is not None and (math.isnan(threshold) or not 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+
+
+def predict_rows(
+    model: "Q2PTModel",
+    queries: Sequence[str],
+    locales: Sequence[str],
+    *,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    fallback_locale: str | None = None,
+    batch_size: int = 512,
+) -> tuple[list[list[tuple[str, float]]], list[str]]:
+    """Predicted ``(type, score)`` lists and notes for queries with their locales.
+
+    ``threshold`` None: each query's locale's calibrated threshold (the global one for a
+    locale the model has no threshold for).
+    """
+    check_threshold(threshold)
+    scores, notes, tloc = model.predict_details(
+        list(queries), list(locales), fallback_locale=fallback_locale, batch_size=batch_size
+    )
+    cuts = [threshold if threshold is not None else model.threshold_for(loc) for loc in tloc]
+    return select_types(scores, model.classes_, cuts, top_k), notes
+
+
+def _check_input(frame: "pd.DataFrame", file: str, rows: Sequence[int] | None = None) -> None:
+    missing = [c for c in ("query", "locale") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{file}: missing column(s) {', '.join(missing)} (need query and locale)")
+    problems = []
+    for col in ("query", "locale"):
+        values = frame[col].tolist()
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or (col == "locale" and not v.strip()):
+                row = int(rows[i]) if rows is not None else i + 1
+                problems.append(Problem(file, row, col, f"expected a non-empty string, got {v!r}"))
+    if problems:
+        raise DataError(f"{file}: {len(problems)} row(s) cannot be predicted", problems)
+
+
+def predict_frame(
+    model: "Q2PTModel",
+    frame: "pd.DataFrame",
+    *,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    fallback_locale: str | None = None,
+    batch_size: int = 512,
+    source: str = "input",
+) -> "pd.DataFrame":
+    """``frame`` (with ``query`` and ``locale`` columns) plus ``predicted_types`` (list of
+    str), ``predicted_scores`` (list of float, same order) and ``note`` ("" unless the
+    locale was unseen in training)."""
+    _check_input(frame, source)
+    preds, notes = predict_rows(
+        model, frame["query"].tolist(), frame["locale"].tolist(),
+        threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
+    )
+    out = frame.copy()
+    out[TYPES] = [[t for t, _ in p] for p in preds]
+    out[SCORES] = [[round(s, 6) for _, s in p] for p in preds]
+    out[NOTE] = notes
+    return out
+
+
+def predict_file(
+    model: "Q2PTModel",
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    threshold: float | None = None,
+    top_k: int | None = None,
+    fallback_locale: str | None = None,
+    batch_size: int = 512,
+    chunk_size: int = 50_000,
+    progress: bool = False,
+) -> int:
+    """Predict every row of a Parquet/JSONL/CSV/TSV file (``query``, ``locale`` columns; other
+    columns kept) and write them with the predictions to ``output_path`` (format from its
+    extension; in CSV/TSV the lists are joined with ``|``). Returns the number of rows."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from q2pt.data.io import detect_format, read_table, write_table
+
+    out_fmt = detect_format(output_path)  # fail early on a bad output extension
+    table = read_table(input_path)
+    if table.problems:
+        raise DataError(f"{input_path}: cannot read every row", list(table.problems))
+    frame = table.frame
+    _check_input(frame, str(input_path), table.rows)
+    parts = []
+    import sys
+
+    show = progress and sys.stderr.isatty()
+    for start in tqdm(range(0, len(frame), chunk_size), disable=not show, desc="predicting", unit="chunk"):
+        parts.append(
+            predict_frame(
+                model, frame.iloc[start : start + chunk_size], threshold=threshold, top_k=top_k,
+                fallback_locale=fallback_locale, batch_size=batch_size, source=str(input_path),
+            )
+        )
+    result = pd.concat(parts, ignore_index=True) if parts else predict_frame(model, frame, source=str(input_path))
+    if out_fmt in ("csv", "tsv"):
+        result[TYPES] = ["|".join(v) for v in result[TYPES]]
+        result[SCORES] = ["|".join(f"{s:.6g}" for s in v) for v in result[SCORES]]
+    write_table(result, output_path, out_fmt)
+    return len(result)
+
+
+def format_predictions(
+    queries: Sequence[str], preds: Sequence[Sequence[tuple[str, float]]], notes: Sequence[str]
+) -> str:
+    """Human-readable lines: ``query<TAB>type (score), type (score)  [note]``."""
+    lines = []
+    for q, p, note in zip(queries, preds, notes):
+        types = ", ".join(f"{t} ({s:.3f})" for t, s in p) or "(no type above the threshold)"
+        lines.append(f"{q}\t{types}" + (f"\t[{note}]" if note else ""))
+    return "\n".join(lines)
+
+
+def as_records(
+    queries: Sequence[str], locales: Sequence[str], preds: Sequence[Sequence[tuple[str, float]]], notes: Sequence[str]
+) -> list[dict[str, Any]]:
+    """JSON-ready records of predictions."""
+    return [
+        {"query": q, "locale": loc, TYPES: [t for t, _ in p], SCORES: [round(s, 6) for _, s in p], NOTE: note}
+        for q, loc, p, note in zip(queries, locales, preds, notes)
+    ]

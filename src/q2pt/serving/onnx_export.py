@@ -1,0 +1,415 @@
+"""Export a q2pt model to ONNX, optionally int8-quantize it, and measure what that costs.
+
+Layout of an export (``q2pt export onnx --model MODEL_DIR --out OUT``):
+
+* **unified models** (``unified-aware``, ``unified-agnostic``): ``OUT`` is one ONNX file
+  (if ``OUT`` is an existing folder, ``OUT/model.onnx``);
+* **non-unified models**: ``OUT`` is a folder with one ``<locale>.onnx`` per locale and an
+  ``index.json`` (``{"variant", "files": {locale: file}}``).
+
+Each graph takes the tensors of its encoder's ``tokenize`` (same names: ``ids`` +
+``lengths`` for ``use``, ``ids`` + ``offsets`` for ``ngram``, ``input_ids`` +
+``attention_mask``... for ``hf:``; every axis dynamic) and returns ``probabilities``
+``(batch, n_labels)`` = sigmoid of the network's logits, labels in the order stored in the
+graph's metadata (``q2pt.labels``, JSON; also ``q2pt.variant``, ``q2pt.network``,
+``q2pt.inputs``, ``q2pt.encoder``, ``q2pt.quantize``). Tokenization stays in Python
+(``Encoder.tokenize``): serve with ``q2pt serve --runtime onnx --onnx OUT``.
+
+The graphs are traced with PyTorch's TorchScript-based exporter (opset 17). Its
+``index_add`` conversion is wrong when an index repeats (it scatters without reduction),
+so during export ``aten::index_add`` is mapped to ``ScatterND(reduction="add")`` instead.
+
+``quantize="int8"`` applies ``onnxruntime.quantization.quantize_dynamic`` (int8 weights,
+activations quantized on the fly). :func:`evaluate_exports` measures R@P of PyTorch, the
+fp32 graph and the int8 graph on a dataset split, so the cost of quantization is a
+measured number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.io import atomic_path, write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.data import Dataset
+    from q2pt.models import Q2PTModel
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+OUTPUT_NAME = "probabilities"
+FORMAT_VERSION = "1"
+QUANTIZE_MODES = ("int8",)
+INDEX_FILE = "index.json"
+UNIFIED_FILE = "model.onnx"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+
+#: queries traced through the graph and used to check it against PyTorch: varied lengths,
+#: scripts and a query with a repeated token (exercises index_add with duplicate indices)
+SAMPLE_QUERIES = [
+    "red running shoes",
+    "x",
+    "lego set for kids 6 years old",
+    "wireless noise cancelling headphones black",
+    "rote laufschuhe damen größe 39",
+    "chaussures chaussures chaussures",
+    "スマホケース",
+    "детские книги",
+]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` wrote and how close the graphs are to PyTorch."""
+
+    path: Path  # the file (unified) or folder (non-unified) to pass to --onnx
+    files: dict[str, Path]  # network key ("*" or locale) -> ONNX file
+    quantize: str | None = None
+    max_abs_diff: float | None = None  # |ONNX - PyTorch| on the sample queries (verify=True)
+    n_checked: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes per file
+
+
+# ----------------------------------------------------------------------- layout
+def onnx_files(path: str | os.PathLike, variant: str, keys: Sequence[str]) -> dict[str, Path]:
+    """The ONNX file of each network key under an export ``path`` (see the module doc).
+
+    Raises ModelLoadError naming a missing file."""
+    path = Path(path)
+    if variant != "non-unified":
+        file = path / UNIFIED_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise ModelLoadError(f"ONNX file not found: {file}")
+        return {"*": file}
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"ONNX export of a non-unified model must be a folder with one <locale>.onnx per locale: {path}"
+        )
+    files = {}
+    for key in keys:
+        file = path / f"{_safe_name(key)}.onnx"
+        if not file.is_file():
+            raise ModelLoadError(f"ONNX file not found for locale {key!r}: {file}")
+        files[key] = file
+    return files
+
+
+def check_metadata(meta: Mapping[str, str], file: str | os.PathLike, labels: Sequence[str]) -> None:
+    """Refuse an ONNX file that was not exported by q2pt from a model with these labels."""
+    if "q2pt.labels" not in meta:
+        raise ModelLoadError(f"{file}: not a q2pt ONNX export (no q2pt.labels metadata)")
+    if str(meta.get("q2pt.format", "")) > FORMAT_VERSION:
+        raise ModelLoadError(f"{file}: ONNX export format {meta.get('q2pt.format')} is newer than supported ({FORMAT_VERSION})")
+    try:
+        stored = json.loads(meta["q2pt.labels"])
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{file}: corrupt q2pt.labels metadata: {exc}") from exc
+    if list(stored) != list(labels):
+        raise ModelLoadError(f"{file}: exported from a different model (its labels differ from the model's)")
+
+
+def _safe_name(key: str) -> str:
+    if not _SAFE_NAME.match(key):
+        raise ConfigError(f"locale {key!r} cannot be used as a file name for its ONNX graph")
+    return key
+
+
+# ----------------------------------------------------------------------- export
+def export_onnx(
+    model: "Q2PTModel",
+    out: str | os.PathLike,
+    *,
+    quantize: str | None = None,
+    verify: bool = True,
+    opset: int = OPSET,
+    sample_queries: Sequence[str] | None = None,
+) -> ExportResult:
+    """Export every network of ``model`` to ONNX under ``out`` (layout: module doc).
+
+    ``quantize="int8"`` writes dynamically int8-quantized graphs. ``verify`` runs the
+    written graphs with onnxruntime on sample queries and records the largest absolute
+    difference from PyTorch's probabilities (``ExportResult.max_abs_diff``).
+    Writes are atomic (a folder or file appears complete or not at all).
+    """
+    require("onnx", "onnx")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"unknown quantization {quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}")
+    out = Path(out)
+    variant = _variant(model)
+    keys = list(model.networks)
+    samples = list(sample_queries or SAMPLE_QUERIES)
+    if variant != "non-unified":
+        target = out / UNIFIED_FILE if out.is_dir() else out
+        with atomic_path(target) as tmp:
+            _export_network(model, "*", tmp, variant, quantize, opset, samples)
+        files = {"*": target}
+        path = target
+    else:
+        if out.suffix == ".onnx":
+            raise ConfigError(
+                f"a non-unified model exports one graph per locale: give --out a folder, not {out}"
+            )
+        with atomic_path(out) as tmp:
+            tmp.mkdir()
+            for key in keys:
+                _export_network(model, key, tmp / f"{_safe_name(key)}.onnx", variant, quantize, opset, samples)
+            write_json(tmp / INDEX_FILE, {
+                "format": FORMAT_VERSION, "variant": variant, "quantize": quantize,
+                "files": {k: f"{_safe_name(k)}.onnx" for k in keys},
+            })
+        files = {k: out / f"{_safe_name(k)}.onnx" for k in keys}
+        path = out
+    result = ExportResult(path=path, files=files, quantize=quantize,
+                          sizes={k: f.stat().st_size for k, f in files.items()})
+    if verify:
+        result.max_abs_diff, result.n_checked = verify_export(model, path, samples)
+    return result
+
+
+def verify_export(
+    model: "Q2PTModel", path: str | os.PathLike, queries: Sequence[str] | None = None
+) -> tuple[float, int]:
+    """Largest |ONNX - PyTorch| probability over ``queries`` in every model locale (and,
+    for unified models, locale-agnostically); returns (max diff, number of predictions)."""
+    from q2pt.serving.runtime import OnnxRuntime, TorchRuntime
+
+    queries = list(queries or SAMPLE_QUERIES)
+    torch_rt = TorchRuntime(model)
+    onnx_rt = OnnxRuntime(model, path)
+    locales = list(torch_rt.locales) + (["__unseen__"] if torch_rt.unified else [])
+    qs = [q for _ in locales for q in queries]
+    res = [torch_rt.resolve(loc) for loc in locales for _ in queries]
+    a = torch_rt.predict(qs, res)
+    b = onnx_rt.predict(qs, res)
+    diff = np.abs(np.nan_to_num(a, nan=0.0) - np.nan_to_num(b, nan=0.0))
+    return float(diff.max()) if diff.size else 0.0, len(qs)
+
+
+class _Probabilities:
+    """Builds a torch module ``(*token tensors) -> sigmoid(net(batch))`` for tracing."""
+
+    @staticmethod
+    def build(net: Any, names: Sequence[str]) -> Any:
+        torch = require("torch", "torch")
+
+        class Probabilities(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, *tensors: Any) -> Any:
+                return torch.sigmoid(self.net(dict(zip(names, tensors))))
+
+        return Probabilities().eval()
+
+
+def _export_network(
+    model: "Q2PTModel", key: str, dest: Path, variant: str, quantize: str | None, opset: int,
+    samples: Sequence[str],
+) -> None:
+    torch = require("torch", "torch")
+    onnx = require("onnx", "onnx")
+    net = model.networks[key]
+    was_training = net.training
+    net.eval()
+    encoder = net.encoder
+    if variant == "unified-aware" and model.locales_:
+        # trace with a locale token on some queries and none on others
+        locs = [model.locales_[i % len(model.locales_)] if i % 2 == 0 else None for i in range(len(samples))]
+        batch = encoder.tokenize(list(samples), locs)
+    else:
+        batch = encoder.tokenize(list(samples), None)
+    names = list(batch)
+    tensors = tuple(batch[n] for n in names)
+    for n, t in zip(names, tensors):
+        if not hasattr(t, "shape"):
+            raise ConfigError(f"encoder {encoder.kind!r} tokenize() returned a non-tensor {n!r}: cannot export to ONNX")
+    wrapper = _Probabilities.build(net, names)
+    dynamic_axes: dict[str, dict[int, str]] = {
+        n: {i: f"{n}_dim{i}" for i in range(t.dim())} for n, t in zip(names, tensors)
+    }
+    dynamic_axes[OUTPUT_NAME] = {0: "batch"}
+    labels = _network_labels(model, key)
+    meta = {
+        "q2pt.format": FORMAT_VERSION,
+        "q2pt.variant": variant,
+        "q2pt.network": key,
+        "q2pt.labels": json.dumps(labels, ensure_ascii=False),
+        "q2pt.inputs": json.dumps(names),
+        "q2pt.encoder": str(getattr(encoder, "spec", encoder.kind)),
+    }
+    if quantize:
+        meta["q2pt.quantize"] = quantize
+    try:
+        with tempfile.TemporaryDirectory(prefix="q2pt-export-") as tmpdir:
+            fp32 = Path(tmpdir) / "fp32.onnx"
+            with _index_add_as_scatter_add(torch), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+                torch.onnx.export(
+                    wrapper, tensors, str(fp32), dynamo=False, input_names=names,
+                    output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, opset_version=opset,
+                    do_constant_folding=True,
+                )
+            src = fp32
+            if quantize == "int8":
+                qz = require("onnxruntime.quantization", "onnx")
+                src = Path(tmpdir) / "int8.onnx"
+                with _quiet_root_logger():  # quantize_dynamic logs a pre-processing hint on every call
+                    qz.quantize_dynamic(str(fp32), str(src), weight_type=qz.QuantType.QInt8)
+            proto = onnx.load(str(src))
+            del proto.metadata_props[:]
+            for k, v in meta.items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = k, v
+            onnx.save(proto, str(dest))
+    finally:
+        net.train(was_training)
+
+
+class _index_add_as_scatter_add:
+    """Context manager: export ``aten::index_add`` (dim 0) as ``ScatterND(reduction="add")``,
+    which sums repeated indices as PyTorch does (the stock conversion does not)."""
+
+    def __init__(self, torch: Any) -> None:
+        self.torch = torch
+
+    def __enter__(self) -> None:
+        torch = self.torch
+        helper = torch.onnx.symbolic_helper
+
+        def index_add(g: Any, self_: Any, dim: Any, index: Any, source: Any, alpha: Any) -> Any:
+            d = helper._get_const(dim, "i", "dim")
+            if d != 0:
+                raise ConfigError(f"ONNX export supports index_add along dim 0 only (got {d})")
+            a = helper._maybe_get_const(alpha, "f")
+            if not helper._is_value(a) and float(a) != 1.0:
+                source = g.op("Mul", source, g.op("Constant", value_t=torch.tensor(float(a))))
+            idx = g.op("Unsqueeze", index, g.op("Constant", value_t=torch.tensor([1], dtype=torch.long)))
+            return g.op("ScatterND", self_, idx, source, reduction_s="add")
+
+        torch.onnx.register_custom_op_symbolic("aten::index_add", index_add, 16)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.torch.onnx.unregister_custom_op_symbolic("aten::index_add", 16)
+
+
+class _quiet_root_logger:
+    """Temporarily raise the root logger's level to ERROR."""
+
+    def __enter__(self) -> None:
+        self._level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger().setLevel(self._level)
+
+
+def _variant(model: Any) -> str:
+    v = getattr(model, "variant", None) or (getattr(model, "manifest", {}) or {}).get("variant")
+    if not v:
+        raise ModelLoadError("model has no variant")
+    return str(v)
+
+
+def _network_labels(model: Any, key: str) -> list[str]:
+    from q2pt.serving.runtime import _network_labels as net_labels
+
+    labels = net_labels(model, key, model.networks[key])
+    return list(model.classes_) if labels is None else labels
+
+
+# --------------------------------------------------------------------- evaluation
+def evaluate_exports(
+    model: "Q2PTModel",
+    dataset: "Dataset",
+    onnx_paths: Mapping[str, str | os.PathLike],
+    *,
+    split: str = "test",
+    precision: float | None = None,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """R@P (global and per locale) of PyTorch and each ONNX export on ``split``.
+
+    ``onnx_paths`` maps a name (e.g. ``"onnx-fp32"``, ``"onnx-int8"``) to an export path.
+    Returns ``{"split", "precision", "n_queries", "runtimes": {name: {"global": r, "locales":
+    {LOC: r}, "max_abs_diff_vs_torch": d}}}`` (``"torch"`` included).
+    """
+    from q2pt import metrics
+    from q2pt.serving.runtime import OnnxRuntime, TorchRuntime
+    from q2pt.training import label_lists, multi_hot
+
+    if split not in dataset.splits:
+        raise ConfigError(f"dataset has no {split!r} split")
+    df = dataset.splits[split]
+    if precision is None:
+        precision = float(((model.manifest or {}).get("config") or {}).get("train", {}).get("precision_target", 0.8))
+    runtimes: dict[str, Any] = {"torch": TorchRuntime(model)}
+    for name, path in onnx_paths.items():
+        runtimes[name] = OnnxRuntime(model, path)
+    base = runtimes["torch"]
+    queries = df["query"].astype(str).tolist()
+    locales = df["locale"].astype(str).tolist()
+    y_sparse, n_missing = multi_hot(label_lists(df["product_types"]), base.classes)
+    y_true = y_sparse.toarray()
+    n_missing = np.asarray(n_missing)
+    keep = [i for i, loc in enumerate(locales) if base.unified or loc in base.locales]
+    queries = [queries[i] for i in keep]
+    locales = [locales[i] for i in keep]
+    y_true, n_missing = y_true[keep], n_missing[keep]
+    res = [base.resolve(loc) for loc in locales]
+    scores: dict[str, np.ndarray] = {}
+    for name, rt in runtimes.items():
+        parts = [rt.predict(queries[i : i + batch_size], res[i : i + batch_size]) for i in range(0, len(queries), batch_size)]
+        scores[name] = np.nan_to_num(np.concatenate(parts) if parts else np.zeros((0, len(base.classes))), nan=0.0)
+    out: dict[str, Any] = {"split": split, "precision": precision, "n_queries": len(queries), "runtimes": {}}
+    for name, s in scores.items():
+        ev = metrics.evaluate(y_true, s, locales, precision=precision, n_missing=n_missing)
+        out["runtimes"][name] = {
+            "global": ev["global"]["r_at_p"],
+            "locales": {loc: e["r_at_p"] for loc, e in ev["locales"].items()},
+            "max_abs_diff_vs_torch": float(np.abs(s - scores["torch"]).max()) if s.size else 0.0,
+        }
+    return out
+
+
+def format_evaluation(result: Mapping[str, Any]) -> str:
+    """A markdown table of :func:`evaluate_exports`'s result with deltas vs PyTorch."""
+    runs = result["runtimes"]
+    base = runs["torch"]["global"]
+    p = result["precision"]
+    lines = [
+        f"R@P{round(p * 100):d} on the {result['split']} split ({result['n_queries']} queries)",
+        "",
+        f"| runtime | R@P{round(p * 100):d} (global) | delta vs torch | worst locale delta | max abs prob diff |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in runs.items():
+        g = r["global"]
+        delta = (g - base) if (g is not None and base is not None) else None
+        loc_deltas = [
+            v - runs["torch"]["locales"][k]
+            for k, v in r["locales"].items()
+            if v is not None and runs["torch"]["locales"].get(k) is not None
+        ]
+        worst = min(loc_deltas) if loc_deltas else None
+        lines.append(
+            f"| {name} | {_f(g)} | {_f(delta, '+.4f')} | {_f(worst, '+.4f')} | {r['max_abs_diff_vs_torch']:.2e} |"
+        )
+    return "\n".join(lines)
+
+
+def _f(x: Any, spec: str = ".4f") -> str:
+    return "n/a" if x is None else format(x, spec)
+

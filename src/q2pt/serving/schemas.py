@@ -1,0 +1,104 @@
+"""Request and response bodies of the q2pt HTTP API (pydantic models, shown at ``/docs``).
+
+Static constraints live here (types, ranges, unknown fields refused); the limits chosen at
+server start (longest query, largest batch) and the model's locales are checked by the
+routes (:mod:`q2pt.serving.app`), which answer with the same problem documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class PredictRequest(BaseModel):
+    """One query to classify."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "red running shoes", "locale": "en_US", "top_k": 5}]},
+    )
+
+    query: str = Field(..., description="The search query as typed (1 to max_query_chars characters after trimming).")
+    locale: str = Field(..., min_length=1, max_length=64, description="Store locale id, e.g. 'de_DE'.")
+    top_k: int | None = Field(None, ge=1, le=10_000, description="Return the k highest-scoring product types (default: the server's default_top_k; capped at the number of types).")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="Override the calibrated decision threshold for the 'predicted' flag.")
+
+
+class BatchItem(BaseModel):
+    """One query of a batch."""
+
+    model_config = _STRICT
+
+    query: str
+    locale: str = Field(..., min_length=1, max_length=64)
+
+
+class BatchRequest(BaseModel):
+    """Several queries; ``top_k`` and ``threshold`` apply to all of them."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"queries": [{"query": "red running shoes", "locale": "en_US"},
+                                      {"query": "rote laufschuhe", "locale": "de_DE"}], "top_k": 3}]
+        },
+    )
+
+    queries: list[BatchItem] = Field(..., min_length=1, description="1 to max_batch queries.")
+    top_k: int | None = Field(None, ge=1, le=10_000)
+    threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class ProductTypeScore(BaseModel):
+    product_type: str
+    score: float = Field(..., description="Model probability that the query means this type.")
+    predicted: bool = Field(..., description="score >= threshold.")
+
+
+class Prediction(BaseModel):
+    """The product types of one query, best first."""
+
+    query: str
+    locale: str = Field(..., description="The locale as requested.")
+    locale_used: str | None = Field(
+        ..., description="The locale the model used (its network/locale token and threshold); "
+        "null: predicted locale-agnostically (a locale the unified model never saw).")
+    threshold: float = Field(..., description="Threshold used for the 'predicted' flags.")
+    threshold_source: Literal["request", "locale", "global"]
+    product_types: list[ProductTypeScore]
+    predicted: list[str] = Field(..., description="The product types flagged as predicted (among product_types).")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class BatchResponse(BaseModel):
+    results: list[Prediction]
+    warnings: list[str] = Field(default_factory=list, description="Distinct warnings of all results.")
+
+
+class ModelInfo(BaseModel):
+    """Summary of the served model's manifest."""
+
+    variant: str
+    unified: bool
+    encoder: str
+    runtime: str
+    runtime_detail: dict[str, Any] = Field(default_factory=dict)
+    locales: list[str]
+    n_product_types: int
+    product_types: list[str]
+    thresholds: dict[str, float]
+    precision_target: float | None = None
+    fallback_locale: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, int] = Field(default_factory=dict)
+    model_dir: str | None = None
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,884 @@
+"""The one training loop behind every q2pt variant.
+
+:func:`fit_model` turns a :class:`~q2pt.data.Dataset` into trained networks for a
+:class:`~q2pt.models.Q2PTModel`: one network over every locale for the unified variants,
+one per locale (each over the labels seen in that locale's train split) for non-unified.
+Each network is trained by :func:`train_network`, the only step loop:
+
+* every split is tokenized once (:class:`TokenCache`); batches are rows gathered from it;
+* each epoch's order is a permutation drawn from ``numpy.random.default_rng((seed, stage,
+  epoch))`` (stateless, so resuming needs no generator state);
+* Adam for dense parameters (separate encoder/head learning rates) and SparseAdam for
+  ``encoder.sparse_parameters()``; loss: binary cross-entropy on logits, averaged over
+  labels, weighted by the examples' ``weight``;
+* unified-aware: each epoch a ``locale_dropout`` share of the training examples is shown
+  without its locale token (the agnostic tokenization), which trains the mode used for
+  locales unseen in training;
+* R@P (``train.precision_target``) on valid after every epoch (or every ``eval_every``
+  steps); early stopping after ``patience`` evaluations without improvement; the best
+  weights are kept;
+* checkpoints (safetensors tensors + JSON state, never pickle) every epoch or every
+  ``checkpoint_every`` steps into ``OUT/checkpoints``; ``resume=True`` continues from the
+  last one and ends with the same weights as an uninterrupted run (torch's RNG state is
+  checkpointed; shuffles are derived from the seed).
+
+Distributed training (DDP) plugs in through :class:`TrainHooks`: ``wrap_model`` wraps the
+network used for the training forward pass, ``shard`` keeps the rank's share of each
+epoch's permutation, ``is_main`` gates every write and log, and ``sync_stop`` agrees on
+early stopping across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.io import atomic_path, write_json
+
+torch = require("torch", "torch")
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from scipy import sparse
+
+    from q2pt.config import Config, TrainSection
+    from q2pt.data import Dataset
+    from q2pt.models import Q2PTModel, Q2PTNet
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+UNIFIED = "*"  # the stage (network key) of a unified model
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+class TokenCache:
+    """A split tokenized once by an encoder; :meth:`take` gathers rows as a batch.
+
+    Two tokenization layouts are gathered without re-tokenizing: *row-aligned* (every
+    tensor has one row per query, e.g. padded ``input_ids``/``attention_mask``; padding is
+    trimmed to the batch's longest query) and *flat* (token tensors concatenated over the
+    queries, with per-query ``offsets`` or ``lengths``, e.g. EmbeddingBag inputs). An
+    encoder may also define ``select_rows(batch, idx)`` itself. The gathering is checked
+    once by comparing the encoder's output on gathered rows with its output on the same
+    queries tokenized alone; if they differ, batches are tokenized on demand (correct,
+    slower).
+    """
+
+    def __init__(self, encoder: Any, queries: Sequence[str], locales: Sequence[str] | None):
+        self.encoder = encoder
+        self.n = len(queries)
+        self._queries = list(queries)
+        self._locales = None if locales is None else list(locales)
+        self._tokens: dict[str, Any] | None = None
+        self._layout = "tokenize"
+        if self.n:
+            tokens = encoder.tokenize(self._queries, self._locales)
+            layout = self._detect_layout(tokens)
+            if layout is not None:
+                self._tokens, self._layout = tokens, layout
+                if not self._gather_matches():
+                    logger.debug("%s: cannot gather cached tokens; tokenizing per batch", type(encoder).__name__)
+                    self._tokens, self._layout = None, "tokenize"
+
+    @property
+    def layout(self) -> str:
+        """"rows", "flat", "encoder" (the encoder's select_rows) or "tokenize" (per batch)."""
+        return self._layout
+
+    def _detect_layout(self, tokens: Mapping[str, Any]) -> str | None:
+        if callable(getattr(self.encoder, "select_rows", None)):
+            return "encoder"
+        if not tokens or not all(torch.is_tensor(v) and v.dim() >= 1 for v in tokens.values()):
+            return None
+        n = self.n
+        if all(v.shape[0] == n for k, v in tokens.items() if k not in ("offsets", "lengths")) and not (
+            "offsets" in tokens or "lengths" in tokens
+        ):
+            return "rows"
+        flat_sizes = {v.shape[0] for k, v in tokens.items() if k not in ("offsets", "lengths") and v.shape[0] != n}
+        if len(flat_sizes) > 1:
+            return None
+        total = flat_sizes.pop() if flat_sizes else n
+        if "offsets" in tokens:
+            offsets = tokens["offsets"]
+            if offsets.dim() != 1 or offsets.shape[0] != n:
+                return None
+            starts = offsets.numpy().astype(np.int64)
+            lengths = np.diff(np.append(starts, total))
+        elif "lengths" in tokens:
+            lengths = tokens["lengths"].numpy().astype(np.int64)
+            if lengths.ndim != 1 or lengths.shape[0] != n or int(lengths.sum()) != total:
+                return None
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        else:
+            return None
+        if (lengths < 0).any():
+            return None
+        self._starts, self._lengths, self._total = starts, lengths, total
+        return "flat"
+
+    def _gather_matches(self) -> bool:
+        probe = np.arange(min(self.n, 4))[::-1].copy()  # reversed: order must follow idx
+        gathered = self.take(probe)
+        alone = self.encoder.tokenize(
+            [self._queries[i] for i in probe], None if self._locales is None else [self._locales[i] for i in probe]
+        )
+        was_training = self.encoder.training
+        self.encoder.eval()
+        try:
+            with torch.inference_mode():
+                a, b = self.encoder(gathered), self.encoder(alone)
+        except Exception:  # a malformed gathered batch: fall back to tokenizing
+            return False
+        finally:
+            self.encoder.train(was_training)
+        return a.shape == b.shape and bool(torch.allclose(a, b, atol=1e-5, rtol=1e-4))
+
+    def take(self, idx: np.ndarray) -> dict[str, Any]:
+        """The batch of rows ``idx`` (ready for ``encoder.forward``)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        tokens = self._tokens
+        if self._layout == "tokenize" or tokens is None:
+            queries = [self._queries[i] for i in idx]
+            locales = None if self._locales is None else [self._locales[i] for i in idx]
+            return self.encoder.tokenize(queries, locales)
+        if self._layout == "encoder":
+            return self.encoder.select_rows(tokens, idx)
+        rows = torch.from_numpy(idx)
+        if self._layout == "rows":
+            out = {k: v.index_select(0, rows) for k, v in tokens.items()}
+            mask = out.get("attention_mask")
+            if mask is not None and mask.dim() == 2 and mask.shape[0] > 0:
+                width = mask.shape[1]
+                used = max(1, int(mask.sum(dim=1).max()))
+                if used < width and not bool(mask[:, used:].any()):  # right padding: trim it
+                    out = {k: (v[:, :used] if v.dim() >= 2 and v.shape[1] == width else v) for k, v in out.items()}
+            return out
+        # flat layout: gather each query's token segment
+        lengths = self._lengths[idx]
+        new_starts = np.zeros(len(idx), dtype=np.int64)
+        if len(idx) > 1:
+            np.cumsum(lengths[:-1], out=new_starts[1:])
+        positions = np.repeat(self._starts[idx] - new_starts, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+        pos = torch.from_numpy(positions)
+        out = {}
+        for k, v in tokens.items():
+            if k == "offsets":
+                out[k] = torch.from_numpy(new_starts)
+            elif k == "lengths":
+                out[k] = torch.from_numpy(lengths.copy())
+            elif v.shape[0] == self._total:
+                out[k] = v.index_select(0, pos)
+            else:
+                out[k] = v.index_select(0, rows)
+        return out
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def label_lists(column: Any) -> list[list[str]]:
+    """A ``product_types`` column (lists, arrays or tuples) as a list of lists of str."""
+    return [list(v) if not isinstance(v, str) else [v] for v in column]
+
+
+def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> tuple["sparse.csr_matrix", np.ndarray]:
+    """Rows of labels -> (CSR 0/1 matrix over ``classes``, per-row count of labels outside)."""
+    from scipy import sparse
+
+    index = {c: i for i, c in enumerate(classes)}
+    indptr = [0]
+    indices: list[int] = []
+    missing = np.zeros(len(labels), dtype=np.int64)
+    for r, row in enumerate(labels):
+        cols = sorted({index[x] for x in row if x in index})
+        missing[r] = len(set(row)) - len(cols)
+        indices.extend(cols)
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(labels), len(classes)), dtype=np.float32)
+    return matrix, missing
+
+
+@dataclass
+class PreparedSplit:
+    """A split ready for the loop: cached tokens, targets, weights, locales."""
+
+    tokens: TokenCache
+    targets: Any  # scipy.sparse.csr_matrix (n, L) float32
+    weights: np.ndarray  # (n,) float32
+    locales: list[str]
+    n_missing: np.ndarray  # (n,) positives outside the label space
+    agnostic_tokens: TokenCache | None = None  # locale dropout: the same rows without locale token
+
+    @property
+    def n(self) -> int:
+        return self.tokens.n
+
+
+def prepare_split(
+    encoder: Any,
+    frame: "pd.DataFrame",
+    classes: Sequence[str],
+    *,
+    locale_aware: bool,
+    with_agnostic: bool = False,
+) -> PreparedSplit:
+    """Tokenize a DataFrame split once and encode its labels over ``classes``."""
+    queries = frame["query"].astype(str).tolist()
+    locales = frame["locale"].astype(str).tolist()
+    targets, missing = multi_hot(label_lists(frame["product_types"]), classes)
+    if "weight" in frame.columns:
+        weights = frame["weight"].to_numpy(dtype=np.float32, na_value=1.0)
+    else:
+        weights = np.ones(len(frame), dtype=np.float32)
+    tokens = TokenCache(encoder, queries, locales if locale_aware else None)
+    agnostic = TokenCache(encoder, queries, None) if (locale_aware and with_agnostic) else None
+    return PreparedSplit(tokens, targets, weights, locales, missing, agnostic)
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+@dataclass
+class TrainHooks:
+    """Extension points of :func:`train_network` (e.g. for DistributedDataParallel).
+
+    Attributes:
+        wrap_model: returns the module used for the training forward pass (e.g.
+            ``DistributedDataParallel(net)``); evaluation always uses the bare network.
+        shard: keeps this rank's share of an epoch's permutation of row indices (e.g.
+            ``perm[rank::world_size]``, after padding to equal length).
+        is_main: whether this process writes checkpoints, shows progress and logs.
+        sync_stop: combines the early-stopping decision across ranks (e.g. rank 0's
+            decision broadcast); identity for one process.
+        after_step: called after every optimiser step (and any checkpoint at that step)
+            with ``(stage, global_step)``; used by tests to interrupt a run.
+    """
+
+    wrap_model: Callable[[Any], Any] = lambda net: net
+    shard: Callable[[np.ndarray], np.ndarray] = lambda perm: perm
+    is_main: bool = True
+    sync_stop: Callable[[bool], bool] = lambda stop: stop
+    after_step: Callable[[str, int], None] | None = None
+
+
+# ----------------------------------------------------------------------------- state
+
+
+@dataclass
+class LoopState:
+    """Where a stage's loop is; all of it goes in a checkpoint's JSON."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches of the current epoch completed
+    step: int = 0  # optimiser steps so far
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_epoch: float | None = None
+    bad_evals: int = 0
+    last_eval_step: int | None = None
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LoopState":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class StageResult:
+    """What training one network produced."""
+
+    stage: str
+    best_metric: float | None
+    best_step: int | None
+    best_epoch: float | None
+    steps: int
+    epochs: int
+    stopped_early: bool
+    history: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_valid_r_at_p": self.best_metric,
+            "best_step": self.best_step,
+            "best_epoch": self.best_epoch,
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+        }
+
+
+@dataclass
+class StageCheckpoint:
+    """A stage's loop state and tensors, as loaded from a checkpoint."""
+
+    state: LoopState
+    net: dict[str, Any]
+    best: dict[str, Any] | None
+    optimizers: list[tuple[dict[str, Any], dict[str, Any]]]  # (tensors, index) per optimiser
+    rng: Any
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+def make_optimizers(net: "Q2PTNet", cfg: "TrainSection") -> list[Any]:
+    """Adam over dense parameters (encoder / head learning rates) + SparseAdam over the
+    encoder's sparse parameters. Empty groups are left out."""
+    encoder = net.encoder
+    sparse_params = list(encoder.sparse_parameters()) if hasattr(encoder, "sparse_parameters") else []
+    sparse_ids = {id(p) for p in sparse_params}
+    enc_dense = [p for p in encoder.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    enc_ids = {id(p) for p in encoder.parameters()}
+    head = [p for p in net.parameters() if p.requires_grad and id(p) not in enc_ids]
+    enc_lr = cfg.encoder_lr or cfg.lr
+    head_lr = cfg.head_lr or cfg.lr
+    groups = []
+    if enc_dense:
+        groups.append({"params": enc_dense, "lr": enc_lr, "name": "encoder"})
+    if head:
+        groups.append({"params": head, "lr": head_lr, "name": "head"})
+    optimizers: list[Any] = []
+    if groups:
+        optimizers.append(torch.optim.Adam(groups, lr=cfg.lr))
+    trainable_sparse = [p for p in sparse_params if p.requires_grad]
+    if trainable_sparse:
+        optimizers.append(torch.optim.SparseAdam(trainable_sparse, lr=enc_lr))
+    return optimizers
+
+
+def _optimizer_to_tensors(opt: Any, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, Any] = {}
+    index: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        entry = {}
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                name = f"{prefix}.{pid}.{key}"
+                tensors[name] = value.detach().cpu().contiguous().clone()
+                entry[key] = {"tensor": name}
+            else:
+                entry[key] = {"value": value}
+        index["state"][str(pid)] = entry
+    return tensors, index
+
+
+def _optimizer_from_tensors(opt: Any, tensors: Mapping[str, Any], index: Mapping[str, Any]) -> None:
+    state = {}
+    for pid, entry in index["state"].items():
+        state[int(pid)] = {k: (tensors[v["tensor"]] if "tensor" in v else v["value"]) for k, v in entry.items()}
+    opt.load_state_dict({"state": state, "param_groups": index["param_groups"]})
+
+
+def clone_state(net: Any) -> dict[str, Any]:
+    """A detached, contiguous copy of a module's state_dict (no shared storage)."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def score_split(net: Any, tokens: TokenCache, batch_size: int) -> np.ndarray:
+    """Sigmoid scores ``(n, L)`` of a cached split, in evaluation mode."""
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, tokens.n, batch_size):
+                idx = np.arange(start, min(start + batch_size, tokens.n))
+                out.append(torch.sigmoid(net(tokens.take(idx))).float().numpy())
+    finally:
+        net.train(was_training)
+    if not out:
+        return np.zeros((0, net.n_labels), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def valid_r_at_p(net: Any, valid: PreparedSplit | None, cfg: "TrainSection") -> float | None:
+    """Pooled R@P on valid (None when there is no valid data with positives)."""
+    from q2pt.metrics import recall_at_precision
+
+    if valid is None or valid.n == 0:
+        return None
+    y_true = valid.targets.toarray()
+    missing = int(valid.n_missing.sum())
+    if y_true.sum() == 0:
+        return None
+    scores = score_split(net, valid.tokens, cfg.eval_batch_size)
+    result = recall_at_precision(y_true, scores, cfg.precision_target, n_missing=missing)
+    return None if math.isnan(result.recall) else float(result.recall)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _progress_enabled(progress: bool, hooks: TrainHooks) -> bool:
+    return bool(progress and hooks.is_main and sys.stderr.isatty())
+
+
+def train_network(
+    net: "Q2PTNet",
+    train: PreparedSplit,
+    valid: PreparedSplit | None,
+    cfg: "TrainSection",
+    *,
+    stage: str = UNIFIED,
+    stage_seed: Sequence[int] = (0,),
+    checkpointer: "Checkpointer | None" = None,
+    resume: StageCheckpoint | None = None,
+    progress: bool = True,
+    hooks: TrainHooks | None = None,
+) -> StageResult:
+    """Train one network with early stopping on valid R@P; leaves the best weights in ``net``.
+
+    Args:
+        net: the network (encoder -> dropout -> head) to train in place.
+        train, valid: prepared splits (``valid`` None or empty: no early stopping, the
+            last weights are kept).
+        cfg: the ``train`` section of the config.
+        stage: the network's key ("*" unified, or the locale), for logs and checkpoints.
+        stage_seed: seeds of this stage's shuffles and locale dropout draws.
+        checkpointer: where to write checkpoints (None: no checkpoints).
+        resume: a loaded checkpoint of this stage to continue from.
+        progress: show a tqdm bar (only on a TTY and on the main process).
+        hooks: DDP-style extension points (see :class:`TrainHooks`).
+    """
+    from tqdm.auto import tqdm
+
+    hooks = hooks or TrainHooks()
+    if train.n == 0:
+        raise ConfigError(f"no training examples for {stage_label(stage)}")
+    model = hooks.wrap_model(net)
+    optimizers = make_optimizers(net, cfg)
+    state = LoopState()
+    best_state: dict[str, Any] | None = None
+    if resume is not None:
+        net.load_state_dict(resume.net)
+        for opt, (tensors, index) in zip(optimizers, resume.optimizers):
+            _optimizer_from_tensors(opt, tensors, index)
+        if resume.best is not None:
+            best_state = resume.best
+        torch.set_rng_state(resume.rng)
+        state = resume.state
+    net.train()
+
+    bs = cfg.batch_size
+    n_local = len(hooks.shard(np.arange(train.n)))
+    steps_per_epoch = max(1, math.ceil(n_local / bs))
+    targets, weights = train.targets, torch.from_numpy(train.weights)
+    use_dropout = train.agnostic_tokens is not None and cfg.locale_dropout > 0
+    show = _progress_enabled(progress, hooks)
+    done = state.stopped_early or (cfg.max_steps is not None and state.step >= cfg.max_steps)
+
+    def evaluate_now() -> bool:
+        """Evaluate on valid, update best/patience; True to stop."""
+        metric = valid_r_at_p(net, valid, cfg)
+        state.last_eval_step = state.step
+        epoch_f = round(state.epoch + state.batch / steps_per_epoch, 4)
+        record = {"step": state.step, "epoch": epoch_f, "valid_r_at_p": metric}
+        state.history.append(record)
+        nonlocal best_state
+        if metric is None:
+            best_state = None  # no valid signal: keep the latest weights
+            stop = False
+        elif state.best_metric is None or metric > state.best_metric + 1e-12:
+            state.best_metric, state.best_step, state.best_epoch = metric, state.step, epoch_f
+            state.bad_evals = 0
+            best_state = clone_state(net)
+            stop = False
+        else:
+            state.bad_evals += 1
+            stop = state.bad_evals >= cfg.patience
+        stop = hooks.sync_stop(stop)
+        if hooks.is_main:
+            best = "-" if state.best_metric is None else f"{state.best_metric:.4f}"
+            logger.info(
+                "%s step %d (epoch %.2f): valid R@P%g %s (best %s)",
+                stage_label(stage), state.step, epoch_f, cfg.precision_target * 100,
+                "-" if metric is None else f"{metric:.4f}", best,
+            )
+        if stop:
+            state.stopped_early = True
+        return stop
+
+    def save_checkpoint() -> None:
+        if checkpointer is not None and hooks.is_main:
+            checkpointer.save_progress(stage, net, optimizers, state, best_state)
+
+    while not done and state.epoch < cfg.max_epochs:
+        perm = hooks.shard(epoch_permutation(stage_seed, state.epoch, train.n))
+        drop = None
+        if use_dropout:
+            drop = np.random.default_rng([*stage_seed, state.epoch, 1]).random(train.n) < cfg.locale_dropout
+        bar = tqdm(
+            total=steps_per_epoch, initial=state.batch, disable=not show, leave=False,
+            desc=f"{stage_label(stage)} epoch {state.epoch + 1}/{cfg.max_epochs}", unit="batch",
+        )
+        try:
+            for b in range(state.batch, steps_per_epoch):
+                idx = perm[b * bs : (b + 1) * bs]
+                loss = _train_step(model, optimizers, train, idx, drop, targets, weights)
+                state.step += 1
+                state.batch = b + 1
+                bar.update(1)
+                if show:
+                    bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if cfg.max_steps is not None and state.step >= cfg.max_steps:
+                    done = True
+                if cfg.eval_every and state.step % cfg.eval_every == 0 and evaluate_now():
+                    done = True
+                if done:
+                    break
+                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                    save_checkpoint()
+                if hooks.after_step is not None:
+                    hooks.after_step(stage, state.step)
+        finally:
+            bar.close()
+        if done:
+            break
+        state.epoch += 1
+        state.batch = 0
+        if not cfg.eval_every and evaluate_now():
+            done = True
+            break
+        if not cfg.checkpoint_every and state.epoch < cfg.max_epochs:
+            save_checkpoint()
+
+    if state.last_eval_step != state.step and not state.stopped_early:
+        evaluate_now()  # the final weights get their evaluation too
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return StageResult(
+        stage=stage,
+        best_metric=state.best_metric,
+        best_step=state.best_step,
+        best_epoch=state.best_epoch,
+        steps=state.step,
+        epochs=state.epoch,
+        stopped_early=state.stopped_early,
+        history=state.history,
+    )
+
+
+def _train_step(
+    model: Any,
+    optimizers: list[Any],
+    train: PreparedSplit,
+    idx: np.ndarray,
+    drop: np.ndarray | None,
+    targets: Any,
+    weights: Any,
+) -> float:
+    """One optimiser step on rows ``idx``; returns the batch loss."""
+    import torch.nn.functional as F
+
+    parts = []
+    if drop is not None:
+        mask = drop[idx]
+        parts = [(train.tokens, idx[~mask]), (train.agnostic_tokens, idx[mask])]
+    else:
+        parts = [(train.tokens, idx)]
+    logits, rows = [], []
+    for cache, rows_part in parts:
+        if len(rows_part):
+            logits.append(model(cache.take(rows_part)))
+            rows.append(rows_part)
+    order = np.concatenate(rows)
+    logit = torch.cat(logits) if len(logits) > 1 else logits[0]
+    y = torch.from_numpy(targets[order].toarray())
+    w = weights[torch.from_numpy(order)]
+    per_example = F.binary_cross_entropy_with_logits(logit, y, reduction="none").mean(dim=1)
+    loss = (per_example * w).sum() / w.sum().clamp_min(1e-12)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimizers:
+        opt.step()
+    return float(loss.detach())
+
+
+def epoch_permutation(stage_seed: Sequence[int], epoch: int, n: int) -> np.ndarray:
+    """The order of the rows in an epoch: a function of the seeds and the epoch only."""
+    return np.random.default_rng([*stage_seed, epoch, 0]).permutation(n)
+
+
+def stage_label(stage: str) -> str:
+    return "unified model" if stage == UNIFIED else f"locale {stage}"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def safe_name(stage: str) -> str:
+    """A file-system safe, reversible-enough name for a stage / locale."""
+    if stage == UNIFIED:
+        return "_unified"
+    return stage if _SAFE.match(stage) else "x" + stage.encode("utf-8").hex()
+
+
+class Checkpointer:
+    """Checkpoints of a training run in ``OUT/checkpoints`` (safetensors + JSON, no pickle).
+
+    Layout::
+
+        checkpoints/run.json               what the run is (config, data, labels): resume checks it
+        checkpoints/done/<stage>.safetensors   best weights of each finished network
+        checkpoints/done/<stage>.json          its training summary
+        checkpoints/last/                  the network in progress (replaced atomically):
+            state.json  net.safetensors  best.safetensors  optim.safetensors  rng.safetensors
+    """
+
+    def __init__(self, folder: str | Path, run: Mapping[str, Any]):
+        self.folder = Path(folder)
+        self.run = json.loads(json.dumps(run))
+
+    # -- writing
+    def start(self) -> None:
+        """Start a fresh run: remove old checkpoints, write run.json."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+        write_json(self.folder / "run.json", {"format": CHECKPOINT_FORMAT, **self.run})
+
+    def save_progress(
+        self, stage: str, net: Any, optimizers: list[Any], state: LoopState, best: Mapping[str, Any] | None
+    ) -> None:
+        from safetensors.torch import save_file
+
+        with atomic_path(self.folder / "last") as tmp:
+            tmp.mkdir()
+            save_file(clone_state(net), str(tmp / "net.safetensors"))
+            if best is not None:
+                save_file(dict(best), str(tmp / "best.safetensors"))
+            opt_tensors: dict[str, Any] = {}
+            indexes = []
+            for i, opt in enumerate(optimizers):
+                tensors, index = _optimizer_to_tensors(opt, f"opt{i}")
+                opt_tensors.update(tensors)
+                indexes.append(index)
+            save_file(opt_tensors, str(tmp / "optim.safetensors"))
+            save_file({"torch": torch.get_rng_state().clone()}, str(tmp / "rng.safetensors"))
+            state_json = {
+                "format": CHECKPOINT_FORMAT,
+                "stage": stage,
+                "loop": state.to_json(),
+                "has_best": best is not None,
+                "optimizers": indexes,
+            }
+            (tmp / "state.json").write_text(json.dumps(state_json, indent=1), encoding="utf-8")
+
+    def save_done(self, stage: str, net: Any, result: StageResult) -> None:
+        from safetensors.torch import save_file
+
+        done = self.folder / "done"
+        done.mkdir(parents=True, exist_ok=True)
+        with atomic_path(done / f"{safe_name(stage)}.safetensors") as tmp:
+            save_file(clone_state(net), str(tmp))
+        write_json(done / f"{safe_name(stage)}.json", {"stage": stage, **result.summary()})
+        last = self.folder / "last"
+        if last.exists():
+            shutil.rmtree(last)
+
+    # -- reading
+    def exists(self) -> bool:
+        return (self.folder / "run.json").is_file()
+
+    def check_run(self) -> None:
+        """Refuse to resume a run made with another config, data or label space."""
+        path = self.folder / "run.json"
+        saved = _read_json(path)
+        if saved.get("format") != CHECKPOINT_FORMAT:
+            raise ModelLoadError(f"{path}: unsupported checkpoint format {saved.get('format')!r}")
+        for key, value in self.run.items():
+            if saved.get(key) != value:
+                raise ConfigError(
+                    f"cannot resume: the checkpoint in {self.folder} was made with a different {key}; "
+                    "train without --resume (or with the same settings and data)"
+                )
+
+    def done_stages(self) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        """{stage: (best weights, summary)} of the finished networks."""
+        from safetensors.torch import load_file
+
+        out = {}
+        done = self.folder / "done"
+        if not done.is_dir():
+            return out
+        for meta_path in sorted(done.glob("*.json")):
+            meta = _read_json(meta_path)
+            weights = meta_path.with_suffix(".safetensors")
+            out[meta["stage"]] = (_load_tensors(load_file, weights), meta)
+        return out
+
+    def load_progress(self) -> tuple[str, StageCheckpoint] | None:
+        """The network in progress, or None."""
+        from safetensors.torch import load_file
+
+        last = self.folder / "last"
+        if not (last / "state.json").is_file():
+            return None
+        meta = _read_json(last / "state.json")
+        opt_tensors = _load_tensors(load_file, last / "optim.safetensors")
+        optimizers = [(opt_tensors, index) for index in meta["optimizers"]]
+        best = _load_tensors(load_file, last / "best.safetensors") if meta.get("has_best") else None
+        ckpt = StageCheckpoint(
+            state=LoopState.from_json(meta["loop"]),
+            net=_load_tensors(load_file, last / "net.safetensors"),
+            best=best,
+            optimizers=optimizers,
+            rng=_load_tensors(load_file, last / "rng.safetensors")["torch"],
+        )
+        return meta["stage"], ckpt
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{path} is corrupt (not valid JSON: {exc})") from None
+
+
+def _load_tensors(load_file: Callable[[str], dict[str, Any]], path: Path) -> dict[str, Any]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ModelLoadError(f"missing file {path}") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ModelLoadError(f"{path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
+    cfg = config.to_dict()
+    cfg["train"].pop("num_threads", None)
+    return {"config": cfg, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
+
+
+def fit_model(
+    model: "Q2PTModel",
+    dataset: "Dataset",
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    hooks: TrainHooks | None = None,
+) -> "Q2PTModel":
+    """Train ``model`` (its variant, encoder and config) on ``dataset``; see the module docstring.
+
+    Fills the model's networks, classes_, locales_, thresholds_ and manifest; with
+    ``out_dir`` writes checkpoints to ``out_dir/checkpoints`` and saves the model folder.
+    """
+    from q2pt.models import build_network, validation_report
+
+    hooks = hooks or TrainHooks()
+    config = model.config
+    cfg = config.train
+    variant = config.model.variant
+    train_df = dataset.train
+    if len(train_df) == 0:
+        raise ConfigError("the dataset has no training examples")
+    valid_df = dataset.valid
+    classes = sorted({x for row in label_lists(train_df["product_types"]) for x in row})
+    locales = sorted(train_df["locale"].astype(str).unique().tolist())
+
+    previous_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        checkpointer = None
+        resumed_done: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        resumed_progress: tuple[str, StageCheckpoint] | None = None
+        if out_dir is not None:
+            from q2pt.models import check_output_folder
+
+            check_output_folder(Path(out_dir))
+            checkpointer = Checkpointer(Path(out_dir) / "checkpoints", _run_identity(config, dataset, classes, locales))
+            if resume and checkpointer.exists():
+                checkpointer.check_run()
+                resumed_done = checkpointer.done_stages()
+                resumed_progress = checkpointer.load_progress()
+                logger.info("resuming from %s (%d network(s) finished)", checkpointer.folder, len(resumed_done))
+            else:
+                if resume:
+                    logger.warning("no checkpoint in %s: training from the start", checkpointer.folder)
+                if hooks.is_main:
+                    checkpointer.start()
+
+        if variant == "non-unified":
+            stages = [(loc, train_df[train_df["locale"].astype(str) == loc], valid_df[valid_df["locale"].astype(str) == loc]) for loc in locales]
+        else:
+            stages = [(UNIFIED, train_df, valid_df[valid_df["locale"].astype(str).isin(locales)])]
+
+        networks: dict[str, Any] = {}
+        network_labels: dict[str, list[str]] = {}
+        summaries: dict[str, Any] = {}
+        for i, (stage, tr, va) in enumerate(stages):
+            if stage == UNIFIED:
+                stage_classes = classes
+            else:
+                stage_classes = sorted({x for row in label_lists(tr["product_types"]) for x in row})
+            torch.manual_seed(cfg.seed)
+            net = build_network(config, stage_classes, locales if variant == "unified-aware" else None)
+            network_labels[stage] = stage_classes
+            networks[stage] = net
+            if stage in resumed_done:
+                weights, meta = resumed_done[stage]
+                net.load_state_dict(weights)
+                net.eval()
+                summaries[stage] = {k: v for k, v in meta.items() if k != "stage"}
+                continue
+            aware = variant == "unified-aware"
+            train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware, with_agnostic=aware and cfg.locale_dropout > 0)
+            valid_split = prepare_split(net.encoder, va, stage_classes, locale_aware=aware) if len(va) else None
+            if valid_split is None and hooks.is_main:
+                logger.warning("%s: no validation examples: no early stopping, keeping the last weights", stage_label(stage))
+            stage_resume = None
+            if resumed_progress is not None and resumed_progress[0] == stage:
+                stage_resume = resumed_progress[1]
+            result = train_network(
+                net, train_split, valid_split, cfg, stage=stage, stage_seed=(cfg.seed, i),
+                checkpointer=checkpointer, resume=stage_resume, progress=progress, hooks=hooks,
+            )
+            summaries[stage] = result.summary()
+            if checkpointer is not None and hooks.is_main:
+                checkpointer.save_done(stage, net, result)
+
+        model._set_trained(
+            networks=networks, network_labels=network_labels, classes=classes, locales=locales,
+            dataset=dataset, training=summaries,
+        )
+        validation_report(model, valid_df)
+    finally:
+        torch.set_num_threads(previous_threads)
+    if out_dir is not None and hooks.is_main:
+        model.save(out_dir)
+    return model

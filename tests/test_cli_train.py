@@ -1,0 +1,187 @@
+"""`q2pt train`, `q2pt evaluate`, `q2pt predict` end to end (in-process, ngram encoder)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from q2pt.cli import main  # noqa: E402
+from q2pt.data.io import write_dataset, write_table  # noqa: E402
+from test_models import LOCALES, TYPES, tiny_dataset  # noqa: E402
+
+FAST = [
+    "--encoder", "ngram", "--model.encoder_options.dim", "32", "--model.encoder_options.buckets", "4096",
+    "--train.batch_size", "16", "--train.max_epochs", "8", "--train.lr", "0.05", "--train.num_threads", "1",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data") / "tiny"
+    write_dataset(tiny_dataset(), folder, "parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(data_dir, tmp_path_factory):
+    """Model folders trained through the CLI: {variant: path}."""
+    out = {}
+    for variant in ("unified-aware", "non-unified"):
+        folder = tmp_path_factory.mktemp("cli") / variant
+        code = main(["train", "--data", str(data_dir), "--variant", variant, "--out", str(folder), "-q", *FAST])
+        assert code == 0
+        out[variant] = folder
+    return out
+
+
+def test_train_writes_a_model_folder(models, capsys):
+    manifest = json.loads((models["unified-aware"] / "manifest.json").read_text())
+    assert manifest["variant"] == "unified-aware" and manifest["labels"] == TYPES
+    assert manifest["config"]["train"]["lr"] == 0.05 and manifest["config"]["model"]["encoder"] == "ngram"
+    assert (models["unified-aware"] / "checkpoints" / "run.json").is_file()
+    assert (models["non-unified"] / "models" / "de_DE" / "model.safetensors").is_file()
+
+
+def test_train_prints_validation_table(data_dir, tmp_path, capsys):
+    code = main(["train", "--data", str(data_dir), "--variant", "unified-agnostic", "--out", str(tmp_path / "m"),
+                 "-q", *FAST, "--train.max_epochs", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "R@P80" in out and "de_DE" in out and "global" in out and "model saved to" in out
+
+
+def test_train_config_file_and_resume(data_dir, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("train:\n  max_epochs: 2\n  checkpoint_every: 3\nmodel:\n  variant: unified-agnostic\n")
+    args = ["train", "--data", str(data_dir), "--config", str(cfg), "--out", str(tmp_path / "m"), "-q", *FAST]
+    args.remove("8")
+    args.remove("--train.max_epochs")
+    assert main(args) == 0
+    first = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert first["config"]["train"]["max_epochs"] == 2 and first["variant"] == "unified-agnostic"
+    assert main([*args, "--resume"]) == 0  # nothing left to train: same model again
+    again = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert again["training"] == first["training"] and again["thresholds"] == first["thresholds"]
+
+
+def test_train_rejects_unknown_keys_and_bad_values(tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path / "m"), "--train.lrr", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'train.lrr'" in err and "train.lr" in err and "Traceback" not in err
+    code = main(["train", "--out", str(tmp_path / "m"), "--train.batch_size", "-3"])
+    assert code == 2 and "train.batch_size" in capsys.readouterr().err
+    code = main(["train", "--out", str(tmp_path / "m"), "--print-config", "--encoder", "ngram", "--train.lr", "0.5"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["train"]["lr"] == 0.5
+
+
+def test_evaluate_prints_table_and_writes_json(models, data_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(data_dir), "--json", str(out), "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "R@P80" in printed and "en_US" in printed
+    result = json.loads(out.read_text())
+    assert set(result["locales"]) == set(LOCALES)
+    for entry in [result["global"], *result["locales"].values()]:
+        for key in ("r_at_p", "threshold", "pr_auc", "n_queries"):
+            assert key in entry
+    assert result["global"]["n_queries"] == 48
+    assert result["global"]["r_at_p"] > 0.8
+    assert 0.0 <= result["global"]["calibrated"]["precision"] <= 1.0
+
+
+def test_evaluate_a_single_file_counts_unknown_labels_as_missed(models, tmp_path, capsys):
+    frame = pd.DataFrame([
+        {"query": "red shoes", "locale": "en_US", "product_types": ["shoes"]},
+        {"query": "rot fernseher", "locale": "de_DE", "product_types": ["television", "gadget"]},
+    ])
+    path = tmp_path / "labelled.jsonl"
+    write_table(frame, path)
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(path), "--json", str(out),
+                 "--precision", "0.5", "-q"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    g = result["global"]
+    assert g["n_queries"] == 2 and g["n_positives"] == 3 and g["n_missing"] == 1
+    assert g["r_at_p"] <= 2 / 3 + 1e-9  # "gadget" can never be found
+
+
+def test_evaluate_reports_bad_rows_and_corrupt_models(models, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query,locale,product_types\nred shoes,en_US,\n")
+    code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.csv" in err and "row 1" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{")
+    code = main(["evaluate", "--model", str(broken), "--data", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 3 and "manifest.json is corrupt" in err and "Traceback" not in err
+
+
+def test_predict_queries(models, capsys):
+    code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "red shoes", "cheap skillet", "-q"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("red shoes\tshoes (") and lines[1].startswith("cheap skillet\tfrying_pan (")
+    code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "de_DE", "--json", "--top-k", "2",
+                 "--threshold", "0", "rote pfanne"])
+    record = json.loads(capsys.readouterr().out)
+    assert record["predicted_types"][0] == "frying_pan" and len(record["predicted_types"]) == 2
+
+
+def test_predict_unseen_locale(models, capsys):
+    code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "fr_FR", "red shoes"])
+    captured = capsys.readouterr()
+    assert code == 0 and "agnostic" in captured.out and "fr_FR" in captured.err
+    code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "red shoes"])
+    err = capsys.readouterr().err
+    assert code == 2 and "fr_FR" in err and "--fallback" in err
+    code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "--fallback", "en_US", "red shoes"])
+    out = capsys.readouterr().out
+    assert code == 0 and "shoes (" in out and "en_US network" in out
+
+
+@pytest.mark.parametrize("ext", ["parquet", "jsonl", "csv", "tsv"])
+def test_predict_file(models, tmp_path, ext, capsys):
+    frame = pd.DataFrame({"query": ["red shoes", "rot fernseher", "big couch"], "locale": ["en_US", "de_DE", "en_US"],
+                          "id": [1, 2, 3]})
+    inp = tmp_path / f"in.{ext}"
+    write_table(frame, inp)
+    out = tmp_path / f"out.{ext}"
+    code = main(["predict", "--model", str(models["non-unified"]), "--input", str(inp), "--output", str(out), "-q"])
+    assert code == 0
+    if ext == "parquet":
+        result = pd.read_parquet(out)
+        types = [list(x) for x in result["predicted_types"]]
+    elif ext == "jsonl":
+        result = pd.read_json(out, lines=True)
+        types = list(result["predicted_types"])
+    else:
+        result = pd.read_csv(out, sep="," if ext == "csv" else "\t")
+        types = [x.split("|") for x in result["predicted_types"]]
+    assert [str(x) for x in result["id"]] == ["1", "2", "3"]  # the input rows and columns are kept
+    assert types == [["shoes"], ["television"], ["sofa"]]
+    assert "predicted_scores" in result.columns and "note" in result.columns
+
+
+def test_predict_argument_errors(models, tmp_path, capsys):
+    m = str(models["unified-aware"])
+    for args, fragment in [
+        (["predict", "--model", m, "red shoes"], "--locale"),
+        (["predict", "--model", m], "nothing to predict"),
+        (["predict", "--model", m, "--input", "x.csv"], "--output"),
+        (["predict", "--model", m, "--locale", "en_US", "--threshold", "2", "x"], "threshold"),
+        (["predict", "--model", m, "--locale", "en_US", "--top-k", "0", "x"], "top-k"),
+    ]:
+        assert main(args) == 2
+        assert fragment in capsys.readouterr().err
+    missing_col = tmp_path / "nolocale.csv"
+    missing_col.write_text("query\nred shoes\n")
+    assert main(["predict", "--model", m, "--input", str(missing_col), "--output", str(tmp_path / "o.csv")]) == 2
+    assert "locale" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""Typed config: paper defaults, layering, overrides, strict key and value checking."""
+
+import json
+
+import pytest
+
+from q2pt.config import (
+    ENCODER_OVERRIDES,
+    Config,
+    encoder_kind,
+    parse_overrides,
+    parse_value,
+    resolve_config,
+    valid_keys,
+)
+from q2pt.errors import ConfigError
+
+
+def test_paper_defaults():
+    cfg = Config()
+    assert cfg.train.lr == 8e-5
+    assert cfg.model.dropout == 0.001
+    assert cfg.train.batch_size == 211
+    assert cfg.train.precision_target == 0.8
+    assert cfg.model.head_hidden == []
+    assert cfg.model.variant == "unified-aware"
+
+
+def test_encoder_overrides_apply_and_are_documented():
+    ngram = resolve_config(encoder="ngram")
+    assert ngram.train.lr == ENCODER_OVERRIDES["ngram"]["train"]["lr"] > 100 * 8e-5
+    use = resolve_config(encoder="use")
+    assert use.train.encoder_lr == 8e-5 and use.train.head_lr > use.train.encoder_lr
+    hf = resolve_config(encoder="hf:/some/path")
+    assert hf.model.encoder == "hf:/some/path" and hf.train.head_lr == ENCODER_OVERRIDES["hf"]["train"]["head_lr"]
+    # every override is explained next to it in the source
+    import inspect
+
+    import q2pt.config as module
+
+    source = inspect.getsource(module)
+    for kind in ENCODER_OVERRIDES:
+        assert f"# {kind}:" in source
+
+
+def test_layers_file_beats_encoder_overrides_and_flags_beat_file(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model:\n  encoder: ngram\n  dropout: 0.2\ntrain:\n  lr: 0.5\n  batch_size: 7\n")
+    cfg = resolve_config(path)
+    assert cfg.model.encoder == "ngram" and cfg.train.lr == 0.5  # file beats the ngram override
+    assert cfg.train.batch_size == 7 and cfg.model.dropout == 0.2
+    cfg = resolve_config(path, ["--train.lr", "1e-3", "--model.dropout=0.3"], flags={"model.variant": "non-unified"})
+    assert cfg.train.lr == 1e-3 and cfg.model.dropout == 0.3 and cfg.model.variant == "non-unified"
+    assert cfg.train.batch_size == 7  # untouched keys keep the file's value
+
+
+def test_encoder_override_follows_the_final_encoder(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"model": {"encoder": "use"}}))
+    cfg = resolve_config(path, ["--model.encoder", "ngram"])
+    assert cfg.model.encoder == "ngram" and cfg.train.lr == ENCODER_OVERRIDES["ngram"]["train"]["lr"]
+    cfg = resolve_config(path, encoder="ngram")
+    assert cfg.train.lr == ENCODER_OVERRIDES["ngram"]["train"]["lr"]
+
+
+def test_override_values_are_parsed_as_json_or_yaml_scalars():
+    parsed = parse_overrides(
+        ["--train.lr", "1e-3", "--model.head_hidden", "[64, 32]", "--data.path", "null",
+         "--model.encoder_options.sparse=false", "--data.preset", "tiny"]
+    )
+    assert parsed == {
+        "train.lr": 1e-3, "model.head_hidden": [64, 32], "data.path": None,
+        "model.encoder_options.sparse": False, "data.preset": "tiny",
+    }
+    assert parse_value("yes") is True and parse_value("de_DE") == "de_DE" and parse_value("") == ""
+    cfg = resolve_config(None, ["--model.encoder_options.dim", "16", "--model.head_hidden", "[8]"], "ngram")
+    assert cfg.model.encoder_options == {"dim": 16} and cfg.model.head_hidden == [8]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--train.lrr", "1"], "train.lr, train.encoder_lr"),  # lists the valid keys
+        (["--trian.lr", "1"], "valid sections: model, train, data"),
+        (["--lr", "1"], "section.key"),
+        (["--train.lr"], "needs a value"),
+        (["train.lr", "1"], "unexpected argument"),
+        (["--train.lr.x", "1"], "no sub-keys"),
+    ],
+)
+def test_bad_override_keys_are_rejected_with_the_valid_ones(args, fragment):
+    with pytest.raises(ConfigError) as info:
+        resolve_config(None, args)
+    assert fragment in str(info.value)
+
+
+def test_unknown_key_names_the_key():
+    with pytest.raises(ConfigError, match="'train.lrr'"):
+        resolve_config(None, ["--train.lrr", "1"])
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--train.lr", "-1"], "train.lr"),
+        (["--train.lr", "abc"], "train.lr"),
+        (["--model.dropout", "1.0"], "model.dropout"),
+        (["--model.variant", "semi-unified"], "model.variant"),
+        (["--model.encoder", "bert"], "model.encoder"),
+        (["--train.batch_size", "0"], "train.batch_size"),
+        (["--train.batch_size", "2.5"], "train.batch_size"),
+        (["--model.head_hidden", "[0]"], "model.head_hidden"),
+        (["--train.locale_dropout", "1"], "train.locale_dropout"),
+        (["--train.precision_target", "0"], "train.precision_target"),
+        (["--data.preset", "huge"], "data.preset"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(args, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        resolve_config(None, args)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        resolve_config(bad_yaml)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("train:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(unknown)
+    assert "unknown.yaml" in str(info.value) and "'train.learning_rate'" in str(info.value)
+    assert "train.lr" in str(info.value)
+    with pytest.raises(ConfigError, match="optimizer"):
+        resolve_config({"optimizer": {"lr": 1}})
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve_config(tmp_path / "missing.yaml")
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        resolve_config(not_mapping)
+
+
+def test_round_trip_through_a_dict():
+    cfg = resolve_config(None, ["--train.lr", "0.002", "--model.head_hidden", "[4]"], "ngram")
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    data = cfg.to_dict()
+    data["train"]["bogus"] = 1
+    with pytest.raises(ConfigError, match="bogus"):
+        Config.from_dict(data)
+
+
+def test_encoder_kind_and_valid_keys():
+    assert encoder_kind("use") == "use" and encoder_kind("hf:x/y") == "hf"
+    with pytest.raises(ValueError):
+        encoder_kind("hf:")
+    assert "train.locale_dropout" in valid_keys() and valid_keys("data") == ["data.path", "data.preset", "data.seed"]

@@ -1,0 +1,353 @@
+"""Q2PTModel: the three variants overfit tiny data, save/load round trips, batching,
+unseen locales, refusals of corrupt or newer model folders; one overfit per other encoder."""
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from q2pt.config import resolve_config  # noqa: E402
+from q2pt.data import from_frames  # noqa: E402
+from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError  # noqa: E402
+from q2pt.models import FORMAT_VERSION, Q2PTModel, Q2PTNet, load_model  # noqa: E402
+
+# ---------------------------------------------------------------- tiny synthetic data
+# Not the simulated store: a hand-made 2-locale, 4-type problem small enough to overfit fast.
+LOCALES = ("de_DE", "en_US")
+WORDS = {
+    "shoes": {"de_DE": ["schuhe", "stiefel", "sandalen"], "en_US": ["shoes", "boots", "sandals"]},
+    "television": {"de_DE": ["fernseher", "glotze"], "en_US": ["television", "tv set"]},
+    "frying_pan": {"de_DE": ["pfanne", "bratpfanne"], "en_US": ["frying pan", "skillet"]},
+    "sofa": {"de_DE": ["sofa", "couch"], "en_US": ["sofa", "couch"]},
+}
+ADJ = {"de_DE": ["rot", "billig", "neu", "gross"], "en_US": ["red", "cheap", "new", "big"]}
+TYPES = sorted(WORDS)
+
+
+def tiny_frame(n: int, seed: int, locales=LOCALES, types=TYPES) -> pd.DataFrame:
+    """n labelled, unique queries; every 8th is multi-label (two types in one query)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        loc = locales[i % len(locales)]
+        t = types[rng.integers(len(types))]
+        words = WORDS[t][loc]
+        # a model number makes every query unique (within and across splits)
+        query = f"{ADJ[loc][rng.integers(4)]} {words[rng.integers(len(words))]} {seed * 1000 + i}"
+        labels = [t]
+        if i % 8 == 0:
+            t2 = types[(types.index(t) + 1) % len(types)]
+            query += " " + WORDS[t2][loc][0]
+            labels.append(t2)
+        rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+def tiny_dataset(n_train: int = 160, n_valid: int = 48, n_test: int = 48, seed: int = 0):
+    return from_frames(
+        {"train": tiny_frame(n_train, seed), "valid": tiny_frame(n_valid, seed + 1), "test": tiny_frame(n_test, seed + 2)},
+        source="tiny-test-data", validate=False,
+    )
+
+
+def ngram_config(variant: str = "unified-aware", *extra: str):
+    """A small, fast ngram set-up (one torch thread: tiny ops suffer from thread hand-offs
+    when the 2-core machine is busy)."""
+    return resolve_config(
+        None,
+        ["--model.encoder_options.dim", "32", "--model.encoder_options.buckets", "4096",
+         "--train.batch_size", "16", "--train.max_epochs", "12", "--train.patience", "12",
+         "--train.lr", "0.05", "--train.num_threads", "1", *extra],
+        "ngram", flags={"model.variant": variant},
+    )
+
+
+VARIANTS = ["non-unified", "unified-agnostic", "unified-aware"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_dataset()
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """{variant: (model, saved folder)} trained once with the ngram encoder."""
+    out = {}
+    for variant in VARIANTS:
+        folder = tmp_path_factory.mktemp("models") / variant
+        model = Q2PTModel(config=ngram_config(variant)).fit(data, out_dir=folder, progress=False)
+        out[variant] = (model, folder)
+    return out
+
+
+# ---------------------------------------------------------------- the network
+
+
+def test_net_is_encoder_dropout_head():
+    from q2pt.encoders import build_encoder
+
+    enc = build_encoder("ngram", dim=8, buckets=64)
+    net = Q2PTNet(enc, 5, dropout=0.1, hidden=[6])
+    logits = net(enc.tokenize(["a b", "c"], None))
+    assert logits.shape == (2, 5)
+    assert [type(m).__name__ for m in net.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert Q2PTNet(enc, 3).head[0].in_features == 8
+
+
+# ---------------------------------------------------------------- training per variant
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_overfits_tiny_data(trained, data, variant):
+    model, _ = trained[variant]
+    assert model.classes_ == TYPES and model.locales_ == list(LOCALES)
+    result = model.evaluate(data.train)
+    assert result["global"]["r_at_p"] >= 0.95, result["global"]
+    for loc in LOCALES:
+        assert result["locales"][loc]["r_at_p"] >= 0.9
+    networks = set(model.networks)
+    assert networks == (set(LOCALES) if variant == "non-unified" else {"*"})
+    m = model.manifest
+    assert m["variant"] == variant and m["labels"] == TYPES and m["locales"] == list(LOCALES)
+    assert set(m["thresholds"]) == {"global", *LOCALES}
+    assert m["metrics"]["global"]["n_queries"] == len(data.valid)
+    assert m["data"]["fingerprint"] == data.fingerprint and m["data"]["simulated"] is False
+    assert m["config"]["model"]["variant"] == variant
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_save_reload_gives_identical_predictions(trained, data, variant):
+    model, folder = trained[variant]
+    again = load_model(folder)
+    q, loc = data.test["query"].tolist(), data.test["locale"].tolist()
+    a = model.predict_proba(q, loc)
+    b = again.predict_proba(q, loc)
+    assert a.shape == (len(q), len(TYPES))
+    np.testing.assert_array_equal(a, b)
+    assert again.thresholds_ == model.thresholds_ and again.classes_ == model.classes_
+    assert again.manifest["config"] == model.manifest["config"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION
+    for key in ("q2pt_version", "torch_version", "encoder", "data", "metrics", "thresholds", "config", "labels"):
+        assert key in manifest
+    weights = ["model.safetensors"] if variant != "non-unified" else [f"models/{x}/model.safetensors" for x in LOCALES]
+    for w in weights:
+        assert (folder / w).is_file()
+    # no pickle anywhere in the folder
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert path.suffix in (".json", ".safetensors", ".txt", ""), path
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_equals_one_at_a_time(trained, data, variant):
+    model, _ = trained[variant]
+    q, loc = data.test["query"].tolist()[:12], data.test["locale"].tolist()[:12]
+    batched = model.predict_proba(q, loc, batch_size=512)
+    small = model.predict_proba(q, loc, batch_size=5)
+    single = np.vstack([model.predict_proba([x], [y]) for x, y in zip(q, loc)])
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batched, small, rtol=1e-5, atol=1e-6)
+
+
+def test_non_unified_maps_locale_labels_to_global_columns(data):
+    # en_US never sees "sofa": its network has 3 outputs, the sofa column is 0 for en_US
+    train = data.train[~((data.train["locale"] == "en_US") & data.train["product_types"].map(lambda x: "sofa" in x))]
+    ds = from_frames({"train": train, "valid": data.valid, "test": data.test}, validate=False)
+    cfg = ngram_config("non-unified", "--train.max_epochs", "2")
+    model = Q2PTModel(config=cfg).fit(ds, progress=False)
+    assert "sofa" not in model.network_labels_["en_US"] and "sofa" in model.network_labels_["de_DE"]
+    assert model.networks["en_US"].n_labels == len(model.network_labels_["en_US"])
+    scores = model.predict_proba(["red sofa", "rot sofa"], ["en_US", "de_DE"])
+    col = model.classes_.index("sofa")
+    assert scores[0, col] == 0.0 and scores[1, col] > 0.0
+
+
+def test_unseen_locale_unified_is_agnostic_and_says_so(trained, caplog):
+    model, _ = trained["unified-aware"]
+    with caplog.at_level(logging.WARNING, logger="q2pt"):
+        scores, notes, tloc = model.predict_details(["red shoes", "red shoes"], ["fr_FR", "en_US"])
+    assert "fr_FR" in caplog.text and "agnostic" in caplog.text
+    assert "agnostic" in notes[0] and notes[1] == ""
+    assert tloc == [None, "en_US"]
+    # agnostic = what the network gives without a locale token
+    net = model.networks["*"]
+    with torch.inference_mode():
+        expected = torch.sigmoid(net(net.encoder.tokenize(["red shoes"], None))).numpy()
+    np.testing.assert_allclose(scores[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(scores[0], scores[1])  # the en_US token changes the scores
+
+
+def test_unseen_locale_non_unified_refuses_unless_fallback(trained):
+    model, _ = trained["non-unified"]
+    with pytest.raises(UnknownLocaleError) as info:
+        model.predict_proba(["red shoes"], ["fr_FR"])
+    assert "fr_FR" in str(info.value) and "fallback" in str(info.value)
+    scores = model.predict_proba(["red shoes"], ["fr_FR"], fallback_locale="en_US")
+    np.testing.assert_array_equal(scores, model.predict_proba(["red shoes"], ["en_US"]))
+    with pytest.raises(UnknownLocaleError, match="it_IT"):
+        model.predict_proba(["red shoes"], ["fr_FR"], fallback_locale="it_IT")
+
+
+def test_predict_uses_calibrated_thresholds_and_top_k(trained):
+    model, _ = trained["unified-aware"]
+    assert model.predict(["red shoes", "rot fernseher"], ["en_US", "de_DE"]) == [["shoes"], ["television"]]
+    assert all(len(r) == 1 for r in model.predict(["red shoes skillet"], ["en_US"], threshold=0.0, top_k=1))
+    assert len(model.predict(["red shoes"], ["en_US"], threshold=0.0)[0]) == len(TYPES)
+
+
+def test_locale_token_conditions_the_prediction(tmp_path):
+    """The same words mean different types in different locales: only the locale-aware model
+    can get them right (the paper's motivation for locale-aware conditioning)."""
+    rows = []
+    for i in range(48):
+        rows.append({"query": "gift", "locale": "de_DE", "product_types": ["poison"], "weight": 1.0})
+        rows.append({"query": "gift", "locale": "en_US", "product_types": ["gift_card"], "weight": 1.0})
+    frame = pd.DataFrame(rows)
+    ds = from_frames({"train": frame, "valid": frame, "test": frame}, validate=False)
+    scores = {}
+    for variant in ("unified-aware", "unified-agnostic"):
+        model = Q2PTModel(config=ngram_config(variant, "--train.max_epochs", "6", "--train.locale_dropout", "0.0"))
+        model.fit(ds, progress=False)
+        scores[variant] = model.evaluate(frame)["global"]["r_at_p"]
+    assert scores["unified-aware"] >= 0.95
+    assert scores["unified-agnostic"] == 0.0  # precision 0.5 at best: P80 never reached
+
+
+def test_sample_weights_are_used():
+    """Rows with a tiny weight barely pull the model towards their label (unweighted, the
+    40 "vase" rows would outvote the 20 "lamp" rows for the query "lamp")."""
+    rows = [{"query": "lamp", "locale": "en_US", "product_types": ["lamp"], "weight": 1.0} for _ in range(20)]
+    rows += [{"query": "lamp", "locale": "en_US", "product_types": ["vase"], "weight": 0.01} for _ in range(40)]
+    rows += [{"query": "vase", "locale": "en_US", "product_types": ["vase"], "weight": 1.0} for _ in range(20)]
+    frame = pd.DataFrame(rows)
+    ds = from_frames({"train": frame, "valid": frame.iloc[:0], "test": frame.iloc[:0]}, validate=False)
+    model = Q2PTModel(config=ngram_config("unified-agnostic", "--train.max_epochs", "8")).fit(ds, progress=False)
+    lamp = model.predict_proba(["lamp"], ["en_US"])[0]
+    assert lamp[model.classes_.index("lamp")] > 0.9 and lamp[model.classes_.index("vase")] < 0.1
+
+
+# ---------------------------------------------------------------- model folder errors
+
+
+def test_load_refuses_missing_corrupt_and_newer(trained, tmp_path):
+    import shutil
+
+    _, folder = trained["unified-aware"]
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nope")
+
+    newer = tmp_path / "newer"
+    shutil.copytree(folder, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=r"manifest\.json has format version 2, newer"):
+        load_model(newer)
+
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(folder, bad_json)
+    (bad_json / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=r"manifest\.json is corrupt"):
+        load_model(bad_json)
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(folder, flipped)
+    weights = flipped / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors is corrupt"):
+        load_model(flipped)
+
+    gone = tmp_path / "gone"
+    shutil.copytree(folder, gone)
+    (gone / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"missing file .*model\.safetensors"):
+        load_model(gone)
+
+    no_manifest = tmp_path / "no_manifest"
+    no_manifest.mkdir()
+    with pytest.raises(ModelLoadError, match=r"manifest\.json is missing"):
+        load_model(no_manifest)
+
+
+def test_truncated_weights_without_checksum_are_refused(trained, tmp_path):
+    """Even if the manifest's checksums were removed, unreadable weights name the file."""
+    import shutil
+
+    _, folder = trained["non-unified"]
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = {}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    target = copy / "models" / "de_DE" / "model.safetensors"
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match=r"de_DE/model\.safetensors is corrupt"):
+        load_model(copy)
+
+
+def test_save_refuses_to_replace_a_foreign_folder(trained, tmp_path):
+    model, _ = trained["unified-agnostic"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not a q2pt model folder"):
+        model.save(foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    model.save(tmp_path / "fresh")
+    model.save(tmp_path / "fresh")  # replacing a model folder is fine
+    assert load_model(tmp_path / "fresh").variant == "unified-agnostic"
+
+
+def test_unfitted_model_and_config_conflicts():
+    with pytest.raises(ModelLoadError, match="not trained"):
+        Q2PTModel(encoder="ngram").predict_proba(["x"], ["en_US"])
+    cfg = ngram_config()
+    with pytest.raises(ConfigError, match="differs"):
+        Q2PTModel(encoder="use", config=cfg)
+    assert Q2PTModel(variant="non-unified", config=cfg).variant == "non-unified"
+    assert Q2PTModel(encoder="ngram").config.train.lr == resolve_config(encoder="ngram").train.lr
+
+
+# ---------------------------------------------------------------- other encoders
+
+
+def _small_problem():
+    types = ["shoes", "television"]
+    train = tiny_frame(24, 0, types=types)
+    return train, from_frames({"train": train, "valid": tiny_frame(8, 1, types=types), "test": train.iloc[:0]}, validate=False)
+
+
+def test_use_encoder_overfits_a_very_small_problem():
+    train, ds = _small_problem()
+    cfg = resolve_config(
+        None, ["--train.batch_size", "8", "--train.max_epochs", "4", "--train.patience", "4", "--train.head_lr", "0.01"],
+        "use", flags={"model.variant": "unified-aware"},
+    )
+    model = Q2PTModel(config=cfg).fit(ds, progress=False)
+    assert model.evaluate(train)["global"]["r_at_p"] >= 0.95
+
+
+def test_tiny_hf_encoder_overfits_a_very_small_problem(tmp_path):
+    pytest.importorskip("transformers")
+    from q2pt.encoders.testing import make_tiny_hf_model
+
+    train, ds = _small_problem()
+    folder = make_tiny_hf_model(tmp_path / "tiny-hf", train["query"].tolist())
+    cfg = resolve_config(
+        None, ["--train.batch_size", "8", "--train.max_epochs", "15", "--train.patience", "15",
+               "--train.encoder_lr", "0.003", "--train.head_lr", "0.01"],
+        f"hf:{folder}", flags={"model.variant": "unified-aware"},
+    )
+    model = Q2PTModel(config=cfg).fit(ds, out_dir=tmp_path / "model", progress=False)
+    assert model.evaluate(train)["global"]["r_at_p"] >= 0.95
+    again = load_model(tmp_path / "model")
+    q, loc = train["query"].tolist(), train["locale"].tolist()
+    np.testing.assert_array_equal(model.predict_proba(q, loc), again.predict_proba(q, loc))

@@ -1,0 +1,177 @@
+"""The training loop: cached token batches, seeding, early stopping, checkpoints and resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from q2pt.errors import ConfigError  # noqa: E402
+from q2pt.models import Q2PTModel, load_model  # noqa: E402
+from q2pt.training import TokenCache, TrainHooks, multi_hot  # noqa: E402
+from test_models import ngram_config, tiny_dataset, tiny_frame  # noqa: E402
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(step: int, stage: str | None = None) -> TrainHooks:
+    def after_step(current_stage: str, global_step: int) -> None:
+        if global_step == step and (stage is None or current_stage == stage):
+            raise Interrupt(f"stopped at {current_stage} step {global_step}")
+
+    return TrainHooks(after_step=after_step)
+
+
+def _encoders(tmp_path):
+    from q2pt.encoders import build_encoder
+
+    yield "ngram", build_encoder("ngram", locales=["de_DE", "en_US"], dim=8, buckets=256)
+    yield "use", build_encoder("use", locales=["de_DE", "en_US"])
+    pytest.importorskip("transformers")
+    from q2pt.encoders.testing import make_tiny_hf_model
+
+    folder = make_tiny_hf_model(tmp_path / "hf", tiny_frame(40, 0)["query"].tolist())
+    yield "hf", build_encoder(f"hf:{folder}", locales=["de_DE", "en_US"])
+
+
+def test_token_cache_gathers_rows_like_tokenizing_them(tmp_path):
+    frame = tiny_frame(30, 3)
+    queries, locales = frame["query"].tolist(), frame["locale"].tolist()
+    idx = np.array([7, 2, 29, 2, 11])
+    layouts = {}
+    for kind, encoder in _encoders(tmp_path):
+        encoder.eval()
+        cache = TokenCache(encoder, queries, locales)
+        layouts[kind] = cache.layout
+        with torch.inference_mode():
+            got = encoder(cache.take(idx))
+            want = encoder(encoder.tokenize([queries[i] for i in idx], [locales[i] for i in idx]))
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # every encoder's tokens are cached and gathered, none re-tokenized per batch
+    assert layouts == {"ngram": "flat", "use": "flat", "hf": "rows"}
+
+
+def test_multi_hot_counts_labels_outside_the_label_space():
+    y, missing = multi_hot([["a"], ["b", "z"], ["z", "y"]], ["a", "b"])
+    assert y.toarray().tolist() == [[1, 0], [0, 1], [0, 0]]
+    assert missing.tolist() == [0, 1, 2]
+
+
+def _weights(model):
+    return {k: {n: t.clone() for n, t in net.state_dict().items()} for k, net in model.networks.items()}
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0, msg=f"{key}/{name}")
+
+
+def test_training_is_seeded_and_reproducible():
+    data = tiny_dataset(64, 16, 8)
+    cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.locale_dropout", "0.2")
+    a = Q2PTModel(config=cfg).fit(data, progress=False)
+    b = Q2PTModel(config=cfg).fit(data, progress=False)
+    _assert_same_weights(_weights(a), _weights(b))
+    other = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.locale_dropout", "0.2", "--train.seed", "1")
+    c = Q2PTModel(config=other).fit(data, progress=False)
+    assert not torch.equal(a.networks["*"].head[0].weight, c.networks["*"].head[0].weight)
+
+
+@pytest.mark.parametrize(
+    "variant, extra, stop",
+    [
+        # unified, checkpoints every 3 steps, interrupted mid-epoch
+        ("unified-aware", ["--train.checkpoint_every", "3"], (11, None)),
+        # unified, checkpoints at epoch ends, evaluation every 4 steps
+        ("unified-agnostic", ["--train.eval_every", "4"], (9, None)),
+        # non-unified, interrupted while training the second locale's network
+        ("non-unified", ["--train.checkpoint_every", "2"], (5, "en_US")),
+    ],
+)
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, variant, extra, stop):
+    data = tiny_dataset(64, 16, 8)
+    cfg = ngram_config(variant, "--train.max_epochs", "4", "--train.locale_dropout", "0.25", "--model.dropout", "0.2", *extra)
+    full = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "full", progress=False)
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=out, progress=False, hooks=_interrupt_at(*stop))
+    assert (out / "checkpoints" / "run.json").is_file() and not (out / "manifest.json").exists()
+    resumed = Q2PTModel(config=cfg).fit(data, out_dir=out, resume=True, progress=False)
+
+    _assert_same_weights(_weights(full), _weights(resumed))
+    q, loc = data.test["query"].tolist(), data.test["locale"].tolist()
+    np.testing.assert_array_equal(full.predict_proba(q, loc), load_model(out).predict_proba(q, loc))
+    assert full.manifest["training"] == resumed.manifest["training"]
+    # checkpoints are safetensors + JSON only: no pickle
+    files = [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
+    assert files and all(p.suffix in (".json", ".safetensors") for p in files)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    data = tiny_dataset(32, 8, 8)
+    cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
+    other = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.lr", "0.001")
+    with pytest.raises(ConfigError, match="different config"):
+        Q2PTModel(config=other).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+
+
+def test_resume_without_checkpoint_trains_from_scratch(tmp_path):
+    data = tiny_dataset(32, 8, 8)
+    cfg = ngram_config("unified-agnostic", "--train.max_epochs", "2")
+    a = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "a", resume=True, progress=False)
+    b = Q2PTModel(config=cfg).fit(data, progress=False)
+    _assert_same_weights(_weights(a), _weights(b))
+
+
+def test_early_stopping_keeps_the_best_weights(tmp_path):
+    data = tiny_dataset(96, 32, 8)
+    # valid R@P soon reaches its ceiling on this easy data and cannot improve any more
+    cfg = ngram_config("unified-agnostic", "--train.max_epochs", "30", "--train.patience", "2")
+    model = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False)
+    summary = model.manifest["training"]["*"]
+    history = summary["history"]
+    assert summary["stopped_early"] and summary["epochs"] < 30
+    best = max(h["valid_r_at_p"] for h in history)
+    assert summary["best_valid_r_at_p"] == best
+    # the last two evaluations did not beat the best one (patience 2) ...
+    assert all(h["valid_r_at_p"] <= best for h in history[-2:]) and history[-3]["valid_r_at_p"] == best
+    # ... and the kept weights are the best ones: they reproduce the best R@P on valid
+    from q2pt.metrics import recall_at_precision
+
+    y, _ = multi_hot([list(x) for x in data.valid["product_types"]], model.classes_)
+    scores = model.predict_proba(data.valid["query"].tolist(), data.valid["locale"].tolist())
+    assert recall_at_precision(y.toarray(), scores, 0.8).recall == pytest.approx(best)
+
+
+def test_max_steps_and_no_validation_data():
+    full = tiny_dataset(32, 8, 8)
+    from q2pt.data import from_frames
+
+    data = from_frames({"train": full.train, "valid": full.valid.iloc[:0], "test": full.test}, validate=False)
+    cfg = ngram_config("unified-aware", "--train.max_steps", "3")
+    model = Q2PTModel(config=cfg).fit(data, progress=False)
+    summary = model.manifest["training"]["*"]
+    assert summary["steps"] == 3 and summary["best_valid_r_at_p"] is None
+    assert model.thresholds_ == {"global": 0.5}
+    assert model.manifest["metrics"] is None
+
+
+def test_checkpoint_layout(tmp_path):
+    data = tiny_dataset(32, 8, 8)
+    cfg = ngram_config("non-unified", "--train.max_epochs", "2")
+    Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False)
+    ck = tmp_path / "m" / "checkpoints"
+    run = json.loads((ck / "run.json").read_text())
+    assert run["data_fingerprint"] == data.fingerprint and run["labels"]
+    assert sorted(p.name for p in (ck / "done").iterdir()) == [
+        "de_DE.json", "de_DE.safetensors", "en_US.json", "en_US.safetensors",
+    ]
+    assert (tmp_path / "m" / "manifest.json").is_file()
