@@ -177,7 +177,7 @@ def _perturb(enc: Encoder) -> None:
 
 
 @pytest.mark.parametrize("spec", ["use", "ngram", "hf"])
-def test_config_round_trip(spec, tmp_path, tiny_hf_dir):
+def test_config_round_trip(spec, tmp_path, tiny_hf_dir, use_encoder):
     from q2pt.encoders.use import USEEncoder
 
     options = {"ngram": {"dim": 16, "buckets": 1024}, "use": {"embedding": "freeze"}}.get(spec, {})
@@ -187,17 +187,20 @@ def test_config_round_trip(spec, tmp_path, tiny_hf_dir):
     config = json.loads(json.dumps(enc.get_config()))  # JSON-serialisable
     assets = tmp_path / "encoder"
     enc.save_assets(assets)
-    if spec == "use":  # skip reading the package weights: the state_dict follows
-        again = USEEncoder.from_config(config, assets, load_pretrained=False)
+    # load_pretrained=False: skip reading the package weights, the state_dict follows
+    again = encoder_from_config(config, assets, load_pretrained=False)
+    assert type(again) is type(enc)
+    if spec == "use":
         assert (assets / "sp.model").is_file()
-    else:
-        again = encoder_from_config(config, assets)
+        # the default rebuild reads the pretrained weights: the same as a fresh encoder
+        fresh = USEEncoder.from_config(config, assets)
+        torch.testing.assert_close(fresh.proj.weight, use_encoder.proj.weight)
     missing = again.load_state_dict(enc.state_dict(), strict=True)
     assert not missing.missing_keys and not missing.unexpected_keys
     assert again.get_config() == config and again.spec == enc.spec and again.dim == enc.dim
     queries, locales = ["red shoes", "Kopfhörer", "ヘッドホン"], ["de_DE", "en_US", "fr_FR"]
-    torch.testing.assert_close(_eval_out(again, queries, locales), _eval_out(enc, queries, locales))
-    torch.testing.assert_close(_eval_out(again, queries, None), _eval_out(enc, queries, None))
+    assert torch.equal(_eval_out(again, queries, locales), _eval_out(enc, queries, locales))
+    assert torch.equal(_eval_out(again, queries, None), _eval_out(enc, queries, None))
 
 
 # ------------------------------------------------------------------ freezing, sparse updates
@@ -276,12 +279,13 @@ def test_ngram_hashing_is_stable_across_processes():
         "e = build_encoder('ngram', dim=4, buckets=99991, locales=['de_DE'])\n"
         "print(e.tokenize(['rote Laufschuhe 42', 'ヘッドホン'], ['de_DE', None])['ids'].tolist())\n"
     )
-    outputs = set()
-    for seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=seed)
-        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        outputs.add(run.stdout.strip())
-    assert len(outputs) == 1
+    here = build_encoder("ngram", dim=4, buckets=99991, locales=["de_DE"])
+    expected = here.tokenize(["rote Laufschuhe 42", "ヘッドホン"], ["de_DE", None])["ids"].tolist()
+    # another process with another string-hash salt than this one
+    salt = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    env = dict(os.environ, PYTHONHASHSEED=salt)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout) == expected
 
 
 # ------------------------------------------------------------------ hf
@@ -320,8 +324,8 @@ TOY = [
 
 
 @pytest.mark.parametrize("spec", ["use", "ngram", "hf"])
-def test_each_encoder_fits_a_toy_problem(spec, use_encoder, tiny_hf_dir):
-    """Arbitrary labels (memorisation): the whole chain encoder -> head must learn."""
+def test_each_encoder_fits_a_toy_problem(spec, tiny_hf_dir):
+    """Arbitrary labels through a fixed random head: the encoder alone must learn them."""
     torch.manual_seed(0)
     if spec == "use":
         enc = build_encoder("use", locales=["de_DE"])
@@ -329,26 +333,32 @@ def test_each_encoder_fits_a_toy_problem(spec, use_encoder, tiny_hf_dir):
         enc = build_encoder("ngram", locales=["de_DE"], dim=32, buckets=1 << 12)
     else:
         enc = build_encoder(f"hf:{tiny_hf_dir}", locales=["de_DE"])
-    trainable = [p for p in enc.parameters() if p.requires_grad]
-    before = [p.detach().clone() for p in trainable]
+    head = torch.nn.Linear(enc.dim, 2).requires_grad_(False)
+    torch.nn.init.normal_(head.weight)
     queries, labels = [q for q, _ in TOY], torch.tensor([y for _, y in TOY])
-    locales = ["de_DE"] * len(TOY)
-    head = torch.nn.Linear(enc.dim, 2)
+    batch = enc.tokenize(queries, ["de_DE"] * len(TOY))
     lr = {"use": 1e-3, "ngram": 5e-2, "hf": 3e-3}[spec]
-    optimisers = [torch.optim.Adam(enc.dense_parameters() + list(head.parameters()), lr=lr)]
+    optimisers = []
+    if enc.dense_parameters():
+        optimisers.append(torch.optim.Adam(enc.dense_parameters(), lr=lr))
     if enc.sparse_parameters():
         optimisers.append(torch.optim.SparseAdam(enc.sparse_parameters(), lr=lr))
-    batch = enc.tokenize(queries, locales)
+
+    def loss_and_accuracy():
+        enc.eval()
+        with torch.no_grad():
+            logits = head(enc(batch))
+        return float(torch.nn.functional.cross_entropy(logits, labels)), float((logits.argmax(1) == labels).float().mean())
+
+    initial_loss, initial_accuracy = loss_and_accuracy()
     enc.train()
-    for _ in range(40):
+    for _ in range(25):
         loss = torch.nn.functional.cross_entropy(head(enc(batch)), labels)
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
         for opt in optimisers:
             opt.step()
-    enc.eval()
-    with torch.no_grad():
-        predicted = head(enc(batch)).argmax(1)
-    assert torch.equal(predicted, labels), (spec, loss.item())
-    assert all(not torch.equal(a, b) for a, b in zip(before, trainable))  # the encoder trained too
+    final_loss, final_accuracy = loss_and_accuracy()
+    assert initial_accuracy < 1.0 and initial_loss > 0.3
+    assert final_accuracy == 1.0 and final_loss < 0.1, (spec, initial_loss, final_loss)

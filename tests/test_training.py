@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from q2pt.errors import ConfigError  # noqa: E402
 from q2pt.models import Q2PTModel, load_model  # noqa: E402
-from q2pt.training import TokenCache, TrainHooks, multi_hot  # noqa: E402
+from q2pt.training import RowSparseAdam, TokenCache, TrainHooks, multi_hot  # noqa: E402
 from test_models import ngram_config, tiny_dataset, tiny_frame  # noqa: E402
 
 
@@ -175,3 +175,24 @@ def test_checkpoint_layout(tmp_path):
         "de_DE.json", "de_DE.safetensors", "en_US.json", "en_US.safetensors",
     ]
     assert (tmp_path / "m" / "manifest.json").is_file()
+
+
+def test_row_sparse_adam_matches_torch_sparse_adam():
+    torch.manual_seed(0)
+    bags = [torch.nn.EmbeddingBag(50, 6, mode="mean", sparse=True) for _ in range(2)]
+    bags[1].load_state_dict(bags[0].state_dict())
+    opts = [torch.optim.SparseAdam(bags[0].parameters(), lr=0.05), RowSparseAdam(bags[1].parameters(), lr=0.05)]
+    for step in range(6):
+        ids = torch.randint(0, 50, (30,))
+        offsets = torch.tensor([0, 7, 7, 19])  # one empty bag; ids repeat: gradients need coalescing
+        target = torch.randn(4, 6)
+        for bag, opt in zip(bags, opts):
+            opt.zero_grad()
+            ((bag(ids, offsets) - target) ** 2).sum().backward()
+            opt.step()
+        torch.testing.assert_close(bags[0].weight, bags[1].weight, rtol=0, atol=0)
+    for key in ("exp_avg", "exp_avg_sq"):
+        a = opts[0].state[bags[0].weight][key]
+        b = opts[1].state[bags[1].weight][key]
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert opts[0].state[bags[0].weight]["step"] == opts[1].state[bags[1].weight]["step"] == 6

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -87,6 +88,17 @@ class Q2PTNet(torch.nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> Any:
         return self.head(self.dropout(self.encoder(batch)))
+
+    @torch.no_grad()
+    def init_output_bias(self, prior: float) -> None:
+        """Start every output at the label prior: bias = logit(prior).
+
+        With hundreds of labels almost every (query, label) pair is negative; from a zero
+        bias the first epochs are spent pushing every score down before any positive is
+        learned. Starting at the prior skips that phase (the usual "prior initialisation"
+        of many-class sigmoid outputs)."""
+        p = min(max(float(prior), 1e-6), 0.5)
+        self.head[-1].bias.fill_(float(np.log(p / (1.0 - p))))
 
 
 def build_network(config: Config, classes: Sequence[str], locales: Sequence[str] | None) -> Q2PTNet:
@@ -401,13 +413,13 @@ def _versions() -> dict[str, str]:
 
     out = {"q2pt": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
            "numpy": np.__version__, "python": platform.python_version()}
-    try:
-        import transformers  # noqa: F401  (only if already installed; cheap version lookup)
-        from importlib.metadata import version
+    if "transformers" in sys.modules:  # an hf encoder is in use: record its version (no import)
+        from importlib.metadata import PackageNotFoundError, version
 
-        out["transformers"] = version("transformers")
-    except Exception:
-        pass
+        try:
+            out["transformers"] = version("transformers")
+        except PackageNotFoundError:  # pragma: no cover
+            pass
     return out
 
 

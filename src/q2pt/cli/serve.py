@@ -4,6 +4,7 @@ over :mod:`q2pt.serving`. Heavy libraries are imported inside the handlers."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -13,7 +14,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from q2pt.errors import ConfigError
 
@@ -47,7 +48,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--fallback-locale", metavar="LOCALE",
                    help="non-unified models: serve locales the model does not know with this locale's network "
                    "(default: 422 unknown-locale)")
-    s.add_argument("--threads", type=int, default=0, help="intra-op threads of torch / onnxruntime (default 0: library default)")
+    s.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads of torch / onnxruntime per worker (default 1: the event loop needs a core "
+                   "too, and more threads thrash on small or busy machines; 0: the library's default)")
     s.add_argument("--max-batch", type=int, default=256, help="most queries per /v1/predict/batch request (default 256)")
     s.add_argument("--max-query-chars", type=int, default=512, help="longest accepted query (default 512)")
     s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
@@ -143,6 +146,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.quantize and args.runtime != "onnx":
         raise ConfigError("--quantize needs --runtime onnx")
+    if args.quantize and args.onnx:
+        raise ConfigError("--quantize applies to the start-up export; to serve a quantized file, "
+                          "make it with 'q2pt export onnx --quantize int8' and pass it to --onnx alone")
     settings = serve_settings(args)  # validates the limits
     uvicorn = require("uvicorn", "serve")
     from q2pt.serving.app import ENV_OPTIONS, create_app
@@ -159,27 +165,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log}
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
-    with tempfile.TemporaryDirectory(prefix="q2pt-serve-") as tmp:
-        if args.workers == 1:
-            runtime = load_runtime(**runtime_opts, quantize=args.quantize)
-            app = create_app(runtime, settings)
+    if args.workers == 1:
+        runtime = load_runtime(**runtime_opts, quantize=args.quantize)
+        app = create_app(runtime, settings)
+        with _stop_signals_exit_cleanly():
             uvicorn.run(app, **uv_opts)
-            return 0
-        # several workers: validate the model here (clean error, non-zero exit), export ONNX
-        # once if needed, then let every worker load its own copy via app_from_env
+        return 0
+    # several workers: validate the model here (clean error, non-zero exit), export ONNX once
+    # if needed, then every worker loads its own copy (app_from_env reads $Q2PT_SERVE_OPTIONS)
+    with tempfile.TemporaryDirectory(prefix="q2pt-serve-") as tmp:
         if args.runtime == "onnx" and not args.onnx:
             from q2pt.models import load_model
-            from q2pt.serving.onnx_export import export_onnx
+            from q2pt.serving.onnx_export import export_onnx, export_target
 
             model = load_model(model_dir)
-            exported = export_onnx(model, Path(tmp) / "export" / "model.onnx", quantize=args.quantize, verify=False)
+            exported = export_onnx(model, export_target(tmp, model.variant), quantize=args.quantize, verify=False)
             runtime_opts["onnx_path"] = str(exported.path)
             del model
         probe = load_runtime(**runtime_opts)
         del probe
         os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings)})
-        uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers, **uv_opts)
+        with _stop_signals_exit_cleanly():
+            uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers, **uv_opts)
     return 0
+
+
+class _Stopped(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _stop_signals_exit_cleanly() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; make
+    that re-raised signal end ``q2pt serve`` with exit status 0 instead of killing it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stopped:
+        log.info("server stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _evaluation_dataset(args: argparse.Namespace, model: Any) -> Any:
@@ -199,7 +235,7 @@ def _evaluation_dataset(args: argparse.Namespace, model: Any) -> Any:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     _setup_logging(logging.WARNING if args.quiet else logging.INFO)
     from q2pt.models import load_model
-    from q2pt.serving.onnx_export import evaluate_exports, export_onnx, format_evaluation
+    from q2pt.serving.onnx_export import evaluate_exports, export_onnx, export_target, format_evaluation
 
     model = load_model(args.model)
     result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify)
@@ -216,8 +252,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="q2pt-eval-") as tmp:
             paths: dict[str, Any] = {}
             if args.quantize:
-                fp32 = export_onnx(model, Path(tmp) / ("model.onnx" if model.variant != "non-unified" else "fp32"),
-                                   verify=False)
+                fp32 = export_onnx(model, export_target(tmp, model.variant), verify=False)
                 paths["onnx-fp32"] = fp32.path
                 paths[f"onnx-{args.quantize}"] = result.path
             else:

@@ -44,6 +44,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--nproc", type=int, default=1, metavar="N",
+        help="data-parallel training on N local processes (PyTorch DDP via torchrun; default 1)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
@@ -142,26 +146,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     _need_torch()
+    from q2pt import distributed
     from q2pt.data import load_dataset
     from q2pt.metrics import format_table
     from q2pt.models import Q2PTModel
 
-    dataset = load_dataset(config.data.path, preset=config.data.preset, seed=config.data.seed)
-    if dataset.simulated:
-        log.info("training on SIMULATED data (%s)", dataset.source)
-    log.info(
-        "training a %s model with the %s encoder on %d queries (%d locales); output: %s",
-        config.model.variant, config.model.encoder, len(dataset.train), dataset.train["locale"].nunique(), args.out,
-    )
-    model = Q2PTModel(config=config)
-    model.fit(dataset, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
-    metrics = model.manifest.get("metrics")
-    if metrics:
-        print(f"validation ({'simulated data, ' if dataset.simulated else ''}{dataset.source}):")
-        print(format_table(metrics))
-    print(f"model saved to {args.out}")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return distributed.launch(args.nproc, _worker_args(args))
+    with distributed.session() as env:
+        if env.distributed:
+            log.info("distributed training: %d processes, %s backend", env.world_size, env.backend)
+        with env.main_first():  # rank 0 fills the simulated-data cache before the others read it
+            dataset = load_dataset(config.data.path, preset=config.data.preset, seed=config.data.seed)
+        if dataset.simulated:
+            log.info("training on SIMULATED data (%s)", dataset.source)
+        log.info(
+            "training a %s model with the %s encoder on %d queries (%d locales); output: %s",
+            config.model.variant, config.model.encoder, len(dataset.train), dataset.train["locale"].nunique(), args.out,
+        )
+        model = Q2PTModel(config=config)
+        distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+        if env.is_main:
+            metrics = model.manifest.get("metrics")
+            if metrics:
+                print(f"validation ({'simulated data, ' if dataset.simulated else ''}{dataset.source}):")
+                print(format_table(metrics))
+            print(f"model saved to {args.out}")
     return 0
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """The ``q2pt`` arguments of each torchrun worker: this command without --nproc."""
+    out = ["train", "--out", str(args.out)]
+    for flag, value in (("--data", args.data), ("--variant", args.variant), ("--encoder", args.encoder),
+                        ("--config", args.config)):
+        if value is not None:
+            out += [flag, str(value)]
+    for flag, on in (("--resume", args.resume), ("--no-progress", args.no_progress), ("--quiet", args.quiet)):
+        if on:
+            out.append(flag)
+    return out + list(args.overrides)
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -27,9 +27,9 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 __all__ = [
     "BRANDS",
@@ -484,6 +484,18 @@ _SCREEN_RANGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"watch", ("1.4", "1.7", "1.9")),
 )
 _SCREEN_DEFAULT: tuple[str, ...] = ("7", "10", "13", "15", "24", "32")
+#: Types sold in small (ml / g) or large (l / kg) quantities; others get either.
+_SMALL_QUANTITY = re.compile(
+    r"nail_polish|perfume|attar|serum|mascara|eyeliner|lip|foundation|concealer|cream|lotion|moisturizer|cleanser|"
+    r"sunscreen|mouthwash|toothpaste|shampoo|conditioner|hair_dye|deodorant|sanitizer|gel|glue|tea|coffee|chocolate|"
+    r"honey|natto|baby_food|treats|fish_food|vitamins|shoe_polish|car_wax|face_powder|blush|eyeshadow|air_freshener|"
+    r"candle|shower|soap|ink|flea|pet_shampoo|dates|cereal|tuna"
+)
+_LARGE_QUANTITY = re.compile(
+    r"motor_oil|wall_paint|bottled_water|potting_soil|fertilizer|cat_litter|dog_food|cat_food|rice|pressure_cooker|"
+    r"saucepan|rice_cooker|kettle|dumbbell|aquarium|watering_can|planter|bbq|cooler|storage|suitcase|backpack|"
+    r"roof_box|baby_bath|mixing_bowl|wok|olive_oil|baby_formula|frozen_fries|bin"
+)
 
 VOLUME_UNITS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {"en": ("ml", "l|litre|liter"), "fr": ("ml", "l|litres"), "es": ("ml", "l|litros"), "pt": ("ml", "l|litros"),
@@ -587,6 +599,15 @@ def screen_sizes(type_id: str) -> tuple[str, ...]:
     return _SCREEN_DEFAULT
 
 
+def _quantity_is_small(type_id: str, rnd: random.Random) -> bool:
+    """Whether to write a small quantity (ml, g) rather than a large one (l, kg)."""
+    if _SMALL_QUANTITY.search(type_id):
+        return rnd.random() < 0.93
+    if _LARGE_QUANTITY.search(type_id):
+        return rnd.random() < 0.07
+    return rnd.random() < 0.5
+
+
 def model_number(rnd: random.Random) -> str:
     """A made-up model number such as ``sm-a536`` or ``kd55x``."""
     prefix = pick(_MODEL_PREFIXES, rnd)
@@ -640,7 +661,7 @@ def render_slot(slot: str, language: str, locale: str, rnd: random.Random, type_
         if locale in IMPERIAL_LOCALES and rnd.random() < 0.5:
             return _num_unit(pick(("8", "12", "16", "20", "32", "64"), rnd), "oz", locale, language, rnd), ""
         small, big = VOLUME_UNITS[language]
-        if rnd.random() < 0.55:
+        if _quantity_is_small(type_id, rnd):
             return _num_unit(pick(("50", "100", "200", "250", "330", "500", "750"), rnd), small,
                              locale, language, rnd), ""
         return _num_unit(pick(("1", "1.5", "2", "3", "5", "10"), rnd), big, locale,
@@ -650,7 +671,7 @@ def render_slot(slot: str, language: str, locale: str, rnd: random.Random, type_
             return _num_unit(pick(("1", "2", "5", "10", "25", "50"), rnd), "lb|lbs|pound", locale,
                              language, rnd), ""
         small, big = WEIGHT_UNITS[language]
-        if rnd.random() < 0.45:
+        if _quantity_is_small(type_id, rnd):
             return _num_unit(pick(("100", "200", "250", "500"), rnd), small, locale, language,
                              rnd), ""
         return _num_unit(pick(("1", "2", "2.5", "5", "10", "20"), rnd), big, locale, language,
@@ -738,13 +759,15 @@ BRAND_GROUP_PATTERNS: Mapping[str, str] = MappingProxyType(
         "phone_acc": r":(phone_charger|charging_cable|power_bank|wireless_charger|usb_hub|phone_case|screen_protector|car_phone_holder|memory_card|usb_flash_drive)$",
         "smartwatches": r":(smartwatch|fitness_tracker|watch_strap)$",
         "computers": r"^computers:",
+        "computers_core": r":(laptop|desktop_computer|tablet|computer_monitor|computer_mouse|computer_keyboard)$",
         "peripherals": r":(computer_mouse|computer_keyboard|webcam|mouse_pad|gaming_mouse|gaming_keyboard|gaming_headset|racing_wheel|headphones|microphone)$",
         "printers": r":(printer|printer_ink|printer_paper|label_maker|paper_shredder)$",
         "tv": r":(television|projector|streaming_device|soundbar|home_theater|tv_wall_mount|computer_monitor)$",
         "audio": r":(headphones|wireless_earbuds|bluetooth_speaker|soundbar|home_theater|turntable|radio|microphone)$",
         "cameras": r":(digital_camera|camera_lens|action_camera|instant_camera|tripod|camera_drone|dash_cam)$",
         "games": r"^video_games:",
-        "appliances": r":(coffee_maker|electric_kettle|toaster|rice_cooker|pressure_cooker|hair_dryer|hair_straightener|electric_shaver|beard_trimmer|electric_toothbrush|kitchen_scale)$",
+        "appliances": r":(coffee_maker|electric_kettle|toaster|rice_cooker|pressure_cooker|kitchen_scale)$",
+        "personal_appliances": r":(hair_dryer|hair_straightener|electric_shaver|beard_trimmer|electric_toothbrush)$",
         "hair_tools": r":(hair_dryer|hair_straightener)$",
         "kitchen": r"^kitchen:",
         "home": r"^home_decor:",
@@ -813,17 +836,17 @@ BRANDS: tuple[Brand, ...] = (
     _b("the north face|north face", "outdoor outerwear", ja="ノースフェイス|ザノースフェイス", ar="نورث فيس", pop=0.8),
     _b("columbia", "outdoor outerwear", ja="コロンビア", ar="كولومبيا", pop=0.5),
     _b("michael kors", "bags watches", ja="マイケルコース", ar="مايكل كورس", pop=0.5),
-    _b("apple", "phones computers smartwatches", ja="アップル", ar="ابل|آبل", pop=3.0),
+    _b("apple", "phones computers_core smartwatches", ja="アップル", ar="ابل|آبل", pop=3.0),
     _b("iphone", "phones", ja="アイフォン|iphone", ar="ايفون", pop=1.5),
     _b("samsung", "phones tv audio smartwatches", ja="サムスン|ギャラクシー", ar="سامسونج|سامسونغ", pop=2.5),
     _b("sony", "tv audio cameras games", ja="ソニー", ar="سوني", pop=1.5),
     _b("lg", "tv appliances", ja="lg|エルジー", ar="ال جي", pop=1.0),
     _b("xiaomi|redmi", "phones audio smartwatches", ja="シャオミ", ar="شاومي", pop=1.2),
     _b("huawei", "phones smartwatches", ja="ファーウェイ", ar="هواوي", pop=0.9),
-    _b("lenovo", "computers", ja="レノボ", ar="لينوفو", pop=0.8),
+    _b("lenovo", "computers_core", ja="レノボ", ar="لينوفو", pop=0.8),
     _b("hp", "computers printers", ja="hp|ヒューレットパッカード", ar="اتش بي", pop=1.0),
-    _b("dell", "computers", ja="デル", ar="ديل", pop=0.8),
-    _b("asus", "computers games", ja="エイスース|asus", ar="اسوس", pop=0.7),
+    _b("dell", "computers_core", ja="デル", ar="ديل", pop=0.8),
+    _b("asus", "computers_core games", ja="エイスース|asus", ar="اسوس", pop=0.7),
     _b("logitech", "peripherals", ja="ロジクール", ar="لوجيتك", pop=0.7),
     _b("canon", "cameras printers", ja="キヤノン|キャノン", ar="كانون", pop=0.7),
     _b("jbl", "audio", ja="jbl", ar="جي بي ال", pop=0.8),
@@ -832,7 +855,7 @@ BRANDS: tuple[Brand, ...] = (
     _b("garmin", "smartwatches cameras", ja="ガーミン", ar="جارمين", pop=0.5),
     _b("nintendo|switch", "games", ja="任天堂|ニンテンドー", ar="نينتندو", pop=1.0),
     _b("playstation|ps5", "games", ja="プレイステーション|プレステ", ar="بلايستيشن|بلاي ستيشن", pop=1.0),
-    _b("philips", "appliances shaving oral tv", ja="フィリップス", ar="فيليبس", pop=1.0),
+    _b("philips", "appliances personal_appliances oral tv", ja="フィリップス", ar="فيليبس", pop=1.0),
     _b("braun", "shaving hair_tools", ja="ブラウン", ar="براون", pop=0.6),
     _b("dyson", "hair_tools", ja="ダイソン", ar="دايسون", pop=0.8),
     _b("bosch", "tools garden appliances", ja="ボッシュ", ar="بوش", pop=1.0),
@@ -884,7 +907,7 @@ BRANDS: tuple[Brand, ...] = (
     _b("craftsman", "tools", "us", pop=0.4),
     _b("hanes", "underwear", "us", pop=0.5),
     _b("nerf", "toys", "us ca uk", pop=0.5),
-    _b("ninja", "kitchen appliances", "us uk ca", pop=0.6),
+    _b("ninja", "appliances", "us uk ca", pop=0.6),
     _b("hershey's|hersheys", "snacks", "us ca", pop=0.4),
     _b("roots", "fashion", "ca", pop=0.6),
     _b("canada goose", "outerwear", "ca", pop=0.6),
@@ -903,7 +926,7 @@ BRANDS: tuple[Brand, ...] = (
     _b("natura", "fragrance makeup skincare bodycare", "br", pop=0.8),
     _b("o boticário|boticario", "fragrance makeup bodycare", "br", pop=0.8),
     _b("brastemp", "appliances", "br", pop=0.7),
-    _b("positivo", "computers", "br", pop=0.5),
+    _b("positivo", "computers_core", "br", pop=0.5),
     _b("mondial", "appliances", "br", pop=0.6),
     _b("multilaser", "phone_acc peripherals", "br", pop=0.5),
     _b("hering", "fashion", "br", pop=0.5),
@@ -1016,7 +1039,7 @@ BRANDS: tuple[Brand, ...] = (
     _b("noise", "audio smartwatches", "in", pop=0.6),
     _b("micromax", "phones", "in", pop=0.4),
     _b("fabindia", "fashion home", "in", pop=0.4),
-    _b("bajaj", "appliances", "in", pop=0.5),
+    _b("bajaj", "appliances personal_appliances", "in", pop=0.5),
     _b("prestige", "kitchen appliances", "in", pop=0.7),
     _b("hawkins", "kitchen", "in", pop=0.5),
     _b("amul", "snacks", "in", pop=0.5),
@@ -1027,7 +1050,7 @@ BRANDS: tuple[Brand, ...] = (
     _b("campus", "sport_shoes", "in", pop=0.5),
     _b("godrej", "furniture appliances", "in", pop=0.4),
     _b("muji", "home paper writing fashion", "jp", ja="無印良品|無印", pop=0.8),
-    _b("panasonic", "tv appliances shaving cameras", "jp", ja="パナソニック", pop=1.0),
+    _b("panasonic", "tv appliances personal_appliances cameras", "jp", ja="パナソニック", pop=1.0),
     _b("sharp", "tv appliances calculators", "jp", ja="シャープ", pop=0.7),
     _b("zojirushi", "appliances", "jp", ja="象印", pop=0.6),
     _b("tiger", "appliances", "jp", ja="タイガー", pop=0.5),
@@ -1227,6 +1250,15 @@ def to_fullwidth(text: str) -> str:
 
 
 def _latin_typo(word: str, keyboard: str, rnd: random.Random) -> str:
+    """One typo; retried when it happens to leave the word unchanged (swapping "nn")."""
+    for _ in range(4):
+        out = _one_typo(word, keyboard, rnd)
+        if out != word:
+            return out
+    return word[:-1]
+
+
+def _one_typo(word: str, keyboard: str, rnd: random.Random) -> str:
     n = len(word)
     i = int(rnd.random() * n)
     op = rnd.random()

@@ -198,12 +198,21 @@ def build_encoder(spec: str, locales: Sequence[str] | None = None, **options: An
     return cls(locales=locales, **options)
 
 
-def encoder_from_config(config: dict[str, Any], folder: str | Path | None = None) -> Encoder:
+def encoder_from_config(
+    config: dict[str, Any], folder: str | Path | None = None, *, load_pretrained: bool = True
+) -> Encoder:
     """Rebuild an encoder from its ``get_config()`` dict (dispatching on ``config["kind"]``)
-    and its assets folder (as written by ``save_assets``)."""
+    and its assets folder (as written by ``save_assets``).
+
+    ``load_pretrained=False`` skips reading pretrained weights that a ``state_dict`` loaded
+    next would overwrite anyway (``use``: the package's 128k-row table; saves ~1 s).
+    """
     if not isinstance(config, dict) or "kind" not in config:
         raise ConfigError(f"encoder config must be a dict with a 'kind', got {config!r}")
-    return _encoder_class(config["kind"]).from_config(config, folder)
+    cls = _encoder_class(config["kind"])
+    if "load_pretrained" in inspect.signature(cls.from_config).parameters:
+        return cls.from_config(config, folder, load_pretrained=load_pretrained)
+    return cls.from_config(config, folder)
 
 
 def _check_options(cls: type, options: dict[str, Any], spec: str) -> None:

@@ -41,8 +41,9 @@ def stable_hash(text: str) -> int:
 def _featurizer(
     buckets: int, min_n: int, max_n: int, word_ngrams: int, lowercase: bool, cache_size: int
 ) -> Callable[[str], tuple[int, ...]]:
-    """``query -> bucket ids`` for one feature configuration, with an LRU cache per query and
-    an (unbounded up to ``cache_size``) cache per word, shared by encoders of that configuration."""
+    """``query -> bucket ids`` for one feature configuration, shared by the encoders of that
+    configuration: an LRU cache of ``cache_size`` queries, and a per-word cache (emptied when
+    it reaches ``max(cache_size, 65536)`` words) so that unseen queries of known words are cheap."""
     word_cache: dict[str, tuple[int, ...]] = {}
     crc = zlib.crc32
     max_words = max(cache_size, 1 << 16)
@@ -100,7 +101,7 @@ class NgramEncoder(Encoder):
         word_ngrams: int = 2,
         lowercase: bool = True,
         sparse: bool = True,
-        cache_size: int = 1 << 18,
+        cache_size: int = 1 << 17,
     ) -> None:
         super().__init__(locales)
         for name, value, low in (("dim", dim, 1), ("buckets", buckets, 1), ("word_ngrams", word_ngrams, 1),

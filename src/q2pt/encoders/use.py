@@ -154,7 +154,7 @@ class USEEncoder(Encoder):
         embedding: str = "sparse",
         normalize: bool = True,
         max_tokens: int = 256,
-        cache_size: int = 1 << 18,
+        cache_size: int = 1 << 17,
         pretrained: bool = True,
         _sp_model: str | Path | None = None,
         _load_weights: bool = True,

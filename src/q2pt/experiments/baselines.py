@@ -52,6 +52,7 @@ __all__ = [
     "FastTextBaseline",
     "TfidfBaseline",
     "build_baseline",
+    "baseline_identity",
     "baseline_label",
 ]
 
@@ -328,6 +329,14 @@ class TfidfBaseline(Baseline):
     def _n_features(self, model: Mapping[str, Any]) -> int:
         n = len(model["vectorizer"].vocabulary_)
         return n + (len(model["locale_index"]) if self.unified else 0)
+
+
+def baseline_identity(name: str, settings: Any) -> dict[str, Any]:
+    """What identifies a baseline run: its family's effective hyper-parameters and the seed."""
+    family, unified = BASELINES[name]
+    defaults = FASTTEXT_DEFAULTS if family == "fasttext" else TFIDF_DEFAULTS
+    overrides = settings.fasttext if family == "fasttext" else settings.tfidf
+    return {"family": family, "unified": unified, "params": {**defaults, **overrides}, "seed": settings.seed}
 
 
 def build_baseline(name: str, *, params: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0) -> Baseline:

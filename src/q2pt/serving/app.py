@@ -97,8 +97,7 @@ def problem_response(doc: ProblemDoc, headers: dict[str, str] | None = None) -> 
     return JSONResponse(doc.to_dict(), status_code=doc.status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
-_HTTP_SLUGS = {400: "http-error", 404: "not-found", 405: "method-not-allowed", 413: "payload-too-large",
-               415: "unsupported-media-type", 503: "not-ready"}
+_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large", 503: "not-ready"}
 
 
 def _install_exception_handlers(app: FastAPI) -> None:
@@ -318,7 +317,7 @@ class _Service:
                       "created": m.get("created"), "server_q2pt": __version__},
             limits={"max_batch": self.settings.max_batch, "max_query_chars": self.settings.max_query_chars,
                     "max_body_bytes": self.settings.max_body_bytes, "default_top_k": self.settings.default_top_k},
-            model_dir=getattr(rt, "model_dir", None),
+            model_dir=rt.model_dir,
         )
         return info.model_dump(mode="json")
 

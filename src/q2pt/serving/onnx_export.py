@@ -106,6 +106,12 @@ def onnx_files(path: str | os.PathLike, variant: str, keys: Sequence[str]) -> di
     return files
 
 
+def export_target(folder: str | os.PathLike, variant: str) -> Path:
+    """Where to export a model of ``variant`` inside ``folder``: ``folder/model.onnx``
+    (unified) or ``folder/onnx`` (non-unified: a folder of graphs)."""
+    return Path(folder) / (UNIFIED_FILE if variant != "non-unified" else "onnx")
+
+
 def check_metadata(meta: Mapping[str, str], file: str | os.PathLike, labels: Sequence[str]) -> None:
     """Refuse an ONNX file that was not exported by q2pt from a model with these labels."""
     if "q2pt.labels" not in meta:
@@ -306,14 +312,22 @@ class _index_add_as_scatter_add:
 
 
 class _quiet_root_logger:
-    """Temporarily raise the root logger's level to ERROR."""
+    """Temporarily raise the root logger's level to ERROR, and drop the handler that a
+    module-level ``logging.warning()`` call installs on an unconfigured root logger
+    (``quantize_dynamic`` does that, which would duplicate every later log line)."""
 
     def __enter__(self) -> None:
-        self._level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)
+        root = logging.getLogger()
+        self._level = root.level
+        self._handlers = list(root.handlers)
+        root.setLevel(logging.ERROR)
 
     def __exit__(self, *exc: Any) -> None:
-        logging.getLogger().setLevel(self._level)
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if handler not in self._handlers:
+                root.removeHandler(handler)
+        root.setLevel(self._level)
 
 
 def _variant(model: Any) -> str:
@@ -343,8 +357,8 @@ def evaluate_exports(
     """R@P (global and per locale) of PyTorch and each ONNX export on ``split``.
 
     ``onnx_paths`` maps a name (e.g. ``"onnx-fp32"``, ``"onnx-int8"``) to an export path.
-    Returns ``{"split", "precision", "n_queries", "runtimes": {name: {"global": r, "locales":
-    {LOC: r}, "max_abs_diff_vs_torch": d}}}`` (``"torch"`` included).
+    Returns ``{"split", "precision", "n_queries", "runtimes": {name: {"global": r, "pr_auc": a,
+    "locales": {LOC: r}, "max_abs_diff_vs_torch": d}}}`` (``"torch"`` included).
     """
     from q2pt import metrics
     from q2pt.serving.runtime import OnnxRuntime, TorchRuntime
@@ -378,6 +392,7 @@ def evaluate_exports(
         ev = metrics.evaluate(y_true, s, locales, precision=precision, n_missing=n_missing)
         out["runtimes"][name] = {
             "global": ev["global"]["r_at_p"],
+            "pr_auc": ev["global"]["pr_auc"],
             "locales": {loc: e["r_at_p"] for loc, e in ev["locales"].items()},
             "max_abs_diff_vs_torch": float(np.abs(s - scores["torch"]).max()) if s.size else 0.0,
         }
@@ -392,8 +407,8 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
     lines = [
         f"R@P{round(p * 100):d} on the {result['split']} split ({result['n_queries']} queries)",
         "",
-        f"| runtime | R@P{round(p * 100):d} (global) | delta vs torch | worst locale delta | max abs prob diff |",
-        "|---|---:|---:|---:|---:|",
+        f"| runtime | R@P{round(p * 100):d} (global) | delta vs torch | worst locale delta | PR-AUC | max abs prob diff |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in runs.items():
         g = r["global"]
@@ -405,7 +420,8 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
         ]
         worst = min(loc_deltas) if loc_deltas else None
         lines.append(
-            f"| {name} | {_f(g)} | {_f(delta, '+.4f')} | {_f(worst, '+.4f')} | {r['max_abs_diff_vs_torch']:.2e} |"
+            f"| {name} | {_f(g)} | {_f(delta, '+.4f')} | {_f(worst, '+.4f')} | {_f(r.get('pr_auc'))} | "
+            f"{r['max_abs_diff_vs_torch']:.2e} |"
         )
     return "\n".join(lines)
 

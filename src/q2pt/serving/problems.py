@@ -54,8 +54,6 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
                     "server was started without --fallback-locale."),
         ProblemType("payload-too-large", "Payload too large", 413,
                     "The request body is larger than the server accepts."),
-        ProblemType("unsupported-media-type", "Unsupported media type", 415,
-                    "Send the request body as application/json."),
         ProblemType("not-found", "Not found", 404, "No such resource."),
         ProblemType("method-not-allowed", "Method not allowed", 405,
                     "The resource does not support this HTTP method."),

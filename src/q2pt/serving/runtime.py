@@ -26,7 +26,6 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
@@ -71,6 +70,8 @@ class Runtime:
     mapping. Subclasses implement :meth:`_forward`."""
 
     name: ClassVar[str] = ""
+    #: the model folder this runtime was loaded from (set by load_runtime)
+    model_dir: str | None = None
 
     def __init__(self, model: "Q2PTModel", *, fallback_locale: str | None = None) -> None:
         self.manifest: dict[str, Any] = dict(getattr(model, "manifest", {}) or {})
@@ -169,10 +170,11 @@ class Runtime:
         raise NotImplementedError
 
     def warmup(self) -> None:
-        """Run one prediction per network (first-call allocations, lazy init)."""
-        res = [self.resolve(loc) for loc in (self.locales or ["?"])[: max(1, len(self._tokenizers))]]
-        if not self.unified:
-            res = [self.resolve(k) for k in self._tokenizers]
+        """Run one prediction through every network (first-call allocations, lazy init)."""
+        if self.unified:
+            res = [self.resolve(self.locales[0])] if self.locales else [Resolution("", None, UNIFIED_KEY, None)]
+        else:
+            res = [self.resolve(key) for key in self._tokenizers]
         self.predict(["warm up"] * len(res), res)
 
 
@@ -223,7 +225,8 @@ class OnnxRuntime(Runtime):
             # export now, into a temporary folder that lives only while the sessions load
             tmp = tempfile.TemporaryDirectory(prefix="q2pt-onnx-")
             logger.info("exporting the model to ONNX for serving (use 'q2pt export onnx' to do it once)")
-            exported = onnx_export.export_onnx(model, Path(tmp.name) / "model.onnx", quantize=quantize, verify=False)
+            target = onnx_export.export_target(tmp.name, self.variant)
+            exported = onnx_export.export_onnx(model, target, quantize=quantize, verify=False)
             onnx_path = exported.path
         elif quantize:
             raise ConfigError("--quantize applies when the server exports the model itself; "
@@ -300,7 +303,7 @@ def load_runtime(
         rt: Runtime = TorchRuntime(model, fallback_locale=fallback_locale)
     else:
         rt = OnnxRuntime(model, onnx_path, fallback_locale=fallback_locale, threads=threads, quantize=quantize)
-    rt.model_dir = str(model_dir)  # type: ignore[attr-defined]
+    rt.model_dir = str(model_dir)
     return rt
 
 

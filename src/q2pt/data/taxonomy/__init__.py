@@ -17,11 +17,12 @@ from __future__ import annotations
 import importlib.util
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from q2pt.errors import DataError, Problem
 

@@ -1,0 +1,231 @@
+"""Turning a model's test scores into the experiment's numbers.
+
+* :func:`evaluate_scores`: R@P (with bootstrap CIs), PR-AUC, counts per locale and
+  globally (:func:`q2pt.metrics.evaluate`), plus down-sampled PR curves for the figures.
+  Product types outside the model's label space count as missed positives.
+* :func:`conflict_mask` / :func:`top1_accuracy`: the locale-conflict queries (queries whose
+  product type differs between stores) and how often a model's top-1 type is the store's own.
+* :func:`gains_table`, :func:`small_stores`: the paper's table of the unified variants'
+  gains over the non-unified one, per locale ordered by training size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from q2pt.data.schema import normalize_queries
+from q2pt.metrics import evaluate, to_jsonable
+
+__all__ = [
+    "label_matrix",
+    "evaluate_scores",
+    "pr_curve",
+    "conflict_mask",
+    "conflict_truth",
+    "top1_accuracy",
+    "small_stores",
+    "gains_table",
+    "train_sizes",
+]
+
+
+def _label_lists(column: Any) -> list[list[str]]:
+    return [[v] if isinstance(v, str) else [str(x) for x in v] for v in column]
+
+
+def label_matrix(frame: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 matrix ``(n, len(classes))`` of a frame's product types and, per row, the number
+    of its product types outside ``classes``."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(frame), len(classes)), dtype=np.int8)
+    missing = np.zeros(len(frame), dtype=np.int64)
+    for r, labs in enumerate(_label_lists(frame["product_types"])):
+        labs = set(labs)
+        cols = [index[x] for x in labs if x in index]
+        y[r, cols] = 1
+        missing[r] = len(labs) - len(cols)
+    return y, missing
+
+
+def pr_curve(y: np.ndarray, scores: np.ndarray, n_missing: int = 0, max_points: int = 120) -> dict[str, list[float]]:
+    """The precision-recall curve over all (query, type) pairs, down-sampled to at most
+    ``max_points`` points evenly spaced in recall (recall counts missing positives)."""
+    from sklearn.metrics import precision_recall_curve
+
+    yt = np.asarray(y).ravel()
+    n_pos = int(yt.sum())
+    if n_pos == 0:
+        return {"recall": [], "precision": []}
+    prec, rec, _ = precision_recall_curve(yt, np.asarray(scores).ravel())
+    rec = rec * n_pos / (n_pos + int(n_missing))
+    order = np.argsort(rec, kind="stable")
+    rec, prec = rec[order], prec[order]
+    if rec.size > max_points:
+        targets = np.linspace(rec[0], rec[-1], max_points)
+        idx = np.unique(np.searchsorted(rec, targets, side="left").clip(0, rec.size - 1))
+        rec, prec = rec[idx], prec[idx]
+    return {"recall": [round(float(x), 5) for x in rec], "precision": [round(float(x), 5) for x in prec]}
+
+
+def evaluate_scores(
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    classes: Sequence[str],
+    *,
+    precision: float = 0.8,
+    bootstrap: int = 0,
+    seed: int = 0,
+    curves: bool = True,
+) -> dict[str, Any]:
+    """:func:`q2pt.metrics.evaluate` of ``scores`` against ``frame``'s product types, plus
+    ``pr_curves`` ({"global": curve, LOC: curve}) when ``curves``."""
+    y, missing = label_matrix(frame, classes)
+    locales = frame["locale"].astype(str).tolist()
+    result = evaluate(y, scores, locales, precision=precision, bootstrap=bootstrap, seed=seed, n_missing=missing)
+    if curves:
+        locs = np.asarray(locales, dtype=object)
+        result["pr_curves"] = {"global": pr_curve(y, scores, int(missing.sum()))}
+        for loc in result["locales"]:
+            rows = locs == loc
+            result["pr_curves"][loc] = pr_curve(y[rows], scores[rows], int(missing[rows].sum()), max_points=60)
+    return to_jsonable(result)
+
+
+# --------------------------------------------------------------------------- conflicts
+
+
+def conflict_mask(test: pd.DataFrame, all_splits: Mapping[str, pd.DataFrame] | None = None) -> np.ndarray:
+    """Which test rows are locale-conflict queries.
+
+    Simulated data: rows with a non-empty ``sim_conflict_word`` (a word whose product type
+    depends on the store: ``pants``, ``chips`` ...). Other data: rows whose normalised query
+    also occurs (in any split) in another locale whose label set for it is disjoint from this
+    locale's.
+    """
+    if "sim_conflict_word" in test.columns:
+        col = test["sim_conflict_word"]
+        return (col.notna() & (col.astype(str).str.len() > 0)).to_numpy()
+    frames = list((all_splits or {"test": test}).values())
+    rows = []
+    for df in frames:
+        rows.append(pd.DataFrame({
+            "norm": normalize_queries(df["query"].astype(str)).to_numpy(),
+            "locale": df["locale"].astype(str).to_numpy(),
+            "labels": _label_lists(df["product_types"]),
+        }))
+    allrows = pd.concat(rows, ignore_index=True)
+    sets: dict[str, dict[str, set[str]]] = {}
+    for norm, loc, labs in zip(allrows["norm"], allrows["locale"], allrows["labels"]):
+        sets.setdefault(norm, {}).setdefault(loc, set()).update(labs)
+    conflicted: set[tuple[str, str]] = set()
+    for norm, by_loc in sets.items():
+        if len(by_loc) < 2:
+            continue
+        items = list(by_loc.items())
+        for i, (loc_a, la) in enumerate(items):
+            for loc_b, lb in items[i + 1 :]:
+                if la.isdisjoint(lb):
+                    conflicted.add((norm, loc_a))
+                    conflicted.add((norm, loc_b))
+    norm_test = normalize_queries(test["query"].astype(str)).to_numpy()
+    locs = test["locale"].astype(str).to_numpy()
+    return np.fromiter(((n, l) in conflicted for n, l in zip(norm_test, locs)), dtype=bool, count=len(test))
+
+
+def conflict_truth(frame: pd.DataFrame) -> tuple[list[set[str]], str]:
+    """The store's own type(s) of each row and what they are: the simulator's clean
+    ``intent`` when present, else the row's product types."""
+    if "intent" in frame.columns:
+        return [{str(x)} for x in frame["intent"]], "intent"
+    return [set(labs) for labs in _label_lists(frame["product_types"])], "labels"
+
+
+def top1_accuracy(
+    frame: pd.DataFrame, scores: np.ndarray, classes: Sequence[str], mask: np.ndarray
+) -> dict[str, Any]:
+    """Share of the masked rows whose highest-scoring type is the store's own type (see
+    :func:`conflict_truth`), globally and per locale, with the counts."""
+    rows = np.flatnonzero(mask)
+    truth, kind = conflict_truth(frame)
+    out: dict[str, Any] = {"n": int(rows.size), "truth": kind, "accuracy": None, "locales": {}, "examples": []}
+    if rows.size == 0:
+        return out
+    top = np.asarray(scores)[rows].argmax(axis=1)
+    correct = np.asarray([classes[t] in truth[r] for t, r in zip(top, rows)], dtype=bool)
+    out["accuracy"] = float(correct.mean())
+    locs = frame["locale"].astype(str).to_numpy()[rows]
+    for loc in sorted(set(locs.tolist())):
+        sel = locs == loc
+        out["locales"][loc] = {"n": int(sel.sum()), "accuracy": float(correct[sel].mean())}
+    queries = frame["query"].astype(str).to_numpy()[rows]
+    for i in range(min(12, rows.size)):
+        out["examples"].append({
+            "query": str(queries[i]), "locale": str(locs[i]), "predicted": classes[top[i]],
+            "expected": sorted(truth[rows[i]]), "correct": bool(correct[i]),
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- gains
+
+
+def train_sizes(train: pd.DataFrame) -> dict[str, int]:
+    """Training queries per locale, largest first."""
+    counts = train["locale"].astype(str).value_counts()
+    return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def small_stores(sizes: Mapping[str, int], ratio: float = 1 / 3) -> list[str]:
+    """Locales whose training size is below ``ratio`` times the median locale's."""
+    if not sizes:
+        return []
+    median = float(np.median(list(sizes.values())))
+    return sorted(loc for loc, n in sizes.items() if n < ratio * median)
+
+
+def _rap(entry: Mapping[str, Any] | None) -> float | None:
+    if not entry:
+        return None
+    value = entry.get("r_at_p")
+    return None if value is None else float(value)
+
+
+def gains_table(
+    metrics: Mapping[str, Mapping[str, Any]],
+    sizes: Mapping[str, int],
+    *,
+    base: str = "non-unified",
+    small: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Rows of the paper's table: per locale (ordered by training size, largest first, then
+    the global row) the base variant's R@P and each other variant's gain over it.
+
+    ``metrics`` maps a variant name to its :func:`evaluate_scores` result. A gain is the
+    difference of the two R@P values (None when either is undefined).
+    """
+    others = [v for v in metrics if v != base]
+    rows: list[dict[str, Any]] = []
+    keys = [*sizes.keys(), "global"]
+    for loc in keys:
+        def entry(v: str) -> Mapping[str, Any] | None:
+            m = metrics[v]
+            return m.get("global") if loc == "global" else m.get("locales", {}).get(loc)
+
+        b = _rap(entry(base)) if base in metrics else None
+        row: dict[str, Any] = {
+            "locale": loc,
+            "n_train": int(sum(sizes.values())) if loc == "global" else int(sizes[loc]),
+            "small": loc in small,
+            "base": b,
+            "values": {},
+            "gains": {},
+        }
+        for v in others:
+            val = _rap(entry(v))
+            row["values"][v] = val
+            row["gains"][v] = None if (val is None or b is None) else val - b
+        rows.append(row)
+    return rows

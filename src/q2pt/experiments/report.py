@@ -1,0 +1,545 @@
+"""The experiment report: ``report.md``, a self-contained ``report.html`` (figures embedded as
+``data:`` URIs, inline CSS, no external references) and the PNG figures, all rendered from
+``results.json`` alone -- so a report can be re-rendered, and studies run one at a time
+accumulate in one report.
+
+The report is a list of blocks (headings, paragraphs, tables, figures, code) rendered twice,
+to Markdown and to HTML, so that both say exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from q2pt.io import write_text
+
+from . import figures as F
+from .settings import STUDIES
+
+__all__ = ["Report", "render_report", "headline_rows", "headline_table", "format_ci"]
+
+FIG_DIR = "figures"
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass
+class Report:
+    """Blocks of a report; ``to_markdown()`` and ``to_html()`` render them."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2, anchor: str | None = None) -> None:
+        self.blocks.append(("heading", (level, text, anchor or _slug(text))))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("para", text))
+
+    def bullets(self, items: Sequence[str]) -> None:
+        self.blocks.append(("bullets", list(items)))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> None:
+        """``align``: one character per column, ``l`` or ``r`` (default: first l, rest r)."""
+        align = align or ("l" + "r" * (len(header) - 1))
+        self.blocks.append(("table", ([str(h) for h in header], [[_cell(c) for c in r] for r in rows], align)))
+
+    def figure(self, path: Path, rel: str, caption: str) -> None:
+        self.blocks.append(("figure", (Path(path), rel, caption)))
+
+    def code(self, text: str, lang: str = "") -> None:
+        self.blocks.append(("code", (text, lang)))
+
+    # ------------------------------------------------------------------ markdown
+    def to_markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                level, text, _ = value
+                out += ["#" * level + " " + text, ""]
+            elif kind == "para":
+                out += [value, ""]
+            elif kind == "bullets":
+                out += [f"- {item}" for item in value] + [""]
+            elif kind == "table":
+                header, rows, align = value
+                out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+                out.append("|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|")
+                out += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rows]
+                out.append("")
+            elif kind == "figure":
+                _, rel, caption = value
+                out += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
+            elif kind == "code":
+                text, lang = value
+                out += [f"```{lang}", text, "```", ""]
+        return "\n".join(out).rstrip() + "\n"
+
+    # ------------------------------------------------------------------ html
+    def to_html(self) -> str:
+        toc = [(v[1], v[2]) for k, v in self.blocks if k == "heading" and v[0] == 2]
+        body: list[str] = [f"<h1>{_inline(self.title)}</h1>"]
+        if toc:
+            body.append("<nav><b>Contents</b><ul>" + "".join(
+                f'<li><a href="#{a}">{_inline(t)}</a></li>' for t, a in toc) + "</ul></nav>")
+        for kind, value in self.blocks:
+            if kind == "heading":
+                level, text, anchor = value
+                body.append(f'<h{level} id="{anchor}">{_inline(text)}</h{level}>')
+            elif kind == "para":
+                body.append(f"<p>{_inline(value)}</p>")
+            elif kind == "bullets":
+                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
+            elif kind == "table":
+                header, rows, align = value
+                cls = ['class="l"' if a == "l" else 'class="r"' for a in align]
+                head = "".join(f"<th {c}>{_inline(h)}</th>" for h, c in zip(header, cls))
+                trs = "".join("<tr>" + "".join(f"<td {c}>{_inline(x)}</td>" for x, c in zip(r, cls)) + "</tr>"
+                              for r in rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+            elif kind == "figure":
+                path, _, caption = value
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                body.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{_inline(caption)}</figcaption></figure>")
+            elif kind == "code":
+                text, _ = value
+                body.append(f"<pre><code>{html.escape(text)}</code></pre>")
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(_plain(self.title))}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n"
+        )
+
+
+_CSS = (
+    "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;"
+    "margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
+    "table{border-collapse:collapse;margin:0.6em 0 1.2em;font-size:0.88em}"
+    "th,td{border:1px solid #ccc;padding:3px 7px}th{background:#f2f2f2}td.r,th.r{text-align:right}"
+    "td.l,th.l{text-align:left}tbody tr:nth-child(even){background:#fafafa}"
+    "code{background:#f4f4f4;padding:1px 3px;border-radius:3px;font-size:0.92em}"
+    "pre{background:#f4f4f4;padding:0.7em;overflow-x:auto;font-size:0.85em}"
+    "figure{margin:1em 0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
+    "nav{background:#f8f8f8;border:1px solid #ddd;padding:0.5em 1em;font-size:0.9em}"
+    ".banner{background:#fff3cd;border:1px solid #e0c060;padding:0.5em 1em}"
+)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", _plain(text).lower()).strip("-") or "section"
+
+
+def _plain(text: str) -> str:
+    return text.replace("**", "").replace("`", "")
+
+
+def _inline(text: str) -> str:
+    """Escape for HTML, then render `code` and **bold** (the only inline markup used here)."""
+    parts = re.split(r"(`[^`]*`)", str(text))
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
+            out.append(f"<code>{html.escape(part[1:-1])}</code>")
+        else:
+            esc = html.escape(part)
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc))
+    return "".join(out)
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{float(x):.{digits}f}"
+
+
+def format_ci(value: Any, ci: Sequence[Any] | None, digits: int = 3) -> str:
+    """``0.712 [0.690, 0.733]`` (or just the value, or ``-``)."""
+    if value is None:
+        return "-"
+    if ci and ci[0] is not None and ci[1] is not None:
+        return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return f"{value:.{digits}f}"
+
+
+def _gain(x: Any) -> str:
+    return "-" if x is None else f"{100 * float(x):+.1f}"
+
+
+def _mb(x: Any) -> str:
+    return "-" if x is None else f"{float(x) / 2**20:,.1f}"
+
+
+def _secs(x: Any) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    return f"{x:.1f}" if x < 600 else f"{x / 60:.1f} min"
+
+
+def _rap_name(results: Mapping[str, Any]) -> str:
+    sec = (results.get("sections") or {}).get("main") or {}
+    p = ((sec.get("settings") or {}).get("precision")) or 0.8
+    return f"R@P{p * 100:g}"
+
+
+# --------------------------------------------------------------------------- headline
+
+
+def _main_records(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    sec = (results.get("sections") or {}).get("main")
+    if not sec:
+        return []
+    runs = results.get("runs") or {}
+    return [runs[k] for k in sec.get("runs", []) if k in runs]
+
+
+def headline_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the headline table: each locale (by training size) and global,
+    one column per model of the main comparison, ``R@P [95% CI]``."""
+    recs = _main_records(results)
+    sec = results["sections"]["main"]
+    small = set(sec.get("small_stores") or [])
+    sizes = sec.get("train_sizes") or {}
+    header = ["locale", "train"] + [r["label"] for r in recs]
+    rows = []
+    for loc in [*sizes, "global"]:
+        row = [loc + (" *" if loc in small else ""),
+               str(sum(sizes.values()) if loc == "global" else sizes[loc])]
+        for r in recs:
+            ev = r["evals"]["test"]
+            e = ev["global"] if loc == "global" else ev["locales"].get(loc)
+            row.append(format_ci(e.get("r_at_p"), e.get("r_at_p_ci")) if e else "-")
+        rows.append(row)
+    return header, rows
+
+
+def headline_table(results: Mapping[str, Any]) -> str:
+    """The headline table as plain text (what ``q2pt experiment`` prints)."""
+    if not _main_records(results):
+        return "(no main comparison in these results)"
+    header, rows = headline_rows(results)
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    for k, r in enumerate(rows):
+        if k == len(rows) - 1:
+            lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    data = results.get("data") or {}
+    what = "SIMULATED data" if data.get("simulated") else "user data"
+    lines.append(f"{_rap_name(results)} with 95% bootstrap CIs over queries on the test split; * small store; "
+                 f"{what} {data.get('source')} (fingerprint {data.get('fingerprint')})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _header(rep: Report, results: Mapping[str, Any]) -> None:
+    data = results.get("data") or {}
+    sections = results.get("sections") or {}
+    if data.get("simulated"):
+        rep.para(f"**Data: SIMULATED.** These results were measured on q2pt's built-in simulated shop "
+                 f"(`{data.get('source')}`, fingerprint `{data.get('fingerprint')}`), not on any real shop's "
+                 "data: they say how the methods behave on that simulation.")
+    else:
+        rep.para(f"**Data: user data** `{data.get('source')}` (fingerprint `{data.get('fingerprint')}`).")
+    machine = results.get("machine") or {}
+    rep.bullets([
+        f"q2pt {results.get('q2pt_version')}; report rendered "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; results updated {results.get('updated')}",
+        f"machine: {machine.get('cores')} cores ({machine.get('cores_available')} available), "
+        f"{machine.get('cpu_model')}, {machine.get('memory_gb')} GiB RAM, {machine.get('platform')}, "
+        f"Python {machine.get('python')}, torch {machine.get('torch', '-')}",
+        f"splits: " + ", ".join(f"{k} {v:,}" for k, v in (data.get("rows") or {}).items())
+        + f"; {data.get('n_labels')} product types; {len(data.get('locales') or [])} locales",
+    ])
+    commands = []
+    for name in ["main", *STUDIES]:
+        sec = sections.get(name)
+        if sec and sec.get("command") and sec["command"] not in commands:
+            commands.append(sec["command"])
+    if commands:
+        rep.para("Reproduce with:")
+        rep.code("\n".join(commands), "bash")
+
+
+def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
+    sec = results["sections"]["main"]
+    recs = _main_records(results)
+    rap = _rap_name(results)
+    sizes = sec.get("train_sizes") or {}
+    small = sec.get("small_stores") or []
+    p = (sec.get("settings") or {}).get("precision", 0.8)
+    boot = (sec.get("settings") or {}).get("bootstrap")
+    rep.heading(f"Main comparison: {rap} per locale", anchor="main")
+    rep.para(f"Every model is trained on the same train split and evaluated on the same test split "
+             f"(encoder `{sec.get('encoder')}` for the q2pt variants). {rap}: the highest recall over all "
+             f"(query, product type) pairs at a score threshold whose precision is at least {p:g}; product "
+             f"types outside a model's label space count as missed. 95% confidence intervals: percentile "
+             f"bootstrap over queries ({boot} resamples). Locales are ordered by training size; * marks a "
+             f"small store ({sec.get('small_store_rule')}: {', '.join(small) or 'none'}).")
+    header, rows = headline_rows(results)
+    rep.table(header, rows, "lr" + "r" * (len(header) - 2))
+    locales = list(sizes)
+    values = {r["label"]: {loc: ((r["evals"]["test"]["locales"].get(loc) or {}).get("r_at_p"),
+                                 (r["evals"]["test"]["locales"].get(loc) or {}).get("r_at_p_ci")) for loc in locales}
+              for r in recs}
+    for r in recs:
+        g = r["evals"]["test"]["global"]
+        values[r["label"]]["global"] = (g.get("r_at_p"), g.get("r_at_p_ci"))
+    path = F.plot_rap_by_locale(values, [*locales, "global"], figdir / "rap_by_locale.png", precision=p, small=small)
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per locale and globally, 95% bootstrap CIs")
+
+    # the paper's table
+    gains = sec.get("gains") or []
+    if gains:
+        others = list(gains[0]["gains"])
+        rep.heading("Unified vs non-unified: gains per locale (the paper's table)", anchor="gains")
+        rep.para(f"{rap} of the non-unified models (one per locale) and, for each unified variant, its gain over "
+                 f"them in points (100 x difference of {rap}; positive: the unified model is better). Locales "
+                 "by training size, largest first; **small** stores marked.")
+        header = ["locale", "train queries", "small", f"non-unified {rap}"] + [f"{o} {rap}" for o in others] + \
+                 [f"{o} gain" for o in others]
+        rows = []
+        for g in gains:
+            rows.append([g["locale"], f"{g['n_train']:,}", "**small**" if g["small"] else "", _f(g["base"])]
+                        + [_f(g["values"][o]) for o in others] + [_gain(g["gains"][o]) for o in others])
+        rep.table(header, rows, "lrlr" + "r" * (2 * len(others)))
+        per_loc = [g for g in gains if g["locale"] != "global"]
+        path = F.plot_gains({o: [g["gains"][o] for g in per_loc] for o in others}, [g["locale"] for g in per_loc],
+                            figdir / "gains.png", small=small)
+        rep.figure(path, f"{FIG_DIR}/{path.name}", "Gain of each unified variant over non-unified per locale")
+
+    # PR curves
+    rep.heading("Precision-recall curves", anchor="pr-curves")
+    curves = {r["label"]: r["evals"]["test"].get("pr_curves", {}).get("global", {}) for r in recs}
+    path = F.plot_pr_curves(curves, figdir / "pr_curves.png", precision=p)
+    rep.figure(path, f"{FIG_DIR}/{path.name}", "Global precision-recall curves over all (query, product type) pairs")
+    per_loc = {r["label"]: r["evals"]["test"].get("pr_curves", {}) for r in recs}
+    path = F.plot_locale_pr_curves(per_loc, locales, figdir / "pr_curves_locales.png", precision=p, small=small)
+    rep.figure(path, f"{FIG_DIR}/{path.name}", "Precision-recall curves per locale (by training size)")
+
+    # infrastructure
+    rep.heading("Infrastructure: training cost, memory, size", anchor="infrastructure")
+    rep.para("Measured in the experiment's process while each model trained on this machine. **Peak memory**: "
+             + str(sec.get("memory_method")) + ". **Size on disk**: the saved model folder(s) (q2pt: weights as "
+             "safetensors + encoder assets + manifest; fastText: its binary models; TF-IDF: coefficients as .npz + "
+             "vocabulary JSON). **Models**: separately trained networks, i.e. model folders to deploy "
+             "and checkpoint (one per locale for non-unified and per-locale baselines).")
+    header = ["model", "models", "parameters", "train time (s)", "train CPU (s)", "peak memory +MiB",
+              "size on disk (MiB)", "predict (queries/s)"]
+    rows = []
+    infra_rows = []
+    for r in recs:
+        i = r.get("infra") or {}
+        rows.append([r["label"], i.get("networks"), f"{i['parameters']:,}" if i.get("parameters") else "-",
+                     _secs(i.get("train_seconds")), _secs(i.get("train_cpu_seconds")),
+                     _f(i.get("train_peak_rss_increase_mb"), 0), _mb(i.get("model_bytes")),
+                     _f(i.get("predict_queries_per_second"), 0)])
+        infra_rows.append({"label": r["label"], **i})
+    rep.table(header, rows)
+    path = F.plot_infra(infra_rows, figdir / "infrastructure.png")
+    rep.figure(path, f"{FIG_DIR}/{path.name}", "Training time, peak memory increase, size on disk, models to deploy")
+    total = sum(float((r.get("infra") or {}).get("train_seconds") or 0) for r in recs)
+    rep.para(f"Total training time of the main comparison: {_secs(total)} s.")
+
+
+def _data_size(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
+    loc = sec["locale"]
+    rep.heading(f"Study: data size ({loc})", anchor="study-data-size")
+    rep.para(f"{rap} on `{loc}`'s test split ({sec['test_rows']} queries) as its training data shrinks and grows. "
+             f"`1x` = {sec['reference_size']:.0f} training queries: {loc}'s {sec['locale_train_rows']} training "
+             "queries divided by the largest fraction, so that the largest size uses all of them (the pool the "
+             "larger sizes borrow from); smaller sizes are prefixes of one shuffle. Other stores keep all their "
+             "data; non-unified trains on this store alone. 95% bootstrap CIs.")
+    variants = list(dict.fromkeys(r["variant"] for r in sec["rows"]))
+    fracs = sorted({r["fraction"] for r in sec["rows"]})
+    by = {(r["fraction"], r["variant"]): r for r in sec["rows"]}
+    rows = []
+    for f in fracs:
+        n = next(r["n_train_locale"] for r in sec["rows"] if r["fraction"] == f)
+        rows.append([f"{f:g}x", n] + [format_ci(by[(f, v)]["r_at_p"], by[(f, v)]["r_at_p_ci"])
+                                      if (f, v) in by else "-" for v in variants])
+    rep.table(["size", f"{loc} train queries"] + variants, rows)
+    series = {v: [(f, by[(f, v)]["r_at_p"], by[(f, v)]["r_at_p_ci"]) for f in fracs if (f, v) in by]
+              for v in variants}
+    path = F.plot_lines(series, figdir / "study_data_size.png", xlabel=f"{loc} training data (x reference size)",
+                        ylabel=f"{rap} on {loc}", title=f"{rap} of {loc} vs its training data", logx=True)
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} of {loc} as its training data changes (95% CI bands)")
+
+
+def _cold_start(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
+    loc = sec["locale"]
+    rep.heading(f"Study: cold start of a new store ({loc})", anchor="study-cold-start")
+    rep.para(f"`{loc}` is left out of training entirely (its train and valid rows removed); the models are "
+             f"evaluated on its test split ({sec['test_rows']} queries). The locale-aware model is given either "
+             f"`{loc}`'s id, unseen in training (it then predicts without a locale token), or the id of the "
+             f"nearest training store, `{sec['nearest']}` ({sec['nearest_how']}).")
+    rows = [[r["model"], r["locale_id"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc"))]
+            for r in sec["rows"]]
+    rep.table(["model", "locale id given", f"{rap} [95% CI]", "PR-AUC"], rows, "llrr")
+    ref = sec.get("reference_with_training_data")
+    if ref:
+        rep.para(f"For reference, with `{loc}`'s training data (main comparison): " + "; ".join(
+            f"{v} {format_ci(e.get('r_at_p'), e.get('r_at_p_ci'))}" for v, e in ref.items()) + ".")
+    sims = sec.get("similarities") or {}
+    if sims:
+        top = sorted(sims.items(), key=lambda kv: -kv[1])[:5]
+        rep.para("Most similar training stores (cosine of character-trigram profiles): "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in top) + ".")
+    path = F.plot_bars([(f"{r['model']}\n{r['locale_id']}", r["r_at_p"], r["r_at_p_ci"]) for r in sec["rows"]],
+                       figdir / "study_cold_start.png", ylabel=f"{rap} on {loc}", title=f"New store {loc}")
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} on the unseen store {loc} (95% CIs)")
+
+
+def _pretraining(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
+    rep.heading("Study: pre-training", anchor="study-pretraining")
+    rep.para(f"The `{sec['variant']}` variant with different encoders, same data and training settings "
+             "(each encoder's own learning-rate defaults). 95% bootstrap CIs.")
+    if sec["rows"]:
+        rows = [[r["encoder"], r["description"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")),
+                 _secs(r.get("train_seconds")), f"{r['parameters']:,}" if r.get("parameters") else "-"]
+                for r in sec["rows"]]
+        rep.table(["encoder", "what", f"{rap} [95% CI]", "PR-AUC", "train time (s)", "parameters"], rows, "llrrrr")
+        path = F.plot_bars([(r["encoder"], r["r_at_p"], r["r_at_p_ci"]) for r in sec["rows"]],
+                           figdir / "study_pretraining.png", ylabel=f"global {rap}", title="Encoders")
+        rep.figure(path, f"{FIG_DIR}/{path.name}", f"Global {rap} per encoder (95% CIs)")
+    for s in sec.get("skipped") or []:
+        rep.para(f"Skipped `{s['encoder']}`: {s['reason']}.")
+
+
+def _label_noise(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
+    rep.heading("Study: label noise", anchor="study-label-noise")
+    rep.para("A share of the (query, product type) labels of the train and valid splits is corrupted -- half "
+             "dropped, half replaced by a product type drawn from the training label distribution; queries left "
+             f"without a label are removed -- and the models are evaluated on the clean test labels. Global {rap}, "
+             "95% bootstrap CIs.")
+    variants = list(dict.fromkeys(r["variant"] for r in sec["rows"]))
+    rates = sorted({r["rate"] for r in sec["rows"]})
+    by = {(r["rate"], r["variant"]): r for r in sec["rows"]}
+    rows = []
+    for rate in rates:
+        c = (sec.get("corruption") or {}).get(f"{rate:g}", {}).get("train", {})
+        rows.append([f"{rate:g}", f"{c.get('dropped', 0)} / {c.get('replaced', 0)} / {c.get('rows_removed', 0)}"]
+                    + [format_ci(by[(rate, v)]["r_at_p"], by[(rate, v)]["r_at_p_ci"]) if (rate, v) in by else "-"
+                       for v in variants])
+    rep.table(["noise rate", "train labels dropped / replaced / queries removed"] + variants, rows)
+    series = {v: [(rate, by[(rate, v)]["r_at_p"], by[(rate, v)]["r_at_p_ci"]) for rate in rates if (rate, v) in by]
+              for v in variants}
+    path = F.plot_lines(series, figdir / "study_label_noise.png", xlabel="share of training labels corrupted",
+                        ylabel=f"global {rap} (clean test)", title="Label noise")
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"Global {rap} on clean test labels vs label noise (95% CI bands)")
+
+
+def _head(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
+    rep.heading("Study: classification head", anchor="study-head")
+    rep.para(f"The `{sec['variant']}` variant with a linear head (the paper's) or hidden ReLU layers "
+             "(`model.head_hidden`). 95% bootstrap CIs.")
+    rows = [[r["head"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")), _secs(r.get("train_seconds")),
+             f"{r['parameters']:,}" if r.get("parameters") else "-"] for r in sec["rows"]]
+    rep.table(["head", f"{rap} [95% CI]", "PR-AUC", "train time (s)", "parameters"], rows, "lrrrr")
+    path = F.plot_bars([(r["head"], r["r_at_p"], r["r_at_p_ci"]) for r in sec["rows"]],
+                       figdir / "study_head.png", ylabel=f"global {rap}", title="Classification head")
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"Global {rap} per head (95% CIs)")
+
+
+def _conflicts(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
+    rep.heading("Study: locale conflicts", anchor="study-locale-conflicts")
+    rep.para(f"Queries whose product type differs between stores ({sec['definition']}); {sec['n_queries']} test "
+             f"queries. Top-1 accuracy: the share whose highest-scoring product type is the store's own ("
+             f"{sec['truth']}).")
+    words = sec.get("words") or {}
+    if words:
+        rep.para("Words: " + "; ".join(f"`{w}` ({', '.join(locs)})" for w, locs in sorted(words.items())) + ".")
+    locales = sorted({loc for r in sec["rows"] for loc in (r.get("locales") or {})})
+    rows = []
+    for r in sec["rows"]:
+        rows.append([r["model"], r.get("n"), _f(r.get("accuracy"))]
+                    + [_f((r["locales"].get(loc) or {}).get("accuracy"), 2) for loc in locales])
+    rep.table(["model", "queries", "top-1 accuracy"] + locales, rows)
+    if sec["rows"]:
+        path = F.plot_bars([(r["model"], r.get("accuracy"), None) for r in sec["rows"]],
+                           figdir / "study_locale_conflicts.png", ylabel="top-1 accuracy",
+                           title="Locale-conflict queries: store's own type ranked first")
+        rep.figure(path, f"{FIG_DIR}/{path.name}", "Top-1 accuracy on locale-conflict queries")
+        ex = next((r.get("examples") for r in sec["rows"] if r.get("examples")), None)
+        if ex:
+            rep.para(f"Examples ({sec['rows'][0]['model']}):")
+            rep.table(["query", "locale", "predicted", "expected", "correct"],
+                      [[e["query"], e["locale"], e["predicted"], ", ".join(e["expected"]), "yes" if e["correct"] else "no"]
+                       for e in (sec["rows"][0].get("examples") or [])[:8]], "lllll")
+
+
+_STUDY_RENDERERS = {
+    "data-size": _data_size,
+    "cold-start": _cold_start,
+    "pretraining": _pretraining,
+    "label-noise": _label_noise,
+    "head": _head,
+    "locale-conflicts": _conflicts,
+}
+
+
+def _configuration(rep: Report, results: Mapping[str, Any]) -> None:
+    sections = results.get("sections") or {}
+    main = sections.get("main")
+    rep.heading("Configuration", anchor="configuration")
+    if main and main.get("training_config"):
+        cfg = next(iter(main["training_config"].values()))
+        rep.para("Training configuration of the main comparison (the variants differ only in `model.variant`):")
+        rep.code(json.dumps(cfg, indent=2), "json")
+    any_sec = main or next(iter(sections.values()), None)
+    if any_sec and any_sec.get("settings"):
+        rep.para("Experiment settings:")
+        rep.code(json.dumps(any_sec["settings"], indent=2), "json")
+
+
+def render_report(out_dir: str | Path, results: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` into ``out_dir`` from
+    ``results`` (default: ``out_dir/results.json``). Returns the written paths."""
+    out_dir = Path(out_dir)
+    if results is None:
+        results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    figdir = out_dir / FIG_DIR
+    figdir.mkdir(parents=True, exist_ok=True)
+    for old in figdir.glob("*.png"):
+        old.unlink()
+    data = results.get("data") or {}
+    title = "q2pt experiment report" + (" (SIMULATED data)" if data.get("simulated") else "")
+    rep = Report(title)
+    _header(rep, results)
+    sections = results.get("sections") or {}
+    rap = _rap_name(results)
+    if "main" in sections:
+        _main(rep, results, figdir)
+    for name in STUDIES:
+        if name in sections:
+            _STUDY_RENDERERS[name](rep, sections[name], rap, figdir)
+    _configuration(rep, results)
+    md = out_dir / "report.md"
+    page = out_dir / "report.html"
+    write_text(md, rep.to_markdown())
+    write_text(page, rep.to_html())
+    return {"markdown": md, "html": page, "figures": figdir}

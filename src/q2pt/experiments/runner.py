@@ -1,0 +1,511 @@
+"""The experiment runner: trains and evaluates models on the same splits, resumably.
+
+A *run* trains one model (a q2pt variant through :class:`~q2pt.models.Q2PTModel`, or a
+baseline) on one dataset and evaluates it on one or more evaluation sets; its record (R@P
+with CIs per locale, PR curves, locale-conflict accuracy, training time, peak memory,
+size on disk ...) goes into ``OUT/results.json`` as soon as it finishes. A later call with
+the same output folder skips every run whose record is there with the same data
+fingerprint and the same configuration hash (``force=True`` redoes them), so an
+interrupted experiment resumes where it stopped, and studies run one at a time accumulate
+in one report.
+
+Everything runs in this process through the library API.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from q2pt import __version__
+from q2pt.errors import ConfigError, DataError, Q2PTError
+from q2pt.io import write_json
+
+from .evaluation import conflict_mask, evaluate_scores, gains_table, small_stores, top1_accuracy, train_sizes
+from .resources import MEMORY_METHOD, PeakMemory, dir_size, machine_info
+from .settings import ExperimentSettings, stable_hash
+
+if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.config import Config
+    from q2pt.data import Dataset
+
+logger = logging.getLogger("q2pt.experiments")
+
+__all__ = ["EvalSet", "RunSpec", "ResultsStore", "ExperimentRunner", "derive_dataset", "RESULTS_FILE"]
+
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass
+class EvalSet:
+    """Rows to evaluate a run on.
+
+    Attributes:
+        name: key of this evaluation in the run's record (``"test"`` for the main one).
+        frame: labelled rows (a subset of a test split).
+        predict_locales: the locale given to the model for each row (default: the rows'
+            own); e.g. the nearest store's id for a store unseen in training.
+        curves: keep PR curves; conflicts: measure locale-conflict accuracy on ``conflict_rows``.
+    """
+
+    name: str
+    frame: pd.DataFrame
+    predict_locales: list[str] | None = None
+    curves: bool = False
+    conflict_rows: np.ndarray | None = None
+    bootstrap: int = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows": int(len(self.frame)),
+            "predict_locales": None if self.predict_locales is None else sorted(set(self.predict_locales)),
+            "curves": self.curves,
+            "conflicts": None if self.conflict_rows is None else int(np.asarray(self.conflict_rows).sum()),
+            "bootstrap": self.bootstrap,
+        }
+
+
+@dataclass
+class RunSpec:
+    """One model to train and evaluate.
+
+    Attributes:
+        key: unique name of the run in ``results.json`` (``"main/unified-aware"``).
+        kind: ``"variant"`` (a :class:`~q2pt.models.Q2PTModel`) or ``"baseline"``.
+        name: the variant or baseline name.
+        label: how the report names it.
+        config: the resolved training config (variants).
+        params: what else identifies the run (baseline hyper-parameters, study knobs).
+        measure_size: save the model to measure its size on disk (main comparison).
+    """
+
+    key: str
+    kind: str
+    name: str
+    label: str
+    config: "Config | None" = None
+    params: dict[str, Any] = field(default_factory=dict)
+    measure_size: bool = False
+
+    def identity(self) -> dict[str, Any]:
+        cfg = None
+        if self.config is not None:
+            cfg = self.config.to_dict()
+            cfg.get("train", {}).pop("num_threads", None)
+            cfg.pop("data", None)  # where the data came from is the data fingerprint's business
+        return {"kind": self.kind, "name": self.name, "config": cfg, "params": self.params}
+
+
+def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: str) -> "Dataset":
+    """A dataset made from ``base`` by a study (subsampled, noisy, without a store ...):
+    same simulated flag and taxonomy, source ``"<base source> [note]"``, its own fingerprint."""
+    from q2pt.data import Dataset
+    from q2pt.data.schema import fingerprint
+
+    frames = {k: v.reset_index(drop=True) for k, v in splits.items()}
+    return Dataset(
+        splits=frames,
+        source=f"{base.source} [{note}]",
+        simulated=base.simulated,
+        fingerprint=fingerprint(frames),
+        taxonomy=base.taxonomy,
+    )
+
+
+# --------------------------------------------------------------------------- results file
+
+
+class ResultsStore:
+    """``OUT/results.json``: the data it is about, the runs, and the report's sections.
+
+    Opening a store for a dataset whose fingerprint differs from the file's raises
+    ConfigError (``force=True`` starts a new file instead).
+    """
+
+    def __init__(self, out_dir: str | Path, dataset: "Dataset", *, force: bool = False):
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / RESULTS_FILE
+        self.data: dict[str, Any] = self._load(dataset, force)
+
+    def _load(self, dataset: "Dataset", force: bool) -> dict[str, Any]:
+        fresh = {
+            "format_version": RESULTS_FORMAT,
+            "q2pt_version": __version__,
+            "data": describe_dataset(dataset),
+            "runs": {},
+            "sections": {},
+        }
+        if not self.path.exists():
+            if self.out_dir.exists() and self.out_dir.is_dir():
+                stray = [p.name for p in self.out_dir.iterdir() if not p.name.startswith(".")]
+                known = {"report.md", "report.html", "figures", "models", RESULTS_FILE}
+                if stray and not set(stray) <= known:
+                    shown = ", ".join(sorted(stray)[:5])
+                    raise ConfigError(
+                        f"refusing to write the experiment to {self.out_dir}: the folder exists and holds "
+                        f"other files ({shown}); choose a new or empty folder"
+                    )
+            return fresh
+        import json
+
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            if force:
+                return fresh
+            raise ConfigError(f"{self.path} is unreadable ({exc}); remove it or pass --force") from None
+        if not isinstance(data, dict) or data.get("format_version") != RESULTS_FORMAT:
+            if force:
+                return fresh
+            raise ConfigError(f"{self.path} is not a q2pt experiment results file of format {RESULTS_FORMAT}; "
+                              "choose another --out or pass --force")
+        old_fp = (data.get("data") or {}).get("fingerprint")
+        if old_fp != dataset.fingerprint:
+            if force:
+                logger.warning("%s held results for other data (fingerprint %s): starting afresh", self.path, old_fp)
+                return fresh
+            raise ConfigError(
+                f"{self.path} holds results for other data (fingerprint {old_fp}, this data: "
+                f"{dataset.fingerprint}); choose another --out, or pass --force to replace them"
+            )
+        data.setdefault("runs", {})
+        data.setdefault("sections", {})
+        data["data"] = describe_dataset(dataset)
+        return data
+
+    def cached(self, key: str, data_fingerprint: str, config_hash: str) -> dict[str, Any] | None:
+        rec = self.data["runs"].get(key)
+        if rec and rec.get("data_fingerprint") == data_fingerprint and rec.get("config_hash") == config_hash:
+            return rec
+        return None
+
+    def put_run(self, key: str, record: Mapping[str, Any]) -> None:
+        self.data["runs"][key] = dict(record)
+        self.save()
+
+    def put_section(self, name: str, section: Mapping[str, Any]) -> None:
+        self.data["sections"][name] = dict(section)
+        self.save()
+
+    def save(self) -> None:
+        from q2pt.metrics import to_jsonable
+
+        self.data["updated"] = _now()
+        write_json(self.path, to_jsonable(self.data))
+
+
+def describe_dataset(dataset: "Dataset") -> dict[str, Any]:
+    """What the report says about the data: source, SIMULATED or not, fingerprint, sizes."""
+    return {
+        "source": str(dataset.source),
+        "simulated": bool(dataset.simulated),
+        "fingerprint": dataset.fingerprint,
+        "rows": {k: int(len(v)) for k, v in dataset.splits.items()},
+        "n_labels": len(dataset.labels),
+        "locales": list(dataset.locales),
+        "train_sizes": train_sizes(dataset.train),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _safe(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+
+
+# --------------------------------------------------------------------------- runner
+
+
+class ExperimentRunner:
+    """Trains and evaluates runs for the main comparison and the studies.
+
+    Args:
+        dataset: the dataset (its splits are shared by every variant and baseline).
+        settings: experiment settings (see :mod:`q2pt.experiments.settings`).
+        out_dir: the report folder (``results.json``, ``models/``, figures, report).
+        config_file: the training config layers (``model``/``train``/``data`` sections,
+            already merged with the budget's ``train`` layer).
+        train_overrides: ``--section.key VALUE`` arguments for the training config.
+        encoder: the encoder spec of the main comparison.
+        force: redo runs whose results are cached; replace results of other data.
+        command: the command line that reproduces this experiment (for the report).
+    """
+
+    def __init__(
+        self,
+        dataset: "Dataset",
+        settings: ExperimentSettings,
+        out_dir: str | Path,
+        *,
+        config_file: Mapping[str, Any] | None = None,
+        train_overrides: Sequence[str] = (),
+        encoder: str = "use",
+        force: bool = False,
+        progress: bool = True,
+        command: str = "",
+    ):
+        self.dataset = dataset
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.config_file = copy.deepcopy(dict(config_file or {}))
+        self.train_overrides = list(train_overrides)
+        self.encoder = encoder
+        self.force = force
+        self.progress = progress
+        self.command = command
+        self.store = ResultsStore(self.out_dir, dataset, force=force)
+        self.machine = machine_info()
+        self.store.data["machine"] = self.machine
+        self._redone: set[str] = set()
+        self._sizes = train_sizes(dataset.train)
+        self._conflicts: np.ndarray | None = None
+        # fail early on a bad training configuration
+        for variant in settings.variants or ["unified-aware"]:
+            self.config_for(variant)
+
+    # ------------------------------------------------------------------ configs
+    def config_for(
+        self,
+        variant: str,
+        *,
+        encoder: str | None = None,
+        encoder_options: Mapping[str, Any] | None = None,
+        head_hidden: Sequence[int] | None = None,
+    ) -> "Config":
+        """The resolved training config of a variant: budget < config file < flags/overrides.
+
+        A different ``encoder`` than the main one drops the file's/flags' encoder options
+        (they belong to the main encoder) unless ``encoder_options`` is given.
+        """
+        from q2pt.config import resolve_config
+
+        spec = encoder or self.encoder
+        file_layer = copy.deepcopy(self.config_file)
+        overrides = list(self.train_overrides)
+        if spec != self.encoder or encoder_options is not None:
+            file_layer.get("model", {}).pop("encoder_options", None)
+            overrides = _drop_override(overrides, "model.encoder_options")
+        flags: dict[str, Any] = {"model.variant": variant}
+        if encoder_options is not None:
+            flags["model.encoder_options"] = dict(encoder_options)
+        if head_hidden is not None:
+            flags["model.head_hidden"] = list(head_hidden)
+        # explicit study settings win over the flags, so they go last (as overrides)
+        over = {**_parse(overrides), **flags, "model.encoder": spec}
+        return resolve_config(file_layer, over)
+
+    # ------------------------------------------------------------------ evaluation sets
+    @property
+    def conflicts(self) -> np.ndarray:
+        """Locale-conflict rows of the test split (see :func:`conflict_mask`)."""
+        if self._conflicts is None:
+            self._conflicts = conflict_mask(self.dataset.test, self.dataset.splits)
+        return self._conflicts
+
+    def main_eval(self) -> EvalSet:
+        return EvalSet("test", self.dataset.test, curves=True, conflict_rows=self.conflicts,
+                       bootstrap=self.settings.bootstrap)
+
+    # ------------------------------------------------------------------ runs
+    def run(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet]) -> dict[str, Any]:
+        """Train and evaluate ``spec`` on ``dataset`` (or return its cached record)."""
+        s = self.settings
+        identity = {
+            **spec.identity(),
+            "evals": [e.identity() for e in evals],
+            "precision": s.precision,
+            "seed": s.seed,
+            "measure_size": spec.measure_size,
+        }
+        config_hash = stable_hash(identity)
+        if not (self.force and spec.key not in self._redone):
+            cached = self.store.cached(spec.key, dataset.fingerprint, config_hash)
+            if cached is not None:
+                logger.info("%s: cached in %s (same data and config): skipped", spec.key, self.store.path)
+                return cached
+        logger.info("%s: training %s on %d queries", spec.key, spec.label, len(dataset.train))
+        if spec.kind == "variant":
+            model, train_m, extra = self._train_variant(spec, dataset)
+        elif spec.kind == "baseline":
+            model, train_m, extra = self._train_baseline(spec, dataset)
+        else:  # pragma: no cover
+            raise ValueError(f"unknown run kind {spec.kind!r}")
+        infra: dict[str, Any] = {**train_m.as_dict("train"), **extra}
+        evaluations: dict[str, Any] = {}
+        for ev in evals:
+            queries = ev.frame["query"].astype(str).tolist()
+            locales = ev.predict_locales or ev.frame["locale"].astype(str).tolist()
+            with PeakMemory() as pm:
+                scores = model.predict_proba(queries, locales)
+            if ev.name == evals[0].name:
+                infra.update(pm.result.as_dict("predict"))
+                infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
+            result = evaluate_scores(ev.frame, scores, model.classes_, precision=s.precision,
+                                     bootstrap=ev.bootstrap, seed=s.seed, curves=ev.curves)
+            if ev.conflict_rows is not None:
+                result["conflicts"] = top1_accuracy(ev.frame, scores, model.classes_, ev.conflict_rows)
+            evaluations[ev.name] = result
+        if spec.measure_size:
+            infra.update(self._measure_size(spec, model))
+        record = {
+            "key": spec.key,
+            "kind": spec.kind,
+            "name": spec.name,
+            "label": spec.label,
+            "data_fingerprint": dataset.fingerprint,
+            "data_source": dataset.source,
+            "n_train": int(len(dataset.train)),
+            "config_hash": config_hash,
+            "identity": identity,
+            "evals": evaluations,
+            "infra": infra,
+            "finished": _now(),
+            "command": self.command,
+        }
+        del model
+        self._redone.add(spec.key)
+        self.store.put_run(spec.key, record)
+        g = evaluations[evals[0].name]["global"]
+        logger.info("%s: done in %.1fs, R@P%g %s", spec.key, train_m.wall_seconds, s.precision * 100,
+                    "-" if g.get("r_at_p") is None else f"{g['r_at_p']:.4f}")
+        return record
+
+    def _train_variant(self, spec: RunSpec, dataset: "Dataset") -> tuple[Any, Any, dict[str, Any]]:
+        from q2pt.models import Q2PTModel
+
+        assert spec.config is not None
+        model = Q2PTModel(config=spec.config)
+        with PeakMemory() as pm:
+            model.fit(dataset, progress=self.progress)
+        params = sum(int(p.numel()) for net in model.networks.values() for p in net.parameters())
+        training = model.manifest.get("training") or {}
+        extra = {
+            "networks": len(model.networks),
+            "parameters": params,
+            "epochs": {str(k): v.get("epochs") for k, v in training.items()},
+            "steps": int(sum(int(v.get("steps") or 0) for v in training.values())),
+        }
+        return model, pm.result, extra
+
+    def _train_baseline(self, spec: RunSpec, dataset: "Dataset") -> tuple[Any, Any, dict[str, Any]]:
+        from .baselines import build_baseline
+
+        s = self.settings
+        model = build_baseline(spec.name, params={"fasttext": s.fasttext, "tfidf": s.tfidf}, seed=s.seed)
+        with PeakMemory() as pm:
+            model.fit(dataset)
+        return model, pm.result, {"networks": model.n_networks}
+
+    def _measure_size(self, spec: RunSpec, model: Any) -> dict[str, Any]:
+        """Save the model, measure the folder, remove it unless ``keep_models``."""
+        folder = self.out_dir / "models" / _safe(spec.key.replace("/", "--"))
+        if folder.exists():
+            shutil.rmtree(folder)
+        t0 = time.perf_counter()
+        model.save(folder)
+        seconds = time.perf_counter() - t0
+        size = dir_size(folder, exclude=("checkpoints",))
+        n_files = sum(1 for p in folder.rglob("*") if p.is_file())
+        kept = self.settings.keep_models
+        if not kept:
+            shutil.rmtree(folder, ignore_errors=True)
+            parent = folder.parent
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+        return {
+            "model_bytes": int(size),
+            "model_files": int(n_files),
+            "save_seconds": round(seconds, 3),
+            "model_folder": str(folder) if kept else None,
+        }
+
+    # ------------------------------------------------------------------ sections
+    def section_header(self, name: str, **extra: Any) -> dict[str, Any]:
+        """Common fields of a report section: the command, the date, the machine."""
+        return {"name": name, "command": self.command, "date": _now(), "machine": self.machine,
+                "settings": self.settings.model_dump(mode="json"), **extra}
+
+    def run_main(self) -> dict[str, Any]:
+        """The main comparison: every variant and baseline on the same splits."""
+        from .baselines import baseline_identity, baseline_label
+
+        s = self.settings
+        specs = [
+            RunSpec(f"main/{v}", "variant", v, v, config=self.config_for(v), measure_size=True)
+            for v in s.variants
+        ]
+        specs += [
+            RunSpec(f"main/{b}", "baseline", b, baseline_label(b), params=baseline_identity(b, s), measure_size=True)
+            for b in s.baselines
+        ]
+        records = self._run_all("main comparison", [(sp, self.dataset, [self.main_eval()]) for sp in specs])
+        small = small_stores(self._sizes, s.small_store_ratio)
+        metrics = {r["name"]: r["evals"]["test"] for r in records if r["kind"] == "variant"}
+        section = self.section_header(
+            "main",
+            runs=[r["key"] for r in records],
+            encoder=self.encoder,
+            train_sizes=self._sizes,
+            small_stores=small,
+            small_store_rule=f"fewer training queries than {s.small_store_ratio:.3g} x the median store's",
+            gains=gains_table(metrics, self._sizes, small=small) if "non-unified" in metrics else [],
+            memory_method=MEMORY_METHOD,
+            training_config={r["name"]: r["identity"]["config"] for r in records if r["kind"] == "variant"},
+        )
+        self.store.put_section("main", section)
+        return section
+
+    def _run_all(
+        self, title: str, jobs: Sequence[tuple[RunSpec, "Dataset", Sequence[EvalSet]]]
+    ) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        out = []
+        bar = tqdm(total=len(jobs), desc=title, unit="model", disable=None if self.progress else True, leave=False)
+        try:
+            for i, (spec, data, evals) in enumerate(jobs, 1):
+                logger.info("[%s %d/%d] %s", title, i, len(jobs), spec.label)
+                out.append(self.run(spec, data, evals))
+                bar.update(1)
+        finally:
+            bar.close()
+        return out
+
+
+def _parse(overrides: Sequence[str]) -> dict[str, Any]:
+    from q2pt.config import parse_overrides
+
+    return parse_overrides(overrides)
+
+
+def _drop_override(args: Sequence[str], prefix: str) -> list[str]:
+    """``args`` without the ``--<prefix>...`` overrides (and their values)."""
+    out: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        key, eq, _ = arg[2:].partition("=")
+        width = 1 if eq else 2
+        if not key.startswith(prefix):
+            out.extend(items[i : i + width])
+        i += width
+    return out

@@ -1,0 +1,116 @@
+"""The demo page at /: self-contained (no CDN), and rendered by a real browser (headless
+Chromium) that runs its JavaScript against a live uvicorn server: the rendered DOM shows
+the predicted product type, highlighted, with score bars."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from q2pt.serving.app import STATIC_DIR, ServeSettings, create_app  # noqa: E402
+from q2pt.serving.runtime import load_runtime  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_serving import trained_model_dir  # noqa: E402
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def aware_dir(tmp_path_factory):
+    return trained_model_dir(tmp_path_factory, "unified-aware")
+
+
+def test_page_and_assets_are_self_contained(aware_dir):
+    with TestClient(create_app(load_runtime(aware_dir), ServeSettings())) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
+        for asset in ("/static/app.js", "/static/style.css"):
+            assert client.get(asset).status_code == 200
+    for f in STATIC_DIR.iterdir():  # nothing fetched from elsewhere (no CDN, no web fonts)
+        text = f.read_text(encoding="utf-8")
+        assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text), f.name
+        assert "@import" not in text and "url(http" not in text
+    js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    assert "innerHTML" not in js  # results are inserted as text, never as markup
+
+
+@pytest.fixture(scope="module")
+def live_server(aware_dir):
+    """uvicorn serving the model on a free loopback port, in a thread of this process."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(load_runtime(aware_dir), ServeSettings()), host="127.0.0.1", port=port,
+                            log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def render(url: str, tmp_path: Path) -> str:
+    """The DOM after the page's JavaScript ran, as dumped by headless Chromium."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", "--no-default-browser-check", "--mute-audio",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000", "--dump-dom", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=45)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium): "
+                    "the demo page is not rendered in a browser")
+def test_browser_renders_predictions(live_server, tmp_path):
+    import httpx
+
+    query, locale = "rouge baskets", "fr_FR"
+    api = httpx.post(f"{live_server}/v1/predict", json={"query": query, "locale": locale, "top_k": 5}).json()
+    expected = api["predicted"]
+    assert expected and expected[0] == "shoes"
+
+    dom = render(f"{live_server}/?{urlencode({'query': query, 'locale': locale, 'top_k': 5})}", tmp_path)
+    assert 'data-state="done"' in dom, dom[-3000:]
+    items = re.findall(r'<li class="result( predicted)?" data-type="([^"]+)" data-predicted="(true|false)">', dom)
+    assert [t for _, t, _ in items] == [p["product_type"] for p in api["product_types"]]
+    assert [t for cls, t, flag in items if cls and flag == "true"] == expected  # highlighted = predicted
+    assert re.search(r'<div class="fill" style="width: [\d.]+%;">', dom)  # score bars
+    assert f"Predicted: {', '.join(expected)}" in dom
+    # the locale selector lists the model's locales
+    assert all(f'<option value="{loc}">' in dom for loc in ("de_DE", "en_US", "fr_FR"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_browser_shows_unseen_locale_warning_and_problem_errors(live_server, tmp_path):
+    dom = render(f"{live_server}/?{urlencode({'query': 'red shoes', 'locale': 'xx_XX'})}", tmp_path)
+    assert 'data-state="done"' in dom
+    assert "xx_XX (not in the model)" in dom and "predicted locale-agnostically" in dom
+    assert re.search(r'<ul id="warnings" class="warnings"><li>[^<]*xx_XX', dom)
+
+    long_query = "x" * 600  # over the server's max_query_chars: the problem detail is shown
+    dom = render(f"{live_server}/?{urlencode({'query': long_query, 'locale': 'de_DE'})}", tmp_path / "2")
+    assert 'data-state="error"' in dom and "at most 512" in dom

@@ -1,0 +1,119 @@
+"""Batch prediction on Ray Data (q2pt.ray_predict), on a local 2-CPU Ray instance.
+
+Skipped when ray is not installed (``pip install 'q2pt[scale]'``). Starting Ray takes
+several seconds; the whole module takes ~20-30 s on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("ray", reason="ray is not installed (pip install 'q2pt[scale]')")
+pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'q2pt[scale]')")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from q2pt.errors import ConfigError, DataError  # noqa: E402
+
+TYPES = {
+    "shoes": ["shoe", "sneaker", "boot"],
+    "phone": ["phone", "mobile", "smartphone"],
+    "tv": ["tv", "television", "screen"],
+    "bag": ["bag", "purse", "backpack"],
+}
+ADJ = ["red", "blue", "cheap", "new", "rot", "bleu"]
+
+
+def make_split(n: int, seed: int) -> pd.DataFrame:
+    r = random.Random(seed)
+    names = sorted(TYPES)
+    rows = []
+    for i in range(n):
+        t = r.choice(names)
+        rows.append({"query": f"{r.choice(ADJ)} {r.choice(TYPES[t])} {seed}x{i}", "locale": r.choice(["de", "us"]),
+                     "product_types": [t], "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from q2pt.config import resolve_config
+    from q2pt.data import from_frames
+    from q2pt.models import Q2PTModel
+
+    data = from_frames({"train": make_split(200, 1), "valid": make_split(40, 2), "test": make_split(10, 3)})
+    cfg = resolve_config(encoder="ngram", overrides={
+        "train.max_epochs": 2, "train.batch_size": 32, "train.num_threads": 1,
+        "model.encoder_options": {"dim": 16, "buckets": 2048},
+    })
+    folder = tmp_path_factory.mktemp("ray-model") / "model"
+    Q2PTModel(config=cfg).fit(data, out_dir=folder, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def write_input(path, n: int, seed: int = 0) -> pd.DataFrame:
+    r = random.Random(seed)
+    words = [w for ws in TYPES.values() for w in ws] + ADJ
+    frame = pd.DataFrame({
+        "id": [f"q{i:05d}" for i in range(n)],
+        "query": [" ".join(r.choice(words) for _ in range(r.randint(1, 3))) for _ in range(n)],
+        "locale": [r.choice(["de", "us", "jp"]) for _ in range(n)],
+    })
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return frame
+
+
+def test_ray_data_predicts_every_row_once_like_predict_frame(tmp_path, model_dir, local_ray):
+    from q2pt.models import load_model
+    from q2pt.predict import predict_frame
+    from q2pt.ray_predict import ray_predict
+
+    src = tmp_path / "in"  # a folder of 3 Parquet files: Ray reads them as 3+ blocks
+    src.mkdir()
+    frame = pd.concat([write_input(src / f"f{k}.parquet", 200, seed=k) for k in range(3)], ignore_index=True)
+    frame["id"] = [f"{k}-{i}" for k in range(3) for i in range(200)]
+    for k in range(3):
+        pq.write_table(pa.Table.from_pandas(frame.iloc[200 * k: 200 * (k + 1)], preserve_index=False),
+                       src / f"f{k}.parquet")
+    out = tmp_path / "out"
+    rows = ray_predict(model_dir, str(src), out, actors=2, cpus_per_actor=0.5, rows_per_batch=100)
+    assert rows == 600
+    got = pq.read_table(out).to_pandas()
+    assert got["id"].tolist() == frame["id"].tolist()  # each row once, input order kept
+    expected = predict_frame(load_model(model_dir), frame)
+    assert [list(x) for x in got["predicted_types"]] == [list(x) for x in expected["predicted_types"]]
+    assert np.allclose(np.concatenate(got["predicted_scores"].tolist()),
+                       np.concatenate(expected["predicted_scores"].tolist()), atol=1e-6)
+    assert got["note"].tolist() == expected["note"].tolist()
+
+    with pytest.raises(ConfigError, match="not empty"):  # no silent append to an old output
+        ray_predict(model_dir, str(src), out, actors=1, cpus_per_actor=0.5)
+
+
+def test_ray_errors_are_q2pt_errors(tmp_path, model_dir, local_ray):
+    from q2pt.ray_predict import RayPredictor, ray_predict
+
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "query": ["red shoe", None], "locale": ["de", "de"]}), bad)
+    with pytest.raises(DataError, match="cannot be predicted"):  # raised in an actor, re-raised here
+        ray_predict(model_dir, str(bad), tmp_path / "o1", actors=1, cpus_per_actor=0.5)
+    assert not (tmp_path / "o1").exists()
+    with pytest.raises(DataError, match="not found"):
+        ray_predict(model_dir, str(tmp_path / "missing.parquet"), tmp_path / "o2")
+    # the callable class itself, as each actor runs it
+    table = RayPredictor(str(model_dir))(pa.table({"id": ["x"], "query": ["tv"], "locale": ["us"]}))
+    assert table.column_names == ["id", "query", "locale", "predicted_types", "predicted_scores", "note"]
