@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -67,6 +68,8 @@ class Phase:
     rate: float = 0.0  # requests/s per client (open loop); 0: closed loop (next request at once)
     requests: int = 0
     late: int = 0  # paced sends that left later than scheduled (the client could not keep up)
+    server_cpu_s: float = 0.0  # CPU seconds the server process used during the phase
+    client_cpu_s: float = 0.0  # CPU seconds this (client) process used during the phase
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
@@ -82,6 +85,8 @@ class Phase:
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
             "requests_per_s": rps, "queries_per_s": rps * self.batch_size,
+            "server_cpu_pct": 100.0 * self.server_cpu_s / self.seconds if self.seconds else 0.0,
+            "client_cpu_pct": 100.0 * self.client_cpu_s / self.seconds if self.seconds else 0.0,
         }
 
 
@@ -129,6 +134,14 @@ class Server:
             pass
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """user + system CPU seconds of the server process so far."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -141,6 +154,16 @@ class Server:
 
 
 # ----------------------------------------------------------------------- load
+def measured(server: Server, phase: Phase, *args: Any, **kwargs: Any) -> Phase:
+    """``run_phase(server.url, phase, *args, **kwargs)``, recording the CPU time the server and
+    this client process spent on it."""
+    s0, c0 = server.cpu_seconds(), time.process_time()
+    aio_run(run_phase(server.url, phase, *args, **kwargs))
+    phase.server_cpu_s = server.cpu_seconds() - s0
+    phase.client_cpu_s = time.process_time() - c0
+    return phase
+
+
 async def run_phase(
     url: str, phase: Phase, items: list[dict[str, str]], duration: float, max_requests: int,
     on_tick: Any = None, tick_every: float = 5.0,
@@ -223,13 +246,15 @@ def query_pool(model: str, limit: int = 5000) -> tuple[list[dict[str, str]], str
 
 # ----------------------------------------------------------------------- report
 def fmt_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| runtime | phase | clients | offered req/s | batch | requests | errors | p50 ms | p95 ms | p99 ms | req/s | queries/s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| runtime | phase | clients | offered req/s | batch | requests | errors | p50 ms | p95 ms | p99 ms | req/s "
+           "| queries/s | server CPU % | client CPU % |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         offered = f"{r['offered_rps']:.0f}" if r.get("offered_rps") else "max"
         out.append(f"| {r['runtime']} | {r['phase']} | {r['concurrency']} | {offered} | {r['batch_size']} | {r['requests']} | "
                    f"{r['errors']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
-                   f"{r['requests_per_s']:.0f} | {r['queries_per_s']:.0f} |")
+                   f"{r['requests_per_s']:.0f} | {r['queries_per_s']:.0f} | {r['server_cpu_pct']:.0f} | "
+                   f"{r['client_cpu_pct']:.0f} |")
     return "\n".join(out)
 
 
@@ -241,6 +266,10 @@ def fmt_soak(s: dict[str, Any]) -> str:
         f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['rss_start_mb']:.0f} | {s['rss_end_mb']:.0f} | "
         f"{s['rss_max_mb']:.0f} | {s['rss_drift_second_half_mb']:+.1f} | {s['memory_verdict']} |",
     ])
+
+
+def _sample_rss(samples: list[tuple[float, float]], server: Server, t: float) -> None:
+    samples.append((t, server.rss_mb()))
 
 
 def memory_verdict(samples: list[tuple[float, float]]) -> tuple[float, str]:
@@ -306,16 +335,15 @@ def main(argv: list[str] | None = None) -> int:
                     plan.append(("single-paced", args.concurrency, 1, args.rate))
                 plan.append(("batch", args.batch_concurrency, args.batch_size, 0.0))
                 for name, conc, bs, rate in plan:
-                    phase = aio_run(run_phase(server.url, Phase(runtime, name, conc, bs, 0, rate), items,
-                                              args.duration, args.max_requests))
+                    phase = measured(server, Phase(runtime, name, conc, bs, 0, rate), items, args.duration,
+                                     args.max_requests)
                     results["phases"].append(phase.summary())
                     print(fmt_table([phase.summary()]).splitlines()[-1], flush=True)
                 if i == 0 and args.soak_seconds > 0:
                     samples: list[tuple[float, float]] = [(0.0, server.rss_mb())]
-                    phase = Phase(runtime, "soak", args.concurrency, 1, 0)
-                    aio_run(run_phase(server.url, phase, items, args.soak_seconds, 10**9,
-                                          on_tick=lambda t, s=samples, srv=server: s.append((t, srv.rss_mb())),
-                                          tick_every=args.soak_sample))
+                    phase = measured(server, Phase(runtime, "soak", args.concurrency, 1, 0), items, args.soak_seconds,
+                                     10**9, on_tick=functools.partial(_sample_rss, samples, server),
+                                     tick_every=args.soak_sample)
                     samples.append((phase.seconds, server.rss_mb()))
                     drift, verdict = memory_verdict(samples)
                     soak = phase.summary() | {

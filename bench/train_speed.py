@@ -53,9 +53,14 @@ def measure(name: str, spec: str, data, steps: int, warmup: int, threads: int, n
     from q2pt.models import Q2PTModel, build_network
     from q2pt.training import TrainHooks
 
-    overrides = {"train.max_steps": steps, "train.num_threads": threads, "train.patience": 10_000}
+    overrides = {"train.max_steps": steps, "train.patience": 10_000}
+    if threads:
+        overrides["train.num_threads"] = threads
     config = resolve_config(encoder=spec, overrides=overrides, flags={"model.variant": "unified-aware"})
     bs = config.train.batch_size
+    import torch
+
+    threads = config.train.num_threads or torch.get_num_threads()  # what training and prediction use here
 
     # one-off tokenization of the training split (both copies: with and without locale token)
     net = build_network(config, data.labels, data.locales)
@@ -74,20 +79,19 @@ def measure(name: str, spec: str, data, steps: int, warmup: int, threads: int, n
 
     test = data.test.iloc[:n_predict]
     q, loc = test["query"].tolist(), test["locale"].tolist()
-    import torch
-
     previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
         scores = model.predict_proba(q, loc, batch_size=512)
         predict_qps = len(q) / (time.perf_counter() - t0)
-        n_single = min(200, len(q))
+        single = data.test.iloc[n_predict : n_predict + 200]  # other unseen queries
+        if len(single) == 0:
+            single = test.iloc[:200]
         t0 = time.perf_counter()
-        for i in range(n_single):
-            model.predict_proba([q[n_predict - 1 - i]], [loc[n_predict - 1 - i]])
-        single_qps = n_single / (time.perf_counter() - t0)
+        for query, locale in zip(single["query"].tolist(), single["locale"].tolist()):
+            model.predict_proba([query], [locale])
+        single_qps = len(single) / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(previous)
     assert np.isfinite(scores).all()
@@ -99,6 +103,7 @@ def measure(name: str, spec: str, data, steps: int, warmup: int, threads: int, n
         "single": single_qps,
         "steps": len(stamps),
         "batch": bs,
+        "threads": threads,
     }
 
 
@@ -113,13 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=40, help="optimiser steps per encoder (default 40)")
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing (default 5)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--predict", type=int, default=4000, help="test queries to predict (default 4000)")
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads for every encoder (0: each encoder's configured train.num_threads, else torch's default)",
+    )
+    parser.add_argument("--predict", type=int, default=3000, help="test queries to predict in batches (default 3000)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    load_start = os.getloadavg()[0]
     n_train = (args.steps + 1) * 211
     data = _dataset(args.preset, args.seed, n_train, 300)
     rows = []
@@ -137,14 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             result["kind"] = name
             rows.append(result)
 
-    threads = args.threads or torch.get_num_threads()
     print(f"# q2pt training / prediction throughput (queries/s), measured {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"# machine: {os.cpu_count()} CPU cores, torch {torch.__version__} with {threads} thread(s), "
-          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"# machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, Python {platform.python_version()}; "
+          f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"# data: SIMULATED store '{args.preset}' (seed {args.seed}), {len(data.train)} train queries, "
           f"{len(data.labels)} product types, {len(data.locales)} locales; unified-aware, batch {rows[0]['batch'] if rows else 211}, "
           f"{args.steps} steps ({args.warmup} warm-up steps not timed)")
-    header = ["encoder", "train q/s", "tokenize q/s", "predict q/s (batch 512)", "1-by-1 q/s", "targets"]
+    header = ["encoder", "threads", "train q/s", "tokenize q/s", "predict q/s (batch 512)", "1-by-1 q/s", "targets"]
     table = []
     for r in rows:
         notes = []
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             if kind == r["kind"]:
                 got = r["train"] if what == "train" else r["predict"]
                 notes.append(f"{what} >= {target:,}: {'met' if got >= target else 'NOT met'}")
-        table.append([r["encoder"], _fmt(r["train"]), _fmt(r["tokenize"]), _fmt(r["predict"]), _fmt(r["single"]),
+        table.append([r["encoder"], str(r["threads"]), _fmt(r["train"]), _fmt(r["tokenize"]), _fmt(r["predict"]), _fmt(r["single"]),
                       "; ".join(notes) or "-"])
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))

@@ -67,6 +67,13 @@ def test_train_config_file_and_resume(data_dir, tmp_path, capsys):
     assert again["training"] == first["training"] and again["thresholds"] == first["thresholds"]
 
 
+def test_parser_variants_match_the_config():
+    from q2pt.cli.train import VARIANTS
+    from q2pt.config import VARIANTS as CONFIG_VARIANTS
+
+    assert VARIANTS == CONFIG_VARIANTS
+
+
 def test_train_rejects_unknown_keys_and_bad_values(tmp_path, capsys):
     code = main(["train", "--out", str(tmp_path / "m"), "--train.lrr", "1"])
     err = capsys.readouterr().err

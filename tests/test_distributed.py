@@ -240,7 +240,7 @@ def test_two_processes_match_one_and_resume(tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("model saved to") == 1  # rank 0 alone reports and writes
-    assert "2 processes, gloo" in resumed.stderr
+    assert "2 processes, gloo" in resumed.stderr  # the log line of rank 0 (only)
     assert "resuming from" in resumed.stderr
 
     # the reference: one process, uninterrupted, same config and seed
@@ -255,3 +255,18 @@ def test_two_processes_match_one_and_resume(tmp_path):
     assert worst < WEIGHT_TOL, f"max weight difference {worst:.3g}"
     queries, locales = ["red shoe 1", "neu tv 5"], ["de", "us"]
     assert np.allclose(ddp.predict_proba(queries, locales), reference.predict_proba(queries, locales), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_launcher_reports_a_worker_error_cleanly(tmp_path):
+    """``q2pt train --nproc 2`` with bad data: rank 0's q2pt message and exit code, the other
+    rank stops without a traceback, and torchrun's failure report is not shown."""
+    done = subprocess.run(
+        [sys.executable, "-m", "q2pt", "train", "--nproc", "2", "--encoder", "ngram",
+         "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")],
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert "no such file or directory" in done.stderr
+    assert "stopped: rank 0 of this job failed" in done.stderr
+    assert "Traceback" not in done.stderr and "ChildFailedError" not in done.stderr

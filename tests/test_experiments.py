@@ -26,7 +26,7 @@ FAST = [
     "--model.encoder_options.dim", "16", "--model.encoder_options.buckets", "4096",
     "--experiment.bootstrap", "60", "--experiment.study_bootstrap", "30",
     "--experiment.fasttext", '{"epoch": 5, "dim": 16, "bucket": 4096, "thread": 1}',
-    "--experiment.tfidf", '{"max_features": 4000, "max_iter": 60}',
+    "--experiment.tfidf", '{"max_features": 4000, "max_iter": 5}',
     "--experiment.data_size_fractions", "[0.5, 2]",
     "--experiment.noise_rates", "[0, 0.4]",
     "--experiment.noise_variants", '["unified-agnostic"]',

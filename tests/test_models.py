@@ -328,7 +328,8 @@ def _small_problem():
 def test_use_encoder_overfits_a_very_small_problem():
     train, ds = _small_problem()
     cfg = resolve_config(
-        None, ["--train.batch_size", "8", "--train.max_epochs", "4", "--train.patience", "4", "--train.head_lr", "0.01"],
+        None, ["--train.batch_size", "8", "--train.max_epochs", "4", "--train.patience", "4", "--train.head_lr", "0.01",
+               "--train.num_threads", "1"],
         "use", flags={"model.variant": "unified-aware"},
     )
     model = Q2PTModel(config=cfg).fit(ds, progress=False)
@@ -343,11 +344,14 @@ def test_tiny_hf_encoder_overfits_a_very_small_problem(tmp_path):
     folder = make_tiny_hf_model(tmp_path / "tiny-hf", train["query"].tolist())
     cfg = resolve_config(
         None, ["--train.batch_size", "8", "--train.max_epochs", "15", "--train.patience", "15",
-               "--train.encoder_lr", "0.003", "--train.head_lr", "0.01"],
+               "--train.encoder_lr", "0.003", "--train.head_lr", "0.01", "--train.num_threads", "1"],
         f"hf:{folder}", flags={"model.variant": "unified-aware"},
     )
     model = Q2PTModel(config=cfg).fit(ds, out_dir=tmp_path / "model", progress=False)
     assert model.evaluate(train)["global"]["r_at_p"] >= 0.95
+    import shutil
+
+    shutil.rmtree(folder)  # the model folder must be self-contained
     again = load_model(tmp_path / "model")
     q, loc = train["query"].tolist(), train["locale"].tolist()
     np.testing.assert_array_equal(model.predict_proba(q, loc), again.predict_proba(q, loc))

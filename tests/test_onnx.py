@@ -1,5 +1,5 @@
 """ONNX export and the ONNX runtime: outputs equal PyTorch's within 1e-4 (ngram models of
-every layout here; the USE encoder in a slow test), int8 quantization and its measured
+every layout, and the USE encoder), int8 quantization and its measured
 R@P cost, `q2pt export onnx`, `serve --runtime onnx`, refusal of wrong or broken files."""
 
 from __future__ import annotations
@@ -181,10 +181,10 @@ def test_export_cli_measures_the_int8_cost(aware_dir, tmp_path, capsys):
     assert cost["dataset"]["simulated"] is False
 
 
-@pytest.mark.slow
 def test_use_encoder_export_equals_pytorch(tmp_path):
     """The USE encoder's flat batches (repeat_interleave, index_add with repeated indices)
-    survive the export. Slow (~15 s): the graph carries USE's 128k x 512 embedding table.
+    survive the export. The slowest test here (~15 s): the graph carries USE's 128k x 512
+    embedding table.
     The network is built, not trained: pretrained USE weights plus a random head."""
     from q2pt.config import resolve_config
     from q2pt.models import Q2PTModel, build_network

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own deprecations
 pytest.importorskip("ray", reason="ray is not installed (pip install 'q2pt[scale]')")
 pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'q2pt[scale]')")
 pa = pytest.importorskip("pyarrow")
@@ -77,20 +78,17 @@ def write_input(path, n: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.filterwarnings("error:The minimum number of concurrent actors")  # both actors get blocks
 def test_ray_data_predicts_every_row_once_like_predict_frame(tmp_path, model_dir, local_ray):
     from q2pt.models import load_model
     from q2pt.predict import predict_frame
     from q2pt.ray_predict import ray_predict
 
-    src = tmp_path / "in"  # a folder of 3 Parquet files: Ray reads them as 3+ blocks
-    src.mkdir()
-    frame = pd.concat([write_input(src / f"f{k}.parquet", 200, seed=k) for k in range(3)], ignore_index=True)
-    frame["id"] = [f"{k}-{i}" for k in range(3) for i in range(200)]
-    for k in range(3):
-        pq.write_table(pa.Table.from_pandas(frame.iloc[200 * k: 200 * (k + 1)], preserve_index=False),
-                       src / f"f{k}.parquet")
+    src = tmp_path / "in.parquet"
+    frame = write_input(src, 600)
     out = tmp_path / "out"
-    rows = ray_predict(model_dir, str(src), out, actors=2, cpus_per_actor=0.5, rows_per_batch=100)
+    # 4 KiB blocks: the small file is read as several blocks, shared by the 2 actors
+    rows = ray_predict(model_dir, str(src), out, actors=2, cpus_per_actor=0.5, rows_per_batch=100, block_bytes=4096)
     assert rows == 600
     got = pq.read_table(out).to_pandas()
     assert got["id"].tolist() == frame["id"].tolist()  # each row once, input order kept

@@ -261,6 +261,7 @@ def test_predict_rejects_bad_fields(aware, payload, field):
     [
         (b'{"query": "shoes", ', "application/json", 400, "malformed-json", "invalid JSON"),
         (b"\xff\xfe", "application/json", 400, "malformed-json", "invalid JSON"),
+        (b"[" * 3000, "application/json", 400, "malformed-json", "parsing the body"),  # nested too deep
         (b'["shoes", "de_DE"]', "application/json", 422, "invalid-request", "JSON object"),
         (b'{"query": "shoes", "locale": "de_DE"}', "text/plain", 422, "invalid-request", "Content-Type"),
         (b'{"query": "shoes", "locale": "de_DE"}', None, 422, "invalid-request", "Content-Type"),

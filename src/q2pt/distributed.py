@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from q2pt.errors import ConfigError, require
+from q2pt.errors import ConfigError, Q2PTError, require
 
 if TYPE_CHECKING:  # pragma: no cover
     from q2pt.data import Dataset
@@ -128,6 +128,10 @@ def training_device(config: Any = None) -> str:
 # ----------------------------------------------------------------------------- the process group
 
 
+class PeerFailedError(Q2PTError):
+    """Another rank of the job failed; this one stops (the failed rank reports why)."""
+
+
 @dataclass(frozen=True)
 class DistEnv:
     """Where this process stands in a (possibly single-process) training job."""
@@ -172,12 +176,25 @@ class DistEnv:
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
-        """Run the block on rank 0 first, then on the others (e.g. filling a shared cache)."""
-        if self.distributed and not self.is_main:
-            self.barrier()
-        yield
-        if self.distributed and self.is_main:
-            self.barrier()
+        """Run the block on rank 0 first, then on the others (e.g. filling a shared cache).
+
+        If the block fails on rank 0, the other ranks do not run it: they stop with a
+        :class:`PeerFailedError` (rank 0 reports the error itself).
+        """
+        if not self.distributed:
+            yield
+            return
+        if self.is_main:
+            try:
+                yield
+            except BaseException:
+                self.broadcast_flag(False)
+                raise
+            self.broadcast_flag(True)
+        else:
+            if not self.broadcast_flag(False):
+                raise PeerFailedError("stopped: rank 0 of this job failed (its message says why)")
+            yield
 
     def hooks(self, *, find_unused_parameters: bool | None = None) -> "TrainHooks":
         """:class:`~q2pt.training.TrainHooks` for this rank (plain hooks for one process).
@@ -361,16 +378,18 @@ def launch(
     if not isinstance(nproc, int) or nproc < 1:
         raise ConfigError(f"--nproc must be a positive integer, got {nproc!r}")
     require("torch", "torch")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     threads = threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
+    saved_threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
     torchrun_args = ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), "-m", module, *args]
     parsed = get_args_parser().parse_args(torchrun_args)
     elastic_logger = logging.getLogger("torch.distributed.elastic")
     level = elastic_logger.level
-    elastic_logger.setLevel(logging.ERROR)  # torchrun's rendezvous banners are noise here
+    elastic_logger.setLevel(logging.CRITICAL)  # its banners and failure report: we print one line
     try:
         run(parsed)
     except ChildFailedError as exc:
@@ -382,6 +401,13 @@ def launch(
         if code not in (1, 2, 3, 4):  # q2pt's own exit codes have printed their message
             print(f"q2pt: training worker {rank} failed with exit code {code}", file=sys.stderr)
         return code or 1
+    except SignalException as exc:  # Ctrl-C / SIGTERM: torchrun has stopped the workers
+        print(f"q2pt: interrupted ({exc.sigval.name})", file=sys.stderr)
+        return 130
     finally:
         elastic_logger.setLevel(level)
+        if saved_threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved_threads
     return 0

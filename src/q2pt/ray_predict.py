@@ -131,7 +131,7 @@ def ray_predict(
     actors: int | None = None,
     cpus_per_actor: float = 1.0,
     rows_per_batch: int = 4096,
-    blocks: int | None = None,
+    block_bytes: int | None = 16 << 20,
     threshold: float | None = None,
     top_k: int | None = None,
     fallback_locale: str | None = None,
@@ -154,9 +154,12 @@ def ray_predict(
         cpus_per_actor: the CPUs Ray reserves for each actor (each runs one torch thread);
             below 1 packs more actors than CPUs, e.g. on a 2-CPU machine.
         rows_per_batch: rows per ``map_batches`` call.
-        blocks: how many blocks to read the input into (``override_num_blocks``); Ray
-            decides by default (large files: by row groups). Each block goes to one actor,
-            so a small one-row-group file needs ``blocks >= actors`` to use every actor.
+        block_bytes: Ray Data's ``target_max_block_size`` for this run (None: Ray's
+            default, 128 MiB). Each block is predicted by one actor, so blocks must be
+            smaller than the input divided by the actors for all of them to work: Ray reads
+            a Parquet file into blocks of this size whatever its row groups (measured with
+            Ray 2.60: ``override_num_blocks`` did not split one file). 16 MiB is roughly
+            500k short queries.
         threshold, top_k, fallback_locale, batch_size: as in :func:`q2pt.predict.predict_rows`.
         preserve_order: keep the input order (Ray Data's ``preserve_order`` option).
         address: a Ray cluster to connect to; None: the running one, or a new local one.
@@ -170,8 +173,8 @@ def ray_predict(
     from q2pt.predict import check_threshold
 
     check_threshold(threshold)
-    if rows_per_batch < 1 or batch_size < 1:
-        raise ConfigError("rows_per_batch and batch_size must be positive")
+    if rows_per_batch < 1 or batch_size < 1 or (block_bytes is not None and block_bytes < 1):
+        raise ConfigError("rows_per_batch, block_bytes and batch_size must be positive")
     if actors is not None and actors < 1:
         raise ConfigError(f"actors must be at least 1, got {actors}")
     if not cpus_per_actor > 0:
@@ -195,13 +198,14 @@ def ray_predict(
     if not ray.is_initialized():
         ray.init(address=address, **(init_kwargs or {}))
     ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.target_max_block_size)
     ctx.execution_options.preserve_order = preserve_order
+    if block_bytes is not None:
+        ctx.target_max_block_size = int(block_bytes)
     if actors is None:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor) - 1)
     try:
-        ds = ray.data.read_parquet(
-            str(Path(input_path).resolve()) if local_input else input_path, override_num_blocks=blocks
-        )
+        ds = ray.data.read_parquet(str(Path(input_path).resolve()) if local_input else input_path)
         ds = ds.map_batches(
             RayPredictor,
             fn_constructor_kwargs={"model_dir": str(model_dir), "threshold": threshold, "top_k": top_k,
@@ -221,4 +225,6 @@ def ray_predict(
         if cause is not None:
             raise cause from None
         raise
+    finally:
+        ctx.execution_options.preserve_order, ctx.target_max_block_size = saved
     return rows

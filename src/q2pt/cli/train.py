@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from q2pt.config import VARIANTS
 from q2pt.errors import ConfigError, DataError
 
 log = logging.getLogger("q2pt.cli")
+
+# = q2pt.config.VARIANTS, repeated so that building the parser does not import pydantic
+VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 
 
 def register(subparsers: Any) -> None:

@@ -10,7 +10,9 @@ Two model families, each in two layouts:
     (``q2ptloc_<locale>``), the baseline counterpart of the locale-aware variant.
 ``tfidf-per-locale`` / ``tfidf-unified``
     TF-IDF of character n-grams (within word boundaries) and one-vs-rest logistic
-    regression (scikit-learn). Unified: the same features plus a one-hot locale indicator.
+    regression (scikit-learn; by default fitted by SGD with the log loss, which is ~10x
+    faster than liblinear over hundreds of product types -- ``solver="liblinear"`` for the
+    exact fit). Unified: the same features plus a one-hot locale indicator.
 
 Every baseline has the estimator surface the experiment runner needs: ``fit(dataset)``,
 ``predict_proba(queries, locales)`` (``(n, len(classes_))`` in ``classes_`` order; a locale
@@ -88,8 +90,13 @@ TFIDF_DEFAULTS: dict[str, Any] = {
     "ngram_max": 4,
     "min_df": 2,
     "max_features": 100_000,
+    # "sgd": logistic regression fitted by stochastic gradient descent (SGDClassifier,
+    # log loss, L2 penalty ``alpha``), ~10x faster than liblinear over hundreds of types;
+    # "liblinear": LogisticRegression(solver="liblinear", C=C) (exact, slow).
+    "solver": "sgd",
+    "alpha": 2e-6,
     "C": 10.0,
-    "max_iter": 200,
+    "max_iter": 10,
 }
 
 _UNIFIED = "*"
@@ -273,7 +280,7 @@ class TfidfBaseline(Baseline):
         import warnings
 
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression, SGDClassifier
         from sklearn.multiclass import OneVsRestClassifier
         from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -290,10 +297,15 @@ class TfidfBaseline(Baseline):
         }
         x = self._features(model, queries, locales)
         y = MultiLabelBinarizer(classes=classes).fit_transform(labels)
-        clf = OneVsRestClassifier(
-            LogisticRegression(C=float(p["C"]), solver="liblinear", max_iter=int(p["max_iter"]),
-                               random_state=int(self.seed))
-        )
+        if p["solver"] == "sgd":
+            estimator: Any = SGDClassifier(loss="log_loss", alpha=float(p["alpha"]), max_iter=int(p["max_iter"]),
+                                           tol=None, random_state=int(self.seed))
+        elif p["solver"] == "liblinear":
+            estimator = LogisticRegression(C=float(p["C"]), solver="liblinear", max_iter=int(p["max_iter"]) * 20,
+                                           random_state=int(self.seed))
+        else:
+            raise ConfigError(f"tfidf solver must be 'sgd' or 'liblinear', got {p['solver']!r}")
+        clf = OneVsRestClassifier(estimator)
         with warnings.catch_warnings():
             # a type present in every row of a small store is a constant predictor
             warnings.filterwarnings("ignore", message="Label .* is present in all training examples")

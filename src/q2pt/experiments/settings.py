@@ -159,7 +159,7 @@ class ExperimentSettings(BaseModel):
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "experiment": {"bootstrap": 100, "study_bootstrap": 50, "fasttext": {"epoch": 10, "thread": 1},
-                       "tfidf": {"max_iter": 100}},
+                       "tfidf": {"max_iter": 5}},
         "train": {"max_epochs": 3, "patience": 1, "batch_size": 64},
     },
     "quick": {

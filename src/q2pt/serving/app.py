@@ -97,7 +97,7 @@ def problem_response(doc: ProblemDoc, headers: dict[str, str] | None = None) -> 
     return JSONResponse(doc.to_dict(), status_code=doc.status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
-_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large", 503: "not-ready"}
+_HTTP_SLUGS = {400: "malformed-json", 404: "not-found", 405: "method-not-allowed", 413: "payload-too-large", 503: "not-ready"}
 
 
 def _install_exception_handlers(app: FastAPI) -> None:
