@@ -194,10 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         steady_text = "" if steady is None or steady != steady else f"{steady:,.0f} {r['unit']}"
         print(f"| {r['task']} | {r['setup']} | {r['processes']} | {r['threads']} | "
               f"{r['throughput']:,.0f} {r['unit']} | {steady_text} | {r['wall_s']:.1f} |")
-    print(f"\ntraining: global batch {args.batch_size}, steps {WARMUP_STEPS}..{args.train_steps} timed "
-          "(throughput = steady state); prediction: "
-          f"{args.predict_rows:,} queries in parts of {args.chunk_size:,} rows; throughput = end to end "
-          "(start-up included), steady state = after each process's first part")
+    notes = []
+    if not args.skip_train:
+        notes.append(f"training: global batch {args.batch_size}, steps {WARMUP_STEPS}..{args.train_steps} "
+                     "timed (the throughput is the steady state)")
+    if not args.skip_predict:
+        notes.append(f"prediction: {args.predict_rows:,} queries in parts of {args.chunk_size:,} rows; throughput "
+                     "end to end (start-up included), steady state after each process's first part")
+    print("\n" + "; ".join(notes))
     if args.json:
         Path(args.json).write_text(json.dumps({"cores": cores, "load_before": load_before, "load_after": load_after,
                                                "args": {k: v for k, v in vars(args).items() if k != "json"},

@@ -426,6 +426,18 @@ def test_resume_skips_cached_runs_and_refuses_other_data(experiment, monkeypatch
                                          overrides=FAST, progress=False))
 
 
+def test_pretraining_without_hf_model_is_skipped_with_reason(experiment):
+    from q2pt.experiments import ExperimentRequest, run_experiment
+
+    req, _ = experiment
+    again = run_experiment(ExperimentRequest(out=req.out, preset="tiny", encoder="ngram", studies=["pretraining"],
+                                             overrides=FAST, progress=False))
+    sec = again.results["sections"]["pretraining"]
+    assert [r["encoder"] for r in sec["rows"]] == ["ngram"]  # cached: not retrained
+    assert sec["skipped"] and "--hf-model" in sec["skipped"][0]["reason"]
+    assert "Skipped `hf`" in again.report_md.read_text(encoding="utf-8")
+
+
 def test_cli_errors_are_clean(tmp_path, capsys):
     from q2pt.cli import main
 

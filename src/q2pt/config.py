@@ -89,8 +89,14 @@ class TrainSection(_Section):
     """unified-aware only: share of training examples (re-drawn every epoch) shown without
     their locale token, so that the model's locale-agnostic mode (used for locales unseen in
     training) is trained rather than an accident."""
-    num_threads: int = Field(0, ge=0)
-    """torch intra-op threads; 0 leaves torch's default."""
+    num_threads: int = Field(1, ge=0)
+    """torch intra-op threads while training; 0 leaves torch's default (one per core).
+
+    1 by default: on the 2-core machine, shared with other jobs, two threads made every
+    encoder 4-10x *slower* (measured with bench/train_speed.py at load average ~4: ngram
+    23,400 vs 3,600, use 990 vs 220 training queries/s), because the threads of each
+    parallel operation wait for one another whenever a core is taken. On an idle
+    many-core machine try 0."""
     checkpoint_every: int = Field(0, ge=0)
     """Write a checkpoint every N optimiser steps; 0: at the end of every epoch."""
     eval_batch_size: int = Field(1024, ge=1)
@@ -145,19 +151,19 @@ ENCODER_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     # ngram: a fastText-style bag of hashed character n-grams trained from scratch. Its
     # randomly initialised embedding table learns nothing useful at the paper's 8e-5 (which
     # is a fine-tuning rate for a pretrained encoder); sparse embedding training needs a
-    # rate around 1e-2, as fastText-style models commonly use (on the simulated quick store
-    # with the prior-initialised output bias, 1e-2 reached valid R@P80 0.71 in 7 epochs,
-    # 5e-2 peaked at 0.66). Its per-step operations are small (a bag of a few dozen ids of
-    # 128 floats per query, a 128 x labels head), so torch's intra-op threads gain little
-    # and cost a lot whenever the cores are shared: on the 2-core machine with other jobs
-    # running, 1 thread trained at 6,500-9,200 queries/s and 2 threads at 440-2,200.
-    "ngram": {"train": {"lr": 1e-2, "num_threads": 1}},
+    # rate around 1e-2, as fastText-style models commonly use (on the simulated quick store,
+    # with the prior-initialised output bias, 1e-2 reached valid R@P80 0.71 in 9 epochs;
+    # 5e-2 peaked at 0.66).
+    "ngram": {"train": {"lr": 1e-2}},
     # use: the pretrained multilingual Universal Sentence Encoder is fine-tuned at the
-    # paper's 8e-5, but the head starts from random weights and would need many more
-    # epochs at that rate on small data, so the head gets a larger 1e-3.
-    "use": {"train": {"encoder_lr": 8e-5, "head_lr": 1e-3}},
-    # hf: pretrained transformers are fine-tuned at the paper's rate; the fresh head gets
-    # 1e-3 for the same reason as for use.
+    # paper's 8e-5, but the head starts from random weights, and USE's outputs are unit
+    # vectors (entries ~0.04), so at small rates its logits move slowly: on the simulated
+    # quick store, valid R@P80 after 2 epochs was 0.024 with head_lr 1e-3 and 0.67 with 1e-2.
+    "use": {"train": {"encoder_lr": 8e-5, "head_lr": 1e-2}},
+    # hf: pretrained transformers are fine-tuned at the paper's rate; the fresh head gets a
+    # larger 1e-3 (mean-pooled hidden states are not normalised, entries ~1, so a smaller
+    # rate than use's suffices; not measured on a real pretrained model: none is available
+    # offline here).
     "hf": {"train": {"encoder_lr": 8e-5, "head_lr": 1e-3}},
 }
 

@@ -41,7 +41,7 @@ import platform
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -392,6 +392,7 @@ class Q2PTModel:
                     "labels": None if stage == UNIFIED else self.network_labels_[stage],
                     "encoder": net.encoder.get_config(),
                 }
+            _readable(tmp)
             manifest["files"] = _hash_files(tmp)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             old_checkpoints = folder / "checkpoints"
@@ -438,6 +439,15 @@ def _score(net: Q2PTNet, queries: list[str], locales: list[str | None] | None, b
     finally:
         net.train(was_training)
     return out
+
+
+def _readable(root: Path) -> None:
+    """Give written files the usual permissions (0666 less the umask): safetensors writes 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in root.rglob("*"):
+        if p.is_file():
+            p.chmod(0o666 & ~umask)
 
 
 def _sha256(path: Path) -> str:

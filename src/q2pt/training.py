@@ -8,9 +8,10 @@ Each network is trained by :func:`train_network`, the only step loop:
 * every split is tokenized once (:class:`TokenCache`); batches are rows gathered from it;
 * each epoch's order is a permutation drawn from ``numpy.random.default_rng((seed, stage,
   epoch))`` (stateless, so resuming needs no generator state);
-* Adam for dense parameters (separate encoder/head learning rates) and SparseAdam for
-  ``encoder.sparse_parameters()``; loss: binary cross-entropy on logits, averaged over
-  labels, weighted by the examples' ``weight``;
+* Adam for dense parameters (separate encoder/head learning rates) and SparseAdam (a
+  faster row-gather implementation, :class:`RowSparseAdam`) for
+  ``encoder.sparse_parameters()``; the output bias starts at the label prior; loss: binary
+  cross-entropy on logits, averaged over labels, weighted by the examples' ``weight``;
 * unified-aware: each epoch a ``locale_dropout`` share of the training examples is shown
   without its locale token (the agnostic tokenization), which trains the mode used for
   locales unseen in training;

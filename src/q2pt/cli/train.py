@@ -72,6 +72,11 @@ def register(subparsers: Any) -> None:
     e.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs (default 0)")
     e.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
+    e.add_argument(
+        "--threads", type=int, default=1, metavar="N",
+        help="torch threads (default 1: on a small machine shared with other jobs more threads are slower; "
+        "0: torch's default, one per core)",
+    )
     e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     e.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     e.set_defaults(func=cmd_evaluate)
@@ -88,7 +93,12 @@ def register(subparsers: Any) -> None:
             "rows plus predicted_types, predicted_scores and note. By default a type is predicted when its\n"
             "score reaches the locale's calibrated threshold (stored in the model's manifest).\n"
             "A locale unseen in training: unified models predict locale-agnostically (the note says so);\n"
-            "non-unified models refuse unless --fallback LOCALE is given."
+            "non-unified models refuse unless --fallback LOCALE is given.\n\n"
+            "Large Parquet files (millions of rows): --stream predicts in parts of --chunk-size rows with\n"
+            "bounded memory, on --workers processes, and --resume finishes a killed run without redoing or\n"
+            "losing rows. OUTPUT ending in .parquet gets one merged file, any other OUTPUT a folder of parts;\n"
+            "both carry an input_row column (the row's 0-based position in the input).\n"
+            "  q2pt predict --model M --input big.parquet --output preds/ --stream --workers 2"
         ),
     )
     r.add_argument("--model", required=True, metavar="MODEL_DIR")
@@ -101,6 +111,18 @@ def register(subparsers: Any) -> None:
     r.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
     r.add_argument("--batch-size", type=int, default=512)
     r.add_argument("--json", action="store_true", help="QUERY mode: print JSON lines")
+    # --- scale-out: streaming prediction (q2pt.streaming; added by the scale-out engineer) ---
+    r.add_argument("--stream", action="store_true", help="Parquet input: predict in resumable parts (see above)")
+    r.add_argument("--chunk-size", type=int, default=100_000, metavar="ROWS", help="--stream: rows per part (default 100000)")
+    r.add_argument(
+        "--workers", type=int, metavar="N",
+        help="--stream: worker processes, each with a model copy and one torch thread; 0: this process "
+        "(default: one per CPU core for 200000 rows or more, else 0)",
+    )
+    r.add_argument("--threads", type=int, metavar="N", help="--stream --workers 0: torch threads of this process")
+    r.add_argument("--resume", action="store_true", help="--stream: finish an interrupted run into OUTPUT")
+    r.add_argument("--overwrite", action="store_true", help="--stream: discard an earlier run in OUTPUT")
+    # --- end scale-out ---
     r.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     r.set_defaults(func=cmd_predict)
 
@@ -232,6 +254,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from q2pt.metrics import format_table, to_jsonable
     from q2pt.models import load_model
 
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be 0 or more, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(args.model)
     frame, description = load_labelled(args.data)
     if len(frame) == 0:
@@ -270,7 +298,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_threshold(args.threshold)
+    # --- scale-out: streaming prediction (q2pt.streaming) ---
+    streaming = args.stream or args.resume or args.overwrite or args.workers is not None or args.threads is not None
+    if streaming and not args.input:
+        raise ConfigError("--stream (--workers, --threads, --resume, --overwrite) needs --input FILE.parquet --output OUT")
     _need_torch()
+    if streaming:
+        from q2pt.streaming import stream_predict
+
+        result = stream_predict(
+            args.model, args.input, args.output, chunk_size=args.chunk_size, workers=args.workers,
+            threads=args.threads, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
+            top_k=args.top_k, fallback_locale=args.fallback, batch_size=args.batch_size, progress=True,
+        )
+        log.info(
+            "wrote %d predictions to %s (%d parts; %d rows predicted now%s, %.0f rows/s)",
+            result.rows, result.output, result.parts, result.rows_predicted,
+            f", {result.parts_done_before} parts done before" if result.parts_done_before else "",
+            result.rows_per_second if result.rows_predicted else 0.0,
+        )
+        return 0
+    # --- end scale-out ---
     from q2pt.models import load_model
     from q2pt.predict import as_records, format_predictions, predict_file, predict_rows
 

@@ -131,6 +131,14 @@ class Baseline:
         """How many separately trained models make up this baseline."""
         return len(self.models)
 
+    @property
+    def n_parameters(self) -> int:
+        """Trained numbers (weights and biases) over all the models."""
+        return int(sum(self._count_parameters(m) for m in self.models.values()))
+
+    def _count_parameters(self, model: Any) -> int:
+        raise NotImplementedError
+
     # ------------------------------------------------------------ training
     def fit(self, dataset: "Dataset") -> "Baseline":
         """Train on ``dataset.train`` (the valid split is not used: no early stopping)."""
@@ -258,6 +266,9 @@ class FastTextBaseline(Baseline):
     def _save_one(self, model: Any, folder: Path) -> None:
         model.save_model(str(folder / "model.bin"))
 
+    def _count_parameters(self, model: Any) -> int:
+        return int(model.get_input_matrix().size + model.get_output_matrix().size)
+
 
 class TfidfBaseline(Baseline):
     """TF-IDF character n-grams + one-vs-rest logistic regression (see the module docstring)."""
@@ -337,6 +348,12 @@ class TfidfBaseline(Baseline):
                         "ngram_range": list(vec.ngram_range), "analyzer": vec.analyzer}, ensure_ascii=False),
             encoding="utf-8",
         )
+
+    def _count_parameters(self, model: Any) -> int:
+        n = 0
+        for est in model["classifier"].estimators_:
+            n += int(np.size(getattr(est, "coef_", 0))) + 1
+        return n
 
     def _n_features(self, model: Mapping[str, Any]) -> int:
         n = len(model["vectorizer"].vocabulary_)

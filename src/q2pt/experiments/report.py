@@ -363,7 +363,10 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     path = F.plot_infra(infra_rows, figdir / "infrastructure.png")
     rep.figure(path, f"{FIG_DIR}/{path.name}", "Training time, peak memory increase, size on disk, models to deploy")
     total = sum(float((r.get("infra") or {}).get("train_seconds") or 0) for r in recs)
-    rep.para(f"Total training time of the main comparison: {_secs(total)} s.")
+    now = sec.get("trained_now") or []
+    rep.para(f"Total training time of the main comparison: {_secs(total)} s. The last invocation took "
+             f"{_secs(sec.get('elapsed_seconds'))} s of wall time for training and evaluation and trained "
+             f"{len(now)} of the {len(recs)} models (the others came from `results.json`).")
 
 
 def _data_size(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:

@@ -412,7 +412,7 @@ class ExperimentRunner:
         model = build_baseline(spec.name, params={"fasttext": s.fasttext, "tfidf": s.tfidf}, seed=s.seed)
         with PeakMemory() as pm:
             model.fit(dataset)
-        return model, pm.result, {"networks": model.n_networks}
+        return model, pm.result, {"networks": model.n_networks, "parameters": model.n_parameters}
 
     def _measure_size(self, spec: RunSpec, model: Any) -> dict[str, Any]:
         """Save the model, measure the folder, remove it unless ``keep_models``."""
@@ -456,7 +456,9 @@ class ExperimentRunner:
             RunSpec(f"main/{b}", "baseline", b, baseline_label(b), params=baseline_identity(b, s), measure_size=True)
             for b in s.baselines
         ]
+        t0 = time.perf_counter()
         records = self._run_all("main comparison", [(sp, self.dataset, [self.main_eval()]) for sp in specs])
+        elapsed = time.perf_counter() - t0
         small = small_stores(self._sizes, s.small_store_ratio)
         metrics = {r["name"]: r["evals"]["test"] for r in records if r["kind"] == "variant"}
         section = self.section_header(
@@ -468,6 +470,8 @@ class ExperimentRunner:
             small_store_rule=f"fewer training queries than {s.small_store_ratio:.3g} x the median store's",
             gains=gains_table(metrics, self._sizes, small=small) if "non-unified" in metrics else [],
             memory_method=MEMORY_METHOD,
+            elapsed_seconds=round(elapsed, 1),
+            trained_now=[r["key"] for r in records if r["key"] in self._redone],
             training_config={r["name"]: r["identity"]["config"] for r in records if r["kind"] == "variant"},
         )
         self.store.put_section("main", section)

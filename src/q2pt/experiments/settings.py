@@ -77,12 +77,15 @@ class ExperimentSettings(BaseModel):
     """TF-IDF + logistic regression overrides (see ``baselines.TFIDF_DEFAULTS``)."""
 
     # --- studies
-    data_size_locale: str = "pl"
+    data_size_locale: str | None = None
+    """Store of the data-size study; None: ``pl`` if the data has it, else the smallest store."""
     data_size_fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
     """Training sizes of the locale relative to the reference size ``1x``, which is its
     training data divided by the largest fraction (the rest is the pool borrowed from)."""
     data_size_variants: list[str] = Field(default_factory=lambda: ["non-unified", "unified-aware"])
-    cold_start_locale: str = "se"
+    cold_start_locale: str | None = None
+    """Store left out by the cold-start study; None: ``se`` if the data has it, else the
+    second-smallest store (the smallest is the data-size study's)."""
     cold_start_nearest: str | None = None
     """Locale whose id the aware model is given for the new store; None: the training locale
     whose queries look most like the new store's (character trigram profiles)."""
@@ -164,7 +167,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "quick": {
         "experiment": {"bootstrap": 1000, "study_bootstrap": 200},
-        "train": {"max_epochs": 2, "patience": 1},
+        "train": {"max_epochs": 1, "batch_size": 64, "head_lr": 1e-2},
     },
     "full": {
         "experiment": {"bootstrap": 1000, "study_bootstrap": 500},

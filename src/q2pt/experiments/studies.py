@@ -62,6 +62,24 @@ def _point(entry: dict[str, Any] | None) -> float | None:
     return None if not entry else entry.get("r_at_p")
 
 
+def _pick_locale(dataset: "Dataset", given: str | None, preferred: str, rank: int) -> str:
+    """The study's store: ``given``; else ``preferred`` when the data has it (train and test);
+    else the ``rank``-th smallest store by training size (0: smallest) that has test data."""
+    if given:
+        return given
+    train_locs = set(dataset.train["locale"].astype(str))
+    test_locs = set(dataset.test["locale"].astype(str))
+    if preferred in train_locs and preferred in test_locs:
+        return preferred
+    sizes = dataset.train["locale"].astype(str).value_counts()
+    candidates = [str(loc) for loc, _ in sorted(sizes.items(), key=lambda kv: (kv[1], kv[0])) if loc in test_locs]
+    if not candidates:
+        raise ConfigError(f"{dataset.source}: no locale has both training and test data")
+    choice = candidates[min(rank, len(candidates) - 1)]
+    logger.info("%s is not in the data: using %s (small store by training size)", preferred, choice)
+    return choice
+
+
 def _need_locale(dataset: "Dataset", locale: str, what: str, key: str) -> None:
     if locale not in set(dataset.train["locale"].astype(str)):
         raise ConfigError(
@@ -87,7 +105,7 @@ def data_size_plan(n_rows: int, fractions: list[float]) -> tuple[float, dict[flo
 def study_data_size(runner: ExperimentRunner) -> dict[str, Any]:
     s = runner.settings
     data = runner.dataset
-    loc = s.data_size_locale
+    loc = _pick_locale(data, s.data_size_locale, "pl", 0)
     _need_locale(data, loc, "data-size study", "data_size_locale")
     train = data.train
     is_loc = train["locale"].astype(str) == loc
@@ -148,7 +166,7 @@ def nearest_locale(new_queries: list[str], frames: dict[str, list[str]]) -> tupl
 def study_cold_start(runner: ExperimentRunner) -> dict[str, Any]:
     s = runner.settings
     data = runner.dataset
-    loc = s.cold_start_locale
+    loc = _pick_locale(data, s.cold_start_locale, "se", 1)
     _need_locale(data, loc, "cold-start study", "cold_start_locale")
 
     def without(df: pd.DataFrame) -> pd.DataFrame:
