@@ -446,5 +446,9 @@ def test_cli_errors_are_clean(tmp_path, capsys):
     assert code == 2 and "experiment.nope" in err and "Traceback" not in err
     code = main(["experiment", "--preset", "tiny", "--out", str(tmp_path / "o"), "--encoder", "bert"])
     assert code == 2 and "--encoder" in capsys.readouterr().err
+    code = main(["experiment", "--preset", "tiny", "--out", str(tmp_path / "o"), "--model.variant", "non-unified"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.variant cannot be set" in err
+    assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         main(["experiment", "--preset", "tiny", "--out", str(tmp_path / "o"), "--study", "nope"])

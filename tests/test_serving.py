@@ -354,7 +354,11 @@ def test_model_summary(aware, aware_dir):
 def test_health_ready_docs_and_problem_types(aware):
     assert aware.get("/healthz").json() == {"status": "ok"}
     assert aware.get("/readyz").json() == {"status": "ready"}
-    assert aware.get("/docs").status_code == 200
+    docs = aware.get("/docs")
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    # the docs page works offline: Swagger UI comes from the server, not a CDN
+    assert "cdn." not in docs.text and "/static/swagger/swagger-ui-bundle.js" in docs.text
+    assert aware.get("/static/swagger/swagger-ui-bundle.js").status_code == 200
     spec = aware.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/predict/batch", "/v1/model", "/healthz", "/readyz"} <= set(spec["paths"])
     info = aware.get("/problems/unknown-locale").json()

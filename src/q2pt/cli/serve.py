@@ -95,13 +95,9 @@ def register(subparsers: Any) -> None:
 
 
 def _setup_logging(level: int) -> None:
-    logger = logging.getLogger("q2pt")
-    if not any(getattr(h, "_q2pt_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._q2pt_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(level)
+    from q2pt.cli import setup_logging
+
+    setup_logging(level)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -20,6 +20,8 @@ Every encoder round-trips through ``get_config()`` (JSON) + ``save_assets(folder
 ``from_config(config, folder)``; weights travel separately in the model's ``state_dict``.
 Parameters listed by ``sparse_parameters()`` receive sparse gradients and must be optimised
 with ``torch.optim.SparseAdam``; every other trainable parameter with a dense optimiser.
+Tensors listed by ``pretrained_state()`` are rebuilt from installed pretrained resources
+(``use``: the 128k-row embedding table), so that saved models store only how they differ.
 
 This module needs PyTorch (the ``torch`` extra); ``import q2pt`` does not import it.
 """
@@ -103,6 +105,24 @@ class Encoder(torch.nn.Module):
     def sparse_parameters(self) -> list[Any]:
         """Parameters with sparse gradients (optimise with ``torch.optim.SparseAdam``)."""
         return []
+
+    def pretrained_state(self) -> dict[str, Any]:
+        """``state_dict`` entries (names relative to this encoder) that the installed
+        pretrained resources rebuild, mapped to their pretrained values.
+
+        Model folders and checkpoints store each of them as a row delta against this value
+        (only the rows that differ; a frozen table costs nothing), and loading rebuilds it
+        from the installed resource, identified by :meth:`pretrained_resource`. The returned
+        tensors may be shared with other encoders of the process: never modify them.
+        Default: none (everything is stored in full).
+        """
+        return {}
+
+    def pretrained_resource(self) -> dict[str, str] | None:
+        """Identity of the resource :meth:`pretrained_state` comes from:
+        ``{"package", "version", "file", "sha256"}`` (None when there is none). A saved
+        delta is only applied to the resource with the same ``sha256``."""
+        return None
 
     def dense_parameters(self) -> list[Any]:
         """Trainable parameters that are not in ``sparse_parameters()`` (optimise with Adam)."""

@@ -113,6 +113,19 @@ def _study_list(studies: Sequence[str]) -> tuple[bool, list[str]]:
     return False, names
 
 
+def _check_not_set(file_data: Mapping[str, Any], train_over: Sequence[str]) -> None:
+    """The experiment chooses the variant and the encoder itself: refuse them in the config."""
+    model = file_data.get("model") or {}
+    keys = [f"model.{k}" for k in ("variant", "encoder") if isinstance(model, Mapping) and k in model]
+    keys += [a[2:].partition("=")[0] for a in train_over
+             if a.startswith("--") and a[2:].partition("=")[0] in ("model.variant", "model.encoder")]
+    if keys:
+        raise ConfigError(
+            f"{', '.join(sorted(set(keys)))} cannot be set for an experiment: it trains every variant "
+            "(choose them with --experiment.variants) with the encoder given by --encoder"
+        )
+
+
 def run_experiment(req: ExperimentRequest) -> ExperimentResult:
     """Run the main comparison and/or studies of ``req`` and render the report (see the module doc)."""
     from q2pt.config import load_config_file
@@ -131,6 +144,7 @@ def run_experiment(req: ExperimentRequest) -> ExperimentResult:
         file_data = {}
     exp_file = file_data.pop("experiment", None) or {}
     exp_over, train_over = split_overrides(req.overrides)
+    _check_not_set(file_data, train_over)
     data_path = req.data
     if data_path is None and (file_data.get("data") or {}).get("path"):
         data_path = file_data["data"]["path"]

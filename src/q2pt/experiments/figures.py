@@ -98,37 +98,39 @@ def plot_locale_pr_curves(per_locale: Mapping[str, Mapping[str, Mapping[str, Seq
 def plot_rap_by_locale(values: Mapping[str, Mapping[str, tuple[float | None, Sequence[float | None] | None]]],
                        locales: Sequence[str], path: Path, *, precision: float = 0.8,
                        small: Sequence[str] = ()) -> Path:
-    """Grouped bars: R@P per locale (and global) per model, with 95% CI error bars.
-    ``values[label][locale] = (r_at_p, [lo, hi])``."""
+    """Grouped bars: R@P per locale (and global) per model, with 95% CI error bars, in rows
+    of at most 7 locales. ``values[label][locale] = (r_at_p, [lo, hi])``."""
     plt = _plt()
     import numpy as np
 
     labels = list(values)
-    n = len(labels)
-    x = np.arange(len(locales))
-    width = 0.8 / max(1, n)
-    fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(locales) * max(1, n) ** 0.5 + 2), 4.2))
-    for i, label in enumerate(labels):
-        ys, lo, hi = [], [], []
-        for loc in locales:
-            v, ci = values[label].get(loc, (None, None))
-            y = float("nan") if v is None else v
-            ys.append(y)
-            if ci and ci[0] is not None and v is not None:
-                lo.append(max(0.0, v - ci[0]))
-                hi.append(max(0.0, ci[1] - v))
-            else:
-                lo.append(0.0)
-                hi.append(0.0)
-        ax.bar(x + (i - (n - 1) / 2) * width, ys, width, label=label, color=f"C{i % 10}",
-               yerr=[lo, hi], error_kw={"elinewidth": 0.7, "capsize": 1.5})
-    ax.set_xticks(x)
-    ax.set_xticklabels([loc + ("*" if loc in small else "") for loc in locales], rotation=45, fontsize=8)
-    ax.set_ylabel(f"R@P{precision * 100:g}")
-    ax.set_ylim(0, 1)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"R@P{precision * 100:g} per locale with 95% bootstrap CIs (* small store)", fontsize=10)
-    ax.legend(fontsize=7, ncol=min(4, n), loc="upper right")
+    n = max(1, len(labels))
+    per_row = 7
+    chunks = [list(locales[i : i + per_row]) for i in range(0, len(locales), per_row)] or [[]]
+    fig, axes = plt.subplots(len(chunks), 1, figsize=(12, 2.9 * len(chunks) + 0.6), squeeze=False)
+    width = 0.8 / n
+    for row, chunk in enumerate(chunks):
+        ax = axes[row][0]
+        x = np.arange(len(chunk))
+        for i, label in enumerate(labels):
+            ys, lo, hi = [], [], []
+            for loc in chunk:
+                v, ci = values[label].get(loc, (None, None))
+                ys.append(float("nan") if v is None else v)
+                ok = ci and ci[0] is not None and v is not None
+                lo.append(max(0.0, v - ci[0]) if ok else 0.0)
+                hi.append(max(0.0, ci[1] - v) if ok else 0.0)
+            ax.bar(x + (i - (n - 1) / 2) * width, ys, width, label=label if row == 0 else None,
+                   color=f"C{i % 10}", yerr=[lo, hi], error_kw={"elinewidth": 0.6, "capsize": 1.2})
+        ax.set_xticks(x)
+        ax.set_xticklabels([loc + ("*" if loc in small else "") for loc in chunk], fontsize=9)
+        ax.set_xlim(-0.5, per_row - 0.5)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"R@P{precision * 100:g}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_title(f"R@P{precision * 100:g} per locale with 95% bootstrap CIs (* small store)", fontsize=10)
+    fig.legend(loc="lower center", ncol=min(4, n), fontsize=8, bbox_to_anchor=(0.5, -0.01 - 0.025 * math.ceil(n / 4)))
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -167,7 +167,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "quick": {
         "experiment": {"bootstrap": 1000, "study_bootstrap": 200},
-        "train": {"max_epochs": 1, "batch_size": 64, "head_lr": 1e-2},
+        "train": {"max_epochs": 3, "batch_size": 32, "head_lr": 1e-2},
     },
     "full": {
         "experiment": {"bootstrap": 1000, "study_bootstrap": 500},

@@ -55,7 +55,7 @@ require("fastapi", "serve")
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import FileResponse, JSONResponse  # noqa: E402
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
@@ -329,6 +329,31 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _install_docs(app: FastAPI) -> None:
+    """OpenAPI docs at ``/docs`` with Swagger UI served from the ``swagger-ui-bundle``
+    package (no CDN, so the page works on machines without internet); FastAPI's
+    CDN-based page is the fallback when that package is missing."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        import swagger_ui_bundle
+
+        assets: str | None = swagger_ui_bundle.swagger_ui_path
+    except ImportError:  # pragma: no cover - depends on the environment
+        assets = None
+    if assets is not None:
+        app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
+    js = "/static/swagger/swagger-ui-bundle.js" if assets else "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
+    css = "/static/swagger/swagger-ui.css" if assets else "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="q2pt API", swagger_js_url=js,
+            swagger_css_url=css,
+        )
+
+
 def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app serving ``runtime``. The model is warmed up and the micro-batcher
     started in the app's lifespan (``/readyz`` answers 503 until then)."""
@@ -349,7 +374,9 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastA
         description="Predict the product types a shopper means by a search query, in every locale. "
         "Errors are RFC 9457 problem documents (application/problem+json).",
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: the docs page must work offline
     )
+    _install_docs(app)
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.state.service = service
     _install_exception_handlers(app)
