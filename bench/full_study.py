@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     results = result.results
     main_sec = (results.get("sections") or {}).get("main")
     if main_sec:
-        print("## Headline: R@P80 per locale (SIMULATED full store)\n")
+        print(f"## Headline: R@P80 per locale (SIMULATED {args.preset} store)\n")
         print("```")
         print(result.headline())
         print("```\n")

@@ -193,3 +193,31 @@ def test_predict_argument_errors(models, tmp_path, capsys):
     missing_col.write_text("query\nred shoes\n")
     assert main(["predict", "--model", m, "--input", str(missing_col), "--output", str(tmp_path / "o.csv")]) == 2
     assert "locale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expected", [([], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
+def test_predict_threads_apply_without_stream(models, monkeypatch, capsys, extra, expected):
+    """--threads (default 1) sets torch's threads for plain predict too, and is restored after."""
+    import torch
+
+    import q2pt.predict
+
+    seen = []
+    real = q2pt.predict.predict_rows
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(q2pt.predict, "predict_rows", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # something other than the values tested
+    try:
+        code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "red shoes", "-q", *extra])
+        assert code == 0 and "shoes (" in capsys.readouterr().out
+        assert seen == [3 if expected is None else expected]  # 0: torch's own setting is left alone
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "x", "--threads", "-1"]) == 2
+    assert "--threads" in capsys.readouterr().err

@@ -156,3 +156,14 @@ def test_encoder_kind_and_valid_keys():
     with pytest.raises(ValueError):
         encoder_kind("hf:")
     assert "train.locale_dropout" in valid_keys() and valid_keys("data") == ["data.path", "data.preset", "data.seed"]
+
+
+def test_use_freezes_its_embedding_table_by_default_and_options_override_it(tmp_path):
+    assert resolve_config(encoder="use").model.encoder_options == {"embedding": "freeze"}
+    assert resolve_config().model.encoder_options == {"embedding": "freeze"}  # use is the default encoder
+    sparse = resolve_config(None, ["--model.encoder_options.embedding", "sparse"], "use")
+    assert sparse.model.encoder_options == {"embedding": "sparse"}
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model:\n  encoder_options:\n    max_tokens: 64\n")
+    assert resolve_config(path).model.encoder_options == {"embedding": "freeze", "max_tokens": 64}
+    assert resolve_config(encoder="ngram").model.encoder_options == {}  # other encoders are untouched

@@ -170,10 +170,12 @@ def test_parameter_groups_partition_trainables(any_encoder):
 
 
 def _perturb(enc: Encoder) -> None:
-    """Change every weight a little, so a round trip must really copy the state_dict."""
+    """Change every trainable weight a little, so a round trip must really copy the
+    state_dict (a frozen use table is the process-wide shared one: never modified)."""
     with torch.no_grad():
         for p in enc.parameters():
-            p.add_(torch.randn_like(p) * 1e-2)
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 1e-2)
 
 
 @pytest.mark.parametrize("spec", ["use", "ngram", "hf"])
@@ -228,8 +230,36 @@ def test_use_freeze_keeps_embedding_table(use_encoder):
     assert not torch.equal(enc.locale_embedding, loc)  # locale tokens stay trainable
 
 
+def test_use_frozen_table_is_one_shared_tensor(use_encoder):
+    """Frozen (the default) use encoders share the process-wide pretrained table; trained
+    tables are copies; loading a different table never writes into the shared one."""
+    from q2pt.encoders.use import USEEncoder, pretrained_resource, shared_pretrained_table
+
+    shared = shared_pretrained_table()
+    a, b = build_encoder("use", locales=["de_DE"]), build_encoder("use", locales=["fr_FR", "it_IT"])
+    assert a.embedding_mode == b.embedding_mode == "freeze"
+    assert a.embedding.weight.data_ptr() == b.embedding.weight.data_ptr() == shared.data_ptr()
+    assert not shared.requires_grad and a.shares_pretrained_table()
+    assert a.locale_embedding.requires_grad  # locale tokens are separate and keep training
+    assert set(a.pretrained_state()) == {"embedding.weight"} and a.pretrained_state()["embedding.weight"] is shared
+    assert a.pretrained_resource() == pretrained_resource() and len(pretrained_resource()["sha256"]) == 64
+    sparse = build_encoder("use", locales=["de_DE"], embedding="sparse")
+    assert sparse.embedding.weight.data_ptr() != shared.data_ptr() and torch.equal(sparse.embedding.weight, shared)
+    # an equal table keeps the sharing; a different one goes into a private copy
+    before = shared[7].clone()
+    a.load_state_dict(sparse.state_dict())
+    assert a.shares_pretrained_table()
+    with torch.no_grad():
+        sparse.embedding.weight[7] += 1.0
+    a.load_state_dict(sparse.state_dict())
+    assert not a.shares_pretrained_table() and torch.equal(a.embedding.weight, sparse.embedding.weight)
+    assert torch.equal(shared[7], before) and b.shares_pretrained_table()
+    assert USEEncoder.from_config(b.get_config(), None, load_pretrained=False).shares_pretrained_table()
+    assert build_encoder("ngram").pretrained_state() == {} and build_encoder("ngram").pretrained_resource() is None
+
+
 def test_use_sparse_updates_only_seen_rows(use_encoder):
-    enc = build_encoder("use", locales=["de_DE"])  # embedding="sparse" is the default
+    enc = build_encoder("use", locales=["de_DE"], embedding="sparse")
     assert enc.sparse_parameters() == [enc.embedding.weight]
     table = enc.embedding.weight.detach().clone()
     queries = ["Laufschuhe", "Kopfhörer"]

@@ -26,7 +26,7 @@ FAST = [
     "--model.encoder_options.dim", "16", "--model.encoder_options.buckets", "4096",
     "--experiment.bootstrap", "60", "--experiment.study_bootstrap", "30",
     "--experiment.fasttext", '{"epoch": 5, "dim": 16, "bucket": 4096, "thread": 1}',
-    "--experiment.tfidf", '{"max_features": 4000, "max_iter": 5}',
+    "--experiment.tfidf", '{"max_features": 4000}',
     "--experiment.data_size_fractions", "[0.5, 2]",
     "--experiment.noise_rates", "[0, 0.4]",
     "--experiment.noise_variants", '["unified-agnostic"]',
@@ -218,6 +218,19 @@ def test_settings_layers_and_errors():
         resolve_settings("quick", None, {"variants": ["per-locale"]})
 
 
+def test_config_file_experiment_section_is_checked(tmp_path):
+    from q2pt.experiments import ExperimentRequest, run_experiment
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("train:\n  max_epochs: 1\nexperiment:\n  bootstrapp: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="experiment.bootstrapp"):
+        run_experiment(ExperimentRequest(out=tmp_path / "o", preset="tiny", config=cfg))
+    cfg.write_text("model:\n  encoder: ngram\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="--encoder"):
+        run_experiment(ExperimentRequest(out=tmp_path / "o", preset="tiny", config=cfg))
+    assert not (tmp_path / "o").exists()
+
+
 def test_report_html_escapes_and_embeds(tmp_path):
     import matplotlib
 
@@ -377,6 +390,12 @@ def test_studies_sections(experiment):
     assert ln["corruption"]["0.4"]["train"]["dropped"] > 0 and ln["corruption"]["0"]["train"]["replaced"] == 0
     hd = sec["head"]
     assert [r["hidden"] for r in hd["rows"]] == [[], [8]]
+    # the linear head is the main comparison's model: reused, not retrained
+    main_aware = result.results["runs"]["main/unified-aware"]
+    assert hd["rows"][0]["reused_from"] == "main/unified-aware" and hd["rows"][1]["reused_from"] is None
+    assert hd["rows"][0]["r_at_p"] == main_aware["evals"]["test"]["global"]["r_at_p"]
+    assert {r["rate"]: r["reused_from"] for r in sec["label-noise"]["rows"]} == {0.0: "main/unified-agnostic",
+                                                                                 0.4: None}
     n_labels = result.results["data"]["n_labels"]  # head 16 -> L vs 16 -> 8 -> L
     assert hd["rows"][1]["parameters"] - hd["rows"][0]["parameters"] == (16 * 8 + 8 + 9 * n_labels) - 17 * n_labels
     lc = sec["locale-conflicts"]
@@ -436,6 +455,40 @@ def test_pretraining_without_hf_model_is_skipped_with_reason(experiment):
     assert [r["encoder"] for r in sec["rows"]] == ["ngram"]  # cached: not retrained
     assert sec["skipped"] and "--hf-model" in sec["skipped"][0]["reason"]
     assert "Skipped `hf`" in again.report_md.read_text(encoding="utf-8")
+
+
+def test_cli_on_user_data(tmp_path, capsys):
+    """``--data DIR``: the report names the user's data and fingerprint (not SIMULATED), and
+    the locale-conflict queries are found from the labels (same query, disjoint types)."""
+    from q2pt.cli import main
+    from q2pt.data import load_dataset
+
+    frames = _frames(12)
+    extra = {"train": [("chips", "de", ["fries"]), ("potato crisps", "us", ["crisps"]), ("fries", "de", ["fries"])],
+             "valid": [("crisps bag", "us", ["crisps"])], "test": [("Chips", "us", ["crisps"])]}
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, df in frames.items():
+        add = pd.DataFrame([{"query": q, "locale": l, "product_types": p, "weight": 1.0} for q, l, p in extra[split]])
+        pd.concat([df, add], ignore_index=True).to_json(data / f"{split}.jsonl", orient="records", lines=True)
+    out = tmp_path / "report"
+    code = main(["experiment", "--data", str(data), "--encoder", "ngram", "--out", str(out), "--study", "locale-conflicts",
+                 "--no-progress", "-q", "--experiment.budget", "tiny", "--experiment.bootstrap", "20",
+                 "--experiment.variants", '["non-unified", "unified-agnostic"]',
+                 "--experiment.baselines", '["tfidf-unified"]', "--train.num_threads", "1",
+                 "--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "1024"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    fp = load_dataset(data).fingerprint
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "**Data: user data**" in md and fp in md and "SIMULATED" not in md
+    assert f"--data {data}" in md
+    assert "non-unified" in stdout and "TF-IDF + LR (unified)" in stdout and "global" in stdout
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    lc = res["sections"]["locale-conflicts"]
+    assert lc["n_queries"] == 1 and lc["truth"].startswith("one of the query's product types")
+    assert {r["n"] for r in lc["rows"]} == {1}
+    assert res["data"]["simulated"] is False and res["sections"]["main"]["settings"]["budget"] == "tiny"
 
 
 def test_cli_errors_are_clean(tmp_path, capsys):

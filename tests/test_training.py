@@ -198,3 +198,114 @@ def test_row_sparse_adam_matches_torch_sparse_adam():
         b = opts[1].state[bags[1].weight][key]
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
     assert opts[0].state[bags[0].weight]["step"] == opts[1].state[bags[1].weight]["step"] == 6
+
+
+# ----------------------------------------------------------------- pretrained deltas
+
+
+class _PretrainedEncoder(torch.nn.Module):
+    """A stand-in encoder whose ``table`` is rebuildable from a "pretrained resource"."""
+
+    def __init__(self, reference, resource):
+        super().__init__()
+        self.table = torch.nn.Parameter(reference.clone())
+        self.bias = torch.nn.Parameter(torch.zeros(3))
+        self._reference, self._resource = reference, resource
+
+    def pretrained_state(self):
+        return {"table": self._reference}
+
+    def pretrained_resource(self):
+        return self._resource
+
+
+class _Net(torch.nn.Module):
+    def __init__(self, reference, resource):
+        super().__init__()
+        self.encoder = _PretrainedEncoder(reference, resource)
+        self.head = torch.nn.Linear(4, 2)
+
+
+def test_pretrained_delta_codec_round_trips_exactly(tmp_path):
+    from safetensors.torch import save_file
+
+    from q2pt.errors import ModelLoadError
+    from q2pt.models import DELTA_ROWS, DELTA_VALUES, pack_state, read_safetensors, unpack_state
+
+    reference = torch.randn(50, 4)
+    reference[7, 0] = 0.0
+    resource = {"package": "pkg", "version": "1.0", "file": "w.npz", "sha256": "a" * 64}
+    net = _Net(reference, resource)
+    with torch.no_grad():
+        net.encoder.table[3] += 1.0
+        net.encoder.table[7, 0] = -0.0  # equal to 0.0 as a number, but not bitwise: stored
+        net.head.weight.fill_(0.5)
+    tensors, metadata = pack_state(net)
+    assert "encoder.table" not in tensors and tensors["encoder.table" + DELTA_ROWS].tolist() == [3, 7]
+    assert tensors["encoder.table" + DELTA_VALUES].shape == (2, 4) and "encoder.bias" in tensors
+    save_file(tensors, str(tmp_path / "w.safetensors"), metadata=metadata)
+    tensors, metadata = read_safetensors(tmp_path / "w.safetensors")
+
+    fresh = _Net(reference, resource)
+    fresh.load_state_dict(unpack_state(fresh, tensors, metadata, source="w.safetensors"))
+    for name, value in net.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    assert torch.signbit(fresh.encoder.table[7, 0])
+    # an untouched table is stored as zero rows and rebuilt as the reference itself
+    clean = _Net(reference, resource)
+    packed, meta = pack_state(clean)
+    assert packed["encoder.table" + DELTA_ROWS].numel() == 0
+    assert unpack_state(clean, packed, meta)["encoder.table"] is reference
+    # plain state dicts pass through
+    assert unpack_state(clean, clean.state_dict()).keys() == clean.state_dict().keys()
+
+    other = _Net(reference, {**resource, "version": "2.0", "sha256": "b" * 64})
+    with pytest.raises(ModelLoadError) as info:
+        unpack_state(other, tensors, metadata, source="w.safetensors")
+    assert all(x in str(info.value) for x in ("w.safetensors", "pkg", "a" * 64, "b" * 64))
+    bad = dict(tensors, **{"encoder.table" + DELTA_ROWS: torch.tensor([3, 50])})
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        unpack_state(fresh, bad, metadata, source="w.safetensors")
+
+
+def test_optimizer_state_of_untouched_rows_is_stored_row_sparse():
+    from q2pt.training import _optimizer_from_tensors, _optimizer_to_tensors
+
+    table = torch.nn.Embedding(4096, 8, sparse=True)
+    opt = RowSparseAdam(table.parameters(), lr=0.1)
+    table(torch.tensor([1, 5, 4000])).sum().backward()
+    opt.step()
+    tensors, index = _optimizer_to_tensors(opt, "opt0")
+    entry = index["state"]["0"]["exp_avg"]
+    assert entry == {"row_sparse": "opt0.0.exp_avg", "shape": [4096, 8]}
+    assert tensors["opt0.0.exp_avg.rows"].tolist() == [1, 5, 4000]
+    again = RowSparseAdam(torch.nn.Embedding(4096, 8, sparse=True).parameters(), lr=0.1)
+    _optimizer_from_tensors(again, tensors, index)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(again.state_dict()["state"][0][key], opt.state_dict()["state"][0][key])
+
+
+def test_use_resume_gives_the_same_result_and_small_checkpoints(tmp_path):
+    """use with a sparsely trained table: interrupted + resumed == uninterrupted; the
+    checkpoints hold the touched rows only (table and optimiser moments)."""
+    from test_models import _small_problem, use_config
+
+    train, data = _small_problem()
+    # 3 steps of 8 queries, evaluated and checkpointed after each; interrupted after step 2
+    cfg = use_config("unified-aware", "--model.encoder_options.embedding", "sparse", "--train.max_epochs", "1",
+                     "--train.eval_every", "1", "--train.checkpoint_every", "1", "--model.dropout", "0.2")
+    full = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "full", progress=False)
+    out = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=out, progress=False, hooks=_interrupt_at(2))
+    last = out / "checkpoints" / "last"
+    # the table alone is 262 MB (net) and its two Adam moments 524 MB (optim); stored here:
+    # the ~3.4M other weights (~14 MB) and their two moments (~27 MB), plus the touched rows
+    assert (last / "net.safetensors").stat().st_size < 20e6
+    assert (last / "optim.safetensors").stat().st_size < 40e6
+    resumed = Q2PTModel(config=cfg).fit(data, out_dir=out, resume=True, progress=False)
+    a, b = full.networks["*"].state_dict(), resumed.networks["*"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    q, loc = train["query"].tolist(), train["locale"].tolist()
+    np.testing.assert_array_equal(full.predict_proba(q, loc), load_model(out).predict_proba(q, loc))
+    assert full.manifest["training"] == resumed.manifest["training"]

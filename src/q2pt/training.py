@@ -21,7 +21,10 @@ Each network is trained by :func:`train_network`, the only step loop:
 * checkpoints (safetensors tensors + JSON state, never pickle) every epoch or every
   ``checkpoint_every`` steps into ``OUT/checkpoints``; ``resume=True`` continues from the
   last one and ends with the same weights as an uninterrupted run (torch's RNG state is
-  checkpointed; shuffles are derived from the seed).
+  checkpointed; shuffles are derived from the seed). Weights are written like model
+  folders (:func:`q2pt.models.pack_state`: pretrained tables as row deltas) and large
+  optimiser moments row-sparse (only their non-zero rows), so that a checkpoint of a
+  frozen or sparsely trained ``use`` table costs megabytes, not ~1 GB.
 
 Distributed training (DDP) plugs in through :class:`TrainHooks`: ``wrap_model`` wraps the
 network used for the training forward pass, ``shard`` keeps the rank's share of each
@@ -58,7 +61,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+#: 2: weights packed with pretrained deltas, row-sparse optimiser moments (1 still resumes)
+CHECKPOINT_FORMAT = 2
+READABLE_CHECKPOINT_FORMATS = (1, 2)
 UNIFIED = "*"  # the stage (network key) of a unified model
 
 
@@ -351,10 +356,13 @@ class StageCheckpoint:
     """A stage's loop state and tensors, as loaded from a checkpoint."""
 
     state: LoopState
-    net: dict[str, Any]
+    net: dict[str, Any]  # as written by q2pt.models.pack_state (see net_metadata)
     best: dict[str, Any] | None
     optimizers: list[tuple[dict[str, Any], dict[str, Any]]]  # (tensors, index) per optimiser
     rng: Any
+    net_metadata: dict[str, str] = field(default_factory=dict)  # safetensors metadata of net
+    best_metadata: dict[str, str] = field(default_factory=dict)
+    source: str = "checkpoint"  # the checkpoint folder, for error messages
 
 
 # ----------------------------------------------------------------------------- optimisers
@@ -458,7 +466,17 @@ def make_optimizers(net: "Q2PTNet", cfg: "TrainSection") -> list[Any]:
     return optimizers
 
 
+#: optimiser state tensors with at least this many rows are stored row-sparse when at most
+#: half of their rows are non-zero (Adam's moments of an embedding table: untouched rows are 0)
+ROW_SPARSE_MIN_ROWS = 1024
+
+
 def _optimizer_to_tensors(opt: Any, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An optimiser's state as safetensors tensors + a JSON index. Large tensors whose rows
+    are mostly zero (moments of embedding rows never seen) keep only their non-zero rows:
+    ``NAME.rows`` (int64) + ``NAME.values``, rebuilt exactly (bitwise) on load."""
+    from q2pt.models import changed_rows
+
     sd = opt.state_dict()
     tensors: dict[str, Any] = {}
     index: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
@@ -467,7 +485,15 @@ def _optimizer_to_tensors(opt: Any, prefix: str) -> tuple[dict[str, Any], dict[s
         for key, value in st.items():
             if torch.is_tensor(value):
                 name = f"{prefix}.{pid}.{key}"
-                tensors[name] = value.detach().cpu().contiguous().clone()
+                value = value.detach().cpu()
+                if value.dim() >= 2 and value.shape[0] >= ROW_SPARSE_MIN_ROWS:
+                    rows = changed_rows(value)
+                    if 2 * rows.numel() <= value.shape[0]:
+                        tensors[f"{name}.rows"] = rows
+                        tensors[f"{name}.values"] = value.index_select(0, rows).contiguous()
+                        entry[key] = {"row_sparse": name, "shape": list(value.shape)}
+                        continue
+                tensors[name] = value.contiguous()  # written right away: no copy needed
                 entry[key] = {"tensor": name}
             else:
                 entry[key] = {"value": value}
@@ -475,16 +501,35 @@ def _optimizer_to_tensors(opt: Any, prefix: str) -> tuple[dict[str, Any], dict[s
     return tensors, index
 
 
+def _optimizer_tensor(tensors: Mapping[str, Any], ref: Mapping[str, Any]) -> Any:
+    if "tensor" in ref:
+        return tensors[ref["tensor"]]
+    name = ref["row_sparse"]
+    rows, values = tensors[f"{name}.rows"], tensors[f"{name}.values"]
+    return torch.zeros(tuple(ref["shape"]), dtype=values.dtype).index_copy_(0, rows, values)
+
+
 def _optimizer_from_tensors(opt: Any, tensors: Mapping[str, Any], index: Mapping[str, Any]) -> None:
     state = {}
     for pid, entry in index["state"].items():
-        state[int(pid)] = {k: (tensors[v["tensor"]] if "tensor" in v else v["value"]) for k, v in entry.items()}
+        state[int(pid)] = {k: (_optimizer_tensor(tensors, v) if "value" not in v else v["value"]) for k, v in entry.items()}
     opt.load_state_dict({"state": state, "param_groups": index["param_groups"]})
 
 
 def clone_state(net: Any) -> dict[str, Any]:
-    """A detached, contiguous copy of a module's state_dict (no shared storage)."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    """A detached, contiguous copy of a module's state_dict (no storage shared with ``net``),
+    except tensors that *are* the encoder's shared pretrained values (a frozen ``use``
+    table): those are immutable and kept by reference, not copied (262 MB each)."""
+    from q2pt.models import pretrained_reference, same_storage
+
+    shared = list(pretrained_reference(net)[0].values())
+    out = {}
+    for k, v in net.state_dict().items():
+        if any(same_storage(v, ref) for ref in shared):
+            out[k] = v.detach()
+        else:
+            out[k] = v.detach().cpu().contiguous().clone()
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -566,11 +611,13 @@ def train_network(
     state = LoopState()
     best_state: dict[str, Any] | None = None
     if resume is not None:
-        net.load_state_dict(resume.net)
+        from q2pt.models import load_network_state, unpack_state
+
+        load_network_state(net, resume.net, resume.net_metadata, source=resume.source)
         for opt, (tensors, index) in zip(optimizers, resume.optimizers):
             _optimizer_from_tensors(opt, tensors, index)
         if resume.best is not None:
-            best_state = resume.best
+            best_state = unpack_state(net, resume.best, resume.best_metadata, source=resume.source)
         torch.set_rng_state(resume.rng)
         state = resume.state
     net.train()
@@ -739,6 +786,9 @@ def safe_name(stage: str) -> str:
 class Checkpointer:
     """Checkpoints of a training run in ``OUT/checkpoints`` (safetensors + JSON, no pickle).
 
+    Network weights are written by :func:`q2pt.models.pack_state` (pretrained tables as
+    row deltas, checked against the installed resource on resume).
+
     Layout::
 
         checkpoints/run.json               what the run is (config, data, labels): resume checks it
@@ -766,13 +816,19 @@ class Checkpointer:
     ) -> None:
         from safetensors.torch import save_file
 
+        from q2pt.models import pack_state
+
         with atomic_path(self.folder / "last") as tmp:
             tmp.mkdir()
-            save_file(clone_state(net), str(tmp / "net.safetensors"))
+            tensors, metadata = pack_state(net)
+            save_file(tensors, str(tmp / "net.safetensors"), metadata=metadata)
+            del tensors
             # the best weights are often the current ones (while validation improves)
             best_is_current = best is not None and state.best_step == state.step
             if best is not None and not best_is_current:
-                save_file(dict(best), str(tmp / "best.safetensors"))
+                tensors, metadata = pack_state(net, best)
+                save_file(tensors, str(tmp / "best.safetensors"), metadata=metadata)
+                del tensors
             opt_tensors: dict[str, Any] = {}
             indexes = []
             for i, opt in enumerate(optimizers):
@@ -794,10 +850,13 @@ class Checkpointer:
     def save_done(self, stage: str, net: Any, result: StageResult) -> None:
         from safetensors.torch import save_file
 
+        from q2pt.models import pack_state
+
         done = self.folder / "done"
         done.mkdir(parents=True, exist_ok=True)
         with atomic_path(done / f"{safe_name(stage)}.safetensors") as tmp:
-            save_file(clone_state(net), str(tmp))
+            tensors, metadata = pack_state(net)
+            save_file(tensors, str(tmp), metadata=metadata)
         write_json(done / f"{safe_name(stage)}.json", {"stage": stage, **result.summary()})
         last = self.folder / "last"
         if last.exists():
@@ -811,7 +870,7 @@ class Checkpointer:
         """Refuse to resume a run made with another config, data or label space."""
         path = self.folder / "run.json"
         saved = _read_json(path)
-        if saved.get("format") != CHECKPOINT_FORMAT:
+        if saved.get("format") not in READABLE_CHECKPOINT_FORMATS:
             raise ModelLoadError(f"{path}: unsupported checkpoint format {saved.get('format')!r}")
         for key, value in self.run.items():
             if saved.get(key) != value:
@@ -825,9 +884,10 @@ class Checkpointer:
                     "train without --resume (or with the same settings and data)"
                 )
 
-    def done_stages(self) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-        """{stage: (best weights, summary)} of the finished networks."""
-        from safetensors.torch import load_file
+    def done_stages(self) -> dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]]:
+        """{stage: (best weights as packed tensors, their safetensors metadata, summary)} of
+        the finished networks (load the weights with :func:`q2pt.models.load_network_state`)."""
+        from q2pt.models import read_safetensors
 
         out = {}
         done = self.folder / "done"
@@ -835,30 +895,36 @@ class Checkpointer:
             return out
         for meta_path in sorted(done.glob("*.json")):
             meta = _read_json(meta_path)
-            weights = meta_path.with_suffix(".safetensors")
-            out[meta["stage"]] = (_load_tensors(load_file, weights), meta)
+            tensors, metadata = read_safetensors(meta_path.with_suffix(".safetensors"))
+            out[meta["stage"]] = (tensors, metadata, meta)
         return out
 
     def load_progress(self) -> tuple[str, StageCheckpoint] | None:
         """The network in progress, or None."""
-        from safetensors.torch import load_file
+        from q2pt.models import read_safetensors
 
         last = self.folder / "last"
         if not (last / "state.json").is_file():
             return None
         meta = _read_json(last / "state.json")
-        opt_tensors = _load_tensors(load_file, last / "optim.safetensors")
+        opt_tensors, _ = read_safetensors(last / "optim.safetensors")
         optimizers = [(opt_tensors, index) for index in meta["optimizers"]]
-        net = _load_tensors(load_file, last / "net.safetensors")
-        best = None
+        net, net_metadata = read_safetensors(last / "net.safetensors")
+        best, best_metadata = None, {}
         if meta.get("has_best"):
-            best = net if meta.get("best_is_current") else _load_tensors(load_file, last / "best.safetensors")
+            if meta.get("best_is_current"):
+                best, best_metadata = net, net_metadata
+            else:
+                best, best_metadata = read_safetensors(last / "best.safetensors")
         ckpt = StageCheckpoint(
             state=LoopState.from_json(meta["loop"]),
             net=net,
             best=best,
             optimizers=optimizers,
-            rng=_load_tensors(load_file, last / "rng.safetensors")["torch"],
+            rng=read_safetensors(last / "rng.safetensors")[0]["torch"],
+            net_metadata=net_metadata,
+            best_metadata=best_metadata,
+            source=str(last),
         )
         return meta["stage"], ckpt
 
@@ -880,15 +946,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ModelLoadError(f"{path} is corrupt (not valid JSON: {exc})") from None
-
-
-def _load_tensors(load_file: Callable[[str], dict[str, Any]], path: Path) -> dict[str, Any]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise ModelLoadError(f"missing file {path}") from None
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise ModelLoadError(f"{path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
 
 
 # ----------------------------------------------------------------------------- variants
@@ -933,7 +990,7 @@ def fit_model(
         torch.set_num_threads(cfg.num_threads)
     try:
         checkpointer = None
-        resumed_done: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        resumed_done: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = {}
         resumed_progress: tuple[str, StageCheckpoint] | None = None
         if out_dir is not None:
             from q2pt.models import check_output_folder
@@ -969,8 +1026,11 @@ def fit_model(
             network_labels[stage] = stage_classes
             networks[stage] = net
             if stage in resumed_done:
-                weights, meta = resumed_done[stage]
-                net.load_state_dict(weights)
+                from q2pt.models import load_network_state
+
+                weights, metadata, meta = resumed_done[stage]
+                where = str(checkpointer.folder / "done") if checkpointer is not None else "checkpoint"
+                load_network_state(net, weights, metadata, source=where)
                 net.eval()
                 summaries[stage] = {k: v for k, v in meta.items() if k != "stage"}
                 continue

@@ -8,11 +8,12 @@ parser (every ``q2pt`` invocation) stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from q2pt.errors import ConfigError, DataError
 
@@ -20,6 +21,10 @@ log = logging.getLogger("q2pt.cli")
 
 # = q2pt.config.VARIANTS, repeated so that building the parser does not import pydantic
 VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
+THREADS_HELP = (
+    "torch threads (default 1, like train.num_threads: on a small machine shared with other jobs "
+    "more threads are slower; 0: torch's default, one per core)"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +40,8 @@ def register(subparsers: Any) -> None:
             "Configuration layers: defaults < per-encoder overrides < --config FILE < flags.\n"
             "Any key can be set with --section.key VALUE, e.g. --train.lr 1e-3 --train.max_epochs 5\n"
             "--model.head_hidden [256] --model.encoder_options.dim 64 --data.preset tiny.\n"
+            "The use encoder's pretrained embedding table is frozen by default (one shared copy, small\n"
+            "model folders); --model.encoder_options.embedding sparse (or dense) fine-tunes it too.\n"
             "Without --data the built-in SIMULATED store is used (data.preset, data.seed)."
         ),
     )
@@ -72,11 +79,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs (default 0)")
     e.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
-    e.add_argument(
-        "--threads", type=int, default=1, metavar="N",
-        help="torch threads (default 1: on a small machine shared with other jobs more threads are slower; "
-        "0: torch's default, one per core)",
-    )
+    e.add_argument("--threads", type=int, default=1, metavar="N", help=THREADS_HELP)
     e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     e.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     e.set_defaults(func=cmd_evaluate)
@@ -119,7 +122,10 @@ def register(subparsers: Any) -> None:
         help="--stream: worker processes, each with a model copy and one torch thread; 0: this process "
         "(default: one per CPU core for 200000 rows or more, else 0)",
     )
-    r.add_argument("--threads", type=int, metavar="N", help="--stream --workers 0: torch threads of this process")
+    r.add_argument(
+        "--threads", type=int, default=1, metavar="N",
+        help=THREADS_HELP + "; with --stream it applies to --workers 0 (each worker process uses one thread)",
+    )
     r.add_argument("--resume", action="store_true", help="--stream: finish an interrupted run into OUTPUT")
     r.add_argument("--overwrite", action="store_true", help="--stream: discard an earlier run in OUTPUT")
     # --- end scale-out ---
@@ -154,6 +160,25 @@ def _need_torch() -> None:
 
     require("torch", "torch")
     require("safetensors", "torch")
+
+
+def _check_threads(threads: int) -> None:
+    if threads < 0:
+        raise ConfigError(f"--threads must be 0 or more, got {threads}")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (0: leave torch's default) for the block."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------- train
@@ -250,16 +275,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not 0.0 < args.precision <= 1.0:
         raise ConfigError(f"--precision must be in (0, 1], got {args.precision}")
     _need_torch()
+    _check_threads(args.threads)
+    with torch_threads(args.threads):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from q2pt.io import write_json
     from q2pt.metrics import format_table, to_jsonable
     from q2pt.models import load_model
 
-    if args.threads < 0:
-        raise ConfigError(f"--threads must be 0 or more, got {args.threads}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     model = load_model(args.model)
     frame, description = load_labelled(args.data)
     if len(frame) == 0:
@@ -298,17 +323,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_threshold(args.threshold)
+    _check_threads(args.threads)
     # --- scale-out: streaming prediction (q2pt.streaming) ---
-    streaming = args.stream or args.resume or args.overwrite or args.workers is not None or args.threads is not None
+    streaming = args.stream or args.resume or args.overwrite or args.workers is not None
     if streaming and not args.input:
-        raise ConfigError("--stream (--workers, --threads, --resume, --overwrite) needs --input FILE.parquet --output OUT")
+        raise ConfigError("--stream (--workers, --resume, --overwrite) needs --input FILE.parquet --output OUT")
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict
 
         result = stream_predict(
             args.model, args.input, args.output, chunk_size=args.chunk_size, workers=args.workers,
-            threads=args.threads, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
+            threads=args.threads or None, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
             top_k=args.top_k, fallback_locale=args.fallback, batch_size=args.batch_size, progress=True,
         )
         log.info(
@@ -319,6 +345,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         return 0
     # --- end scale-out ---
+    with torch_threads(args.threads):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     from q2pt.models import load_model
     from q2pt.predict import as_records, format_predictions, predict_file, predict_rows
 

@@ -225,7 +225,8 @@ def encoder_from_config(
     and its assets folder (as written by ``save_assets``).
 
     ``load_pretrained=False`` skips reading pretrained weights that a ``state_dict`` loaded
-    next would overwrite anyway (``use``: the package's 128k-row table; saves ~1 s).
+    next would overwrite anyway (``use``: its layers and a trained table; a frozen table is
+    still the process-wide shared pretrained one).
     """
     if not isinstance(config, dict) or "kind" not in config:
         raise ConfigError(f"encoder config must be a dict with a 'kind', got {config!r}")

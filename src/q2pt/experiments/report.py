@@ -44,6 +44,10 @@ class Report:
     def para(self, text: str) -> None:
         self.blocks.append(("para", text))
 
+    def banner(self, text: str) -> None:
+        """A highlighted paragraph (a blockquote in Markdown)."""
+        self.blocks.append(("banner", text))
+
     def bullets(self, items: Sequence[str]) -> None:
         self.blocks.append(("bullets", list(items)))
 
@@ -67,6 +71,8 @@ class Report:
                 out += ["#" * level + " " + text, ""]
             elif kind == "para":
                 out += [value, ""]
+            elif kind == "banner":
+                out += [f"> {value}", ""]
             elif kind == "bullets":
                 out += [f"- {item}" for item in value] + [""]
             elif kind == "table":
@@ -96,6 +102,8 @@ class Report:
                 body.append(f'<h{level} id="{anchor}">{_inline(text)}</h{level}>')
             elif kind == "para":
                 body.append(f"<p>{_inline(value)}</p>")
+            elif kind == "banner":
+                body.append(f'<p class="banner">{_inline(value)}</p>')
             elif kind == "bullets":
                 body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in value) + "</ul>")
             elif kind == "table":
@@ -260,11 +268,11 @@ def _header(rep: Report, results: Mapping[str, Any]) -> None:
     data = results.get("data") or {}
     sections = results.get("sections") or {}
     if data.get("simulated"):
-        rep.para(f"**Data: SIMULATED.** These results were measured on q2pt's built-in simulated shop "
+        rep.banner(f"**Data: SIMULATED.** These results were measured on q2pt's built-in simulated shop "
                  f"(`{data.get('source')}`, fingerprint `{data.get('fingerprint')}`), not on any real shop's "
                  "data: they say how the methods behave on that simulation.")
     else:
-        rep.para(f"**Data: user data** `{data.get('source')}` (fingerprint `{data.get('fingerprint')}`).")
+        rep.banner(f"**Data: user data** `{data.get('source')}` (fingerprint `{data.get('fingerprint')}`).")
     machine = results.get("machine") or {}
     rep.bullets([
         f"q2pt {results.get('q2pt_version')}; report rendered "
@@ -302,6 +310,7 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
              f"small store ({sec.get('small_store_rule')}: {', '.join(small) or 'none'}).")
     header, rows = headline_rows(results)
     rep.table(header, rows, "lr" + "r" * (len(header) - 2))
+    _training_note(rep, sec, recs)
     locales = list(sizes)
     values = {r["label"]: {loc: ((r["evals"]["test"]["locales"].get(loc) or {}).get("r_at_p"),
                                  (r["evals"]["test"]["locales"].get(loc) or {}).get("r_at_p_ci")) for loc in locales}
@@ -347,14 +356,18 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
              + str(sec.get("memory_method")) + ". **Size on disk**: the saved model folder(s) (q2pt: weights as "
              "safetensors + encoder assets + manifest; fastText: its binary models; TF-IDF: coefficients as .npz + "
              "vocabulary JSON). **Models**: separately trained networks, i.e. model folders to deploy "
-             "and checkpoint (one per locale for non-unified and per-locale baselines).")
-    header = ["model", "models", "parameters", "train time (s)", "train CPU (s)", "peak memory +MiB",
+             "and checkpoint (one per locale for non-unified and per-locale baselines). **Parameters**: "
+             "every distinct weight tensor once (networks may share a frozen pre-trained table); trainable in "
+             "brackets. **Predict**: scoring the test split in one call.")
+    header = ["model", "models", "parameters (trainable)", "train time (s)", "train CPU (s)", "peak memory +MiB",
               "size on disk (MiB)", "predict (queries/s)"]
     rows = []
     infra_rows = []
     for r in recs:
         i = r.get("infra") or {}
-        rows.append([r["label"], i.get("networks"), f"{i['parameters']:,}" if i.get("parameters") else "-",
+        params = "-" if not i.get("parameters") else f"{i['parameters']:,}" + (
+            f" ({i['trainable_parameters']:,})" if i.get("trainable_parameters") is not None else "")
+        rows.append([r["label"], i.get("networks"), params,
                      _secs(i.get("train_seconds")), _secs(i.get("train_cpu_seconds")),
                      _f(i.get("train_peak_rss_increase_mb"), 0), _mb(i.get("model_bytes")),
                      _f(i.get("predict_queries_per_second"), 0)])
@@ -367,6 +380,37 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     rep.para(f"Total training time of the main comparison: {_secs(total)} s. The last invocation took "
              f"{_secs(sec.get('elapsed_seconds'))} s of wall time for training and evaluation and trained "
              f"{len(now)} of the {len(recs)} models (the others came from `results.json`).")
+
+
+def _training_note(rep: Report, sec: Mapping[str, Any], recs: Sequence[Mapping[str, Any]]) -> None:
+    """How much training each q2pt variant got (budget, epochs, optimiser steps per network)."""
+    settings = sec.get("settings") or {}
+    cfgs = sec.get("training_config") or {}
+    cfg = next(iter(cfgs.values()), None) or {}
+    train = cfg.get("train") or {}
+    parts = []
+    for r in recs:
+        if r["kind"] != "variant":
+            continue
+        steps = (r.get("infra") or {}).get("steps_per_network") or {}
+        if not steps:
+            continue
+        if len(steps) == 1:
+            parts.append(f"{r['name']}: {next(iter(steps.values())):,} steps")
+        else:
+            lo = min(steps, key=lambda k: steps[k])
+            hi = max(steps, key=lambda k: steps[k])
+            parts.append(f"{r['name']}: {len(steps)} networks, {steps[lo]:,} ({lo}) to {steps[hi]:,} ({hi}) steps")
+    if not parts:
+        return
+    text = (f"Training budget `{settings.get('budget')}`: at most {train.get('max_epochs')} epochs (early stopping "
+            f"patience {train.get('patience')}), batch size {train.get('batch_size')}; optimiser steps per network: "
+            + "; ".join(parts) + ".")
+    if settings.get("budget") in ("tiny", "quick"):
+        text += (" The models are not trained to convergence: with the same number of epochs, a per-locale network of "
+                 "a small store gets far fewer optimiser steps than a unified network, which widens the gap between "
+                 "non-unified and unified models compared with fully trained ones.")
+    rep.para(text)
 
 
 def _data_size(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
@@ -422,7 +466,7 @@ def _pretraining(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) ->
     rep.para(f"The `{sec['variant']}` variant with different encoders, same data and training settings "
              "(each encoder's own learning-rate defaults). 95% bootstrap CIs.")
     if sec["rows"]:
-        rows = [[r["encoder"], r["description"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")),
+        rows = [[r["encoder"] + (" (main comparison's model)" if r.get("reused_from") else ""), r["description"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")),
                  _secs(r.get("train_seconds")), f"{r['parameters']:,}" if r.get("parameters") else "-"]
                 for r in sec["rows"]]
         rep.table(["encoder", "what", f"{rap} [95% CI]", "PR-AUC", "train time (s)", "parameters"], rows, "llrrrr")
@@ -449,6 +493,9 @@ def _label_noise(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) ->
                     + [format_ci(by[(rate, v)]["r_at_p"], by[(rate, v)]["r_at_p_ci"]) if (rate, v) in by else "-"
                        for v in variants])
     rep.table(["noise rate", "train labels dropped / replaced / queries removed"] + variants, rows)
+    if any(r.get("reused_from") for r in sec["rows"]):
+        rep.para("Noise rate 0 is the main comparison's training data: those models are the main comparison's "
+                 "(their results, with its bootstrap resamples, are reused).")
     series = {v: [(rate, by[(rate, v)]["r_at_p"], by[(rate, v)]["r_at_p_ci"]) for rate in rates if (rate, v) in by]
               for v in variants}
     path = F.plot_lines(series, figdir / "study_label_noise.png", xlabel="share of training labels corrupted",
@@ -460,7 +507,8 @@ def _head(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
     rep.heading("Study: classification head", anchor="study-head")
     rep.para(f"The `{sec['variant']}` variant with a linear head (the paper's) or hidden ReLU layers "
              "(`model.head_hidden`). 95% bootstrap CIs.")
-    rows = [[r["head"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")), _secs(r.get("train_seconds")),
+    rows = [[r["head"] + (" (main comparison's model)" if r.get("reused_from") else ""),
+             format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")), _secs(r.get("train_seconds")),
              f"{r['parameters']:,}" if r.get("parameters") else "-"] for r in sec["rows"]]
     rep.table(["head", f"{rap} [95% CI]", "PR-AUC", "train time (s)", "parameters"], rows, "lrrrr")
     path = F.plot_bars([(r["head"], r["r_at_p"], r["r_at_p_ci"]) for r in sec["rows"]],

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from q2pt import __version__
-from q2pt.errors import ConfigError, DataError, Q2PTError
+from q2pt.errors import ConfigError
 from q2pt.io import write_json
 
 from .evaluation import conflict_mask, evaluate_scores, gains_table, small_stores, top1_accuracy, train_sizes
@@ -93,6 +92,10 @@ class RunSpec:
         config: the resolved training config (variants).
         params: what else identifies the run (baseline hyper-parameters, study knobs).
         measure_size: save the model to measure its size on disk (main comparison).
+        same_as: the key of a run that trains the very same model (same kind, name and
+            config) on the same data, e.g. a study's control condition and the main
+            comparison's model; when that run is in ``results.json`` its evaluation on the
+            whole test split is reused instead of training again.
     """
 
     key: str
@@ -102,6 +105,14 @@ class RunSpec:
     config: "Config | None" = None
     params: dict[str, Any] = field(default_factory=dict)
     measure_size: bool = False
+    same_as: str | None = None
+
+    def model_identity(self) -> dict[str, Any]:
+        """What determines the trained model (given the data): kind, name, config, and the
+        baselines' hyper-parameters -- not the study's labels."""
+        ident = self.identity()
+        params = ident["params"] if self.kind == "baseline" else None
+        return {"kind": ident["kind"], "name": ident["name"], "config": ident["config"], "params": params}
 
     def identity(self) -> dict[str, Any]:
         cfg = None
@@ -336,11 +347,15 @@ class ExperimentRunner:
             "measure_size": spec.measure_size,
         }
         config_hash = stable_hash(identity)
+        model_hash = stable_hash(spec.model_identity())
         if not (self.force and spec.key not in self._redone):
             cached = self.store.cached(spec.key, dataset.fingerprint, config_hash)
             if cached is not None:
                 logger.info("%s: cached in %s (same data and config): skipped", spec.key, self.store.path)
                 return cached
+        reused = self._reuse(spec, dataset, evals, identity, config_hash, model_hash)
+        if reused is not None:
+            return reused
         logger.info("%s: training %s on %d queries", spec.key, spec.label, len(dataset.train))
         if spec.kind == "variant":
             model, train_m, extra = self._train_variant(spec, dataset)
@@ -374,6 +389,7 @@ class ExperimentRunner:
             "data_source": dataset.source,
             "n_train": int(len(dataset.train)),
             "config_hash": config_hash,
+            "model_hash": model_hash,
             "identity": identity,
             "evals": evaluations,
             "infra": infra,
@@ -388,6 +404,35 @@ class ExperimentRunner:
                     "-" if g.get("r_at_p") is None else f"{g['r_at_p']:.4f}")
         return record
 
+    def _reuse(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet], identity: dict[str, Any],
+               config_hash: str, model_hash: str) -> dict[str, Any] | None:
+        """The record of ``spec.same_as`` adapted to ``spec`` when it trained the same model on
+        the same data and every requested evaluation is the whole test split; else None."""
+        if spec.same_as is None:
+            return None
+        src = self.store.data["runs"].get(spec.same_as)
+        if not src or src.get("data_fingerprint") != dataset.fingerprint or src.get("model_hash") != model_hash:
+            return None
+        test = dataset.test
+        if "test" not in src.get("evals", {}) or any(
+            ev.predict_locales is not None or len(ev.frame) != len(test) or not ev.frame.index.equals(test.index)
+            for ev in evals
+        ):
+            return None
+        logger.info("%s: the same model as %s (same data and config): its results are reused", spec.key, spec.same_as)
+        record = {
+            **{k: v for k, v in src.items() if k not in ("evals",)},
+            "key": spec.key,
+            "label": spec.label,
+            "config_hash": config_hash,
+            "identity": identity,
+            "evals": {ev.name: src["evals"]["test"] for ev in evals},
+            "reused_from": spec.same_as,
+            "command": self.command,
+        }
+        self.store.put_run(spec.key, record)
+        return record
+
     def _train_variant(self, spec: RunSpec, dataset: "Dataset") -> tuple[Any, Any, dict[str, Any]]:
         from q2pt.models import Q2PTModel
 
@@ -395,13 +440,22 @@ class ExperimentRunner:
         model = Q2PTModel(config=spec.config)
         with PeakMemory() as pm:
             model.fit(dataset, progress=self.progress)
-        params = sum(int(p.numel()) for net in model.networks.values() for p in net.parameters())
+        # every distinct tensor once (the networks of a non-unified model may share a frozen table)
+        unique: dict[int, Any] = {}
+        for net in model.networks.values():
+            for p in net.parameters():
+                unique.setdefault(p.data_ptr(), p)
+        params = sum(int(p.numel()) for p in unique.values())
+        trainable = sum(int(p.numel()) for p in unique.values() if p.requires_grad)
         training = model.manifest.get("training") or {}
         extra = {
             "networks": len(model.networks),
             "parameters": params,
+            "trainable_parameters": trainable,
             "epochs": {str(k): v.get("epochs") for k, v in training.items()},
             "steps": int(sum(int(v.get("steps") or 0) for v in training.values())),
+            "steps_per_network": {str(k): int(v.get("steps") or 0) for k, v in training.items()},
+            "stopped_early": {str(k): bool(v.get("stopped_early")) for k, v in training.items()},
         }
         return model, pm.result, extra
 

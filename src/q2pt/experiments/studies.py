@@ -261,7 +261,7 @@ def study_pretraining(runner: ExperimentRunner) -> dict[str, Any]:
                 options_eff = {}
             config = runner.config_for(v, encoder=spec_str, encoder_options=options_eff)
             spec = RunSpec(f"pretraining/{name}/{v}", "variant", v, f"{v} / {name}", config=config,
-                           params={"study": "pretraining", "encoder": name})
+                           params={"study": "pretraining", "encoder": name}, same_as=f"main/{v}")
             rec = runner._run_all("pretraining", [(spec, data, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)])])[0]
         except Q2PTError as exc:
             logger.warning("pretraining study: %s skipped: %s", name, exc)
@@ -274,7 +274,7 @@ def study_pretraining(runner: ExperimentRunner) -> dict[str, Any]:
             "pr_auc": g.get("pr_auc"), "train_seconds": rec["infra"].get("train_seconds"),
             "parameters": rec["infra"].get("parameters"),
             "locales": {k: e.get("r_at_p") for k, e in rec["evals"]["test"]["locales"].items()},
-            "run": rec["key"],
+            "run": rec["key"], "reused_from": rec.get("reused_from"),
         })
     section = runner.section_header("pretraining", variant=v, rows=rows, skipped=skipped, runs=keys)
     runner.store.put_section("pretraining", section)
@@ -336,14 +336,15 @@ def study_label_noise(runner: ExperimentRunner) -> dict[str, Any]:
         ds = derive_dataset(data, {"train": train, "valid": valid, "test": data.test}, f"label-noise {rate:g}")
         for v in s.noise_variants:
             spec = RunSpec(f"label-noise/{rate:g}/{v}", "variant", v, f"{v} (noise {rate:g})",
-                           config=runner.config_for(v), params={"study": "label-noise", "rate": rate})
+                           config=runner.config_for(v), params={"study": "label-noise", "rate": rate},
+                           same_as=f"main/{v}")
             jobs.append((spec, ds, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)], rate, v))
     records = runner._run_all("label-noise", [(sp, ds, ev) for sp, ds, ev, _, _ in jobs])
     rows = []
     for (spec, _, _, rate, v), rec in zip(jobs, records):
         g = rec["evals"]["test"]["global"]
         rows.append({"rate": rate, "variant": v, "r_at_p": _point(g), "r_at_p_ci": _ci(g),
-                     "pr_auc": g.get("pr_auc"), "run": spec.key})
+                     "pr_auc": g.get("pr_auc"), "run": spec.key, "reused_from": rec.get("reused_from")})
     section = runner.section_header("label-noise", rates=s.noise_rates, variants=s.noise_variants,
                                     corruption=corruption, rows=rows, runs=[r["key"] for r in records])
     runner.store.put_section("label-noise", section)
@@ -361,7 +362,8 @@ def study_head(runner: ExperimentRunner) -> dict[str, Any]:
     for hidden in s.head_options:
         name = "linear" if not hidden else "hidden " + "x".join(str(h) for h in hidden)
         spec = RunSpec(f"head/{'-'.join(map(str, hidden)) or 'linear'}/{v}", "variant", v, f"{v} / {name}",
-                       config=runner.config_for(v, head_hidden=hidden), params={"study": "head", "hidden": hidden})
+                       config=runner.config_for(v, head_hidden=hidden), params={"study": "head", "hidden": hidden},
+                       same_as=f"main/{v}")
         jobs.append((spec, data, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)]))
     records = runner._run_all("head", jobs)
     rows = []
@@ -370,7 +372,7 @@ def study_head(runner: ExperimentRunner) -> dict[str, Any]:
         rows.append({"head": "linear" if not hidden else f"{len(hidden)} hidden layer(s) {hidden}",
                      "hidden": hidden, "r_at_p": _point(g), "r_at_p_ci": _ci(g), "pr_auc": g.get("pr_auc"),
                      "train_seconds": rec["infra"].get("train_seconds"), "parameters": rec["infra"].get("parameters"),
-                     "run": spec.key})
+                     "run": spec.key, "reused_from": rec.get("reused_from")})
     section = runner.section_header("head", variant=v, rows=rows, runs=[r["key"] for r in records])
     runner.store.put_section("head", section)
     return section
