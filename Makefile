@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[all,test]"
+	$(BIN)/pip install -q -e ".[all,scale,test]"
 	touch $@
 
 install: $(VENV)/.installed
