@@ -151,6 +151,20 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert recall_at_precision(y.toarray(), scores, 0.8).recall == pytest.approx(best)
 
 
+def test_min_steps_raises_the_epoch_budget_of_small_networks(tmp_path):
+    data = tiny_dataset(96, 32, 8)
+    base = ("--train.max_epochs", "2", "--train.patience", "1", "--train.batch_size", "32")
+    plain = Q2PTModel("non-unified", config=ngram_config("non-unified", *base)).fit(data, progress=False)
+    steps = {k: v["steps"] for k, v in plain.manifest["training"].items()}
+    cfg = ngram_config("non-unified", *base, "--train.min_steps", "20")
+    model = Q2PTModel("non-unified", config=cfg).fit(data, progress=False)
+    raised = {k: v["steps"] for k, v in model.manifest["training"].items()}
+    # every per-locale network trains at least min_steps, early stopping waits for it ...
+    assert min(raised.values()) >= 20 > max(steps.values())
+    # ... and the epoch budget was raised, not the batch shrunk
+    assert all(v["epochs"] > 2 for v in model.manifest["training"].values())
+
+
 def test_max_steps_and_no_validation_data():
     full = tiny_dataset(32, 8, 8)
     from q2pt.data import from_frames

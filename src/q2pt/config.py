@@ -80,6 +80,11 @@ class TrainSection(_Section):
     batch_size: int = Field(211, ge=1)
     """Training batch size (paper: 211)."""
     max_epochs: int = Field(20, ge=1)
+    min_steps: int = Field(0, ge=0)
+    """Every network trains at least this many optimiser steps: ``max_epochs`` is raised for
+    networks with few batches per epoch (a small store's network in the non-unified variant)
+    and early stopping waits until then. 0: off. Without it a fixed epoch budget gives a
+    small store's network a few dozen steps against thousands for a unified one."""
     patience: int = Field(3, ge=1)
     """Stop after this many validation evaluations without a better R@P."""
     eval_every: int = Field(0, ge=0)

@@ -624,6 +624,9 @@ def train_network(
 
     bs = cfg.batch_size
     steps_per_epoch = max(1, math.ceil(train.n / bs))
+    max_epochs = cfg.max_epochs
+    if cfg.min_steps:
+        max_epochs = max(max_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     targets, weights = train.targets, torch.from_numpy(train.weights)
     use_dropout = train.has_agnostic and cfg.locale_dropout > 0
     show = _progress_enabled(progress, hooks)
@@ -647,7 +650,7 @@ def train_network(
             stop = False
         else:
             state.bad_evals += 1
-            stop = state.bad_evals >= cfg.patience
+            stop = state.bad_evals >= cfg.patience and state.step >= cfg.min_steps
         stop = hooks.sync_stop(stop)
         if hooks.is_main:
             best = "-" if state.best_metric is None else f"{state.best_metric:.4f}"
@@ -665,14 +668,14 @@ def train_network(
         if checkpointer is not None and hooks.is_main:
             checkpointer.save_progress(stage, net, optimizers, state, best_state)
 
-    while not done and state.epoch < cfg.max_epochs:
+    while not done and state.epoch < max_epochs:
         perm = epoch_permutation(stage_seed, state.epoch, train.n)
         drop = None
         if use_dropout:
             drop = np.random.default_rng([*stage_seed, state.epoch, 1]).random(train.n) < cfg.locale_dropout
         bar = tqdm(
             total=steps_per_epoch, initial=state.batch, disable=not show, leave=False,
-            desc=f"{stage_label(stage)} epoch {state.epoch + 1}/{cfg.max_epochs}", unit="batch",
+            desc=f"{stage_label(stage)} epoch {state.epoch + 1}/{max_epochs}", unit="batch",
         )
         try:
             for b in range(state.batch, steps_per_epoch):
@@ -704,7 +707,7 @@ def train_network(
         if not cfg.eval_every and evaluate_now():
             done = True
             break
-        if not cfg.checkpoint_every and state.epoch < cfg.max_epochs:
+        if not cfg.checkpoint_every and state.epoch < max_epochs:
             save_checkpoint()
 
     if state.last_eval_step != state.step and not state.stopped_early:

@@ -403,13 +403,19 @@ def _training_note(rep: Report, sec: Mapping[str, Any], recs: Sequence[Mapping[s
             parts.append(f"{r['name']}: {len(steps)} networks, {steps[lo]:,} ({lo}) to {steps[hi]:,} ({hi}) steps")
     if not parts:
         return
+    min_steps = train.get("min_steps") or 0
     text = (f"Training budget `{settings.get('budget')}`: at most {train.get('max_epochs')} epochs (early stopping "
-            f"patience {train.get('patience')}), batch size {train.get('batch_size')}; optimiser steps per network: "
-            + "; ".join(parts) + ".")
+            f"patience {train.get('patience')}), batch size {train.get('batch_size')}"
+            + (f", at least {min_steps:,} optimiser steps per network (more epochs for small stores)" if min_steps else "")
+            + "; optimiser steps per network: " + "; ".join(parts) + ".")
     if settings.get("budget") in ("tiny", "quick"):
-        text += (" The models are not trained to convergence: with the same number of epochs, a per-locale network of "
-                 "a small store gets far fewer optimiser steps than a unified network, which widens the gap between "
-                 "non-unified and unified models compared with fully trained ones.")
+        text += (" This is a short budget, not training to convergence as in the paper: "
+                 + ("each per-locale network gets at least the minimum number of steps, but the gap between "
+                    "non-unified and unified models may still differ from fully trained ones."
+                    if min_steps else
+                    "with the same number of epochs, a per-locale network of a small store gets far fewer optimiser "
+                    "steps than a unified network, which widens the gap between non-unified and unified models "
+                    "compared with fully trained ones."))
     rep.para(text)
 
 

@@ -164,8 +164,9 @@ class ExperimentSettings(BaseModel):
 #: quick (``make demo``; measured on 2 CPU cores, AMD EPYC, with other jobs running): 3
 #: epochs at batch 32 with the USE encoder: non-unified ~135 s, each unified variant ~145 s,
 #: the four baselines ~120 s; the whole demo 9.8 min. Unified valid R@P80 after epochs 1/2/3:
-#: 0.69/0.73/0.75. Three epochs do not converge the per-locale networks of small stores (a
-#: few dozen optimiser steps), which the report says next to the results.
+#: 0.69/0.73/0.75. Three epochs alone would give a small store's per-locale network a few
+#: dozen optimiser steps (pl: 24) against ~3,000 for a unified one, so every network trains
+#: at least 250 steps (``train.min_steps``; early stopping waits until then).
 #: full (bench/full_study.py, ~400k training queries; user data): the paper's 20 epochs with
 #: early stopping (patience 2) at batch 64, so every network -- a small store's too -- trains
 #: until its validation R@P stops improving; several hours on 2 cores.
@@ -177,7 +178,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "quick": {
         "experiment": {"bootstrap": 1000, "study_bootstrap": 200},
-        "train": {"max_epochs": 3, "batch_size": 32},
+        "train": {"max_epochs": 3, "batch_size": 32, "min_steps": 250},
     },
     "full": {
         "experiment": {"bootstrap": 500, "study_bootstrap": 200},
