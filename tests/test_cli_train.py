@@ -195,9 +195,9 @@ def test_predict_argument_errors(models, tmp_path, capsys):
     assert "locale" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, expected", [([], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
+@pytest.mark.parametrize("extra, expected", [([], None), (["--threads", "1"], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
 def test_predict_threads_apply_without_stream(models, monkeypatch, capsys, extra, expected):
-    """--threads (default 1) sets torch's threads for plain predict too, and is restored after."""
+    """--threads (default 0: torch's own) sets torch's threads for plain predict too, and is restored after."""
     import torch
 
     import q2pt.predict

@@ -96,14 +96,15 @@ class TrainSection(_Section):
     """unified-aware only: share of training examples (re-drawn every epoch) shown without
     their locale token, so that the model's locale-agnostic mode (used for locales unseen in
     training) is trained rather than an accident."""
-    num_threads: int = Field(1, ge=0)
-    """torch intra-op threads while training; 0 leaves torch's default (one per core).
+    num_threads: int = Field(0, ge=0)
+    """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
+    core.
 
-    1 by default: on the 2-core machine, shared with other jobs, two threads made every
-    encoder 4-10x *slower* (measured with bench/train_speed.py at load average ~4: ngram
-    23,400 vs 3,600, use 990 vs 220 training queries/s), because the threads of each
-    parallel operation wait for one another whenever a core is taken. On an idle
-    many-core machine try 0."""
+    On an otherwise idle 2-core machine two threads beat one (bench/train_speed.py, load
+    ~1.5: use 1,655 vs 986 training queries/s, ngram 35,477 vs 22,981). On a machine whose
+    cores are taken by other jobs set 1: there two threads made every encoder 4-10x
+    *slower* (load ~4: use 220 vs 990), because the threads of each parallel operation wait
+    for one another whenever a core is taken."""
     checkpoint_every: int = Field(0, ge=0)
     """Write a checkpoint every N optimiser steps; 0: at the end of every epoch."""
     eval_batch_size: int = Field(1024, ge=1)

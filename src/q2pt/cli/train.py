@@ -22,8 +22,8 @@ log = logging.getLogger("q2pt.cli")
 # = q2pt.config.VARIANTS, repeated so that building the parser does not import pydantic
 VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 THREADS_HELP = (
-    "torch threads (default 1, like train.num_threads: on a small machine shared with other jobs "
-    "more threads are slower; 0: torch's default, one per core)"
+    "torch threads (default 0: torch's default, one per core, like train.num_threads; on a machine "
+    "whose cores are busy with other jobs 1 is faster)"
 )
 
 
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs (default 0)")
     e.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
-    e.add_argument("--threads", type=int, default=1, metavar="N", help=THREADS_HELP)
+    e.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     e.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     e.set_defaults(func=cmd_evaluate)
@@ -123,7 +123,7 @@ def register(subparsers: Any) -> None:
         "(default: one per CPU core for 200000 rows or more, else 0)",
     )
     r.add_argument(
-        "--threads", type=int, default=1, metavar="N",
+        "--threads", type=int, default=0, metavar="N",
         help=THREADS_HELP + "; with --stream it applies to --workers 0 (each worker process uses one thread)",
     )
     r.add_argument("--resume", action="store_true", help="--stream: finish an interrupted run into OUTPUT")
