@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
 
 log = logging.getLogger("q2pt.cli")
@@ -52,14 +51,10 @@ def register(subparsers: Any) -> None:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logger = logging.getLogger("q2pt")
-    if not any(getattr(h, "_q2pt", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._q2pt = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    """q2pt's log lines (progress notes, warnings) on stderr: the CLI's one shared handler."""
+    from q2pt.cli import setup_logging
+
+    setup_logging(quiet)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:

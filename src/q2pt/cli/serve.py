@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator

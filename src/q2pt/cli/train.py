@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -133,26 +132,11 @@ def register(subparsers: Any) -> None:
     r.set_defaults(func=cmd_predict)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of each record."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
 def _setup_logging(quiet: bool) -> None:
-    """q2pt's log lines (progress notes, warnings) on stderr."""
-    logger = logging.getLogger("q2pt")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    """q2pt's log lines (progress notes, warnings) on stderr: the CLI's one shared handler."""
+    from q2pt.cli import setup_logging
+
+    setup_logging(quiet)
 
 
 def _need_torch() -> None:

@@ -280,7 +280,7 @@ def _header(rep: Report, results: Mapping[str, Any]) -> None:
         f"machine: {machine.get('cores')} cores ({machine.get('cores_available')} available), "
         f"{machine.get('cpu_model')}, {machine.get('memory_gb')} GiB RAM, {machine.get('platform')}, "
         f"Python {machine.get('python')}, torch {machine.get('torch', '-')}",
-        f"splits: " + ", ".join(f"{k} {v:,}" for k, v in (data.get("rows") or {}).items())
+        "splits: " + ", ".join(f"{k} {v:,}" for k, v in (data.get("rows") or {}).items())
         + f"; {data.get('n_labels')} product types; {len(data.get('locales') or [])} locales",
     ])
     commands = []
