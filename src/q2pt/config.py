@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -218,12 +218,9 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """``["--train.lr", "1e-3", "--model.dropout=0.1"]`` -> ``{"train.lr": 0.001, ...}``.
-
-    Raises ConfigError for a malformed argument or a key that is not ``section.key``.
-    """
-    result: dict[str, Any] = {}
+def iter_overrides(args: Sequence[str]) -> Iterator[tuple[str, str, list[str]]]:
+    """Walk ``--section.key VALUE`` / ``--section.key=VALUE`` flags: yields (key, raw value,
+    the argument(s) as given). Raises ConfigError for a malformed argument."""
     items = list(args)
     i = 0
     while i < len(items):
@@ -235,8 +232,18 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
             if i + 1 >= len(items):
                 raise ConfigError(f"override --{key} needs a value")
             value = items[i + 1]
-            i += 1
-        i += 1
+        raw = items[i : i + (1 if eq else 2)]
+        i += len(raw)
+        yield key, value, raw
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``["--train.lr", "1e-3", "--model.dropout=0.1"]`` -> ``{"train.lr": 0.001, ...}``.
+
+    Raises ConfigError for a malformed argument or a key that is not ``section.key``.
+    """
+    result: dict[str, Any] = {}
+    for key, value, _raw in iter_overrides(args):
         _check_dotted(key)
         result[key] = parse_value(value)
     return result

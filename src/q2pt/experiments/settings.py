@@ -30,7 +30,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from q2pt.config import VARIANTS, encoder_kind, parse_value
+from q2pt.config import VARIANTS, encoder_kind, iter_overrides, parse_value
 from q2pt.errors import ConfigError
 
 __all__ = [
@@ -190,21 +190,9 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 def split_overrides(args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """Separate ``--experiment.key VALUE`` flags (returned parsed, as ``{key: value}``) from
     the training ones (returned as given, for :func:`q2pt.config.resolve_config`)."""
-    items = list(args)
     experiment: dict[str, Any] = {}
     rest: list[str] = []
-    i = 0
-    while i < len(items):
-        arg = items[i]
-        if not arg.startswith("--") or len(arg) <= 2:
-            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --section.key VALUE")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(items):
-                raise ConfigError(f"override --{key} needs a value")
-            value = items[i + 1]
-        raw = items[i : i + (1 if eq else 2)]
-        i += len(raw)
+    for key, value, raw in iter_overrides(args):
         if key.startswith("experiment."):
             name = key[len("experiment."):]
             if name not in ExperimentSettings.model_fields:
