@@ -21,40 +21,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from q2pt.errors import ConfigError, DataError  # noqa: E402
 
-TYPES = {
-    "shoes": ["shoe", "sneaker", "boot"],
-    "phone": ["phone", "mobile", "smartphone"],
-    "tv": ["tv", "television", "screen"],
-    "bag": ["bag", "purse", "backpack"],
-}
-ADJ = ["red", "blue", "cheap", "new", "rot", "bleu"]
-
-
-def make_split(n: int, seed: int) -> pd.DataFrame:
-    r = random.Random(seed)
-    names = sorted(TYPES)
-    rows = []
-    for i in range(n):
-        t = r.choice(names)
-        rows.append({"query": f"{r.choice(ADJ)} {r.choice(TYPES[t])} {seed}x{i}", "locale": r.choice(["de", "us"]),
-                     "product_types": [t], "weight": 1.0})
-    return pd.DataFrame(rows)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from q2pt.config import resolve_config
-    from q2pt.data import from_frames
-    from q2pt.models import Q2PTModel
-
-    data = from_frames({"train": make_split(200, 1), "valid": make_split(40, 2), "test": make_split(10, 3)})
-    cfg = resolve_config(encoder="ngram", overrides={
-        "train.max_epochs": 2, "train.batch_size": 32, "train.num_threads": 1,
-        "model.encoder_options": {"dim": 16, "buckets": 2048},
-    })
-    folder = tmp_path_factory.mktemp("ray-model") / "model"
-    Q2PTModel(config=cfg).fit(data, out_dir=folder, progress=False)
-    return folder
+# the same small ngram model as the streaming tests (a module-scoped fixture, built once here)
+from test_streaming import ADJ, TYPES, model_dir  # noqa: E402,F401,F811
 
 
 @pytest.fixture(scope="module")
