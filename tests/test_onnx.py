@@ -26,22 +26,12 @@ from q2pt.serving.onnx_export import evaluate_exports, export_onnx, format_evalu
 from q2pt.serving.runtime import OnnxRuntime, TorchRuntime, load_runtime  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_serving import LOCALES, handmade_dataset, handmade_frame, trained_model_dir  # noqa: E402
+from test_serving import LOCALES, aware_dir, handmade_dataset, handmade_frame, nonunified_dir  # noqa: E402,F401
 
 # varied queries: other scripts, repeated words, long and one-character ones, unseen words
 QUERIES = handmade_frame(40, 7)["query"].tolist() + [
     "x", "schuhe schuhe schuhe", "スマホケース 赤", "детские наушники", "a b c d e f g h i j k l m n o p",
 ]
-
-
-@pytest.fixture(scope="session")
-def aware_dir(tmp_path_factory):
-    return trained_model_dir(tmp_path_factory, "unified-aware")
-
-
-@pytest.fixture(scope="session")
-def nonunified_dir(tmp_path_factory):
-    return trained_model_dir(tmp_path_factory, "non-unified")
 
 
 @pytest.fixture(scope="module")
