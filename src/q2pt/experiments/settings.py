@@ -161,9 +161,9 @@ class ExperimentSettings(BaseModel):
 #: Per-budget defaults: ``experiment`` settings and a ``train`` layer under the user's config
 #: (which sits on the per-encoder defaults of :data:`q2pt.config.ENCODER_OVERRIDES`).
 #:
-#: quick (``make demo``; measured on 2 CPU cores, AMD EPYC, with other jobs running): 3
-#: epochs at batch 32 with the USE encoder: non-unified ~135 s, each unified variant ~145 s,
-#: the four baselines ~120 s; the whole demo 9.8 min. Unified valid R@P80 after epochs 1/2/3:
+#: quick (``make demo``): 3 epochs at batch 32 with the USE encoder; measured with ``time make
+#: demo`` on a fresh clone (2 CPU cores, AMD EPYC, torch's default threads): 7 min 52 s in all
+#: (with one torch thread and other jobs running: 9.8-10 min). Unified valid R@P80 after epochs 1/2/3:
 #: 0.69/0.73/0.75. Three epochs alone would give a small store's per-locale network a few
 #: dozen optimiser steps (pl: 24) against ~3,000 for a unified one, so every network trains
 #: at least 250 steps (``train.min_steps``; early stopping waits until then).
