@@ -10,7 +10,8 @@
 :class:`RayPredictor` is a callable class: Ray creates N actors, each loads the q2pt model
 once (in ``__init__``, torch with one thread) and then predicts the batches it is sent.
 The output rows are the input rows (every column) plus ``predicted_types``,
-``predicted_scores`` and ``note``, as in :func:`q2pt.predict.predict_frame`; Ray Data does
+``predicted_scores`` and ``note``, as in :func:`q2pt.predict.predict_frame`. Every row is
+written once, but their order is not guaranteed (see ``preserve_order``) and Ray Data does
 not number rows, so keep an id column in the input to join predictions back.
 
 :func:`ray_predict` runs that pipeline (on a running cluster, or on a local one it starts
@@ -161,7 +162,9 @@ def ray_predict(
             Ray 2.60: ``override_num_blocks`` did not split one file). 16 MiB is roughly
             500k short queries.
         threshold, top_k, fallback_locale, batch_size: as in :func:`q2pt.predict.predict_rows`.
-        preserve_order: keep the input order (Ray Data's ``preserve_order`` option).
+        preserve_order: Ray Data's ``preserve_order`` option. Best effort only: with it,
+            Ray 2.60 still sometimes wrote two pieces of one block in swapped order (small
+            blocks and batches, several actors), so join on an id column, not on position.
         address: a Ray cluster to connect to; None: the running one, or a new local one.
         init_kwargs: more ``ray.init`` options when this starts Ray (e.g. ``num_cpus``).
     """

@@ -203,7 +203,7 @@ def _secs(x: Any) -> str:
     if x is None:
         return "-"
     x = float(x)
-    return f"{x:.1f}" if x < 600 else f"{x / 60:.1f} min"
+    return f"{x:.1f} s" if x < 600 else f"{x / 60:.1f} min"
 
 
 def _rap_name(results: Mapping[str, Any]) -> str:
@@ -359,7 +359,7 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
              "and checkpoint (one per locale for non-unified and per-locale baselines). **Parameters**: "
              "every distinct weight tensor once (networks may share a frozen pre-trained table); trainable in "
              "brackets. **Predict**: scoring the test split in one call.")
-    header = ["model", "models", "parameters (trainable)", "train time (s)", "train CPU (s)", "peak memory +MiB",
+    header = ["model", "models", "parameters (trainable)", "train time", "train CPU", "peak memory +MiB",
               "size on disk (MiB)", "predict (queries/s)"]
     rows = []
     infra_rows = []
@@ -377,8 +377,8 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     rep.figure(path, f"{FIG_DIR}/{path.name}", "Training time, peak memory increase, size on disk, models to deploy")
     total = sum(float((r.get("infra") or {}).get("train_seconds") or 0) for r in recs)
     now = sec.get("trained_now") or []
-    rep.para(f"Total training time of the main comparison: {_secs(total)} s. The last invocation took "
-             f"{_secs(sec.get('elapsed_seconds'))} s of wall time for training and evaluation and trained "
+    rep.para(f"Total training time of the main comparison: {_secs(total)}. The last invocation took "
+             f"{_secs(sec.get('elapsed_seconds'))} of wall time for training and evaluation and trained "
              f"{len(now)} of the {len(recs)} models (the others came from `results.json`).")
 
 
@@ -475,7 +475,7 @@ def _pretraining(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) ->
         rows = [[r["encoder"] + (" (main comparison's model)" if r.get("reused_from") else ""), r["description"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")),
                  _secs(r.get("train_seconds")), f"{r['parameters']:,}" if r.get("parameters") else "-"]
                 for r in sec["rows"]]
-        rep.table(["encoder", "what", f"{rap} [95% CI]", "PR-AUC", "train time (s)", "parameters"], rows, "llrrrr")
+        rep.table(["encoder", "what", f"{rap} [95% CI]", "PR-AUC", "train time", "parameters"], rows, "llrrrr")
         path = F.plot_bars([(r["encoder"], r["r_at_p"], r["r_at_p_ci"]) for r in sec["rows"]],
                            figdir / "study_pretraining.png", ylabel=f"global {rap}", title="Encoders")
         rep.figure(path, f"{FIG_DIR}/{path.name}", f"Global {rap} per encoder (95% CIs)")
@@ -516,7 +516,7 @@ def _head(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) -> None:
     rows = [[r["head"] + (" (main comparison's model)" if r.get("reused_from") else ""),
              format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")), _secs(r.get("train_seconds")),
              f"{r['parameters']:,}" if r.get("parameters") else "-"] for r in sec["rows"]]
-    rep.table(["head", f"{rap} [95% CI]", "PR-AUC", "train time (s)", "parameters"], rows, "lrrrr")
+    rep.table(["head", f"{rap} [95% CI]", "PR-AUC", "train time", "parameters"], rows, "lrrrr")
     path = F.plot_bars([(r["head"], r["r_at_p"], r["r_at_p_ci"]) for r in sec["rows"]],
                        figdir / "study_head.png", ylabel=f"global {rap}", title="Classification head")
     rep.figure(path, f"{FIG_DIR}/{path.name}", f"Global {rap} per head (95% CIs)")

@@ -169,7 +169,9 @@ class ExperimentSettings(BaseModel):
 #: at least 250 steps (``train.min_steps``; early stopping waits until then).
 #: full (bench/full_study.py, ~400k training queries; user data): the paper's 20 epochs with
 #: early stopping (patience 2) at batch 64, so every network -- a small store's too -- trains
-#: until its validation R@P stops improving; several hours on 2 cores.
+#: until its validation R@P stops improving. Measured (README): with ``--train.max_epochs 4``
+#: the 7 models took 89.6 min on 2 cores (~5 min per unified epoch), so the whole budget takes
+#: several hours there.
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "experiment": {"bootstrap": 100, "study_bootstrap": 50, "fasttext": {"epoch": 10, "thread": 1},
