@@ -505,3 +505,11 @@ def test_cli_errors_are_clean(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         main(["experiment", "--preset", "tiny", "--out", str(tmp_path / "o"), "--study", "nope"])
+
+
+def test_report_durations_carry_one_unit():
+    from q2pt.experiments.report import _secs
+
+    assert _secs(None) == "-"
+    assert _secs(383.44) == "383.4 s"
+    assert _secs(5082.0) == "84.7 min"  # not "84.7 min s" (a unit in the text after the value)
