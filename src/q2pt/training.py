@@ -462,7 +462,7 @@ def make_optimizers(net: "Q2PTNet", cfg: "TrainSection") -> list[Any]:
         optimizers.append(torch.optim.Adam(groups, lr=cfg.lr))
     trainable_sparse = [p for p in sparse_params if p.requires_grad]
     if trainable_sparse:
-        optimizers.append(RowSparseAdam(trainable_sparse, lr=enc_lr))
+        optimizers.append(RowSparseAdam(trainable_sparse, lr=cfg.sparse_lr or enc_lr))
     return optimizers
 
 
@@ -536,7 +536,7 @@ def clone_state(net: Any) -> dict[str, Any]:
 
 
 def score_split(net: Any, tokens: TokenCache, batch_size: int) -> np.ndarray:
-    """Sigmoid scores ``(n, L)`` of a cached split, in evaluation mode."""
+    """Scores ``(n, L)`` of a cached split (``net.scores``), in evaluation mode."""
     was_training = net.training
     net.eval()
     out = []
@@ -544,7 +544,7 @@ def score_split(net: Any, tokens: TokenCache, batch_size: int) -> np.ndarray:
         with torch.inference_mode():
             for start in range(0, tokens.n, batch_size):
                 idx = np.arange(start, min(start + batch_size, tokens.n))
-                out.append(torch.sigmoid(net(tokens.take(idx))).float().numpy())
+                out.append(net.scores(tokens.take(idx)).float().numpy())
     finally:
         net.train(was_training)
     if not out:
@@ -681,7 +681,8 @@ def train_network(
             for b in range(state.batch, steps_per_epoch):
                 idx = perm[b * bs : (b + 1) * bs]
                 loss = _train_step(
-                    model, optimizers, train, idx, drop, targets, weights, shard=hooks.shard, world_size=hooks.world_size
+                    model, optimizers, train, idx, drop, targets, weights, shard=hooks.shard, world_size=hooks.world_size,
+                    output=net.output,
                 )
                 state.step += 1
                 state.batch = b + 1
@@ -738,10 +739,12 @@ def _train_step(
     *,
     shard: Callable[[np.ndarray], np.ndarray] | None = None,
     world_size: int = 1,
+    output: str = "sigmoid",
 ) -> float:
     """One optimiser step on the global batch ``idx`` (this rank's ``shard`` of it).
 
-    Loss: binary cross-entropy on logits, averaged over labels, weighted by the examples'
+    Loss: binary cross-entropy on logits, averaged over labels (``output`` "softmax":
+    cross-entropy of the softmax against the label set, each true type 1/k), weighted by the examples'
     weights and divided by the weight of the whole global batch (times ``world_size``,
     which DDP's gradient averaging undoes). Rows where ``drop`` is set are shown without
     their locale token. A rank without rows still runs forward and backward (DDP needs
@@ -755,7 +758,12 @@ def _train_step(
     logits = model(train.tokens.take(train.rows(local, drop)))
     y = torch.from_numpy(targets[local].toarray())
     w = weights[torch.from_numpy(local)]
-    per_example = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
+    if output == "softmax":
+        # cross-entropy against the label set as a distribution (each true type 1/k)
+        target = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
+        per_example = -(F.log_softmax(logits, dim=1) * target).sum(dim=1)
+    else:
+        per_example = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
     loss = (per_example * w).sum() * (world_size / max(total, 1e-12))
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""``q2pt data {validate,stats,from-clicks,simulate}``: thin handlers over q2pt.data."""
+"""``q2pt data {validate,stats,split,from-clicks,simulate}``: thin handlers over q2pt.data."""
 
 from __future__ import annotations
 
@@ -52,6 +52,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_max_chars(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=_stats)
+
+    p = sub.add_parser(
+        "split", help="split a labelled file into leak-free per-locale train/valid/test (or K folds)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Split a labelled file (query, locale, product_types[, weight]; no split column) into train, valid\n"
+            "and test, per locale and without leakage. A dataset (directory, or file with a split column) is\n"
+            "pooled and split again.\n\n"
+            "Rows with the same locale and normalized query are merged into one row (the first row's query,\n"
+            "the union of the product types, the largest weight) and never divided between splits. Each\n"
+            "locale's queries are split on their own (seeded), so every locale with at least 3 queries is in\n"
+            "every split. Writes DIR/train.EXT, valid.EXT, test.EXT and DIR/split.json (counts per split and\n"
+            "locale, duplicates merged, seed, fractions, the source's sha256).\n\n"
+            "--folds K: K-fold cross-validation per locale into DIR/fold-0 ... DIR/fold-{K-1}, each a dataset\n"
+            "directory: fold i tests on the i-th 1/K of every locale's queries, valid is --valid OF THE REST\n"
+            "and train the remainder (--test does not apply).\n\n"
+            "--train-per-locale N (small stores): after splitting, each locale's train keeps N queries (seeded\n"
+            "choice) and the train queries it drops move to test (counted in the report); valid is unchanged."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="labelled file (.parquet, .jsonl, .csv or .tsv), or a dataset to re-split")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory to write (with --folds: a folder of folds)")
+    p.add_argument("--valid", type=float, default=0.1, metavar="FRAC",
+                   help="share of each locale's queries in valid (with --folds: of those outside the fold's test; default: 0.1)")
+    p.add_argument("--test", type=float, default=None, metavar="FRAC",
+                   help="share of each locale's queries in test (default: 0.1; not with --folds)")
+    p.add_argument("--seed", type=int, default=0, help="split seed, 0 or more (default: 0)")
+    p.add_argument("--folds", type=int, metavar="K", help="K-fold cross-validation (K >= 2) instead of one split")
+    p.add_argument("--train-per-locale", type=int, metavar="N",
+                   help="keep N train queries per locale; the other train queries move to test")
+    p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default: parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    _add_max_chars(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_split)
 
     p = sub.add_parser(
         "from-clicks", help="turn a click log into a labelled dataset",
@@ -117,6 +152,29 @@ def _stats(args: argparse.Namespace) -> int:
         print(format_stats(stats))
         if ds.warnings:
             print(f"\n{len(ds.warnings)} validation warnings (run 'q2pt data validate' for details)")
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from q2pt.data.split import DEFAULT_TEST, REPORT_FILE, format_report, split_file
+    from q2pt.errors import ConfigError
+
+    if args.folds is not None and args.test is not None:
+        raise ConfigError(
+            "--test does not apply with --folds: each fold's test split is 1/K of every locale's queries "
+            "(--valid is then a share of the rest)"
+        )
+    report = split_file(
+        args.file, args.out, valid=args.valid, test=DEFAULT_TEST if args.test is None else args.test,
+        seed=args.seed, folds=args.folds, train_per_locale=args.train_per_locale, fmt=args.format,
+        overwrite=args.overwrite, max_query_chars=args.max_query_chars,
+    )
+    if args.json:
+        print(json.dumps({**report, "out": str(args.out)}, ensure_ascii=False, indent=2))
+    else:
+        print(format_report(report))
+        what = f"{args.folds} folds (fold-0 ... fold-{args.folds - 1})" if args.folds else "train, valid, test"
+        print(f"wrote {args.out}: {what} ({args.format}; report in {Path(args.out) / REPORT_FILE})")
     return 0
 
 

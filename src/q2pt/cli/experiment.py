@@ -19,12 +19,22 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Train the three variants (non-unified, unified-agnostic, unified-aware) and the baselines\n"
-            "(fastText OVA, TF-IDF + logistic regression; per locale and unified) on the same splits,\n"
+            "(fastText OVA, TF-IDF + logistic regression, frozen USE / USE + e5 embeddings + logistic\n"
+            "regression; per locale and unified) on the same splits,\n"
             "evaluate them by R@P80 globally and per locale with bootstrap CIs, and write OUT/report.md,\n"
             "OUT/report.html (self-contained), OUT/results.json and OUT/figures/*.png.\n\n"
             "  q2pt experiment --preset quick --out runs/demo            # the demo (SIMULATED data)\n"
             "  q2pt experiment --data DIR --out runs/mine                 # your data\n"
-            "  q2pt experiment --preset quick --study cold-start --out runs/demo\n\n"
+            "  q2pt experiment --preset quick --study cold-start --out runs/demo\n"
+            "  q2pt experiment --data DIR --folds 5 --out runs/cv           # cross-validation\n\n"
+            "Every model is judged twice: global R@P80 pooled (one threshold over all locales) and the\n"
+            "global recall as deployed (each locale at its threshold calibrated on the validation split,\n"
+            "with the precision reached on test).\n\n"
+            "--folds K: DIR holds fold-0 ... fold-{K-1}, each a dataset folder (`q2pt data split FILE\n"
+            "--folds K --out DIR` writes them); the main comparison runs on each fold into OUT/fold-i (a\n"
+            "complete, resumable experiment output each) and OUT/report.md aggregates them (mean, sd, min,\n"
+            "max over folds). --study is refused with --folds: run a study on one fold instead\n"
+            "(--data DIR/fold-0 --out OUT/fold-0 --study NAME).\n\n"
             "Studies (--study, repeatable; all = main comparison + every study): data-size, cold-start,\n"
             "pretraining, label-noise, head, locale-conflicts. Runs already in OUT/results.json for the\n"
             "same data and configuration are skipped (--force redoes them).\n\n"
@@ -38,6 +48,9 @@ def register(subparsers: Any) -> None:
     src.add_argument("--preset", choices=("tiny", "quick", "full"), default=None,
                      help="size of the simulated store (default quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated store (default 0)")
+    p.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="cross-validation: --data DIR holds fold-0 ... fold-{K-1}; results per fold in OUT/fold-i "
+                        "and aggregated in OUT")
     p.add_argument("--encoder", default="use", metavar="SPEC", help="encoder of the variants: use, ngram, hf:PATH")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report and results")
     p.add_argument("--study", action="append", choices=_STUDIES, metavar="NAME", default=[],
@@ -71,10 +84,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     req = ExperimentRequest(
         out=args.out, data=args.data, preset=args.preset or "quick", seed=args.seed, encoder=args.encoder,
         studies=args.study, config=args.config, overrides=list(args.overrides or []), hf_model=args.hf_model,
-        force=args.force, progress=not args.no_progress,
+        force=args.force, progress=not args.no_progress, folds=args.folds,
     )
     result = run_experiment(req)
-    if "main" in (result.results.get("sections") or {}):
+    if "main" in (result.results.get("sections") or {}) or result.results.get("kind") == "folds":
         print(result.headline())
     print(f"report: {result.report_md} and {result.report_html}")
     return 0

@@ -214,12 +214,12 @@ def _stop_signals_exit_cleanly() -> Iterator[None]:
 
 
 def _evaluation_dataset(args: argparse.Namespace, model: Any) -> Any:
-    from q2pt.data import load_dataset
+    from q2pt.data import load_configured, load_dataset
 
-    if args.data:
-        return load_dataset(args.data)
     data_cfg = model.config.data
-    ds = load_dataset(data_cfg.path, preset=data_cfg.preset, seed=data_cfg.seed)
+    if args.data:  # the model's label depth applies to any data it is evaluated on
+        return load_dataset(args.data, label_depth=data_cfg.label_depth, label_separator=data_cfg.label_separator)
+    ds = load_configured(data_cfg)
     want = (model.manifest.get("data") or {}).get("fingerprint")
     if want and ds.fingerprint != want:
         log.warning("warning: the dataset %s differs from the one the model was trained on (fingerprint %s, model %s)",

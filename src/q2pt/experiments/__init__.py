@@ -5,6 +5,20 @@ it): it loads the data, resolves the settings and the training config, trains th
 variants and the baselines on the same splits (and/or runs studies), resumably, and renders
 ``report.md``, ``report.html``, ``results.json`` and the figures into the output folder.
 
+Every model gets two global figures (see :mod:`.runner`): the *pooled* R@P (one threshold
+over all locales) and the recall *as deployed* (each locale at its threshold calibrated on
+the validation split, with the precision reached on test).
+
+Cross-validation (``folds=K``, ``q2pt experiment --folds K --data DIR``): ``DIR`` holds
+``fold-0`` ... ``fold-{K-1}``, each a normal dataset folder (``q2pt data split FILE --folds K
+--out DIR`` writes them). The main comparison runs on each fold into ``OUT/fold-i`` -- each a
+complete, resumable experiment output of its own -- and ``OUT/results.json``, ``report.md``
+and ``report.html`` aggregate them: per model, mean, standard deviation, min and max over the
+folds of the global pooled R@P, the global recall as deployed, each locale's R@P and the
+training time. Studies are not run per fold: ``--study`` with ``--folds`` is refused (run a
+study on one fold with ``--data DIR/fold-i --out OUT/fold-i``; it reuses that fold's main
+comparison).
+
 Modules: :mod:`.settings` (settings, budgets), :mod:`.runner` (runs, results file),
 :mod:`.baselines` (fastText, TF-IDF), :mod:`.studies`, :mod:`.evaluation`,
 :mod:`.resources` (time / memory / size measurement), :mod:`.figures`, :mod:`.report`.
@@ -13,13 +27,14 @@ Modules: :mod:`.settings` (settings, budgets), :mod:`.runner` (runs, results fil
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from q2pt.errors import ConfigError
+from q2pt.errors import ConfigError, DataError
 
 from .settings import BUDGETS, STUDIES, ExperimentSettings, resolve_settings, split_overrides
 
@@ -31,7 +46,12 @@ __all__ = [
     "BUDGETS",
     "ExperimentSettings",
     "build_command",
+    "fold_dirs",
+    "FOLDS_FORMAT",
 ]
+
+#: ``format_version`` of a cross-validation ``results.json`` (the aggregate over folds).
+FOLDS_FORMAT = "folds-1"
 
 logger = logging.getLogger("q2pt.experiments")
 
@@ -49,6 +69,8 @@ class ExperimentRequest:
         overrides: ``--section.key VALUE`` arguments (``experiment.*`` included).
         hf_model: Hugging Face encoder for the pretraining study.
         force: redo cached runs (and replace results of other data).
+        folds: K for cross-validation over ``data``'s ``fold-0`` ... ``fold-{K-1}`` (see the
+            module doc); None: one dataset.
     """
 
     out: str | Path
@@ -63,21 +85,26 @@ class ExperimentRequest:
     force: bool = False
     progress: bool = True
     command: str | None = None
+    folds: int | None = None
 
 
 @dataclass
 class ExperimentResult:
-    """What :func:`run_experiment` produced."""
+    """What :func:`run_experiment` produced (with ``folds``: the aggregate, and each fold's
+    own result in ``fold_results``)."""
 
     out_dir: Path
     results: dict[str, Any]
     report_md: Path
     report_html: Path
     sections: list[str] = field(default_factory=list)
+    fold_results: list["ExperimentResult"] = field(default_factory=list)
 
     def headline(self) -> str:
-        from .report import headline_table
+        from .report import folds_headline_table, headline_table
 
+        if self.results.get("kind") == "folds":
+            return folds_headline_table(self.results)
         return headline_table(self.results)
 
 
@@ -88,6 +115,8 @@ def build_command(req: ExperimentRequest) -> str:
         parts += ["--data", str(req.data)]
     else:
         parts += ["--preset", req.preset, "--seed", str(req.seed)]
+    if req.folds is not None:
+        parts += ["--folds", str(req.folds)]
     parts += ["--encoder", req.encoder]
     for s in req.studies:
         parts += ["--study", s]
@@ -126,9 +155,24 @@ def _check_not_set(file_data: Mapping[str, Any], train_over: Sequence[str]) -> N
         )
 
 
+def _load_file(req: ExperimentRequest) -> dict[str, Any]:
+    from q2pt.config import load_config_file
+
+    if isinstance(req.config, Mapping):
+        return copy.deepcopy(dict(req.config))
+    if req.config is not None:
+        return load_config_file(req.config)
+    return {}
+
+
 def run_experiment(req: ExperimentRequest) -> ExperimentResult:
     """Run the main comparison and/or studies of ``req`` and render the report (see the module doc)."""
-    from q2pt.config import load_config_file
+    if req.folds is not None:
+        return _run_folds(req)
+    return _run_one(req)
+
+
+def _run_one(req: ExperimentRequest) -> ExperimentResult:
     from q2pt.data import load_dataset
 
     from .report import render_report
@@ -136,12 +180,7 @@ def run_experiment(req: ExperimentRequest) -> ExperimentResult:
     from .studies import run_study
 
     run_main, studies = _study_list(req.studies)
-    if isinstance(req.config, Mapping):
-        file_data = copy.deepcopy(dict(req.config))
-    elif req.config is not None:
-        file_data = load_config_file(req.config)
-    else:
-        file_data = {}
+    file_data = _load_file(req)
     exp_file = file_data.pop("experiment", None) or {}
     exp_over, train_over = split_overrides(req.overrides)
     _check_not_set(file_data, train_over)
@@ -160,7 +199,9 @@ def run_experiment(req: ExperimentRequest) -> ExperimentResult:
     layered.setdefault("data", {})
     layered["data"] = {**(layered["data"] or {}), "path": str(data_path) if data_path else None,
                        "preset": req.preset, "seed": req.seed}
-    dataset = load_dataset(data_path, preset=req.preset, seed=req.seed)
+    _hint_folds(data_path)
+    dataset = load_dataset(data_path, preset=req.preset, seed=req.seed,
+                           **_label_options(layered, train_over, req.encoder))
     if dataset.simulated:
         logger.info("experiment on SIMULATED data (%s, fingerprint %s)", dataset.source, dataset.fingerprint)
     else:
@@ -179,3 +220,151 @@ def run_experiment(req: ExperimentRequest) -> ExperimentResult:
         done.append(name)
     paths = render_report(req.out, runner.store.data)
     return ExperimentResult(Path(req.out), runner.store.data, paths["markdown"], paths["html"], done)
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def _label_options(layered: Mapping[str, Any], train_over: Sequence[str], encoder: str) -> dict[str, Any]:
+    """``label_depth`` (and its separator) of the training config's data section, for
+    :func:`q2pt.data.load_dataset`; {} when unset (or unknown to this version's config), so
+    the data loads as before."""
+    from q2pt.config import parse_overrides, resolve_config
+
+    cfg = resolve_config(copy.deepcopy(dict(layered)), {**parse_overrides(train_over), "model.encoder": encoder})
+    depth = getattr(cfg.data, "label_depth", None)
+    if depth is None:
+        return {}
+    options: dict[str, Any] = {"label_depth": depth}
+    sep = getattr(cfg.data, "label_separator", None)
+    if sep is not None:
+        options["label_separator"] = sep
+    return options
+
+
+def _hint_folds(data_path: Any) -> None:
+    """A folder of fold folders given without ``--folds``: say so instead of a missing-file error."""
+    if data_path is None:
+        return
+    root = Path(data_path)
+    if not root.is_dir() or not (root / "fold-0").is_dir():
+        return
+    if any(p.is_file() and p.name.split(".")[0] in ("train", "valid", "test") for p in root.iterdir()):
+        return
+    k = sum(1 for p in root.iterdir() if p.is_dir() and p.name.startswith("fold-"))
+    raise ConfigError(f"{root} holds fold folders (fold-0 ...), not a dataset: pass --folds {k} to run the "
+                      f"cross-validation, or --data {root / 'fold-0'} for one fold")
+
+
+def fold_dirs(data_dir: str | Path, k: int) -> list[Path]:
+    """``data_dir/fold-0`` ... ``data_dir/fold-{k-1}``; DataError naming every missing one."""
+    root = Path(data_dir)
+    expected = f"fold-0 ... fold-{k - 1}" if k > 1 else "fold-0"
+    how = f"`q2pt data split FILE --folds {k} --out {root}` writes them"
+    if not root.is_dir():
+        raise DataError(f"--folds {k}: {root} is not a directory; it must hold the fold folders {expected} "
+                        f"(each a dataset folder; {how})")
+    dirs = [root / f"fold-{i}" for i in range(k)]
+    missing = [d.name for d in dirs if not d.is_dir()]
+    if missing:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("fold-"))
+        raise DataError(
+            f"--folds {k}: {root} lacks {', '.join(missing)} (expected {expected}, each a dataset folder; {how}); "
+            f"found: {', '.join(found) or 'no fold folders'}"
+        )
+    if (root / f"fold-{k}").is_dir():
+        logger.warning("%s has more than %d fold folders: only fold-0 ... fold-%d are used", root, k, k - 1)
+    return dirs
+
+
+def _check_folds_out(out: Path, force: bool) -> None:
+    """OUT may be new, empty, or a cross-validation output (fold-i folders, its results and report)."""
+    import json
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; the cross-validation output is a folder")
+    known = {"results.json", "report.md", "report.html", "figures"}
+    stray = [p.name for p in out.iterdir()
+             if not p.name.startswith(".") and p.name not in known and not p.name.startswith("fold-")]
+    if stray:
+        raise ConfigError(f"refusing to write the cross-validation to {out}: the folder holds other files "
+                          f"({', '.join(sorted(stray)[:5])}); choose a new or empty folder")
+    path = out / "results.json"
+    if path.exists() and not force:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict) or data.get("format_version") != FOLDS_FORMAT:
+            raise ConfigError(f"{path} is not a q2pt cross-validation results file (a single experiment's?); "
+                              "choose another --out or pass --force to replace it")
+
+
+def _run_folds(req: ExperimentRequest) -> ExperimentResult:
+    """The main comparison on each fold into OUT/fold-i, then the aggregate (see the module doc)."""
+    from q2pt import __version__
+    from q2pt.io import write_json
+    from q2pt.metrics import to_jsonable
+
+    from .evaluation import aggregate_folds
+    from .report import render_folds_report
+    from .runner import _now
+
+    k = req.folds
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ConfigError(f"--folds must be a whole number of at least 2, got {k!r}")
+    if list(req.studies):
+        raise ConfigError(
+            "--study cannot be combined with --folds: the studies run on one dataset, not per fold. Run the "
+            "cross-validation without --study, then a study on one fold, e.g. --data DIR/fold-0 --out OUT/fold-0 "
+            "--study NAME (it reuses that fold's main comparison)"
+        )
+    data_dir = req.data
+    if data_dir is None:
+        data_dir = (_load_file(req).get("data") or {}).get("path")
+    if data_dir is None:
+        raise ConfigError(f"--folds {k} needs --data DIR, a folder holding fold-0 ... fold-{k - 1} (not the "
+                          "simulated store: write folds of it with `q2pt data split`)")
+    dirs = fold_dirs(data_dir, k)
+    out = Path(req.out)
+    _check_folds_out(out, req.force)
+    command = req.command or build_command(req)
+    fold_results: list[ExperimentResult] = []
+    for i, d in enumerate(dirs):
+        logger.info("fold %d/%d: %s -> %s", i + 1, k, d, out / d.name)
+        fold_req = dataclasses.replace(req, data=str(d), out=out / d.name, folds=None, studies=(), command=None)
+        fold_req.command = build_command(fold_req)
+        fold_results.append(_run_one(fold_req))
+    agg = aggregate_folds([r.results for r in fold_results])
+    first = fold_results[0].results
+    main = (first.get("sections") or {}).get("main") or {}
+    results: dict[str, Any] = {
+        "format_version": FOLDS_FORMAT,
+        "kind": "folds",
+        "q2pt_version": __version__,
+        "updated": _now(),
+        "k": k,
+        "command": command,
+        "data_dir": str(data_dir),
+        "split_report": str(Path(data_dir) / "split.json") if (Path(data_dir) / "split.json").is_file() else None,
+        "simulated": any(bool((r.results.get("data") or {}).get("simulated")) for r in fold_results),
+        "label_depth": (first.get("data") or {}).get("label_depth"),
+        "precision": (main.get("settings") or {}).get("precision", 0.8),
+        "settings": main.get("settings"),
+        "encoder": main.get("encoder"),
+        "machine": first.get("machine"),
+        "folds": [
+            {"name": d.name, "data_dir": str(d), "out_dir": str(r.out_dir), "report": str(r.report_md),
+             "data": r.results.get("data"), "command": (r.results.get("sections") or {}).get("main", {}).get("command")}
+            for d, r in zip(dirs, fold_results)
+        ],
+        "std": "sample standard deviation over the folds (ddof 1)",
+        **agg,
+    }
+    results = to_jsonable(results)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    paths = render_folds_report(out, results)
+    return ExperimentResult(out, results, paths["markdown"], paths["html"], ["folds"], fold_results)

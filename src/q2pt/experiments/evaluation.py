@@ -3,10 +3,15 @@
 * :func:`evaluate_scores`: R@P (with bootstrap CIs), PR-AUC, counts per locale and
   globally (:func:`q2pt.metrics.evaluate`), plus down-sampled PR curves for the figures.
   Product types outside the model's label space count as missed positives.
+* :func:`calibrate_on_valid` / :func:`evaluate_deployed`: the *as deployed* figures: test
+  scores cut at each locale's threshold calibrated on the validation split
+  (:func:`q2pt.metrics.calibrate_thresholds`, :func:`q2pt.metrics.recall_as_deployed`).
 * :func:`conflict_mask` / :func:`top1_accuracy`: the locale-conflict queries (queries whose
   product type differs between stores) and how often a model's top-1 type is the store's own.
 * :func:`gains_table`, :func:`small_stores`: the paper's table of the unified variants'
   gains over the non-unified one, per locale ordered by training size.
+* :func:`aggregate_folds`, :func:`fold_stats`: the main comparison over K folds (mean,
+  standard deviation, min and max of every model's figures).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from q2pt.metrics import evaluate, to_jsonable
 __all__ = [
     "label_matrix",
     "evaluate_scores",
+    "calibrate_on_valid",
+    "evaluate_deployed",
     "pr_curve",
     "conflict_mask",
     "conflict_truth",
@@ -29,6 +36,8 @@ __all__ = [
     "small_stores",
     "gains_table",
     "train_sizes",
+    "fold_stats",
+    "aggregate_folds",
 ]
 
 
@@ -92,6 +101,56 @@ def evaluate_scores(
             rows = locs == loc
             result["pr_curves"][loc] = pr_curve(y[rows], scores[rows], int(missing[rows].sum()), max_points=60)
     return to_jsonable(result)
+
+
+# --------------------------------------------------------------------------- as deployed
+
+
+def calibrate_on_valid(
+    frame: pd.DataFrame, scores: np.ndarray, classes: Sequence[str], *, precision: float = 0.8,
+    min_positives: int = 20,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Per-locale thresholds (and how each was chosen) calibrated on validation rows with
+    :func:`q2pt.metrics.calibrate_thresholds` -- the function q2pt's training calls
+    (:func:`q2pt.models.validation_report`), with its defaults: a locale with fewer than
+    ``min_positives`` positives, or that never reaches ``precision``, gets the global threshold;
+    without any validation positive every threshold is 0.5."""
+    from q2pt.errors import DataError
+    from q2pt.metrics import calibrate_thresholds
+
+    if len(frame) == 0:
+        return {"global": 0.5}, {"global": "default 0.5: no validation data to calibrate on"}
+    y, missing = label_matrix(frame, classes)
+    locales = frame["locale"].astype(str).tolist()
+    try:
+        cal = calibrate_thresholds(y, scores, locales, precision=precision, min_positives=min_positives,
+                                   n_missing=missing)
+    except DataError as exc:
+        return {"global": 0.5}, {"global": f"default 0.5: {exc}"}
+    return {k: float(v) for k, v in cal.items()}, dict(cal.details)
+
+
+def evaluate_deployed(
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    classes: Sequence[str],
+    thresholds: Mapping[str, float],
+    *,
+    threshold_locales: Sequence[str] | None = None,
+    precision: float = 0.8,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`q2pt.metrics.recall_as_deployed` of ``scores`` against ``frame``'s product types
+    (types outside ``classes`` count as missed), grouped by the rows' own locales; each row is
+    cut at the threshold of ``threshold_locales[r]`` (default its own locale: the locale id the
+    model was given)."""
+    from q2pt.metrics import recall_as_deployed
+
+    y, missing = label_matrix(frame, classes)
+    locales = frame["locale"].astype(str).tolist()
+    return recall_as_deployed(y, scores, locales, thresholds, precision, threshold_locales=threshold_locales,
+                              n_missing=missing, bootstrap=bootstrap, seed=seed)
 
 
 # --------------------------------------------------------------------------- conflicts
@@ -229,3 +288,89 @@ def gains_table(
             row["gains"][v] = None if (val is None or b is None) else val - b
         rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def fold_stats(values: Sequence[float | None]) -> dict[str, Any]:
+    """``values`` (one per fold, None where undefined) and their ``n``, ``mean``, ``std`` (the
+    sample standard deviation, ddof 1; None with fewer than 2 values), ``min`` and ``max`` over
+    the defined ones."""
+    vals = [None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v) for v in values]
+    ok = np.asarray([v for v in vals if v is not None], dtype=np.float64)
+    return {
+        "values": vals,
+        "n": int(ok.size),
+        "mean": float(ok.mean()) if ok.size else None,
+        "std": float(ok.std(ddof=1)) if ok.size > 1 else None,
+        "min": float(ok.min()) if ok.size else None,
+        "max": float(ok.max()) if ok.size else None,
+    }
+
+
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def aggregate_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The main comparison of each fold's ``results.json`` (``folds[i]``), aggregated per model.
+
+    Returns ``{"models": {NAME: {...}}, "locales": [...], "train_sizes": {LOC: stats}}`` where
+    each model (a run ``main/NAME`` of some fold's main comparison, in the first fold's order)
+    has ``key``, ``kind``, ``label``, ``folds`` (how many folds ran it) and :func:`fold_stats` of
+    ``global_r_at_p`` (pooled), ``global_pr_auc``, ``global_deployed_recall``,
+    ``global_deployed_precision``, ``train_seconds`` and per locale (``locales[LOC]``)
+    ``r_at_p``, ``deployed_recall``, ``deployed_precision``. Each ``values`` list has one entry
+    per fold (None where the fold lacks the model or the figure). Locales are ordered by their
+    mean training size, largest first.
+    """
+    k = len(folds)
+    order: dict[str, dict[str, Any]] = {}
+    per_fold: list[dict[str, Mapping[str, Any]]] = []
+    sizes: dict[str, list[float | None]] = {}
+    for i, res in enumerate(folds):
+        sec = _get(res, "sections", "main") or {}
+        runs = res.get("runs") or {}
+        recs = {}
+        for key in sec.get("runs") or []:
+            rec = runs.get(key)
+            if not rec:
+                continue
+            recs[rec["name"]] = rec
+            order.setdefault(rec["name"], {"key": key, "kind": rec.get("kind"), "label": rec.get("label", rec["name"])})
+        per_fold.append(recs)
+        for loc, n in (sec.get("train_sizes") or {}).items():
+            sizes.setdefault(loc, [None] * k)[i] = n
+    size_stats = {loc: fold_stats(v) for loc, v in sizes.items()}
+    locales = sorted(size_stats, key=lambda loc: (-(size_stats[loc]["mean"] or 0), loc))
+    models: dict[str, Any] = {}
+    for name, meta in order.items():
+        evs = [(recs.get(name) or {}).get("evals", {}).get("test") for recs in per_fold]
+        infra = [(recs.get(name) or {}).get("infra") for recs in per_fold]
+
+        def col(*path: str) -> dict[str, Any]:
+            return fold_stats([_get(ev, *path) for ev in evs])
+
+        models[name] = {
+            **meta,
+            "folds": sum(1 for ev in evs if ev),
+            "global_r_at_p": col("global", "r_at_p"),
+            "global_pr_auc": col("global", "pr_auc"),
+            "global_deployed_recall": col("deployed", "global", "recall"),
+            "global_deployed_precision": col("deployed", "global", "precision"),
+            "train_seconds": fold_stats([_get(x, "train_seconds") for x in infra]),
+            "locales": {
+                loc: {
+                    "r_at_p": col("locales", loc, "r_at_p"),
+                    "deployed_recall": col("deployed", "locales", loc, "recall"),
+                    "deployed_precision": col("deployed", "locales", loc, "precision"),
+                }
+                for loc in locales
+            },
+        }
+    return to_jsonable({"models": models, "locales": locales, "train_sizes": size_stats})

@@ -97,7 +97,8 @@ def plot_locale_pr_curves(per_locale: Mapping[str, Mapping[str, Mapping[str, Seq
 
 def plot_rap_by_locale(values: Mapping[str, Mapping[str, tuple[float | None, Sequence[float | None] | None]]],
                        locales: Sequence[str], path: Path, *, precision: float = 0.8,
-                       small: Sequence[str] = ()) -> Path:
+                       small: Sequence[str] = (), title: str | None = None,
+                       ylabel: str | None = None) -> Path:
     """Grouped bars: R@P per locale (and global) per model, with 95% CI error bars, in rows
     of at most 7 locales. ``values[label][locale] = (r_at_p, [lo, hi])``."""
     plt = _plt()
@@ -126,9 +127,10 @@ def plot_rap_by_locale(values: Mapping[str, Mapping[str, tuple[float | None, Seq
         ax.set_xticklabels([loc + ("*" if loc in small else "") for loc in chunk], fontsize=9)
         ax.set_xlim(-0.5, per_row - 0.5)
         ax.set_ylim(0, 1)
-        ax.set_ylabel(f"R@P{precision * 100:g}", fontsize=9)
+        ax.set_ylabel(ylabel or f"R@P{precision * 100:g}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_title(f"R@P{precision * 100:g} per locale with 95% bootstrap CIs (* small store)", fontsize=10)
+    axes[0][0].set_title(title or f"R@P{precision * 100:g} per locale with 95% bootstrap CIs (* small store)",
+                         fontsize=10)
     fig.legend(loc="lower center", ncol=min(4, n), fontsize=8, bbox_to_anchor=(0.5, -0.01 - 0.025 * math.ceil(n / 4)))
     fig.tight_layout()
     return _save(fig, path)

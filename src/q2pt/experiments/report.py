@@ -23,7 +23,18 @@ from q2pt.io import write_text
 from . import figures as F
 from .settings import STUDIES
 
-__all__ = ["Report", "render_report", "headline_rows", "headline_table", "format_ci"]
+__all__ = [
+    "Report",
+    "render_report",
+    "render_folds_report",
+    "headline_rows",
+    "headline_table",
+    "global_rows",
+    "folds_headline_table",
+    "format_ci",
+    "format_deployed",
+    "deployed_note",
+]
 
 FIG_DIR = "figures"
 
@@ -191,6 +202,37 @@ def format_ci(value: Any, ci: Sequence[Any] | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def format_deployed(entry: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``0.612 [0.590, 0.634] (P=0.812)``: recall as deployed, its CI and the precision it
+    reached on test (``-`` when the record has no as-deployed figures)."""
+    if not entry or entry.get("recall") is None:
+        return "-"
+    prec = entry.get("precision")
+    return (format_ci(entry["recall"], entry.get("recall_ci"), digits)
+            + f" (P={'-' if prec is None else f'{prec:.{digits}f}'})")
+
+
+def deployed_note(p: float, rap: str) -> str:
+    """The sentence under a table with both global figures: which is which."""
+    return (f"**Pooled** ({rap}): one threshold over the scores of every locale together, the best single "
+            f"threshold on the test split itself; a model whose per-locale networks score on different scales "
+            f"is penalised by it, and no model is served that way. **As deployed**: each locale's test scores "
+            f"cut at that locale's threshold calibrated on the validation split to reach precision {p:g} (the "
+            f"global validation threshold where a locale has too few validation positives or never reaches "
+            f"it) -- the rule q2pt serves with; the q2pt variants use the thresholds stored in the model, the "
+            f"baselines' are calibrated the same way on their validation scores. Its recall is over all test "
+            f"(query, product type) pairs (types outside the label space count as missed); `P=` is the "
+            f"precision actually reached on test, which may fall short of {p:g} since nothing was tuned on test.")
+
+
+def _dep(ev: Mapping[str, Any] | None, loc: str | None = None) -> Mapping[str, Any] | None:
+    """The as-deployed entry of an evaluation: global (``loc`` None) or a locale's."""
+    d = (ev or {}).get("deployed")
+    if not d:
+        return None
+    return d.get("global") if loc is None else (d.get("locales") or {}).get(loc)
+
+
 def _gain(x: Any) -> str:
     return "-" if x is None else f"{100 * float(x):+.1f}"
 
@@ -233,13 +275,41 @@ def headline_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     header = ["locale", "train"] + [r["label"] for r in recs]
     rows = []
     for loc in [*sizes, "global"]:
-        row = [loc + (" *" if loc in small else ""),
+        row = [loc + (" *" if loc in small else "") if loc != "global" else "global (pooled)",
                str(sum(sizes.values()) if loc == "global" else sizes[loc])]
         for r in recs:
             ev = r["evals"]["test"]
             e = ev["global"] if loc == "global" else ev["locales"].get(loc)
             row.append(format_ci(e.get("r_at_p"), e.get("r_at_p_ci")) if e else "-")
         rows.append(row)
+    if any(_dep(r["evals"]["test"]) for r in recs):
+        rows.append(["global (as deployed)", str(sum(sizes.values()))]
+                    + [format_deployed(_dep(r["evals"]["test"])) for r in recs])
+    return header, rows
+
+
+def global_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The main table: one row per model with its two global figures, pooled R@P and recall
+    as deployed (with the precision reached), and the locales whose test precision as deployed
+    falls short of the target."""
+    recs = _main_records(results)
+    rap = _rap_name(results)
+    p = ((results["sections"]["main"].get("settings") or {}).get("precision")) or 0.8
+    header = ["model", "models", f"global {rap} (pooled)", "global recall as deployed (precision reached)",
+              f"locales below P{p * 100:g} as deployed"]
+    rows = []
+    for r in recs:
+        ev = r["evals"]["test"]
+        g = ev["global"]
+        d = ev.get("deployed")
+        if d:
+            short = [loc for loc, e in (d.get("locales") or {}).items()
+                     if e.get("n_predicted") and not e.get("reached")]
+            below = f"{len(short)} of {len(d.get('locales') or {})}" + (f" ({', '.join(short)})" if short else "")
+        else:
+            below = "-"
+        rows.append([r["label"], (r.get("infra") or {}).get("networks"), format_ci(g.get("r_at_p"), g.get("r_at_p_ci")),
+                     format_deployed(_dep(ev)), below])
     return header, rows
 
 
@@ -256,8 +326,11 @@ def headline_table(results: Mapping[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     data = results.get("data") or {}
     what = "SIMULATED data" if data.get("simulated") else "user data"
+    depth = f"; label depth {data['label_depth']}" if data.get("label_depth") is not None else ""
     lines.append(f"{_rap_name(results)} with 95% bootstrap CIs over queries on the test split; * small store; "
-                 f"{what} {data.get('source')} (fingerprint {data.get('fingerprint')})")
+                 "global (pooled): one threshold for all locales; global (as deployed): each locale at its "
+                 "threshold calibrated on valid, P= the precision reached on test; "
+                 f"{what} {data.get('source')} (fingerprint {data.get('fingerprint')}){depth}")
     return "\n".join(lines)
 
 
@@ -281,7 +354,9 @@ def _header(rep: Report, results: Mapping[str, Any]) -> None:
         f"{machine.get('cpu_model')}, {machine.get('memory_gb')} GiB RAM, {machine.get('platform')}, "
         f"Python {machine.get('python')}, torch {machine.get('torch', '-')}",
         "splits: " + ", ".join(f"{k} {v:,}" for k, v in (data.get("rows") or {}).items())
-        + f"; {data.get('n_labels')} product types; {len(data.get('locales') or [])} locales",
+        + f"; {data.get('n_labels')} product types; {len(data.get('locales') or [])} locales"
+        + (f"; label depth {data['label_depth']} (`data.label_depth`)" if data.get("label_depth") is not None
+           else ""),
     ])
     commands = []
     for name in ["main", *STUDIES]:
@@ -308,6 +383,14 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
              f"types outside a model's label space count as missed. 95% confidence intervals: percentile "
              f"bootstrap over queries ({boot} resamples). Locales are ordered by training size; * marks a "
              f"small store ({sec.get('small_store_rule')}: {', '.join(small) or 'none'}).")
+    header, rows = global_rows(results)
+    rep.table(header, rows, "lrrrl")
+    rep.para(deployed_note(p, rap))
+    if any(not _dep(r["evals"]["test"]) for r in recs):
+        rep.para("`-` as deployed: the record was written before the as-deployed figures existed; running the "
+                 "experiment again redoes those runs.")
+    rep.heading(f"{rap} per locale", level=3, anchor="main-per-locale")
+    rep.para(f"Each locale's own {rap} (its best threshold on its test queries), then the two global figures.")
     header, rows = headline_rows(results)
     rep.table(header, rows, "lr" + "r" * (len(header) - 2))
     _training_note(rep, sec, recs)
@@ -317,9 +400,16 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
               for r in recs}
     for r in recs:
         g = r["evals"]["test"]["global"]
-        values[r["label"]]["global"] = (g.get("r_at_p"), g.get("r_at_p_ci"))
-    path = F.plot_rap_by_locale(values, [*locales, "global"], figdir / "rap_by_locale.png", precision=p, small=small)
-    rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per locale and globally, 95% bootstrap CIs")
+        values[r["label"]]["global (pooled)"] = (g.get("r_at_p"), g.get("r_at_p_ci"))
+        d = _dep(r["evals"]["test"]) or {}
+        values[r["label"]]["global as deployed"] = (d.get("recall"), d.get("recall_ci"))
+    path = F.plot_rap_by_locale(values, [*locales, "global (pooled)", "global as deployed"],
+                                figdir / "rap_by_locale.png", precision=p, small=small,
+                                title=f"{rap} per locale, global {rap} (pooled) and global recall as deployed, "
+                                      "95% bootstrap CIs (* small store)", ylabel=f"{rap} / recall")
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per locale and globally (pooled), and the global recall "
+                                              "as deployed, 95% bootstrap CIs")
+    _deployed_per_locale(rep, recs, locales, small, p)
 
     # the paper's table
     gains = sec.get("gains") or []
@@ -333,7 +423,7 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
                  [f"{o} gain" for o in others]
         rows = []
         for g in gains:
-            rows.append([g["locale"], f"{g['n_train']:,}", "**small**" if g["small"] else "", _f(g["base"])]
+            rows.append(["global (pooled)" if g["locale"] == "global" else g["locale"], f"{g['n_train']:,}", "**small**" if g["small"] else "", _f(g["base"])]
                         + [_f(g["values"][o]) for o in others] + [_gain(g["gains"][o]) for o in others])
         rep.table(header, rows, "lrlr" + "r" * (2 * len(others)))
         per_loc = [g for g in gains if g["locale"] != "global"]
@@ -355,7 +445,7 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     rep.para("Measured in the experiment's process while each model trained on this machine. **Peak memory**: "
              + str(sec.get("memory_method")) + ". **Size on disk**: the saved model folder(s) (q2pt: weights as "
              "safetensors + encoder assets + manifest; fastText: its binary models; TF-IDF: coefficients as .npz + "
-             "vocabulary JSON). **Models**: separately trained networks, i.e. model folders to deploy "
+             "vocabulary JSON; USE / USE + e5 + LR: safetensors + features.json). **Models**: separately trained networks, i.e. model folders to deploy "
              "and checkpoint (one per locale for non-unified and per-locale baselines). **Parameters**: "
              "every distinct weight tensor once (networks may share a frozen pre-trained table); trainable in "
              "brackets. **Predict**: scoring the test split in one call.")
@@ -380,6 +470,25 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     rep.para(f"Total training time of the main comparison: {_secs(total)}. The last invocation took "
              f"{_secs(sec.get('elapsed_seconds'))} of wall time for training and evaluation and trained "
              f"{len(now)} of the {len(recs)} models (the others came from `results.json`).")
+
+
+def _deployed_per_locale(rep: Report, recs: Sequence[Mapping[str, Any]], locales: Sequence[str],
+                         small: Sequence[str], p: float) -> None:
+    """Per locale: recall as deployed and the precision it reached on test, per model."""
+    if not any(_dep(r["evals"]["test"]) for r in recs):
+        return
+    rep.heading("Recall as deployed per locale", level=3, anchor="main-deployed")
+    rep.para(f"Each locale's test queries at the threshold calibrated on its validation queries for precision "
+             f"{p:g} (or the global one, see above): recall with its 95% bootstrap CI and `P=` the precision "
+             f"reached on test. A precision well under {p:g} means the validation threshold does not carry over "
+             "to test for that locale (few validation queries, or a shift between the splits).")
+    header = ["locale"] + [r["label"] for r in recs]
+    rows = []
+    for loc in locales:
+        rows.append([loc + (" *" if loc in small else "")]
+                    + [format_deployed(_dep(r["evals"]["test"], loc)) for r in recs])
+    rows.append(["global"] + [format_deployed(_dep(r["evals"]["test"])) for r in recs])
+    rep.table(header, rows)
 
 
 def _training_note(rep: Report, sec: Mapping[str, Any], recs: Sequence[Mapping[str, Any]]) -> None:
@@ -595,6 +704,187 @@ def render_report(out_dir: str | Path, results: Mapping[str, Any] | None = None)
         if name in sections:
             _STUDY_RENDERERS[name](rep, sections[name], rap, figdir)
     _configuration(rep, results)
+    md = out_dir / "report.md"
+    page = out_dir / "report.html"
+    write_text(md, rep.to_markdown())
+    write_text(page, rep.to_html())
+    return {"markdown": md, "html": page, "figures": figdir}
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def _ms(stats: Mapping[str, Any] | None, digits: int = 3, *, spread: bool = True) -> str:
+    """``0.612 ± 0.010 [0.600, 0.625]`` (mean ± sd [min, max] over folds), or ``-``."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    text = f"{stats['mean']:.{digits}f}"
+    if stats.get("std") is not None:
+        text += f" ± {stats['std']:.{digits}f}"
+    if spread and stats.get("n", 0) > 1:
+        text += f" [{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
+    return text
+
+
+def _ms_deployed(recall: Mapping[str, Any] | None, precision: Mapping[str, Any] | None, *,
+                 spread: bool = True) -> str:
+    if not recall or recall.get("mean") is None:
+        return "-"
+    prec = (precision or {}).get("mean")
+    return _ms(recall, spread=spread) + f" (P={'-' if prec is None else f'{prec:.3f}'})"
+
+
+def _secs_ms(stats: Mapping[str, Any] | None) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+    return _secs(stats["mean"]) + (f" ± {_secs(stats['std'])}" if stats.get("std") is not None else "")
+
+
+def _folds_rap(results: Mapping[str, Any]) -> tuple[float, str]:
+    p = float(results.get("precision") or 0.8)
+    return p, f"R@P{p * 100:g}"
+
+
+def _folds_global_rows(results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    _, rap = _folds_rap(results)
+    header = ["model", "folds", f"global {rap} (pooled)", "global recall as deployed (precision reached)",
+              "train time"]
+    rows = []
+    for m in (results.get("models") or {}).values():
+        rows.append([m["label"], str(m.get("folds")), _ms(m["global_r_at_p"]),
+                     _ms_deployed(m["global_deployed_recall"], m["global_deployed_precision"]),
+                     _secs_ms(m.get("train_seconds"))])
+    return header, rows
+
+
+def folds_headline_table(results: Mapping[str, Any]) -> str:
+    """The cross-validation's main table as plain text (what ``q2pt experiment --folds`` prints)."""
+    header, rows = _folds_global_rows(results)
+    if not rows:
+        return "(no model in these folds' main comparisons)"
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    what = "SIMULATED data" if results.get("simulated") else "user data"
+    depth = f"; label depth {results['label_depth']}" if results.get("label_depth") is not None else ""
+    lines.append(f"mean ± sample sd [min, max] over {results.get('k')} folds of {results.get('data_dir')} "
+                 f"({what}{depth}); pooled: one threshold for all locales; as deployed: each locale at its "
+                 "threshold calibrated on valid, P= the mean precision reached on test")
+    return "\n".join(lines)
+
+
+def render_folds_report(out_dir: str | Path, results: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """``report.md``, ``report.html`` and ``figures/*.png`` of a cross-validation (``results``:
+    the aggregate ``results.json`` written by ``run_experiment(folds=K)``)."""
+    out_dir = Path(out_dir)
+    if results is None:
+        results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    figdir = out_dir / FIG_DIR
+    figdir.mkdir(parents=True, exist_ok=True)
+    for old in figdir.glob("*.png"):
+        old.unlink()
+    k = results.get("k")
+    p, rap = _folds_rap(results)
+    simulated = bool(results.get("simulated"))
+    rep = Report(f"q2pt cross-validation report ({k} folds)" + (" (SIMULATED data)" if simulated else ""))
+    folds = results.get("folds") or []
+    if simulated:
+        rep.banner(f"**Data: SIMULATED.** The {k} folds of `{results.get('data_dir')}` come from q2pt's built-in "
+                   "simulated shop, not any real shop's data.")
+    else:
+        rep.banner(f"**Data: user data**, {k} folds of `{results.get('data_dir')}`.")
+    machine = results.get("machine") or {}
+    bullets = [
+        f"q2pt {results.get('q2pt_version')}; report rendered "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; results updated {results.get('updated')}",
+        f"machine: {machine.get('cores')} cores ({machine.get('cores_available')} available), "
+        f"{machine.get('cpu_model')}, {machine.get('memory_gb')} GiB RAM, Python {machine.get('python')}",
+        f"K = {k} folds: " + ", ".join(f"`{f['data_dir']}`" for f in folds),
+        "each fold's complete experiment output (its own report, results.json, resumable): "
+        + ", ".join(f"`{f['out_dir']}`" for f in folds),
+    ]
+    if results.get("split_report"):
+        bullets.append(f"how the folds were cut: `{results['split_report']}`")
+    if results.get("label_depth") is not None:
+        bullets.append(f"label depth {results['label_depth']} (`data.label_depth`)")
+    rep.bullets(bullets)
+    if results.get("command"):
+        rep.para("Reproduce with:")
+        rep.code(str(results["command"]), "bash")
+
+    rep.heading(f"Main comparison over {k} folds", anchor="folds")
+    rep.para(f"The main comparison ran on each fold (train on its train split, evaluate on its test split; "
+             f"encoder `{results.get('encoder')}` for the q2pt variants). Each cell: mean ± sample standard "
+             f"deviation [min, max] over the folds; training time is the mean ± sd per fold. Within a fold, "
+             f"{rap} and its bootstrap CIs are in that fold's report.")
+    header, rows = _folds_global_rows(results)
+    rep.table(header, rows, "lrrrr")
+    rep.para(deployed_note(p, rap))
+
+    models = results.get("models") or {}
+    locales = results.get("locales") or []
+    sizes = results.get("train_sizes") or {}
+    rep.heading(f"{rap} per locale", level=3, anchor="folds-per-locale")
+    header = ["locale", "train (mean)"] + [m["label"] for m in models.values()]
+    rows = []
+    for loc in locales:
+        mean = (sizes.get(loc) or {}).get("mean")
+        rows.append([loc, "-" if mean is None else f"{mean:,.0f}"]
+                    + [_ms((m["locales"].get(loc) or {}).get("r_at_p"), spread=False) for m in models.values()])
+    rows.append(["global (pooled)", "-"] + [_ms(m["global_r_at_p"], spread=False) for m in models.values()])
+    rows.append(["global (as deployed)", "-"] + [_ms_deployed(m["global_deployed_recall"], m["global_deployed_precision"],
+                                                              spread=False) for m in models.values()])
+    rep.table(header, rows)
+    rep.heading("Recall as deployed per locale", level=3, anchor="folds-deployed")
+    rep.para(f"Each locale at its threshold calibrated on the fold's validation split for precision {p:g}: "
+             "recall mean ± sd over the folds, `P=` the mean precision reached on test.")
+    header = ["locale"] + [m["label"] for m in models.values()]
+    rows = [[loc] + [_ms_deployed((m["locales"].get(loc) or {}).get("deployed_recall"),
+                                  (m["locales"].get(loc) or {}).get("deployed_precision"), spread=False)
+                     for m in models.values()] for loc in locales]
+    rep.table(header, rows)
+
+    rep.heading("Per fold", level=3, anchor="folds-each")
+    rep.para(f"Global {rap} (pooled) / global recall as deployed of every model on each fold.")
+    header = ["fold", "data fingerprint", "train / valid / test queries"] + [m["label"] for m in models.values()]
+    rows = []
+    for i, f in enumerate(folds):
+        d = f.get("data") or {}
+        n = d.get("rows") or {}
+        cells = []
+        for m in models.values():
+            a = m["global_r_at_p"]["values"][i] if i < len(m["global_r_at_p"]["values"]) else None
+            b = (m["global_deployed_recall"]["values"][i]
+                 if i < len(m["global_deployed_recall"]["values"]) else None)
+            cells.append(f"{_f(a)} / {_f(b)}")
+        rows.append([f["name"], f"`{d.get('fingerprint')}`",
+                     " / ".join(f"{n.get(s, 0):,}" for s in ("train", "valid", "test"))] + cells)
+    rep.table(header, rows, "lll" + "r" * len(models))
+
+    def band(stats: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        if not stats or stats.get("mean") is None:
+            return None, None
+        sd = stats.get("std")
+        return stats["mean"], (None if sd is None else [stats["mean"] - sd, stats["mean"] + sd])
+
+    values = {}
+    for m in models.values():
+        v = {loc: band((m["locales"].get(loc) or {}).get("r_at_p")) for loc in locales}
+        v["global (pooled)"] = band(m["global_r_at_p"])
+        v["global as deployed"] = band(m["global_deployed_recall"])
+        values[m["label"]] = v
+    if values:
+        path = F.plot_rap_by_locale(values, [*locales, "global (pooled)", "global as deployed"],
+                                    figdir / "folds_rap_by_locale.png", precision=p,
+                                    title=f"{rap} per locale and globally, mean over {k} folds (error bars: ± 1 sd)",
+                                    ylabel=f"{rap} / recall")
+        rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per locale, global {rap} (pooled) and global recall "
+                                                  f"as deployed: mean over {k} folds, error bars ± 1 sd")
+    if results.get("settings"):
+        rep.heading("Configuration", anchor="configuration")
+        rep.para("Experiment settings (the same for every fold):")
+        rep.code(json.dumps(results["settings"], indent=2), "json")
     md = out_dir / "report.md"
     page = out_dir / "report.html"
     write_text(md, rep.to_markdown())

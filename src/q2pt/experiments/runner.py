@@ -3,7 +3,17 @@
 A *run* trains one model (a q2pt variant through :class:`~q2pt.models.Q2PTModel`, or a
 baseline) on one dataset and evaluates it on one or more evaluation sets; its record (R@P
 with CIs per locale, PR curves, locale-conflict accuracy, training time, peak memory,
-size on disk ...) goes into ``OUT/results.json`` as soon as it finishes. A later call with
+size on disk ...) goes into ``OUT/results.json`` as soon as it finishes.
+
+Each evaluation has two global figures. ``evals[NAME]["global"]["r_at_p"]`` is the *pooled*
+R@P (one threshold over every locale's scores, chosen on the test data itself).
+``evals[NAME]["deployed"]`` is the model *as deployed*: every locale's test scores cut at
+that locale's threshold calibrated on the validation split (a q2pt variant's own
+``thresholds_``; for a baseline the experiment calibrates them on its validation scores with
+the same function, :func:`q2pt.metrics.calibrate_thresholds`), with the recall over all test
+pairs and the precision reached, globally and per locale (see
+:func:`q2pt.metrics.recall_as_deployed`). A cached record without the ``deployed`` figures
+(written before they existed) is not a cache hit: the run is redone. A later call with
 the same output folder skips every run whose record is there with the same data
 fingerprint and the same configuration hash (``force=True`` redoes them), so an
 interrupted experiment resumes where it stopped, and studies run one at a time accumulate
@@ -31,7 +41,16 @@ from q2pt import __version__
 from q2pt.errors import ConfigError
 from q2pt.io import write_json
 
-from .evaluation import conflict_mask, evaluate_scores, gains_table, small_stores, top1_accuracy, train_sizes
+from .evaluation import (
+    calibrate_on_valid,
+    conflict_mask,
+    evaluate_deployed,
+    evaluate_scores,
+    gains_table,
+    small_stores,
+    top1_accuracy,
+    train_sizes,
+)
 from .resources import MEMORY_METHOD, PeakMemory, dir_size, machine_info
 from .settings import ExperimentSettings, stable_hash
 
@@ -41,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("q2pt.experiments")
 
-__all__ = ["EvalSet", "RunSpec", "ResultsStore", "ExperimentRunner", "derive_dataset", "RESULTS_FILE"]
+__all__ = ["EvalSet", "RunSpec", "ResultsStore", "ExperimentRunner", "derive_dataset", "has_deployed", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = 1
@@ -203,6 +222,9 @@ class ResultsStore:
     def cached(self, key: str, data_fingerprint: str, config_hash: str) -> dict[str, Any] | None:
         rec = self.data["runs"].get(key)
         if rec and rec.get("data_fingerprint") == data_fingerprint and rec.get("config_hash") == config_hash:
+            if not has_deployed(rec):
+                logger.info("%s: cached record predates the as-deployed figures: redone", key)
+                return None
             return rec
         return None
 
@@ -219,6 +241,12 @@ class ResultsStore:
 
         self.data["updated"] = _now()
         write_json(self.path, to_jsonable(self.data))
+
+
+def has_deployed(record: Mapping[str, Any]) -> bool:
+    """Whether every evaluation of a run record has the as-deployed figures."""
+    evals = record.get("evals") or {}
+    return bool(evals) and all(isinstance(ev, Mapping) and "deployed" in ev for ev in evals.values())
 
 
 def describe_dataset(dataset: "Dataset") -> dict[str, Any]:
@@ -282,15 +310,17 @@ class ExperimentRunner:
         self.force = force
         self.progress = progress
         self.command = command
+        # fail early on a bad training configuration (before anything is written)
+        configs = [self.config_for(variant) for variant in settings.variants or ["unified-aware"]]
+        #: ``data.label_depth`` of the training config (None when unset or unknown to the config)
+        self.label_depth: Any = getattr(configs[0].data, "label_depth", None)
         self.store = ResultsStore(self.out_dir, dataset, force=force)
+        self.store.data["data"]["label_depth"] = self.label_depth
         self.machine = machine_info()
         self.store.data["machine"] = self.machine
         self._redone: set[str] = set()
         self._sizes = train_sizes(dataset.train)
         self._conflicts: np.ndarray | None = None
-        # fail early on a bad training configuration
-        for variant in settings.variants or ["unified-aware"]:
-            self.config_for(variant)
 
     # ------------------------------------------------------------------ configs
     def config_for(
@@ -346,6 +376,8 @@ class ExperimentRunner:
             "seed": s.seed,
             "measure_size": spec.measure_size,
         }
+        if self.label_depth is not None:  # absent when unset: older records keep their hash
+            identity["label_depth"] = self.label_depth
         config_hash = stable_hash(identity)
         model_hash = stable_hash(spec.model_identity())
         if not (self.force and spec.key not in self._redone):
@@ -364,6 +396,7 @@ class ExperimentRunner:
         else:  # pragma: no cover
             raise ValueError(f"unknown run kind {spec.kind!r}")
         infra: dict[str, Any] = {**train_m.as_dict("train"), **extra}
+        deploy = self._deployment_thresholds(spec, model, dataset)
         evaluations: dict[str, Any] = {}
         for ev in evals:
             queries = ev.frame["query"].astype(str).tolist()
@@ -375,6 +408,14 @@ class ExperimentRunner:
                 infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
             result = evaluate_scores(ev.frame, scores, model.classes_, precision=s.precision,
                                      bootstrap=ev.bootstrap, seed=s.seed, curves=ev.curves)
+            result["deployed"] = {
+                **evaluate_deployed(ev.frame, scores, model.classes_, deploy["thresholds"],
+                                    threshold_locales=ev.predict_locales, precision=s.precision,
+                                    bootstrap=ev.bootstrap, seed=s.seed),
+                "thresholds": deploy["thresholds"],
+                "threshold_details": deploy["details"],
+                "threshold_source": deploy["source"],
+            }
             if ev.conflict_rows is not None:
                 result["conflicts"] = top1_accuracy(ev.frame, scores, model.classes_, ev.conflict_rows)
             evaluations[ev.name] = result
@@ -387,6 +428,7 @@ class ExperimentRunner:
             "label": spec.label,
             "data_fingerprint": dataset.fingerprint,
             "data_source": dataset.source,
+            "label_depth": self.label_depth,
             "n_train": int(len(dataset.train)),
             "config_hash": config_hash,
             "model_hash": model_hash,
@@ -400,9 +442,45 @@ class ExperimentRunner:
         self._redone.add(spec.key)
         self.store.put_run(spec.key, record)
         g = evaluations[evals[0].name]["global"]
-        logger.info("%s: done in %.1fs, R@P%g %s", spec.key, train_m.wall_seconds, s.precision * 100,
-                    "-" if g.get("r_at_p") is None else f"{g['r_at_p']:.4f}")
+        d = evaluations[evals[0].name]["deployed"]["global"]
+        logger.info("%s: done in %.1fs, R@P%g (pooled) %s, recall as deployed %s (precision %s)", spec.key,
+                    train_m.wall_seconds, s.precision * 100,
+                    "-" if g.get("r_at_p") is None else f"{g['r_at_p']:.4f}",
+                    "-" if d.get("recall") is None else f"{d['recall']:.4f}",
+                    "-" if d.get("precision") is None else f"{d['precision']:.4f}")
         return record
+
+    def _deployment_thresholds(self, spec: RunSpec, model: Any, dataset: "Dataset") -> dict[str, Any]:
+        """The per-locale thresholds the model is judged by *as deployed* (see the module doc).
+
+        A q2pt variant: its own ``thresholds_`` (calibrated on the validation split when it was
+        trained), unless they target another precision than the experiment's. Otherwise (and
+        for every baseline) the model's validation scores -- valid rows of its training
+        locales, as :func:`q2pt.models.validation_report` uses -- are calibrated with
+        :func:`calibrate_on_valid`, i.e. :func:`q2pt.metrics.calibrate_thresholds`.
+        """
+        p = self.settings.precision
+        why = ""
+        if spec.kind == "variant":
+            own = dict(getattr(model, "thresholds_", None) or {})
+            target = float(model.config.train.precision_target)
+            if "global" in own and abs(target - p) < 1e-12:
+                return {
+                    "thresholds": {str(k): float(v) for k, v in own.items()},
+                    "details": dict((getattr(model, "manifest", None) or {}).get("threshold_details") or {}),
+                    "source": "model",
+                }
+            why = (f": the model's thresholds target precision {target:g}, the experiment's is {p:g}"
+                   if "global" in own else ": the model has no calibrated thresholds")
+        valid = dataset.valid
+        trained = set(str(x) for x in (getattr(model, "locales_", None) or []))
+        rows = valid[valid["locale"].astype(str).isin(trained)] if trained else valid
+        if len(rows):
+            scores = model.predict_proba(rows["query"].astype(str).tolist(), rows["locale"].astype(str).tolist())
+        else:
+            scores = np.zeros((0, len(model.classes_)), dtype=np.float32)
+        thresholds, details = calibrate_on_valid(rows, scores, model.classes_, precision=p)
+        return {"thresholds": thresholds, "details": details, "source": "calibrated on valid" + why}
 
     def _reuse(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet], identity: dict[str, Any],
                config_hash: str, model_hash: str) -> dict[str, Any] | None:
@@ -414,7 +492,7 @@ class ExperimentRunner:
         if not src or src.get("data_fingerprint") != dataset.fingerprint or src.get("model_hash") != model_hash:
             return None
         test = dataset.test
-        if "test" not in src.get("evals", {}) or any(
+        if "test" not in src.get("evals", {}) or not has_deployed(src) or any(
             ev.predict_locales is not None or len(ev.frame) != len(test) or not ev.frame.index.equals(test.index)
             for ev in evals
         ):
@@ -463,7 +541,8 @@ class ExperimentRunner:
         from .baselines import build_baseline
 
         s = self.settings
-        model = build_baseline(spec.name, params={"fasttext": s.fasttext, "tfidf": s.tfidf}, seed=s.seed)
+        model = build_baseline(spec.name, params={"fasttext": s.fasttext, "tfidf": s.tfidf, "use_lr": s.use_lr, "e5_lr": s.e5_lr},
+                               seed=s.seed)
         with PeakMemory() as pm:
             model.fit(dataset)
         return model, pm.result, {"networks": model.n_networks, "parameters": model.n_parameters}
@@ -510,6 +589,7 @@ class ExperimentRunner:
             RunSpec(f"main/{b}", "baseline", b, baseline_label(b), params=baseline_identity(b, s), measure_size=True)
             for b in s.baselines
         ]
+        self._log_estimate(specs)
         t0 = time.perf_counter()
         records = self._run_all("main comparison", [(sp, self.dataset, [self.main_eval()]) for sp in specs])
         elapsed = time.perf_counter() - t0
@@ -530,6 +610,29 @@ class ExperimentRunner:
         )
         self.store.put_section("main", section)
         return section
+
+    def _log_estimate(self, specs: Sequence[RunSpec]) -> None:
+        """Log how long the main comparison should take on this machine (see ``estimate``)."""
+        from q2pt.config import encoder_kind
+
+        from .estimate import estimate_seconds, training_throughput
+
+        variants = [sp.config for sp in specs if sp.kind == "variant" and sp.config is not None]
+        if not variants:
+            return
+        probe = next((c for c in variants if c.model.variant != "non-unified"), variants[0])
+        try:
+            qps = training_throughput(probe, self.dataset)
+        except Exception as exc:  # an estimate must never stop the experiment
+            logger.debug("no time estimate: %s", exc)
+            return
+        est = estimate_seconds(variants, [sp.name for sp in specs if sp.kind == "baseline"], self._sizes, qps,
+                               encoder_kind(self.encoder))
+        logger.info(
+            "estimated time of the main comparison on this machine: about %.0f min if nothing is cached "
+            "(training at %.0f queries/s measured just now; early stopping can make it shorter)",
+            max(1.0, est["seconds"] / 60.0), qps,
+        )
 
     def _run_all(
         self, title: str, jobs: Sequence[tuple[RunSpec, "Dataset", Sequence[EvalSet]]]

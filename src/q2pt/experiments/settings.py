@@ -45,7 +45,11 @@ __all__ = [
 #: The follow-up studies (``--study NAME``); ``all`` runs the main comparison and every study.
 STUDIES: tuple[str, ...] = ("data-size", "cold-start", "pretraining", "label-noise", "head", "locale-conflicts")
 
-BASELINE_NAMES: tuple[str, ...] = ("fasttext-per-locale", "fasttext-unified", "tfidf-per-locale", "tfidf-unified")
+BASELINE_NAMES: tuple[str, ...] = (
+    "fasttext-per-locale", "fasttext-unified", "tfidf-per-locale", "tfidf-unified",
+    # frozen pretrained embeddings + logistic regression (USE; USE + multilingual-e5-small)
+    "use-lr-per-locale", "use-lr-unified", "e5-lr-per-locale", "e5-lr-unified",
+)
 
 Budget = Literal["tiny", "quick", "full"]
 
@@ -78,6 +82,10 @@ class ExperimentSettings(BaseModel):
     """fastText hyper-parameter overrides (see ``baselines.FASTTEXT_DEFAULTS``)."""
     tfidf: dict[str, Any] = Field(default_factory=dict)
     """TF-IDF + logistic regression overrides (see ``baselines.TFIDF_DEFAULTS``)."""
+    use_lr: dict[str, Any] = Field(default_factory=dict)
+    """Frozen USE + logistic regression overrides (see ``baselines.FROZEN_LR_DEFAULTS``)."""
+    e5_lr: dict[str, Any] = Field(default_factory=dict)
+    """Frozen USE + e5 + logistic regression overrides (see ``baselines.E5_LR_DEFAULTS``)."""
 
     # --- studies
     data_size_locale: str | None = None
@@ -179,8 +187,9 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"max_epochs": 3, "patience": 1, "batch_size": 64},
     },
     "quick": {
-        "experiment": {"bootstrap": 1000, "study_bootstrap": 200},
-        "train": {"max_epochs": 3, "batch_size": 32, "min_steps": 250},
+        "experiment": {"bootstrap": 1000, "study_bootstrap": 200,
+                       "baselines": [b for b in BASELINE_NAMES if not b.startswith("e5-")]},
+        "train": {"max_epochs": 1, "batch_size": 64, "min_steps": 100},
     },
     "full": {
         "experiment": {"bootstrap": 500, "study_bootstrap": 200},
@@ -226,7 +235,8 @@ def resolve_settings(
         for key, value in layer.items():
             if key not in ExperimentSettings.model_fields:
                 raise ConfigError(f"unknown key 'experiment.{key}'; valid keys: {', '.join(_valid_keys())}")
-            if key in ("fasttext", "tfidf") and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            if key in ("fasttext", "tfidf", "use_lr", "e5_lr") and isinstance(value, Mapping) \
+                    and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = copy.deepcopy(value)

@@ -204,7 +204,7 @@ def verify_export(
 
 
 class _Probabilities:
-    """Builds a torch module ``(*token tensors) -> sigmoid(net(batch))`` for tracing."""
+    """Builds a torch module ``(*token tensors) -> net.scores(batch)`` (probabilities) for tracing."""
 
     @staticmethod
     def build(net: Any, names: Sequence[str]) -> Any:
@@ -216,7 +216,7 @@ class _Probabilities:
                 self.net = net
 
             def forward(self, *tensors: Any) -> Any:
-                return torch.sigmoid(self.net(dict(zip(names, tensors))))
+                return self.net.scores(dict(zip(names, tensors)))
 
         return Probabilities().eval()
 

@@ -196,8 +196,7 @@ class TorchRuntime(Runtime):
     def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            logits = self._nets[key](batch)
-            return torch.sigmoid(logits).float().numpy()
+            return self._nets[key].scores(batch).float().numpy()
 
 
 class OnnxRuntime(Runtime):

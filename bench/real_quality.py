@@ -1,0 +1,184 @@
+"""Quality on real queries: every model and baseline, K-fold cross-validation, three regimes.
+
+    python bench/real_quality.py DATA_FILE [--out DIR] [--folds 5] [--regimes top,level2,small]
+                                 [--small-per-locale 60] [--jobs 2] [-- EXTRA q2pt experiment FLAGS]
+
+DATA_FILE is one labelled file in q2pt's data format whose product types are category paths
+(``a > b > c``), e.g. the development set ``../shared/data/cikm-qc/queries.jsonl`` (real
+third-party data: it is read from the path given, never copied into the project). Everything
+runs through the command line a user has:
+
+1. ``q2pt data split DATA_FILE --folds K --out OUT/splits`` (leak-free, per locale), and the
+   same with ``--train-per-locale N`` into ``OUT/splits-small`` (the small-store regime: N
+   training queries per locale, the rest of each fold's training part moved to its test);
+2. per regime, ``q2pt experiment --data SPLITS --folds K --data.label_depth D --out OUT/REGIME``:
+   ``top`` (depth 1), ``level2`` (depth 2), ``small`` (depth 1, the small splits);
+3. the table: per regime and model, global R@P80 pooled and global recall as deployed (each
+   locale at its threshold calibrated on validation, with the precision reached on test), mean
+   and standard deviation over the folds, training time; then R@P80 per locale; then the
+   default model's margins over the baselines and non-unified.
+
+Experiments are resumable: rerunning with the same ``--out`` skips finished runs. ``--jobs 2``
+runs two regimes at once (each with one torch thread: on 2 cores that beats two threads each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+REGIMES = {"top": (1, "splits"), "level2": (2, "splits"), "small": (1, "splits-small")}
+#: the models the targets compare (README / issue): the default vs the frozen-embedding baselines
+DEFAULT_MODEL = "unified-aware"
+
+
+def q2pt(*args: str, log: Path | None = None) -> None:
+    cmd = [sys.executable, "-m", "q2pt", *args]
+    print("$ q2pt " + " ".join(args), flush=True)
+    if log is None:
+        subprocess.run(cmd, check=True)
+        return
+    with open(log, "a", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        raise SystemExit(f"failed (exit {proc.returncode}): q2pt {' '.join(args)}; see {log}")
+
+
+def split(data: str, out: Path, folds: int, seed: int, small: int) -> None:
+    for name, extra in (("splits", []), ("splits-small", ["--train-per-locale", str(small)])):
+        if not (out / name / "fold-0").is_dir():
+            q2pt("data", "split", data, "--folds", str(folds), "--seed", str(seed), "--out", str(out / name),
+                 "--overwrite", *extra)
+
+
+def run_regime(regime: str, out: Path, folds: int, threads: int, extra: list[str]) -> float:
+    depth, splits = REGIMES[regime]
+    start = time.time()
+    q2pt("experiment", "--data", str(out / splits), "--folds", str(folds), "--out", str(out / regime),
+         "--data.label_depth", str(depth), "--train.num_threads", str(threads), "--no-progress", *extra,
+         log=out / f"{regime}.log")
+    return time.time() - start
+
+
+def fmt(stats: dict | None, digits: int = 3) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+    sd = stats.get("std")
+    return f"{stats['mean']:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{stats['mean']:.{digits}f}"
+
+
+def tables(out: Path, regimes: list[str]) -> str:
+    lines: list[str] = []
+    margins: list[str] = []
+    for regime in regimes:
+        path = out / regime / "results.json"
+        if not path.is_file():
+            lines.append(f"\n{regime}: no results ({path} missing)")
+            continue
+        res = json.loads(path.read_text(encoding="utf-8"))
+        models = res["models"]
+        depth = REGIMES[regime][0]
+        lines += [
+            "",
+            f"### {regime} (label depth {depth}, {res['k']} folds; mean ± sd over folds)",
+            "",
+            "| model | global R@P80 pooled | global recall as deployed | precision reached | train s |",
+            "|---|---|---|---|---:|",
+        ]
+        for name, m in models.items():
+            t = (m.get("train_seconds") or {}).get("mean")
+            lines.append(
+                f"| {m.get('label', name)} | {fmt(m['global_r_at_p'])} | {fmt(m['global_deployed_recall'])} | "
+                f"{fmt(m['global_deployed_precision'])} | {'-' if t is None else f'{t:.0f}'} |"
+            )
+        locales = res.get("locales") or []
+        sizes = res.get("train_sizes") or {}
+        lines += ["", "R@P80 per locale (mean over folds; train queries per locale in the header):", ""]
+        lines.append("| model | " + " | ".join(f"{loc} ({(sizes.get(loc) or {}).get('mean') or 0:.0f})" for loc in locales) + " |")
+        lines.append("|---|" + "---:|" * len(locales))
+        for name, m in models.items():
+            cells = [fmt(m["locales"].get(loc, {}).get("r_at_p"), 2).split(" ±")[0] for loc in locales]
+            lines.append(f"| {m.get('label', name)} | " + " | ".join(cells) + " |")
+        if DEFAULT_MODEL in models:
+            ref = models[DEFAULT_MODEL]
+            for name, m in models.items():
+                if name == DEFAULT_MODEL:
+                    continue
+                for key, what in (("global_r_at_p", "pooled"), ("global_deployed_recall", "as deployed")):
+                    a, b = (ref.get(key) or {}).get("values") or [], (m.get(key) or {}).get("values") or []
+                    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None]
+                    if diffs:
+                        mean = sum(diffs) / len(diffs)
+                        wins = sum(d > 0 for d in diffs)
+                        margins.append(f"| {regime} | {m.get('label', name)} | {what} | {100 * mean:+.1f} | {wins}/{len(diffs)} |")
+    if margins:
+        lines += ["", f"### {DEFAULT_MODEL} minus each other model (points, mean of per-fold differences)", "",
+                  "| regime | model | global figure | difference | folds won |", "|---|---|---|---:|---:|", *margins]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        tv = torch.__version__
+    except ImportError:  # pragma: no cover
+        tv = "-"
+    return f"{os.cpu_count()} cores, {cpu}, torch {tv}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", metavar="DATA_FILE", help="one labelled file whose product types are category paths")
+    ap.add_argument("--out", default="runs/real-quality", help="output folder (default runs/real-quality)")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="split seed")
+    ap.add_argument("--regimes", default="top,level2,small", help="comma-separated: top, level2, small")
+    ap.add_argument("--small-per-locale", type=int, default=60, help="training queries per locale in the small regime")
+    ap.add_argument("--jobs", type=int, default=1, help="regimes run at once (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per experiment (default 1)")
+    ap.add_argument("--report-only", action="store_true", help="print the tables of finished runs and stop")
+    ap.add_argument("extra", nargs="*", help="more q2pt experiment flags, after --")
+    args = ap.parse_args(argv)
+    regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    bad = [r for r in regimes if r not in REGIMES]
+    if bad:
+        ap.error(f"unknown regime(s) {', '.join(bad)}; valid: {', '.join(REGIMES)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(timezone.utc)
+    walls: dict[str, float] = {}
+    if not args.report_only:
+        split(args.data, out, args.folds, args.seed, args.small_per_locale)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {r: pool.submit(run_regime, r, out, args.folds, args.threads, list(args.extra)) for r in regimes}
+            for r, f in futures.items():
+                walls[r] = f.result()
+    print(f"\n## Real-data quality (REAL third-party relevance judgments, not exhaustive): {args.data}")
+    print(f"\nStarted {started:%Y-%m-%d %H:%M} UTC on {machine()}; load average at the end "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
+    print("Command: python bench/real_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    if walls:
+        print("Wall time per regime: " + ", ".join(f"{r} {w / 60:.1f} min" for r, w in walls.items()))
+    print(tables(out, regimes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

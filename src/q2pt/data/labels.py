@@ -1,0 +1,89 @@
+"""Product-type label transforms applied at load time.
+
+Product types are often paths in a taxonomy, ``"shoes > women's shoes > flats"``.
+:func:`truncate_labels` cuts every path to its first ``depth`` levels (``data.label_depth``
+in a training config), so that a model can be trained and judged at a coarser level of
+the taxonomy: ``depth=1`` gives ``"shoes"``, ``depth=2`` ``"shoes > women's shoes"``.
+
+Levels are found by splitting on the separator with any whitespace around it ignored
+(with the default ``" > "``, ``"a>b"``, ``"a  >  b"`` and ``"a > b"`` are the same path);
+each level is stripped, empty levels are dropped, and the kept levels are joined with the
+separator itself. A path with ``depth`` levels or fewer is therefore kept as it is, up to
+that spacing. Labels of a row that become equal after truncation are merged (the first
+occurrence's position is kept).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import schema as S
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+DEFAULT_SEPARATOR = " > "
+
+
+def _splitter(sep: str) -> str:
+    """What to split on: the separator without its surrounding whitespace (unless it is
+    nothing but whitespace)."""
+    if not sep:
+        raise ValueError("the label separator must not be empty")
+    return sep.strip() or sep
+
+
+def truncate_path(label: str, depth: int, sep: str = DEFAULT_SEPARATOR) -> str:
+    """``label`` cut to its first ``depth`` levels (see the module doc).
+
+    ``truncate_path("a > b > c", 2)`` -> ``"a > b"``; ``truncate_path("a>b", 5)`` -> ``"a > b"``.
+    A label with no non-empty level (e.g. ``">"``) is returned stripped, unchanged otherwise."""
+    if depth < 1:
+        raise ValueError(f"label depth must be at least 1, got {depth}")
+    levels = [p.strip() for p in label.split(_splitter(sep))]
+    levels = [p for p in levels if p]
+    if not levels:
+        return label.strip()
+    return sep.join(levels[:depth])
+
+
+def truncate_label_lists(
+    label_lists: list[list[str]], depth: int, sep: str = DEFAULT_SEPARATOR
+) -> tuple[list[list[str]], int]:
+    """Truncate every label of every list; duplicates within a list merged.
+
+    Returns (new lists, number of labels whose text changed)."""
+    if depth < 1:
+        raise ValueError(f"label depth must be at least 1, got {depth}")
+    cache: dict[str, str] = {}
+    changed = 0
+    out: list[list[str]] = []
+    for labels in label_lists:
+        new: list[str] = []
+        for lab in labels:
+            cut = cache.get(lab)
+            if cut is None:
+                cut = cache[lab] = truncate_path(lab, depth, sep)
+            if cut != lab:
+                changed += 1
+            new.append(cut)
+        out.append(list(dict.fromkeys(new)))
+    return out, changed
+
+
+def truncate_labels(
+    frame: "pd.DataFrame", depth: int | None, sep: str = DEFAULT_SEPARATOR
+) -> tuple["pd.DataFrame", int]:
+    """A copy of ``frame`` whose ``product_types`` are cut to their first ``depth`` levels,
+    and the number of labels (row, product type pairs) whose text changed.
+
+    ``depth=None`` returns ``frame`` itself and 0. Other columns are untouched."""
+    if depth is None:
+        return frame, 0
+    lists = [list(v) for v in frame[S.LABELS].tolist()]
+    new, changed = truncate_label_lists(lists, int(depth), sep)
+    out = frame.copy()
+    import pandas as pd
+
+    out[S.LABELS] = pd.Series(new, index=frame.index, dtype=object)
+    return out, changed

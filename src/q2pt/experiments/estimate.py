@@ -1,0 +1,117 @@
+"""An estimate of an experiment's duration, printed before it starts.
+
+Training dominates: every variant's training loop is planned in optimiser steps (epochs,
+``min_steps``, ``max_steps``; early stopping can only make it shorter), and a few training
+steps of the main encoder are timed on this machine before anything else runs. Baselines
+and evaluation are scaled from the development machine's measured cost by how fast this
+machine ran the same training steps compared with the development machine.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.config import Config
+    from q2pt.data import Dataset
+
+__all__ = ["planned_examples", "training_throughput", "estimate_seconds", "BASELINE_SECONDS_PER_1K", "DEV_TRAIN_QPS"]
+
+#: training queries/s of the ``use`` encoder on the development machine (2 cores, AMD EPYC,
+#: one torch thread: bench/train_speed.py --threads 1), the reference the factors below scale from
+DEV_TRAIN_QPS = {"use": 986.0, "ngram": 22_981.0}
+#: seconds per 1,000 training queries of each baseline on the development machine, from the
+#: demo's report (`make demo`, quick simulated store, 32,138 training queries, 2026-12-01)
+BASELINE_SECONDS_PER_1K: dict[str, float] = {
+    "fasttext-per-locale": 0.9,
+    "fasttext-unified": 0.4,
+    "tfidf-per-locale": 0.6,
+    "tfidf-unified": 1.6,
+    "use-lr-per-locale": 0.8,
+    "use-lr-unified": 1.2,
+    "e5-lr-per-locale": 8.0,
+    "e5-lr-unified": 8.0,
+}
+#: evaluation (scoring valid at every check, test, bootstrap CIs) as a share of training time
+EVAL_SHARE = 0.25
+
+
+def planned_examples(config: "Config", sizes: Mapping[str, int]) -> int:
+    """Training examples the loop passes at most for ``config``'s variant on training splits of
+    ``sizes`` (queries per locale): every network's steps x its batch size."""
+    cfg = config.train
+    bs = cfg.batch_size
+
+    def one(n: int) -> int:
+        if n <= 0:
+            return 0
+        per_epoch = max(1, math.ceil(n / bs))
+        epochs = cfg.max_epochs
+        if cfg.min_steps:
+            epochs = max(epochs, math.ceil(cfg.min_steps / per_epoch))
+        steps = epochs * per_epoch
+        if cfg.max_steps is not None:
+            steps = min(steps, cfg.max_steps)
+        return steps * min(bs, n)
+
+    if config.model.variant == "non-unified":
+        return sum(one(int(n)) for n in sizes.values())
+    return one(int(sum(sizes.values())))
+
+
+def training_throughput(config: "Config", dataset: "Dataset", *, steps: int = 4, warmup: int = 1) -> float:
+    """Training queries/s of ``config``'s network on a few of ``dataset``'s training batches (the
+    weights are thrown away)."""
+    import torch
+
+    from q2pt.models import build_network
+    from q2pt.training import _train_step, make_optimizers, prepare_split
+
+    cfg = config.train
+    train = dataset.train
+    n = min(len(train), cfg.batch_size * (steps + warmup))
+    part = train.iloc[:n]
+    classes = sorted({t for ts in part["product_types"] for t in ts})
+    previous = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        torch.manual_seed(0)
+        aware = config.model.variant == "unified-aware"
+        net = build_network(config, classes, sorted(part["locale"].astype(str).unique()) if aware else None)
+        split = prepare_split(net.encoder, part, classes, locale_aware=aware)
+        opts = make_optimizers(net, cfg)
+        weights = torch.from_numpy(split.weights)
+        bs = min(cfg.batch_size, split.n)
+        batches = [np.arange(i, min(i + bs, split.n)) for i in range(0, split.n, bs)] or [np.arange(split.n)]
+        net.train()
+        done = 0
+        start = None
+        for i in range(steps + warmup):
+            if i == warmup:
+                start = time.perf_counter()
+            idx = batches[i % len(batches)]
+            _train_step(net, opts, split, idx, None, split.targets, weights, output=net.output)
+            if i >= warmup:
+                done += len(idx)
+        elapsed = time.perf_counter() - (start or time.perf_counter())
+    finally:
+        torch.set_num_threads(previous)
+    return done / max(elapsed, 1e-9)
+
+
+def estimate_seconds(
+    configs: Sequence["Config"], baselines: Sequence[str], sizes: Mapping[str, int], train_qps: float, encoder_kind: str
+) -> dict[str, Any]:
+    """``{"seconds", "variants", "baselines", "factor"}``: the estimate and its parts."""
+    variants = sum(planned_examples(c, sizes) for c in configs) / max(train_qps, 1e-9)
+    dev = DEV_TRAIN_QPS.get(encoder_kind)
+    factor = dev / train_qps if dev else 1.0
+    n_1k = sum(sizes.values()) / 1000.0
+    base = sum(BASELINE_SECONDS_PER_1K.get(b, 1.0) for b in baselines) * n_1k * max(factor, 0.25)
+    total = variants * (1.0 + EVAL_SHARE) + base
+    return {"seconds": total, "variants": variants, "baselines": base, "factor": factor}

@@ -1,0 +1,157 @@
+"""data.label_depth: product type paths cut at load time, for training and evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from q2pt.config import resolve_config
+from q2pt.data import from_frames, load_configured, load_dataset
+from q2pt.data.io import write_dataset, write_table
+from q2pt.data.labels import truncate_labels, truncate_path
+from q2pt.errors import ConfigError
+
+PATHS = {
+    "fashion > shoes > sneakers": {"en_US": "sneakers", "de_DE": "turnschuhe"},
+    "fashion > shoes > boots": {"en_US": "boots", "de_DE": "stiefel"},
+    "fashion > bags": {"en_US": "handbag", "de_DE": "handtasche"},
+    "electronics > tv > oled": {"en_US": "oled tv", "de_DE": "oled fernseher"},
+    "home > kitchen > pans": {"en_US": "frying pan", "de_DE": "bratpfanne"},
+}
+
+
+def path_frame(n: int, offset: int) -> pd.DataFrame:
+    rows = []
+    paths = list(PATHS)
+    for i in range(n):
+        loc = ("en_US", "de_DE")[i % 2]
+        path = paths[(i // 2) % len(paths)]
+        labels = [path]
+        if i % 7 == 0:  # two paths that share their first level
+            labels.append("fashion > shoes > boots" if path != "fashion > shoes > boots" else "fashion > bags")
+        rows.append({"query": f"{PATHS[path][loc]} {offset + i}", "locale": loc, "product_types": labels})
+    return pd.DataFrame(rows)
+
+
+def splits() -> dict[str, pd.DataFrame]:
+    return {"train": path_frame(80, 0), "valid": path_frame(30, 1000), "test": path_frame(30, 2000)}
+
+
+@pytest.mark.parametrize(
+    "label, depth, expected",
+    [
+        ("a > b > c", 1, "a"),
+        ("a > b > c", 2, "a > b"),
+        ("a > b > c", 3, "a > b > c"),
+        ("a > b > c", 9, "a > b > c"),  # deeper than the path: unchanged
+        ("a", 2, "a"),
+        ("a>b>c", 2, "a > b"),  # odd spacing
+        ("  a  >b  >   c ", 2, "a > b"),
+        ("a > > b", 2, "a > b"),  # empty level dropped
+        ("a>b", 5, "a > b"),  # normalised even when not cut
+        (">", 1, ">"),  # nothing but separators: kept
+    ],
+)
+def test_truncate_path(label, depth, expected):
+    assert truncate_path(label, depth) == expected
+
+
+def test_truncate_path_other_separators():
+    assert truncate_path("a/b/c", 2, "/") == "a/b"
+    assert truncate_path("a :: b :: c", 1, " :: ") == "a"
+    assert truncate_path("a b c", 2, " ") == "a b"
+    with pytest.raises(ValueError):
+        truncate_path("a > b", 0)
+
+
+def test_truncate_labels_merges_duplicates_and_counts_changes():
+    df = pd.DataFrame({
+        "query": ["q1", "q2", "q3"],
+        "locale": ["us", "us", "us"],
+        "product_types": [["a > b > c", "a > b > d", "x"], ["a>b"], ["y > z"]],
+        "weight": [1.0, 2.0, 1.0],
+    })
+    out, changed = truncate_labels(df, 2)
+    assert out["product_types"].tolist() == [["a > b", "x"], ["a > b"], ["y > z"]]  # duplicates merged
+    assert changed == 3  # a>b>c, a>b>d, a>b (spacing)
+    assert df["product_types"].tolist()[0] == ["a > b > c", "a > b > d", "x"]  # input untouched
+    assert out["weight"].tolist() == [1.0, 2.0, 1.0]
+    one, changed1 = truncate_labels(df, 1)
+    assert one["product_types"].tolist() == [["a", "x"], ["a"], ["y"]] and changed1 == 4
+    same, none = truncate_labels(df, None)
+    assert same is df and none == 0
+
+
+def test_load_dataset_truncates_and_changes_the_fingerprint(tmp_path, caplog):
+    folder = write_dataset(splits(), tmp_path / "d", "jsonl")
+    full = load_dataset(folder)
+    with caplog.at_level("INFO", logger="q2pt.data"):
+        cut = load_dataset(folder, label_depth=1)
+    assert "labels changed" in caplog.text
+    assert cut.labels == ["electronics", "fashion", "home"]
+    assert len(full.labels) == len(PATHS)
+    assert cut.fingerprint != full.fingerprint
+    assert load_dataset(folder, label_depth=2).fingerprint not in (cut.fingerprint, full.fingerprint)
+    assert load_dataset(folder, label_depth=3).fingerprint == full.fingerprint  # nothing deeper than 3
+    assert all(len(set(labs)) == len(labs) for labs in cut.train["product_types"])
+    mem = from_frames(splits(), label_depth=1)
+    assert mem.fingerprint == cut.fingerprint
+    via_config = load_configured(resolve_config(None, ["--data.label_depth", "1", "--data.path", str(folder)]).data)
+    assert via_config.fingerprint == cut.fingerprint
+    assert load_configured({"path": str(folder), "label_depth": 2}).labels == load_dataset(folder, label_depth=2).labels
+    with pytest.raises(ConfigError, match="label_depth"):
+        load_dataset(folder, label_depth=0)
+
+
+def test_config_fields():
+    config = resolve_config(None, [])
+    assert config.data.label_depth is None and config.data.label_separator == " > "
+    config = resolve_config(None, ["--data.label_depth", "2", "--data.label_separator", "/"])
+    assert config.data.label_depth == 2 and config.data.label_separator == "/"
+    assert config.to_dict()["data"]["label_depth"] == 2
+    with pytest.raises(ConfigError, match="label_depth"):
+        resolve_config(None, ["--data.label_depth", "0"])
+    with pytest.raises(ConfigError, match="label_separator"):
+        resolve_config(None, {"data.label_separator": ""})
+
+
+FAST = [
+    "--encoder", "ngram", "--model.encoder_options.dim", "16", "--model.encoder_options.buckets", "1024",
+    "--train.batch_size", "32", "--train.max_epochs", "1", "--train.max_steps", "3", "--train.lr", "0.05",
+    "--train.num_threads", "1",
+    "--no-progress", "-q",
+]
+
+
+def test_a_model_trained_with_label_depth_records_it_and_evaluates_cut_labels(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from q2pt.cli import main
+
+    folder = write_dataset(splits(), tmp_path / "d", "parquet")
+    model = tmp_path / "m"
+    code = main(["train", "--data", str(folder), "--variant", "unified-agnostic", "--out", str(model),
+                 "--data.label_depth", "1", *FAST])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["config"]["data"]["label_depth"] == 1
+    assert manifest["config"]["data"]["label_separator"] == " > "
+    assert manifest["labels"] == ["electronics", "fashion", "home"]
+    assert manifest["data"]["fingerprint"] == load_dataset(folder, label_depth=1).fingerprint
+    assert manifest["data"]["fingerprint"] != load_dataset(folder).fingerprint
+
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--model", str(model), "--data", str(folder), "--json", str(out), "-q"])
+    assert code == 0
+    g = json.loads(out.read_text())["global"]
+    assert g["n_queries"] == 30 and g["n_missing"] == 0  # test labels cut to depth 1 as in training
+    assert g["n_positives"] == sum(len({p.split(" > ")[0] for p in labs}) for labs in splits()["test"]["product_types"])
+
+    labelled = tmp_path / "labelled.jsonl"  # a plain labelled file (no split column) is cut too
+    row = {"query": "oled tv 9", "locale": "en_US", "product_types": ["electronics>tv"]}
+    write_table(pd.DataFrame([row]), labelled)
+    code = main(["evaluate", "--model", str(model), "--data", str(labelled), "--json", str(out), "-q"])
+    assert code == 0
+    g = json.loads(out.read_text())["global"]
+    assert g["n_positives"] == 1 and g["n_missing"] == 0

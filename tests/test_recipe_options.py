@@ -1,0 +1,103 @@
+"""The recipe options: the softmax output, the composite (``use+ngram``) encoder, sparse_lr."""
+
+import numpy as np
+import pytest
+import torch
+
+from q2pt.config import resolve_config  # noqa: E402
+from q2pt.encoders import build_encoder, encoder_from_config  # noqa: E402
+from q2pt.errors import ConfigError  # noqa: E402
+from q2pt.models import Q2PTModel, Q2PTNet, load_model  # noqa: E402
+from q2pt.training import _train_step, make_optimizers, prepare_split  # noqa: E402
+from test_models import tiny_dataset  # noqa: E402
+
+
+def test_softmax_output_scores_sum_to_one_and_sigmoid_does_not():
+    enc = build_encoder("ngram", dim=8, buckets=64)
+    batch = enc.tokenize(["a b", "c", "d e f"], None)
+    soft = Q2PTNet(enc, 5, output="softmax")
+    assert torch.allclose(soft.scores(batch).sum(1), torch.ones(3), atol=1e-5)
+    sig = Q2PTNet(enc, 5, output="sigmoid")
+    logits = sig(batch)
+    assert torch.allclose(sig.scores(batch), torch.sigmoid(logits))
+    with pytest.raises(ConfigError, match="unknown output"):
+        Q2PTNet(enc, 5, output="tanh")
+
+
+def test_softmax_loss_is_cross_entropy_against_the_label_set():
+    """Hand check: two labels of three true -> the loss is the mean of their -log p."""
+    data = tiny_dataset(8, 4, 4)
+    cfg = resolve_config(None, ["--model.encoder_options.dim", "4", "--model.encoder_options.buckets", "32",
+                                "--model.output", "softmax", "--train.num_threads", "1"], "ngram")
+    from q2pt.models import build_network
+
+    classes = sorted({t for ts in data.train["product_types"] for t in ts})
+    torch.manual_seed(0)
+    network = build_network(cfg, classes, None)
+    split = prepare_split(network.encoder, data.train, classes, locale_aware=False)
+    idx = np.arange(split.n)
+    with torch.no_grad():
+        logits = network(split.tokens.take(idx))
+    y = torch.from_numpy(split.targets[idx].toarray())
+    expected = float((-(torch.log_softmax(logits, 1) * y).sum(1) / y.sum(1)).mean())
+    loss = _train_step(network, [], split, idx, None, split.targets, torch.from_numpy(split.weights), output="softmax")
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_softmax_model_trains_saves_and_reloads(tmp_path):
+    data = tiny_dataset()
+    cfg = resolve_config(None, ["--model.encoder_options.dim", "32", "--model.encoder_options.buckets", "4096",
+                                "--train.batch_size", "16", "--train.max_epochs", "8", "--train.lr", "0.05",
+                                "--model.output", "softmax", "--train.num_threads", "1"], "ngram")
+    model = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False)
+    test = data.test
+    scores = model.predict_proba(test["query"].tolist(), test["locale"].tolist())
+    assert np.allclose(scores.sum(1), 1.0, atol=1e-5)
+    # it learned the toy problem: the top type is a true one for most test queries
+    top = [model.classes_[i] for i in scores.argmax(1)]
+    assert np.mean([t in labels for t, labels in zip(top, test["product_types"])]) > 0.8
+    again = load_model(tmp_path / "m")
+    assert again.config.model.output == "softmax"
+    assert np.allclose(again.predict_proba(test["query"].tolist(), test["locale"].tolist()), scores, atol=1e-6)
+
+
+def test_composite_spec_config_and_round_trip(tmp_path):
+    enc = build_encoder("ngram+use", locales=["de", "en"], ngram={"dim": 16, "buckets": 256})
+    assert enc.spec == "ngram+use" and enc.dim == 16 + 512
+    assert [p.kind for p in enc.parts] == ["ngram", "use"]
+    batch = enc.tokenize(["rote schuhe", "tv"], ["de", "en"])
+    assert {k.split(".")[0] for k in batch} == {"p0", "p1"}
+    enc.eval()
+    with torch.no_grad():
+        out = enc(batch)
+    assert out.shape == (2, 528)
+    # the use part alone gives the same features as a use encoder
+    assert enc.sparse_parameters() == enc.parts[0].sparse_parameters()
+    enc.save_assets(tmp_path / "enc")
+    again = encoder_from_config(enc.get_config(), tmp_path / "enc")
+    again.load_state_dict(enc.state_dict())
+    again.eval()
+    with torch.no_grad():
+        assert torch.allclose(again(again.tokenize(["rote schuhe", "tv"], ["de", "en"])), out)
+
+
+def test_composite_bad_specs_and_options():
+    with pytest.raises(ConfigError, match="twice"):
+        build_encoder("ngram+ngram")
+    with pytest.raises(ConfigError, match="per part kind"):
+        build_encoder("ngram+use", dim=8)
+    with pytest.raises(ConfigError):
+        build_encoder("ngram+nonsense")
+    with pytest.raises(ConfigError, match="model.encoder"):
+        resolve_config(encoder="use+use")
+
+
+def test_composite_defaults_give_the_ngram_part_its_own_rate():
+    cfg = resolve_config(encoder="use+ngram")
+    assert cfg.train.sparse_lr == pytest.approx(1e-2)  # the ngram encoder's rate
+    assert cfg.train.encoder_lr == resolve_config(encoder="use").train.encoder_lr
+    assert cfg.model.encoder_options == {"use": {"embedding": "freeze"}}
+    net = Q2PTNet(build_encoder("use+ngram", ngram={"dim": 8, "buckets": 64}), 3)
+    opts = make_optimizers(net, cfg.train)
+    sparse = [o for o in opts if isinstance(o, torch.optim.SparseAdam)]
+    assert len(sparse) == 1 and sparse[0].param_groups[0]["lr"] == pytest.approx(1e-2)
