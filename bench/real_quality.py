@@ -59,12 +59,16 @@ def split(data: str, out: Path, folds: int, seed: int, small: int) -> None:
                  "--overwrite", *extra)
 
 
-def run_regime(regime: str, out: Path, folds: int, threads: int, extra: list[str]) -> float:
+def run_regime(regime: str, out: Path, folds: int, threads: int, extra: list[str], also: list[str]) -> float:
     depth, splits = REGIMES[regime]
     start = time.time()
-    q2pt("experiment", "--data", str(out / splits), "--folds", str(folds), "--out", str(out / regime),
-         "--data.label_depth", str(depth), "--train.num_threads", str(threads), "--no-progress", *extra,
-         log=out / f"{regime}.log")
+    common = ["--data", str(out / splits), "--folds", str(folds), "--data.label_depth", str(depth),
+              "--train.num_threads", str(threads), "--no-progress"]
+    q2pt("experiment", *common, "--out", str(out / regime), *extra, log=out / f"{regime}.log")
+    for spec in also:  # the default variant with another encoder, e.g. use+e5 (frozen e5 as an extra input)
+        q2pt("experiment", *common, "--out", str(out / f"{regime}-{spec}"), "--encoder", spec, *extra,
+             "--experiment.variants", '["unified-aware"]', "--experiment.baselines", "[]",
+             log=out / f"{regime}-{spec}.log")
     return time.time() - start
 
 
@@ -75,7 +79,7 @@ def fmt(stats: dict | None, digits: int = 3) -> str:
     return f"{stats['mean']:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{stats['mean']:.{digits}f}"
 
 
-def tables(out: Path, regimes: list[str]) -> str:
+def tables(out: Path, regimes: list[str], also: list[str]) -> str:
     lines: list[str] = []
     margins: list[str] = []
     for regime in regimes:
@@ -84,7 +88,12 @@ def tables(out: Path, regimes: list[str]) -> str:
             lines.append(f"\n{regime}: no results ({path} missing)")
             continue
         res = json.loads(path.read_text(encoding="utf-8"))
-        models = res["models"]
+        models = dict(res["models"])
+        for spec in also:
+            other = out / f"{regime}-{spec}" / "results.json"
+            if other.is_file():
+                for name, m in json.loads(other.read_text(encoding="utf-8"))["models"].items():
+                    models[f"{name} ({spec})"] = {**m, "label": f"{m.get('label', name)}, encoder {spec}"}
         depth = REGIMES[regime][0]
         lines += [
             "",
@@ -153,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-per-locale", type=int, default=60, help="training queries per locale in the small regime")
     ap.add_argument("--jobs", type=int, default=1, help="regimes run at once (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per experiment (default 1)")
+    ap.add_argument("--also", default="",
+                    help="comma-separated encoders to run the default variant with as well, e.g. use+e5 (default: none)")
     ap.add_argument("--report-only", action="store_true", help="print the tables of finished runs and stop")
-    ap.add_argument("extra", nargs="*", help="more q2pt experiment flags, after --")
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])
+    args.extra = argv[cut + 1:]  # more q2pt experiment flags, after --
     regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    also = [e.strip() for e in args.also.split(",") if e.strip()]
     bad = [r for r in regimes if r not in REGIMES]
     if bad:
         ap.error(f"unknown regime(s) {', '.join(bad)}; valid: {', '.join(REGIMES)}")
@@ -167,16 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         split(args.data, out, args.folds, args.seed, args.small_per_locale)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {r: pool.submit(run_regime, r, out, args.folds, args.threads, list(args.extra)) for r in regimes}
+            futures = {r: pool.submit(run_regime, r, out, args.folds, args.threads, list(args.extra), also) for r in regimes}
             for r, f in futures.items():
                 walls[r] = f.result()
-    print(f"\n## Real-data quality (REAL third-party relevance judgments, not exhaustive): {args.data}")
+    print(f"\n## Quality on {args.data} (not the simulated store; for the cikm-qc dev set: REAL third-party "
+          "relevance judgments, not exhaustive)")
     print(f"\nStarted {started:%Y-%m-%d %H:%M} UTC on {machine()}; load average at the end "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
-    print("Command: python bench/real_quality.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print("Command: python bench/real_quality.py " + " ".join(argv))
     if walls:
         print("Wall time per regime: " + ", ".join(f"{r} {w / 60:.1f} min" for r, w in walls.items()))
-    print(tables(out, regimes))
+    print(tables(out, regimes, also))
     return 0
 
 

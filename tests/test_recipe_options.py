@@ -101,3 +101,34 @@ def test_composite_defaults_give_the_ngram_part_its_own_rate():
     opts = make_optimizers(net, cfg.train)
     sparse = [o for o in opts if isinstance(o, torch.optim.SparseAdam)]
     assert len(sparse) == 1 and sparse[0].param_groups[0]["lr"] == pytest.approx(1e-2)
+
+
+def test_planned_examples_counts_every_networks_steps():
+    from q2pt.experiments.estimate import estimate_seconds, planned_examples
+
+    sizes = {"a": 1000, "b": 100}
+    cfg = resolve_config(None, {"train.batch_size": 50, "train.max_epochs": 2, "train.min_steps": 0}, "ngram")
+    # unified: ceil(1100 / 50) = 22 steps an epoch, 2 epochs, 50 queries a step
+    assert planned_examples(cfg, sizes) == 22 * 2 * 50
+    non = resolve_config(None, {"train.batch_size": 50, "train.max_epochs": 2, "train.min_steps": 10,
+                                "model.variant": "non-unified"}, "ngram")
+    # a: 20 steps/epoch x 2 = 40 >= 10; b: 2 steps/epoch -> 5 epochs for 10 steps
+    assert planned_examples(non, sizes) == 40 * 50 + 10 * 50
+    capped = resolve_config(None, {"train.batch_size": 50, "train.max_steps": 7}, "ngram")
+    assert planned_examples(capped, sizes) == 7 * 50
+    est = estimate_seconds([cfg], [], sizes, train_qps=1100.0, encoder_kind="ngram")
+    assert est["variants"] == pytest.approx(2200 / 1100.0) and est["baselines"] == 0.0
+
+
+def test_composite_with_e5_keeps_the_use_table_as_its_pretrained_resource(tmp_path):
+    from q2pt.encoders.use import pretrained_resource
+
+    enc = build_encoder("use+e5", locales=["de", "en"])
+    assert enc.dim == 512 + 384 * 2  # e5 + its locale block
+    assert enc.pretrained_resource() == pretrained_resource()
+    assert set(enc.pretrained_state()) == {"parts.0.embedding.weight"}
+    net = Q2PTNet(enc, 3)
+    from q2pt.models import pack_state
+
+    tensors, metadata = pack_state(net)  # the use table is stored as a (here empty) delta
+    assert any(k.endswith("#pretrained_delta.rows") for k in tensors)

@@ -93,7 +93,8 @@ class CompositeEncoder(Encoder):
         return {f"parts.{i}.{k}": v for i, part in enumerate(self.parts) for k, v in part.pretrained_state().items()}
 
     def pretrained_resource(self) -> dict[str, str] | None:
-        found = [r for r in (part.pretrained_resource() for part in self.parts) if r is not None]
+        # the resource of the part whose tensors pretrained_state() rebuilds (use: its table)
+        found = [part.pretrained_resource() for part in self.parts if part.pretrained_state()]
         if len(found) > 1:  # pragma: no cover - only use has a pretrained table today
             raise ConfigError("a composite encoder supports at most one part with a pretrained table")
         return found[0] if found else None
