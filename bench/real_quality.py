@@ -53,10 +53,19 @@ def q2pt(*args: str, log: Path | None = None) -> None:
 
 
 def split(data: str, out: Path, folds: int, seed: int, small: int) -> None:
-    for name, extra in (("splits", []), ("splits-small", ["--train-per-locale", str(small)])):
-        if not (out / name / "fold-0").is_dir():
-            q2pt("data", "split", data, "--folds", str(folds), "--seed", str(seed), "--out", str(out / name),
-                 "--overwrite", *extra)
+    """Write the splits unless OUT already holds them for the same file and parameters."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    for name, per_locale in (("splits", None), ("splits-small", small)):
+        stamp = {"source_sha256": digest, "folds": folds, "seed": seed, "train_per_locale": per_locale}
+        stamp_file = out / f"{name}.json"
+        if (out / name / "fold-0").is_dir() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+            continue
+        extra = [] if per_locale is None else ["--train-per-locale", str(per_locale)]
+        q2pt("data", "split", data, "--folds", str(folds), "--seed", str(seed), "--out", str(out / name),
+             "--overwrite", *extra)
+        stamp_file.write_text(json.dumps(stamp), encoding="utf-8")
 
 
 def run_regime(regime: str, out: Path, folds: int, threads: int, extra: list[str], also: list[str]) -> float:

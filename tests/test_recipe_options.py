@@ -132,3 +132,18 @@ def test_composite_with_e5_keeps_the_use_table_as_its_pretrained_resource(tmp_pa
 
     tensors, metadata = pack_state(net)  # the use table is stored as a (here empty) delta
     assert any(k.endswith("#pretrained_delta.rows") for k in tensors)
+
+
+def test_composite_tokens_are_cached_per_part_and_gather_like_tokenizing():
+    from q2pt.training import TokenCache
+
+    enc = build_encoder("ngram+use", locales=["de", "en"], ngram={"dim": 8, "buckets": 256})
+    queries, locales = ["rote schuhe", "tv", "big red sofa now", "pfanne"], ["de", "en", "en", "de"]
+    cache = TokenCache(enc, queries, locales)
+    assert cache.layout == "parts" and [c.layout for c in cache._parts] == ["flat", "flat"]
+    idx = np.array([2, 0])
+    enc.eval()
+    with torch.no_grad():
+        got = enc(cache.take(idx))
+        want = enc(enc.tokenize([queries[2], queries[0]], [locales[2], locales[0]]))
+    assert torch.allclose(got, want, atol=1e-5)

@@ -2,7 +2,9 @@
 
 :class:`Q2PTNet` is the network: encoder -> dropout -> head (``model.head_hidden`` hidden
 layers, then one linear layer) giving one logit per product type; a sigmoid turns logits
-into scores and training minimises binary cross-entropy (see :mod:`q2pt.training`).
+into scores and training minimises binary cross-entropy (see :mod:`q2pt.training`), or, with
+``model.output softmax``, a softmax over the types and cross-entropy (:meth:`Q2PTNet.scores`
+is the one place that turns logits into scores).
 
 :class:`Q2PTModel` is the scikit-learn style estimator over the paper's three variants:
 

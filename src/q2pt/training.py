@@ -90,7 +90,11 @@ class TokenCache:
         self._locales = None if locales is None else list(locales)
         self._tokens: dict[str, Any] | None = None
         self._layout = "tokenize"
-        if self.n:
+        self._parts: list[TokenCache] = []
+        if self.n and callable(getattr(encoder, "join", None)):  # a composite: each part cached on its own
+            self._parts = [TokenCache(part, self._queries, self._locales) for part in encoder.parts]
+            self._layout = "parts"
+        elif self.n:
             tokens = encoder.tokenize(self._queries, self._locales)
             layout = self._detect_layout(tokens)
             if layout is not None:
@@ -101,7 +105,8 @@ class TokenCache:
 
     @property
     def layout(self) -> str:
-        """"rows", "flat", "encoder" (the encoder's select_rows) or "tokenize" (per batch)."""
+        """"rows", "flat", "encoder" (the encoder's select_rows), "parts" (a composite encoder: one
+        cache per part, joined) or "tokenize" (per batch)."""
         return self._layout
 
     def _detect_layout(self, tokens: Mapping[str, Any]) -> str | None:
@@ -157,6 +162,8 @@ class TokenCache:
         """The batch of rows ``idx`` (ready for ``encoder.forward``)."""
         idx = np.asarray(idx, dtype=np.int64)
         tokens = self._tokens
+        if self._layout == "parts":
+            return self.encoder.join([part.take(idx) for part in self._parts])
         if self._layout == "tokenize" or tokens is None:
             queries = [self._queries[i] for i in idx]
             locales = None if self._locales is None else [self._locales[i] for i in idx]

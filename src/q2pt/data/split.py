@@ -22,7 +22,9 @@ Folds (:func:`fold_frames`)
     Each locale's groups, shuffled as above, are cut into ``k`` near-equal parts; fold ``i``
     tests on part ``i`` of every locale, takes ``valid`` **of the remaining groups** (shuffled
     with a generator seeded by (seed, locale, i)) as valid and trains on the rest. Every
-    group is in exactly one fold's test split. There is no ``test`` fraction: it is ``1/k``.
+    group is in exactly one fold's test part (with ``train_per_locale`` the train groups moved
+    to test come on top, so the folds' test splits then overlap). There is no ``test``
+    fraction: it is ``1/k``.
 
 Small stores (``train_per_locale=N``)
     After splitting, each locale's train keeps ``N`` of its groups (a seeded random choice)
@@ -312,7 +314,8 @@ def fold_frames(
 
     In fold ``i`` the test split is the ``i``-th of ``k`` near-equal parts of every locale's
     groups, valid is the ``valid`` fraction *of the other groups* and train the rest (see
-    the module doc); every group is in exactly one fold's test split. Each report is as in
+    the module doc); every group is in exactly one fold's test part (``train_per_locale``
+    moves train groups into test on top of it). Each report is as in
     :func:`split_frame` plus ``fold`` and ``folds``. Raises ConfigError for ``k < 2`` or
     bad parameters."""
     k = _check_int("--folds", k, 2)

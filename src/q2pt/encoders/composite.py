@@ -73,11 +73,13 @@ class CompositeEncoder(Encoder):
 
     def tokenize(self, queries: Sequence[str], locales: Sequence[str] | None) -> dict[str, Any]:
         queries = list(queries)
-        batch: dict[str, Any] = {}
-        for i, part in enumerate(self.parts):
-            for key, value in part.tokenize(queries, locales).items():
-                batch[f"p{i}.{key}"] = value
-        return batch
+        return self.join([part.tokenize(queries, locales) for part in self.parts])
+
+    @staticmethod
+    def join(part_batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """One batch from each part's batch (keys prefixed ``p<i>.``); the training loop's
+        token cache gathers every part's tokens on its own and joins them with this."""
+        return {f"p{i}.{key}": value for i, batch in enumerate(part_batches) for key, value in batch.items()}
 
     def forward(self, batch: dict[str, Any]) -> Any:
         outs = []

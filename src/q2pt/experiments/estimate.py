@@ -2,9 +2,9 @@
 
 Training dominates: every variant's training loop is planned in optimiser steps (epochs,
 ``min_steps``, ``max_steps``; early stopping can only make it shorter), and a few training
-steps of the main encoder are timed on this machine before anything else runs. Baselines
-and evaluation are scaled from the development machine's measured cost by how fast this
-machine ran the same training steps compared with the development machine.
+steps of the main encoder are timed on this machine before anything else runs. Evaluation
+is a fixed share of that training time; baselines are scaled from their cost on the
+development machine by how much slower (or faster) this machine ran the training steps.
 """
 
 from __future__ import annotations

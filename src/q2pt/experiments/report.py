@@ -682,9 +682,9 @@ def _configuration(rep: Report, results: Mapping[str, Any]) -> None:
         rep.code(json.dumps(any_sec["settings"], indent=2), "json")
 
 
-def render_report(out_dir: str | Path, results: Mapping[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``figures/*.png`` into ``out_dir`` from
-    ``results`` (default: ``out_dir/results.json``). Returns the written paths."""
+def _prepare_output(out_dir: str | Path, results: Mapping[str, Any] | None) -> tuple[Path, Mapping[str, Any], Path]:
+    """The output folder, the results (default: read from its ``results.json``) and a figure
+    folder emptied of the previous report's figures."""
     out_dir = Path(out_dir)
     if results is None:
         results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
@@ -692,6 +692,13 @@ def render_report(out_dir: str | Path, results: Mapping[str, Any] | None = None)
     figdir.mkdir(parents=True, exist_ok=True)
     for old in figdir.glob("*.png"):
         old.unlink()
+    return out_dir, results, figdir
+
+
+def render_report(out_dir: str | Path, results: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` into ``out_dir`` from
+    ``results`` (default: ``out_dir/results.json``). Returns the written paths."""
+    out_dir, results, figdir = _prepare_output(out_dir, results)
     data = results.get("data") or {}
     title = "q2pt experiment report" + (" (SIMULATED data)" if data.get("simulated") else "")
     rep = Report(title)
@@ -777,13 +784,7 @@ def folds_headline_table(results: Mapping[str, Any]) -> str:
 def render_folds_report(out_dir: str | Path, results: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """``report.md``, ``report.html`` and ``figures/*.png`` of a cross-validation (``results``:
     the aggregate ``results.json`` written by ``run_experiment(folds=K)``)."""
-    out_dir = Path(out_dir)
-    if results is None:
-        results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
-    figdir = out_dir / FIG_DIR
-    figdir.mkdir(parents=True, exist_ok=True)
-    for old in figdir.glob("*.png"):
-        old.unlink()
+    out_dir, results, figdir = _prepare_output(out_dir, results)
     k = results.get("k")
     p, rap = _folds_rap(results)
     simulated = bool(results.get("simulated"))

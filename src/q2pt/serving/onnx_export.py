@@ -10,7 +10,8 @@ Layout of an export (``q2pt export onnx --model MODEL_DIR --out OUT``):
 Each graph takes the tensors of its encoder's ``tokenize`` (same names: ``ids`` +
 ``lengths`` for ``use``, ``ids`` + ``offsets`` for ``ngram``, ``input_ids`` +
 ``attention_mask``... for ``hf:``; every axis dynamic) and returns ``probabilities``
-``(batch, n_labels)`` = sigmoid of the network's logits, labels in the order stored in the
+``(batch, n_labels)`` = the network's scores (``Q2PTNet.scores``: sigmoid, or softmax for
+``model.output softmax``), labels in the order stored in the
 graph's metadata (``q2pt.labels``, JSON; also ``q2pt.variant``, ``q2pt.network``,
 ``q2pt.inputs``, ``q2pt.encoder``, ``q2pt.quantize``). Tokenization stays in Python
 (``Encoder.tokenize``): serve with ``q2pt serve --runtime onnx --onnx OUT``.
