@@ -196,9 +196,9 @@ ENCODER_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     # dense fine-tune the table too; saved models then store the rows that changed.
     #
     # Tuned on real queries (2026-12-01, the cikm-qc dev set of 5,450 AliExpress queries in 10
-    # languages, top-level types, 5-fold leak-free CV, unified-aware, full budget: batch 64,
-    # patience 2, one thread; mean test R@P80 pooled over the folds, per-fold values in the
-    # README): these settings 0.360 [0.359 0.356 0.302 0.374 0.409]. Every alternative tried was
+    # languages, top-level types, unified-aware, experiment budget for user data: batch 64,
+    # patience 2, one thread; `python bench/real_tuning.py FILE --fold K KEY=VALUE` for K = 0..4,
+    # mean test R@P80 pooled over the folds): these settings 0.360 [0.359 0.356 0.302 0.374 0.409]. Every alternative tried was
     # level with them or worse, inside the fold-to-fold spread (+-4 points): head_lr 3e-2 0.350
     # (5 folds), 3e-3 0.324 (2 folds, these settings 0.357 on the same folds); encoder_lr 3e-4
     # 0.329 and 1e-3 0.274 (3 folds; these 0.339); sparse table fine-tuning at encoder_lr 3e-4
