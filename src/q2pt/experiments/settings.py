@@ -188,9 +188,9 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"max_epochs": 3, "patience": 1, "batch_size": 64},
     },
     "quick": {
-        "experiment": {"bootstrap": 1000, "study_bootstrap": 200, "fasttext": {"epoch": 10},
+        "experiment": {"bootstrap": 1000, "study_bootstrap": 200, "fasttext": {"epoch": 5}, "tfidf": {"max_iter": 3},
                        "baselines": [b for b in BASELINE_NAMES if not b.startswith("e5-")]},
-        "train": {"max_epochs": 1, "batch_size": 64, "min_steps": 30, "max_steps": 300},
+        "train": {"max_epochs": 1, "batch_size": 64, "max_steps": 250},
     },
     "full": {
         "experiment": {"bootstrap": 500, "study_bootstrap": 200},
