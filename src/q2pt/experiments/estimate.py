@@ -24,17 +24,20 @@ __all__ = ["planned_examples", "training_throughput", "estimate_seconds", "BASEL
 #: training queries/s of the ``use`` encoder on the development machine (2 cores, AMD EPYC,
 #: one torch thread: bench/train_speed.py --threads 1), the reference the factors below scale from
 DEV_TRAIN_QPS = {"use": 986.0, "ngram": 22_981.0}
-#: seconds per 1,000 training queries of each baseline on the development machine, from the
-#: demo's report (`make demo`, quick simulated store, 32,138 training queries, 2026-12-01)
+#: seconds per 1,000 training queries of each baseline on the development machine: the
+#: ``train_seconds`` of the quick demo's report (2026-12-01, idle, 32,138 training queries,
+#: quick budget: fastText 5 epochs, TF-IDF 3 passes), and for e5-lr a real 3,920-query fold
+#: (bench/real_quality.py; the first e5 baseline of a process embeds every query at ~145/s,
+#: the second reuses them)
 BASELINE_SECONDS_PER_1K: dict[str, float] = {
-    "fasttext-per-locale": 0.9,
-    "fasttext-unified": 0.4,
-    "tfidf-per-locale": 0.6,
-    "tfidf-unified": 1.6,
-    "use-lr-per-locale": 0.8,
-    "use-lr-unified": 1.2,
-    "e5-lr-per-locale": 8.0,
-    "e5-lr-unified": 8.0,
+    "fasttext-per-locale": 0.37,
+    "fasttext-unified": 0.14,
+    "tfidf-per-locale": 0.63,
+    "tfidf-unified": 0.72,
+    "use-lr-per-locale": 2.2,
+    "use-lr-unified": 0.27,
+    "e5-lr-per-locale": 14.7,
+    "e5-lr-unified": 1.0,
 }
 #: evaluation (scoring valid at every check, test, bootstrap CIs) as a share of training time
 EVAL_SHARE = 0.25
