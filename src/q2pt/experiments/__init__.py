@@ -20,8 +20,9 @@ study on one fold with ``--data DIR/fold-i --out OUT/fold-i``; it reuses that fo
 comparison).
 
 Modules: :mod:`.settings` (settings, budgets), :mod:`.runner` (runs, results file),
-:mod:`.baselines` (fastText, TF-IDF), :mod:`.studies`, :mod:`.evaluation`,
-:mod:`.resources` (time / memory / size measurement), :mod:`.figures`, :mod:`.report`.
+:mod:`.baselines` (fastText, TF-IDF, frozen USE / USE + e5 + LR), :mod:`.studies`, :mod:`.evaluation`,
+:mod:`.resources` (time / memory / size measurement), :mod:`.estimate` (the time estimate),
+:mod:`.figures`, :mod:`.report`.
 """
 
 from __future__ import annotations
