@@ -71,8 +71,8 @@ def test_composite_spec_config_and_round_trip(tmp_path):
     with torch.no_grad():
         out = enc(batch)
     assert out.shape == (2, 528)
-    # the use part alone gives the same features as a use encoder
-    assert enc.sparse_parameters() == enc.parts[0].sparse_parameters()
+    # the composite's sparse parameters are its parts' (the ngram bag)
+    assert enc.sparse_parameters() == enc.parts[0].sparse_parameters() == [enc.parts[0].bag.weight]
     enc.save_assets(tmp_path / "enc")
     again = encoder_from_config(enc.get_config(), tmp_path / "enc")
     again.load_state_dict(enc.state_dict())

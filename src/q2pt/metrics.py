@@ -757,6 +757,28 @@ def recall_as_deployed(
     return to_jsonable(result)
 
 
+#: the threshold every locale gets when there is nothing to calibrate on
+DEFAULT_THRESHOLD = 0.5
+
+
+def thresholds_or_default(
+    y_true: Any, y_score: Any, locales: Sequence[str], precision: float = 0.8, *, min_positives: int = 20,
+    n_missing: Any = None,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """:func:`calibrate_thresholds` as ``(thresholds, details)``, or ``{"global": 0.5}`` with
+    the reason when there is no row or no positive pair to calibrate on (other bad input still
+    raises). What training, the experiment's baselines and the as-deployed measure all use."""
+    yt = np.asarray(y_true)
+    if yt.size == 0 or len(locales) == 0:
+        return {"global": DEFAULT_THRESHOLD}, {"global": "default 0.5: no validation data to calibrate on"}
+    if not yt.any():
+        return {"global": DEFAULT_THRESHOLD}, {"global": "default 0.5: no positive (query, product type) pair "
+                                                         "in the validation data"}
+    cal = calibrate_thresholds(yt, y_score, locales, precision=precision, min_positives=min_positives,
+                               n_missing=n_missing)
+    return {k: float(v) for k, v in cal.items()}, dict(cal.details)
+
+
 def evaluate_as_deployed(
     valid_true: Any,
     valid_score: Any,
@@ -781,16 +803,8 @@ def evaluate_as_deployed(
     thresholds default to 0.5 (as :func:`q2pt.models.validation_report` does), and the
     details say so.
     """
-    try:
-        cal = calibrate_thresholds(valid_true, valid_score, valid_locales, precision=precision,
-                                   min_positives=min_positives, n_missing=valid_missing)
-        thresholds = {k: float(v) for k, v in cal.items()}
-        details = dict(cal.details)
-    except DataError as exc:
-        if "no positive" not in str(exc):
-            raise
-        thresholds = {"global": 0.5}
-        details = {"global": f"default 0.5: {exc}"}
+    thresholds, details = thresholds_or_default(valid_true, valid_score, valid_locales, precision,
+                                                min_positives=min_positives, n_missing=valid_missing)
     result = recall_as_deployed(test_true, test_score, test_locales, thresholds, precision,
                                 n_missing=test_missing, bootstrap=bootstrap, seed=seed)
     result["thresholds"] = thresholds

@@ -712,8 +712,7 @@ def validation_report(model: Q2PTModel, valid: "pd.DataFrame") -> None:
 
     Uses the valid rows of the training locales (the same rows for every variant).
     """
-    from q2pt.errors import DataError
-    from q2pt.metrics import calibrate_thresholds, evaluate
+    from q2pt.metrics import evaluate, thresholds_or_default
     from q2pt.training import label_lists, multi_hot
 
     precision = model.config.train.precision_target
@@ -728,12 +727,7 @@ def validation_report(model: Q2PTModel, valid: "pd.DataFrame") -> None:
         y, missing = multi_hot(label_lists(rows["product_types"]), model.classes_)
         y = y.toarray()
         metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing)
-        try:
-            cal = calibrate_thresholds(y, scores, locs, precision=precision, n_missing=missing)
-            thresholds = {k: float(v) for k, v in cal.items()}
-            details = dict(getattr(cal, "details", {}) or {})
-        except DataError as exc:
-            details = {"global": f"default 0.5: {exc}"}
+        thresholds, details = thresholds_or_default(y, scores, locs, precision, n_missing=missing)
     if metrics is None:
         logger.warning("no validation data: thresholds default to 0.5")
     model.thresholds_ = thresholds

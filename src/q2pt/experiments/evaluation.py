@@ -115,19 +115,13 @@ def calibrate_on_valid(
     (:func:`q2pt.models.validation_report`), with its defaults: a locale with fewer than
     ``min_positives`` positives, or that never reaches ``precision``, gets the global threshold;
     without any validation positive every threshold is 0.5."""
-    from q2pt.errors import DataError
-    from q2pt.metrics import calibrate_thresholds
+    from q2pt.metrics import thresholds_or_default
 
     if len(frame) == 0:
-        return {"global": 0.5}, {"global": "default 0.5: no validation data to calibrate on"}
+        return thresholds_or_default(np.zeros((0, len(classes))), scores, [], precision)
     y, missing = label_matrix(frame, classes)
-    locales = frame["locale"].astype(str).tolist()
-    try:
-        cal = calibrate_thresholds(y, scores, locales, precision=precision, min_positives=min_positives,
-                                   n_missing=missing)
-    except DataError as exc:
-        return {"global": 0.5}, {"global": f"default 0.5: {exc}"}
-    return {k: float(v) for k, v in cal.items()}, dict(cal.details)
+    return thresholds_or_default(y, scores, frame["locale"].astype(str).tolist(), precision,
+                                 min_positives=min_positives, n_missing=missing)
 
 
 def evaluate_deployed(
