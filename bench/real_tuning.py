@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depth", type=int, default=1, help="label depth (levels of ' > ' paths kept)")
     ap.add_argument("--small", type=int, default=None, help="training queries per locale (small-store regime)")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
     with open(args.data, encoding="utf-8") as fh:

@@ -148,10 +148,10 @@ def test_predict_unseen_locale(models, capsys):
     assert code == 0 and "agnostic" in captured.out and "fr_FR" in captured.err
     code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "red shoes"])
     err = capsys.readouterr().err
-    assert code == 2 and "fr_FR" in err and "--fallback" in err
-    code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "--fallback", "en_US", "red shoes"])
+    assert code == 2 and "fr_FR" in err and "--fallback-locale" in err
+    code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "--fallback-locale", "en_US", "red shoes"])
     out = capsys.readouterr().out
-    assert code == 0 and "shoes (" in out and "en_US network" in out
+    assert code == 0 and "shoes (" in out and "fallback locale en_US" in out
 
 
 @pytest.mark.parametrize("ext", ["parquet", "jsonl", "csv", "tsv"])

@@ -1,4 +1,5 @@
-"""The recipe options: the softmax output, the composite (``use+ngram``) encoder, sparse_lr."""
+"""The recipe options: the softmax output, the composite (``use+ngram``) encoder, sparse_lr,
+the linear probe and the learning-rate schedule."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from q2pt.config import resolve_config  # noqa: E402
 from q2pt.encoders import build_encoder, encoder_from_config  # noqa: E402
 from q2pt.errors import ConfigError  # noqa: E402
 from q2pt.models import Q2PTModel, Q2PTNet, load_model  # noqa: E402
-from q2pt.training import _train_step, make_optimizers, prepare_split  # noqa: E402
+from q2pt.training import _train_step, lr_factor, make_optimizers, prepare_split  # noqa: E402
 from test_models import tiny_dataset  # noqa: E402
 
 
@@ -147,3 +148,42 @@ def test_composite_tokens_are_cached_per_part_and_gather_like_tokenizing():
         got = enc(cache.take(idx))
         want = enc(enc.tokenize([queries[2], queries[0]], [locales[2], locales[0]]))
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_lr_factor_probe_warmup_and_decay():
+    cfg = resolve_config(None, ["--train.probe_steps", "10", "--train.warmup_steps", "4",
+                                "--train.lr_decay", "linear"], "ngram").train
+    # the encoder waits for the probe, then warms up; the head warms up at once
+    assert [lr_factor(cfg, s, 100, "encoder") for s in (0, 9)] == [0.0, 0.0]
+    assert lr_factor(cfg, 10, 100, "encoder") == pytest.approx(0.25 * 0.9)
+    assert lr_factor(cfg, 0, 100, "head") == pytest.approx(0.25)
+    assert lr_factor(cfg, 50, 100, "head") == pytest.approx(0.5)
+    assert lr_factor(cfg, 100, 100, "sparse") == 0.0
+    cos = resolve_config(None, ["--train.lr_decay", "cosine"], "ngram").train
+    assert [round(lr_factor(cos, s, 10, "head"), 6) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    plain = resolve_config(None, [], "ngram").train
+    assert all(lr_factor(plain, s, 10, g) == 1.0 for s in (0, 9) for g in ("head", "encoder"))
+    with pytest.raises(ConfigError):
+        resolve_config(None, ["--train.lr_decay", "step"], "ngram")
+
+
+def test_linear_probe_trains_the_head_and_leaves_the_encoder():
+    data = tiny_dataset(64, 16, 8)
+    flags = ["--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "128", "--train.num_threads", "1",
+             "--train.batch_size", "16", "--train.max_epochs", "1", "--train.seed", "0"]
+    torch.manual_seed(0)
+    probe = Q2PTModel(config=resolve_config(None, flags + ["--train.probe_steps", "100"], "ngram")).fit(data, progress=False)
+    torch.manual_seed(0)
+    plain = Q2PTModel(config=resolve_config(None, flags, "ngram")).fit(data, progress=False)
+    torch.manual_seed(0)
+    fresh = Q2PTModel(config=resolve_config(None, flags, "ngram"))
+    from q2pt.models import build_network
+
+    init = build_network(fresh.config, plain.classes_, plain.locales_).state_dict()
+    net_p, net_f = probe.networks["*"].state_dict(), plain.networks["*"].state_dict()
+    enc = [k for k in init if k.startswith("encoder.")]
+    head = [k for k in init if not k.startswith("encoder.")]
+    assert enc and head
+    assert all(torch.equal(net_p[k], init[k]) for k in enc)  # frozen for the whole (probe) run
+    assert not all(torch.equal(net_f[k], init[k]) for k in enc)  # trained without the probe
+    assert not all(torch.equal(net_p[k], init[k]) for k in head)

@@ -27,7 +27,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from q2pt.cli import main  # noqa: E402
-from q2pt.errors import ConfigError, ModelLoadError  # noqa: E402
+from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError  # noqa: E402
 from q2pt.serving.app import ServeSettings, create_app  # noqa: E402
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher  # noqa: E402
 from q2pt.serving.runtime import load_runtime  # noqa: E402
@@ -227,7 +227,7 @@ def test_nonunified_fallback_locale(nonunified_dir):
     assert "fallback" in body["warnings"][0]
     assert body["predicted"][0] == "gift card"
     assert model["fallback_locale"] == "en_US"
-    with pytest.raises(ConfigError, match="not a locale of the model"):
+    with pytest.raises(UnknownLocaleError, match="not a locale of the model"):
         load_runtime(nonunified_dir, fallback_locale="xx")
 
 
@@ -536,3 +536,33 @@ def test_app_from_env_for_multi_worker_serving(aware_dir, monkeypatch):
     with TestClient(app_from_env()) as client:
         assert client.get("/v1/model").json()["limits"]["max_batch"] == 2
         assert client.post("/v1/predict", json={"query": "boots", "locale": "en_US"}).status_code == 200
+
+
+# ------------------------------------------------- one inference core: library == serving
+def test_library_and_server_select_the_same_types(nonunified_dir, aware_dir):
+    """The same queries through q2pt.predict (the library) and the HTTP API give the same
+    types, scores, served locale and note; a label the de_DE network never saw is listed by
+    neither, even at threshold 0."""
+    from q2pt.models import load_model
+    from q2pt.predict import predict_rows
+
+    cases = [(nonunified_dir, ["schuhe", "gift card"], ["de_DE", "en_GB"], "en_US"),
+             (aware_dir, ["schuhe", "coque téléphone"], ["de_DE", "xx_XX"], None)]
+    for folder, queries, locales, fallback in cases:
+        model = load_model(folder)
+        for threshold in (None, 0.0):
+            rows, notes = predict_rows(model, queries, locales, threshold=threshold, top_k=10, fallback_locale=fallback)
+            settings = ServeSettings(max_batch=4, max_query_chars=64, max_body_bytes=4096, default_top_k=10)
+            with TestClient(create_app(load_runtime(folder, fallback_locale=fallback), settings)) as client:
+                for q, loc, row, note in zip(queries, locales, rows, notes):
+                    body = client.post("/v1/predict", json={"query": q, "locale": loc, "threshold": threshold}).json()
+                    assert body["predicted"] == [t for t, _ in row]
+                    scores = {t["product_type"]: t["score"] for t in body["product_types"] if t["predicted"]}
+                    assert scores == pytest.approx(dict(row))
+                    assert body["warnings"] == ([note] if note else [])
+                    assert body["locale_used"] == model.infer([q], [loc], fallback_locale=fallback).resolutions[0].locale_used
+    model = load_model(nonunified_dir)
+    unseen_in_de = sorted(set(model.classes_) - set(model.labels_of("de_DE")))
+    assert unseen_in_de
+    rows, _ = predict_rows(model, ["schuhe"], ["de_DE"], threshold=0.0)
+    assert not set(unseen_in_de) & {t for t, _ in rows[0]}

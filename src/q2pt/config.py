@@ -116,6 +116,15 @@ class TrainSection(_Section):
     checkpoint_every: int = Field(0, ge=0)
     """Write a checkpoint every N optimiser steps; 0: at the end of every epoch."""
     eval_batch_size: int = Field(1024, ge=1)
+    probe_steps: int = Field(0, ge=0)
+    """Linear probe first: the first N optimiser steps of each network train the head (and
+    nothing of the encoder: its learning rates are 0), then everything trains. 0: off."""
+    warmup_steps: int = Field(0, ge=0)
+    """Learning rates rise linearly from 0 over the first N steps (after ``probe_steps`` for
+    the encoder's rates). 0: off."""
+    lr_decay: Literal["none", "linear", "cosine"] = "none"
+    """Learning-rate decay towards 0 at the planned last step (``max_epochs`` epochs, or
+    ``max_steps``); early stopping may end training before. "none": constant rates."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimiser steps (per network) whatever the epoch; None: no limit."""
 

@@ -60,7 +60,8 @@ import numpy as np
 
 from q2pt import __version__
 from q2pt.config import Config, resolve_config
-from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError, require
+from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.inference import UNIFIED, Forward, Inference, InferenceCore, encoder_tokenizers, torch_forward
 from q2pt.io import atomic_path
 
 torch = require("torch", "torch")
@@ -76,7 +77,6 @@ logger = logging.getLogger(__name__)
 #: Version of the model folder layout; load_model refuses newer ones.
 #: 2: pretrained tensors stored as row deltas (version 1 folders, full tensors, still load).
 FORMAT_VERSION = 2
-UNIFIED = "*"
 #: output layers of a network (``model.output``)
 OUTPUTS = ("sigmoid", "softmax")
 MANIFEST = "manifest.json"
@@ -284,6 +284,39 @@ class Q2PTModel:
         scores, _, _ = self.predict_details(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
         return scores
 
+    def labels_of(self, key: str) -> list[str]:
+        """The labels network ``key`` scores, in its output order."""
+        self._check_fitted()
+        return list(self.network_labels_.get(key) or self.classes_)
+
+    def inference(self, fallback_locale: str | None = None, *, forward: "Forward | None" = None) -> InferenceCore:
+        """The model's :class:`~q2pt.inference.InferenceCore`: locale resolution, scoring and
+        type selection, with ``forward`` as the forward pass (None: the PyTorch networks)."""
+        self._check_fitted()
+        return InferenceCore(
+            variant=self.variant, classes=self.classes_, locales=self.locales_, thresholds=self.thresholds_,
+            tokenizers=encoder_tokenizers(self.networks), forward=forward or torch_forward(self.networks),
+            network_labels=self.network_labels_, fallback_locale=fallback_locale,
+        )
+
+    def infer(
+        self,
+        queries: Sequence[str] | str,
+        locales: Sequence[str] | str,
+        *,
+        fallback_locale: str | None = None,
+        batch_size: int = 512,
+    ) -> "Inference":
+        """Resolve and score queries: an :class:`Inference` (the core, each query's
+        :class:`~q2pt.inference.Resolution`, and scores with NaN for labels not scored)."""
+        core = self.inference(fallback_locale)
+        queries = [queries] if isinstance(queries, str) else [str(q) for q in queries]
+        locs = [locales] * len(queries) if isinstance(locales, str) else [str(x) for x in locales]
+        if len(locs) != len(queries):
+            raise ValueError(f"got {len(queries)} queries but {len(locs)} locales")
+        resolutions = core.resolve_all(locs)
+        return Inference(core, resolutions, core.scores(queries, resolutions, batch_size))
+
     def predict_details(
         self,
         queries: Sequence[str] | str,
@@ -295,67 +328,12 @@ class Q2PTModel:
         """Like :meth:`predict_proba`, plus per query a note ("" normally; says when the
         locale was unseen and how it was handled) and the locale whose calibrated threshold
         applies (None: the global threshold)."""
-        self._check_fitted()
-        queries = [queries] if isinstance(queries, str) else [str(q) for q in queries]
-        n = len(queries)
-        locs = [locales] * n if isinstance(locales, str) else [str(x) for x in locales]
-        if len(locs) != n:
-            raise ValueError(f"got {n} queries but {len(locs)} locales")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        known = set(self.locales_)
-        unseen = sorted({loc for loc in locs if loc not in known})
-        out = np.zeros((n, len(self.classes_)), dtype=np.float32)
-        notes = [""] * n
-        threshold_locale: list[str | None] = [loc if loc in known else None for loc in locs]
-        if self.variant == "non-unified":
-            if unseen:
-                if fallback_locale is None:
-                    raise UnknownLocaleError(
-                        f"locale(s) {', '.join(unseen)} not seen in training; this non-unified model has "
-                        f"one network per training locale ({', '.join(self.locales_)}). "
-                        "Pass a fallback locale (--fallback LOCALE) to use its network."
-                    )
-                if fallback_locale not in known:
-                    raise UnknownLocaleError(
-                        f"fallback locale {fallback_locale!r} is not one of the model's locales ({', '.join(self.locales_)})"
-                    )
-                logger.warning("locale(s) %s not seen in training: using the %s network", ", ".join(unseen), fallback_locale)
-            col = {c: i for i, c in enumerate(self.classes_)}
-            locs_arr = np.asarray(locs, dtype=object)
-            for loc in sorted(set(locs)):
-                rows = np.flatnonzero(locs_arr == loc)
-                use = loc if loc in known else fallback_locale
-                if loc not in known:
-                    for r in rows:
-                        notes[r] = f"unseen locale {loc}: used the {use} network"
-                        threshold_locale[r] = use
-                net = self.networks[use]
-                cols = np.asarray([col[c] for c in self.network_labels_[use]], dtype=np.int64)
-                scores = _score(net, [queries[r] for r in rows], None, batch_size)
-                out[np.ix_(rows, cols)] = scores
-            return out, notes, threshold_locale
-
-        net = self.networks[UNIFIED]
-        if unseen:
-            logger.warning(
-                "locale(s) %s not seen in training: predicting locale-agnostically (no locale token)", ", ".join(unseen)
-            )
-            for r, loc in enumerate(locs):
-                if loc not in known:
-                    notes[r] = f"unseen locale {loc}: predicted locale-agnostically"
-        aware = self.variant == "unified-aware"
-        # The encoder gives no token to a locale outside its list: unseen locales are agnostic.
-        token_locales = [loc if loc in known else None for loc in locs] if aware else None
-        out[:] = _score(net, queries, token_locales, batch_size)
-        return out, notes, threshold_locale
+        result = self.infer(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
+        return result.probabilities(), result.notes, result.threshold_locales
 
     def threshold_for(self, locale: str | None) -> float:
         """The calibrated threshold of a locale (the global one for None or unknown)."""
-        self._check_fitted()
-        if locale is not None and locale in self.thresholds_:
-            return float(self.thresholds_[locale])
-        return float(self.thresholds_.get("global", 0.5))
+        return self.inference().threshold_for(locale)[0]
 
     def predict(
         self,
@@ -368,11 +346,8 @@ class Q2PTModel:
         batch_size: int = 512,
     ) -> list[list[str]]:
         """Predicted product types per query (calibrated per-locale thresholds by default)."""
-        from q2pt.predict import select_types
-
-        scores, _, tloc = self.predict_details(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
-        cut = [threshold if threshold is not None else self.threshold_for(loc) for loc in tloc]
-        return [[t for t, _ in row] for row in select_types(scores, self.classes_, cut, top_k)]
+        result = self.infer(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
+        return [[t for t, _ in row] for row in result.select(threshold=threshold, top_k=top_k)]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
@@ -646,23 +621,6 @@ def _versions() -> dict[str, str]:
             out["transformers"] = version("transformers")
         except PackageNotFoundError:  # pragma: no cover
             pass
-    return out
-
-
-def _score(net: Q2PTNet, queries: list[str], locales: list[str | None] | None, batch_size: int) -> np.ndarray:
-    """Sigmoid scores of queries through one network, in batches, in evaluation mode."""
-    out = np.zeros((len(queries), net.n_labels), dtype=np.float32)
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(queries), batch_size):
-                stop = min(start + batch_size, len(queries))
-                part = None if locales is None else locales[start:stop]
-                batch = net.encoder.tokenize(queries[start:stop], part)
-                out[start:stop] = net.scores(batch).float().numpy()
-    finally:
-        net.train(was_training)
     return out
 
 

@@ -11,13 +11,12 @@ or TSV file (in chunks) and writes the result atomically.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 
-from q2pt.errors import ConfigError, DataError, Problem
+from q2pt.errors import DataError, Problem
+from q2pt.inference import check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -27,30 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 TYPES = "predicted_types"
 SCORES = "predicted_scores"
 NOTE = "note"
-
-
-def select_types(
-    scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | float, top_k: int | None = None
-) -> list[list[tuple[str, float]]]:
-    """Per row, the ``(type, score)`` pairs with ``score >= threshold``, best first, at most ``top_k``."""
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    n = scores.shape[0]
-    cut = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n,))
-    out: list[list[tuple[str, float]]] = []
-    for i in range(n):
-        row = scores[i]
-        cols = np.flatnonzero(row >= cut[i])
-        cols = cols[np.argsort(-row[cols], kind="stable")]
-        if top_k is not None:
-            cols = cols[:top_k]
-        out.append([(classes[c], float(row[c])) for c in cols])
-    return out
-
-
-def check_threshold(threshold: float | None) -> None:
-    if threshold is not None and (math.isnan(threshold) or not 0.0 <= threshold <= 1.0):
-        raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
 
 
 def predict_rows(
@@ -69,11 +44,8 @@ def predict_rows(
     locale the model has no threshold for).
     """
     check_threshold(threshold)
-    scores, notes, tloc = model.predict_details(
-        list(queries), list(locales), fallback_locale=fallback_locale, batch_size=batch_size
-    )
-    cuts = [threshold if threshold is not None else model.threshold_for(loc) for loc in tloc]
-    return select_types(scores, model.classes_, cuts, top_k), notes
+    result = model.infer(list(queries), list(locales), fallback_locale=fallback_locale, batch_size=batch_size)
+    return result.select(threshold=threshold, top_k=top_k), result.notes
 
 
 def _check_input(frame: "pd.DataFrame", file: str, rows: Sequence[int] | None = None) -> None:

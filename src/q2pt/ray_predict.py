@@ -173,7 +173,7 @@ def ray_predict(
     import pyarrow.parquet as pq
 
     from q2pt.io import atomic_path
-    from q2pt.predict import check_threshold
+    from q2pt.inference import check_threshold
 
     check_threshold(threshold)
     if rows_per_batch < 1 or batch_size < 1 or (block_bytes is not None and block_bytes < 1):

@@ -394,7 +394,7 @@ def stream_predict(
         be predicted (with their 1-based row numbers), ConfigError for bad options or an
         output folder that belongs to another run.
     """
-    from q2pt.predict import check_threshold
+    from q2pt.inference import check_threshold
 
     t0 = time.perf_counter()
     if not isinstance(chunk_size, int) or chunk_size < 1:

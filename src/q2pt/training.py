@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.inference import UNIFIED, torch_forward
 from q2pt.io import atomic_path, write_json
 
 torch = require("torch", "torch")
@@ -64,7 +65,6 @@ logger = logging.getLogger(__name__)
 #: 2: weights packed with pretrained deltas, row-sparse optimiser moments (1 still resumes)
 CHECKPOINT_FORMAT = 2
 READABLE_CHECKPOINT_FORMATS = (1, 2)
-UNIFIED = "*"  # the stage (network key) of a unified model
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -469,8 +469,37 @@ def make_optimizers(net: "Q2PTNet", cfg: "TrainSection") -> list[Any]:
         optimizers.append(torch.optim.Adam(groups, lr=cfg.lr))
     trainable_sparse = [p for p in sparse_params if p.requires_grad]
     if trainable_sparse:
-        optimizers.append(RowSparseAdam(trainable_sparse, lr=cfg.sparse_lr or enc_lr))
+        optimizers.append(RowSparseAdam([{"params": trainable_sparse, "name": "sparse"}], lr=cfg.sparse_lr or enc_lr))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["base_lr"] = group["lr"]
     return optimizers
+
+
+def lr_factor(cfg: "TrainSection", step: int, total_steps: int, group: str) -> float:
+    """The multiplier of a parameter group's learning rate at optimiser step ``step`` (from 0):
+    0 for the encoder's groups during ``probe_steps``, a linear warm-up over ``warmup_steps``
+    (counted from the end of the probe for the encoder), and the ``lr_decay`` schedule over
+    ``total_steps``."""
+    start = cfg.probe_steps if group in ("encoder", "sparse") else 0
+    if step < start:
+        return 0.0
+    factor = 1.0
+    if cfg.warmup_steps and step - start < cfg.warmup_steps:
+        factor = (step - start + 1) / cfg.warmup_steps
+    if cfg.lr_decay != "none" and total_steps > 0:
+        progress = min(1.0, step / total_steps)
+        factor *= 1.0 - progress if cfg.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def set_learning_rates(optimizers: Sequence[Any], cfg: "TrainSection", step: int, total_steps: int) -> None:
+    """Set every group's rate for step ``step`` from its ``base_lr`` (see :func:`lr_factor`)."""
+    if not (cfg.probe_steps or cfg.warmup_steps or cfg.lr_decay != "none"):
+        return
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor(cfg, step, total_steps, group.get("name", "head"))
 
 
 #: optimiser state tensors with at least this many rows are stored row-sparse when at most
@@ -543,17 +572,11 @@ def clone_state(net: Any) -> dict[str, Any]:
 
 
 def score_split(net: Any, tokens: TokenCache, batch_size: int) -> np.ndarray:
-    """Scores ``(n, L)`` of a cached split (``net.scores``), in evaluation mode."""
-    was_training = net.training
-    net.eval()
-    out = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, tokens.n, batch_size):
-                idx = np.arange(start, min(start + batch_size, tokens.n))
-                out.append(net.scores(tokens.take(idx)).float().numpy())
-    finally:
-        net.train(was_training)
+    """Scores ``(n, L)`` of a cached split, by the inference core's forward pass
+    (:func:`q2pt.inference.torch_forward`: ``net.scores`` in evaluation mode)."""
+    forward = torch_forward({UNIFIED: net})
+    out = [forward(UNIFIED, tokens.take(np.arange(start, min(start + batch_size, tokens.n))))
+           for start in range(0, tokens.n, batch_size)]
     if not out:
         return np.zeros((0, net.n_labels), dtype=np.float32)
     return np.concatenate(out)
@@ -638,6 +661,9 @@ def train_network(
     use_dropout = train.has_agnostic and cfg.locale_dropout > 0
     show = _progress_enabled(progress, hooks)
     done = state.stopped_early or (cfg.max_steps is not None and state.step >= cfg.max_steps)
+    total_steps = max_epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
 
     def evaluate_now() -> bool:
         """Evaluate on valid, update best/patience; True to stop."""
@@ -657,7 +683,7 @@ def train_network(
             stop = False
         else:
             state.bad_evals += 1
-            stop = state.bad_evals >= cfg.patience and state.step >= cfg.min_steps
+            stop = state.bad_evals >= cfg.patience and state.step >= max(cfg.min_steps, cfg.probe_steps)
         stop = hooks.sync_stop(stop)
         if hooks.is_main:
             best = "-" if state.best_metric is None else f"{state.best_metric:.4f}"
@@ -687,6 +713,7 @@ def train_network(
         try:
             for b in range(state.batch, steps_per_epoch):
                 idx = perm[b * bs : (b + 1) * bs]
+                set_learning_rates(optimizers, cfg, state.step, total_steps)
                 loss = _train_step(
                     model, optimizers, train, idx, drop, targets, weights, shard=hooks.shard, world_size=hooks.world_size,
                     output=net.output,

@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("--precision", type=float, default=0.8, help="target precision (default 0.8)")
     e.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs (default 0)")
-    e.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    e.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
     e.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
@@ -95,7 +95,7 @@ def register(subparsers: Any) -> None:
             "rows plus predicted_types, predicted_scores and note. By default a type is predicted when its\n"
             "score reaches the locale's calibrated threshold (stored in the model's manifest).\n"
             "A locale unseen in training: unified models predict locale-agnostically (the note says so);\n"
-            "non-unified models refuse unless --fallback LOCALE is given.\n\n"
+            "non-unified models refuse unless --fallback-locale LOCALE is given.\n\n"
             "Large Parquet files (millions of rows): --stream predicts in parts of --chunk-size rows with\n"
             "bounded memory, on --workers processes, and --resume finishes a killed run without redoing or\n"
             "losing rows. OUTPUT ending in .parquet gets one merged file, any other OUTPUT a folder of parts;\n"
@@ -110,7 +110,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--output", metavar="FILE", help="where to write the predictions (format from the extension)")
     r.add_argument("--top-k", type=int, metavar="K", help="at most K types per query")
     r.add_argument("--threshold", type=float, help="one score threshold instead of the calibrated ones")
-    r.add_argument("--fallback", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    r.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
     r.add_argument("--batch-size", type=int, default=512)
     r.add_argument("--json", action="store_true", help="QUERY mode: print JSON lines")
     # --- scale-out: streaming prediction (q2pt.streaming; added by the scale-out engineer) ---
@@ -291,7 +291,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise DataError(f"{description}: no rows to evaluate on")
     result = model.evaluate(
         frame, precision=args.precision, bootstrap=args.bootstrap,
-        fallback_locale=args.fallback, batch_size=args.batch_size,
+        fallback_locale=args.fallback_locale, batch_size=args.batch_size,
     )
     result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
     result["data"] = {"source": description, "n_queries": int(len(frame))}
@@ -308,7 +308,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _setup_logging(args.quiet)
-    from q2pt.predict import check_threshold
+    from q2pt.inference import check_threshold
 
     if args.input and args.queries:
         raise ConfigError("give either QUERY arguments (with --locale) or --input FILE, not both")
@@ -335,7 +335,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         result = stream_predict(
             args.model, args.input, args.output, chunk_size=args.chunk_size, workers=args.workers,
             threads=args.threads or None, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
-            top_k=args.top_k, fallback_locale=args.fallback, batch_size=args.batch_size, progress=True,
+            top_k=args.top_k, fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
         )
         log.info(
             "wrote %d predictions to %s (%d parts; %d rows predicted now%s, %.0f rows/s)",
@@ -357,14 +357,14 @@ def _predict(args: argparse.Namespace) -> int:
     if args.input:
         n = predict_file(
             model, args.input, args.output, threshold=args.threshold, top_k=args.top_k,
-            fallback_locale=args.fallback, batch_size=args.batch_size, progress=True,
+            fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
         )
         log.info("wrote %d predictions to %s", n, args.output)
         return 0
     locales = [args.locale] * len(args.queries)
     preds, notes = predict_rows(
         model, args.queries, locales, threshold=args.threshold, top_k=args.top_k,
-        fallback_locale=args.fallback, batch_size=args.batch_size,
+        fallback_locale=args.fallback_locale, batch_size=args.batch_size,
     )
     if args.json:
         for record in as_records(args.queries, locales, preds, notes):

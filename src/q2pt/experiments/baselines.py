@@ -57,6 +57,7 @@ import numpy as np
 
 from q2pt.data.schema import clean_query_text, normalize_query
 from q2pt.errors import ConfigError, require
+from q2pt.inference import UNIFIED, InferenceCore
 
 if TYPE_CHECKING:  # pragma: no cover
     from q2pt.data import Dataset
@@ -175,7 +176,10 @@ _FAMILIES: dict[str, tuple[dict[str, Any], str]] = {
 #: the frozen embedders of each frozen family, concatenated in this order
 _EMBEDDERS: dict[str, tuple[str, ...]] = {"use-lr": ("use",), "e5-lr": ("use", "e5")}
 
-_UNIFIED = "*"
+
+
+def _as_batch(queries: list[str], token_locales: list[str | None] | None) -> tuple[list[str], list[str | None] | None]:
+    return queries, token_locales
 
 
 def baseline_label(name: str) -> str:
@@ -231,7 +235,7 @@ class Baseline:
         queries = [self._prepare(q) for q in train["query"].astype(str)]
         locales = train["locale"].astype(str).tolist()
         if self.unified:
-            groups = {_UNIFIED: np.arange(len(train))}
+            groups = {UNIFIED: np.arange(len(train))}
         else:
             arr = np.asarray(locales, dtype=object)
             groups = {loc: np.flatnonzero(arr == loc) for loc in self.locales_}
@@ -247,32 +251,34 @@ class Baseline:
         raise NotImplementedError
 
     # ------------------------------------------------------------ prediction
-    def predict_proba(self, queries: Sequence[str], locales: Sequence[str]) -> np.ndarray:
-        """Scores ``(n, len(classes_))``; rows of a locale without a model are all 0."""
+    def inference(self) -> InferenceCore:
+        """The baseline's :class:`~q2pt.inference.InferenceCore`: one model for every locale
+        (locale-aware: the locale is a feature; an unseen one gets none) or one per locale
+        (a locale without a model is not scored)."""
         if not self.models:
             raise ConfigError(f"baseline {self.name} is not trained")
+
+        def forward(key: str, batch: tuple[list[str], list[str | None] | None]) -> np.ndarray:
+            queries, token_locales = batch
+            locales = [key] * len(queries) if token_locales is None else [loc or "" for loc in token_locales]
+            return self._predict_one(self.models[key], queries, locales, self.model_labels[key])
+
+        return InferenceCore(
+            variant="unified-aware" if self.unified else "non-unified", classes=self.classes_, locales=self.locales_,
+            thresholds=None, tokenizers={key: _as_batch for key in self.models}, forward=forward,
+            network_labels=self.model_labels, unseen="skip",
+        )
+
+    def predict_proba(self, queries: Sequence[str], locales: Sequence[str]) -> np.ndarray:
+        """Scores ``(n, len(classes_))``; labels a query's model does not score (all of them
+        for a locale without a model) are 0."""
         queries = [self._prepare(str(q)) for q in queries]
         locales = [str(x) for x in locales]
         if len(queries) != len(locales):
             raise ValueError(f"got {len(queries)} queries but {len(locales)} locales")
-        out = np.zeros((len(queries), len(self.classes_)), dtype=np.float32)
-        col = {c: i for i, c in enumerate(self.classes_)}
-        if self.unified:
-            groups = {_UNIFIED: np.arange(len(queries))}
-        else:
-            arr = np.asarray(locales, dtype=object)
-            groups = {loc: np.flatnonzero(arr == loc) for loc in sorted(set(locales))}
-            unseen = sorted(set(groups) - set(self.models))
-            if unseen:
-                logger.warning("%s: no model for locale(s) %s: scores 0", self.name, ", ".join(unseen))
-        for key, rows in groups.items():
-            if key not in self.models or not len(rows):
-                continue
-            cols = np.asarray([col[c] for c in self.model_labels[key]], dtype=np.int64)
-            scores = self._predict_one(self.models[key], [queries[i] for i in rows], [locales[i] for i in rows],
-                                       self.model_labels[key])
-            out[np.ix_(rows, cols)] = scores
-        return out
+        core = self.inference()
+        resolutions = core.resolve_all(locales)
+        return np.nan_to_num(core.scores(queries, resolutions), nan=0.0)
 
     def _predict_one(self, model: Any, queries: list[str], locales: list[str], classes: list[str]) -> np.ndarray:
         raise NotImplementedError
@@ -283,7 +289,7 @@ class Baseline:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for key, model in self.models.items():
-            sub = folder / ("unified" if key == _UNIFIED else f"locale-{key}")
+            sub = folder / ("unified" if key == UNIFIED else f"locale-{key}")
             sub.mkdir(parents=True, exist_ok=True)
             self._save_one(model, sub)
         manifest = {
@@ -291,7 +297,7 @@ class Baseline:
             "params": self.params,
             "classes": self.classes_,
             "locales": self.locales_,
-            "model_labels": {("unified" if k == _UNIFIED else k): v for k, v in self.model_labels.items()},
+            "model_labels": {("unified" if k == UNIFIED else k): v for k, v in self.model_labels.items()},
         }
         (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -194,6 +194,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "quick": {
         "experiment": {"bootstrap": 1000, "study_bootstrap": 200, "fasttext": {"epoch": 5}, "tfidf": {"max_iter": 3},
+                       "use_lr": {"max_iter": 25},
                        "baselines": [b for b in BASELINE_NAMES if not b.startswith("e5-")]},
         "train": {"max_epochs": 1, "batch_size": 64, "max_steps": 250},
     },

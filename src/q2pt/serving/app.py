@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -48,7 +49,8 @@ from q2pt.serving.problems import (
     describe,
     validation_problems,
 )
-from q2pt.serving.runtime import Resolution, Runtime
+from q2pt.inference import Resolution, select_types
+from q2pt.serving.runtime import Runtime
 from q2pt.serving.schemas import BatchRequest, BatchResponse, Health, ModelInfo, Prediction, PredictRequest
 
 require("fastapi", "serve")
@@ -262,23 +264,9 @@ class _Service:
             t, source = float(threshold), "request"
         else:
             t, source = self.runtime.threshold_for(res.locale_used)
-        scored = np.flatnonzero(~np.isnan(row))
-        values = row[scored]
-        k = min(top_k, scored.size)
-        if k < scored.size:
-            part = np.argpartition(-values, k - 1)[:k]
-            order = part[np.argsort(-values[part], kind="stable")]
-        else:
-            order = np.argsort(-values, kind="stable")
-        types = []
-        predicted = []
-        for j in order:
-            score = float(values[j])
-            name = self.classes[scored[j]]
-            hit = score >= t
-            types.append({"product_type": name, "score": score, "predicted": hit})
-            if hit:
-                predicted.append(name)
+        ranked = select_types(row[None, :], self.runtime.classes, -math.inf, top_k)[0]
+        types = [{"product_type": name, "score": score, "predicted": score >= t} for name, score in ranked]
+        predicted = [name for name, score in ranked if score >= t]
         return {
             "query": query,
             "locale": res.locale,

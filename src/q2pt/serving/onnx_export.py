@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.inference import UNIFIED, InferenceCore
 from q2pt.io import atomic_path, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,7 +94,7 @@ def onnx_files(path: str | os.PathLike, variant: str, keys: Sequence[str]) -> di
         file = path / UNIFIED_FILE if path.is_dir() else path
         if not file.is_file():
             raise ModelLoadError(f"ONNX file not found: {file}")
-        return {"*": file}
+        return {UNIFIED: file}
     if not path.is_dir():
         raise ModelLoadError(
             f"ONNX export of a non-unified model must be a folder with one <locale>.onnx per locale: {path}"
@@ -133,6 +134,61 @@ def _safe_name(key: str) -> str:
     return key
 
 
+@dataclass
+class OnnxSessions:
+    """onnxruntime sessions of an export, one per network key, checked against the model."""
+
+    path: Path
+    sessions: dict[str, Any]
+    inputs: dict[str, list[str]]
+    meta: dict[str, dict[str, str]]
+    version: str
+
+    @property
+    def quantize(self) -> str | None:
+        return next((m.get("q2pt.quantize") for m in self.meta.values() if m.get("q2pt.quantize")), None)
+
+    def forward(self, key: str, batch: Mapping[str, Any]) -> np.ndarray:
+        """Network ``key``'s probabilities for a tokenized batch (the inference core's forward)."""
+        feeds = {name: _to_numpy(batch[name]) for name in self.inputs[key]}
+        return np.asarray(self.sessions[key].run(None, feeds)[0], dtype=np.float32)
+
+
+def load_sessions(model: "Q2PTModel", path: str | os.PathLike, *, threads: int | None = None) -> OnnxSessions:
+    """Open the ONNX graphs of an export of ``model`` (refused with ModelLoadError when a file
+    is missing, corrupt, or exported from another model)."""
+    ort = require("onnxruntime", "onnx")
+    files = onnx_files(path, model.variant, list(model.networks))
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # errors only (the exported Loop triggers harmless warnings)
+    out = OnnxSessions(Path(path), {}, {}, {}, ort.__version__)
+    for key, file in files.items():
+        try:
+            sess = ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"cannot load ONNX file {file}: {exc}") from exc
+        meta = dict(sess.get_modelmeta().custom_metadata_map)
+        check_metadata(meta, file, model.labels_of(key))
+        out.sessions[key], out.inputs[key], out.meta[key] = sess, [i.name for i in sess.get_inputs()], meta
+    return out
+
+
+def onnx_core(model: "Q2PTModel", path: str | os.PathLike, *, threads: int | None = None) -> "InferenceCore":
+    """The model's inference core with an ONNX export as its forward pass."""
+    sessions = load_sessions(model, path, threads=threads)
+    return model.inference(forward=sessions.forward)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
 # ----------------------------------------------------------------------- export
 def export_onnx(
     model: "Q2PTModel",
@@ -160,8 +216,8 @@ def export_onnx(
     if variant != "non-unified":
         target = out / UNIFIED_FILE if out.is_dir() else out
         with atomic_path(target) as tmp:
-            _export_network(model, "*", tmp, variant, quantize, opset, samples)
-        files = {"*": target}
+            _export_network(model, UNIFIED, tmp, variant, quantize, opset, samples)
+        files = {UNIFIED: target}
         path = target
     else:
         if out.suffix == ".onnx":
@@ -190,16 +246,13 @@ def verify_export(
 ) -> tuple[float, int]:
     """Largest |ONNX - PyTorch| probability over ``queries`` in every model locale (and,
     for unified models, locale-agnostically); returns (max diff, number of predictions)."""
-    from q2pt.serving.runtime import OnnxRuntime, TorchRuntime
-
     queries = list(queries or SAMPLE_QUERIES)
-    torch_rt = TorchRuntime(model)
-    onnx_rt = OnnxRuntime(model, path)
-    locales = list(torch_rt.locales) + (["__unseen__"] if torch_rt.unified else [])
+    torch_core, onnx = model.inference(), onnx_core(model, path)
+    locales = list(torch_core.locales) + (["__unseen__"] if torch_core.unified else [])
     qs = [q for _ in locales for q in queries]
-    res = [torch_rt.resolve(loc) for loc in locales for _ in queries]
-    a = torch_rt.predict(qs, res)
-    b = onnx_rt.predict(qs, res)
+    res = [torch_core.resolve(loc) for loc in locales for _ in queries]
+    a = torch_core.scores(qs, res)
+    b = onnx.scores(qs, res)
     diff = np.abs(np.nan_to_num(a, nan=0.0) - np.nan_to_num(b, nan=0.0))
     return float(diff.max()) if diff.size else 0.0, len(qs)
 
@@ -248,7 +301,7 @@ def _export_network(
         n: {i: f"{n}_dim{i}" for i in range(t.dim())} for n, t in zip(names, tensors)
     }
     dynamic_axes[OUTPUT_NAME] = {0: "batch"}
-    labels = _network_labels(model, key)
+    labels = model.labels_of(key)
     meta = {
         "q2pt.format": FORMAT_VERSION,
         "q2pt.variant": variant,
@@ -338,13 +391,6 @@ def _variant(model: Any) -> str:
     return str(v)
 
 
-def _network_labels(model: Any, key: str) -> list[str]:
-    from q2pt.serving.runtime import _network_labels as net_labels
-
-    labels = net_labels(model, key, model.networks[key])
-    return list(model.classes_) if labels is None else labels
-
-
 # --------------------------------------------------------------------- evaluation
 def evaluate_exports(
     model: "Q2PTModel",
@@ -362,7 +408,6 @@ def evaluate_exports(
     "locales": {LOC: r}, "max_abs_diff_vs_torch": d}}}`` (``"torch"`` included).
     """
     from q2pt import metrics
-    from q2pt.serving.runtime import OnnxRuntime, TorchRuntime
     from q2pt.training import label_lists, multi_hot
 
     if split not in dataset.splits:
@@ -370,9 +415,9 @@ def evaluate_exports(
     df = dataset.splits[split]
     if precision is None:
         precision = float(((model.manifest or {}).get("config") or {}).get("train", {}).get("precision_target", 0.8))
-    runtimes: dict[str, Any] = {"torch": TorchRuntime(model)}
+    runtimes: dict[str, InferenceCore] = {"torch": model.inference()}
     for name, path in onnx_paths.items():
-        runtimes[name] = OnnxRuntime(model, path)
+        runtimes[name] = onnx_core(model, path)
     base = runtimes["torch"]
     queries = df["query"].astype(str).tolist()
     locales = df["locale"].astype(str).tolist()
@@ -386,8 +431,7 @@ def evaluate_exports(
     res = [base.resolve(loc) for loc in locales]
     scores: dict[str, np.ndarray] = {}
     for name, rt in runtimes.items():
-        parts = [rt.predict(queries[i : i + batch_size], res[i : i + batch_size]) for i in range(0, len(queries), batch_size)]
-        scores[name] = np.nan_to_num(np.concatenate(parts) if parts else np.zeros((0, len(base.classes))), nan=0.0)
+        scores[name] = np.nan_to_num(rt.scores(queries, res, batch_size), nan=0.0)
     out: dict[str, Any] = {"split": split, "precision": precision, "n_queries": len(queries), "runtimes": {}}
     for name, s in scores.items():
         ev = metrics.evaluate(y_true, s, locales, precision=precision, n_missing=n_missing)

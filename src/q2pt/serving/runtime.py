@@ -1,20 +1,13 @@
 """Inference runtimes behind one interface: PyTorch (the model's networks) or ONNX Runtime.
 
-A :class:`Runtime` answers ``predict(queries, resolutions) -> (n, n_labels)`` probabilities
-in the model's ``classes_`` order. Both runtimes share everything but the forward pass:
-
-* locale resolution (:meth:`Runtime.resolve`): which network, locale token and threshold a
-  request's locale gets -- unified models predict a locale they never saw locale-agnostically
-  (no locale token, global threshold) and say so; non-unified models use ``fallback_locale``
-  or raise :class:`~q2pt.errors.UnknownLocaleError`;
-* tokenization, in Python, with each network's encoder (``Encoder.tokenize``; the encoders
-  keep an LRU cache of token ids per query string);
-* mapping a non-unified network's own labels onto the model's label columns (labels a
-  locale's network does not know get ``NaN``: not scored, never listed).
-
-Only ``_forward(key, batch)`` differs: :class:`TorchRuntime` runs the network under
-``torch.inference_mode``; :class:`OnnxRuntime` runs an exported graph
-(:mod:`q2pt.serving.onnx_export`) with ``onnxruntime``.
+A :class:`Runtime` is the model's :class:`~q2pt.inference.InferenceCore` -- locale
+resolution, tokenization with each network's encoder, mapping a network's labels onto the
+model's label columns (labels it does not score are ``NaN``: never listed), thresholds --
+with its forward pass injected: :class:`TorchRuntime` runs the networks under
+``torch.inference_mode``; :class:`OnnxRuntime` runs the exported graphs
+(:mod:`q2pt.serving.onnx_export`) with ``onnxruntime``. The library
+(:meth:`q2pt.models.Q2PTModel.infer`) uses the same core, so a query is resolved, scored and
+its types selected the same way everywhere.
 
 Runtimes are not thread-safe for concurrent ``predict`` calls on one network; the server
 runs all inference on one worker thread.
@@ -25,37 +18,20 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError, require
+from q2pt.errors import ConfigError, require
+from q2pt.inference import InferenceCore, Resolution, encoder_tokenizers, torch_forward
+from q2pt.serving import onnx_export
 
 if TYPE_CHECKING:  # pragma: no cover
     from q2pt.models import Q2PTModel
 
 logger = logging.getLogger(__name__)
 
-UNIFIED_KEY = "*"
 RUNTIMES = ("torch", "onnx")
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """How one request locale is served.
-
-    ``locale_used``: the locale whose network / locale token / threshold is used (None:
-    locale-agnostic); ``key``: the network key (``"*"`` for unified models);
-    ``token_locale``: the locale passed to ``tokenize`` (None: no locale token);
-    ``warning``: a message for the client when the request's locale was not served as is.
-    """
-
-    locale: str
-    locale_used: str | None
-    key: str
-    token_locale: str | None
-    warning: str | None = None
 
 
 def set_threads(threads: int | None) -> None:
@@ -66,36 +42,24 @@ def set_threads(threads: int | None) -> None:
 
 
 class Runtime:
-    """Common part of the runtimes: model metadata, locale resolution, tokenization, label
-    mapping. Subclasses implement :meth:`_forward`."""
+    """A model's inference core with a forward pass; subclasses implement :meth:`_forward`."""
 
     name: ClassVar[str] = ""
     #: the model folder this runtime was loaded from (set by load_runtime)
     model_dir: str | None = None
 
     def __init__(self, model: "Q2PTModel", *, fallback_locale: str | None = None) -> None:
-        self.manifest: dict[str, Any] = dict(getattr(model, "manifest", {}) or {})
-        self.variant: str = str(getattr(model, "variant", None) or self.manifest.get("variant", ""))
-        self.classes: list[str] = list(model.classes_)
-        self.locales: list[str] = list(model.locales_)
-        self.thresholds: dict[str, float] = {k: float(v) for k, v in (model.thresholds_ or {}).items()}
-        self.unified: bool = self.variant != "non-unified"
-        self.encoder_spec: str = _encoder_spec(self.manifest)
-        self._tokenizers: dict[str, Any] = {k: net.encoder for k, net in model.networks.items()}
-        self._columns: dict[str, np.ndarray | None] = {
-            k: _label_columns(self.classes, _network_labels(model, k, net)) for k, net in model.networks.items()
-        }
-        if not self.unified and UNIFIED_KEY in self._tokenizers:
-            raise ModelLoadError("non-unified model holds a unified ('*') network")
-        if self.unified and set(self._tokenizers) != {UNIFIED_KEY}:
-            raise ModelLoadError(f"unified model must hold exactly one network '*', got {sorted(self._tokenizers)}")
-        if fallback_locale is not None and fallback_locale not in self.locales:
-            raise ConfigError(
-                f"--fallback-locale {fallback_locale!r} is not a locale of the model "
-                f"(model locales: {', '.join(self.locales)})"
-            )
+        self.manifest: dict[str, Any] = dict(model.manifest or {})
+        self.variant: str = model.variant
+        self.encoder_spec: str = model.encoder
+        self.core = InferenceCore(
+            variant=model.variant, classes=model.classes_, locales=model.locales_, thresholds=model.thresholds_,
+            tokenizers=encoder_tokenizers(model.networks), forward=self._forward,
+            network_labels=model.network_labels_, fallback_locale=fallback_locale,
+        )
+        self.classes, self.locales, self.thresholds = self.core.classes, self.core.locales, self.core.thresholds
+        self.unified = self.core.unified
         self.fallback_locale = fallback_locale
-        self._known = set(self.locales)
 
     # ------------------------------------------------------------------ metadata
     def describe(self) -> dict[str, Any]:
@@ -104,78 +68,24 @@ class Runtime:
 
     def threshold_for(self, locale_used: str | None) -> tuple[float, str]:
         """The calibrated threshold of a served locale (its own, else the global one)."""
-        if locale_used is not None and locale_used in self.thresholds:
-            return self.thresholds[locale_used], "locale"
-        if "global" in self.thresholds:
-            return self.thresholds["global"], "global"
-        return 0.5, "global"
+        return self.core.threshold_for(locale_used)
 
-    # --------------------------------------------------------------- resolution
     def resolve(self, locale: str) -> Resolution:
-        """How ``locale`` is served (see :class:`Resolution`); raises
-        :class:`UnknownLocaleError` for a non-unified model without a fallback locale."""
-        known = locale in self._known
-        if self.variant == "unified-aware":
-            if known:
-                return Resolution(locale, locale, UNIFIED_KEY, locale)
-            return Resolution(locale, None, UNIFIED_KEY, None, _agnostic_warning(locale))
-        if self.unified:  # unified-agnostic: the locale only picks the threshold
-            if known:
-                return Resolution(locale, locale, UNIFIED_KEY, None)
-            return Resolution(locale, None, UNIFIED_KEY, None, _agnostic_warning(locale))
-        if known:
-            return Resolution(locale, locale, locale, None)
-        if self.fallback_locale is not None:
-            fb = self.fallback_locale
-            return Resolution(
-                locale, fb, fb, None,
-                f"locale {locale!r} is not served by this non-unified model; "
-                f"the fallback locale {fb!r}'s network and threshold were used",
-            )
-        raise UnknownLocaleError(
-            f"unknown locale {locale!r}: this non-unified model serves "
-            f"{', '.join(self.locales)} (start the server with --fallback-locale to serve others)"
-        )
+        """How ``locale`` is served (see :meth:`q2pt.inference.InferenceCore.resolve`)."""
+        return self.core.resolve(locale)
 
     # ---------------------------------------------------------------- inference
     def predict(self, queries: Sequence[str], resolutions: Sequence[Resolution]) -> np.ndarray:
         """Probabilities ``(n, len(classes))`` in ``classes`` order (NaN: a label the
         query's network does not score)."""
-        n = len(queries)
-        if len(resolutions) != n:
-            raise ValueError(f"got {n} queries but {len(resolutions)} resolutions")
-        out = np.full((n, len(self.classes)), np.nan, dtype=np.float32)
-        if n == 0:
-            return out
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(resolutions):
-            groups.setdefault(r.key, []).append(i)
-        for key, rows in groups.items():
-            qs = [queries[i] for i in rows]
-            if self.variant == "unified-aware":
-                locs: list[str | None] | None = [resolutions[i].token_locale for i in rows]
-            else:
-                locs = None
-            batch = self._tokenizers[key].tokenize(qs, locs)
-            probs = self._forward(key, batch)
-            cols = self._columns[key]
-            idx = np.asarray(rows)
-            if cols is None:
-                out[idx] = probs
-            else:
-                out[np.ix_(idx, cols)] = probs
-        return out
+        return self.core.scores(queries, resolutions)
 
     def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
         raise NotImplementedError
 
     def warmup(self) -> None:
         """Run one prediction through every network (first-call allocations, lazy init)."""
-        if self.unified:
-            res = [self.resolve(self.locales[0])] if self.locales else [Resolution("", None, UNIFIED_KEY, None)]
-        else:
-            res = [self.resolve(key) for key in self._tokenizers]
-        self.predict(["warm up"] * len(res), res)
+        self.core.warmup()
 
 
 class TorchRuntime(Runtime):
@@ -186,17 +96,15 @@ class TorchRuntime(Runtime):
     def __init__(self, model: "Q2PTModel", *, fallback_locale: str | None = None) -> None:
         super().__init__(model, fallback_locale=fallback_locale)
         self._torch = require("torch", "torch")
-        self._nets = dict(model.networks)
-        for net in self._nets.values():
+        for net in model.networks.values():
             net.eval()
+        self._torch_forward = torch_forward(dict(model.networks))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "torch": self._torch.__version__, "threads": self._torch.get_num_threads()}
 
     def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            return self._nets[key].scores(batch).float().numpy()
+        return self._torch_forward(key, batch)
 
 
 class OnnxRuntime(Runtime):
@@ -215,10 +123,6 @@ class OnnxRuntime(Runtime):
         quantize: str | None = None,
     ) -> None:
         super().__init__(model, fallback_locale=fallback_locale)
-        from q2pt.serving import onnx_export
-
-        ort = require("onnxruntime", "onnx")
-        self._ort = ort
         tmp: tempfile.TemporaryDirectory[str] | None = None
         if onnx_path is None:
             # export now, into a temporary folder that lives only while the sessions load
@@ -231,49 +135,25 @@ class OnnxRuntime(Runtime):
             raise ConfigError("--quantize applies when the server exports the model itself; "
                               "quantize with 'q2pt export onnx --quantize int8' instead")
         try:
-            files = onnx_export.onnx_files(onnx_path, self.variant, list(self._tokenizers))
-            opts = ort.SessionOptions()
-            if threads:
-                opts.intra_op_num_threads = int(threads)
-                opts.inter_op_num_threads = 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.log_severity_level = 3  # errors only (the exported Loop triggers harmless warnings)
-            self._sessions: dict[str, Any] = {}
-            self._inputs: dict[str, list[str]] = {}
-            self._meta: dict[str, dict[str, str]] = {}
-            for key, file in files.items():
-                try:
-                    sess = ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
-                except Exception as exc:  # onnxruntime raises its own exception types
-                    raise ModelLoadError(f"cannot load ONNX file {file}: {exc}") from exc
-                meta = dict(sess.get_modelmeta().custom_metadata_map)
-                onnx_export.check_metadata(meta, file, self._net_labels(key))
-                self._sessions[key] = sess
-                self._inputs[key] = [i.name for i in sess.get_inputs()]
-                self._meta[key] = meta
+            self._sessions = onnx_export.load_sessions(model, onnx_path, threads=threads)
             self.path = str(onnx_path) if tmp is None else None
         finally:
             if tmp is not None:
                 tmp.cleanup()
         self.threads = threads
-        self.quantized = any(m.get("q2pt.quantize") for m in self._meta.values())
-
-    def _net_labels(self, key: str) -> list[str]:
-        cols = self._columns[key]
-        return list(self.classes) if cols is None else [self.classes[c] for c in cols]
+        self.quantized = self._sessions.quantize is not None
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "onnxruntime": self._ort.__version__,
+            "onnxruntime": self._sessions.version,
             "path": self.path,
-            "quantize": next((m.get("q2pt.quantize") for m in self._meta.values() if m.get("q2pt.quantize")), None),
+            "quantize": self._sessions.quantize,
             "threads": self.threads,
         }
 
     def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
-        feeds = {name: _to_numpy(batch[name]) for name in self._inputs[key]}
-        return np.asarray(self._sessions[key].run(None, feeds)[0], dtype=np.float32)
+        return self._sessions.forward(key, batch)
 
 
 def load_runtime(
@@ -304,40 +184,3 @@ def load_runtime(
         rt = OnnxRuntime(model, onnx_path, fallback_locale=fallback_locale, threads=threads, quantize=quantize)
     rt.model_dir = str(model_dir)
     return rt
-
-
-# ---------------------------------------------------------------------- helpers
-def _agnostic_warning(locale: str) -> str:
-    return (
-        f"locale {locale!r} was not seen in training: predicted locale-agnostically "
-        "(locale_used is null) with the global threshold"
-    )
-
-
-def _encoder_spec(manifest: dict[str, Any]) -> str:
-    enc = manifest.get("encoder")
-    if isinstance(enc, dict):
-        return str(enc.get("spec") or enc.get("config", {}).get("kind") or "")
-    return str(enc or "")
-
-
-def _network_labels(model: Any, key: str, net: Any) -> list[str] | None:
-    """The labels a network scores, in its output order (None: the model's ``classes_``)."""
-    labels = (getattr(model, "network_labels_", None) or {}).get(key)
-    return list(labels) if labels is not None else None
-
-
-def _label_columns(classes: list[str], labels: list[str] | None) -> np.ndarray | None:
-    if labels is None or labels == classes:
-        return None
-    index = {c: i for i, c in enumerate(classes)}
-    missing = [x for x in labels if x not in index]
-    if missing:
-        raise ModelLoadError(f"network labels not in the model's labels: {missing[:5]}")
-    return np.asarray([index[x] for x in labels], dtype=np.int64)
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)

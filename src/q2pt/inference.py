@@ -1,0 +1,324 @@
+"""The one inference core: locale resolution, network dispatch, scoring and type selection.
+
+Every prediction path goes through :class:`InferenceCore`: the library
+(:meth:`q2pt.models.Q2PTModel.predict_details`, hence ``q2pt predict``, streaming and Ray),
+both serving runtimes (:mod:`q2pt.serving.runtime`: PyTorch, or an ONNX session injected as
+the forward pass) and the experiment's baselines. It owns four decisions, written once:
+
+* **Locale resolution** (:meth:`InferenceCore.resolve`): which network, locale token and
+  threshold a query's locale gets. A unified model serves a locale it never saw
+  locale-agnostically (no locale token, the global threshold) and says so; a non-unified
+  model uses the fallback locale's network and threshold, or raises
+  :class:`~q2pt.errors.UnknownLocaleError` (or, with ``unseen="skip"``, scores nothing:
+  the per-locale baselines).
+* **Network dispatch**: one network under :data:`UNIFIED`, or one per locale; queries are
+  grouped by network and tokenized by that network's tokenizer.
+* **Scoring**: the injected ``forward(key, batch) -> (n, n_labels)`` probabilities, mapped
+  onto the model's label columns. A label a query's network does not score is ``NaN``
+  ("not scored") in :meth:`InferenceCore.scores`.
+* **Type selection** (:func:`select_types`): the types whose score reaches the threshold
+  (the locale's calibrated one unless the caller gives one), best first, at most ``top_k``;
+  a label that was not scored is never selected.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError
+
+__all__ = [
+    "UNIFIED",
+    "DEFAULT_THRESHOLD",
+    "Inference",
+    "InferenceCore",
+    "Resolution",
+    "check_threshold",
+    "select_types",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the network key of a unified model (its one network); non-unified keys are the locales
+UNIFIED = "*"
+#: the threshold of a model without calibrated thresholds
+DEFAULT_THRESHOLD = 0.5
+
+Forward = Callable[[str, Any], np.ndarray]
+Tokenizer = Callable[[list[str], "list[str | None] | None"], Any]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How one query's locale is served.
+
+    ``locale``: the locale asked for; ``locale_used``: the locale whose network, locale token
+    and threshold are used (None: locale-agnostic, the global threshold); ``key``: the
+    network key (:data:`UNIFIED` for unified models; None: no network scores it);
+    ``token_locale``: the locale token given to the tokenizer (None: none); ``warning``: a
+    message for the user when the locale was not served as asked ("" otherwise).
+    """
+
+    locale: str
+    locale_used: str | None
+    key: str | None
+    token_locale: str | None
+    warning: str = ""
+
+
+def check_threshold(threshold: float | None) -> None:
+    """A caller's threshold must be a number in [0, 1] (None: the calibrated ones)."""
+    if threshold is not None and (math.isnan(threshold) or not 0.0 <= threshold <= 1.0):
+        raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+
+
+def select_types(
+    scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | float, top_k: int | None = None
+) -> list[list[tuple[str, float]]]:
+    """Per row, the ``(type, score)`` pairs with ``score >= threshold``, best first (ties in
+    label order), at most ``top_k``. NaN scores (labels not scored) are never selected."""
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    n = scores.shape[0]
+    cut = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n,))
+    out: list[list[tuple[str, float]]] = []
+    for i in range(n):
+        row = scores[i]
+        with np.errstate(invalid="ignore"):
+            cols = np.flatnonzero(row >= cut[i])  # NaN >= t is False
+        cols = cols[np.argsort(-row[cols], kind="stable")]
+        if top_k is not None:
+            cols = cols[:top_k]
+        out.append([(classes[c], float(row[c])) for c in cols])
+    return out
+
+
+class InferenceCore:
+    """Locale resolution, dispatch, scoring and selection for one trained model.
+
+    Args:
+        variant: "non-unified", "unified-agnostic" or "unified-aware".
+        classes: the model's labels (the columns of every score matrix).
+        locales: the training locales.
+        thresholds: calibrated thresholds, ``{"global": t, LOCALE: t}`` (missing: 0.5).
+        tokenizers: per network key, ``tokenize(queries, token_locales) -> batch``.
+        forward: ``forward(key, batch) -> (n, n_labels)`` probabilities of network ``key``.
+        network_labels: per network key, the labels it scores in its output order (None or
+            missing: ``classes``).
+        fallback_locale: non-unified: the locale whose network serves unseen locales.
+        unseen: non-unified without a fallback: "error" (raise UnknownLocaleError) or "skip"
+            (the query gets no scores: every label NaN).
+    """
+
+    def __init__(
+        self,
+        *,
+        variant: str,
+        classes: Sequence[str],
+        locales: Sequence[str],
+        thresholds: Mapping[str, float] | None,
+        tokenizers: Mapping[str, Tokenizer],
+        forward: Forward,
+        network_labels: Mapping[str, Sequence[str] | None] | None = None,
+        fallback_locale: str | None = None,
+        unseen: Literal["error", "skip"] = "error",
+    ) -> None:
+        if variant not in ("non-unified", "unified-agnostic", "unified-aware"):
+            raise ModelLoadError(f"unknown variant {variant!r}")
+        self.variant = variant
+        self.unified = variant != "non-unified"
+        self.classes = list(classes)
+        self.locales = list(locales)
+        self.thresholds = {str(k): float(v) for k, v in (thresholds or {}).items()}
+        self.tokenizers = dict(tokenizers)
+        self.forward = forward
+        keys = set(self.tokenizers)
+        if self.unified and keys != {UNIFIED}:
+            raise ModelLoadError(f"a unified model holds exactly one network {UNIFIED!r}, got {sorted(keys)}")
+        if not self.unified and UNIFIED in keys:
+            raise ModelLoadError(f"a non-unified model holds one network per locale, not a unified {UNIFIED!r} one")
+        labels = dict(network_labels or {})
+        self.columns = {key: _label_columns(self.classes, labels.get(key)) for key in self.tokenizers}
+        self._known = set(self.locales)
+        if fallback_locale is not None and fallback_locale not in self._known:
+            raise UnknownLocaleError(
+                f"fallback locale {fallback_locale!r} is not a locale of the model (model locales: {', '.join(self.locales)})"
+            )
+        self.fallback_locale = fallback_locale
+        self.unseen = unseen
+
+    # --------------------------------------------------------------- resolution
+    def resolve(self, locale: str) -> Resolution:
+        """How ``locale`` is served (see :class:`Resolution`)."""
+        known = locale in self._known
+        if self.unified:
+            if not known:
+                return Resolution(locale, None, UNIFIED, None,
+                                  f"unseen locale {locale}: predicted locale-agnostically with the global threshold")
+            return Resolution(locale, locale, UNIFIED, locale if self.variant == "unified-aware" else None)
+        if known:
+            return Resolution(locale, locale, locale, None)
+        if self.fallback_locale is not None:
+            fb = self.fallback_locale
+            return Resolution(locale, fb, fb, None,
+                              f"unseen locale {locale}: used the fallback locale {fb}'s network and threshold")
+        if self.unseen == "skip":
+            return Resolution(locale, None, None, None, f"unseen locale {locale}: no model for it, nothing predicted")
+        raise UnknownLocaleError(self._unknown_message([locale]))
+
+    def resolve_all(self, locales: Sequence[str]) -> list[Resolution]:
+        """:meth:`resolve` for each locale; an error names every unknown locale at once, and
+        one warning per unseen locale is logged."""
+        if not self.unified and self.fallback_locale is None and self.unseen == "error":
+            unknown = sorted({loc for loc in locales if loc not in self._known})
+            if unknown:
+                raise UnknownLocaleError(self._unknown_message(unknown))
+        cache: dict[str, Resolution] = {}
+        out = []
+        for loc in locales:
+            res = cache.get(loc)
+            if res is None:
+                res = cache[loc] = self.resolve(loc)
+                if res.warning:
+                    logger.warning("%s", res.warning)
+            out.append(res)
+        return out
+
+    def _unknown_message(self, unknown: Sequence[str]) -> str:
+        return (
+            f"locale(s) {', '.join(unknown)} not seen in training; this non-unified model has one network per "
+            f"training locale ({', '.join(self.locales)}): give a fallback locale (--fallback-locale LOCALE) "
+            "to serve others with its network"
+        )
+
+    def threshold_for(self, locale_used: str | None) -> tuple[float, str]:
+        """The calibrated threshold of a served locale and where it comes from ("locale":
+        its own; "global": the global one, or 0.5 for a model without thresholds)."""
+        if locale_used is not None and locale_used in self.thresholds:
+            return self.thresholds[locale_used], "locale"
+        return self.thresholds.get("global", DEFAULT_THRESHOLD), "global"
+
+    def cuts(self, resolutions: Sequence[Resolution], threshold: float | None = None) -> np.ndarray:
+        """Per query, ``threshold`` or its served locale's calibrated threshold."""
+        if threshold is not None:
+            return np.full(len(resolutions), float(threshold))
+        return np.asarray([self.threshold_for(r.locale_used)[0] for r in resolutions], dtype=np.float64)
+
+    # ---------------------------------------------------------------- inference
+    def scores(self, queries: Sequence[str], resolutions: Sequence[Resolution], batch_size: int | None = None) -> np.ndarray:
+        """Probabilities ``(n, len(classes))`` in ``classes`` order; NaN: a label the query's
+        network does not score (or no network scores the query). ``batch_size``: at most
+        this many queries per forward pass (None: one pass per network)."""
+        n = len(queries)
+        if len(resolutions) != n:
+            raise ValueError(f"got {n} queries but {len(resolutions)} resolutions")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.full((n, len(self.classes)), np.nan, dtype=np.float32)
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(resolutions):
+            if r.key is not None:
+                groups.setdefault(r.key, []).append(i)
+        aware = self.variant == "unified-aware"
+        for key, rows in groups.items():
+            step = batch_size or len(rows)
+            cols = self.columns[key]
+            for start in range(0, len(rows), step):
+                part = rows[start:start + step]
+                qs = [str(queries[i]) for i in part]
+                locs = [resolutions[i].token_locale for i in part] if aware else None
+                probs = np.asarray(self.forward(key, self.tokenizers[key](qs, locs)), dtype=np.float32)
+                idx = np.asarray(part)
+                if cols is None:
+                    out[idx] = probs
+                else:
+                    out[np.ix_(idx, cols)] = probs
+        return out
+
+    def select(
+        self,
+        scores: np.ndarray,
+        resolutions: Sequence[Resolution],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """The predicted ``(type, score)`` lists of scored queries (see :func:`select_types`)."""
+        check_threshold(threshold)
+        return select_types(scores, self.classes, self.cuts(resolutions, threshold), top_k)
+
+    def warmup(self) -> None:
+        """One prediction through every network (first-call allocations, lazy init)."""
+        if self.unified:
+            locales = self.locales[:1] or [""]
+        else:
+            locales = list(self.tokenizers)
+        res = [self.resolve(loc) for loc in locales]
+        self.scores(["warm up"] * len(res), res)
+
+
+@dataclass
+class Inference:
+    """One batch of queries through an :class:`InferenceCore`: their resolutions and scores
+    (NaN: not scored)."""
+
+    core: InferenceCore
+    resolutions: list[Resolution]
+    scores: np.ndarray
+
+    def probabilities(self) -> np.ndarray:
+        """The scores with labels not scored at 0.0 (a probability they never reach)."""
+        return np.nan_to_num(self.scores, nan=0.0)
+
+    @property
+    def notes(self) -> list[str]:
+        """Per query, how an unseen locale was handled ("" when it was served as asked)."""
+        return [r.warning for r in self.resolutions]
+
+    @property
+    def threshold_locales(self) -> list[str | None]:
+        """Per query, the locale whose calibrated threshold applies (None: the global one)."""
+        return [r.locale_used for r in self.resolutions]
+
+    def select(self, *, threshold: float | None = None, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """The predicted ``(type, score)`` lists (see :meth:`InferenceCore.select`)."""
+        return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
+
+
+def _label_columns(classes: list[str], labels: Sequence[str] | None) -> np.ndarray | None:
+    """The columns of a network's labels among ``classes`` (None: the same labels)."""
+    if labels is None or list(labels) == classes:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    missing = [x for x in labels if x not in index]
+    if missing:
+        raise ModelLoadError(f"network labels not in the model's labels: {missing[:5]}")
+    return np.asarray([index[x] for x in labels], dtype=np.int64)
+
+
+def torch_forward(networks: Mapping[str, Any]) -> Forward:
+    """The forward pass of PyTorch networks: ``net.scores(batch)`` in evaluation mode under
+    ``torch.inference_mode`` (a network in training mode is put back after)."""
+    import torch
+
+    def forward(key: str, batch: Any) -> np.ndarray:
+        net = networks[key]
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.inference_mode():
+                return net.scores(batch).float().numpy()
+        finally:
+            net.train(was_training)
+
+    return forward
+
+
+def encoder_tokenizers(networks: Mapping[str, Any]) -> dict[str, Tokenizer]:
+    """Each network's encoder's ``tokenize``."""
+    return {key: net.encoder.tokenize for key, net in networks.items()}
