@@ -73,7 +73,8 @@ def measure(
     import numpy as np
 
     from q2pt.config import resolve_config
-    from q2pt.models import Q2PTModel, build_network
+    from q2pt.models import Q2PTModel
+    from q2pt.network import build_network
     from q2pt.training import TrainHooks
 
     overrides = {**(recipe or {}), "train.max_steps": steps, "train.patience": 10_000}

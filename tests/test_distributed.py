@@ -136,7 +136,7 @@ def test_single_process_env_is_a_no_op(monkeypatch):
 
 def test_nccl_refuses_sparse_gradients():
     from q2pt.encoders import build_encoder
-    from q2pt.models import Q2PTNet
+    from q2pt.network import Q2PTNet
 
     net = Q2PTNet(build_encoder("ngram", dim=8, buckets=64), 3)
     env = distributed.DistEnv(rank=0, world_size=2, backend="nccl")
@@ -149,8 +149,8 @@ def test_two_rank_gradients_equal_the_single_process_gradient():
     (what DDP all-reduces) equals the gradient of the whole global batch, also for
     unequal example weights, locale dropout and a rank without rows."""
     from q2pt.config import resolve_config
-    from q2pt.models import build_network
-    from q2pt.training import _train_step, prepare_split
+    from q2pt.network import build_network
+    from q2pt.training import prepare_split, train_step
 
     cfg = resolve_config(encoder="ngram", overrides={"model.encoder_options": {"dim": 8, "buckets": 512}, "model.dropout": 0.0})
     frame = make_split(40, 5)
@@ -164,7 +164,7 @@ def test_two_rank_gradients_equal_the_single_process_gradient():
     def grads(batch, ranks):
         net.zero_grad(set_to_none=True)
         for r in range(ranks):  # no optimisers: the ranks' gradients add up in .grad
-            _train_step(net, [], split, batch, drop, split.targets, weights,
+            train_step(net, [], split, batch, drop, split.targets, weights,
                         shard=lambda b, r=r: distributed.shard_batch(b, r, ranks), world_size=ranks)
         return {k: (p.grad.to_dense() if p.grad.is_sparse else p.grad).clone() / ranks
                 for k, p in net.named_parameters()}

@@ -13,7 +13,9 @@ torch = pytest.importorskip("torch")
 from q2pt.config import resolve_config  # noqa: E402
 from q2pt.data import from_frames  # noqa: E402
 from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError  # noqa: E402
-from q2pt.models import FORMAT_VERSION, Q2PTModel, Q2PTNet, load_model  # noqa: E402
+from q2pt.model_folder import FORMAT_VERSION  # noqa: E402
+from q2pt.models import Q2PTModel, load_model  # noqa: E402
+from q2pt.network import Q2PTNet  # noqa: E402
 
 # ---------------------------------------------------------------- tiny synthetic data
 # Not the simulated store: a hand-made 2-locale, 4-type problem small enough to overfit fast.

@@ -177,7 +177,8 @@ def test_use_encoder_export_equals_pytorch(tmp_path):
     embedding table.
     The network is built, not trained: pretrained USE weights plus a random head."""
     from q2pt.config import resolve_config
-    from q2pt.models import Q2PTModel, build_network
+    from q2pt.models import Q2PTModel
+    from q2pt.network import build_network
 
     cfg = resolve_config(encoder="use", flags={"model.variant": "unified-aware"})
     model = Q2PTModel(config=cfg)

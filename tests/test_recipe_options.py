@@ -8,8 +8,9 @@ import torch
 from q2pt.config import resolve_config  # noqa: E402
 from q2pt.encoders import build_encoder, encoder_from_config  # noqa: E402
 from q2pt.errors import ConfigError  # noqa: E402
-from q2pt.models import Q2PTModel, Q2PTNet, load_model  # noqa: E402
-from q2pt.training import _train_step, lr_factor, make_optimizers, prepare_split  # noqa: E402
+from q2pt.models import Q2PTModel, load_model  # noqa: E402
+from q2pt.network import Q2PTNet  # noqa: E402
+from q2pt.training import lr_factor, make_optimizers, prepare_split, train_step  # noqa: E402
 from test_models import tiny_dataset  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def test_softmax_loss_is_cross_entropy_against_the_label_set():
     data = tiny_dataset(8, 4, 4)
     cfg = resolve_config(None, ["--model.encoder_options.dim", "4", "--model.encoder_options.buckets", "32",
                                 "--model.output", "softmax", "--train.num_threads", "1"], "ngram")
-    from q2pt.models import build_network
+    from q2pt.network import build_network
 
     classes = sorted({t for ts in data.train["product_types"] for t in ts})
     torch.manual_seed(0)
@@ -41,7 +42,7 @@ def test_softmax_loss_is_cross_entropy_against_the_label_set():
         logits = network(split.tokens.take(idx))
     y = torch.from_numpy(split.targets[idx].toarray())
     expected = float((-(torch.log_softmax(logits, 1) * y).sum(1) / y.sum(1)).mean())
-    loss = _train_step(network, [], split, idx, None, split.targets, torch.from_numpy(split.weights), output="softmax")
+    loss = train_step(network, [], split, idx, None, split.targets, torch.from_numpy(split.weights), output="softmax")
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
@@ -129,7 +130,7 @@ def test_composite_with_e5_keeps_the_use_table_as_its_pretrained_resource(tmp_pa
     assert enc.pretrained_resource() == pretrained_resource()
     assert set(enc.pretrained_state()) == {"parts.0.embedding.weight"}
     net = Q2PTNet(enc, 3)
-    from q2pt.models import pack_state
+    from q2pt.weights import pack_state
 
     tensors, metadata = pack_state(net)  # the use table is stored as a (here empty) delta
     assert any(k.endswith("#pretrained_delta.rows") for k in tensors)
@@ -177,7 +178,7 @@ def test_linear_probe_trains_the_head_and_leaves_the_encoder():
     plain = Q2PTModel(config=resolve_config(None, flags, "ngram")).fit(data, progress=False)
     torch.manual_seed(0)
     fresh = Q2PTModel(config=resolve_config(None, flags, "ngram"))
-    from q2pt.models import build_network
+    from q2pt.network import build_network
 
     init = build_network(fresh.config, plain.classes_, plain.locales_).state_dict()
     net_p, net_f = probe.networks["*"].state_dict(), plain.networks["*"].state_dict()

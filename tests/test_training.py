@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 
 from q2pt.errors import ConfigError  # noqa: E402
 from q2pt.models import Q2PTModel, load_model  # noqa: E402
-from q2pt.training import RowSparseAdam, TokenCache, TrainHooks, multi_hot  # noqa: E402
+from q2pt.data.labels import multi_hot  # noqa: E402
+from q2pt.training import RowSparseAdam, TokenCache, TrainHooks  # noqa: E402
 from test_models import ngram_config, tiny_dataset, tiny_frame  # noqa: E402
 
 
@@ -244,7 +245,7 @@ def test_pretrained_delta_codec_round_trips_exactly(tmp_path):
     from safetensors.torch import save_file
 
     from q2pt.errors import ModelLoadError
-    from q2pt.models import DELTA_ROWS, DELTA_VALUES, pack_state, read_safetensors, unpack_state
+    from q2pt.weights import DELTA_ROWS, DELTA_VALUES, pack_state, read_safetensors, unpack_state
 
     reference = torch.randn(50, 4)
     reference[7, 0] = 0.0
@@ -283,18 +284,18 @@ def test_pretrained_delta_codec_round_trips_exactly(tmp_path):
 
 
 def test_optimizer_state_of_untouched_rows_is_stored_row_sparse():
-    from q2pt.training import _optimizer_from_tensors, _optimizer_to_tensors
+    from q2pt.training.optim import optimizer_from_tensors, optimizer_to_tensors
 
     table = torch.nn.Embedding(4096, 8, sparse=True)
     opt = RowSparseAdam(table.parameters(), lr=0.1)
     table(torch.tensor([1, 5, 4000])).sum().backward()
     opt.step()
-    tensors, index = _optimizer_to_tensors(opt, "opt0")
+    tensors, index = optimizer_to_tensors(opt, "opt0")
     entry = index["state"]["0"]["exp_avg"]
     assert entry == {"row_sparse": "opt0.0.exp_avg", "shape": [4096, 8]}
     assert tensors["opt0.0.exp_avg.rows"].tolist() == [1, 5, 4000]
     again = RowSparseAdam(torch.nn.Embedding(4096, 8, sparse=True).parameters(), lr=0.1)
-    _optimizer_from_tensors(again, tensors, index)
+    optimizer_from_tensors(again, tensors, index)
     for key in ("exp_avg", "exp_avg_sq"):
         assert torch.equal(again.state_dict()["state"][0][key], opt.state_dict()["state"][0][key])
 

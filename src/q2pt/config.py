@@ -145,6 +145,20 @@ class DataSection(_Section):
     label_separator: str = Field(" > ", min_length=1)
     """The separator between the levels of a product type path (whitespace around it is
     ignored when splitting: "a>b" is "a > b")."""
+    locale_languages: dict[str, list[str]] = Field(default_factory=dict)
+    """Store -> the languages its shoppers write in (ISO 639-1 codes), e.g. ``{"uk": ["en"],
+    "ca": ["en", "fr"], "se": ["sv"]}``: a locale-aware model seeds each store's locale token
+    from these languages' names. Merged over the dataset's own map (a ``locales.json`` of this
+    form in the dataset folder; the simulated store carries its map). A store in neither is
+    read as a language or language_REGION code (the dev set's ``de``, ``ja``; ``de_DE``)."""
+
+    @field_validator("locale_languages")
+    @classmethod
+    def _check_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for store, langs in value.items():
+            if not store.strip() or not langs or any(not str(x).strip() for x in langs):
+                raise ValueError(f"store {store!r}: give a non-empty list of language codes")
+        return value
 
 
 class Config(_Section):

@@ -48,13 +48,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-@functools.lru_cache(maxsize=16)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+def sha256_of_file(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes, read now (no cache: for integrity checks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_of_file(path)
 
 
 def file_sha256(path: str | Path) -> str:

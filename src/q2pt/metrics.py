@@ -800,7 +800,7 @@ def evaluate_as_deployed(
     the global one where a locale has fewer than ``min_positives`` positives or never reaches
     the target), then :func:`recall_as_deployed` on the test split. Returns the latter's dict
     plus ``thresholds`` and ``threshold_details``. Without any validation positive the
-    thresholds default to 0.5 (as :func:`q2pt.models.validation_report` does), and the
+    thresholds default to 0.5 (as :func:`q2pt.calibration.calibrate_thresholds` does), and the
     details say so.
     """
     thresholds, details = thresholds_or_default(valid_true, valid_score, valid_locales, precision,

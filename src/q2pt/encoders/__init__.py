@@ -35,7 +35,7 @@ import importlib
 import inspect
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from q2pt.errors import ConfigError, require
 
@@ -79,6 +79,25 @@ class Encoder(torch.nn.Module):
         super().__init__()
         self.locales = _clean_locales(locales)
         self._locale_index = {loc: i for i, loc in enumerate(self.locales)}
+        #: locale -> the languages its shoppers write in (seeds the locale tokens); a locale
+        #: not in it is read as a language or language_REGION code (see locale_seed_text)
+        self.locale_languages: dict[str, list[str]] = {}
+
+    def seed_text(self, locale: str) -> str:
+        """The words whose embedding initialises ``locale``'s token (:func:`locale_seed_text`)."""
+        return locale_seed_text(locale, self.locale_languages.get(locale))
+
+    def seed_locale_tokens(self, languages: Mapping[str, Sequence[str]]) -> None:
+        """Re-initialise the locale tokens of a fresh encoder from the languages of each
+        locale (a store is not a language: the ``uk`` store writes English, ``se``
+        Swedish). Locales absent from ``languages`` keep the seed read from their code."""
+        self.locale_languages = {loc: [str(x) for x in languages[loc]] for loc in self.locales if languages.get(loc)}
+        if self.locale_languages:
+            self._seed_locale_tokens()
+
+    def _seed_locale_tokens(self) -> None:
+        """Initialise the locale tokens from :meth:`seed_text` (kinds without pretrained
+        token embeddings have nothing to seed)."""
 
     # ----------------------------------------------------------------- interface
     @property
@@ -210,21 +229,30 @@ def _encoder_class(kind: str) -> type[Encoder]:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def build_encoder(spec: str, locales: Sequence[str] | None = None, **options: Any) -> Encoder:
+def build_encoder(
+    spec: str,
+    locales: Sequence[str] | None = None,
+    *,
+    locale_languages: Mapping[str, Sequence[str]] | None = None,
+    **options: Any,
+) -> Encoder:
     """Build a fresh encoder from a spec (``"use"``, ``"ngram"``, ``"e5"``, ``"hf:NAME_OR_PATH"``).
 
-    ``locales`` gives the encoder one learned token per locale (locale-aware models);
+    ``locales`` gives the encoder one learned token per locale (locale-aware models), seeded
+    from each locale's languages in ``locale_languages`` (see :meth:`Encoder.seed_locale_tokens`);
     ``options`` are the kind's keyword options (e.g. ``embedding="freeze"`` for ``use``,
     ``dim=64`` for ``ngram``, ``pooling="cls"`` for ``hf``). Unknown options raise ConfigError.
     """
     kind, arg = parse_spec(spec)
     cls = _encoder_class(kind)
     if kind == "composite":
-        return cls(arg, locales=locales, **options)  # options per part kind, checked by the parts
-    _check_options(cls, options, spec)
-    if kind == "hf":
-        return cls(arg, locales=locales, **options)
-    return cls(locales=locales, **options)
+        encoder = cls(arg, locales=locales, **options)  # options per part kind, checked by the parts
+    else:
+        _check_options(cls, options, spec)
+        encoder = cls(arg, locales=locales, **options) if kind == "hf" else cls(locales=locales, **options)
+    if locale_languages and encoder.locales:
+        encoder.seed_locale_tokens(locale_languages)
+    return encoder
 
 
 def encoder_from_config(
@@ -311,9 +339,17 @@ _LANGUAGES = {
 _LOCALE_RE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z0-9]{2,4}))?$")
 
 
-def locale_seed_text(locale: str) -> str:
-    """Words whose embedding initialises a locale token: the locale code's parts and, when
-    the language is known, its English name (``"de_DE"`` -> ``"de DE German"``)."""
+def locale_seed_text(locale: str, languages: Sequence[str] | None = None) -> str:
+    """Words whose embedding initialises a locale token.
+
+    With ``languages`` (the store's languages, e.g. ``["en"]`` for the ``uk`` store): the
+    locale id and the English names of its languages (``"uk English"``, ``"ca English
+    French"``). Without: the id is read as a language or language_REGION code -- its parts
+    and, when the language is known, its name (``"de_DE"`` -> ``"de DE German"``, the dev
+    set's ``"ja"`` -> ``"ja Japanese"``)."""
+    if languages:
+        names = [_LANGUAGES.get(str(lang).split("_")[0].split("-")[0].lower(), str(lang)) for lang in languages]
+        return " ".join([locale.strip(), *dict.fromkeys(names)])
     m = _LOCALE_RE.match(locale.strip())
     if not m:
         return " ".join(re.split(r"[-_\s]+", locale.strip())) or locale

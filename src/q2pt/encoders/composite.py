@@ -15,7 +15,7 @@ model gets the locale (each its own locale token).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from q2pt.errors import ConfigError, ModelLoadError
 
@@ -87,6 +87,12 @@ class CompositeEncoder(Encoder):
             prefix = f"p{i}."
             outs.append(part({k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}))
         return torch.cat(outs, dim=1)
+
+    def seed_locale_tokens(self, languages: Mapping[str, Sequence[str]]) -> None:
+        super().seed_locale_tokens(languages)
+        for part in self.parts:
+            if part.locales:
+                part.seed_locale_tokens(languages)
 
     def sparse_parameters(self) -> list[Any]:
         return [p for part in self.parts for p in part.sparse_parameters()]

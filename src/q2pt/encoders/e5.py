@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from q2pt.encoders import Encoder, locale_seed_text, package_resource, torch
+from q2pt.encoders import Encoder, package_resource, torch
 from q2pt.errors import DependencyError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -200,9 +200,12 @@ class E5Encoder(Encoder):
         self.dim = E5_DIM * (2 if self.locales else 1)
         self.locale_embedding = torch.nn.Parameter(torch.zeros(len(self.locales), E5_DIM))
         if self.locales and _init_locales:
-            with torch.no_grad():
-                seeds = e5_embeddings([locale_seed_text(loc) for loc in self.locales])
-                self.locale_embedding.copy_(torch.from_numpy(seeds))
+            self._seed_locale_tokens()
+
+    @torch.no_grad()
+    def _seed_locale_tokens(self) -> None:
+        seeds = e5_embeddings([self.seed_text(loc) for loc in self.locales])
+        self.locale_embedding.copy_(torch.from_numpy(seeds))
 
     def tokenize(self, queries: Sequence[str], locales: Sequence[str] | None) -> dict[str, Any]:
         """``{"embedding": (B, 384) float32}`` (+ ``"locale": (B,) int64``, -1 for none,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
-from q2pt.encoders import Encoder, locale_seed_text, torch
+from q2pt.encoders import Encoder, torch
 from q2pt.errors import ConfigError, ModelLoadError, require
 
 POOLING = ("mean", "cls")
@@ -80,7 +80,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 @contextmanager
-def _quiet_progress(transformers: Any) -> Iterator[None]:
+def quiet_progress(transformers: Any) -> Iterator[None]:
     """Hide transformers' weight-loading progress bars while we load (restored afterwards)."""
     logging = transformers.utils.logging
     enabled = logging.is_progress_bar_enabled()
@@ -115,7 +115,7 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
                 f"Hugging Face cache, and the hub cannot be reached to download it (offline). {hint}"
             )
     try:
-        with _quiet_progress(transformers):
+        with quiet_progress(transformers):
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
             model = transformers.AutoModel.from_pretrained(source, dtype=torch.float32, **kwargs)
     except Exception as exc:  # the hub client raises many types (OSError, ValueError, httpx...)
@@ -173,7 +173,7 @@ class HFEncoder(Encoder):
     def _from_assets(self, folder: Path) -> tuple[Any, Any]:
         transformers = _transformers()
         try:
-            with _quiet_progress(transformers):
+            with quiet_progress(transformers):
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
                 config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
                 model = transformers.AutoModel.from_config(config, dtype=torch.float32)
@@ -200,11 +200,20 @@ class HFEncoder(Encoder):
         for tok, loc in zip(tokens, self.locales):
             if tok not in new:
                 continue  # came with the tokenizer (rebuilt from assets): weights follow
-            ids = tokenizer(locale_seed_text(loc), add_special_tokens=False)["input_ids"]
-            ids = [i for i in ids if i != tokenizer.unk_token_id and i < table.shape[0]]
-            row = tokenizer.convert_tokens_to_ids(tok)
-            if ids:
-                table[row] = table[ids].mean(0)
+            self._seed_row(table, tok, loc)
+
+    def _seed_row(self, table: Any, token: str, locale: str) -> None:
+        tokenizer = self.tokenizer
+        ids = tokenizer(self.seed_text(locale), add_special_tokens=False)["input_ids"]
+        ids = [i for i in ids if i != tokenizer.unk_token_id and i < table.shape[0]]
+        if ids:
+            table[tokenizer.convert_tokens_to_ids(token)] = table[ids].mean(0)
+
+    @torch.no_grad()
+    def _seed_locale_tokens(self) -> None:
+        table = self.model.get_input_embeddings().weight
+        for tok, loc in zip(self._locale_tokens, self.locales):
+            self._seed_row(table, tok, loc)
 
     # --------------------------------------------------------------- interface
     @property

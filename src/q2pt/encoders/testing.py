@@ -76,11 +76,11 @@ def make_tiny_hf_model(
         max_position_embeddings=max_positions,
         pad_token_id=tok.token_to_id(_SPECIAL["pad"]),
     )
-    from q2pt.encoders.hf import _quiet_progress
+    from q2pt.encoders.hf import quiet_progress
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = transformers.DistilBertModel(config)
-    with _quiet_progress(transformers):
+    with quiet_progress(transformers):
         model.save_pretrained(str(folder))
     return folder

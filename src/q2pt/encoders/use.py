@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from q2pt.encoders import Encoder, locale_seed_text, package_resource, torch
+from q2pt.encoders import Encoder, package_resource, torch
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, require
 
 F = torch.nn.functional
@@ -301,12 +301,15 @@ class USEEncoder(Encoder):
             weight = self.embedding.weight
             self.embedding.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
 
+    def _seed_locale_tokens(self) -> None:
+        self._init_locale_tokens()
+
     @torch.no_grad()
     def _init_locale_tokens(self) -> None:
         """Each locale token starts as the mean embedding of its code and language name."""
         table = self.embedding.weight
         for i, loc in enumerate(self.locales):
-            ids = [j for j in self._piece_ids(locale_seed_text(loc))[1:-1] if 0 < j < VOCAB_SIZE]
+            ids = [j for j in self._piece_ids(self.seed_text(loc))[1:-1] if 0 < j < VOCAB_SIZE]
             if ids:
                 self.locale_embedding[i] = table[ids].mean(0)
             else:  # pragma: no cover - every code has at least one piece

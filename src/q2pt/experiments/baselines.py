@@ -48,16 +48,16 @@ import json
 import logging
 import tempfile
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from q2pt.data.schema import clean_query_text, normalize_query
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED, InferenceCore
+from q2pt.network import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from q2pt.data import Dataset
@@ -487,26 +487,13 @@ def frozen_embeddings(kind: str, texts: Sequence[str]) -> np.ndarray:
     raise ConfigError(f"unknown frozen embedder {kind!r}: expected 'use' or 'e5'")
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    torch = require("torch", "torch")
-    previous = torch.get_num_threads()
-    if n and n != previous:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 def fit_logistic(x: np.ndarray, y: np.ndarray, p: Mapping[str, Any], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """One-vs-rest L2 logistic regression of every column of ``y`` (0/1, ``(n, L)``) on
     ``x`` (``(n, d)``), solved jointly: ``(coef (d, L), intercept (L,))`` minimising, per
     type, ``||w||^2 / 2 + C * sum_i weight_i * logloss_i`` (sklearn's objective, intercept
     unpenalised). A column with only positives (or only negatives) gets ``w = 0`` and an
     intercept of +30 (-30): a constant score of 1 (0). Runs on ``p["threads"]`` torch threads."""
-    with _torch_threads(int(p.get("threads") or 0)):
+    with torch_threads(int(p.get("threads") or 0)):
         return _fit_logistic(x, y, p, seed)
 
 

@@ -71,8 +71,8 @@ def training_throughput(config: "Config", dataset: "Dataset", *, steps: int = 4,
     weights are thrown away)."""
     import torch
 
-    from q2pt.models import build_network
-    from q2pt.training import _train_step, make_optimizers, prepare_split
+    from q2pt.network import build_network
+    from q2pt.training import make_optimizers, prepare_split, train_step
 
     cfg = config.train
     train = dataset.train
@@ -98,7 +98,7 @@ def training_throughput(config: "Config", dataset: "Dataset", *, steps: int = 4,
             if i == warmup:
                 start = time.perf_counter()
             idx = batches[i % len(batches)]
-            _train_step(net, opts, split, idx, None, split.targets, weights, output=net.output)
+            train_step(net, opts, split, idx, None, split.targets, weights, output=net.output)
             if i >= warmup:
                 done += len(idx)
         elapsed = time.perf_counter() - (start or time.perf_counter())

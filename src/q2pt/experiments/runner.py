@@ -155,6 +155,7 @@ def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: st
         simulated=base.simulated,
         fingerprint=fingerprint(frames),
         taxonomy=base.taxonomy,
+        locale_languages=dict(base.locale_languages),
     )
 
 
@@ -467,7 +468,7 @@ class ExperimentRunner:
         A q2pt variant: its own ``thresholds_`` (calibrated on the validation split when it was
         trained), unless they target another precision than the experiment's. Otherwise (and
         for every baseline) the model's validation scores -- valid rows of its training
-        locales, as :func:`q2pt.models.validation_report` uses -- are calibrated with
+        locales, as :func:`q2pt.calibration.calibrate_thresholds` uses -- are calibrated with
         :func:`calibrate_on_valid`, i.e. :func:`q2pt.metrics.calibrate_thresholds`.
         """
         p = self.settings.precision
@@ -602,7 +603,7 @@ class ExperimentRunner:
         ]
         self._log_estimate(specs)
         t0 = time.perf_counter()
-        records = self._run_all("main comparison", [(sp, self.dataset, [self.main_eval()]) for sp in specs])
+        records = self.run_all("main comparison", [(sp, self.dataset, [self.main_eval()]) for sp in specs])
         elapsed = time.perf_counter() - t0
         small = small_stores(self._sizes, s.small_store_ratio)
         metrics = {r["name"]: r["evals"]["test"] for r in records if r["kind"] == "variant"}
@@ -649,7 +650,7 @@ class ExperimentRunner:
             max(1.0, est["seconds"] / 60.0), qps,
         )
 
-    def _run_all(
+    def run_all(
         self, title: str, jobs: Sequence[tuple[RunSpec, "Dataset", Sequence[EvalSet]]]
     ) -> list[dict[str, Any]]:
         from tqdm.auto import tqdm

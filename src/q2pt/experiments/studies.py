@@ -127,7 +127,7 @@ def study_data_size(runner: ExperimentRunner) -> dict[str, Any]:
             spec = RunSpec(f"data-size/{loc}/x{f:g}/{v}", "variant", v, f"{v} ({loc} x{f:g})",
                            config=runner.config_for(v), params={"study": "data-size", "locale": loc, "fraction": f})
             jobs.append((spec, ds, [EvalSet("locale", test_loc, bootstrap=s.study_bootstrap)], f, v))
-    records = runner._run_all("data-size", [(sp, ds, ev) for sp, ds, ev, _, _ in jobs])
+    records = runner.run_all("data-size", [(sp, ds, ev) for sp, ds, ev, _, _ in jobs])
     rows = []
     for (spec, ds, _, f, v), rec in zip(jobs, records):
         entry = rec["evals"]["locale"]["locales"].get(loc)
@@ -198,7 +198,7 @@ def study_cold_start(runner: ExperimentRunner) -> dict[str, Any]:
          ds, [EvalSet("new-store", test_loc, bootstrap=b),
               EvalSet("nearest-id", test_loc, predict_locales=[nearest] * len(test_loc), bootstrap=b)]),
     ]
-    records = runner._run_all("cold-start", jobs)
+    records = runner.run_all("cold-start", jobs)
     agn, aware = records
     rows = [
         {"model": "unified-agnostic", "locale_id": "(none)", "entry": agn["evals"]["new-store"]["global"]},
@@ -262,7 +262,7 @@ def study_pretraining(runner: ExperimentRunner) -> dict[str, Any]:
             config = runner.config_for(v, encoder=spec_str, encoder_options=options_eff)
             spec = RunSpec(f"pretraining/{name}/{v}", "variant", v, f"{v} / {name}", config=config,
                            params={"study": "pretraining", "encoder": name}, same_as=f"main/{v}")
-            rec = runner._run_all("pretraining", [(spec, data, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)])])[0]
+            rec = runner.run_all("pretraining", [(spec, data, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)])])[0]
         except Q2PTError as exc:
             logger.warning("pretraining study: %s skipped: %s", name, exc)
             skipped.append({"encoder": name, "reason": str(exc).splitlines()[0]})
@@ -339,7 +339,7 @@ def study_label_noise(runner: ExperimentRunner) -> dict[str, Any]:
                            config=runner.config_for(v), params={"study": "label-noise", "rate": rate},
                            same_as=f"main/{v}")
             jobs.append((spec, ds, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)], rate, v))
-    records = runner._run_all("label-noise", [(sp, ds, ev) for sp, ds, ev, _, _ in jobs])
+    records = runner.run_all("label-noise", [(sp, ds, ev) for sp, ds, ev, _, _ in jobs])
     rows = []
     for (spec, _, _, rate, v), rec in zip(jobs, records):
         g = rec["evals"]["test"]["global"]
@@ -365,7 +365,7 @@ def study_head(runner: ExperimentRunner) -> dict[str, Any]:
                        config=runner.config_for(v, head_hidden=hidden), params={"study": "head", "hidden": hidden},
                        same_as=f"main/{v}")
         jobs.append((spec, data, [EvalSet("test", data.test, bootstrap=s.study_bootstrap)]))
-    records = runner._run_all("head", jobs)
+    records = runner.run_all("head", jobs)
     rows = []
     for (spec, _, _), hidden, rec in zip(jobs, s.head_options, records):
         g = rec["evals"]["test"]["global"]

@@ -408,7 +408,7 @@ def evaluate_exports(
     "locales": {LOC: r}, "max_abs_diff_vs_torch": d}}}`` (``"torch"`` included).
     """
     from q2pt import metrics
-    from q2pt.training import label_lists, multi_hot
+    from q2pt.data.labels import label_lists, multi_hot
 
     if split not in dataset.splits:
         raise ConfigError(f"dataset has no {split!r} split")

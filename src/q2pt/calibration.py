@@ -1,0 +1,51 @@
+"""Threshold calibration: the per-locale thresholds a trained model predicts with.
+
+:func:`calibrate_thresholds` scores the validation rows of the training locales, computes
+the validation metrics, and calibrates one threshold per locale (and a global one) at the
+training's target precision with :func:`q2pt.metrics.thresholds_or_default` -- the same
+function the experiment's baselines are calibrated with -- writing them into the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from q2pt.data.labels import label_lists, multi_hot
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from q2pt.models import Q2PTModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["calibrate_thresholds"]
+
+
+def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
+    """Validation metrics and calibrated per-locale thresholds into the model's manifest.
+
+    Uses the valid rows of the training locales (the same rows for every variant).
+    """
+    from q2pt.metrics import evaluate, thresholds_or_default
+
+    precision = model.config.train.precision_target
+    rows = valid[valid["locale"].astype(str).isin(model.locales_)]
+    thresholds: dict[str, float] = {"global": 0.5}
+    details: dict[str, str] = {"global": "default 0.5: no validation data to calibrate on"}
+    metrics = None
+    if len(rows):
+        queries = rows["query"].astype(str).tolist()
+        locs = rows["locale"].astype(str).tolist()
+        scores = model.predict_proba(queries, locs)
+        y, missing = multi_hot(label_lists(rows["product_types"]), model.classes_)
+        y = y.toarray()
+        metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing)
+        thresholds, details = thresholds_or_default(y, scores, locs, precision, n_missing=missing)
+    if metrics is None:
+        logger.warning("no validation data: thresholds default to 0.5")
+    model.thresholds_ = thresholds
+    model.manifest["metrics"] = metrics
+    model.manifest["thresholds"] = thresholds
+    model.manifest["threshold_details"] = details

@@ -1,0 +1,103 @@
+"""The q2pt network: encoder -> dropout -> head, one logit per product type.
+
+:class:`Q2PTNet` turns a tokenized batch into logits; :meth:`Q2PTNet.scores` is the one place
+that turns logits into scores (independent sigmoids, or a softmax over the types with
+``model.output softmax``). :func:`build_network` makes a fresh one for a config.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from q2pt.config import Config
+from q2pt.errors import ConfigError, require
+
+torch = require("torch", "torch")
+
+__all__ = ["OUTPUTS", "Q2PTNet", "build_network", "torch_threads"]
+
+
+#: output layers of a network (``model.output``)
+OUTPUTS = ("sigmoid", "softmax")
+
+
+class Q2PTNet(torch.nn.Module):
+    """Encoder -> dropout -> head; ``forward`` returns logits ``(B, n_labels)``."""
+
+    def __init__(
+        self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = (), output: str = "sigmoid"
+    ):
+        super().__init__()
+        if n_labels < 1:
+            raise ConfigError("a network needs at least one label")
+        if output not in OUTPUTS:
+            raise ConfigError(f"unknown output {output!r}; valid: {', '.join(OUTPUTS)}")
+        self.output = output
+        self.encoder = encoder
+        self.n_labels = int(n_labels)
+        self.dropout = torch.nn.Dropout(dropout)
+        layers: list[Any] = []
+        width = int(encoder.dim)
+        for h in hidden:
+            layers += [torch.nn.Linear(width, int(h)), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+            width = int(h)
+        layers.append(torch.nn.Linear(width, self.n_labels))
+        self.head = torch.nn.Sequential(*layers)
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        return self.head(self.dropout(self.encoder(batch)))
+
+    def probabilities(self, logits: Any) -> Any:
+        """Scores in [0, 1] from logits: independent sigmoids, or a softmax over the labels."""
+        return torch.softmax(logits, dim=-1) if self.output == "softmax" else torch.sigmoid(logits)
+
+    def scores(self, batch: dict[str, Any]) -> Any:
+        """``probabilities(forward(batch))``: what every prediction path returns."""
+        return self.probabilities(self(batch))
+
+    @torch.no_grad()
+    def init_output_bias(self, prior: float) -> None:
+        """Start every output at the label prior: bias = logit(prior).
+
+        With hundreds of labels almost every (query, label) pair is negative; from a zero
+        bias the first epochs are spent pushing every score down before any positive is
+        learned. Starting at the prior skips that phase (the usual "prior initialisation"
+        of many-class sigmoid outputs)."""
+        if self.output == "softmax":
+            self.head[-1].bias.zero_()  # a softmax starts uniform over the labels
+            return
+        p = min(max(float(prior), 1e-6), 0.5)
+        self.head[-1].bias.fill_(float(np.log(p / (1.0 - p))))
+
+
+def build_network(
+    config: Config,
+    classes: Sequence[str],
+    locales: Sequence[str] | None,
+    locale_languages: Mapping[str, Sequence[str]] | None = None,
+) -> Q2PTNet:
+    """A fresh network for ``config``: ``locales`` given -> a locale-aware encoder, whose
+    locale tokens are seeded from each store's languages (``locale_languages``, over
+    ``config.data.locale_languages``; see :meth:`q2pt.encoders.Encoder.seed_locale_tokens`)."""
+    from q2pt.encoders import build_encoder
+
+    languages = {**(locale_languages or {}), **config.data.locale_languages}
+    encoder = build_encoder(config.model.encoder, locales=list(locales) if locales else None,
+                            locale_languages=languages or None, **config.model.encoder_options)
+    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden, config.model.output)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on ``n`` torch intra-op threads (0 or None: leave them), then restore."""
+    previous = torch.get_num_threads()
+    if n and n != previous:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

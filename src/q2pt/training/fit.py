@@ -1,0 +1,158 @@
+"""The variants' orchestration: :func:`fit_networks` trains the networks of a model (one
+unified network, or one per locale), resumably."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+
+from q2pt.data.labels import label_lists
+from q2pt.errors import ConfigError, require
+from q2pt.inference import UNIFIED
+from q2pt.network import build_network
+from q2pt.model_folder import check_output_folder
+from q2pt.training.checkpoints import Checkpointer, StageCheckpoint
+from q2pt.training.loop import TrainHooks, stage_label, train_network
+from q2pt.training.tokens import prepare_split
+from q2pt.weights import load_network_state
+
+torch = require("torch", "torch")
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    from q2pt.config import Config
+    from q2pt.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+
+def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
+    cfg = config.to_dict()
+    for key in ("num_threads", "checkpoint_every", "eval_batch_size"):  # do not change the result
+        cfg["train"].pop(key, None)
+    return {"config": cfg, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
+
+
+@dataclass
+class TrainedNetworks:
+    """What :func:`fit_networks` produced: the networks (under :data:`~q2pt.inference.UNIFIED`
+    or per locale), each network's labels, the model's labels and locales, and a training
+    summary per network."""
+
+    networks: dict[str, Any]
+    network_labels: dict[str, list[str]]
+    classes: list[str]
+    locales: list[str]
+    training: dict[str, Any]
+
+
+def fit_networks(
+    config: "Config",
+    dataset: "Dataset",
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    hooks: TrainHooks | None = None,
+) -> TrainedNetworks:
+    """Train the networks of ``config``'s variant and encoder on ``dataset`` (see the package
+    docstring); with ``out_dir`` checkpoints go to ``out_dir/checkpoints`` and ``resume``
+    continues from the last one. Thresholds and saving are the model's
+    (:meth:`q2pt.models.Q2PTModel.fit`).
+    """
+    hooks = hooks or TrainHooks()
+    cfg = config.train
+    variant = config.model.variant
+    train_df = dataset.train
+    if len(train_df) == 0:
+        raise ConfigError("the dataset has no training examples")
+    valid_df = dataset.valid
+    classes = sorted({x for row in label_lists(train_df["product_types"]) for x in row})
+    locales = sorted(train_df["locale"].astype(str).unique().tolist())
+
+    previous_threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        checkpointer = None
+        resumed_done: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = {}
+        resumed_progress: tuple[str, StageCheckpoint] | None = None
+        if out_dir is not None:
+            check_output_folder(Path(out_dir))
+            checkpointer = Checkpointer(Path(out_dir) / "checkpoints", _run_identity(config, dataset, classes, locales))
+            if resume and checkpointer.exists():
+                checkpointer.check_run()
+                resumed_done = checkpointer.done_stages()
+                resumed_progress = checkpointer.load_progress()
+                logger.info("resuming from %s (%d network(s) finished)", checkpointer.folder, len(resumed_done))
+            else:
+                if resume:
+                    logger.warning("no checkpoint in %s: training from the start", checkpointer.folder)
+                if hooks.is_main:
+                    checkpointer.start()
+
+        if variant == "unified-aware" and hooks.is_main:
+            given = {**dataset.locale_languages, **config.data.locale_languages}
+            read = [loc for loc in locales if loc not in given]
+            if read:
+                logger.info(
+                    "locale token(s) of %s seeded from the locale ids read as language codes "
+                    "(data.locale_languages, or a locales.json in the dataset folder, says which languages a store uses)",
+                    ", ".join(read),
+                )
+        if variant == "non-unified":
+            stages = [(loc, train_df[train_df["locale"].astype(str) == loc], valid_df[valid_df["locale"].astype(str) == loc]) for loc in locales]
+        else:
+            stages = [(UNIFIED, train_df, valid_df[valid_df["locale"].astype(str).isin(locales)])]
+
+        networks: dict[str, Any] = {}
+        network_labels: dict[str, list[str]] = {}
+        summaries: dict[str, Any] = {}
+        for i, (stage, tr, va) in enumerate(stages):
+            if stage == UNIFIED:
+                stage_classes = classes
+            else:
+                stage_classes = sorted({x for row in label_lists(tr["product_types"]) for x in row})
+            torch.manual_seed(cfg.seed)
+            net = build_network(config, stage_classes, locales if variant == "unified-aware" else None,
+                                dataset.locale_languages)
+            network_labels[stage] = stage_classes
+            networks[stage] = net
+            if stage in resumed_done:
+                
+                weights, metadata, meta = resumed_done[stage]
+                where = str(checkpointer.folder / "done") if checkpointer is not None else "checkpoint"
+                load_network_state(net, weights, metadata, source=where)
+                net.eval()
+                summaries[stage] = {k: v for k, v in meta.items() if k != "stage"}
+                continue
+            aware = variant == "unified-aware"
+            train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware, with_agnostic=aware and cfg.locale_dropout > 0)
+            net.init_output_bias(train_split.targets.nnz / max(1, train_split.n * len(stage_classes)))
+            valid_split = prepare_split(net.encoder, va, stage_classes, locale_aware=aware) if len(va) else None
+            if valid_split is None and hooks.is_main:
+                logger.warning("%s: no validation examples: no early stopping, keeping the last weights", stage_label(stage))
+            stage_resume = None
+            if resumed_progress is not None and resumed_progress[0] == stage:
+                stage_resume = resumed_progress[1]
+            result = train_network(
+                net, train_split, valid_split, cfg, stage=stage, stage_seed=(cfg.seed, i),
+                checkpointer=checkpointer, resume=stage_resume, progress=progress, hooks=hooks,
+            )
+            summaries[stage] = result.summary()
+            if checkpointer is not None and hooks.is_main:
+                checkpointer.save_done(stage, net, result)
+            if stage != UNIFIED and hooks.is_main:
+                best = "-" if result.best_metric is None else f"{result.best_metric:.4f}"
+                logger.info(
+                    "%s (%d/%d): %d train queries, %d labels, %d epochs; best valid R@P%g %s",
+                    stage_label(stage), i + 1, len(stages), train_split.n, len(stage_classes), result.epochs,
+                    cfg.precision_target * 100, best,
+                )
+
+        return TrainedNetworks(networks, network_labels, classes, locales, summaries)
+    finally:
+        torch.set_num_threads(previous_threads)
