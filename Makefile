@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[all,scale,test]"
+	$(BIN)/pip install -q -e ".[all,scale,test,lint]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,6 +30,11 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# ruff (lint) and mypy (types) over src, tests and bench: zero findings (CI runs it)
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -120,7 +120,8 @@ def tables(out: Path, regimes: list[str], also: list[str]) -> str:
         locales = res.get("locales") or []
         sizes = res.get("train_sizes") or {}
         lines += ["", "R@P80 per locale (mean over folds; train queries per locale in the header):", ""]
-        lines.append("| model | " + " | ".join(f"{loc} ({(sizes.get(loc) or {}).get('mean') or 0:.0f})" for loc in locales) + " |")
+        heads = [f"{loc} ({(sizes.get(loc) or {}).get('mean') or 0:.0f})" for loc in locales]
+        lines.append("| model | " + " | ".join(heads) + " |")
         lines.append("|---|" + "---:|" * len(locales))
         for name, m in models.items():
             cells = [fmt(m["locales"].get(loc, {}).get("r_at_p"), 2).split(" ±")[0] for loc in locales]
@@ -136,7 +137,8 @@ def tables(out: Path, regimes: list[str], also: list[str]) -> str:
                     if diffs:
                         mean = sum(diffs) / len(diffs)
                         wins = sum(d > 0 for d in diffs)
-                        margins.append(f"| {regime} | {m.get('label', name)} | {what} | {100 * mean:+.1f} | {wins}/{len(diffs)} |")
+                        margins.append(
+                            f"| {regime} | {m.get('label', name)} | {what} | {100 * mean:+.1f} | {wins}/{len(diffs)} |")
     if margins:
         lines += ["", f"### {DEFAULT_MODEL} minus each other model (points, mean of per-fold differences)", "",
                   "| regime | model | global figure | difference | folds won |", "|---|---|---|---:|---:|", *margins]

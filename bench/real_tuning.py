@@ -48,9 +48,9 @@ def fold_splits(frame: pd.DataFrame, k: int, folds: int, seed: int, small: int |
 def main(argv: list[str] | None = None) -> int:
     from q2pt.config import parse_value, resolve_config
     from q2pt.data import from_frames
+    from q2pt.data.labels import label_lists, multi_hot
     from q2pt.metrics import recall_at_precision
     from q2pt.models import Q2PTModel
-    from q2pt.data.labels import label_lists, multi_hot
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", metavar="DATA_FILE")

@@ -260,7 +260,8 @@ def fmt_table(rows: list[dict[str, Any]]) -> str:
 
 def fmt_soak(s: dict[str, Any]) -> str:
     return "\n".join([
-        "| runtime | seconds | clients | requests | errors | p50 ms | p99 ms | RSS after warm-up MB | RSS end MB | RSS max MB | drift 2nd half MB | memory |",
+        "| runtime | seconds | clients | requests | errors | p50 ms | p99 ms | RSS after warm-up MB | RSS end MB "
+        "| RSS max MB | drift 2nd half MB | memory |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         f"| {s['runtime']} | {s['seconds']:.0f} | {s['concurrency']} | {s['requests']} | {s['errors']} | "
         f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['rss_start_mb']:.0f} | {s['rss_end_mb']:.0f} | "

@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, Python {platform.python_version()}; "
           f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(f"# data: SIMULATED store '{args.preset}' (seed {args.seed}), {len(data.train)} train queries, "
-          f"{len(data.labels)} product types, {len(data.locales)} locales; unified-aware, batch {rows[0]['batch'] if rows else 211}, "
+          f"{len(data.labels)} product types, {len(data.locales)} locales; unified-aware, "
+          f"batch {rows[0]['batch'] if rows else 211}, "
           f"{args.steps} steps ({args.warmup} warm-up steps not timed)")
     header = ["encoder", "threads", "train q/s", "tokenize q/s", "predict q/s (batch 512)", "1-by-1 q/s", "targets"]
     table = []
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             if kind == r["kind"]:
                 got = r["train"] if what == "train" else r["predict"]
                 notes.append(f"{what} >= {target:,}: {'met' if got >= target else 'NOT met'}")
-        table.append([r["encoder"], str(r["threads"]), _fmt(r["train"]), _fmt(r["tokenize"]), _fmt(r["predict"]), _fmt(r["single"]),
+        table.append([r["encoder"], str(r["threads"]), _fmt(r["train"]), _fmt(r["tokenize"]), _fmt(r["predict"]),
+                      _fmt(r["single"]),
                       "; ".join(notes) or "-"])
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
@@ -231,7 +233,8 @@ def compare_recipes(args: argparse.Namespace) -> int:
         print(f"{label:<28} {r['threads']:>7} {_fmt(r['train']):>10} {_fmt(r['predict']):>12} {_fmt(r['single']):>11}")
     for key, what in (("train", "train"), ("predict", "predict"), ("single", "1-by-1")):
         ratio = new[key] / old[key]
-        print(f"{what}: today / 0.1.0 = {ratio:.2f} (target >= {RECIPE_TARGET}: {'met' if ratio >= RECIPE_TARGET else 'NOT met'})")
+        verdict = "met" if ratio >= RECIPE_TARGET else "NOT met"
+        print(f"{what}: today / 0.1.0 = {ratio:.2f} (target >= {RECIPE_TARGET}: {verdict})")
     return 0
 
 

@@ -149,7 +149,8 @@ def test_predict_unseen_locale(models, capsys):
     code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "red shoes"])
     err = capsys.readouterr().err
     assert code == 2 and "fr_FR" in err and "--fallback-locale" in err
-    code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "--fallback-locale", "en_US", "red shoes"])
+    code = main(["predict", "--model", str(models["non-unified"]), "--locale", "fr_FR", "--fallback-locale", "en_US",
+                 "red shoes"])
     out = capsys.readouterr().out
     assert code == 0 and "shoes (" in out and "fallback locale en_US" in out
 
@@ -195,7 +196,8 @@ def test_predict_argument_errors(models, tmp_path, capsys):
     assert "locale" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, expected", [([], None), (["--threads", "1"], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
+@pytest.mark.parametrize("extra, expected",
+                         [([], None), (["--threads", "1"], 1), (["--threads", "2"], 2), (["--threads", "0"], None)])
 def test_predict_threads_apply_without_stream(models, monkeypatch, capsys, extra, expected):
     """--threads (default 0: torch's own) sets torch's threads for plain predict too, and is restored after."""
     import torch

@@ -155,7 +155,9 @@ def test_encoder_kind_and_valid_keys():
     assert encoder_kind("use") == "use" and encoder_kind("hf:x/y") == "hf"
     with pytest.raises(ValueError):
         encoder_kind("hf:")
-    assert "train.locale_dropout" in valid_keys() and valid_keys("data") == ["data.path", "data.preset", "data.seed", "data.label_depth", "data.label_separator"]
+    assert "train.locale_dropout" in valid_keys()
+    assert valid_keys("data") == ["data.path", "data.preset", "data.seed", "data.label_depth", "data.label_separator",
+                                  "data.locale_languages"]
 
 
 def test_use_freezes_its_embedding_table_by_default_and_options_override_it(tmp_path):

@@ -112,13 +112,9 @@ def test_strip_nproc_and_torchrun_env(monkeypatch):
 
 
 def test_backend_choice():
-    assert distributed.choose_backend("auto", "cpu") == "gloo"
-    assert distributed.choose_backend("auto", "cuda:0") == "nccl"
-    assert distributed.choose_backend("gloo", "cuda") == "gloo"
-    with pytest.raises(ConfigError, match="CUDA"):
-        distributed.choose_backend("nccl", "cpu")
+    assert distributed.choose_backend("auto") == distributed.choose_backend("gloo") == "gloo"
     with pytest.raises(ConfigError, match="unknown"):
-        distributed.choose_backend("mpi")
+        distributed.choose_backend("nccl")  # training runs on the CPU: no CUDA backend
 
 
 def test_single_process_env_is_a_no_op(monkeypatch):
@@ -132,16 +128,6 @@ def test_single_process_env_is_a_no_op(monkeypatch):
         hooks = env.hooks()
         assert hooks.world_size == 1 and hooks.is_main
         assert hooks.shard(np.arange(4)).tolist() == [0, 1, 2, 3]
-
-
-def test_nccl_refuses_sparse_gradients():
-    from q2pt.encoders import build_encoder
-    from q2pt.network import Q2PTNet
-
-    net = Q2PTNet(build_encoder("ngram", dim=8, buckets=64), 3)
-    env = distributed.DistEnv(rank=0, world_size=2, backend="nccl")
-    with pytest.raises(ConfigError, match="sparse"):
-        env.wrap(net)
 
 
 def test_two_rank_gradients_equal_the_single_process_gradient():

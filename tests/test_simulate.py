@@ -219,7 +219,9 @@ def test_locales_languages_and_scripts(tiny, tiny_all):
     train_counts = splits["train"]["locale"].value_counts()
     assert train_counts.min() >= 20
     by_loc = {loc: g for loc, g in tiny_all.groupby("locale")}
-    share = lambda loc, script: by_loc[loc]["query"].map(lambda q: lx.has_script(q, script)).mean()
+    def share(loc, script):
+        return by_loc[loc]["query"].map(lambda q: lx.has_script(q, script)).mean()
+
     assert share("jp", "japanese") > 0.9
     assert share("sa", "arabic") > 0.85 and share("eg", "arabic") > 0.85
     assert 0.2 < share("ae", "arabic") < 0.8  # ae: Arabic and English

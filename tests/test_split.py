@@ -105,7 +105,7 @@ def test_train_per_locale_moves_rows_to_test():
     assert report["moved_to_test"] == sum(v["moved_to_test"] for v in loc.values())
     assert sum(report["splits"].values()) == sum(base_n for base_n in (len(df) for df in base.values()))
     folds = fold_frames(frame(), 3, seed=0, train_per_locale=4)
-    for splits, rep in folds:
+    for _splits, rep in folds:
         assert rep["locales"]["us"]["train"] == 4 and rep["moved_to_test"] > 0
         assert sum(rep["splits"].values()) == len(merge_duplicates(frame())[0])
 

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from q2pt.data.labels import multi_hot  # noqa: E402
 from q2pt.errors import ConfigError  # noqa: E402
 from q2pt.models import Q2PTModel, load_model  # noqa: E402
-from q2pt.data.labels import multi_hot  # noqa: E402
 from q2pt.training import RowSparseAdam, TokenCache, TrainHooks  # noqa: E402
 from test_models import ngram_config, tiny_dataset, tiny_frame  # noqa: E402
 
@@ -198,7 +198,7 @@ def test_row_sparse_adam_matches_torch_sparse_adam():
     bags[1].load_state_dict(bags[0].state_dict())
     start = bags[0].weight.detach().clone()
     opts = [torch.optim.SparseAdam(bags[0].parameters(), lr=0.05), RowSparseAdam(bags[1].parameters(), lr=0.05)]
-    for step in range(6):
+    for _ in range(6):
         ids = torch.randint(0, 50, (30,))
         offsets = torch.tensor([0, 7, 7, 19])  # one empty bag; ids repeat: gradients need coalescing
         target = torch.randn(4, 6)

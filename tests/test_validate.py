@@ -90,7 +90,8 @@ def test_csv_row_level_problems_have_file_row_field(tmp_path):
 
 def test_non_utf8_bytes_are_found_by_row_and_field(tmp_path):
     train = b"query,locale,product_types\nred shoes,en_US,shoes\nbad \xff\xfe query,en_US,shoes\nok,en_US,sh\xe9\n"
-    test_ = b'{"query": "fine", "locale": "en_US", "product_types": ["hat"]}\n{"query": "caf\xe9", "locale": "en_US", "product_types": ["hat"]}\n'
+    test_ = (b'{"query": "fine", "locale": "en_US", "product_types": ["hat"]}\n'
+             b'{"query": "caf\xe9", "locale": "en_US", "product_types": ["hat"]}\n')
     d = make(tmp_path, train)
     (d / "test.csv").unlink()
     (d / "test.jsonl").write_bytes(test_)

@@ -3,9 +3,8 @@
 ``torchrun --nproc-per-node N -m q2pt train ...`` (or ``q2pt train --nproc N``, which runs
 torchrun for you) trains any variant on N processes:
 
-* one process group per run: **gloo** when the networks train on the CPU, **nccl** when
-  they train on CUDA devices (:func:`choose_backend`); each rank then binds to
-  ``cuda:LOCAL_RANK``;
+* one **gloo** process group per run (q2pt trains on the CPU; there is no device option,
+  so no CUDA/NCCL path);
 * every optimiser step takes one *global* batch of ``train.batch_size`` rows of the epoch's
   permutation (the same on every rank: it is drawn from the seed) and each rank keeps its
   stride of it (:func:`shard_batch`: ``batch[rank::world_size]``). The training loop
@@ -19,9 +18,7 @@ torchrun for you) trains any variant on N processes:
   same checkpoint on ``--resume`` (a shared file system is assumed) and the early-stopping
   decision is rank 0's, broadcast to the others;
 * sparse embedding gradients (the ``ngram`` encoder's default, ``use`` with
-  ``embedding="sparse"``) are all-reduced by gloo; NCCL has no sparse all-reduce, so on
-  CUDA such encoders must be trained with dense gradients (a :class:`ConfigError` says
-  how, e.g. ``--model.encoder_options.sparse false``).
+  ``embedding="sparse"``) are all-reduced by gloo.
 
 The process group never exists in a plain (non-torchrun) process: :func:`session` yields
 a single-process :class:`DistEnv` there, and everything here is a no-op.
@@ -64,7 +61,7 @@ __all__ = [
     "torchrun_world",
 ]
 
-BACKENDS = ("auto", "gloo", "nccl")
+BACKENDS = ("auto", "gloo")
 
 
 # ----------------------------------------------------------------------------- environment
@@ -107,22 +104,11 @@ def shard_batch(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return np.asarray(batch)[rank::world_size]
 
 
-def choose_backend(requested: str = "auto", device: str = "cpu") -> str:
-    """The process-group backend: gloo for CPU training, nccl for CUDA ("auto")."""
+def choose_backend(requested: str = "auto") -> str:
+    """The process-group backend: gloo ("auto" is gloo; training runs on the CPU)."""
     if requested not in BACKENDS:
         raise ConfigError(f"unknown distributed backend {requested!r} (choose one of {', '.join(BACKENDS)})")
-    if requested != "auto":
-        if requested == "nccl" and not str(device).startswith("cuda"):
-            raise ConfigError("the nccl backend needs training on CUDA devices; use gloo (or auto) on the CPU")
-        return requested
-    return "nccl" if str(device).startswith("cuda") else "gloo"
-
-
-def training_device(config: Any = None) -> str:
-    """Where the training loop puts the networks: ``config.train.device`` if the config has
-    such a key, else the CPU (q2pt's loop trains on the CPU)."""
-    device = getattr(getattr(config, "train", None), "device", None)
-    return str(device) if device else "cpu"
+    return "gloo"
 
 
 # ----------------------------------------------------------------------------- the process group
@@ -149,19 +135,13 @@ class DistEnv:
     def distributed(self) -> bool:
         return self.backend is not None and self.world_size > 1
 
-    @property
-    def device(self) -> str:
-        return f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu"
 
     def barrier(self) -> None:
         """Wait until every rank is here (no-op for one process)."""
         if self.distributed:
             import torch.distributed as dist
 
-            if self.backend == "nccl":
-                dist.barrier(device_ids=[self.local_rank])
-            else:
-                dist.barrier()
+            dist.barrier()
 
     def broadcast_flag(self, flag: bool) -> bool:
         """Rank 0's ``flag`` on every rank (a tensor broadcast; no pickling)."""
@@ -170,7 +150,7 @@ class DistEnv:
         import torch
         import torch.distributed as dist
 
-        value = torch.tensor([1 if flag else 0], dtype=torch.int64, device=self.device)
+        value = torch.tensor([1 if flag else 0], dtype=torch.int64)
         dist.broadcast(value, src=0)
         return bool(value.item())
 
@@ -220,44 +200,27 @@ class DistEnv:
         from torch.nn.parallel import DistributedDataParallel
 
         encoder = getattr(net, "encoder", None)
-        sparse = list(encoder.sparse_parameters()) if hasattr(encoder, "sparse_parameters") else []
-        if self.backend == "nccl" and sparse:
-            raise ConfigError(
-                f"the {getattr(encoder, 'kind', '?')} encoder trains with sparse embedding gradients, which NCCL "
-                "cannot all-reduce: train on the CPU (gloo), or with dense gradients "
-                "(ngram: --model.encoder_options.sparse false; use: --model.encoder_options.embedding dense)"
-            )
         if find_unused_parameters is None:
             find_unused_parameters = getattr(encoder, "kind", None) == "hf"
-        if self.backend == "nccl":
-            return DistributedDataParallel(
-                net, device_ids=[self.local_rank], output_device=self.local_rank,
-                find_unused_parameters=find_unused_parameters,
-            )
         return DistributedDataParallel(net, find_unused_parameters=find_unused_parameters)
 
 
-def init_distributed(backend: str = "auto", *, device: str = "cpu", timeout_s: float = 1800.0) -> DistEnv:
+def init_distributed(backend: str = "auto", *, timeout_s: float = 1800.0) -> DistEnv:
     """Join the torchrun job this process belongs to (a single-process env outside one).
 
     Reads RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT (set by torchrun), creates
-    the default process group with :func:`choose_backend` and, for nccl, binds the process
-    to ``cuda:LOCAL_RANK``. Non-main ranks log only warnings and errors.
+    the default (gloo) process group. Non-main ranks log only warnings and errors.
     """
     world = torchrun_world()
     if world is None or world[1] == 1:
         return DistEnv()
-    torch = require("torch", "torch")
+    require("torch", "torch")
     import torch.distributed as dist
 
     rank, size, local = world
-    chosen = choose_backend(backend, device)
+    chosen = choose_backend(backend)
     if not dist.is_available():  # pragma: no cover - every supported torch build has it
         raise ConfigError("this PyTorch build has no torch.distributed support")
-    if chosen == "nccl":
-        if not torch.cuda.is_available() or torch.cuda.device_count() <= local:
-            raise ConfigError(f"rank {rank}: no CUDA device {local} for the nccl backend")
-        torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(chosen, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s))
     if rank != 0:
@@ -280,10 +243,10 @@ def teardown(env: DistEnv | None = None) -> None:
 
 
 @contextlib.contextmanager
-def session(backend: str = "auto", *, device: str = "cpu") -> Iterator[DistEnv]:
+def session(backend: str = "auto") -> Iterator[DistEnv]:
     """``with session() as env:`` -- the process group for the block (if torchrun started
     this process with WORLD_SIZE > 1), torn down afterwards; a single-process env otherwise."""
-    env = init_distributed(backend, device=device)
+    env = init_distributed(backend)
     ok = False
     try:
         yield env

@@ -4,6 +4,7 @@ and exit/status codes in one place (``q2pt.cli.main`` and ``q2pt.serving.app``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class DataError(Q2PTError):
     exit_code = 2
     http_status = 422
 
-    def __init__(self, message: str, problems: list[Problem] | None = None):
+    def __init__(self, message: str, problems: Sequence[Problem] | None = None):
         self.problems = list(problems or [])
         super().__init__(message)
 

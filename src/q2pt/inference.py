@@ -78,7 +78,7 @@ def check_threshold(threshold: float | None) -> None:
 
 
 def select_types(
-    scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | float, top_k: int | None = None
+    scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | np.ndarray | float, top_k: int | None = None
 ) -> list[list[tuple[str, float]]]:
     """Per row, the ``(type, score)`` pairs with ``score >= threshold``, best first (ties in
     label order), at most ``top_k``. NaN scores (labels not scored) are never selected."""
@@ -94,7 +94,7 @@ def select_types(
         cols = cols[np.argsort(-row[cols], kind="stable")]
         if top_k is not None:
             cols = cols[:top_k]
-        out.append([(classes[c], float(row[c])) for c in cols])
+        out.append([(classes[int(c)], float(row[c])) for c in cols])
     return out
 
 

@@ -408,7 +408,7 @@ def bootstrap_ci(
                 stats[b] = 0.0 if missing is not None and missing[idx].sum() else math.nan
         else:
             for b in range(n_boot):
-                stats[b] = resampler(rng.integers(0, n, n))
+                stats[b] = resampler(np.asarray(rng.integers(0, n, n)))
     else:
         for b in range(n_boot):
             idx = rng.integers(0, n, n)

@@ -73,7 +73,10 @@ from q2pt.model_folder import (
 from q2pt.network import Q2PTNet, torch_threads
 from q2pt.weights import DELTA_METADATA, check_pretrained_resource, load_network_state, pack_state, read_safetensors
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -299,8 +302,8 @@ class Q2PTModel:
         recall and F1 when every query uses its locale's calibrated threshold (the
         operating point ``predict`` uses by default).
         """
-        from q2pt.metrics import evaluate, precision_recall_at, to_jsonable
         from q2pt.data.labels import label_lists, multi_hot
+        from q2pt.metrics import evaluate, precision_recall_at, to_jsonable
 
         self._check_fitted()
         queries = frame["query"].astype(str).tolist()
@@ -371,7 +374,7 @@ def _with(data: dict[str, Any], section: str, key: str, value: Any) -> dict[str,
     return data
 
 
-def load_model(folder: str | Path) -> Q2PTModel:
+def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     """Load a model folder written by :meth:`Q2PTModel.save`.
 
     Raises ModelLoadError naming the file for a missing folder or file, a corrupt file

@@ -8,14 +8,17 @@ that turns logits into scores (independent sigmoids, or a softmax over the types
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from q2pt.config import Config
 from q2pt.errors import ConfigError, require
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 __all__ = ["OUTPUTS", "Q2PTNet", "build_network", "torch_threads"]
 
@@ -66,11 +69,13 @@ class Q2PTNet(torch.nn.Module):
         bias the first epochs are spent pushing every score down before any positive is
         learned. Starting at the prior skips that phase (the usual "prior initialisation"
         of many-class sigmoid outputs)."""
+        last = self.head[-1]
+        assert isinstance(last, torch.nn.Linear)
         if self.output == "softmax":
-            self.head[-1].bias.zero_()  # a softmax starts uniform over the labels
+            last.bias.zero_()  # a softmax starts uniform over the labels
             return
         p = min(max(float(prior), 1e-6), 0.5)
-        self.head[-1].bias.fill_(float(np.log(p / (1.0 - p))))
+        last.bias.fill_(float(np.log(p / (1.0 - p))))
 
 
 def build_network(

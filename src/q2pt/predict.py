@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-
 from q2pt.errors import DataError, Problem
 from q2pt.inference import check_threshold
 
@@ -48,7 +47,7 @@ def predict_rows(
     return result.select(threshold=threshold, top_k=top_k), result.notes
 
 
-def _check_input(frame: "pd.DataFrame", file: str, rows: Sequence[int] | None = None) -> None:
+def _check_input(frame: "pd.DataFrame", file: str, rows: "Sequence[int] | Any | None" = None) -> None:
     missing = [c for c in ("query", "locale") if c not in frame.columns]
     if missing:
         raise DataError(f"{file}: missing column(s) {', '.join(missing)} (need query and locale)")

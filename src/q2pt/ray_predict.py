@@ -65,7 +65,7 @@ class RayPredictor:
 
         torch.set_num_threads(threads)
         self.model = load_model(model_dir)
-        self.options = {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale,
+        self.options: dict[str, Any] = {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale,
                         "batch_size": batch_size}
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
@@ -172,8 +172,8 @@ def ray_predict(
     require("ray.data", "scale")
     import pyarrow.parquet as pq
 
-    from q2pt.io import atomic_path
     from q2pt.inference import check_threshold
+    from q2pt.io import atomic_path
 
     check_threshold(threshold)
     if rows_per_batch < 1 or batch_size < 1 or (block_bytes is not None and block_bytes < 1):

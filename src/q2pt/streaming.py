@@ -650,7 +650,7 @@ def _run_workers(opts: _Options, todo: Sequence[int], n_workers: int, record: Ca
         busy = len(workers)
         while busy:
             for key, _ in sel.select(timeout=1.0):
-                w: _Worker = key.data
+                w = key.data
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:  # EOF: the worker exited
                     sel.unregister(key.fd)
@@ -730,6 +730,7 @@ def _worker_main(stdin: Iterable[str] = sys.stdin, stdout: Any = sys.stdout) -> 
         once = _OnceFilter()
         for handler in _handlers(logging.getLogger("q2pt.models")):
             handler.addFilter(once)
+        assert opts.model is not None  # workers are started with a model folder
         model = load_model(opts.model)
         info = _open_input(opts.input)
         pf = pq.ParquetFile(info.path)

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from q2pt.errors import ModelLoadError, require
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 __all__ = [
     "DELTA_METADATA",
@@ -55,7 +58,7 @@ def pretrained_reference(net: Any) -> tuple[dict[str, Any], dict[str, str] | Non
     encoder = getattr(net, "encoder", None)
     getter = getattr(encoder, "pretrained_state", None)
     reference = dict(getter()) if callable(getter) else {}
-    if not reference:
+    if not reference or encoder is None:
         return {}, None
     return {f"encoder.{k}": v for k, v in reference.items()}, encoder.pretrained_resource()
 

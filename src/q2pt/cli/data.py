@@ -15,7 +15,8 @@ def _add_source(p: argparse.ArgumentParser, what: str) -> None:
         "path", nargs="?", metavar="PATH",
         help=f"dataset directory (train/valid/test files) or one file with a 'split' column; {what}",
     )
-    p.add_argument("--preset", choices=PRESETS, default="quick", help="simulated store preset when PATH is omitted (default: quick)")
+    p.add_argument("--preset", choices=PRESETS, default="quick",
+                   help="simulated store preset when PATH is omitted (default: quick)")
     p.add_argument("--seed", type=int, default=0, help="simulated store seed when PATH is omitted (default: 0)")
 
 

@@ -239,7 +239,7 @@ def load_labelled(
     from q2pt.data.io import RawDataset, RawTable, read_table
     from q2pt.data.validate import check_raw_dataset
 
-    cut = {"label_depth": label_depth, "label_separator": label_separator}
+    cut: dict[str, Any] = {"label_depth": label_depth, "label_separator": label_separator}
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")

@@ -26,7 +26,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 import numpy as np
 import pandas as pd
@@ -61,7 +61,8 @@ class _Missing:
 MISSING = _Missing()
 
 
-def _mark_bad_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+def _mark_bad_bytes(err: UnicodeError) -> tuple[str, int]:
+    assert isinstance(err, UnicodeDecodeError)  # registered for decoding only
     return S.BAD_BYTES_MARK, err.end
 
 
@@ -189,7 +190,8 @@ def _read_delimited(path: Path, sep: str) -> RawTable:
             good.append(rec)
             rows.append(row)
     cols = [list(c) for c in zip(*good)] if good else [[] for _ in header]
-    return RawTable(name, "tsv" if sep == "\t" else "csv", _object_frame(header, cols), np.asarray(rows, dtype=np.int64), problems)
+    fmt = "tsv" if sep == "\t" else "csv"
+    return RawTable(name, fmt, _object_frame(header, cols), np.asarray(rows, dtype=np.int64), problems)
 
 
 def _read_jsonl(path: Path) -> RawTable:
@@ -364,7 +366,7 @@ def read_raw_dataset(path: str | Path) -> RawDataset:
 
 # --------------------------------------------------------------------------- writing
 def _as_splits(data: "Dataset | Mapping[str, pd.DataFrame]") -> dict[str, pd.DataFrame]:
-    splits = getattr(data, "splits", data)
+    splits = cast("Mapping[str, pd.DataFrame]", getattr(data, "splits", data))
     missing = [s for s in S.SPLITS if s not in splits]
     if missing:
         raise ValueError(f"dataset has no {', '.join(missing)} split")

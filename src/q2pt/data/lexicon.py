@@ -30,6 +30,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 __all__ = [
     "BRANDS",
@@ -1293,7 +1294,7 @@ def misspell(query: str, rules: LanguageRules, rnd: random.Random) -> str:
         long_words = [k for k, w in enumerate(words) if len(w) >= 4]
         if not long_words:
             return query
-        k = pick(long_words, rnd)  # type: ignore[arg-type]
+        k = long_words[int(rnd.random() * len(long_words))]  # = pick(): the same draw
         w = words[k]
         j = int(rnd.random() * len(w))
         words[k] = w[:j] + w[j + 1:]
@@ -1341,13 +1342,14 @@ def check_lexicon() -> LexiconCheck:
                 problems.append(f"{name}: no {lang}")
             elif len(table[lang]) != n:
                 problems.append(f"{name}[{lang}]: {len(table[lang])} entries, expected {n}")
-    for name, table in (("APPAREL_PREFIX", APPAREL_PREFIX), ("SHOE_PREFIX", SHOE_PREFIX), ("SCREEN_UNIT", SCREEN_UNIT),
+    tables: tuple[tuple[str, Mapping[str, Any]], ...] = (("APPAREL_PREFIX", APPAREL_PREFIX), ("SHOE_PREFIX", SHOE_PREFIX), ("SCREEN_UNIT", SCREEN_UNIT),
                         ("VOLUME_UNITS", VOLUME_UNITS), ("WEIGHT_UNITS", WEIGHT_UNITS), ("LENGTH_UNITS", LENGTH_UNITS),
                         ("POWER_UNITS", POWER_UNITS), ("PACK_TEMPLATES", PACK_TEMPLATES),
                         ("AGE_TEMPLATES", AGE_TEMPLATES), ("EXTRA_WORDS", EXTRA_WORDS),
-                        ("LANGUAGE_RULES", LANGUAGE_RULES)):
+                        ("LANGUAGE_RULES", LANGUAGE_RULES))
+    for name, per_lang in tables:
         for lang in LANGS:
-            if lang not in table:
+            if lang not in per_lang:
                 problems.append(f"{name}: no {lang}")
     for b in BRANDS:
         unknown = [g for g in b.groups if g not in BRAND_GROUP_PATTERNS]

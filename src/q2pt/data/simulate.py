@@ -191,19 +191,19 @@ class _Store:
                     for t in present:
                         ambiguous[lang].setdefault(t, []).append(word)
         for i in sold:
-            t = tax.types[self.type_ids[i]]
+            ptype = tax.types[self.type_ids[i]]
             for lang in self.lang_list:
                 words: list[str] = []
                 weights: list[float] = []
-                base = [f for f in t.names[lang] if self._form_allowed(f, t.id)] or list(t.names[lang])
+                base = [f for f in ptype.names[lang] if self._form_allowed(f, ptype.id)] or list(ptype.names[lang])
                 for k, f in enumerate(base):
                     words.append(f)
                     weights.append(max(1.0, 0.8 * (len(base) - 1)) if k == 0 else 1.0)
-                extra_local = [f for f in local.get(t.id, ()) if f not in words] if lang == self.languages[0] else []
+                extra_local = [f for f in local.get(ptype.id, ()) if f not in words] if lang == self.languages[0] else []
                 for f in extra_local:
                     words.append(f)
                     weights.append(1.0)
-                for f in ambiguous.get(lang, {}).get(t.id, []):
+                for f in ambiguous.get(lang, {}).get(ptype.id, []):
                     if f not in words:
                         words.append(f)
                         weights.append(0.35)
@@ -257,13 +257,13 @@ class _Store:
         # related types (for co-clicks): padded arrays of ids and cumulative weights
         rel_lists: list[list[tuple[int, float]]] = []
         for tid in self.type_ids:
-            t = tax.types[tid]
-            lst: list[tuple[int, float]] = []
+            related = tax.types[tid].related
+            rel: list[tuple[int, float]] = []
             for kind in RELATION_KINDS:
-                ids = [self.index[r] for r in t.related.get(kind, ()) if self.index[r] in self.sold_set]
+                ids = [self.index[r] for r in related.get(kind, ()) if self.index[r] in self.sold_set]
                 for rank, j in enumerate(ids):
-                    lst.append((j, dict(cm.relation_weights).get(kind, 0.0) / len(ids) * (1.5 if rank == 0 else 1.0)))
-            rel_lists.append(lst)
+                    rel.append((j, dict(cm.relation_weights).get(kind, 0.0) / len(ids) * (1.5 if rank == 0 else 1.0)))
+            rel_lists.append(rel)
         kmax = max(1, max(len(x) for x in rel_lists))
         T = len(self.type_ids)
         self.rel_ids = np.zeros((T, kmax), dtype=np.int64)
@@ -672,7 +672,7 @@ def _simulate_store(store: _Store, target: int, seed: int, loc_index: int, cm: C
         if q.conflict_word and qid[i] not in conflict_any:
             conflict_any[int(qid[i])] = q.conflict_word
     ids = store.type_ids
-    rows = {
+    rows: dict[str, list[Any]] = {
         "query": [], "locale": [], "product_types": [], "weight": [], "intent": [], "sim_language": [],
         "sim_kind": [], "sim_n_attributes": [], "sim_conflict_word": [], "sim_misspelled": [],
         "sim_accents_dropped": [], "sim_loanword": [], "sim_searches": [], "sim_clicks": [],

@@ -412,7 +412,7 @@ def read_labelled_rows(
     if not had_weight:
         frame = frame.drop(columns=[S.WEIGHT])
     files = sorted(set(raw.files.values()))
-    info = {
+    info: dict[str, Any] = {
         "source": str(path),
         "layout": layout,
         "files": {f: _sha256(Path(f)) for f in files},

@@ -277,18 +277,18 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
                 labels[i] = list(items)
                 continue
             clean: list[str] = []
-            bad = False
+            rejected = False
             for item in items:
                 issue = _label_problem(item, v, delimited)
                 if issue is not None:
                     add(issue[0], i, S.LABELS, issue[1])
-                    bad = True
+                    rejected = True
                     continue
                 stripped = item.strip()
                 if stripped == item:
                     good.add(item)
                 clean.append(stripped)
-            if bad:
+            if rejected:
                 continue
             unique = list(dict.fromkeys(clean))
             if len(unique) != len(clean):
@@ -313,10 +313,10 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
             )
         with np.errstate(invalid="ignore"):
             bad_w = ~(np.isfinite(parsed) & (parsed > 0))
-        for i in np.flatnonzero(bad_w):
-            v = values[i]
+        for row in np.flatnonzero(bad_w):
+            v = values[row]
             shown = "nothing" if _is_missing(v) or v == "" else repr(v)
-            add("bad_weight", int(i), S.WEIGHT, f"weight must be a positive number, got {shown}"[:120])
+            add("bad_weight", int(row), S.WEIGHT, f"weight must be a positive number, got {shown}"[:120])
         weights = np.where(bad_w, 1.0, parsed)
 
     # --- extra columns: only check that text is valid UTF-8
@@ -490,7 +490,7 @@ def check_raw_dataset(
             )
             problems.append(problem("empty_split", table.file, None, None, f"the {split} split has no rows: {what}", sev))
     train_labels = {lab for labs in checked["train"].labels if labs for lab in labs} if "train" in checked else set()
-    all_locales = set()
+    all_locales: set[str] = set()
     for ch in checked.values():
         all_locales.update(k.split("\x1f", 1)[1] for k in ch.keys.unique())
     summary: dict[str, Any] = {
@@ -512,7 +512,7 @@ def check_raw_dataset(
     summary["warnings"] = len(report.warnings)
     frames = None
     if report.ok:
-        frames = {split: checked[split].frame for split in S.SPLITS}  # type: ignore[misc]
+        frames = {split: checked[split].frame for split in S.SPLITS}
     return report, frames
 
 

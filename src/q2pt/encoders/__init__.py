@@ -35,11 +35,14 @@ import importlib
 import inspect
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from q2pt.errors import ConfigError, require
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 __all__ = [
     "Encoder",
@@ -244,7 +247,7 @@ def build_encoder(
     ``dim=64`` for ``ngram``, ``pooling="cls"`` for ``hf``). Unknown options raise ConfigError.
     """
     kind, arg = parse_spec(spec)
-    cls = _encoder_class(kind)
+    cls: Any = _encoder_class(kind)  # the kinds' constructors differ (hf and composite take a name first)
     if kind == "composite":
         encoder = cls(arg, locales=locales, **options)  # options per part kind, checked by the parts
     else:
@@ -267,7 +270,7 @@ def encoder_from_config(
     """
     if not isinstance(config, dict) or "kind" not in config:
         raise ConfigError(f"encoder config must be a dict with a 'kind', got {config!r}")
-    cls = _encoder_class(config["kind"])
+    cls: Any = _encoder_class(config["kind"])  # from_config of some kinds takes load_pretrained
     if "load_pretrained" in inspect.signature(cls.from_config).parameters:
         return cls.from_config(config, folder, load_pretrained=load_pretrained)
     return cls.from_config(config, folder)
@@ -294,7 +297,7 @@ def package_resource(distribution: str, path: Path, what: str, fallback_version:
 
 
 def _check_options(cls: type, options: dict[str, Any], spec: str) -> None:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     allowed = [
         name
         for name, p in params.items()

@@ -65,7 +65,8 @@ class CompositeEncoder(Encoder):
             parts = [build_encoder(s, locales=locales, **options.get(parse_spec(s)[0], {})) for s in specs]
         self._spec = SEPARATOR.join(specs)
         self.parts = torch.nn.ModuleList(parts)
-        self.dim = sum(int(p.dim) for p in self.parts)
+        self._parts: list[Encoder] = list(parts)  # the same modules, typed
+        self.dim = sum(int(p.dim) for p in self._parts)
 
     @property
     def spec(self) -> str:
@@ -73,7 +74,7 @@ class CompositeEncoder(Encoder):
 
     def tokenize(self, queries: Sequence[str], locales: Sequence[str] | None) -> dict[str, Any]:
         queries = list(queries)
-        return self.join([part.tokenize(queries, locales) for part in self.parts])
+        return self.join([part.tokenize(queries, locales) for part in self._parts])
 
     @staticmethod
     def join(part_batches: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -83,38 +84,38 @@ class CompositeEncoder(Encoder):
 
     def forward(self, batch: dict[str, Any]) -> Any:
         outs = []
-        for i, part in enumerate(self.parts):
+        for i, part in enumerate(self._parts):
             prefix = f"p{i}."
             outs.append(part({k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}))
         return torch.cat(outs, dim=1)
 
     def seed_locale_tokens(self, languages: Mapping[str, Sequence[str]]) -> None:
         super().seed_locale_tokens(languages)
-        for part in self.parts:
+        for part in self._parts:
             if part.locales:
                 part.seed_locale_tokens(languages)
 
     def sparse_parameters(self) -> list[Any]:
-        return [p for part in self.parts for p in part.sparse_parameters()]
+        return [p for part in self._parts for p in part.sparse_parameters()]
 
     def pretrained_state(self) -> dict[str, Any]:
-        return {f"parts.{i}.{k}": v for i, part in enumerate(self.parts) for k, v in part.pretrained_state().items()}
+        return {f"parts.{i}.{k}": v for i, part in enumerate(self._parts) for k, v in part.pretrained_state().items()}
 
     def pretrained_resource(self) -> dict[str, str] | None:
         # the resource of the part whose tensors pretrained_state() rebuilds (use: its table)
-        found = [part.pretrained_resource() for part in self.parts if part.pretrained_state()]
+        found = [part.pretrained_resource() for part in self._parts if part.pretrained_state()]
         if len(found) > 1:  # pragma: no cover - only use has a pretrained table today
             raise ConfigError("a composite encoder supports at most one part with a pretrained table")
         return found[0] if found else None
 
     def get_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "spec": self._spec, "locales": list(self.locales),
-                "parts": [part.get_config() for part in self.parts]}
+                "parts": [part.get_config() for part in self._parts]}
 
     def save_assets(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for i, part in enumerate(self.parts):
+        for i, part in enumerate(self._parts):
             part.save_assets(folder / f"part-{i}")
 
     @classmethod

@@ -1,4 +1,5 @@
-"""Helpers that build tiny, random, offline models for tests (no download, a few seconds).
+"""TEST HELPER, not part of q2pt's API: builds tiny, random, offline models for the test suite
+and the benchmarks (no download, a few seconds).
 
 ``make_tiny_hf_model(folder, texts)`` writes a randomly initialised DistilBERT and a WordPiece
 tokenizer trained on ``texts`` with ``save_pretrained``, so that ``build_encoder("hf:<folder>")``

@@ -191,7 +191,7 @@ def _run_one(req: ExperimentRequest) -> ExperimentResult:
     budget = exp_over.get("budget") or exp_file.get("budget") or (req.preset if data_path is None else "full")
     settings = resolve_settings(str(budget), exp_file, exp_over, {"hf_model": req.hf_model})
     # the budget's train layer sits under the user's config file
-    layered: dict[str, Any] = {"train": dict(BUDGETS[settings.budget]["train"])}
+    layered: dict[str, Any] = {"train": dict(BUDGETS[str(settings.budget)]["train"])}
     for section, body in file_data.items():
         if isinstance(body, Mapping) and isinstance(layered.get(section), dict):
             layered[section].update(body)

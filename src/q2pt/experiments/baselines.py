@@ -690,7 +690,8 @@ def build_baseline(name: str, *, params: Mapping[str, Mapping[str, Any]] | None 
         raise ConfigError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     family, unified = BASELINES[name]
     defaults, key = _FAMILIES[family]
-    fam_params = dict((params or {}).get(key, None) or (params or {}).get(family, None) or {})
+    given = params or {}
+    fam_params = dict(given.get(key) or given.get(family) or {})
     unknown = sorted(set(fam_params) - set(defaults))
     if unknown:
         raise ConfigError(f"unknown {family} parameter(s) {', '.join(unknown)}; valid: {', '.join(defaults)}")

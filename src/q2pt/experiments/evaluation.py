@@ -51,8 +51,8 @@ def label_matrix(frame: pd.DataFrame, classes: Sequence[str]) -> tuple[np.ndarra
     index = {c: i for i, c in enumerate(classes)}
     y = np.zeros((len(frame), len(classes)), dtype=np.int8)
     missing = np.zeros(len(frame), dtype=np.int64)
-    for r, labs in enumerate(_label_lists(frame["product_types"])):
-        labs = set(labs)
+    for r, row in enumerate(_label_lists(frame["product_types"])):
+        labs = set(row)
         cols = [index[x] for x in labs if x in index]
         y[r, cols] = 1
         missing[r] = len(labs) - len(cols)
@@ -185,7 +185,7 @@ def conflict_mask(test: pd.DataFrame, all_splits: Mapping[str, pd.DataFrame] | N
                     conflicted.add((norm, loc_b))
     norm_test = normalize_queries(test["query"].astype(str)).to_numpy()
     locs = test["locale"].astype(str).to_numpy()
-    return np.fromiter(((n, l) in conflicted for n, l in zip(norm_test, locs)), dtype=bool, count=len(test))
+    return np.fromiter(((n, loc) in conflicted for n, loc in zip(norm_test, locs)), dtype=bool, count=len(test))
 
 
 def conflict_truth(frame: pd.DataFrame) -> tuple[list[set[str]], str]:
@@ -263,7 +263,7 @@ def gains_table(
     rows: list[dict[str, Any]] = []
     keys = [*sizes.keys(), "global"]
     for loc in keys:
-        def entry(v: str) -> Mapping[str, Any] | None:
+        def entry(v: str, loc: str = loc) -> Mapping[str, Any] | None:
             m = metrics[v]
             return m.get("global") if loc == "global" else m.get("locales", {}).get(loc)
 
@@ -347,7 +347,7 @@ def aggregate_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         evs = [(recs.get(name) or {}).get("evals", {}).get("test") for recs in per_fold]
         infra = [(recs.get(name) or {}).get("infra") for recs in per_fold]
 
-        def col(*path: str) -> dict[str, Any]:
+        def col(*path: str, evs: list[Any] = evs) -> dict[str, Any]:
             return fold_stats([_get(ev, *path) for ev in evs])
 
         models[name] = {

@@ -423,7 +423,8 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
                  [f"{o} gain" for o in others]
         rows = []
         for g in gains:
-            rows.append(["global (pooled)" if g["locale"] == "global" else g["locale"], f"{g['n_train']:,}", "**small**" if g["small"] else "", _f(g["base"])]
+            rows.append(["global (pooled)" if g["locale"] == "global" else g["locale"], f"{g['n_train']:,}",
+                         "**small**" if g["small"] else "", _f(g["base"])]
                         + [_f(g["values"][o]) for o in others] + [_gain(g["gains"][o]) for o in others])
         rep.table(header, rows, "lrlr" + "r" * (2 * len(others)))
         per_loc = [g for g in gains if g["locale"] != "global"]
@@ -436,8 +437,8 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     curves = {r["label"]: r["evals"]["test"].get("pr_curves", {}).get("global", {}) for r in recs}
     path = F.plot_pr_curves(curves, figdir / "pr_curves.png", precision=p)
     rep.figure(path, f"{FIG_DIR}/{path.name}", "Global precision-recall curves over all (query, product type) pairs")
-    per_loc = {r["label"]: r["evals"]["test"].get("pr_curves", {}) for r in recs}
-    path = F.plot_locale_pr_curves(per_loc, locales, figdir / "pr_curves_locales.png", precision=p, small=small)
+    locale_curves = {r["label"]: r["evals"]["test"].get("pr_curves", {}) for r in recs}
+    path = F.plot_locale_pr_curves(locale_curves, locales, figdir / "pr_curves_locales.png", precision=p, small=small)
     rep.figure(path, f"{FIG_DIR}/{path.name}", "Precision-recall curves per locale (by training size)")
 
     # infrastructure
@@ -445,24 +446,25 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     rep.para("Measured in the experiment's process while each model trained on this machine. **Peak memory**: "
              + str(sec.get("memory_method")) + ". **Size on disk**: the saved model folder(s) (q2pt: weights as "
              "safetensors + encoder assets + manifest; fastText: its binary models; TF-IDF: coefficients as .npz + "
-             "vocabulary JSON; USE / USE + e5 + LR: safetensors + features.json). **Models**: separately trained networks, i.e. model folders to deploy "
+             "vocabulary JSON; USE / USE + e5 + LR: safetensors + features.json). **Models**: separately trained networks, "
+             "i.e. model folders to deploy "
              "and checkpoint (one per locale for non-unified and per-locale baselines). **Parameters**: "
              "every distinct weight tensor once (networks may share a frozen pre-trained table); trainable in "
              "brackets. **Predict**: scoring the test split in one call.")
     header = ["model", "models", "parameters (trainable)", "train time", "train CPU", "peak memory +MiB",
               "size on disk (MiB)", "predict (queries/s)"]
-    rows = []
+    cost_rows = []
     infra_rows = []
     for r in recs:
         i = r.get("infra") or {}
         params = "-" if not i.get("parameters") else f"{i['parameters']:,}" + (
             f" ({i['trainable_parameters']:,})" if i.get("trainable_parameters") is not None else "")
-        rows.append([r["label"], i.get("networks"), params,
-                     _secs(i.get("train_seconds")), _secs(i.get("train_cpu_seconds")),
-                     _f(i.get("train_peak_rss_increase_mb"), 0), _mb(i.get("model_bytes")),
-                     _f(i.get("predict_queries_per_second"), 0)])
+        cost_rows.append([r["label"], i.get("networks"), params,
+                          _secs(i.get("train_seconds")), _secs(i.get("train_cpu_seconds")),
+                          _f(i.get("train_peak_rss_increase_mb"), 0), _mb(i.get("model_bytes")),
+                          _f(i.get("predict_queries_per_second"), 0)])
         infra_rows.append({"label": r["label"], **i})
-    rep.table(header, rows)
+    rep.table(header, cost_rows)
     path = F.plot_infra(infra_rows, figdir / "infrastructure.png")
     rep.figure(path, f"{FIG_DIR}/{path.name}", "Training time, peak memory increase, size on disk, models to deploy")
     total = sum(float((r.get("infra") or {}).get("train_seconds") or 0) for r in recs)
@@ -581,7 +583,8 @@ def _pretraining(rep: Report, sec: Mapping[str, Any], rap: str, figdir: Path) ->
     rep.para(f"The `{sec['variant']}` variant with different encoders, same data and training settings "
              "(each encoder's own learning-rate defaults). 95% bootstrap CIs.")
     if sec["rows"]:
-        rows = [[r["encoder"] + (" (main comparison's model)" if r.get("reused_from") else ""), r["description"], format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")),
+        rows = [[r["encoder"] + (" (main comparison's model)" if r.get("reused_from") else ""), r["description"],
+                 format_ci(r["r_at_p"], r["r_at_p_ci"]), _f(r.get("pr_auc")),
                  _secs(r.get("train_seconds")), f"{r['parameters']:,}" if r.get("parameters") else "-"]
                 for r in sec["rows"]]
         rep.table(["encoder", "what", f"{rap} [95% CI]", "PR-AUC", "train time", "parameters"], rows, "llrrrr")

@@ -129,7 +129,7 @@ def study_data_size(runner: ExperimentRunner) -> dict[str, Any]:
             jobs.append((spec, ds, [EvalSet("locale", test_loc, bootstrap=s.study_bootstrap)], f, v))
     records = runner.run_all("data-size", [(sp, ds, ev) for sp, ds, ev, _, _ in jobs])
     rows = []
-    for (spec, ds, _, f, v), rec in zip(jobs, records):
+    for (spec, _ds, _, f, v), rec in zip(jobs, records):
         entry = rec["evals"]["locale"]["locales"].get(loc)
         rows.append({"fraction": f, "n_train_locale": sizes[f], "variant": v, "r_at_p": _point(entry),
                      "r_at_p_ci": _ci(entry), "run": spec.key})
@@ -181,7 +181,8 @@ def study_cold_start(runner: ExperimentRunner) -> dict[str, Any]:
     if s.cold_start_nearest:
         if s.cold_start_nearest not in by_loc:
             raise ConfigError(f"cold-start study: nearest locale {s.cold_start_nearest!r} is not a training locale")
-        nearest, sims = s.cold_start_nearest, {}
+        nearest = s.cold_start_nearest
+        sims: dict[str, float] = {}
         how = "given (--experiment.cold_start_nearest)"
     else:
         nearest, sims = nearest_locale(own_queries, by_loc)

@@ -39,6 +39,7 @@ import numpy as np
 from q2pt import __version__
 from q2pt.data.schema import has_bad_text
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, Q2PTError, UnknownLocaleError, require
+from q2pt.inference import Resolution, select_types
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher
 from q2pt.serving.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -49,7 +50,6 @@ from q2pt.serving.problems import (
     describe,
     validation_problems,
 )
-from q2pt.inference import Resolution, select_types
 from q2pt.serving.runtime import Runtime
 from q2pt.serving.schemas import BatchRequest, BatchResponse, Health, ModelInfo, Prediction, PredictRequest
 
@@ -230,8 +230,8 @@ class _Service:
         if self.executor is not None:
             self.executor.shutdown()
 
-    def _predict_items(self, items: Sequence[tuple[str, Resolution]]) -> np.ndarray:
-        return self.runtime.predict([q for q, _ in items], [r for _, r in items])
+    def _predict_items(self, items: Sequence[tuple[str, Resolution]]) -> list[np.ndarray]:
+        return list(self.runtime.predict([q for q, _ in items], [r for _, r in items]))
 
     def require_ready(self) -> None:
         if not self.ready or self.executor is None:

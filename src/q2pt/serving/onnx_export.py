@@ -262,7 +262,8 @@ class _Probabilities:
 
     @staticmethod
     def build(net: Any, names: Sequence[str]) -> Any:
-        torch = require("torch", "torch")
+        require("torch", "torch")
+        import torch
 
         class Probabilities(torch.nn.Module):
             def __init__(self) -> None:

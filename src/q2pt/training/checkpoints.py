@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-
 from q2pt.errors import ConfigError, ModelLoadError, require
 from q2pt.io import atomic_path, write_json
 from q2pt.model_folder import safe_name
 from q2pt.training.optim import optimizer_to_tensors
 from q2pt.weights import pack_state, read_safetensors
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -129,7 +131,7 @@ class Checkpointer:
     ) -> None:
         from safetensors.torch import save_file
 
-        
+
         with atomic_path(self.folder / "last") as tmp:
             tmp.mkdir()
             tensors, metadata = pack_state(net)
@@ -162,7 +164,7 @@ class Checkpointer:
     def save_done(self, stage: str, net: Any, result: StageResult) -> None:
         from safetensors.torch import save_file
 
-        
+
         done = self.folder / "done"
         done.mkdir(parents=True, exist_ok=True)
         with atomic_path(done / f"{safe_name(stage)}.safetensors") as tmp:
@@ -198,8 +200,8 @@ class Checkpointer:
     def done_stages(self) -> dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]]:
         """{stage: (best weights as packed tensors, their safetensors metadata, summary)} of
         the finished networks (load the weights with :func:`q2pt.weights.load_network_state`)."""
-        
-        out = {}
+
+        out: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = {}
         done = self.folder / "done"
         if not done.is_dir():
             return out
@@ -211,7 +213,7 @@ class Checkpointer:
 
     def load_progress(self) -> tuple[str, StageCheckpoint] | None:
         """The network in progress, or None."""
-        
+
         last = self.folder / "last"
         if not (last / "state.json").is_file():
             return None

@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from q2pt.data.labels import label_lists
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
-from q2pt.network import build_network
 from q2pt.model_folder import check_output_folder
+from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint
 from q2pt.training.loop import TrainHooks, stage_label, train_network
 from q2pt.training.tokens import prepare_split
 from q2pt.weights import load_network_state
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -104,7 +106,8 @@ def fit_networks(
                     ", ".join(read),
                 )
         if variant == "non-unified":
-            stages = [(loc, train_df[train_df["locale"].astype(str) == loc], valid_df[valid_df["locale"].astype(str) == loc]) for loc in locales]
+            train_locs, valid_locs = train_df["locale"].astype(str), valid_df["locale"].astype(str)
+            stages = [(loc, train_df[train_locs == loc], valid_df[valid_locs == loc]) for loc in locales]
         else:
             stages = [(UNIFIED, train_df, valid_df[valid_df["locale"].astype(str).isin(locales)])]
 
@@ -122,7 +125,7 @@ def fit_networks(
             network_labels[stage] = stage_classes
             networks[stage] = net
             if stage in resumed_done:
-                
+
                 weights, metadata, meta = resumed_done[stage]
                 where = str(checkpointer.folder / "done") if checkpointer is not None else "checkpoint"
                 load_network_state(net, weights, metadata, source=where)
@@ -130,7 +133,8 @@ def fit_networks(
                 summaries[stage] = {k: v for k, v in meta.items() if k != "stage"}
                 continue
             aware = variant == "unified-aware"
-            train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware, with_agnostic=aware and cfg.locale_dropout > 0)
+            train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware,
+                                        with_agnostic=aware and cfg.locale_dropout > 0)
             net.init_output_bias(train_split.targets.nnz / max(1, train_split.n * len(stage_classes)))
             valid_split = prepare_split(net.encoder, va, stage_classes, locale_aware=aware) if len(va) else None
             if valid_split is None and hooks.is_main:

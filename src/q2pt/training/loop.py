@@ -13,13 +13,15 @@ import numpy as np
 
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED, torch_forward
-from q2pt.weights import clone_state
 from q2pt.training.checkpoints import Checkpointer, LoopState, StageCheckpoint, StageResult
 from q2pt.training.optim import make_optimizers, optimizer_from_tensors, set_learning_rates
 from q2pt.training.tokens import PreparedSplit, TokenCache
-from q2pt.weights import load_network_state, unpack_state
+from q2pt.weights import clone_state, load_network_state, unpack_state
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -123,7 +125,7 @@ def train_network(
     state = LoopState()
     best_state: dict[str, Any] | None = None
     if resume is not None:
-        
+
         load_network_state(net, resume.net, resume.net_metadata, source=resume.source)
         for opt, (tensors, index) in zip(optimizers, resume.optimizers):
             optimizer_from_tensors(opt, tensors, index)

@@ -8,11 +8,13 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-
 from q2pt.errors import require
 from q2pt.weights import changed_rows
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -158,7 +160,7 @@ def optimizer_to_tensors(opt: Any, prefix: str) -> tuple[dict[str, Any], dict[st
     """An optimiser's state as safetensors tensors + a JSON index. Large tensors whose rows
     are mostly zero (moments of embedding rows never seen) keep only their non-zero rows:
     ``NAME.rows`` (int64) + ``NAME.values``, rebuilt exactly (bitwise) on load."""
-    
+
     sd = opt.state_dict()
     tensors: dict[str, Any] = {}
     index: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}

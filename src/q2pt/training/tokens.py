@@ -11,7 +11,10 @@ import numpy as np
 from q2pt.data.labels import label_lists, multi_hot
 from q2pt.errors import require
 
-torch = require("torch", "torch")
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -33,7 +36,7 @@ class TokenCache:
     slower).
     """
 
-    def __init__(self, encoder: Any, queries: Sequence[str], locales: Sequence[str] | None):
+    def __init__(self, encoder: Any, queries: Sequence[str], locales: Sequence[str | None] | None):
         self.encoder = encoder
         self.n = len(queries)
         self._queries = list(queries)
@@ -195,7 +198,8 @@ def prepare_split(
         weights = np.ones(len(frame), dtype=np.float32)
     if locale_aware and with_agnostic:
         # the base Encoder contract: a None locale gets no locale token
-        tokens = TokenCache(encoder, queries + queries, locales + [None] * len(queries))  # type: ignore[operator]
+        with_none: list[str | None] = [*locales, *([None] * len(queries))]
+        tokens = TokenCache(encoder, queries + queries, with_none)
     else:
         tokens = TokenCache(encoder, queries, locales if locale_aware else None)
     return PreparedSplit(tokens, targets, weights, locales, missing, locale_aware and with_agnostic)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -160,9 +160,6 @@ class Taxonomy:
     def type_ids(self) -> list[str]:
         return list(self.types)
 
-    def types_in(self, department: str) -> list[ProductType]:
-        return [self.types[t] for t in self.departments[department].type_ids]
-
     def sold_in(self, locale: str) -> list[str]:
         """Ids of the types sold in ``locale`` (honours ``locales_only``)."""
         return [t.id for t in self.types.values() if t.sold_in(locale)]
@@ -170,10 +167,6 @@ class Taxonomy:
     def lookup(self, form: str, language: str) -> list[str]:
         """Ids of the types that ``form`` names in ``language`` (several if ambiguous)."""
         return list(self._lookup.get(language, {}).get(normalize_form(form), ()))
-
-    def ambiguous_forms(self, language: str) -> dict[str, list[str]]:
-        """Surface forms that name more than one type in ``language``."""
-        return {f: list(ids) for f, ids in self._lookup.get(language, {}).items() if len(ids) > 1}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -434,8 +427,3 @@ def _load_builtin() -> Taxonomy:
     return _load_dir(Path(__file__).resolve().parent)
 
 
-def iter_forms(taxonomy: Taxonomy, language: str) -> Iterable[tuple[str, str]]:
-    """(form, type id) pairs of every surface form in ``language``."""
-    for t in taxonomy.types.values():
-        for f in t.names[language]:
-            yield f, t.id
