@@ -72,7 +72,7 @@ def run_regime(regime: str, out: Path, folds: int, threads: int, extra: list[str
     depth, splits = REGIMES[regime]
     start = time.time()
     common = ["--data", str(out / splits), "--folds", str(folds), "--data.label_depth", str(depth),
-              "--train.num_threads", str(threads), "--no-progress"]
+              "--train.threads", str(threads), "--no-progress"]
     q2pt("experiment", *common, "--out", str(out / regime), *extra, log=out / f"{regime}.log")
     for spec in also:  # the default variant with another encoder, e.g. use+e5 (frozen e5 as an extra input)
         q2pt("experiment", *common, "--out", str(out / f"{regime}-{spec}"), "--encoder", spec, *extra,

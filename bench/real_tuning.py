@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     frame["weight"] = 1.0
     splits = fold_splits(frame, args.fold, args.folds, args.seed, args.small)
     dataset = from_frames(splits, source=args.data, validate=False)
-    overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.num_threads": 1}
+    overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": 1}
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = parse_value(value)

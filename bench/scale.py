@@ -46,7 +46,7 @@ def train_worker(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     overrides = {
         "train.batch_size": args.batch_size, "train.max_steps": args.train_steps, "train.max_epochs": 1,
-        "train.num_threads": args.threads, "data.preset": args.preset,
+        "train.threads": args.threads, "data.preset": args.preset,
     }
     config = resolve_config(None, overrides, args.encoder, flags={"model.variant": args.variant})
     stamps: dict[int, float] = {}

@@ -79,14 +79,14 @@ def measure(
 
     overrides = {**(recipe or {}), "train.max_steps": steps, "train.patience": 10_000}
     if threads:
-        overrides["train.num_threads"] = threads
+        overrides["train.threads"] = threads
     if recipe:
         spec = recipe.get("model.encoder", spec)
     config = resolve_config(encoder=spec, overrides=overrides, flags={"model.variant": "unified-aware"})
     bs = config.train.batch_size
     import torch
 
-    threads = config.train.num_threads or torch.get_num_threads()  # what training and prediction use here
+    threads = config.train.threads or torch.get_num_threads()  # what training and prediction use here
 
     # one-off tokenization of the training split (both copies: with and without locale token)
     net = build_network(config, data.labels, data.locales)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the timing (default 5)")
     parser.add_argument(
         "--threads", type=int, default=0,
-        help="torch threads for every encoder (0: each encoder's configured train.num_threads, else torch's default)",
+        help="torch threads for every encoder (0: each encoder's configured train.threads, else torch's default)",
     )
     parser.add_argument("--predict", type=int, default=3000, help="test queries to predict in batches (default 3000)")
     parser.add_argument(

@@ -111,7 +111,6 @@ def test_from_clicks_bad_input(tmp_path, capsys):
 
 
 def test_simulate_and_default_simulated_store(tmp_path, capsys):
-    pytest.importorskip("q2pt.data.simulate")
     out_dir = tmp_path / "sim"
     code, out, _ = run(capsys, "data", "simulate", "--preset", "tiny", "--seed", "1", "--out", str(out_dir),
                        "--format", "jsonl")

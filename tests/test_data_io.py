@@ -248,7 +248,7 @@ def test_dataset_written_by_simulator_is_marked_simulated(tmp_path):
 
 # ------------------------------------------------------------------ the real simulator
 def test_real_simulator_tiny_preset_loads_and_is_deterministic(tmp_path, monkeypatch):
-    sim = pytest.importorskip("q2pt.data.simulate")
+    from q2pt.data import simulate as sim
     ds = load_dataset(None, preset="tiny", seed=0)  # the session's cache (shared with other tests)
     assert ds.simulated and ds.source == "simulated:tiny:seed=0"
     assert all(len(ds.splits[s]) > 0 for s in ("train", "valid", "test"))

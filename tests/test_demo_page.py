@@ -8,7 +8,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,25 +15,22 @@ from urllib.parse import urlencode
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+from support import need
+
+pytestmark = pytest.mark.integration
+
+need("torch")
+need("fastapi")
+uvicorn = need("uvicorn")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from q2pt.serving.app import STATIC_DIR, ServeSettings, create_app  # noqa: E402
+from q2pt.serving.app import STATIC_DIR, create_app  # noqa: E402
 from q2pt.serving.runtime import load_runtime  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_serving import trained_model_dir  # noqa: E402
+from q2pt.serving.settings import ServeSettings  # noqa: E402
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and Path(p).is_file()), None)
-
-
-@pytest.fixture(scope="session")
-def aware_dir(tmp_path_factory):
-    return trained_model_dir(tmp_path_factory, "unified-aware")
 
 
 def test_page_and_assets_are_self_contained(aware_dir):

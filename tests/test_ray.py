@@ -12,17 +12,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own deprecations
-pytest.importorskip("ray", reason="ray is not installed (pip install 'q2pt[scale]')")
-pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'q2pt[scale]')")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+from support import need
+
+need("torch")
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.integration]  # Ray's deprecations
+need("ray", reason="ray is not installed (pip install 'q2pt[scale]')")
+need("ray.data", reason="ray[data] is not installed (pip install 'q2pt[scale]')")
+pa = need("pyarrow")
+pq = need("pyarrow.parquet")
 
 from q2pt.errors import ConfigError, DataError  # noqa: E402
+from support import STREAM_ADJ as ADJ  # noqa: E402
+from support import STREAM_TYPES as TYPES  # noqa: E402
 
-# the same small ngram model as the streaming tests (a module-scoped fixture, built once here)
-from test_streaming import ADJ, TYPES, model_dir  # noqa: E402,F401,F811
+
+@pytest.fixture(scope="module")
+def model_dir(stream_model_dir):
+    """The streaming tests' model (a session fixture, trained once)."""
+    return stream_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from q2pt.errors import ConfigError  # noqa: E402
 from q2pt.models import Q2PTModel, load_model  # noqa: E402
 from q2pt.network import Q2PTNet  # noqa: E402
 from q2pt.training import lr_factor, make_optimizers, prepare_split, train_step  # noqa: E402
-from test_models import tiny_dataset  # noqa: E402
+from support import tiny_dataset  # noqa: E402
 
 
 def test_softmax_output_scores_sum_to_one_and_sigmoid_does_not():
@@ -30,7 +30,7 @@ def test_softmax_loss_is_cross_entropy_against_the_label_set():
     """Hand check: two labels of three true -> the loss is the mean of their -log p."""
     data = tiny_dataset(8, 4, 4)
     cfg = resolve_config(None, ["--model.encoder_options.dim", "4", "--model.encoder_options.buckets", "32",
-                                "--model.output", "softmax", "--train.num_threads", "1"], "ngram")
+                                "--model.output", "softmax", "--train.threads", "1"], "ngram")
     from q2pt.network import build_network
 
     classes = sorted({t for ts in data.train["product_types"] for t in ts})
@@ -50,7 +50,7 @@ def test_softmax_model_trains_saves_and_reloads(tmp_path):
     data = tiny_dataset()
     cfg = resolve_config(None, ["--model.encoder_options.dim", "32", "--model.encoder_options.buckets", "4096",
                                 "--train.batch_size", "16", "--train.max_epochs", "8", "--train.lr", "0.05",
-                                "--model.output", "softmax", "--train.num_threads", "1"], "ngram")
+                                "--model.output", "softmax", "--train.threads", "1"], "ngram")
     model = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False)
     test = data.test
     scores = model.predict_proba(test["query"].tolist(), test["locale"].tolist())
@@ -170,7 +170,7 @@ def test_lr_factor_probe_warmup_and_decay():
 
 def test_linear_probe_trains_the_head_and_leaves_the_encoder():
     data = tiny_dataset(64, 16, 8)
-    flags = ["--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "128", "--train.num_threads", "1",
+    flags = ["--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "128", "--train.threads", "1",
              "--train.batch_size", "16", "--train.max_epochs", "1", "--train.seed", "0"]
     torch.manual_seed(0)
     probe = Q2PTModel(config=resolve_config(None, flags + ["--train.probe_steps", "100"], "ngram")).fit(data, progress=False)

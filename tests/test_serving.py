@@ -3,7 +3,7 @@ locale handling per variant, micro-batching, and `q2pt serve` start-up failures.
 
 Models are small real ones: the ngram encoder trained for a few epochs on a hand-made
 3-locale, 5-type data set (not the simulated store), cached once per test session and
-shared with test_onnx.py and test_demo_page.py (see ``trained_model_dir``).
+shared with test_onnx.py and test_demo_page.py (session fixtures in conftest.py).
 """
 
 from __future__ import annotations
@@ -15,100 +15,24 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("fastapi")
+from support import need
+
+need("torch")
+need("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
 from q2pt.cli import main  # noqa: E402
 from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError  # noqa: E402
-from q2pt.serving.app import ServeSettings, create_app  # noqa: E402
+from q2pt.serving.app import create_app  # noqa: E402
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher  # noqa: E402
 from q2pt.serving.runtime import load_runtime  # noqa: E402
-
-# ---------------------------------------------------------------- hand-made data + models
-LOCALES = ("de_DE", "en_US", "fr_FR")
-WORDS = {
-    "shoes": {"de_DE": ["schuhe", "stiefel", "turnschuhe"], "en_US": ["shoes", "boots", "sneakers"],
-              "fr_FR": ["chaussures", "bottes", "baskets"]},
-    "headphones": {"de_DE": ["kopfhörer", "ohrhörer"], "en_US": ["headphones", "earbuds"],
-                   "fr_FR": ["casque audio", "écouteurs"]},
-    "phone case": {"de_DE": ["handyhülle", "handytasche"], "en_US": ["phone case", "iphone cover"],
-                   "fr_FR": ["coque téléphone", "étui portable"]},
-    "toy bricks": {"de_DE": ["klemmbausteine", "bausteine"], "en_US": ["building blocks", "toy bricks"],
-                   "fr_FR": ["briques jouet", "jeu de construction"]},
-    # only sold in en_US: the non-unified de_DE / fr_FR networks do not know it
-    "gift card": {"en_US": ["gift card", "gift voucher"]},
-}
-MODS = {"de_DE": ["rot", "blau", "billig", "neu", "kinder", "damen"],
-        "en_US": ["red", "blue", "cheap", "new", "kids", "women"],
-        "fr_FR": ["rouge", "bleu", "pas cher", "neuf", "enfant", "femme"]}
-
-
-def handmade_frame(n: int, seed: int) -> pd.DataFrame:
-    """n unique labelled queries (a number makes each unique); every 10th has two types."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        loc = LOCALES[i % len(LOCALES)]
-        types = [t for t in WORDS if loc in WORDS[t]]
-        t = types[rng.integers(len(types))]
-        words = WORDS[t][loc]
-        query = f"{MODS[loc][rng.integers(6)]} {words[rng.integers(len(words))]} {seed * 10_000 + i}"
-        labels = [t]
-        if i % 10 == 0:
-            t2 = types[(types.index(t) + 1) % len(types)]
-            query += " " + WORDS[t2][loc][0]
-            labels.append(t2)
-        rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
-    return pd.DataFrame(rows)
-
-
-def handmade_dataset():
-    from q2pt.data import from_frames
-
-    return from_frames(
-        {"train": handmade_frame(480, 0), "valid": handmade_frame(150, 1), "test": handmade_frame(150, 2)},
-        source="handmade-serving-test-data", validate=False,
-    )
-
-
-def trained_model_dir(tmp_path_factory: pytest.TempPathFactory, variant: str) -> Path:
-    """A trained ngram model folder of ``variant``, trained once per session (cached on disk
-    under the session's base temp, so every test module reuses it)."""
-    from q2pt.config import resolve_config
-    from q2pt.models import Q2PTModel
-
-    out = tmp_path_factory.getbasetemp() / "q2pt-serving-models" / variant
-    if not (out / "manifest.json").is_file():
-        cfg = resolve_config(encoder="ngram", flags={
-            "model.variant": variant, "train.max_epochs": 8, "train.batch_size": 32, "train.lr": 0.05,
-            "train.num_threads": 1, "model.encoder_options": {"dim": 16, "buckets": 4096},
-        })
-        Q2PTModel(config=cfg).fit(handmade_dataset(), out_dir=out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="session")
-def aware_dir(tmp_path_factory):
-    return trained_model_dir(tmp_path_factory, "unified-aware")
-
-
-@pytest.fixture(scope="session")
-def nonunified_dir(tmp_path_factory):
-    return trained_model_dir(tmp_path_factory, "non-unified")
-
-
-@pytest.fixture(scope="session")
-def agnostic_dir(tmp_path_factory):
-    return trained_model_dir(tmp_path_factory, "unified-agnostic")
-
+from q2pt.serving.settings import ServeSettings  # noqa: E402
+from support import HANDMADE_LOCALES as LOCALES  # noqa: E402
 
 SETTINGS = ServeSettings(max_batch=4, max_query_chars=64, max_body_bytes=4096, default_top_k=3)
 
@@ -497,6 +421,7 @@ def test_serve_subprocess_missing_model_exits_nonzero_without_traceback(tmp_path
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_serve_subprocess_serves_and_stops(aware_dir):
     import httpx
 

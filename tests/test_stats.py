@@ -57,7 +57,6 @@ def test_format_stats_lists_every_locale(ds):
 
 
 def test_stats_on_the_simulated_tiny_store():
-    pytest.importorskip("q2pt.data.simulate")
     st = dataset_stats(load_dataset(None, preset="tiny", seed=0))
     assert st["simulated"] is True and st["n_locales"] >= 2
     assert sum(loc["queries"]["total"] for loc in st["locales"].values()) == st["queries"]["total"]

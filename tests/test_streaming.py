@@ -19,49 +19,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+from support import need
+
+need("torch")
+pa = need("pyarrow")
+pq = need("pyarrow.parquet")
 
 from q2pt import streaming  # noqa: E402
 from q2pt.errors import ConfigError, DataError, UnknownLocaleError  # noqa: E402
-
-TYPES = {
-    "shoes": ["shoe", "sneaker", "boot"],
-    "shirt": ["shirt", "tee", "blouse"],
-    "phone": ["phone", "mobile", "smartphone"],
-    "tv": ["tv", "television", "screen"],
-    "bag": ["bag", "purse", "backpack"],
-}
-ADJ = ["red", "blue", "cheap", "new", "large", "rot", "bleu", "neu"]
-
-
-def make_split(n: int, seed: int) -> pd.DataFrame:
-    r = random.Random(seed)
-    names = sorted(TYPES)
-    rows = []
-    for i in range(n):
-        t = r.choice(names)
-        rows.append({"query": f"{r.choice(ADJ)} {r.choice(TYPES[t])} {seed}x{i}", "locale": r.choice(["de", "fr", "us"]),
-                     "product_types": [t], "weight": 1.0})
-    return pd.DataFrame(rows)
+from support import STREAM_ADJ, STREAM_TYPES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A small ngram model (unified-aware), saved."""
-    from q2pt.config import resolve_config
-    from q2pt.data import from_frames
-    from q2pt.models import Q2PTModel
-
-    data = from_frames({"train": make_split(300, 1), "valid": make_split(60, 2), "test": make_split(20, 3)})
-    cfg = resolve_config(encoder="ngram", overrides={
-        "train.max_epochs": 2, "train.batch_size": 32, "train.num_threads": 1,
-        "model.encoder_options": {"dim": 16, "buckets": 2048},
-    })
-    folder = tmp_path_factory.mktemp("stream-model") / "model"
-    Q2PTModel(config=cfg).fit(data, out_dir=folder, progress=False)
-    return folder
+def model_dir(stream_model_dir):
+    return stream_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +46,7 @@ def write_input(path: Path, n: int, *, row_group_size: int | None = None, seed: 
     """Queries with a unique ``id`` (the row id the tests check), an extra column, and a
     locale unseen in training (jp) among them."""
     r = random.Random(seed)
-    words = [w for ws in TYPES.values() for w in ws] + ADJ
+    words = [w for ws in STREAM_TYPES.values() for w in ws] + STREAM_ADJ
     frame = pd.DataFrame({
         "id": [f"q{i:06d}" for i in range(n)],
         "query": [" ".join(r.choice(words) for _ in range(r.randint(1, 3))) for _ in range(n)],
@@ -284,7 +255,7 @@ def test_cli_predict_stream(tmp_path, model_dir, capsys):
     path = tmp_path / "in.parquet"
     frame = write_input(path, 300)
     out = tmp_path / "preds.parquet"
-    args = ["predict", "--model", str(model_dir), "--input", str(path), "--output", str(out),
+    args = ["predict", "--model", str(model_dir), "--input", str(path), "--out", str(out),
             "--stream", "--chunk-size", "70", "--workers", "0", "-q"]
     assert main(args) == 0
     check_exactly_once(pq.read_table(out), frame)

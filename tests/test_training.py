@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from support import need
+
+torch = need("torch")
 
 from q2pt.data.labels import multi_hot  # noqa: E402
 from q2pt.errors import ConfigError  # noqa: E402
@@ -31,7 +33,7 @@ def _encoders(tmp_path):
 
     yield "ngram", build_encoder("ngram", locales=["de_DE", "en_US"], dim=8, buckets=256)
     yield "use", build_encoder("use", locales=["de_DE", "en_US"])
-    pytest.importorskip("transformers")
+    need("transformers")
     from q2pt.encoders.testing import make_tiny_hf_model
 
     folder = make_tiny_hf_model(tmp_path / "hf", tiny_frame(40, 0)["query"].tolist())

@@ -104,7 +104,7 @@ class TrainSection(_Section):
     """unified-aware only: share of training examples (re-drawn every epoch) shown without
     their locale token, so that the model's locale-agnostic mode (used for locales unseen in
     training) is trained rather than an accident."""
-    num_threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
 
@@ -175,11 +175,36 @@ class Config(_Section):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "Config":
         """Validate a plain dict (e.g. a manifest's ``config``); errors name the key."""
+        data = renamed_sections(data)
         _check_keys(data, source)
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
             raise _config_error(exc, source) from None
+
+
+#: Keys renamed since q2pt 0.1.0 (old dotted name -> new): the old names are still read, from
+#: model folders and checkpoints written before, config files and flags.
+RENAMED_KEYS: dict[str, str] = {"train.num_threads": "train.threads"}
+
+
+def renamed_key(key: str) -> str:
+    """The current name of a dotted key (``train.num_threads`` -> ``train.threads``)."""
+    return RENAMED_KEYS.get(key, key)
+
+
+def renamed_sections(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a sections dict with renamed keys under their current names."""
+    out = dict(data)
+    for old, new in RENAMED_KEYS.items():
+        (section, old_key), new_key = old.split("."), new.split(".")[1]
+        body = out.get(section)
+        if isinstance(body, Mapping) and old_key in body:
+            body = dict(body)
+            value = body.pop(old_key)
+            body.setdefault(new_key, value)
+            out[section] = body
+    return out
 
 
 #: The name used for the configuration in the architecture's Model API.
@@ -331,6 +356,7 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
     """
     result: dict[str, Any] = {}
     for key, value, _raw in iter_overrides(args):
+        key = renamed_key(key)
         _check_dotted(key)
         result[key] = parse_value(value)
     return result
@@ -381,6 +407,7 @@ def resolve_config(
     elif file is not None:
         file_data = load_config_file(file)
         source = str(file)
+    file_data = renamed_sections(file_data)
     _check_keys(file_data, source)
 
     flag_layer: dict[str, Any] = {}
@@ -388,11 +415,12 @@ def resolve_config(
         flag_layer["model.encoder"] = encoder
     for key, value in (flags or {}).items():
         if value is not None:
-            _check_dotted(key)
-            flag_layer[key] = value
+            _check_dotted(renamed_key(key))
+            flag_layer[renamed_key(key)] = value
     if overrides is None:
         overrides = {}
     override_layer = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
+    override_layer = {renamed_key(k): v for k, v in override_layer.items()}
     for key in override_layer:
         _check_dotted(key)
 

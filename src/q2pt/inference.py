@@ -34,6 +34,7 @@ from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError
 
 __all__ = [
     "UNIFIED",
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_THRESHOLD",
     "Inference",
     "InferenceCore",
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 UNIFIED = "*"
 #: the threshold of a model without calibrated thresholds
 DEFAULT_THRESHOLD = 0.5
+#: queries per forward pass when predicting (library, CLI, streaming, Ray, ONNX checks)
+DEFAULT_BATCH_SIZE = 512
 
 Forward = Callable[[str, Any], np.ndarray]
 Tokenizer = Callable[[list[str], "list[str | None] | None"], Any]

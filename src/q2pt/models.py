@@ -58,7 +58,7 @@ import numpy as np
 from q2pt import __version__
 from q2pt.config import Config, resolve_config
 from q2pt.errors import ConfigError, ModelLoadError, require
-from q2pt.inference import UNIFIED, Forward, Inference, InferenceCore, encoder_tokenizers, torch_forward
+from q2pt.inference import DEFAULT_BATCH_SIZE, UNIFIED, Forward, Inference, InferenceCore, encoder_tokenizers, torch_forward
 from q2pt.io import atomic_path, sha256_of_file
 from q2pt.model_folder import (
     FORMAT_VERSION,
@@ -153,7 +153,7 @@ class Q2PTModel:
         from q2pt.training import TrainHooks, fit_networks
 
         hooks = hooks or TrainHooks()
-        with torch_threads(self.config.train.num_threads):
+        with torch_threads(self.config.train.threads):
             trained = fit_networks(self.config, dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks)
             self._set_trained(trained, dataset)
             calibrate_thresholds(self, dataset.valid)
@@ -208,7 +208,7 @@ class Q2PTModel:
         locales: Sequence[str] | str,
         *,
         fallback_locale: str | None = None,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> np.ndarray:
         """Scores ``(n, len(classes_))`` in ``classes_`` order, one row per query.
 
@@ -240,7 +240,7 @@ class Q2PTModel:
         locales: Sequence[str] | str,
         *,
         fallback_locale: str | None = None,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> "Inference":
         """Resolve and score queries: an :class:`Inference` (the core, each query's
         :class:`~q2pt.inference.Resolution`, and scores with NaN for labels not scored)."""
@@ -258,7 +258,7 @@ class Q2PTModel:
         locales: Sequence[str] | str,
         *,
         fallback_locale: str | None = None,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> tuple[np.ndarray, list[str], list[str | None]]:
         """Like :meth:`predict_proba`, plus per query a note ("" normally; says when the
         locale was unseen and how it was handled) and the locale whose calibrated threshold
@@ -278,7 +278,7 @@ class Q2PTModel:
         threshold: float | None = None,
         top_k: int | None = None,
         fallback_locale: str | None = None,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> list[list[str]]:
         """Predicted product types per query (calibrated per-locale thresholds by default)."""
         result = self.infer(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
@@ -293,7 +293,7 @@ class Q2PTModel:
         bootstrap: int = 0,
         seed: int = 0,
         fallback_locale: str | None = None,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> dict[str, Any]:
         """R@P, PR-AUC, thresholds and counts, globally and per locale, on a labelled frame.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from q2pt.errors import DataError, Problem
-from q2pt.inference import check_threshold
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -35,7 +35,7 @@ def predict_rows(
     threshold: float | None = None,
     top_k: int | None = None,
     fallback_locale: str | None = None,
-    batch_size: int = 512,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tuple[list[list[tuple[str, float]]], list[str]]:
     """Predicted ``(type, score)`` lists and notes for queries with their locales.
 
@@ -69,7 +69,7 @@ def predict_frame(
     threshold: float | None = None,
     top_k: int | None = None,
     fallback_locale: str | None = None,
-    batch_size: int = 512,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     source: str = "input",
 ) -> "pd.DataFrame":
     """``frame`` (with ``query`` and ``locale`` columns) plus ``predicted_types`` (list of
@@ -95,7 +95,7 @@ def predict_file(
     threshold: float | None = None,
     top_k: int | None = None,
     fallback_locale: str | None = None,
-    batch_size: int = 512,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_size: int = 50_000,
     progress: bool = False,
 ) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from q2pt.errors import ConfigError, DataError, Problem, Q2PTError, require
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -57,7 +58,7 @@ class RayPredictor:
         threshold: float | None = None,
         top_k: int | None = None,
         fallback_locale: str | None = None,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int = 1,
     ) -> None:
         torch = require("torch", "torch")
@@ -136,7 +137,7 @@ def ray_predict(
     threshold: float | None = None,
     top_k: int | None = None,
     fallback_locale: str | None = None,
-    batch_size: int = 512,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     overwrite: bool = False,
     preserve_order: bool = True,
     address: str | None = None,
@@ -172,7 +173,6 @@ def ray_predict(
     require("ray.data", "scale")
     import pyarrow.parquet as pq
 
-    from q2pt.inference import check_threshold
     from q2pt.io import atomic_path
 
     check_threshold(threshold)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 from q2pt.io import atomic_path, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,7 +111,7 @@ class _Options:
     threshold: float | None = None
     top_k: int | None = None
     fallback_locale: str | None = None
-    batch_size: int = 512
+    batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = 1
 
     def to_json(self) -> dict[str, Any]:
@@ -362,7 +363,7 @@ def stream_predict(
     threshold: float | None = None,
     top_k: int | None = None,
     fallback_locale: str | None = None,
-    batch_size: int = 512,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     columns: Sequence[str] | None = None,
     progress: bool = True,
     keep_parts: bool = False,
@@ -394,7 +395,6 @@ def stream_predict(
         be predicted (with their 1-based row numbers), ConfigError for bad options or an
         output folder that belongs to another run.
     """
-    from q2pt.inference import check_threshold
 
     t0 = time.perf_counter()
     if not isinstance(chunk_size, int) or chunk_size < 1:

@@ -11,11 +11,13 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from q2pt.errors import ConfigError
+from q2pt.serving.settings import ServeSettings
 
 log = logging.getLogger("q2pt.cli")
 
@@ -50,14 +52,21 @@ def register(subparsers: Any) -> None:
     s.add_argument("--threads", type=int, default=1,
                    help="intra-op threads of torch / onnxruntime per worker (default 1: the event loop needs a core "
                    "too, and more threads thrash on small or busy machines; 0: the library's default)")
-    s.add_argument("--max-batch", type=int, default=256, help="most queries per /v1/predict/batch request (default 256)")
-    s.add_argument("--max-query-chars", type=int, default=512, help="longest accepted query (default 512)")
-    s.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
-    s.add_argument("--top-k", type=int, default=10, help="product types per query when a request gives no top_k (default 10)")
+    d = ServeSettings()  # the defaults, written once
+    s.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help=f"most queries per /v1/predict/batch request (default {d.max_batch})")
+    s.add_argument("--max-query-chars", type=int, default=d.max_query_chars,
+                   help=f"longest accepted query, as in training data (default {d.max_query_chars})")
+    s.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"largest request body (default {d.max_body_bytes >> 20} MiB)")
+    s.add_argument("--top-k", type=int, default=d.default_top_k,
+                   help=f"product types per query when a request gives no top_k (default {d.default_top_k})")
     s.add_argument("--no-micro-batch", action="store_true", help="run each single-query request on its own")
-    s.add_argument("--micro-batch-max", type=int, default=64, help="largest micro-batch of single queries (default 64)")
-    s.add_argument("--micro-batch-wait-ms", type=float, default=0.0,
-                   help="wait this long for more single queries before running a micro-batch (default 0)")
+    s.add_argument("--micro-batch-max", type=int, default=d.micro_batch_max,
+                   help=f"largest micro-batch of single queries (default {d.micro_batch_max})")
+    s.add_argument("--micro-batch-wait-ms", type=float, default=d.micro_batch_wait_ms,
+                   help="wait this long for more single queries before running a micro-batch "
+                   f"(default {d.micro_batch_wait_ms:g})")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs latency)")
     s.set_defaults(func=cmd_serve)
@@ -88,7 +97,7 @@ def register(subparsers: Any) -> None:
     o.add_argument("--data", metavar="PATH",
                    help="--evaluate: dataset to evaluate on (default: the model's training data, from its manifest)")
     o.add_argument("--split", default="test", choices=("train", "valid", "test"), help="--evaluate: split (default test)")
-    o.add_argument("--json", metavar="FILE", help="--evaluate: also write the results as JSON")
+    o.add_argument("--json", action="store_true", help="--evaluate: print the results as JSON instead of the table")
     o.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     o.set_defaults(func=cmd_export_onnx)
 
@@ -118,8 +127,6 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def serve_settings(args: argparse.Namespace) -> Any:
-    from q2pt.serving.app import ServeSettings
-
     return ServeSettings(
         max_batch=args.max_batch,
         max_query_chars=args.max_query_chars,
@@ -236,10 +243,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify)
     size = sum(result.sizes.values())
     kind = f"{args.quantize} " if args.quantize else ""
+    status = sys.stderr if args.json else sys.stdout  # --json: stdout is the JSON document alone
     print(f"wrote {kind}ONNX export of {model.variant} model to {result.path} "
-          f"({len(result.files)} graph{'s' if len(result.files) > 1 else ''}, {size / 1e6:.1f} MB)")
+          f"({len(result.files)} graph{'s' if len(result.files) > 1 else ''}, {size / 1e6:.1f} MB)", file=status)
     if result.max_abs_diff is not None:
-        print(f"max |ONNX - PyTorch| probability over {result.n_checked} sample predictions: {result.max_abs_diff:.2e}")
+        print(f"max |ONNX - PyTorch| probability over {result.n_checked} sample predictions: {result.max_abs_diff:.2e}",
+              file=status)
         if not args.quantize and result.max_abs_diff > 1e-4:
             log.warning("warning: the fp32 export differs from PyTorch by more than 1e-4")
     if args.evaluate:
@@ -254,11 +263,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
                 paths["onnx-fp32"] = result.path
             evaluation = evaluate_exports(model, dataset, paths, split=args.split)
         evaluation["dataset"] = {"source": dataset.source, "simulated": dataset.simulated}
+        if args.json:
+            print(json.dumps(evaluation, ensure_ascii=False))
+            return 0
         if dataset.simulated:
             print("(evaluated on SIMULATED data)")
         print(format_evaluation(evaluation))
-        if args.json:
-            from q2pt.io import write_json
-
-            write_json(args.json, evaluation)
     return 0

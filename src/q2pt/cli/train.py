@@ -21,7 +21,7 @@ log = logging.getLogger("q2pt.cli")
 # = q2pt.config.VARIANTS, repeated so that building the parser does not import pydantic
 VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 THREADS_HELP = (
-    "torch threads (default 0: torch's default, one per core, like train.num_threads; on a machine "
+    "torch threads (default 0: torch's default, one per core, like train.threads; on a machine "
     "whose cores are busy with other jobs 1 is faster)"
 )
 
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
     e.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
-    e.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    e.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     e.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     e.set_defaults(func=cmd_evaluate)
 
@@ -90,7 +90,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Predict the product types of queries.\n\n"
             "  q2pt predict --model M --locale de_DE 'rote schuhe' 'tv 55 zoll'\n"
-            "  q2pt predict --model M --input queries.parquet --output predictions.parquet\n\n"
+            "  q2pt predict --model M --input queries.parquet --out predictions.parquet\n\n"
             "Input files (parquet/jsonl/csv/tsv) need query and locale columns; the output has the same\n"
             "rows plus predicted_types, predicted_scores and note. By default a type is predicted when its\n"
             "score reaches the locale's calibrated threshold (stored in the model's manifest).\n"
@@ -100,14 +100,14 @@ def register(subparsers: Any) -> None:
             "bounded memory, on --workers processes, and --resume finishes a killed run without redoing or\n"
             "losing rows. OUTPUT ending in .parquet gets one merged file, any other OUTPUT a folder of parts;\n"
             "both carry an input_row column (the row's 0-based position in the input).\n"
-            "  q2pt predict --model M --input big.parquet --output preds/ --stream --workers 2"
+            "  q2pt predict --model M --input big.parquet --out preds/ --stream --workers 2"
         ),
     )
     r.add_argument("--model", required=True, metavar="MODEL_DIR")
     r.add_argument("--locale", metavar="LOCALE", help="locale of the QUERY arguments")
     r.add_argument("queries", nargs="*", metavar="QUERY")
     r.add_argument("--input", metavar="FILE", help="file with query and locale columns")
-    r.add_argument("--output", metavar="FILE", help="where to write the predictions (format from the extension)")
+    r.add_argument("--out", metavar="FILE", help="where to write the predictions (format from the extension)")
     r.add_argument("--top-k", type=int, metavar="K", help="at most K types per query")
     r.add_argument("--threshold", type=float, help="one score threshold instead of the calibrated ones")
     r.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
@@ -277,7 +277,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from q2pt.io import write_json
     from q2pt.metrics import format_table, to_jsonable
     from q2pt.models import load_model
 
@@ -295,11 +294,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
     result["data"] = {"source": description, "n_queries": int(len(frame))}
+    if args.json:
+        print(json.dumps(to_jsonable(result), ensure_ascii=False))
+        return 0
     print(f"{model.variant} / {model.encoder} on {description}:")
     print(format_table(result))
-    if args.json:
-        write_json(args.json, to_jsonable(result))
-        log.info("wrote %s", args.json)
     return 0
 
 
@@ -312,10 +311,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.input and args.queries:
         raise ConfigError("give either QUERY arguments (with --locale) or --input FILE, not both")
-    if args.input and not args.output:
-        raise ConfigError("--input needs --output FILE")
+    if args.input and not args.out:
+        raise ConfigError("--input needs --out FILE")
     if not args.input and not args.queries:
-        raise ConfigError("nothing to predict: give QUERY arguments with --locale, or --input FILE --output FILE")
+        raise ConfigError("nothing to predict: give QUERY arguments with --locale, or --input FILE --out FILE")
     if args.queries and not args.locale:
         raise ConfigError("--locale LOCALE is needed with QUERY arguments")
     if args.top_k is not None and args.top_k < 1:
@@ -327,13 +326,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     # --- scale-out: streaming prediction (q2pt.streaming) ---
     streaming = args.stream or args.resume or args.overwrite or args.workers is not None
     if streaming and not args.input:
-        raise ConfigError("--stream (--workers, --resume, --overwrite) needs --input FILE.parquet --output OUT")
+        raise ConfigError("--stream (--workers, --resume, --overwrite) needs --input FILE.parquet --out OUT")
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict
 
         result = stream_predict(
-            args.model, args.input, args.output, chunk_size=args.chunk_size, workers=args.workers,
+            args.model, args.input, args.out, chunk_size=args.chunk_size, workers=args.workers,
             threads=args.threads or None, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
             top_k=args.top_k, fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
         )
@@ -356,10 +355,10 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if args.input:
         n = predict_file(
-            model, args.input, args.output, threshold=args.threshold, top_k=args.top_k,
+            model, args.input, args.out, threshold=args.threshold, top_k=args.top_k,
             fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
         )
-        log.info("wrote %d predictions to %s", n, args.output)
+        log.info("wrote %d predictions to %s", n, args.out)
         return 0
     locales = [args.locale] * len(args.queries)
     preds, notes = predict_rows(

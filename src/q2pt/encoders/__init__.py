@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from q2pt.errors import ConfigError, require
+from q2pt.inference import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     import torch
@@ -177,7 +178,7 @@ class Encoder(torch.nn.Module):
 
     @torch.no_grad()
     def encode(
-        self, queries: Sequence[str], locales: Sequence[str] | None = None, *, batch_size: int = 512
+        self, queries: Sequence[str], locales: Sequence[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> Any:
         """Embed queries in evaluation mode without gradients: a ``(n, dim)`` float tensor."""
         was_training = self.training

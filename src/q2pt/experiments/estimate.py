@@ -80,8 +80,8 @@ def training_throughput(config: "Config", dataset: "Dataset", *, steps: int = 4,
     part = train.iloc[:n]
     classes = sorted({t for ts in part["product_types"] for t in ts})
     previous = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         torch.manual_seed(0)
         aware = config.model.variant == "unified-aware"

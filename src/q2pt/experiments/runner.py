@@ -137,7 +137,7 @@ class RunSpec:
         cfg = None
         if self.config is not None:
             cfg = self.config.to_dict()
-            cfg.get("train", {}).pop("num_threads", None)
+            cfg.get("train", {}).pop("threads", None)
             cfg.pop("data", None)  # where the data came from is the data fingerprint's business
         return {"kind": self.kind, "name": self.name, "config": cfg, "params": self.params}
 

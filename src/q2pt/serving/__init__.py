@@ -19,7 +19,7 @@ __all__ = ["create_app", "ServeSettings", "load_runtime", "export_onnx", "evalua
 
 _LAZY = {
     "create_app": "q2pt.serving.app",
-    "ServeSettings": "q2pt.serving.app",
+    "ServeSettings": "q2pt.serving.settings",
     "load_runtime": "q2pt.serving.runtime",
     "export_onnx": "q2pt.serving.onnx_export",
     "evaluate_exports": "q2pt.serving.onnx_export",

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
@@ -52,6 +52,7 @@ from q2pt.serving.problems import (
 )
 from q2pt.serving.runtime import Runtime
 from q2pt.serving.schemas import BatchRequest, BatchResponse, Health, ModelInfo, Prediction, PredictRequest
+from q2pt.serving.settings import ServeSettings
 
 require("fastapi", "serve")
 
@@ -65,33 +66,6 @@ logger = logging.getLogger("q2pt.serving")
 
 STATIC_DIR = Path(__file__).parent / "static"
 ENV_OPTIONS = "Q2PT_SERVE_OPTIONS"  # JSON options of app_from_env (multi-worker serving)
-
-
-@dataclass
-class ServeSettings:
-    """Limits and tuning of the HTTP layer (the model options live in the runtime)."""
-
-    max_batch: int = 256
-    """Most queries in one /v1/predict/batch request."""
-    max_query_chars: int = 512
-    """Longest query (characters, after trimming surrounding whitespace)."""
-    max_body_bytes: int = 1 << 20
-    """Largest request body (bytes); larger bodies get 413."""
-    default_top_k: int = 10
-    """Product types returned per query when the request gives no top_k."""
-    micro_batch: bool = True
-    """Gather concurrent single-query requests into one model call."""
-    micro_batch_max: int = 64
-    micro_batch_wait_ms: float = 0.0
-    """Extra wait for more requests after the first one (0: only what is already queued)."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_batch", "max_query_chars", "max_body_bytes", "default_top_k", "micro_batch_max"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"serve setting {name} must be a positive integer, got {value!r}")
-        if not 0.0 <= float(self.micro_batch_wait_ms) <= 100.0:
-            raise ConfigError(f"micro_batch_wait_ms must be between 0 and 100, got {self.micro_batch_wait_ms}")
 
 
 # ------------------------------------------------------------------ problem responses

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from q2pt.errors import ConfigError, ModelLoadError, require
-from q2pt.inference import UNIFIED, InferenceCore
+from q2pt.inference import DEFAULT_BATCH_SIZE, UNIFIED, InferenceCore
 from q2pt.io import atomic_path, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -400,7 +400,7 @@ def evaluate_exports(
     *,
     split: str = "test",
     precision: float | None = None,
-    batch_size: int = 512,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """R@P (global and per locale) of PyTorch and each ONNX export on ``split``.
 

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
     cfg = config.to_dict()
-    for key in ("num_threads", "checkpoint_every", "eval_batch_size"):  # do not change the result
+    for key in ("threads", "num_threads", "checkpoint_every", "eval_batch_size"):  # do not change the result
         cfg["train"].pop(key, None)
     return {"config": cfg, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
 
@@ -76,8 +76,8 @@ def fit_networks(
     locales = sorted(train_df["locale"].astype(str).unique().tolist())
 
     previous_threads = torch.get_num_threads()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         checkpointer = None
         resumed_done: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = {}

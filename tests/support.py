@@ -1,0 +1,168 @@
+"""Shared test data and helpers (imported by the test modules: ``from support import ...``).
+
+Three small hand-made data sets, none of them the simulated store: the 2-locale, 4-type
+``tiny_*`` set (models, training, CLI), the 3-locale, 5-type ``handmade_*`` set (serving,
+ONNX, the demo page) and the ``stream_*`` set (streaming, Ray). The trained models built
+from them are session fixtures in ``conftest.py``, trained once per test session.
+
+:func:`need` imports an optional dependency: a skip on a developer's machine without it,
+a failure in CI (``CI=true``), where every extra is installed and a skip would hide a
+broken install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from q2pt.config import resolve_config
+from q2pt.data import from_frames
+
+
+def need(module: str, reason: str | None = None) -> Any:
+    """``import module``; without it: skip (a failure when ``$CI`` is set)."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=reason)
+
+
+# ---------------------------------------------------------------- tiny: 2 locales, 4 types
+# ---------------------------------------------------------------- tiny synthetic data
+# Not the simulated store: a hand-made 2-locale, 4-type problem small enough to overfit fast.
+LOCALES = ("de_DE", "en_US")
+
+
+WORDS = {
+    "shoes": {"de_DE": ["schuhe", "stiefel", "sandalen"], "en_US": ["shoes", "boots", "sandals"]},
+    "television": {"de_DE": ["fernseher", "glotze"], "en_US": ["television", "tv set"]},
+    "frying_pan": {"de_DE": ["pfanne", "bratpfanne"], "en_US": ["frying pan", "skillet"]},
+    "sofa": {"de_DE": ["sofa", "couch"], "en_US": ["sofa", "couch"]},
+}
+
+
+ADJ = {"de_DE": ["rot", "billig", "neu", "gross"], "en_US": ["red", "cheap", "new", "big"]}
+
+
+TYPES = sorted(WORDS)
+
+
+def tiny_frame(n: int, seed: int, locales=LOCALES, types=TYPES) -> pd.DataFrame:
+    """n labelled, unique queries; every 8th is multi-label (two types in one query)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        loc = locales[i % len(locales)]
+        t = types[rng.integers(len(types))]
+        words = WORDS[t][loc]
+        # a model number makes every query unique (within and across splits)
+        query = f"{ADJ[loc][rng.integers(4)]} {words[rng.integers(len(words))]} {seed * 1000 + i}"
+        labels = [t]
+        if i % 8 == 0:
+            t2 = types[(types.index(t) + 1) % len(types)]
+            query += " " + WORDS[t2][loc][0]
+            labels.append(t2)
+        rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+def tiny_dataset(n_train: int = 160, n_valid: int = 48, n_test: int = 48, seed: int = 0):
+    return from_frames(
+        {"train": tiny_frame(n_train, seed), "valid": tiny_frame(n_valid, seed + 1), "test": tiny_frame(n_test, seed + 2)},
+        source="tiny-test-data", validate=False,
+    )
+
+
+def ngram_config(variant: str = "unified-aware", *extra: str):
+    """A small, fast ngram set-up (one torch thread: tiny ops suffer from thread hand-offs
+    when the 2-core machine is busy)."""
+    return resolve_config(
+        None,
+        ["--model.encoder_options.dim", "32", "--model.encoder_options.buckets", "4096",
+         "--train.batch_size", "16", "--train.max_epochs", "12", "--train.patience", "12",
+         "--train.lr", "0.05", "--train.threads", "1", *extra],
+        "ngram", flags={"model.variant": variant},
+    )
+
+
+# ---------------------------------------------------------------- handmade: 3 locales, 5 types
+# ---------------------------------------------------------------- hand-made data + models
+HANDMADE_LOCALES = ("de_DE", "en_US", "fr_FR")
+
+
+HANDMADE_WORDS = {
+    "shoes": {"de_DE": ["schuhe", "stiefel", "turnschuhe"], "en_US": ["shoes", "boots", "sneakers"],
+              "fr_FR": ["chaussures", "bottes", "baskets"]},
+    "headphones": {"de_DE": ["kopfhörer", "ohrhörer"], "en_US": ["headphones", "earbuds"],
+                   "fr_FR": ["casque audio", "écouteurs"]},
+    "phone case": {"de_DE": ["handyhülle", "handytasche"], "en_US": ["phone case", "iphone cover"],
+                   "fr_FR": ["coque téléphone", "étui portable"]},
+    "toy bricks": {"de_DE": ["klemmbausteine", "bausteine"], "en_US": ["building blocks", "toy bricks"],
+                   "fr_FR": ["briques jouet", "jeu de construction"]},
+    # only sold in en_US: the non-unified de_DE / fr_FR networks do not know it
+    "gift card": {"en_US": ["gift card", "gift voucher"]},
+}
+
+
+HANDMADE_MODS = {"de_DE": ["rot", "blau", "billig", "neu", "kinder", "damen"],
+        "en_US": ["red", "blue", "cheap", "new", "kids", "women"],
+        "fr_FR": ["rouge", "bleu", "pas cher", "neuf", "enfant", "femme"]}
+
+
+def handmade_frame(n: int, seed: int) -> pd.DataFrame:
+    """n unique labelled queries (a number makes each unique); every 10th has two types."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        loc = HANDMADE_LOCALES[i % len(HANDMADE_LOCALES)]
+        types = [t for t in HANDMADE_WORDS if loc in HANDMADE_WORDS[t]]
+        t = types[rng.integers(len(types))]
+        words = HANDMADE_WORDS[t][loc]
+        query = f"{HANDMADE_MODS[loc][rng.integers(6)]} {words[rng.integers(len(words))]} {seed * 10_000 + i}"
+        labels = [t]
+        if i % 10 == 0:
+            t2 = types[(types.index(t) + 1) % len(types)]
+            query += " " + HANDMADE_WORDS[t2][loc][0]
+            labels.append(t2)
+        rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
+def handmade_dataset():
+    return from_frames(
+        {"train": handmade_frame(480, 0), "valid": handmade_frame(150, 1), "test": handmade_frame(150, 2)},
+        source="handmade-serving-test-data", validate=False,
+    )
+
+
+
+
+# ---------------------------------------------------------------- stream: 3 locales, 5 types
+STREAM_TYPES = {
+    "shoes": ["shoe", "sneaker", "boot"],
+    "shirt": ["shirt", "tee", "blouse"],
+    "phone": ["phone", "mobile", "smartphone"],
+    "tv": ["tv", "television", "screen"],
+    "bag": ["bag", "purse", "backpack"],
+}
+
+
+STREAM_ADJ = ["red", "blue", "cheap", "new", "large", "rot", "bleu", "neu"]
+
+
+def stream_split(n: int, seed: int) -> pd.DataFrame:
+    r = random.Random(seed)
+    names = sorted(STREAM_TYPES)
+    rows = []
+    for i in range(n):
+        t = r.choice(names)
+        query = f"{r.choice(STREAM_ADJ)} {r.choice(STREAM_TYPES[t])} {seed}x{i}"
+        rows.append({"query": query, "locale": r.choice(["de", "fr", "us"]), "product_types": [t], "weight": 1.0})
+    return pd.DataFrame(rows)
+
+
