@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/q2pt experiment --preset quick --out $(DEMO_OUT)
+	$(BIN)/q2pt experiment --preset demo --out $(DEMO_OUT)
 
 test: install-test
 	$(BIN)/python -m pytest -q

@@ -134,7 +134,7 @@ class DataSection(_Section):
 
     path: str | None = None
     """Dataset folder or file; None: the built-in simulated store (simulated data)."""
-    preset: Literal["tiny", "quick", "full"] = "quick"
+    preset: Literal["tiny", "demo", "quick", "full"] = "quick"
     """Size of the simulated store when ``path`` is None."""
     seed: int = 0
     """Seed of the simulated store when ``path`` is None."""

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-PRESETS = ("tiny", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
+PRESETS = ("tiny", "demo", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
 FORMATS = ("parquet", "jsonl", "csv", "tsv")
 
 

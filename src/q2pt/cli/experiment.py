@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
             "regression; per locale and unified) on the same splits,\n"
             "evaluate them by R@P80 globally and per locale with bootstrap CIs, and write OUT/report.md,\n"
             "OUT/report.html (self-contained), OUT/results.json and OUT/figures/*.png.\n\n"
-            "  q2pt experiment --preset quick --out runs/demo            # the demo (SIMULATED data)\n"
+            "  q2pt experiment --preset demo --out runs/demo             # what make demo runs (SIMULATED data)\n"
             "  q2pt experiment --data DIR --out runs/mine                 # your data\n"
             "  q2pt experiment --preset quick --study cold-start --out runs/demo\n"
             "  q2pt experiment --data DIR --folds 5 --out runs/cv           # cross-validation\n\n"
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="PATH", help="dataset folder or file (default: the SIMULATED store)")
-    src.add_argument("--preset", choices=("tiny", "quick", "full"), default=None,
+    src.add_argument("--preset", choices=("tiny", "demo", "quick", "full"), default=None,
                      help="size of the simulated store (default quick)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated store (default 0)")
     p.add_argument("--folds", type=int, default=None, metavar="K",

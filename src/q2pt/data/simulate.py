@@ -113,7 +113,8 @@ class Preset:
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
         "tiny": Preset("tiny", 1_900, 40, "unit tests: ~2,000 queries, every store >= 20 train queries"),
-        "quick": Preset("quick", 40_000, 300, "the demo: ~40,000 queries, trains in minutes on 2 CPU cores"),
+        "demo": Preset("demo", 20_000, 150, "make demo: ~20,000 queries, the comparison in a few minutes on 2 CPU cores"),
+        "quick": Preset("quick", 40_000, 300, "~40,000 queries: benchmarks of speed and serving, trains in minutes"),
         "full": Preset("full", 505_000, 3_000, "benchmarks: >= 500,000 queries"),
     }
 )

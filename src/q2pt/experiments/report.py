@@ -519,7 +519,7 @@ def _training_note(rep: Report, sec: Mapping[str, Any], recs: Sequence[Mapping[s
             f"patience {train.get('patience')}), batch size {train.get('batch_size')}"
             + (f", at least {min_steps:,} optimiser steps per network (more epochs for small stores)" if min_steps else "")
             + "; optimiser steps per network: " + "; ".join(parts) + ".")
-    if settings.get("budget") in ("tiny", "quick"):
+    if settings.get("budget") in ("tiny", "demo", "quick"):
         text += (" This is a short budget, not training to convergence as in the paper: "
                  + ("each per-locale network gets at least the minimum number of steps, but the gap between "
                     "non-unified and unified models may still differ from fully trained ones."
