@@ -98,3 +98,14 @@ def test_select_types_orders_best_first_cuts_per_row_and_top_k():
     assert select_types(scores, CLASSES, 0.0, top_k=1) == [[("shoe", pytest.approx(0.9))], [("bag", 0.5)]]
     with pytest.raises(ConfigError):
         select_types(scores, CLASSES, 0.5, top_k=0)
+
+
+def test_locale_ids_compare_without_case():
+    """One rule, everywhere: "DE" is the model's "de" (the data layer refuses a dataset that
+    spells one store two ways, tested in test_hardening)."""
+    for variant in ("unified-aware", "non-unified"):
+        core = fake_core(variant)
+        res = core.resolve_all(["DE", "de"])
+        assert res[0].locale == "DE" and res[0].locale_used == res[1].locale_used == "de"
+        assert res[0].key == res[1].key and res[0].warning == ""
+        np.testing.assert_array_equal(*core.scores(["q", "q"], res))

@@ -231,19 +231,22 @@ def test_load_refuses_missing_corrupt_and_newer(trained, tmp_path):
         load_model(no_manifest)
 
 
-def test_truncated_weights_without_checksum_are_refused(trained, tmp_path):
-    """Even if the manifest's checksums were removed, unreadable weights name the file."""
+def test_truncated_weights_are_refused_and_checksums_cannot_be_removed(trained, tmp_path):
+    """Unreadable weights name the file; removing their checksum from the manifest does not
+    disable the check (every file the loader reads must be listed)."""
     import shutil
 
     _, folder = trained["non-unified"]
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"] = {}
-    (copy / "manifest.json").write_text(json.dumps(manifest))
     target = copy / "models" / "de_DE" / "model.safetensors"
     target.write_bytes(target.read_bytes()[:100])
     with pytest.raises(ModelLoadError, match=r"de_DE/model\.safetensors is corrupt"):
+        load_model(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["models/de_DE/model.safetensors"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=r"de_DE/model\.safetensors is not listed"):
         load_model(copy)
 
 

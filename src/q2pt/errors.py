@@ -72,6 +72,14 @@ class UnknownLocaleError(Q2PTError):
     http_status = 422
 
 
+def check_seed(seed: object, name: str = "seed") -> int:
+    """A random seed given by a user: a whole number, 0 or more (numpy's seeds); ConfigError
+    naming ``name`` otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{name} must be a whole number, 0 or more, got {seed!r}")
+    return seed
+
+
 class DependencyError(Q2PTError):
     """An optional dependency (extra) is missing."""
 

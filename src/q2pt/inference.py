@@ -148,6 +148,9 @@ class InferenceCore:
         labels = dict(network_labels or {})
         self.columns = {key: _label_columns(self.classes, labels.get(key)) for key in self.tokenizers}
         self._known = set(self.locales)
+        # locale ids compare without case ("US" is the model's "us"); the data layer refuses
+        # datasets that spell one id two ways, so this map is one-to-one
+        self._by_case = {loc.casefold(): loc for loc in self.locales}
         if fallback_locale is not None and fallback_locale not in self._known:
             raise UnknownLocaleError(
                 f"fallback locale {fallback_locale!r} is not a locale of the model (model locales: {', '.join(self.locales)})"
@@ -157,7 +160,11 @@ class InferenceCore:
 
     # --------------------------------------------------------------- resolution
     def resolve(self, locale: str) -> Resolution:
-        """How ``locale`` is served (see :class:`Resolution`)."""
+        """How ``locale`` is served (see :class:`Resolution`); a locale that is a model locale
+        up to case is that locale."""
+        if locale not in self._known and locale.casefold() in self._by_case:
+            resolved = self.resolve(self._by_case[locale.casefold()])
+            return Resolution(locale, resolved.locale_used, resolved.key, resolved.token_locale, resolved.warning)
         known = locale in self._known
         if self.unified:
             if not known:
@@ -178,7 +185,7 @@ class InferenceCore:
         """:meth:`resolve` for each locale; an error names every unknown locale at once, and
         one warning per unseen locale is logged."""
         if not self.unified and self.fallback_locale is None and self.unseen == "error":
-            unknown = sorted({loc for loc in locales if loc not in self._known})
+            unknown = sorted({loc for loc in locales if loc.casefold() not in self._by_case})
             if unknown:
                 raise UnknownLocaleError(self._unknown_message(unknown))
         cache: dict[str, Resolution] = {}

@@ -13,16 +13,62 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> int:
+    """Remove the temporary siblings of ``path`` left by writers that died (``kill -9`` during
+    an atomic write): ``.NAME.PID.*.tmp`` and ``.NAME.old-PID`` whose PID is not running.
+    Returns how many were removed."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return 0
+    removed = 0
+    prefix = f".{path.name}."
+    for entry in parent.iterdir():
+        name = entry.name
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        if rest.endswith(".tmp"):
+            pid_text = rest.split(".", 1)[0]
+        elif rest.startswith("old-"):
+            pid_text = rest[len("old-"):]
+        else:
+            continue
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     Works for files and for directories (the caller creates what it wants at the
-    yielded path). On error the temporary is removed and ``path`` is untouched.
+    yielded path). On error the temporary is removed and ``path`` is untouched. The
+    temporary's name carries this process's id, so that the next writer of ``path`` removes
+    what a killed writer left behind (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     target = tmp / "x"
     try:
         yield target
@@ -35,6 +81,84 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Refuse (ConfigError, before any work is done) an output path that cannot be written:
+    its nearest existing folder must accept a new file (tried, then removed)."""
+    from q2pt.errors import ConfigError
+
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir() and not os.access(p, os.W_OK):
+        raise ConfigError(f"cannot write the {what} {path}: permission denied")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write the {what} {path}: {folder} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".q2pt-write-test-", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the {what} {path}: {exc.strerror or exc} (in {folder})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+#: folders (resolved paths) this process holds the write lock of -> (open lock file, depth)
+_HELD_LOCKS: dict[str, list[Any]] = {}
+
+
+@contextmanager
+def folder_lock(path: str | os.PathLike, what: str = "folder") -> Iterator[None]:
+    """Hold the write lock of the folder ``path`` for the block: an OS file lock (``flock``) on
+    ``.NAME.lock`` beside it (beside, not inside: the folder itself is replaced atomically
+    when it is saved). A second writer gets ConfigError naming the folder and the holder's
+    pid; the lock dies with its process. Re-entrant within one process."""
+    import fcntl
+
+    from q2pt.errors import ConfigError
+
+    p = Path(path).expanduser().absolute()
+    key = str(p)
+    held = _HELD_LOCKS.get(key)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    p.parent.mkdir(parents=True, exist_ok=True)
+    lock_file = p.parent / f".{p.name}.lock"
+    while True:
+        fh = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise ConfigError(
+                f"the {what} {path} is being written by another q2pt process (pid {holder}); "
+                "wait for it to finish, or write somewhere else"
+            ) from None
+        try:  # the holder before us unlinks the file when it is done: lock the file that is there
+            if os.stat(lock_file).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    _HELD_LOCKS[key] = [fh, 1]
+    try:
+        yield
+    finally:
+        del _HELD_LOCKS[key]
+        lock_file.unlink(missing_ok=True)  # while still locked: no lock files are left behind
+        fh.close()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

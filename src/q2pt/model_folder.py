@@ -13,9 +13,10 @@ import platform
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from q2pt import __version__
 from q2pt.errors import ConfigError, ModelLoadError
@@ -119,11 +120,111 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{path} has format version {version}, newer than this q2pt {__version__} reads "
             f"(up to {FORMAT_VERSION}); upgrade q2pt to load it"
         )
-    required = ["variant", "encoder", "locales", "labels", "config", "thresholds", "networks", "files"]
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise ModelLoadError(f"{path} is corrupt (missing {', '.join(missing)})")
+    validate_manifest(manifest, path)
     return manifest
+
+
+class NetworkEntry(BaseModel):
+    """One network of a manifest's ``networks``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    weights: str
+    assets: str
+    labels: list[str] | None = None
+    encoder: dict[str, Any]
+    pretrained_delta: dict[str, Any] | None = None
+
+
+class ManifestSchema(BaseModel):
+    """What the loader reads from ``manifest.json`` (other keys are informational)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: StrictInt
+    variant: Literal["non-unified", "unified-agnostic", "unified-aware"]
+    encoder: dict[str, Any]
+    locales: list[str]
+    labels: list[str] = Field(min_length=1)
+    config: dict[str, Any]
+    thresholds: dict[str, float]
+    networks: dict[str, NetworkEntry] = Field(min_length=1)
+    files: dict[str, str]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ManifestSchema":
+        for name, values in (("labels", self.labels), ("locales", self.locales)):
+            seen = sorted({v for v in values if values.count(v) > 1})
+            if seen:
+                raise ValueError(f"{name}: duplicate entries {seen[:5]}")
+        unknown = sorted(set(self.thresholds) - {"global", *self.locales})
+        if unknown:
+            raise ValueError(f"thresholds: for locales the model does not have: {unknown[:5]}")
+        bad = sorted(k for k, v in self.thresholds.items() if not 0.0 <= v <= 1.0)
+        if bad:
+            raise ValueError(f"thresholds: not between 0 and 1: {bad[:5]}")
+        keys = set(self.networks)
+        if self.variant == "non-unified" and keys != set(self.locales):
+            raise ValueError("networks: a non-unified model has one network per locale")
+        if self.variant != "non-unified" and keys != {UNIFIED}:
+            raise ValueError(f"networks: a unified model has exactly one network {UNIFIED!r}")
+        labels = set(self.labels)
+        for key, entry in self.networks.items():
+            if entry.labels is not None:
+                if len(set(entry.labels)) != len(entry.labels) or not set(entry.labels) <= labels or not entry.labels:
+                    raise ValueError(f"networks.{key}.labels: must be distinct labels of the model")
+        return self
+
+
+def validate_manifest(manifest: dict[str, Any], path: Path) -> ManifestSchema:
+    """The manifest checked against :class:`ManifestSchema`; ModelLoadError naming the field."""
+    try:
+        return ManifestSchema.model_validate(manifest)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(x) for x in err["loc"]) or "manifest"
+            problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        raise ModelLoadError(f"{path} is corrupt ({'; '.join(problems)})") from None
+
+
+def network_paths(key: str) -> tuple[str, str]:
+    """Where a network's weights and encoder assets are, by the format (not by the manifest)."""
+    base = "" if key == UNIFIED else f"models/{safe_name(key)}/"
+    return f"{base}model.safetensors", f"{base}encoder"
+
+
+def check_files(folder: Path, manifest: dict[str, Any]) -> None:
+    """Every file the loader reads -- each network's weights and every file of its encoder
+    assets, at the paths the format fixes -- must be listed in the manifest's ``files`` and
+    match its sha256; every listed file must be inside the folder and match. ModelLoadError
+    naming the file otherwise."""
+    mpath = folder / MANIFEST
+    files: dict[str, str] = manifest["files"]
+    root = folder.resolve()
+    for rel in files:
+        target = (folder / rel).resolve()
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not target.is_relative_to(root):
+            raise ModelLoadError(f"{mpath} is corrupt (files: {rel!r} is outside the model folder)")
+    required: list[str] = []
+    for key, entry in manifest["networks"].items():
+        weights, assets = network_paths(key)
+        if entry.get("weights") != weights or entry.get("assets") != assets:
+            raise ModelLoadError(
+                f"{mpath} is corrupt (networks.{key}: weights and assets must be {weights} and {assets})")
+        required.append(weights)
+        asset_dir = folder / assets
+        if asset_dir.is_dir():
+            required += [p.relative_to(folder).as_posix() for p in sorted(asset_dir.rglob("*")) if p.is_file()]
+    for rel in required:
+        if rel not in files:
+            raise ModelLoadError(f"{folder / rel} is not listed in {mpath} (every file the loader reads is hashed)")
+    for rel, digest in files.items():
+        path = folder / rel
+        if not path.is_file():
+            raise ModelLoadError(f"missing file {path} (listed in {mpath})")
+        if sha256_of_file(path) != digest:
+            raise ModelLoadError(f"{path} is corrupt (its sha256 does not match {mpath})")
 
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -46,6 +46,7 @@ the same encoding.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -59,15 +60,16 @@ from q2pt import __version__
 from q2pt.config import Config, resolve_config
 from q2pt.errors import ConfigError, ModelLoadError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, UNIFIED, Forward, Inference, InferenceCore, encoder_tokenizers, torch_forward
-from q2pt.io import atomic_path, sha256_of_file
+from q2pt.io import atomic_path, folder_lock
 from q2pt.model_folder import (
     FORMAT_VERSION,
     MANIFEST,
+    check_files,
     check_output_folder,
     hash_files,
     make_readable,
+    network_paths,
     read_manifest,
-    safe_name,
     versions,
 )
 from q2pt.network import Q2PTNet, torch_threads
@@ -153,12 +155,16 @@ class Q2PTModel:
         from q2pt.training import TrainHooks, fit_networks
 
         hooks = hooks or TrainHooks()
-        with torch_threads(self.config.train.threads):
-            trained = fit_networks(self.config, dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks)
-            self._set_trained(trained, dataset)
-            calibrate_thresholds(self, dataset.valid)
-        if out_dir is not None and hooks.is_main:
-            self.save(out_dir)
+        # the main process holds the output folder's write lock from the first checkpoint to the save
+        lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()
+        with lock:
+            with torch_threads(self.config.train.threads):
+                trained = fit_networks(self.config, dataset, out_dir=out_dir, resume=resume, progress=progress,
+                                       hooks=hooks)
+                self._set_trained(trained, dataset)
+                calibrate_thresholds(self, dataset.valid)
+            if out_dir is not None and hooks.is_main:
+                self.save(out_dir)
         return self
 
     def _set_trained(self, trained: "TrainedNetworks", dataset: "Dataset") -> None:
@@ -329,26 +335,30 @@ class Q2PTModel:
 
     # ------------------------------------------------------------------ saving
     def save(self, folder: str | Path) -> None:
-        """Write the model folder atomically (see the module docstring)."""
-        from safetensors.torch import save_file
-
+        """Write the model folder atomically (see the module docstring), holding its write lock."""
         self._check_fitted()
         folder = Path(folder)
+        with folder_lock(folder, "model folder"):
+            self._save(folder)
+
+    def _save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
         check_output_folder(folder)
         manifest = json.loads(json.dumps(self.manifest))
         manifest["networks"] = {}
         with atomic_path(folder) as tmp:
             tmp.mkdir()
             for stage, net in self.networks.items():
-                base = "" if stage == UNIFIED else f"models/{safe_name(stage)}/"
-                (tmp / base).mkdir(parents=True, exist_ok=True)
+                weights, assets = network_paths(stage)
+                (tmp / weights).parent.mkdir(parents=True, exist_ok=True)
                 tensors, metadata = pack_state(net)
-                save_file(tensors, str(tmp / f"{base}model.safetensors"), metadata=metadata)
+                save_file(tensors, str(tmp / weights), metadata=metadata)
                 del tensors
-                net.encoder.save_assets(tmp / f"{base}encoder")
+                net.encoder.save_assets(tmp / assets)
                 manifest["networks"][stage] = {
-                    "weights": f"{base}model.safetensors",
-                    "assets": f"{base}encoder",
+                    "weights": weights,
+                    "assets": assets,
                     "labels": None if stage == UNIFIED else self.network_labels_[stage],
                     "encoder": net.encoder.get_config(),
                 }
@@ -385,12 +395,7 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     folder = Path(folder)
     manifest = read_manifest(folder)
     mpath = folder / MANIFEST
-    for rel, digest in manifest["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            raise ModelLoadError(f"missing file {path} (listed in {mpath})")
-        if sha256_of_file(path) != digest:
-            raise ModelLoadError(f"{path} is corrupt (its sha256 does not match {mpath})")
+    check_files(folder, manifest)
     try:
         config = Config.from_dict(manifest["config"], source=str(mpath))
     except ConfigError as exc:

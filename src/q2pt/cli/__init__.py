@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:  # a file or folder the user named cannot be read or written
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"q2pt: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

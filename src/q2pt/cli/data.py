@@ -159,12 +159,14 @@ def _stats(args: argparse.Namespace) -> int:
 def _split(args: argparse.Namespace) -> int:
     from q2pt.data.split import DEFAULT_TEST, REPORT_FILE, format_report, split_file
     from q2pt.errors import ConfigError
+    from q2pt.io import check_writable
 
     if args.folds is not None and args.test is not None:
         raise ConfigError(
             "--test does not apply with --folds: each fold's test split is 1/K of every locale's queries "
             "(--valid is then a share of the rest)"
         )
+    check_writable(args.out, "dataset folder")
     report = split_file(
         args.file, args.out, valid=args.valid, test=DEFAULT_TEST if args.test is None else args.test,
         seed=args.seed, folds=args.folds, train_per_locale=args.train_per_locale, fmt=args.format,
@@ -181,7 +183,9 @@ def _split(args: argparse.Namespace) -> int:
 
 def _from_clicks(args: argparse.Namespace) -> int:
     from q2pt.data.clicks import from_clicks
+    from q2pt.io import check_writable
 
+    check_writable(args.out, "dataset folder")
     report = from_clicks(
         args.log, args.out, fmt=args.format, overwrite=args.overwrite,
         min_share=args.min_share, min_clicks=args.min_clicks, purchase_weight=args.purchase_weight,
@@ -196,6 +200,9 @@ def _from_clicks(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from q2pt.io import check_writable
+
+    check_writable(args.out, "dataset folder")
     from q2pt.data.simulate import write_simulated
 
     result = write_simulated(args.out, preset=args.preset, seed=args.seed, fmt=args.format, overwrite=args.overwrite)

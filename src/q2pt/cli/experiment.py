@@ -80,7 +80,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(f"--encoder: {exc}") from None
     from q2pt.experiments import ExperimentRequest, run_experiment
+    from q2pt.io import check_writable
 
+    check_writable(args.out, "report folder")
     req = ExperimentRequest(
         out=args.out, data=args.data, preset=args.preset or "quick", seed=args.seed, encoder=args.encoder,
         studies=args.study, config=args.config, overrides=list(args.overrides or []), hf_model=args.hf_model,

@@ -236,9 +236,11 @@ def _evaluation_dataset(args: argparse.Namespace, model: Any) -> Any:
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     _setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    from q2pt.io import check_writable
     from q2pt.models import load_model
     from q2pt.serving.onnx_export import evaluate_exports, export_onnx, export_target, format_evaluation
 
+    check_writable(args.out, "ONNX export")
     model = load_model(args.model)
     result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify)
     size = sum(result.sizes.values())

@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (sections model, train, data)")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="replace MODEL_DIR when it holds a model already")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument(
@@ -181,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    check_train_output(Path(args.out), resume=args.resume, overwrite=args.overwrite)
     _need_torch()
     from q2pt import distributed
     from q2pt.data import load_configured
@@ -211,6 +213,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_train_output(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Before any work: the output must be writable, and a model already there is replaced only
+    with --overwrite (--resume continues a training run there instead)."""
+    from q2pt.io import check_writable
+
+    check_writable(out, "model folder")
+    if (out / "manifest.json").is_file() and not (resume or overwrite):
+        raise ConfigError(f"{out} holds a model already: pass --overwrite to replace it (or --resume to continue its run)")
+
+
 def _worker_args(args: argparse.Namespace) -> list[str]:
     """The ``q2pt`` arguments of each torchrun worker: this command without --nproc."""
     out = ["train", "--out", str(args.out)]
@@ -218,7 +230,8 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
                         ("--config", args.config)):
         if value is not None:
             out += [flag, str(value)]
-    for flag, on in (("--resume", args.resume), ("--no-progress", args.no_progress), ("--quiet", args.quiet)):
+    for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--no-progress", args.no_progress),
+                     ("--quiet", args.quiet)):
         if on:
             out.append(flag)
     return out + list(args.overrides)
@@ -323,6 +336,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_threshold(args.threshold)
     _check_threads(args.threads)
+    if args.out:
+        from q2pt.io import check_writable
+
+        check_writable(args.out, "predictions")
     # --- scale-out: streaming prediction (q2pt.streaming) ---
     streaming = args.stream or args.resume or args.overwrite or args.workers is not None
     if streaming and not args.input:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from q2pt.errors import ConfigError, DataError
+from q2pt.errors import ConfigError, DataError, check_seed
 
 from . import schema as S
 from .io import MISSING, RawTable, check_target, read_table, write_dataset
@@ -199,6 +199,7 @@ def labels_from_clicks(
     is the raw spelling with the most engagement (whitespace tidied), the product types
     are ordered by engagement, weight is 1.0."""
     _check_params(min_share, min_clicks, purchase_weight, valid_frac, test_frac)
+    seed = check_seed(seed, "--seed")
     table = _as_table(log)
     params = {
         "min_share": min_share, "min_clicks": min_clicks, "purchase_weight": purchase_weight,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from q2pt.errors import ConfigError
+from q2pt.errors import ConfigError, check_seed
 
 from . import lexicon as lx
 from .taxonomy import LOCALES, RELATION_KINDS, Taxonomy, load_taxonomy
@@ -747,6 +747,7 @@ def _simulate(preset: str | Preset = "quick", seed: int = 0, *, taxonomy: Taxono
     from .schema import normalize_queries
 
     p = _preset(preset)
+    seed = check_seed(seed, "the simulator's seed (--seed)")
     tax = taxonomy or load_taxonomy()
     cm = click_model or ClickModel()
     qm = query_model or QueryModel()

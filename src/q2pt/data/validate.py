@@ -493,6 +493,17 @@ def check_raw_dataset(
     all_locales: set[str] = set()
     for ch in checked.values():
         all_locales.update(k.split("\x1f", 1)[1] for k in ch.keys.unique())
+    # one rule for locale case (data, prediction, serving): ids that differ only in case are one
+    # store to q2pt (prediction maps "US" to a model's "us"), so data may not hold both spellings
+    spellings: dict[str, list[str]] = {}
+    for loc in sorted(all_locales):
+        spellings.setdefault(loc.casefold(), []).append(loc)
+    first_file = next(iter(raw.tables.values())).file if raw.tables else raw.source
+    for same in (v for v in spellings.values() if len(v) > 1):
+        problems.append(problem(
+            "locale_case", first_file, None, S.LOCALE,
+            f"locale ids {', '.join(same)} differ only in case: q2pt treats them as one store; write them one way",
+        ))
     summary: dict[str, Any] = {
         "layout": raw.layout,
         "files": raw.files,

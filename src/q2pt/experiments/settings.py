@@ -73,7 +73,7 @@ class ExperimentSettings(BaseModel):
     """Bootstrap resamples (over queries) for the 95% CIs of the main comparison."""
     study_bootstrap: int = Field(200, ge=0)
     """Bootstrap resamples for the studies' CIs."""
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     """Seed of the bootstrap and of the studies' subsampling / noise."""
     small_store_ratio: float = Field(1 / 3, gt=0.0, le=1.0)
     """A store is *small* when its training queries are below this share of the median store's."""

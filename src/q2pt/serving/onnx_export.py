@@ -42,7 +42,7 @@ import numpy as np
 
 from q2pt.errors import ConfigError, ModelLoadError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, UNIFIED, InferenceCore
-from q2pt.io import atomic_path, write_json
+from q2pt.io import atomic_path, folder_lock, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from q2pt.data import Dataset
@@ -215,7 +215,7 @@ def export_onnx(
     samples = list(sample_queries or SAMPLE_QUERIES)
     if variant != "non-unified":
         target = out / UNIFIED_FILE if out.is_dir() else out
-        with atomic_path(target) as tmp:
+        with folder_lock(target, "ONNX export"), atomic_path(target) as tmp:
             _export_network(model, UNIFIED, tmp, variant, quantize, opset, samples)
         files = {UNIFIED: target}
         path = target
@@ -224,7 +224,7 @@ def export_onnx(
             raise ConfigError(
                 f"a non-unified model exports one graph per locale: give --out a folder, not {out}"
             )
-        with atomic_path(out) as tmp:
+        with folder_lock(out, "ONNX export"), atomic_path(out) as tmp:
             tmp.mkdir()
             for key in keys:
                 _export_network(model, key, tmp / f"{_safe_name(key)}.onnx", variant, quantize, opset, samples)

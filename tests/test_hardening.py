@@ -1,0 +1,152 @@
+"""What an unlucky or hostile user could break (issue 13): two writers of one model folder,
+tracebacks instead of messages, manifests that lie, debris of killed writers. Each case is
+the bad input with the exit code and message it must get."""
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import need
+
+need("torch")
+
+from q2pt.cli import main  # noqa: E402
+from q2pt.errors import ConfigError, ModelLoadError  # noqa: E402
+from q2pt.io import atomic_path, folder_lock, remove_stale_temporaries  # noqa: E402
+from q2pt.models import load_model  # noqa: E402
+
+FAST = ["--encoder", "ngram", "--data.preset", "tiny", "--train.max_epochs", "1", "--train.threads", "1",
+        "--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "256", "--no-progress", "-q"]
+
+
+def _hold_lock(folder: str, ready, release) -> None:
+    with folder_lock(folder, "model folder"):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "m"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(ConfigError, match=rf"m is being written by another q2pt process \(pid {holder.pid}\)"):
+            with folder_lock(tmp_path / "m"):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with folder_lock(tmp_path / "m"), folder_lock(tmp_path / "m"):  # free again; re-entrant in one process
+        pass
+
+
+def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["train", "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), *FAST]) == 2
+    assert "holds a model already: pass --overwrite" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--overwrite", *FAST]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "simulate", "--preset", "tiny", "--out", "/proc/q2pt/x"], "cannot write the dataset folder /proc/q2pt/x"),
+    (["train", "--out", "/proc/q2pt/x", *FAST], "cannot write the model folder /proc/q2pt/x"),
+    (["data", "simulate", "--preset", "tiny", "--seed", "-1", "--out", "SIM"], "seed (--seed) must be a whole number"),
+    (["train", "--out", "OUT", "--train.seed", "-1", *FAST], "train.seed"),
+])
+def test_bad_outputs_and_seeds_are_one_line_with_exit_code_2(argv, message, tmp_path, capsys):
+    argv = [str(tmp_path / a) if a in ("SIM", "OUT") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("q2pt: ") and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hard") / "m"
+    assert main(["train", "--out", str(out), "--variant", "non-unified", *FAST]) == 0
+    return out
+
+
+def _tampered(model_dir: Path, tmp_path: Path, edit) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest, copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _outside(m, copy):
+    m["networks"][next(iter(m["networks"]))]["weights"] = "../other/model.safetensors"
+
+
+def _duplicate_label(m, copy):
+    m["labels"] = m["labels"] + m["labels"][:1]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, c: m["thresholds"].update({"global": "abc"}), "thresholds.global"),
+    (lambda m, c: m.update({"networks": None}), "networks"),
+    (lambda m, c: m.update({"locales": 5}), "locales"),
+    (lambda m, c: m["thresholds"].update({"zz": 0.5}), "thresholds: for locales the model does not have"),
+    (_duplicate_label, "labels: duplicate entries"),
+    (_outside, "weights and assets must be"),
+    (lambda m, c: m["files"].update({"../../etc/passwd": "0" * 64}), "outside the model folder"),
+    (lambda m, c: m["files"].pop(next(k for k in m["files"] if k.endswith("vocab.json") or "encoder/" in k), None)
+     if any("encoder/" in k for k in m["files"]) else m["files"].pop(next(iter(m["files"]))), "not listed"),
+])
+def test_a_manifest_that_lies_is_refused_naming_the_field(model_dir, tmp_path, capsys, edit, message):
+    copy = _tampered(model_dir, tmp_path, edit)
+    with pytest.raises(ModelLoadError, match="corrupt|not listed") as info:
+        load_model(copy)
+    assert message in str(info.value)
+    assert main(["predict", "--model", str(copy), "--locale", "us", "shoes"]) == 3  # one line, exit code 3
+    err = capsys.readouterr().err
+    assert err.startswith("q2pt: ") and err.count("\n") == 1
+
+
+def test_serve_refuses_a_lying_manifest_without_a_traceback(model_dir, tmp_path):
+    copy = _tampered(model_dir, tmp_path, lambda m, c: m.update({"networks": None}))
+    proc = subprocess.run([sys.executable, "-m", "q2pt", "serve", "--model", str(copy), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr and "networks" in proc.stderr
+
+
+def test_the_next_writer_removes_what_a_killed_writer_left(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    target = tmp_path / "m"
+    debris = [tmp_path / f".m.{pid}.abcd.tmp", target / "checkpoints" / f".last.{pid}.efgh.tmp", tmp_path / f".m.old-{pid}"]
+    for d in debris:
+        d.mkdir(parents=True)
+        (d / "big.bin").write_bytes(b"x" * 1000)
+    alive = tmp_path / f".m.{os.getpid()}.live.tmp"  # a live writer's temporary stays
+    alive.mkdir()
+    with atomic_path(target / "checkpoints" / "last") as tmp:
+        tmp.mkdir()
+    assert not debris[1].exists()
+    assert remove_stale_temporaries(target) == 2
+    assert not debris[0].exists() and not debris[2].exists() and alive.exists()
+
+
+def test_a_dataset_spelling_a_store_two_ways_is_refused(tmp_path, capsys):
+    import pandas as pd
+
+    from q2pt.data.io import write_table
+
+    frame = pd.DataFrame({"query": ["a", "b", "c", "d"], "locale": ["us", "US", "us", "de"],
+                          "product_types": [["x"]] * 4, "split": ["train", "train", "valid", "test"]})
+    write_table(frame, tmp_path / "d.jsonl")
+    assert main(["data", "validate", str(tmp_path / "d.jsonl")]) == 2
+    out = capsys.readouterr()
+    assert "US, us differ only in case" in out.out + out.err
