@@ -150,3 +150,22 @@ def test_a_dataset_spelling_a_store_two_ways_is_refused(tmp_path, capsys):
     assert main(["data", "validate", str(tmp_path / "d.jsonl")]) == 2
     out = capsys.readouterr()
     assert "US, us differ only in case" in out.out + out.err
+
+
+def test_prediction_input_is_checked_like_training_input(model_dir, tmp_path, capsys):
+    """Invalid UTF-8, an empty query and an over-long one are refused naming their rows (not
+    predicted, not silently changed); a field a JSONL row lacks stays missing in the output."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"query": "shoes", "locale": "us"}\n{"query": "caf\xe9", "locale": "us"}\n'
+                    b'{"query": "  ", "locale": "us"}\n' + b'{"query": "' + b"x" * 300 + b'", "locale": "us"}\n')
+    assert main(["predict", "--model", str(model_dir), "--input", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    for row, what in ((2, "not valid UTF-8"), (3, "empty"), (4, "over the limit of 200")):
+        assert f"row {row}" in err and what in err
+    assert not (tmp_path / "o.jsonl").exists()
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"query": "shoes", "locale": "us", "weight": 2}\n{"query": "boots", "locale": "US"}\n')
+    assert main(["predict", "--model", str(model_dir), "--input", str(good), "--out", str(tmp_path / "o.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert rows[0]["weight"] == 2 and rows[1]["weight"] is None
+    assert rows[1]["note"] == ""  # "US" is the model's "us"

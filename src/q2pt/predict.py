@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, has_bad_text, query_problem
 from q2pt.errors import DataError, Problem
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
@@ -47,19 +48,41 @@ def predict_rows(
     return result.select(threshold=threshold, top_k=top_k), result.notes
 
 
-def _check_input(frame: "pd.DataFrame", file: str, rows: "Sequence[int] | Any | None" = None) -> None:
+def check_input(frame: "pd.DataFrame", file: str, rows: "Sequence[int] | Any | None" = None,
+                max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> None:
+    """Prediction input is checked like training input (:func:`q2pt.data.schema.query_problem`:
+    no empty, over-long or non-UTF-8 queries; non-empty locales): DataError naming every row
+    (1-based, or ``rows``' numbers) that cannot be predicted; nothing is predicted then."""
     missing = [c for c in ("query", "locale") if c not in frame.columns]
     if missing:
         raise DataError(f"{file}: missing column(s) {', '.join(missing)} (need query and locale)")
-    problems = []
-    for col in ("query", "locale"):
-        values = frame[col].tolist()
-        for i, v in enumerate(values):
-            if not isinstance(v, str) or (col == "locale" and not v.strip()):
-                row = int(rows[i]) if rows is not None else i + 1
-                problems.append(Problem(file, row, col, f"expected a non-empty string, got {v!r}"))
+    numbers = [int(r) for r in rows] if rows is not None else None
+    problems = row_problems(frame["query"].tolist(), frame["locale"].tolist(), file, rows=numbers,
+                            max_query_chars=max_query_chars)
     if problems:
-        raise DataError(f"{file}: {len(problems)} row(s) cannot be predicted", problems)
+        raise DataError(f"{file}: {len(problems)} problem(s) in rows that cannot be predicted (nothing was predicted)",
+                        problems)
+
+
+def row_problems(
+    queries: Sequence[Any], locales: Sequence[Any], file: str, *, first_row: int | None = 1,
+    rows: Sequence[int] | None = None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+) -> list[Problem]:
+    """The problems of prediction rows (the checks of :func:`check_input`): row numbers from
+    ``rows``, else counted from ``first_row`` (None: unknown)."""
+    problems = []
+    for i, (q, loc) in enumerate(zip(queries, locales)):
+        row = rows[i] if rows is not None else (None if first_row is None else first_row + i)
+        issue = query_problem(q, max_query_chars)
+        if issue is not None:
+            problems.append(Problem(file, row, "query", issue[1] if row is not None else f"{issue[1]} ({_shown(q)})"))
+        if not isinstance(loc, str) or not loc.strip() or has_bad_text(loc):
+            problems.append(Problem(file, row, "locale", f"expected a non-empty locale id, got {_shown(loc)}"))
+    return problems
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None or type(value).__name__ == "_Missing" else repr(value)[:60]
 
 
 def predict_frame(
@@ -75,7 +98,7 @@ def predict_frame(
     """``frame`` (with ``query`` and ``locale`` columns) plus ``predicted_types`` (list of
     str), ``predicted_scores`` (list of float, same order) and ``note`` ("" unless the
     locale was unseen in training)."""
-    _check_input(frame, source)
+    check_input(frame, source)
     preds, notes = predict_rows(
         model, frame["query"].tolist(), frame["locale"].tolist(),
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
@@ -105,14 +128,17 @@ def predict_file(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from q2pt.data.io import detect_format, read_table, write_table
+    from q2pt.data.io import MISSING, detect_format, read_table, write_table
 
     out_fmt = detect_format(output_path)  # fail early on a bad output extension
     table = read_table(input_path)
     if table.problems:
         raise DataError(f"{input_path}: cannot read every row", list(table.problems))
     frame = table.frame
-    _check_input(frame, str(input_path), table.rows)
+    check_input(frame, str(input_path), table.rows)
+    for col in frame.columns:  # a field a JSONL row does not have stays missing (not "<missing>")
+        if frame[col].dtype == object:
+            frame[col] = [None if v is MISSING else v for v in frame[col].tolist()]
     parts = []
     import sys
 

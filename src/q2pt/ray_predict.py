@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from q2pt.errors import ConfigError, DataError, Problem, Q2PTError, require
+from q2pt.errors import ConfigError, DataError, Q2PTError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,7 +72,7 @@ class RayPredictor:
     def __call__(self, batch: "pa.Table") -> "pa.Table":
         import pyarrow as pa
 
-        from q2pt.predict import predict_rows
+        from q2pt.predict import predict_rows, row_problems
 
         names = batch.column_names
         missing = [c for c in ("query", "locale") if c not in names]
@@ -80,12 +80,7 @@ class RayPredictor:
             raise DataError(f"input: missing column(s) {', '.join(missing)} (need query and locale)")
         queries = batch.column("query").to_pylist()
         locales = batch.column("locale").to_pylist()
-        problems = [
-            Problem("input", None, field, f"expected a non-empty string, got {value!r} (query {q!r})")
-            for q, loc in zip(queries, locales)
-            for field, value in (("query", q), ("locale", loc))
-            if not isinstance(value, str) or (field == "locale" and not value.strip())
-        ]
+        problems = row_problems(queries, locales, "input", first_row=None)  # Ray does not number rows
         if problems:
             raise DataError(f"input: {len(problems)} value(s) cannot be predicted", problems)
         preds, notes = predict_rows(self.model, queries, locales, **self.options)

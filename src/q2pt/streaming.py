@@ -208,12 +208,9 @@ def _strings(column: Any) -> list[Any]:
 
 def _check_rows(file: str, start: int, queries: list[Any], locales: list[Any]) -> None:
     """DataError naming every row (1-based, like the rest of q2pt) that cannot be predicted."""
-    problems = []
-    for i, (q, loc) in enumerate(zip(queries, locales)):
-        if not isinstance(q, str):
-            problems.append(Problem(file, start + i + 1, "query", f"expected a string, got {q!r}"))
-        if not isinstance(loc, str) or not loc.strip():
-            problems.append(Problem(file, start + i + 1, "locale", f"expected a non-empty string, got {loc!r}"))
+    from q2pt.predict import row_problems
+
+    problems = row_problems(queries, locales, file, first_row=start + 1)
     if problems:
         raise DataError(f"{file}: {len(problems)} problem(s) in rows that cannot be predicted", problems)
 

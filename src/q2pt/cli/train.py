@@ -367,7 +367,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from q2pt.models import load_model
-    from q2pt.predict import as_records, format_predictions, predict_file, predict_rows
+    from q2pt.predict import as_records, format_predictions, predict_file, predict_rows, row_problems
 
     model = load_model(args.model)
     if args.input:
@@ -378,6 +378,9 @@ def _predict(args: argparse.Namespace) -> int:
         log.info("wrote %d predictions to %s", n, args.out)
         return 0
     locales = [args.locale] * len(args.queries)
+    problems = row_problems(args.queries, locales, "QUERY arguments")
+    if problems:
+        raise DataError(f"{len(problems)} QUERY argument(s) cannot be predicted", problems)
     preds, notes = predict_rows(
         model, args.queries, locales, threshold=args.threshold, top_k=args.top_k,
         fallback_locale=args.fallback_locale, batch_size=args.batch_size,

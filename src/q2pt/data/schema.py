@@ -86,6 +86,22 @@ def has_bad_text(value: str) -> bool:
     return _NOT_UNICODE.search(value) is not None
 
 
+def query_problem(value: object, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> tuple[str, str] | None:
+    """Why a query cannot be used -- ``(kind, message)`` -- or None: the one rule for training
+    data (``q2pt data validate``) and prediction input (files, streaming, Ray, the HTTP API)."""
+    if value is None or (isinstance(value, float) and value != value) or type(value).__name__ == "_Missing":
+        return "missing_value", "no query"
+    if not isinstance(value, str):
+        return "wrong_type", f"query must be a string, got {type(value).__name__}"
+    if has_bad_text(value):
+        return "non_utf8", "query has bytes that are not valid UTF-8"
+    if not value.strip():
+        return "empty_query", "empty or whitespace-only query"
+    if len(value) > max_chars:
+        return "query_too_long", f"query has {len(value)} characters, over the limit of {max_chars} (--max-query-chars)"
+    return None
+
+
 def join_labels(labels: Iterable[str]) -> str:
     """``["a", "b"]`` -> ``"a|b"`` (the CSV/TSV form)."""
     return LABEL_SEP.join(labels)

@@ -208,20 +208,14 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
         bad_text = S.has_bad_text if _any_bad_text(queries) else (lambda v: False)
         for i, v in enumerate(queries):
             if type(v) is str and len(v) <= max_query_chars and v.strip() and not bad_text(v):
-                q_ok[i] = True
+                q_ok[i] = True  # the fast path of S.query_problem
             elif _is_missing(v):
                 add("missing_value", i, S.QUERY, "no query")
             elif not isinstance(v, str):
                 add("wrong_type", i, S.QUERY, f"query must be a string, got {_type_name(v)}")
-            elif bad_text(v):
-                add("non_utf8", i, S.QUERY, "query has bytes that are not valid UTF-8")
-            elif not v.strip():
-                add("empty_query", i, S.QUERY, "empty or whitespace-only query")
             else:
-                add(
-                    "query_too_long", i, S.QUERY,
-                    f"query has {len(v)} characters, over the limit of {max_query_chars} (--max-query-chars)",
-                )
+                kind, message = S.query_problem(v, max_query_chars) or ("wrong_type", "invalid query")
+                add(kind, i, S.QUERY, message)
 
     # --- locale (few distinct values: each is judged once)
     l_ok = np.zeros(n, dtype=bool)
