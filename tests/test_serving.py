@@ -491,3 +491,21 @@ def test_library_and_server_select_the_same_types(nonunified_dir, aware_dir):
     assert unseen_in_de
     rows, _ = predict_rows(model, ["schuhe"], ["de_DE"], threshold=0.0)
     assert not set(unseen_in_de) & {t for t, _ in rows[0]}
+
+
+def test_offline_docs_security_headers_and_head(aware):
+    """No page loads from a CDN (ReDoc is off, Swagger UI and its favicon are local); every
+    response says nosniff; the demo page carries a restrictive CSP; HEAD works where GET does."""
+    assert aware.get("/redoc").status_code == 404
+    docs = aware.get("/docs")
+    assert "https://" not in docs.text and "/static/swagger/favicon-32x32.png" in docs.text
+    assert aware.get("/static/swagger/favicon-32x32.png").status_code == 200
+    for resp in (aware.get("/healthz"), aware.get("/v1/model"), aware.post("/v1/predict", json={"query": ""}), docs):
+        assert resp.headers["x-content-type-options"] == "nosniff"
+    page = aware.get("/")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for path in ("/", "/healthz", "/v1/model", "/static/app.js"):
+        head, get = aware.head(path), aware.get(path)
+        assert head.status_code == get.status_code == 200 and head.content == b""
+        assert head.headers.get("content-type") == get.headers.get("content-type")
+    assert aware.head("/v1/nothing").status_code == 404

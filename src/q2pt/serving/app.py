@@ -292,28 +292,59 @@ _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _install_docs(app: FastAPI) -> None:
-    """OpenAPI docs at ``/docs`` with Swagger UI served from the ``swagger-ui-bundle``
-    package (no CDN, so the page works on machines without internet); FastAPI's
-    CDN-based page is the fallback when that package is missing."""
+    """OpenAPI docs at ``/docs`` with Swagger UI (script, style and favicon) served from the
+    ``swagger-ui-bundle`` package: nothing is loaded from a CDN, so the page works offline and
+    contacts no third party. Without that package there is no ``/docs`` (the OpenAPI document
+    stays at ``/openapi.json``); ReDoc, which needs a CDN, is off."""
     from fastapi.openapi.docs import get_swagger_ui_html
 
     try:
         import swagger_ui_bundle
-
-        assets: str | None = swagger_ui_bundle.swagger_ui_path
     except ImportError:  # pragma: no cover - depends on the environment
-        assets = None
-    if assets is not None:
-        app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
-    js = "/static/swagger/swagger-ui-bundle.js" if assets else "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"
-    css = "/static/swagger/swagger-ui.css" if assets else "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"
+        logger.warning("swagger-ui-bundle is not installed: no /docs page (the API is described at /openapi.json)")
+        return
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json", title="q2pt API", swagger_js_url=js,
-            swagger_css_url=css,
+            openapi_url=app.openapi_url or "/openapi.json", title="q2pt API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js", swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
         )
+
+
+#: the demo page's Content-Security-Policy: its own script, style and API only
+DEMO_PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+class _Headers:
+    """ASGI middleware: ``X-Content-Type-Options: nosniff`` on every response, and HEAD
+    answered wherever GET is (the GET response's status and headers, no body)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-content-type-options"]
+                message = {**message, "headers": [*headers, (b"x-content-type-options", b"nosniff")]}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b"", "more_body": message.get("more_body", False)}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastAPI:
@@ -337,9 +368,11 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastA
         "Errors are RFC 9457 problem documents (application/problem+json).",
         lifespan=lifespan,
         docs_url=None,  # served below from local assets: the docs page must work offline
+        redoc_url=None,  # ReDoc loads its script from a CDN
     )
     _install_docs(app)
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_Headers)
     app.state.service = service
     _install_exception_handlers(app)
 
@@ -409,7 +442,8 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastA
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": DEMO_PAGE_CSP})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
