@@ -154,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)  # validates the limits
     uvicorn = require("uvicorn", "serve")
     from q2pt.serving.app import ENV_OPTIONS, create_app
-    from q2pt.serving.runtime import load_runtime
+    from q2pt.serving.runtime import OnnxRuntime, load_runtime
 
     _check_port_free(args.host, args.port)
     model_dir = Path(args.model)
@@ -176,15 +176,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # several workers: validate the model here (clean error, non-zero exit), export ONNX once
     # if needed, then every worker loads its own copy (app_from_env reads $Q2PT_SERVE_OPTIONS)
     with tempfile.TemporaryDirectory(prefix="q2pt-serve-") as tmp:
-        if args.runtime == "onnx" and not args.onnx:
-            from q2pt.models import load_model
-            from q2pt.serving.onnx_export import export_onnx, export_target
-
-            model = load_model(model_dir)
-            exported = export_onnx(model, export_target(tmp, model.variant), quantize=args.quantize, verify=False)
-            runtime_opts["onnx_path"] = str(exported.path)
-            del model
-        probe = load_runtime(**runtime_opts)
+        # the runtime's own start-up export, kept in tmp for the workers to load
+        probe = load_runtime(**runtime_opts, quantize=args.quantize, export_dir=tmp)
+        if isinstance(probe, OnnxRuntime) and not args.onnx:
+            runtime_opts["onnx_path"] = str(probe.path)
         del probe
         os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings)})
         with _stop_signals_exit_cleanly():

@@ -240,45 +240,6 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def load_labelled(
-    path: str | Path, *, label_depth: int | None = None, label_separator: str = " > "
-) -> tuple[Any, str]:
-    """The frame to evaluate on: a dataset's test split, or every row of a labelled file
-    without a ``split`` column. Returns (frame, description).
-
-    ``label_depth``/``label_separator``: product type paths cut as at training time (a
-    model's ``config.data``; see :mod:`q2pt.data.labels`)."""
-    from q2pt.data import load_dataset
-    from q2pt.data.io import RawDataset, RawTable, read_table
-    from q2pt.data.validate import check_raw_dataset
-
-    cut: dict[str, Any] = {"label_depth": label_depth, "label_separator": label_separator}
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    if path.is_dir():
-        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
-    table = read_table(path)
-    if "split" in table.frame.columns:
-        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
-    # A plain labelled file: check its rows with the data layer's row checks (the table
-    # stands in for every split; cross-split checks are off), report each problem once.
-    empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
-    raw = RawDataset(str(path), "file", {"train": table, "valid": empty, "test": empty}, list(table.problems))
-    report, frames = check_raw_dataset(raw, cross_checks=False)
-    errors = [p for p in report.errors]
-    if errors:
-        raise DataError(f"{path}: invalid data", errors)
-    assert frames is not None
-    frame = frames["train"]
-    if label_depth is not None:
-        from q2pt.data.labels import truncate_labels
-
-        frame, changed = truncate_labels(frame, label_depth, label_separator)
-        log.info("%s: product types cut to depth %d: %d labels changed", path, label_depth, changed)
-    return frame, str(path)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _setup_logging(args.quiet)
     if not 0.0 < args.precision <= 1.0:
@@ -290,6 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from q2pt.data import load_labelled
     from q2pt.metrics import format_table, to_jsonable
     from q2pt.models import load_model
 

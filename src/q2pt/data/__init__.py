@@ -28,6 +28,7 @@ __all__ = [
     "DataProblem",
     "load_dataset",
     "load_configured",
+    "load_labelled",
     "from_frames",
     "simulated_cache_dir",
     "ensure_simulated",
@@ -284,6 +285,42 @@ def load_configured(data: Any, **options: Any) -> Dataset:
         label_depth=get("label_depth"), label_separator=get("label_separator") or DEFAULT_LABEL_SEPARATOR,
         **options,
     )
+
+
+def load_labelled(
+    path: str | os.PathLike, *, label_depth: int | None = None, label_separator: str = DEFAULT_LABEL_SEPARATOR
+) -> tuple[pd.DataFrame, str]:
+    """The frame to evaluate on: a dataset's test split, or every row of a labelled file
+    without a ``split`` column. Returns (frame, description).
+
+    ``label_depth``/``label_separator``: product type paths cut as at training time (a
+    model's ``config.data``; see :mod:`q2pt.data.labels`)."""
+    from .io import one_table_dataset, read_table
+    from .validate import check_raw_dataset
+
+    cut: dict[str, Any] = {"label_depth": label_depth, "label_separator": label_separator}
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
+    table = read_table(path)
+    if "split" in table.frame.columns:
+        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
+    # A plain labelled file: check its rows with the data layer's row checks (the table
+    # stands in for every split; cross-split checks are off), report each problem once.
+    report, frames = check_raw_dataset(one_table_dataset(table, str(path)), cross_checks=False)
+    errors = [p for p in report.errors]
+    if errors:
+        raise DataError(f"{path}: invalid data", errors)
+    assert frames is not None
+    frame = frames["train"]
+    if label_depth is not None:
+        from .labels import truncate_labels
+
+        frame, changed = truncate_labels(frame, label_depth, label_separator)
+        log.info("%s: product types cut to depth %d: %d labels changed", path, label_depth, changed)
+    return frame, str(path)
 
 
 def _truncate_splits(

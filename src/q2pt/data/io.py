@@ -305,6 +305,16 @@ def locate_split_files(directory: str | Path) -> dict[str, Path]:
     return found
 
 
+def one_table_dataset(table: RawTable, source: str) -> RawDataset:
+    """A labelled file without a ``split`` column as a raw dataset: the table stands in for the
+    train split, valid and test are empty; the table's read problems move to the dataset (so
+    that each is reported once)."""
+    empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
+    raw = RawDataset(source, "file", {"train": table, "valid": empty, "test": empty}, list(table.problems))
+    table.problems = []
+    return raw
+
+
 def read_raw_dataset(path: str | Path) -> RawDataset:
     """Read a dataset directory or single file (with a ``split`` column) as given."""
     path = Path(path)

@@ -373,7 +373,7 @@ def read_labelled_rows(
 
     Returns (frame, info with ``source``, ``layout``, ``files`` {name: sha256}). Bad rows
     raise a DataError naming every problem's file, row and field."""
-    from .io import RawDataset, RawTable, read_raw_dataset, read_table
+    from .io import one_table_dataset, read_raw_dataset, read_table
     from .validate import check_raw_dataset
 
     if max_query_chars < 1:
@@ -390,9 +390,7 @@ def read_labelled_rows(
             raw = read_raw_dataset(path)
             layout = "file with a split column (its splits pooled and split again)"
         else:
-            empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
-            raw = RawDataset(str(path), "file", {"train": table, "valid": empty, "test": empty}, list(table.problems))
-            table.problems = []
+            raw = one_table_dataset(table, str(path))
             layout = "file"
     n_rows = sum(len(t.frame) for t in raw.tables.values())
     if n_rows and len(raw.tables["train"].frame) == 0:

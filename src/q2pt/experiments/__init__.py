@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from q2pt.config import iter_overrides
 from q2pt.errors import ConfigError, DataError
 
 from .settings import BUDGETS, STUDIES, ExperimentSettings, resolve_settings, split_overrides
@@ -147,8 +148,7 @@ def _check_not_set(file_data: Mapping[str, Any], train_over: Sequence[str]) -> N
     """The experiment chooses the variant and the encoder itself: refuse them in the config."""
     model = file_data.get("model") or {}
     keys = [f"model.{k}" for k in ("variant", "encoder") if isinstance(model, Mapping) and k in model]
-    keys += [a[2:].partition("=")[0] for a in train_over
-             if a.startswith("--") and a[2:].partition("=")[0] in ("model.variant", "model.encoder")]
+    keys += [key for key, _, _ in iter_overrides(train_over) if key in ("model.variant", "model.encoder")]
     if keys:
         raise ConfigError(
             f"{', '.join(sorted(set(keys)))} cannot be set for an experiment: it trains every variant "

@@ -118,12 +118,9 @@ def plot_rap_by_locale(values: Mapping[str, Mapping[str, tuple[float | None, Seq
             for loc in chunk:
                 v, ci = values[label].get(loc, (None, None))
                 ys.append(float("nan") if v is None else v)
-                if ci and ci[0] is not None and ci[1] is not None and v is not None:
-                    lo.append(max(0.0, v - ci[0]))
-                    hi.append(max(0.0, ci[1] - v))
-                else:
-                    lo.append(0.0)
-                    hi.append(0.0)
+                down, up = _error_bar(v, ci)
+                lo.append(down)
+                hi.append(up)
             ax.bar(x + (i - (n - 1) / 2) * width, ys, width, label=label if row == 0 else None,
                    color=f"C{i % 10}", yerr=[lo, hi], error_kw={"elinewidth": 0.6, "capsize": 1.2})
         ax.set_xticks(x)
@@ -220,12 +217,9 @@ def plot_bars(values: Sequence[tuple[str, float | None, Sequence[float | None] |
     ys, lo, hi = [], [], []
     for _, y, ci in values:
         ys.append(float("nan") if y is None else y)
-        if ci and ci[0] is not None and ci[1] is not None and y is not None:
-            lo.append(max(0.0, y - ci[0]))
-            hi.append(max(0.0, ci[1] - y))
-        else:
-            lo.append(0.0)
-            hi.append(0.0)
+        down, up = _error_bar(y, ci)
+        lo.append(down)
+        hi.append(up)
     ax.bar(range(len(values)), ys, color=[f"C{i % 10}" for i in range(len(values))], yerr=[lo, hi],
            error_kw={"elinewidth": 0.8, "capsize": 3})
     ax.set_xticks(range(len(values)))
@@ -236,3 +230,10 @@ def plot_bars(values: Sequence[tuple[str, float | None, Sequence[float | None] |
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def _error_bar(value: float | None, ci: Any) -> tuple[float, float]:
+    """The (below, above) lengths of a CI's error bar around ``value`` (0, 0 when unknown)."""
+    if ci and ci[0] is not None and ci[1] is not None and value is not None:
+        return max(0.0, value - ci[0]), max(0.0, ci[1] - value)
+    return 0.0, 0.0

@@ -348,7 +348,7 @@ class ExperimentRunner:
         A different ``encoder`` than the main one drops the file's/flags' encoder options
         (they belong to the main encoder) unless ``encoder_options`` is given.
         """
-        from q2pt.config import resolve_config
+        from q2pt.config import parse_overrides, resolve_config
 
         spec = encoder or self.encoder
         file_layer = copy.deepcopy(self.config_file)
@@ -362,7 +362,7 @@ class ExperimentRunner:
         if head_hidden is not None:
             flags["model.head_hidden"] = list(head_hidden)
         # explicit study settings win over the flags, so they go last (as overrides)
-        over = {**_parse(overrides), **flags, "model.encoder": spec}
+        over = {**parse_overrides(overrides), **flags, "model.encoder": spec}
         return resolve_config(file_layer, over)
 
     # ------------------------------------------------------------------ evaluation sets
@@ -667,22 +667,8 @@ class ExperimentRunner:
         return out
 
 
-def _parse(overrides: Sequence[str]) -> dict[str, Any]:
-    from q2pt.config import parse_overrides
-
-    return parse_overrides(overrides)
-
-
 def _drop_override(args: Sequence[str], prefix: str) -> list[str]:
     """``args`` without the ``--<prefix>...`` overrides (and their values)."""
-    out: list[str] = []
-    items = list(args)
-    i = 0
-    while i < len(items):
-        arg = items[i]
-        key, eq, _ = arg[2:].partition("=")
-        width = 1 if eq else 2
-        if not key.startswith(prefix):
-            out.extend(items[i : i + width])
-        i += width
-    return out
+    from q2pt.config import iter_overrides
+
+    return [a for key, _, raw in iter_overrides(args) if not key.startswith(prefix) for a in raw]

@@ -121,14 +121,18 @@ class OnnxRuntime(Runtime):
         fallback_locale: str | None = None,
         threads: int | None = None,
         quantize: str | None = None,
+        export_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(model, fallback_locale=fallback_locale)
         tmp: tempfile.TemporaryDirectory[str] | None = None
         if onnx_path is None:
-            # export now, into a temporary folder that lives only while the sessions load
-            tmp = tempfile.TemporaryDirectory(prefix="q2pt-onnx-")
+            # export now: into export_dir (kept, e.g. for other worker processes to load), else
+            # into a temporary folder that lives only while the sessions load
+            if export_dir is None:
+                tmp = tempfile.TemporaryDirectory(prefix="q2pt-onnx-")
+                export_dir = tmp.name
             logger.info("exporting the model to ONNX for serving (use 'q2pt export onnx' to do it once)")
-            target = onnx_export.export_target(tmp.name, self.variant)
+            target = onnx_export.export_target(export_dir, self.variant)
             exported = onnx_export.export_onnx(model, target, quantize=quantize, verify=False)
             onnx_path = exported.path
         elif quantize:
@@ -164,8 +168,11 @@ def load_runtime(
     fallback_locale: str | None = None,
     threads: int | None = None,
     quantize: str | None = None,
+    export_dir: str | os.PathLike | None = None,
 ) -> Runtime:
-    """Load a model folder and wrap it in a runtime (``"torch"`` or ``"onnx"``).
+    """Load a model folder and wrap it in a runtime (``"torch"`` or ``"onnx"``). The ONNX
+    runtime without ``onnx_path`` exports the model at start-up (``quantize``), into
+    ``export_dir`` when given (kept there: ``runtime.path``), else into a temporary folder.
 
     Raises :class:`ModelLoadError` for a missing/corrupt model or ONNX file and
     :class:`ConfigError` for a bad option (unknown runtime, fallback locale not in the model).
@@ -181,6 +188,7 @@ def load_runtime(
     if runtime == "torch":
         rt: Runtime = TorchRuntime(model, fallback_locale=fallback_locale)
     else:
-        rt = OnnxRuntime(model, onnx_path, fallback_locale=fallback_locale, threads=threads, quantize=quantize)
+        rt = OnnxRuntime(model, onnx_path, fallback_locale=fallback_locale, threads=threads, quantize=quantize,
+                         export_dir=export_dir)
     rt.model_dir = str(model_dir)
     return rt
