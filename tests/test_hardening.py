@@ -169,3 +169,52 @@ def test_prediction_input_is_checked_like_training_input(model_dir, tmp_path, ca
     rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert rows[0]["weight"] == 2 and rows[1]["weight"] is None
     assert rows[1]["note"] == ""  # "US" is the model's "us"
+
+
+def test_cleanup_matches_its_own_temporaries_and_restores_an_interrupted_replace(tmp_path):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    live_sibling = tmp_path / f".m.{dead}.{os.getpid()}.abcd.tmp"  # a live temporary of the folder "m.<dead>"
+    live_sibling.mkdir()
+    previous = tmp_path / f".m.old-{dead}"  # the writer died between its two renames: m is gone
+    previous.mkdir()
+    (previous / "manifest.json").write_text("{}")
+    remove_stale_temporaries(tmp_path / "m")
+    assert live_sibling.exists()
+    assert (tmp_path / "m" / "manifest.json").is_file() and not previous.exists()
+
+
+def test_a_model_folder_with_symlinked_files_loads(model_dir, tmp_path):
+    """e.g. a folder downloaded into a cache whose files are links to blobs."""
+    blobs, copy = tmp_path / "blobs", tmp_path / "snap"
+    shutil.copytree(model_dir, copy)
+    blobs.mkdir()
+    for f in sorted(copy.rglob("*.safetensors")):
+        blob = blobs / f"{len(list(blobs.iterdir()))}.bin"
+        shutil.move(f, blob)
+        f.symlink_to(blob)
+    assert load_model(copy).variant == "non-unified"
+
+
+def test_prediction_query_limit_is_the_training_one_and_can_be_raised(model_dir, tmp_path, capsys):
+    from q2pt.cli import train as cli_train
+    from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
+
+    assert cli_train.DEFAULT_MAX_QUERY_CHARS == DEFAULT_MAX_QUERY_CHARS
+    long_query = "shoes " * 50  # 300 characters
+    assert main(["predict", "--model", str(model_dir), "--locale", "us", long_query]) == 2
+    assert "over the limit of 200" in capsys.readouterr().err
+    assert main(["predict", "--model", str(model_dir), "--locale", "us", "--max-query-chars", "400", long_query]) == 0
+
+
+def test_a_run_checkpointed_before_the_new_config_keys_resumes(tmp_path, capsys):
+    out = tmp_path / "m"
+    argv = ["train", "--out", str(out), *FAST, "--train.max_epochs", "2", "--train.checkpoint_every", "1"]
+    assert main(argv) == 0
+    run = json.loads((out / "checkpoints" / "run.json").read_text())
+    for key in ("probe_steps", "warmup_steps", "lr_decay"):  # written by an earlier q2pt: no such keys
+        del run["config"]["train"][key]
+    del run["config"]["data"]["locale_languages"]
+    (out / "checkpoints" / "run.json").write_text(json.dumps(run))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0, capsys.readouterr().err

@@ -136,7 +136,7 @@ class DataSection(_Section):
     """Dataset folder or file; None: the built-in simulated store (simulated data)."""
     preset: Literal["tiny", "demo", "quick", "full"] = "quick"
     """Size of the simulated store when ``path`` is None."""
-    seed: int = Field(0, ge=0)
+    seed: int = 0  # checked where it seeds the simulator (a real dataset does not use it)
     """Seed of the simulated store when ``path`` is None."""
     label_depth: int | None = Field(None, ge=1)
     """Cut every product type path ("a > b > c") to its first N levels when the data is

@@ -151,10 +151,13 @@ class InferenceCore:
         # locale ids compare without case ("US" is the model's "us"); the data layer refuses
         # datasets that spell one id two ways, so this map is one-to-one
         self._by_case = {loc.casefold(): loc for loc in self.locales}
-        if fallback_locale is not None and fallback_locale not in self._known:
-            raise UnknownLocaleError(
-                f"fallback locale {fallback_locale!r} is not a locale of the model (model locales: {', '.join(self.locales)})"
-            )
+        if fallback_locale is not None and not self.unified:  # unified models never need one
+            if fallback_locale.casefold() not in self._by_case:
+                raise UnknownLocaleError(
+                    f"fallback locale {fallback_locale!r} is not a locale of the model "
+                    f"(model locales: {', '.join(self.locales)})"
+                )
+            fallback_locale = self._by_case[fallback_locale.casefold()]
         self.fallback_locale = fallback_locale
         self.unseen = unseen
 

@@ -6,8 +6,10 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,19 +36,16 @@ def remove_stale_temporaries(path: str | os.PathLike) -> int:
     if not parent.is_dir():
         return 0
     removed = 0
-    prefix = f".{path.name}."
+    name_re = re.escape(path.name)
+    temporary = re.compile(rf"^\.{name_re}\.(\d+)\.[A-Za-z0-9_]+\.tmp$")  # what atomic_path makes
+    previous = re.compile(rf"^\.{name_re}\.old-(\d+)$")
     for entry in parent.iterdir():
-        name = entry.name
-        if not name.startswith(prefix):
+        m = temporary.match(entry.name) or previous.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
             continue
-        rest = name[len(prefix):]
-        if rest.endswith(".tmp"):
-            pid_text = rest.split(".", 1)[0]
-        elif rest.startswith("old-"):
-            pid_text = rest[len("old-"):]
-        else:
-            continue
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+        if m.re is previous and not path.exists():
+            # the writer died between its two renames: this is the only copy of the folder
+            os.replace(entry, path)
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -104,7 +103,7 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     os.unlink(probe)
 
 
-#: folders (resolved paths) this process holds the write lock of -> (open lock file, depth)
+#: (resolved folder, thread) -> [open lock file, depth]: the write locks this process holds
 _HELD_LOCKS: dict[str, list[Any]] = {}
 
 
@@ -118,8 +117,8 @@ def folder_lock(path: str | os.PathLike, what: str = "folder") -> Iterator[None]
 
     from q2pt.errors import ConfigError
 
-    p = Path(path).expanduser().absolute()
-    key = str(p)
+    p = Path(path).expanduser().resolve()
+    key = f"{p}\x00{threading.get_ident()}"  # re-entrant in one thread; another thread is another writer
     held = _HELD_LOCKS.get(key)
     if held is not None:
         held[1] += 1

@@ -59,7 +59,16 @@ import numpy as np
 from q2pt import __version__
 from q2pt.config import Config, resolve_config
 from q2pt.errors import ConfigError, ModelLoadError, require
-from q2pt.inference import DEFAULT_BATCH_SIZE, UNIFIED, Forward, Inference, InferenceCore, encoder_tokenizers, torch_forward
+from q2pt.inference import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_THRESHOLD,
+    UNIFIED,
+    Forward,
+    Inference,
+    InferenceCore,
+    encoder_tokenizers,
+    torch_forward,
+)
 from q2pt.io import atomic_path, folder_lock
 from q2pt.model_folder import (
     FORMAT_VERSION,
@@ -273,8 +282,11 @@ class Q2PTModel:
         return result.probabilities(), result.notes, result.threshold_locales
 
     def threshold_for(self, locale: str | None) -> float:
-        """The calibrated threshold of a locale (the global one for None or unknown)."""
-        return self.inference().threshold_for(locale)[0]
+        """The calibrated threshold of a locale (the global one for None or unknown), as
+        :meth:`q2pt.inference.InferenceCore.threshold_for` gives it."""
+        if locale is not None and locale in self.thresholds_:
+            return float(self.thresholds_[locale])
+        return float(self.thresholds_.get("global", DEFAULT_THRESHOLD))
 
     def predict(
         self,

@@ -94,11 +94,12 @@ def predict_frame(
     fallback_locale: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     source: str = "input",
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
 ) -> "pd.DataFrame":
     """``frame`` (with ``query`` and ``locale`` columns) plus ``predicted_types`` (list of
     str), ``predicted_scores`` (list of float, same order) and ``note`` ("" unless the
     locale was unseen in training)."""
-    check_input(frame, source)
+    check_input(frame, source, max_query_chars=max_query_chars)
     preds, notes = predict_rows(
         model, frame["query"].tolist(), frame["locale"].tolist(),
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
@@ -121,6 +122,7 @@ def predict_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_size: int = 50_000,
     progress: bool = False,
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
 ) -> int:
     """Predict every row of a Parquet/JSONL/CSV/TSV file (``query``, ``locale`` columns; other
     columns kept) and write them with the predictions to ``output_path`` (format from its
@@ -135,7 +137,7 @@ def predict_file(
     if table.problems:
         raise DataError(f"{input_path}: cannot read every row", list(table.problems))
     frame = table.frame
-    check_input(frame, str(input_path), table.rows)
+    check_input(frame, str(input_path), table.rows, max_query_chars)
     for col in frame.columns:  # a field a JSONL row does not have stays missing (not "<missing>")
         if frame[col].dtype == object:
             frame[col] = [None if v is MISSING else v for v in frame[col].tolist()]
@@ -148,6 +150,7 @@ def predict_file(
             predict_frame(
                 model, frame.iloc[start : start + chunk_size], threshold=threshold, top_k=top_k,
                 fallback_locale=fallback_locale, batch_size=batch_size, source=str(input_path),
+                max_query_chars=max_query_chars,
             )
         )
     result = pd.concat(parts, ignore_index=True) if parts else predict_frame(model, frame, source=str(input_path))

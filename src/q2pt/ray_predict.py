@@ -29,6 +29,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, Q2PTError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
@@ -60,6 +61,7 @@ class RayPredictor:
         fallback_locale: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int = 1,
+        max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
     ) -> None:
         torch = require("torch", "torch")
         from q2pt.models import load_model
@@ -68,6 +70,7 @@ class RayPredictor:
         self.model = load_model(model_dir)
         self.options: dict[str, Any] = {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale,
                         "batch_size": batch_size}
+        self.max_query_chars = max_query_chars
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
         import pyarrow as pa
@@ -80,7 +83,8 @@ class RayPredictor:
             raise DataError(f"input: missing column(s) {', '.join(missing)} (need query and locale)")
         queries = batch.column("query").to_pylist()
         locales = batch.column("locale").to_pylist()
-        problems = row_problems(queries, locales, "input", first_row=None)  # Ray does not number rows
+        problems = row_problems(queries, locales, "input", first_row=None,  # Ray does not number rows
+                                max_query_chars=self.max_query_chars)
         if problems:
             raise DataError(f"input: {len(problems)} value(s) cannot be predicted", problems)
         preds, notes = predict_rows(self.model, queries, locales, **self.options)

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 from q2pt.io import atomic_path, write_json
@@ -113,6 +114,7 @@ class _Options:
     fallback_locale: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = 1
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -206,11 +208,12 @@ def _strings(column: Any) -> list[Any]:
     return column.to_pylist()
 
 
-def _check_rows(file: str, start: int, queries: list[Any], locales: list[Any]) -> None:
+def _check_rows(file: str, start: int, queries: list[Any], locales: list[Any],
+                max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> None:
     """DataError naming every row (1-based, like the rest of q2pt) that cannot be predicted."""
     from q2pt.predict import row_problems
 
-    problems = row_problems(queries, locales, file, first_row=start + 1)
+    problems = row_problems(queries, locales, file, first_row=start + 1, max_query_chars=max_query_chars)
     if problems:
         raise DataError(f"{file}: {len(problems)} problem(s) in rows that cannot be predicted", problems)
 
@@ -246,7 +249,7 @@ def _predict_part(model: "Q2PTModel", pf: Any, info: _Input, opts: _Options, k: 
     table = _read_rows(pf, info, start, stop, read_cols)
     queries = _strings(table.column("query"))
     locales = _strings(table.column("locale"))
-    _check_rows(str(info.path), start, queries, locales)
+    _check_rows(str(info.path), start, queries, locales, opts.max_query_chars)
     preds, notes = predict_rows(
         model, queries, locales, threshold=opts.threshold, top_k=opts.top_k,
         fallback_locale=opts.fallback_locale, batch_size=opts.batch_size,
@@ -361,6 +364,7 @@ def stream_predict(
     top_k: int | None = None,
     fallback_locale: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
     columns: Sequence[str] | None = None,
     progress: bool = True,
     keep_parts: bool = False,
@@ -468,7 +472,7 @@ def stream_predict(
     opts = _Options(
         model=model_dir, input=str(info.path), parts_dir=str(parts_dir), chunk_size=chunk_size, columns=cols,
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
-        threads=1,
+        threads=1, max_query_chars=max_query_chars,
     )
     last_write = [0.0]
 

@@ -18,6 +18,7 @@ from q2pt.errors import ConfigError, DataError
 
 log = logging.getLogger("q2pt.cli")
 
+DEFAULT_MAX_QUERY_CHARS = 200  # = q2pt.data.schema.DEFAULT_MAX_QUERY_CHARS (a test checks they agree)
 # = q2pt.config.VARIANTS, repeated so that building the parser does not import pydantic
 VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 THREADS_HELP = (
@@ -112,6 +113,9 @@ def register(subparsers: Any) -> None:
     r.add_argument("--top-k", type=int, metavar="K", help="at most K types per query")
     r.add_argument("--threshold", type=float, help="one score threshold instead of the calibrated ones")
     r.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    r.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS, metavar="N",
+                   help=f"longest query predicted, as in training data (default {DEFAULT_MAX_QUERY_CHARS}); "
+                   "longer ones are refused, naming their rows")
     r.add_argument("--batch-size", type=int, default=512)
     r.add_argument("--json", action="store_true", help="QUERY mode: print JSON lines")
     # --- scale-out: streaming prediction (q2pt.streaming; added by the scale-out engineer) ---
@@ -314,6 +318,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.model, args.input, args.out, chunk_size=args.chunk_size, workers=args.workers,
             threads=args.threads or None, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
             top_k=args.top_k, fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
+            max_query_chars=args.max_query_chars,
         )
         log.info(
             "wrote %d predictions to %s (%d parts; %d rows predicted now%s, %.0f rows/s)",
@@ -336,11 +341,12 @@ def _predict(args: argparse.Namespace) -> int:
         n = predict_file(
             model, args.input, args.out, threshold=args.threshold, top_k=args.top_k,
             fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
+            max_query_chars=args.max_query_chars,
         )
         log.info("wrote %d predictions to %s", n, args.out)
         return 0
     locales = [args.locale] * len(args.queries)
-    problems = row_problems(args.queries, locales, "QUERY arguments")
+    problems = row_problems(args.queries, locales, "QUERY arguments", max_query_chars=args.max_query_chars)
     if problems:
         raise DataError(f"{len(problems)} QUERY argument(s) cannot be predicted", problems)
     preds, notes = predict_rows(

@@ -95,7 +95,9 @@ class Encoder(torch.nn.Module):
         """Re-initialise the locale tokens of a fresh encoder from the languages of each
         locale (a store is not a language: the ``uk`` store writes English, ``se``
         Swedish). Locales absent from ``languages`` keep the seed read from their code."""
-        self.locale_languages = {loc: [str(x) for x in languages[loc]] for loc in self.locales if languages.get(loc)}
+        by_case = {str(k).casefold(): v for k, v in languages.items() if v}  # locale ids compare without case
+        self.locale_languages = {loc: [str(x) for x in by_case[loc.casefold()]] for loc in self.locales
+                                 if loc.casefold() in by_case}
         if self.locale_languages:
             self._seed_locale_tokens()
 

@@ -175,7 +175,8 @@ def load_runtime(
     ``export_dir`` when given (kept there: ``runtime.path``), else into a temporary folder.
 
     Raises :class:`ModelLoadError` for a missing/corrupt model or ONNX file and
-    :class:`ConfigError` for a bad option (unknown runtime, fallback locale not in the model).
+    :class:`ConfigError` for a bad option (unknown runtime), :class:`UnknownLocaleError` for a fallback locale
+    that is not one of a non-unified model's locales.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")

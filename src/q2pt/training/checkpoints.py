@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.errors import ConfigError, ModelLoadError, Q2PTError, require
 from q2pt.io import atomic_path, write_json
 from q2pt.model_folder import safe_name
 from q2pt.training.optim import optimizer_to_tensors
@@ -185,6 +185,7 @@ class Checkpointer:
         saved = _read_json(path)
         if saved.get("format") not in READABLE_CHECKPOINT_FORMATS:
             raise ModelLoadError(f"{path}: unsupported checkpoint format {saved.get('format')!r}")
+        saved = _current_config(saved)
         for key, value in self.run.items():
             if saved.get(key) != value:
                 what = key.replace("_", " ")
@@ -238,6 +239,25 @@ class Checkpointer:
             source=str(last),
         )
         return meta["stage"], ckpt
+
+
+def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run.json whose config is read as this q2pt reads configs (renamed keys, new keys at
+    their defaults), so that a run checkpointed by an earlier version still resumes."""
+    from q2pt.config import Config
+
+    cfg = saved.get("config")
+    if not isinstance(cfg, dict):
+        return saved
+    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    try:
+        config = Config.from_dict(cfg)
+    except Q2PTError:
+        return saved  # not a config this q2pt reads: the comparison says what differs
+    current = config.to_dict()
+    for key in ("threads", "checkpoint_every", "eval_batch_size"):  # as _run_identity leaves them out
+        current["train"].pop(key, None)
+    return {**saved, "config": current}
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

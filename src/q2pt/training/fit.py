@@ -31,11 +31,17 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
+def comparable_config(config: "Config") -> dict[str, Any]:
+    """A config as run identities compare it: without the keys that do not change the result."""
     cfg = config.to_dict()
-    for key in ("threads", "num_threads", "checkpoint_every", "eval_batch_size"):  # do not change the result
+    for key in ("threads", "checkpoint_every", "eval_batch_size"):
         cfg["train"].pop(key, None)
-    return {"config": cfg, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
+    return cfg
+
+
+def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
+    return {"config": comparable_config(config), "data_fingerprint": dataset.fingerprint, "labels": classes,
+            "locales": locales}
 
 
 @dataclass
@@ -97,8 +103,8 @@ def fit_networks(
                     checkpointer.start()
 
         if variant == "unified-aware" and hooks.is_main:
-            given = {**dataset.locale_languages, **config.data.locale_languages}
-            read = [loc for loc in locales if loc not in given]
+            given = {k.casefold() for k in (*dataset.locale_languages, *config.data.locale_languages)}
+            read = [loc for loc in locales if loc.casefold() not in given]
             if read:
                 logger.info(
                     "locale token(s) of %s seeded from the locale ids read as language codes "
