@@ -180,7 +180,8 @@ class ExperimentSettings(BaseModel):
 #: non-unified networks, the baselines and the evaluation scale with the store; the unified
 #: networks' 250 steps do not). Measured 2026-12-02 (2 cores, AMD EPYC, idle, torch's default
 #: threads, `time q2pt experiment --preset demo`, 1,000 resamples): 2 min 54 s including
-#: simulating the store, 3 min 40 s on a second run (the machine's speed varies by ~25%): it
+#: simulating the store, 3 min 40 s on a second run (the machine's speed varies by ~25%); a
+#: fresh clone's whole `make demo` (installation from pip's cache) 3 min 54 s and 4 min 30 s: it
 #: keeps the paper's effect (global R@P80 pooled unified-aware 0.464 / agnostic 0.469 vs
 #: non-unified 0.015; as deployed 0.463 vs 0.051), while TF-IDF + LR and USE + LR unified, at
 #: 0.519 and 0.567, beat undertrained unified networks (the ``full`` budget trains them to
