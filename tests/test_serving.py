@@ -509,3 +509,49 @@ def test_offline_docs_security_headers_and_head(aware):
         assert head.status_code == get.status_code == 200 and head.content == b""
         assert head.headers.get("content-type") == get.headers.get("content-type")
     assert aware.head("/v1/nothing").status_code == 404
+
+
+@pytest.mark.integration
+def test_slow_clients_are_closed_and_excess_connections_get_503(aware_dir):
+    """A connection whose headers never finish (or that never speaks) is closed after the
+    header timeout; beyond max_connections a request gets 503 + Retry-After; normal requests
+    succeed throughout."""
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "q2pt", "serve", "--model", str(aware_dir), "--port", str(port), "--log-level", "warning",
+         "--header-timeout", "1", "--keep-alive", "1", "--max-connections", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 45
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        time.sleep(0.3)
+        busy = httpx.get(f"{url}/healthz", timeout=5)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert busy.json()["type"] == "/problems/busy"
+        time.sleep(1.5)  # past the header timeout: the slow and silent connections are closed
+        for sock in [slow, *silent]:
+            sock.settimeout(5)
+            assert sock.recv(1024) == b""
+            sock.close()
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        with httpx.Client() as client:  # keep-alive requests still work
+            assert [client.get(f"{url}/healthz").status_code for _ in range(3)] == [200, 200, 200]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err

@@ -61,6 +61,14 @@ def register(subparsers: Any) -> None:
                    help=f"largest request body (default {d.max_body_bytes >> 20} MiB)")
     s.add_argument("--top-k", type=int, default=d.default_top_k,
                    help=f"product types per query when a request gives no top_k (default {d.default_top_k})")
+    s.add_argument("--header-timeout", type=float, default=d.header_timeout_s, metavar="S",
+                   help=f"close a connection whose request headers are not in after S seconds (default {d.header_timeout_s:g})")
+    s.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="S",
+                   help=f"close a connection whose request body is not in after S seconds (default {d.body_timeout_s:g})")
+    s.add_argument("--keep-alive", type=float, default=d.keep_alive_s, metavar="S",
+                   help=f"close an idle keep-alive connection after S seconds (default {d.keep_alive_s:g})")
+    s.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                   help=f"answer 503 + Retry-After beyond N open connections (default {d.max_connections})")
     s.add_argument("--no-micro-batch", action="store_true", help="run each single-query request on its own")
     s.add_argument("--micro-batch-max", type=int, default=d.micro_batch_max,
                    help=f"largest micro-batch of single queries (default {d.micro_batch_max})")
@@ -135,6 +143,10 @@ def serve_settings(args: argparse.Namespace) -> Any:
         micro_batch=not args.no_micro_batch,
         micro_batch_max=args.micro_batch_max,
         micro_batch_wait_ms=args.micro_batch_wait_ms,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keep_alive_s=args.keep_alive,
+        max_connections=args.max_connections,
     )
 
 
@@ -165,7 +177,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "fallback_locale": args.fallback_locale,
         "threads": args.threads or None,
     }
-    uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log}
+    from q2pt.serving.protocol import GuardedProtocol, configure
+
+    configure(settings)  # this process's protocol; worker processes read $Q2PT_SERVE_OPTIONS
+    uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log,
+               "http": GuardedProtocol, "timeout_keep_alive": settings.keep_alive_s}
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
     if args.workers == 1:
         runtime = load_runtime(**runtime_opts, quantize=args.quantize)

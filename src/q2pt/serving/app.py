@@ -52,7 +52,7 @@ from q2pt.serving.problems import (
 )
 from q2pt.serving.runtime import Runtime
 from q2pt.serving.schemas import BatchRequest, BatchResponse, Health, ModelInfo, Prediction, PredictRequest
-from q2pt.serving.settings import ServeSettings
+from q2pt.serving.settings import ENV_OPTIONS, ServeSettings
 
 require("fastapi", "serve")
 
@@ -65,7 +65,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 logger = logging.getLogger("q2pt.serving")
 
 STATIC_DIR = Path(__file__).parent / "static"
-ENV_OPTIONS = "Q2PT_SERVE_OPTIONS"  # JSON options of app_from_env (multi-worker serving)
 
 
 # ------------------------------------------------------------------ problem responses

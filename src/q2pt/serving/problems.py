@@ -59,6 +59,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
                     "The resource does not support this HTTP method."),
         ProblemType("not-ready", "Not ready", 503,
                     "The model is still loading or warming up; retry shortly."),
+        ProblemType("busy", "Server busy", 503,
+                    "The server has as many open connections as it accepts (--max-connections); "
+                    "retry after the Retry-After seconds."),
         ProblemType("http-error", "HTTP error", 400, "A generic HTTP error."),
         ProblemType("model-error", "Model error", 500,
                     "The model could not serve this request (see the server log)."),

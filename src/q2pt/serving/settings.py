@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError
 
-__all__ = ["ServeSettings"]
+__all__ = ["ENV_OPTIONS", "ServeSettings"]
+
+#: JSON options of the worker processes of a multi-worker server (runtime, settings)
+ENV_OPTIONS = "Q2PT_SERVE_OPTIONS"
 
 
 @dataclass
@@ -29,9 +32,24 @@ class ServeSettings:
     micro_batch_max: int = 64
     micro_batch_wait_ms: float = 0.0
     """Extra wait for more requests after the first one (0: only what is already queued)."""
+    header_timeout_s: float = 10.0
+    """A connection must send its request headers within this many seconds of opening (or of
+    its previous response), else it is closed: slow or half-open clients do not pile up."""
+    body_timeout_s: float = 30.0
+    """A request body must arrive in full within this many seconds of its headers."""
+    keep_alive_s: float = 5.0
+    """An idle keep-alive connection is closed after this many seconds (uvicorn's default)."""
+    max_connections: int = 256
+    """Beyond this many open connections (or running requests) a request gets 503 with
+    Retry-After: 1 (the probe held 1,000 idle connections open before this limit existed)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_query_chars", "max_body_bytes", "default_top_k", "micro_batch_max"):
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 3600.0:
+                raise ConfigError(f"serve setting {name} must be between 0 and 3600 seconds, got {value!r}")
+        for name in ("max_batch", "max_query_chars", "max_body_bytes", "default_top_k", "micro_batch_max",
+                     "max_connections"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"serve setting {name} must be a positive integer, got {value!r}")
