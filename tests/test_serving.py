@@ -422,26 +422,38 @@ def test_serve_subprocess_missing_model_exits_nonzero_without_traceback(tmp_path
 
 
 @pytest.mark.integration
-def test_serve_subprocess_serves_and_stops(aware_dir):
+def _start_server(model_dir, *flags: str) -> tuple[subprocess.Popen, str, int]:
+    """``q2pt serve`` in a subprocess, once it answers /readyz: (process, base URL, port)."""
     import httpx
 
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "q2pt", "serve", "--model", str(aware_dir), "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "q2pt", "serve", "--model", str(model_dir), "--port", str(port), "--log-level", "warning",
+         *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 45
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate()[1])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url, port
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("server did not become ready")
+        time.sleep(0.2)
+
+
+def test_serve_subprocess_serves_and_stops(aware_dir):
+    import httpx
+
+    proc, url, _ = _start_server(aware_dir)
     try:
-        deadline = time.monotonic() + 45
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
-        resp = httpx.post(f"http://127.0.0.1:{port}/v1/predict", json={"query": "rouge baskets", "locale": "fr_FR"})
+        resp = httpx.post(f"{url}/v1/predict", json={"query": "rouge baskets", "locale": "fr_FR"})
         assert resp.status_code == 200 and resp.json()["predicted"][0] == "shoes"
     finally:
         proc.terminate()
@@ -518,24 +530,8 @@ def test_slow_clients_are_closed_and_excess_connections_get_503(aware_dir):
     succeed throughout."""
     import httpx
 
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "q2pt", "serve", "--model", str(aware_dir), "--port", str(port), "--log-level", "warning",
-         "--header-timeout", "1", "--keep-alive", "1", "--max-connections", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url, port = _start_server(aware_dir, "--header-timeout", "1", "--keep-alive", "1", "--max-connections", "4")
     try:
-        deadline = time.monotonic() + 45
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
         slow = socket.create_connection(("127.0.0.1", port))
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
         silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]

@@ -3,6 +3,7 @@ and exit/status codes in one place (``q2pt.cli.main`` and ``q2pt.serving.app``).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -75,9 +76,9 @@ class UnknownLocaleError(Q2PTError):
 def check_seed(seed: object, name: str = "seed") -> int:
     """A random seed given by a user: a whole number, 0 or more (numpy's seeds); ConfigError
     naming ``name`` otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ConfigError(f"{name} must be a whole number, 0 or more, got {seed!r}")
-    return seed
+    return int(seed)
 
 
 class DependencyError(Q2PTError):

@@ -41,6 +41,7 @@ __all__ = [
     "Resolution",
     "check_threshold",
     "select_types",
+    "threshold_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,14 @@ class Resolution:
     key: str | None
     token_locale: str | None
     warning: str = ""
+
+
+def threshold_of(thresholds: Mapping[str, float], locale_used: str | None) -> tuple[float, str]:
+    """A locale's calibrated threshold and where it comes from: "locale" (its own) or
+    "global" (the global one; 0.5 for a model without thresholds)."""
+    if locale_used is not None and locale_used in thresholds:
+        return float(thresholds[locale_used]), "locale"
+    return float(thresholds.get("global", DEFAULT_THRESHOLD)), "global"
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -210,11 +219,9 @@ class InferenceCore:
         )
 
     def threshold_for(self, locale_used: str | None) -> tuple[float, str]:
-        """The calibrated threshold of a served locale and where it comes from ("locale":
-        its own; "global": the global one, or 0.5 for a model without thresholds)."""
-        if locale_used is not None and locale_used in self.thresholds:
-            return self.thresholds[locale_used], "locale"
-        return self.thresholds.get("global", DEFAULT_THRESHOLD), "global"
+        """The calibrated threshold of a served locale and where it comes from (see
+        :func:`threshold_of`)."""
+        return threshold_of(self.thresholds, locale_used)
 
     def cuts(self, resolutions: Sequence[Resolution], threshold: float | None = None) -> np.ndarray:
         """Per query, ``threshold`` or its served locale's calibrated threshold."""

@@ -55,6 +55,10 @@ def remove_stale_temporaries(path: str | os.PathLike) -> int:
     return removed
 
 
+#: targets whose dead writers' temporaries this process has removed already
+_CLEANED: set[str] = set()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -66,7 +70,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    if str(path.absolute()) not in _CLEANED:  # once per target and process: debris is a dead writer's
+        remove_stale_temporaries(path)
+        _CLEANED.add(str(path.absolute()))
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     target = tmp / "x"
     try:

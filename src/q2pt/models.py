@@ -61,12 +61,12 @@ from q2pt.config import Config, resolve_config
 from q2pt.errors import ConfigError, ModelLoadError, require
 from q2pt.inference import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_THRESHOLD,
     UNIFIED,
     Forward,
     Inference,
     InferenceCore,
     encoder_tokenizers,
+    threshold_of,
     torch_forward,
 )
 from q2pt.io import atomic_path, folder_lock
@@ -284,9 +284,7 @@ class Q2PTModel:
     def threshold_for(self, locale: str | None) -> float:
         """The calibrated threshold of a locale (the global one for None or unknown), as
         :meth:`q2pt.inference.InferenceCore.threshold_for` gives it."""
-        if locale is not None and locale in self.thresholds_:
-            return float(self.thresholds_[locale])
-        return float(self.thresholds_.get("global", DEFAULT_THRESHOLD))
+        return threshold_of(self.thresholds_, locale)[0]
 
     def predict(
         self,

@@ -46,7 +46,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from q2pt.errors import ConfigError, DataError
+from q2pt.errors import ConfigError, DataError, check_seed
 
 from . import schema as S
 
@@ -94,7 +94,7 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 
 def _check_seed(seed: Any) -> int:
-    return _check_int("--seed", seed, 0)
+    return check_seed(seed, "--seed")
 
 
 def _check_frame(frame: pd.DataFrame) -> None:

@@ -57,9 +57,27 @@ class Runtime:
             tokenizers=encoder_tokenizers(model.networks), forward=self._forward,
             network_labels=model.network_labels_, fallback_locale=fallback_locale,
         )
-        self.classes, self.locales, self.thresholds = self.core.classes, self.core.locales, self.core.thresholds
-        self.unified = self.core.unified
-        self.fallback_locale = fallback_locale
+
+    # the model's facts, as the core holds them
+    @property
+    def classes(self) -> list[str]:
+        return self.core.classes
+
+    @property
+    def locales(self) -> list[str]:
+        return self.core.locales
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return self.core.thresholds
+
+    @property
+    def unified(self) -> bool:
+        return self.core.unified
+
+    @property
+    def fallback_locale(self) -> str | None:
+        return self.core.fallback_locale
 
     # ------------------------------------------------------------------ metadata
     def describe(self) -> dict[str, Any]:

@@ -23,8 +23,7 @@ else:
     torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
 if TYPE_CHECKING:  # pragma: no cover
-
-    pass
+    from q2pt.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -254,10 +253,15 @@ def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
         config = Config.from_dict(cfg)
     except Q2PTError:
         return saved  # not a config this q2pt reads: the comparison says what differs
-    current = config.to_dict()
-    for key in ("threads", "checkpoint_every", "eval_batch_size"):  # as _run_identity leaves them out
-        current["train"].pop(key, None)
-    return {**saved, "config": current}
+    return {**saved, "config": comparable_config(config)}
+
+
+def comparable_config(config: "Config") -> dict[str, Any]:
+    """A config as run identities compare it: without the keys that do not change the result."""
+    cfg = config.to_dict()
+    for key in ("threads", "checkpoint_every", "eval_batch_size"):
+        cfg["train"].pop(key, None)
+    return cfg
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

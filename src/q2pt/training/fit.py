@@ -13,7 +13,7 @@ from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
 from q2pt.model_folder import check_output_folder
 from q2pt.network import build_network
-from q2pt.training.checkpoints import Checkpointer, StageCheckpoint
+from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
 from q2pt.training.loop import TrainHooks, stage_label, train_network
 from q2pt.training.tokens import prepare_split
 from q2pt.weights import load_network_state
@@ -29,14 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from q2pt.data import Dataset
 
 logger = logging.getLogger(__name__)
-
-
-def comparable_config(config: "Config") -> dict[str, Any]:
-    """A config as run identities compare it: without the keys that do not change the result."""
-    cfg = config.to_dict()
-    for key in ("threads", "checkpoint_every", "eval_batch_size"):
-        cfg["train"].pop(key, None)
-    return cfg
 
 
 def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
