@@ -174,8 +174,11 @@ class ExperimentSettings(BaseModel):
 #: demo (``make demo``): sized to the target of <= 10 min for a fresh clone's ``make demo`` on a
 #: 2-core machine 2.5x slower than the development machine (there 0.1.0's demo took 23 min, 7 min
 #: 52 s here). One epoch capped at 250 steps of 64 queries per network, no step floor, fastText 5
-#: epochs, TF-IDF 3 SGD passes, USE + LR with 25 L-BFGS iterations (on the quick store per-locale
-#: 63 s -> 15 s with R@P80 0.434 -> 0.437, unified unchanged 0.645: it converges early), no
+#: epochs, TF-IDF 3 SGD passes, USE + LR with 25 L-BFGS iterations instead of 200 (2026-12-02,
+#: `q2pt experiment --preset demo --experiment.variants '[]' --experiment.baselines
+#: '["use-lr-per-locale", "use-lr-unified"]' --experiment.use_lr '{"max_iter": N}'`, another job on
+#: the other core: per locale 46.1 s -> 25.0 s, R@P80 pooled 0.283 -> 0.279, as deployed 0.310 ->
+#: 0.313; unified 0.567 either way: it converges early), no
 #: USE + e5 + LR, 300 bootstrap resamples, on the demo store (half the quick store: the
 #: non-unified networks, the baselines and the evaluation scale with the store; the unified
 #: networks' 250 steps do not). Measured 2026-12-02 (2 cores, AMD EPYC, idle, torch's default
