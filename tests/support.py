@@ -52,23 +52,30 @@ ADJ = {"de_DE": ["rot", "billig", "neu", "gross"], "en_US": ["red", "cheap", "ne
 TYPES = sorted(WORDS)
 
 
-def tiny_frame(n: int, seed: int, locales=LOCALES, types=TYPES) -> pd.DataFrame:
-    """n labelled, unique queries; every 8th is multi-label (two types in one query)."""
+def labelled_frame(n: int, seed: int, *, locales, words, mods, types, multi_every: int, id_base: int) -> pd.DataFrame:
+    """n unique labelled queries "<modifier> <type word> <number>" (the number makes every query
+    unique, within and across splits), each locale drawing from the types it has words for;
+    every ``multi_every``-th query names a second type (multi-label)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         loc = locales[i % len(locales)]
-        t = types[rng.integers(len(types))]
-        words = WORDS[t][loc]
-        # a model number makes every query unique (within and across splits)
-        query = f"{ADJ[loc][rng.integers(4)]} {words[rng.integers(len(words))]} {seed * 1000 + i}"
+        offered = [t for t in types if loc in words[t]]
+        t = offered[rng.integers(len(offered))]
+        forms = words[t][loc]
+        query = f"{mods[loc][rng.integers(len(mods[loc]))]} {forms[rng.integers(len(forms))]} {seed * id_base + i}"
         labels = [t]
-        if i % 8 == 0:
-            t2 = types[(types.index(t) + 1) % len(types)]
-            query += " " + WORDS[t2][loc][0]
+        if i % multi_every == 0:
+            t2 = offered[(offered.index(t) + 1) % len(offered)]
+            query += " " + words[t2][loc][0]
             labels.append(t2)
         rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
     return pd.DataFrame(rows)
+
+
+def tiny_frame(n: int, seed: int, locales=LOCALES, types=TYPES) -> pd.DataFrame:
+    """n labelled, unique queries; every 8th is multi-label (two types in one query)."""
+    return labelled_frame(n, seed, locales=locales, words=WORDS, mods=ADJ, types=types, multi_every=8, id_base=1000)
 
 
 def tiny_dataset(n_train: int = 160, n_valid: int = 48, n_test: int = 48, seed: int = 0):
@@ -116,21 +123,8 @@ HANDMADE_MODS = {"de_DE": ["rot", "blau", "billig", "neu", "kinder", "damen"],
 
 def handmade_frame(n: int, seed: int) -> pd.DataFrame:
     """n unique labelled queries (a number makes each unique); every 10th has two types."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        loc = HANDMADE_LOCALES[i % len(HANDMADE_LOCALES)]
-        types = [t for t in HANDMADE_WORDS if loc in HANDMADE_WORDS[t]]
-        t = types[rng.integers(len(types))]
-        words = HANDMADE_WORDS[t][loc]
-        query = f"{HANDMADE_MODS[loc][rng.integers(6)]} {words[rng.integers(len(words))]} {seed * 10_000 + i}"
-        labels = [t]
-        if i % 10 == 0:
-            t2 = types[(types.index(t) + 1) % len(types)]
-            query += " " + HANDMADE_WORDS[t2][loc][0]
-            labels.append(t2)
-        rows.append({"query": query, "locale": loc, "product_types": labels, "weight": 1.0})
-    return pd.DataFrame(rows)
+    return labelled_frame(n, seed, locales=HANDMADE_LOCALES, words=HANDMADE_WORDS, mods=HANDMADE_MODS,
+                          types=list(HANDMADE_WORDS), multi_every=10, id_base=10_000)
 
 
 def handmade_dataset():
