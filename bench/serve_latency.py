@@ -13,7 +13,11 @@ this process, drives it with ``httpx.AsyncClient``:
    ``--batch-size`` queries each for ``--duration`` seconds;
 4. **soak** (first runtime only, ``--soak-seconds``, default 300; 0 skips): single-query load
    at ``--concurrency`` clients, with the server's resident memory (``/proc/PID/status``)
-   sampled every ``--soak-sample`` seconds; reports errors and memory drift.
+   sampled every ``--soak-sample`` seconds; reports errors and memory drift;
+5. **swap** (``--swaps N``, default 4; 0 skips): paced single-query load (``--rate``) while
+   ``POST /v1/admin/reload`` swaps the served model N times, alternating between ``--model``
+   and ``--swap-model`` (default: the same folder, re-read); reports failed and 5xx requests,
+   each reload's time, and the latency of requests in flight during a swap against the rest.
 
 Every loop stops by itself (a deadline, and at most ``--max-requests`` per phase); everything
 is on 127.0.0.1. The server and this client share the machine's cores: the numbers include
@@ -23,6 +27,7 @@ manifest's config) when that data can be loaded, else from the model's product-t
 Prints markdown tables (and ``--json FILE`` writes the raw numbers)::
 
     python bench/serve_latency.py --model runs/use-model --soak-seconds 30
+    python bench/serve_latency.py --model runs/m1 --swap-model runs/m2 --swaps 6 --runtimes torch --soak-seconds 0
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -71,8 +77,10 @@ class Phase:
     server_cpu_s: float = 0.0  # CPU seconds the server process used during the phase
     client_cpu_s: float = 0.0  # CPU seconds this (client) process used during the phase
     errors: int = 0
+    server_errors: int = 0  # 5xx answers (counted in errors too)
     error_samples: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    sent_at: list[float] = field(default_factory=list, repr=False)  # perf_counter at each send
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
@@ -100,7 +108,8 @@ def free_port() -> int:
 class Server:
     """``q2pt serve`` in a subprocess (loopback only), stopped on exit."""
 
-    def __init__(self, model: str, runtime: str, onnx: str | None, extra: list[str], log: Path) -> None:
+    def __init__(self, model: str, runtime: str, onnx: str | None, extra: list[str], log: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         cmd = [sys.executable, "-m", "q2pt", "serve", "--model", model, "--host", HOST, "--port", str(self.port),
@@ -110,7 +119,8 @@ class Server:
         self.cmd = cmd
         self.log = log
         self._logf = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 600.0) -> None:
         deadline = time.monotonic() + timeout
@@ -201,10 +211,12 @@ async def run_phase(
                 try:
                     resp = await client.post(path, json=body)
                     ok = resp.status_code == 200
+                    phase.server_errors += resp.status_code >= 500
                     detail = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 except httpx.HTTPError as exc:
                     ok, detail = False, f"{type(exc).__name__}: {exc}"
                 phase.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+                phase.sent_at.append(t0)
                 phase.requests += 1
                 if not ok:
                     phase.errors += 1
@@ -222,6 +234,43 @@ async def run_phase(
         await asyncio.gather(*tasks)
         phase.seconds = time.perf_counter() - start
     return phase
+
+
+async def run_swap_phase(url: str, phase: Phase, items: list[dict[str, str]], duration: float, max_requests: int,
+                         models: list[str], swaps: int, token: str) -> dict[str, Any]:
+    """:func:`run_phase` while ``swaps`` admin reloads, evenly spaced, cycle through ``models``."""
+    windows: list[dict[str, Any]] = []
+
+    async def swapper() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=300.0,
+                                     headers={"Authorization": f"Bearer {token}"}) as admin:
+            gap = duration / (swaps + 1)
+            for k in range(swaps):
+                await asyncio.sleep(gap)
+                target = models[(k + 1) % len(models)]
+                t0 = time.perf_counter()
+                resp = await admin.post("/v1/admin/reload", json={"model": target})
+                t1 = time.perf_counter()
+                windows.append({"model": target, "status": resp.status_code, "start": t0, "end": t1,
+                                "seconds": round(t1 - t0, 3),
+                                "server_load_seconds": resp.json().get("seconds") if resp.status_code == 200 else None})
+
+    await asyncio.gather(run_phase(url, phase, items, duration, max_requests), swapper())
+    lat = np.asarray(phase.latencies_ms)
+    sent = np.asarray(phase.sent_at)
+    during = np.zeros(lat.size, dtype=bool)
+    for w in windows:  # a request overlapping a swap window
+        during |= (sent <= w["end"]) & (sent + lat / 1000.0 >= w["start"])
+
+    def pct(x: np.ndarray) -> dict[str, Any]:
+        if x.size == 0:
+            return {"requests": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+        return {"requests": int(x.size), "p50_ms": float(np.percentile(x, 50)), "p99_ms": float(np.percentile(x, 99)),
+                "max_ms": float(x.max())}
+
+    return {"swaps": [{k: v for k, v in w.items() if k not in ("start", "end")} for w in windows],
+            "failed_swaps": sum(w["status"] != 200 for w in windows),
+            "during_swaps": pct(lat[during]), "outside_swaps": pct(lat[~during])}
 
 
 def query_pool(model: str, limit: int = 5000) -> tuple[list[dict[str, str]], str]:
@@ -245,6 +294,10 @@ def query_pool(model: str, limit: int = 5000) -> tuple[list[dict[str, str]], str
 
 
 # ----------------------------------------------------------------------- report
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def fmt_table(rows: list[dict[str, Any]]) -> str:
     out = ["| runtime | phase | clients | offered req/s | batch | requests | errors | p50 ms | p95 ms | p99 ms | req/s "
            "| queries/s | server CPU % | client CPU % |",
@@ -298,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-requests", type=int, default=2_000_000, help="cap on requests per phase")
     ap.add_argument("--soak-seconds", type=float, default=300.0, help="soak length (default 300; 0: no soak)")
     ap.add_argument("--soak-sample", type=float, default=5.0, help="seconds between memory samples (default 5)")
+    ap.add_argument("--swaps", type=int, default=4, help="model swaps under load (default 4; 0: no swap phase)")
+    ap.add_argument("--swap-model", help="the other model folder of the swaps (default: --model, re-read)")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="extra 'q2pt serve' argument (repeatable), e.g. --server-arg=--threads=2")
     ap.add_argument("--json", help="write all results to this JSON file")
@@ -315,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"queries: {source}; client: httpx.AsyncClient in this process, server: q2pt serve subprocess on {HOST}")
     print(f"server args: {' '.join(args.server_arg) or '(defaults: micro-batching on)'}\n")
 
-    results: dict[str, Any] = {"model": args.model, "phases": [], "soak": None, "machine": {
+    token = secrets.token_urlsafe(16)  # the admin route of the swap phase
+    results: dict[str, Any] = {"model": args.model, "phases": [], "soak": None, "swap": None, "machine": {
         "platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}}
     with tempfile.TemporaryDirectory(prefix="q2pt-bench-") as tmp:
         onnx_path = args.onnx
@@ -327,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(exported the model to ONNX in {time.perf_counter() - t0:.1f} s)\n")
         for i, runtime in enumerate(runtimes):
             server = Server(args.model, runtime, onnx_path if runtime == "onnx" else None, args.server_arg,
-                            Path(tmp) / f"server-{runtime}.log")
+                            Path(tmp) / f"server-{runtime}.log", env={"Q2PT_ADMIN_TOKEN": token})
             try:
                 server.wait_ready()
                 aio_run(run_phase(server.url, Phase(runtime, "warm-up", 8, 1, 0), items, args.warmup, args.max_requests))
@@ -354,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
                         "server_alive": server.proc.poll() is None,
                     }
                     results["soak"] = soak
+                if i == 0 and args.swaps > 0:
+                    models = [str(Path(args.model).resolve()), str(Path(args.swap_model or args.model).resolve())]
+                    rate = args.rate or 4.0
+                    phase = Phase(runtime, "swap", args.concurrency, 1, 0, rate)
+                    swap = aio_run(run_swap_phase(server.url, phase, items, max(args.duration, 2.0 * args.swaps),
+                                                  args.max_requests, models, args.swaps, token))
+                    results["swap"] = phase.summary() | swap
             finally:
                 server.stop()
     results["machine"]["loadavg_after"] = os.getloadavg()
@@ -363,6 +426,18 @@ def main(argv: list[str] | None = None) -> int:
     if results["soak"]:
         print(f"\n## Soak ({results['soak']['seconds']:.0f} s)\n")
         print(fmt_soak(results["soak"]))
+    if results["swap"]:
+        w = results["swap"]
+        print(f"\n## Model swaps under load ({w['runtime']}, {w['concurrency']} clients at {w['offered_rps']:.0f} req/s "
+              f"offered, {w['seconds']:.0f} s)\n")
+        print("| | requests | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|")
+        for name in ("during_swaps", "outside_swaps"):
+            x = w[name]
+            print(f"| {name.replace('_', ' ')} | {x['requests']} | {_ms(x['p50_ms'])} | {_ms(x['p99_ms'])} | "
+                  f"{_ms(x['max_ms'])} |")
+        times = ", ".join(f"{s['seconds']:.2f}" for s in w["swaps"])
+        print(f"\n{len(w['swaps'])} swaps ({w['failed_swaps']} refused), each {times} s; "
+              f"{w['errors']} failed requests ({w['server_errors']} 5xx) of {w['requests']}")
     print("\n## Targets\n")
     for r in results["phases"]:
         if r["phase"].startswith("single"):
@@ -377,11 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     if results["soak"]:
         s = results["soak"]
         print(f"- soak: {s['errors']} errors in {s['requests']} requests, memory {s['memory_verdict']}")
+    if results["swap"]:
+        w = results["swap"]
+        ok = w["errors"] == 0 and w["failed_swaps"] == 0
+        print(f"- swaps: {len(w['swaps'])} reloads, {w['errors']} failed / {w['server_errors']} 5xx requests "
+              f"(target 0): {'met' if ok else 'NOT met'}")
     load = results["machine"]["loadavg_after"]
     print(f"\nload average after: {', '.join(f'{x:.2f}' for x in load)} (other processes on the machine skew the numbers)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     errors = sum(r["errors"] for r in results["phases"]) + (results["soak"]["errors"] if results["soak"] else 0)
+    if results["swap"]:
+        errors += results["swap"]["errors"] + results["swap"]["failed_swaps"]
     return 1 if errors else 0
 
 

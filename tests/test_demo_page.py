@@ -98,6 +98,18 @@ def test_browser_renders_predictions(live_server, tmp_path):
     assert f"Predicted: {', '.join(expected)}" in dom
     # the locale selector lists the model's locales
     assert all(f'<option value="{loc}">' in dom for loc in ("de_DE", "en_US", "fr_FR"))
+    # why: the top type's words shaded by their contributions, as /v1/explain gives them
+    ex = httpx.post(f"{live_server}/v1/explain", json={"query": query, "locale": locale}).json()
+    words = re.findall(r'<span class="word( locale-token)? (up|down)" data-contribution="(-?[\d.]+)"[^>]*>([^<]+)</span>',
+                       dom)
+    assert [w for _, _, _, w in words] == [w["word"] for w in ex["words"]] + [f"[locale {locale}]"]
+    for (_, sign, c, _), w in zip(words, ex["words"]):
+        assert float(c) == pytest.approx(w["contribution"], abs=1e-4) and (sign == "up") == (w["contribution"] >= 0)
+    assert f"Why <span id=\"why-type\">{ex['product_type']}" in dom
+    # the same query in every locale, side by side, the selected one marked
+    rows = re.findall(r'<tr( class="current")? data-locale="([^"]+)">', dom)
+    assert [loc for _, loc in rows] == ["de_DE", "en_US", "fr_FR"]
+    assert [loc for cur, loc in rows if cur] == [locale]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")

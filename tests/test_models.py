@@ -95,7 +95,7 @@ def test_save_reload_gives_identical_predictions(trained, data, variant):
     # no pickle anywhere in the folder
     for path in folder.rglob("*"):
         if path.is_file():
-            assert path.suffix in (".json", ".safetensors", ".txt", ""), path
+            assert path.suffix in (".json", ".safetensors", ".txt", ".md", ""), path
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -22,9 +22,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["calibrate_thresholds"]
 
+#: bootstrap resamples of the validation metrics' 95% CIs (the model card shows them): 200 keep
+#: the interval ends to about +-0.01 and cost well under a second on 10k validation queries
+VALIDATION_BOOTSTRAP = 200
+
 
 def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
-    """Validation metrics and calibrated per-locale thresholds into the model's manifest.
+    """Validation metrics (with bootstrap CIs) and calibrated per-locale thresholds into the
+    model's manifest.
 
     Uses the valid rows of the training locales (the same rows for every variant).
     """
@@ -41,7 +46,8 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         scores = model.predict_proba(queries, locs)
         y, missing = multi_hot(label_lists(rows["product_types"]), model.classes_)
         y = y.toarray()
-        metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing)
+        metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing,
+                           bootstrap=VALIDATION_BOOTSTRAP, seed=model.config.train.seed)
         thresholds, details = thresholds_or_default(y, scores, locs, precision, n_missing=missing)
     if metrics is None:
         logger.warning("no validation data: thresholds default to 0.5")

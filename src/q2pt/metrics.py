@@ -69,6 +69,7 @@ __all__ = [
     "precision_recall_at",
     "pr_auc",
     "bootstrap_ci",
+    "paired_bootstrap_difference",
     "evaluate",
     "calibrate_thresholds",
     "recall_as_deployed",
@@ -424,6 +425,56 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def paired_bootstrap_difference(
+    a: tuple[Any, Any, Any],
+    b: tuple[Any, Any, Any],
+    precision: float = 0.8,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap ``(1 - alpha)`` interval of ``R@P(b) - R@P(a)`` on the same queries.
+
+    ``a`` and ``b`` are ``(y_true, y_score, n_missing)`` of two models on the same ``n`` rows
+    (their label spaces may differ: each has its own ``y_true`` columns and per-row missing
+    counts, or None). Every resample draws one set of rows (``rng.integers(0, n, n)`` with
+    ``numpy.random.default_rng(seed)``) and computes both models' R@P on it, so the interval
+    is of the paired difference: the rows' own difficulty cancels. Resamples where either
+    R@P is undefined are ignored; if all are, ``(nan, nan)``.
+    """
+    p = _check_precision(precision)
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    sides = []
+    for y_true, y_score, n_missing in (a, b):
+        yt, ys = _as_arrays(y_true, y_score, two_d=True)
+        sides.append((yt, _RAtPResampler(yt, ys, p, _as_missing(n_missing, yt.shape[0]))))
+    n = sides[0][0].shape[0]
+    if sides[1][0].shape[0] != n:
+        raise DataError(f"paired bootstrap needs the same rows: got {n} and {sides[1][0].shape[0]}")
+    if n == 0:
+        return math.nan, math.nan
+
+    def value(resampler: _RAtPResampler, idx: np.ndarray) -> float:
+        if resampler.any_pos:
+            return resampler(idx)
+        missing = resampler.missing
+        return 0.0 if missing is not None and missing[idx].sum() else math.nan
+
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot, dtype=np.float64)
+    for i in range(n_boot):
+        idx = np.asarray(rng.integers(0, n, n))
+        stats[i] = value(sides[1][1], idx) - value(sides[0][1], idx)
+    finite = stats[~np.isnan(stats)]
+    if finite.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -451,7 +502,7 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _locale_seed(seed: int, locale: str) -> list[int]:
+def locale_seed(seed: int, locale: str) -> list[int]:
     """Seed for one locale's bootstrap: depends on the seed and the locale name only."""
     return [int(seed), zlib.crc32(locale.encode("utf-8"))]
 
@@ -532,7 +583,7 @@ def evaluate(
         rows = locs == loc
         result["locales"][loc] = _entry(
             yt[rows], ys[rows], missing[rows] if missing is not None else None,
-            p, int(bootstrap), _locale_seed(seed, loc),
+            p, int(bootstrap), locale_seed(seed, loc),
         )
     return result
 
@@ -750,7 +801,7 @@ def recall_as_deployed(
     }
     for loc in sorted(set(locs.tolist())):
         rows = locs == loc
-        entry = _deployed_entry(tp[rows], pos[rows], pred[rows], missing[rows], p, b, _locale_seed(seed, loc))
+        entry = _deployed_entry(tp[rows], pos[rows], pred[rows], missing[rows], p, b, locale_seed(seed, loc))
         used = np.unique(cut[rows])
         entry["threshold"] = float(used[0]) if used.size == 1 else None
         result["locales"][loc] = entry

@@ -29,6 +29,7 @@ __all__ = [
     "check_output_folder",
     "hash_files",
     "make_readable",
+    "model_fingerprint",
     "read_manifest",
     "safe_name",
     "versions",
@@ -76,6 +77,12 @@ def hash_files(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != MANIFEST and "checkpoints" not in p.relative_to(root).parts
     }
+
+
+def model_fingerprint(folder: Path) -> str:
+    """One id of a model folder's content: the sha256 of its manifest, which holds the sha256
+    of every other file (checkpoints aside)."""
+    return sha256_of_file(folder / MANIFEST)
 
 
 def check_output_folder(folder: Path) -> None:

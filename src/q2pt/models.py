@@ -25,6 +25,8 @@ A model folder (:meth:`Q2PTModel.save`, :func:`load_model`)::
     MODEL_DIR/manifest.json          format_version, versions, variant, encoder, locales,
                                      labels, data, config, validation metrics, thresholds,
                                      sha256 of every other file
+    MODEL_DIR/MODEL_CARD.md          the model card, written from the manifest
+                                     (:mod:`q2pt.model_card`)
     MODEL_DIR/model.safetensors      unified: the network's state_dict
     MODEL_DIR/encoder/               unified: encoder assets
     MODEL_DIR/models/<LOC>/model.safetensors, models/<LOC>/encoder/   non-unified
@@ -70,6 +72,7 @@ from q2pt.inference import (
     torch_forward,
 )
 from q2pt.io import atomic_path, folder_lock
+from q2pt.model_card import MODEL_CARD, render_model_card
 from q2pt.model_folder import (
     FORMAT_VERSION,
     MANIFEST,
@@ -77,6 +80,7 @@ from q2pt.model_folder import (
     check_output_folder,
     hash_files,
     make_readable,
+    model_fingerprint,
     network_paths,
     read_manifest,
     versions,
@@ -140,6 +144,7 @@ class Q2PTModel:
         self.networks: dict[str, Q2PTNet] = {}
         self.network_labels_: dict[str, list[str]] = {}
         self.manifest: dict[str, Any] = {}
+        self.fingerprint: str | None = None  # sha256 of the manifest once saved or loaded
 
     def __repr__(self) -> str:
         fitted = f", {len(self.classes_)} labels, {len(self.locales_)} locales" if self.networks else ""
@@ -204,6 +209,9 @@ class Q2PTModel:
                 "simulated": bool(dataset.simulated),
                 "n_train": int(len(dataset.train)),
                 "n_valid": int(len(dataset.valid)),
+                "locale_counts": {name: {str(k): int(v) for k, v in
+                                         getattr(dataset, name)["locale"].astype(str).value_counts().sort_index().items()}
+                                  for name in ("train", "valid")},
                 "locale_languages": {**dataset.locale_languages, **self.config.data.locale_languages},
             },
             "config": self.config.to_dict(),
@@ -310,22 +318,28 @@ class Q2PTModel:
         seed: int = 0,
         fallback_locale: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        top_types: int = 10,
     ) -> dict[str, Any]:
         """R@P, PR-AUC, thresholds and counts, globally and per locale, on a labelled frame.
 
         Product types outside ``classes_`` count as missed positives. Returns
         :func:`q2pt.metrics.evaluate`'s dict; each entry also has ``calibrated``: precision,
         recall and F1 when every query uses its locale's calibrated threshold (the
-        operating point ``predict`` uses by default).
+        operating point ``predict`` uses by default); ``types`` holds the per-product-type
+        precision, recall and support at that operating point and the ``top_types`` types
+        that fail most per locale (:func:`q2pt.diagnostics.per_type_report`).
         """
         from q2pt.data.labels import label_lists, multi_hot
+        from q2pt.diagnostics import per_type_report
         from q2pt.metrics import evaluate, precision_recall_at, to_jsonable
 
         self._check_fitted()
         queries = frame["query"].astype(str).tolist()
         locs = frame["locale"].astype(str).tolist()
-        scores, _, tloc = self.predict_details(queries, locs, fallback_locale=fallback_locale, batch_size=batch_size)
-        y, missing = multi_hot(label_lists(frame["product_types"]), self.classes_)
+        inference = self.infer(queries, locs, fallback_locale=fallback_locale, batch_size=batch_size)
+        scores, tloc = inference.probabilities(), inference.threshold_locales
+        truth = label_lists(frame["product_types"])
+        y, missing = multi_hot(truth, self.classes_)
         y = y.toarray()
         result = evaluate(y, scores, locs, precision=precision, bootstrap=bootstrap, seed=seed, n_missing=missing)
         # Per-row thresholds as one rule: score - t_row + 0.5 >= 0.5  <=>  score >= t_row.
@@ -341,6 +355,8 @@ class Q2PTModel:
         for loc, entry in result["locales"].items():
             rows = np.flatnonzero(locs_arr == loc)
             entry["calibrated"] = {"threshold": self.threshold_for(tloc[rows[0]]), **at_calibrated(rows)}
+        predicted = [[t for t, _ in row] for row in inference.select()]
+        result["types"] = to_jsonable(per_type_report(truth, predicted, locs, top=top_types))
         return result
 
     # ------------------------------------------------------------------ saving
@@ -374,13 +390,16 @@ class Q2PTModel:
                 }
                 if DELTA_METADATA in metadata:
                     manifest["networks"][stage]["pretrained_delta"] = json.loads(metadata[DELTA_METADATA])
+            (tmp / MODEL_CARD).write_text(render_model_card(manifest), encoding="utf-8")
             make_readable(tmp)
             manifest["files"] = hash_files(tmp)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             old_checkpoints = folder / "checkpoints"
             if old_checkpoints.is_dir():
                 os.replace(old_checkpoints, tmp / "checkpoints")
+            fingerprint = model_fingerprint(tmp)
         self.manifest = manifest
+        self.fingerprint = fingerprint
 
 
 # ---------------------------------------------------------------------- pretrained deltas
@@ -445,4 +464,5 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     model.locales_ = list(manifest["locales"])
     model.thresholds_ = {k: float(v) for k, v in manifest["thresholds"].items()}
     model.manifest = manifest
+    model.fingerprint = model_fingerprint(folder)
     return model

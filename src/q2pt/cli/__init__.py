@@ -14,7 +14,7 @@ from q2pt import __version__
 from q2pt.errors import Q2PTError
 
 # command-group modules, each exposing register(subparsers)
-_GROUPS = ["data", "train", "serve", "experiment"]
+_GROUPS = ["data", "train", "review", "serve", "experiment"]
 
 
 class StderrHandler(logging.StreamHandler):

@@ -32,10 +32,16 @@ def register(subparsers: Any) -> None:
         description=(
             "Serve a model folder with FastAPI on uvicorn:\n"
             "  POST /v1/predict {query, locale, top_k?, threshold?}   POST /v1/predict/batch {queries: [...]}\n"
-            "  GET /v1/model   GET /healthz   GET /readyz   GET /docs   GET / (demo page)\n"
+            "  GET /v1/model   GET /v1/model/card   GET /healthz   GET /readyz   GET /docs   GET / (demo page)\n"
             "Errors are application/problem+json (RFC 9457).\n\n"
             "  q2pt serve --model runs/model --port 8000\n"
-            "  q2pt serve --model runs/model --runtime onnx --onnx runs/model.onnx"
+            "  q2pt serve --model runs/model --runtime onnx --onnx runs/model.onnx\n\n"
+            "Swapping models without downtime: SIGHUP re-reads MODEL_DIR (deploy by replacing the folder\n"
+            "atomically, e.g. a symlink switch or rename), and POST /v1/admin/reload {\"model\": PATH} serves\n"
+            "another folder; that route exists only when $Q2PT_ADMIN_TOKEN (--admin-token-env) is set, and\n"
+            "needs 'Authorization: Bearer <token>'. A folder that cannot be served is refused and the old\n"
+            "model keeps serving. With --workers N, SIGHUP to the server makes uvicorn restart the workers\n"
+            "one at a time (each re-reads MODEL_DIR) and the admin route reloads only the worker it reaches."
         ),
     )
     s.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (q2pt train --out)")
@@ -75,6 +81,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--micro-batch-wait-ms", type=float, default=d.micro_batch_wait_ms,
                    help="wait this long for more single queries before running a micro-batch "
                    f"(default {d.micro_batch_wait_ms:g})")
+    s.add_argument("--admin-token-env", default="Q2PT_ADMIN_TOKEN", metavar="NAME",
+                   help="environment variable with the admin bearer token; when it is set, POST /v1/admin/reload "
+                   "is on (default Q2PT_ADMIN_TOKEN)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs latency)")
     s.set_defaults(func=cmd_serve)
@@ -147,6 +156,8 @@ def serve_settings(args: argparse.Namespace) -> Any:
         body_timeout_s=args.body_timeout,
         keep_alive_s=args.keep_alive,
         max_connections=args.max_connections,
+        admin_token_env=args.admin_token_env or None,
+        reload_on_sighup=args.workers == 1,
     )
 
 
@@ -182,10 +193,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure(settings)  # this process's protocol; worker processes read $Q2PT_SERVE_OPTIONS
     uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log,
                "http": GuardedProtocol, "timeout_keep_alive": settings.keep_alive_s}
+    # a reload loads a folder as the start did, but exports ONNX anew (--onnx is this model's file)
+    reload_opts = {"runtime": args.runtime, "fallback_locale": args.fallback_locale, "threads": args.threads or None,
+                   "quantize": args.quantize}
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
     if args.workers == 1:
         runtime = load_runtime(**runtime_opts, quantize=args.quantize)
-        app = create_app(runtime, settings)
+        app = create_app(runtime, settings, load_options=reload_opts)
         with _stop_signals_exit_cleanly():
             uvicorn.run(app, **uv_opts)
         return 0
@@ -196,8 +210,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         probe = load_runtime(**runtime_opts, quantize=args.quantize, export_dir=tmp)
         if isinstance(probe, OnnxRuntime) and not args.onnx:
             runtime_opts["onnx_path"] = str(probe.path)
+            # the shared export is of the model loaded now: a worker that uvicorn restarts on
+            # SIGHUP after the folder was replaced must export the new model, not load this file
+            runtime_opts["onnx_fingerprint"] = probe.fingerprint
         del probe
-        os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings)})
+        os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings),
+                                              "reload": reload_opts})
         with _stop_signals_exit_cleanly():
             uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers, **uv_opts)
     return 0

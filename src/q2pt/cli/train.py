@@ -81,6 +81,8 @@ def register(subparsers: Any) -> None:
     e.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
     e.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
+    e.add_argument("--types", type=int, default=10, metavar="N",
+                   help="list the N product types that fail most, globally and per locale (default 10; 0: none)")
     e.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     e.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     e.set_defaults(func=cmd_evaluate)
@@ -256,6 +258,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from q2pt.data import load_labelled
+    from q2pt.diagnostics import format_type_table
     from q2pt.metrics import format_table, to_jsonable
     from q2pt.models import load_model
 
@@ -267,9 +270,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     frame, description = load_labelled(args.data, label_depth=depth, label_separator=sep)
     if len(frame) == 0:
         raise DataError(f"{description}: no rows to evaluate on")
+    if args.types < 0:
+        raise ConfigError(f"--types must be at least 0, got {args.types}")
     result = model.evaluate(
         frame, precision=args.precision, bootstrap=args.bootstrap,
-        fallback_locale=args.fallback_locale, batch_size=args.batch_size,
+        fallback_locale=args.fallback_locale, batch_size=args.batch_size, top_types=args.types,
     )
     result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
     result["data"] = {"source": description, "n_queries": int(len(frame))}
@@ -278,6 +283,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{model.variant} / {model.encoder} on {description}:")
     print(format_table(result))
+    types = result["types"]
+    if args.types and types["failing"]:
+        print()
+        print(format_type_table(types["failing"], title="product types that fail most (misses + false alarms, "
+                                "at the calibrated thresholds), all locales:"))
+        for loc, entry in types["locales"].items():
+            if entry["failing"]:
+                print()
+                print(format_type_table(entry["failing"], title=f"locale {loc}:"))
     return 0
 
 

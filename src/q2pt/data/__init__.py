@@ -288,25 +288,28 @@ def load_configured(data: Any, **options: Any) -> Dataset:
 
 
 def load_labelled(
-    path: str | os.PathLike, *, label_depth: int | None = None, label_separator: str = DEFAULT_LABEL_SEPARATOR
+    path: str | os.PathLike, *, label_depth: int | None = None, label_separator: str = DEFAULT_LABEL_SEPARATOR,
+    split: str = "test",
 ) -> tuple[pd.DataFrame, str]:
-    """The frame to evaluate on: a dataset's test split, or every row of a labelled file
-    without a ``split`` column. Returns (frame, description).
+    """The frame to evaluate on: a dataset's ``split`` (train, valid or test; default test),
+    or every row of a labelled file without a ``split`` column. Returns (frame, description).
 
     ``label_depth``/``label_separator``: product type paths cut as at training time (a
     model's ``config.data``; see :mod:`q2pt.data.labels`)."""
     from .io import one_table_dataset, read_table
     from .validate import check_raw_dataset
 
+    if split not in ("train", "valid", "test"):
+        raise ConfigError(f"split must be train, valid or test, got {split!r}")
     cut: dict[str, Any] = {"label_depth": label_depth, "label_separator": label_separator}
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
-        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
+        return getattr(load_dataset(path, validate=False, **cut), split), f"{path} ({split} split)"
     table = read_table(path)
     if "split" in table.frame.columns:
-        return load_dataset(path, validate=False, **cut).test, f"{path} (test split)"
+        return getattr(load_dataset(path, validate=False, **cut), split), f"{path} ({split} split)"
     # A plain labelled file: check its rows with the data layer's row checks (the table
     # stands in for every split; cross-split checks are off), report each problem once.
     report, frames = check_raw_dataset(one_table_dataset(table, str(path)), cross_checks=False)

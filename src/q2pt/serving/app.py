@@ -4,7 +4,10 @@ Routes (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 
 ``POST /v1/predict``        one query -> product types with scores and ``predicted`` flags
 ``POST /v1/predict/batch``  up to ``max_batch`` queries
-``GET  /v1/model``          summary of the served model's manifest
+``POST /v1/explain``        each word's (and the locale token's) contribution to a type's score
+``GET  /v1/model``          summary of the served model's manifest (fingerprint, path, loaded at)
+``GET  /v1/model/card``     the served model's card (MODEL_CARD.md, markdown)
+``POST /v1/admin/reload``   serve another model folder (only with an admin token; see below)
 ``GET  /healthz``           liveness (the process answers)
 ``GET  /readyz``            readiness (model loaded and warmed up; 503 before)
 ``GET  /``                  the demo page (``static/index.html``; ``?query=...&locale=...``)
@@ -21,16 +24,31 @@ unless the runtime was given a fallback locale.
 
 Single-query requests are micro-batched (:class:`~q2pt.serving.batching.MicroBatcher`);
 all inference runs on one worker thread.
+
+Swapping models without downtime (:meth:`_Service.reload`): the new folder is loaded and
+warmed up beside the serving model (on another thread), then swapped in by one assignment.
+Each request takes the runtime serving when it starts and uses it to the end, so requests in
+flight finish on the old model and none fails; a folder that cannot be loaded is refused
+(``reload-refused``, logged) and the old model keeps serving. A reload comes from SIGHUP
+(``ServeSettings.reload_on_sighup``: the folder the server was started with, re-read, which a
+deploy replaces atomically) or from ``POST /v1/admin/reload {"model": PATH}``, which exists only
+when the server's admin token variable (``ServeSettings.admin_token_env``) is set: a request
+without ``Authorization: Bearer <token>`` gets 401, a wrong token 403.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import logging
 import math
 import os
+import signal
+import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
@@ -40,6 +58,7 @@ from q2pt import __version__
 from q2pt.data.schema import has_bad_text
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, Q2PTError, UnknownLocaleError, require
 from q2pt.inference import Resolution, select_types
+from q2pt.model_card import MODEL_CARD, render_model_card
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher
 from q2pt.serving.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -50,15 +69,26 @@ from q2pt.serving.problems import (
     describe,
     validation_problems,
 )
-from q2pt.serving.runtime import Runtime
-from q2pt.serving.schemas import BatchRequest, BatchResponse, Health, ModelInfo, Prediction, PredictRequest
+from q2pt.serving.runtime import Runtime, load_runtime
+from q2pt.serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ExplainRequest,
+    Explanation,
+    Health,
+    ModelInfo,
+    Prediction,
+    PredictRequest,
+    ReloadRequest,
+    ReloadResult,
+)
 from q2pt.serving.settings import ENV_OPTIONS, ServeSettings
 
 require("fastapi", "serve")
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse  # noqa: E402
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
@@ -104,6 +134,7 @@ def _install_exception_handlers(app: FastAPI) -> None:
         if isinstance(exc, RequestError):
             doc = ProblemDoc(exc.slug, exc.http_status, exc.detail, instance=request.url.path,
                              field=exc.field, errors=exc.errors)
+            return problem_response(doc, headers=exc.headers)
         else:
             if isinstance(exc, UnknownLocaleError):
                 slug = "unknown-locale"
@@ -171,16 +202,25 @@ class _BodyLimit:
 
 # ------------------------------------------------------------------ the app
 class _Service:
-    """The state behind the routes: runtime, settings, executor, micro-batcher."""
+    """The state behind the routes: the serving runtime (swapped by :meth:`reload`),
+    settings, executor, micro-batcher."""
 
-    def __init__(self, runtime: Runtime, settings: ServeSettings) -> None:
-        self.runtime = runtime
+    def __init__(self, runtime: Runtime, settings: ServeSettings, load_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
+        # how a reload loads a folder (load_runtime's options but the folder): the server's own
+        self.load_options = dict(load_options) if load_options is not None else {"runtime": runtime.name}
+        self.start_dir = runtime.model_dir
         self.executor: InferenceExecutor | None = None
         self.batcher: MicroBatcher | None = None
         self.ready = False
-        self.n_classes = len(runtime.classes)
-        self.classes = np.asarray(runtime.classes, dtype=object)
+        self.reloads = 0
+        self._reload_lock = asyncio.Lock()
+        self._set_runtime(runtime)
+
+    def _set_runtime(self, runtime: Runtime) -> None:
+        """Serve ``runtime`` from now on: one assignment, so a request sees the old or the new."""
+        runtime.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.runtime = runtime
 
     async def start(self) -> None:
         self.executor = InferenceExecutor()
@@ -194,7 +234,7 @@ class _Service:
             self.batcher.start()
         self.ready = True
         logger.info("q2pt model ready (%s runtime, %d product types, %d locales)",
-                    self.runtime.name, self.n_classes, len(self.runtime.locales))
+                    self.runtime.name, len(self.runtime.classes), len(self.runtime.locales))
 
     async def stop(self) -> None:
         self.ready = False
@@ -203,8 +243,59 @@ class _Service:
         if self.executor is not None:
             self.executor.shutdown()
 
-    def _predict_items(self, items: Sequence[tuple[str, Resolution]]) -> list[np.ndarray]:
-        return list(self.runtime.predict([q for q, _ in items], [r for _, r in items]))
+    @staticmethod
+    def _predict_items(items: Sequence[tuple[Runtime, str, Resolution]]) -> list[np.ndarray]:
+        """Rows of a micro-batch; each item is scored by the runtime its request started with
+        (a batch gathered across a reload holds both)."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        groups: dict[int, list[int]] = {}
+        for i, (rt, _, _) in enumerate(items):
+            groups.setdefault(id(rt), []).append(i)
+        for rows in groups.values():
+            rt = items[rows[0]][0]
+            probs = rt.predict([items[i][1] for i in rows], [items[i][2] for i in rows])
+            for i, row in zip(rows, probs):
+                out[i] = row
+        return out  # type: ignore[return-value]
+
+    # --------------------------------------------------------------- reload
+    def _load(self, folder: str) -> Runtime:
+        runtime = load_runtime(folder, **self.load_options)
+        runtime.warmup()
+        return runtime
+
+    async def reload(self, folder: str | None = None) -> dict[str, Any]:
+        """Load ``folder`` (default: the folder the server was started with), warm it up and
+        serve it; one reload at a time. A folder that cannot be served raises RequestError
+        ``reload-refused`` and the serving model stays."""
+        async with self._reload_lock:
+            target = folder or self.start_dir
+            if not target:
+                raise RequestError("no model folder to reload: give one ({\"model\": PATH})", field="model",
+                                   slug="reload-refused")
+            old = self.runtime
+            started = time.perf_counter()
+            try:
+                new = await asyncio.get_running_loop().run_in_executor(None, self._load, str(target))
+            except Exception as exc:  # any failure to load is a refusal: the old model keeps serving
+                reason = str(exc) if isinstance(exc, Q2PTError) else f"{type(exc).__name__}: {exc}"
+                logger.error("reload of %s refused, still serving %s: %s", target, old.model_dir, reason)
+                raise RequestError(f"cannot serve {target}: {reason}; still serving {old.model_dir}",
+                                   field="model", slug="reload-refused") from None
+            self._set_runtime(new)
+            self.reloads += 1
+            seconds = time.perf_counter() - started
+            logger.info("reloaded: now serving %s (fingerprint %s, %.1f s to load), was %s",
+                        new.model_dir, (new.fingerprint or "?")[:12], seconds, old.model_dir)
+            return {"status": "reloaded", "model": _identity(new), "previous": _identity(old),
+                    "seconds": round(seconds, 3)}
+
+    async def reload_logged(self) -> None:
+        """SIGHUP: reload the start folder; a refusal is logged (nobody to answer)."""
+        try:
+            await self.reload(None)
+        except RequestError:
+            pass  # logged by reload
 
     def require_ready(self) -> None:
         if not self.ready or self.executor is None:
@@ -222,22 +313,25 @@ class _Service:
             problems.append(FieldProblem(field, "query is not valid Unicode text (lone surrogate code points)"))
         return text
 
-    def resolve(self, locale: str, field: str) -> Resolution:
+    @staticmethod
+    def resolve(rt: Runtime, locale: str, field: str) -> Resolution:
         try:
-            return self.runtime.resolve(locale)
+            return rt.resolve(locale)
         except UnknownLocaleError as exc:
             raise RequestError(str(exc), field=field, slug="unknown-locale") from None
 
-    def top_k(self, top_k: int | None) -> int:
-        return min(top_k if top_k is not None else self.settings.default_top_k, self.n_classes)
+    def top_k(self, rt: Runtime, top_k: int | None) -> int:
+        return min(top_k if top_k is not None else self.settings.default_top_k, len(rt.classes))
 
     # --------------------------------------------------------------- responses
-    def result(self, query: str, res: Resolution, row: np.ndarray, top_k: int, threshold: float | None) -> dict[str, Any]:
+    @staticmethod
+    def result(rt: Runtime, query: str, res: Resolution, row: np.ndarray, top_k: int,
+               threshold: float | None) -> dict[str, Any]:
         if threshold is not None:
             t, source = float(threshold), "request"
         else:
-            t, source = self.runtime.threshold_for(res.locale_used)
-        ranked = select_types(row[None, :], self.runtime.classes, -math.inf, top_k)[0]
+            t, source = rt.threshold_for(res.locale_used)
+        ranked = select_types(row[None, :], rt.classes, -math.inf, top_k)[0]
         types = [{"product_type": name, "score": score, "predicted": score >= t} for name, score in ranked]
         predicted = [name for name, score in ranked if score >= t]
         return {
@@ -279,8 +373,18 @@ class _Service:
             limits={"max_batch": self.settings.max_batch, "max_query_chars": self.settings.max_query_chars,
                     "max_body_bytes": self.settings.max_body_bytes, "default_top_k": self.settings.default_top_k},
             model_dir=rt.model_dir,
+            fingerprint=rt.fingerprint,
+            loaded_at=rt.loaded_at,
+            reloads=self.reloads,
+            model_card="/v1/model/card",
         )
         return info.model_dump(mode="json")
+
+
+def _identity(rt: Runtime) -> dict[str, Any]:
+    """Which model a runtime serves."""
+    return {"path": rt.model_dir, "fingerprint": rt.fingerprint, "loaded_at": rt.loaded_at,
+            "variant": rt.variant, "encoder": rt.encoder_spec}
 
 
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -346,18 +450,30 @@ class _Headers:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
+               load_options: dict[str, Any] | None = None) -> FastAPI:
     """The FastAPI app serving ``runtime``. The model is warmed up and the micro-batcher
-    started in the app's lifespan (``/readyz`` answers 503 until then)."""
+    started in the app's lifespan (``/readyz`` answers 503 until then). ``load_options``:
+    how a reload loads a model folder (:func:`~q2pt.serving.runtime.load_runtime`'s keyword
+    options; default: the same runtime kind)."""
     settings = settings or ServeSettings()
-    service = _Service(runtime, settings)
+    service = _Service(runtime, settings, load_options)
+    admin_token = os.environ.get(settings.admin_token_env) if settings.admin_token_env else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        loop = asyncio.get_running_loop()
+        if settings.reload_on_sighup:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(service.reload_logged()))
+            logger.info("SIGHUP reloads %s", service.start_dir)
+        if admin_token:
+            logger.info("admin routes on (POST /v1/admin/reload; token from $%s)", settings.admin_token_env)
         try:
             yield
         finally:
+            if settings.reload_on_sighup:
+                loop.remove_signal_handler(signal.SIGHUP)
             await service.stop()
 
     app = FastAPI(
@@ -380,22 +496,24 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastA
         """Product types of one query, best first, with scores and ``predicted`` flags
         (score >= the locale's calibrated threshold, or the request's ``threshold``)."""
         service.require_ready()
+        rt = service.runtime  # this request's model, to its end (a reload swaps service.runtime)
         problems: list[FieldProblem] = []
         query = service.check_query(req.query, "query", problems)
         if problems:
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
-        res = service.resolve(req.locale, "locale")
+        res = service.resolve(rt, req.locale, "locale")
         if service.batcher is not None:
-            row = await service.batcher.submit((query, res))
+            row = await service.batcher.submit((rt, query, res))
         else:
             assert service.executor is not None
-            row = (await service.executor.run(runtime.predict, [query], [res]))[0]
-        return JSONResponse(service.result(req.query, res, row, service.top_k(req.top_k), req.threshold))
+            row = (await service.executor.run(rt.predict, [query], [res]))[0]
+        return JSONResponse(service.result(rt, req.query, res, row, service.top_k(rt, req.top_k), req.threshold))
 
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=_PROBLEM_RESPONSES, tags=["predict"])
     async def predict_batch(req: BatchRequest) -> JSONResponse:
         """Product types of up to ``max_batch`` queries (see ``GET /v1/model`` for the limit)."""
         service.require_ready()
+        rt = service.runtime
         if len(req.queries) > settings.max_batch:
             raise RequestError(
                 f"batch has {len(req.queries)} queries; at most {settings.max_batch} are accepted per request",
@@ -405,20 +523,66 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastA
         queries = [service.check_query(item.query, f"queries[{i}].query", problems) for i, item in enumerate(req.queries)]
         if problems:
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
-        resolutions = [service.resolve(item.locale, f"queries[{i}].locale") for i, item in enumerate(req.queries)]
+        resolutions = [service.resolve(rt, item.locale, f"queries[{i}].locale") for i, item in enumerate(req.queries)]
         assert service.executor is not None
-        probs = await service.executor.run(runtime.predict, queries, resolutions)
-        k = service.top_k(req.top_k)
-        results = [service.result(item.query, res, probs[i], k, req.threshold)
+        probs = await service.executor.run(rt.predict, queries, resolutions)
+        k = service.top_k(rt, req.top_k)
+        results = [service.result(rt, item.query, res, probs[i], k, req.threshold)
                    for i, (item, res) in enumerate(zip(req.queries, resolutions))]
         warnings = sorted({w for r in results for w in r["warnings"]})
         return JSONResponse({"results": results, "warnings": warnings})
+
+    @app.post("/v1/explain", response_model=Explanation, responses=_PROBLEM_RESPONSES, tags=["predict"])
+    async def explain_route(req: ExplainRequest) -> JSONResponse:
+        """Why the query got a product type (default: its best-scored one): each word's and
+        the locale token's contribution to the score, by occlusion (score minus the score
+        without it; :mod:`q2pt.explain`)."""
+        from q2pt.explain import explain
+
+        service.require_ready()
+        rt = service.runtime
+        problems: list[FieldProblem] = []
+        query = service.check_query(req.query, "query", problems)
+        if problems:
+            raise RequestError(describe(problems), field=problems[0].field, errors=problems)
+        service.resolve(rt, req.locale, "locale")  # an unknown locale: 422 naming the field
+        if req.product_type is not None and req.product_type not in rt.classes:
+            raise RequestError(f"product type {req.product_type!r} is not one of the model's {len(rt.classes)} types",
+                               field="product_type")
+        assert service.executor is not None
+        try:
+            result = await service.executor.run(explain, rt.core, query, req.locale, req.product_type)
+        except ConfigError as exc:  # e.g. a type a non-unified locale's network does not score
+            raise RequestError(str(exc), field="product_type") from None
+        return JSONResponse(result)
 
     @app.get("/v1/model", response_model=ModelInfo, tags=["model"])
     async def model_info() -> JSONResponse:
         """Summary of the served model: variant, encoder, locales, product types, thresholds,
         data source (simulated or not), validation metrics, runtime, limits."""
         return JSONResponse(service.model_info())
+
+    @app.get("/v1/model/card", response_class=PlainTextResponse, tags=["model"])
+    async def model_card() -> PlainTextResponse:
+        """The served model's card (``MODEL_CARD.md``: data, metrics per locale with CIs,
+        thresholds, parent model, intended use, known limits), as markdown."""
+        rt = service.runtime
+        path = Path(rt.model_dir) / MODEL_CARD if rt.model_dir else None
+        if path is not None and path.is_file():
+            text = path.read_text(encoding="utf-8")
+        else:  # a folder written before model cards: the same card, from its manifest
+            text = render_model_card(rt.manifest)
+        return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
+
+    if admin_token:
+        @app.post("/v1/admin/reload", response_model=ReloadResult, tags=["admin"],
+                  responses={401: {"description": "no bearer token"}, 403: {"description": "wrong token"},
+                             422: {"description": "the new model was refused; the old one keeps serving"}})
+        async def admin_reload(request: Request, req: ReloadRequest | None = None) -> JSONResponse:
+            """Serve another model folder (default: re-read the one the server started with),
+            without dropping a request. Needs ``Authorization: Bearer <admin token>``."""
+            _check_admin(request, admin_token)
+            return JSONResponse(await service.reload(req.model if req is not None else None))
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -448,16 +612,24 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None) -> FastA
     return app
 
 
+def _check_admin(request: Request, token: str) -> None:
+    """401 without a bearer token, 403 with a wrong one (compared in constant time)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise RequestError("this admin route needs 'Authorization: Bearer <token>'", slug="unauthorized",
+                           headers={"WWW-Authenticate": 'Bearer realm="q2pt-admin"'})
+    if not hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8")):
+        raise RequestError("wrong admin token", slug="forbidden")
+
+
 # ------------------------------------------------------------------ multi-worker entry
 def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` (multi-worker serving): reads the options that
     ``q2pt serve`` put in ``$Q2PT_SERVE_OPTIONS`` (JSON: ``runtime`` for
     :func:`~q2pt.serving.runtime.load_runtime`, ``settings`` for :class:`ServeSettings`)."""
-    from q2pt.serving.runtime import load_runtime
-
     raw = os.environ.get(ENV_OPTIONS)
     if not raw:
         raise ConfigError(f"${ENV_OPTIONS} is not set (app_from_env is started by 'q2pt serve --workers N')")
     options = json.loads(raw)
     runtime = load_runtime(**options["runtime"])
-    return create_app(runtime, ServeSettings(**options.get("settings", {})))
+    return create_app(runtime, ServeSettings(**options.get("settings", {})), load_options=options.get("reload"))

@@ -62,6 +62,13 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("busy", "Server busy", 503,
                     "The server has as many open connections as it accepts (--max-connections); "
                     "retry after the Retry-After seconds."),
+        ProblemType("unauthorized", "Unauthorized", 401,
+                    "An admin route needs 'Authorization: Bearer <token>' (the token the server was "
+                    "started with, from its admin token environment variable)."),
+        ProblemType("forbidden", "Forbidden", 403, "The admin bearer token is wrong."),
+        ProblemType("reload-refused", "Reload refused", 422,
+                    "The new model folder could not be loaded (missing, corrupt, or not servable with "
+                    "the server's options); the previous model keeps serving. 'detail' says why."),
         ProblemType("http-error", "HTTP error", 400, "A generic HTTP error."),
         ProblemType("model-error", "Model error", 500,
                     "The model could not serve this request (see the server log)."),
@@ -97,11 +104,13 @@ class RequestError(Q2PTError):
         slug: str = "invalid-request",
         status: int | None = None,
         errors: Sequence[FieldProblem] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
         self.slug = slug
+        self.headers = dict(headers) if headers else None
         self.http_status = status if status is not None else PROBLEM_TYPES[slug].status
         self.errors = list(errors) if errors else ([FieldProblem(field, detail)] if field else [])
 

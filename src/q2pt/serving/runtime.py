@@ -47,9 +47,12 @@ class Runtime:
     name: ClassVar[str] = ""
     #: the model folder this runtime was loaded from (set by load_runtime)
     model_dir: str | None = None
+    #: when it started serving (set by the server)
+    loaded_at: str | None = None
 
     def __init__(self, model: "Q2PTModel", *, fallback_locale: str | None = None) -> None:
         self.manifest: dict[str, Any] = dict(model.manifest or {})
+        self.fingerprint: str | None = model.fingerprint
         self.variant: str = model.variant
         self.encoder_spec: str = model.encoder
         self.core = InferenceCore(
@@ -187,10 +190,13 @@ def load_runtime(
     threads: int | None = None,
     quantize: str | None = None,
     export_dir: str | os.PathLike | None = None,
+    onnx_fingerprint: str | None = None,
 ) -> Runtime:
     """Load a model folder and wrap it in a runtime (``"torch"`` or ``"onnx"``). The ONNX
     runtime without ``onnx_path`` exports the model at start-up (``quantize``), into
     ``export_dir`` when given (kept there: ``runtime.path``), else into a temporary folder.
+    ``onnx_fingerprint``: the fingerprint of the model ``onnx_path`` was exported from; when
+    the folder now holds another model, the file is ignored and the model exported.
 
     Raises :class:`ModelLoadError` for a missing/corrupt model or ONNX file and
     :class:`ConfigError` for a bad option (unknown runtime), :class:`UnknownLocaleError` for a fallback locale
@@ -204,6 +210,11 @@ def load_runtime(
     from q2pt.models import load_model
 
     model = load_model(model_dir)
+    if onnx_path is not None and onnx_fingerprint is not None and model.fingerprint != onnx_fingerprint:
+        # the file was exported from the folder's earlier model (a multi-worker server's shared
+        # start-up export, and the folder was replaced since): export this model instead
+        logger.info("%s holds another model than the ONNX file %s was exported from: exporting it", model_dir, onnx_path)
+        onnx_path = None
     if runtime == "torch":
         rt: Runtime = TorchRuntime(model, fallback_locale=fallback_locale)
     else:

@@ -100,6 +100,75 @@ class ModelInfo(BaseModel):
     versions: dict[str, Any] = Field(default_factory=dict)
     limits: dict[str, int] = Field(default_factory=dict)
     model_dir: str | None = None
+    fingerprint: str | None = None
+    """sha256 of the served folder's manifest.json (which holds the sha256 of every other file)."""
+    loaded_at: str | None = None
+    """When this model started serving (UTC, ISO 8601): the server's start or the last reload."""
+    reloads: int = 0
+    """Models loaded by reloads since the server started."""
+    model_card: str | None = None
+    """Where the model card is served (``/v1/model/card``, markdown)."""
+
+
+class ExplainRequest(BaseModel):
+    """A query whose product type score to explain."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"query": "red running shoes", "locale": "en_US"}]},
+    )
+
+    query: str = Field(..., description="The search query (as for /v1/predict).")
+    locale: str = Field(..., min_length=1, max_length=64)
+    product_type: str | None = Field(None, min_length=1, max_length=1000,
+                                     description="The type to explain (default: the query's best-scored type).")
+
+
+class WordContribution(BaseModel):
+    word: str
+    start: int
+    end: int
+    score_without: float
+    contribution: float
+
+
+class LocaleContribution(BaseModel):
+    token: str
+    score_without: float
+    contribution: float
+
+
+class Explanation(BaseModel):
+    """Each word's (and the locale token's) contribution to a product type's score, by
+    occlusion (``method``)."""
+
+    query: str
+    locale: str
+    locale_used: str | None
+    product_type: str
+    score: float
+    threshold: float
+    predicted: bool
+    words: list[WordContribution]
+    locale_token: LocaleContribution | None
+    method: str
+    warnings: list[str]
+
+
+class ReloadRequest(BaseModel):
+    """``POST /v1/admin/reload``: the model folder to serve next (default: the folder the
+    server was started with, re-read)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, min_length=1, max_length=4096)
+
+
+class ReloadResult(BaseModel):
+    status: str
+    model: dict[str, Any]
+    previous: dict[str, Any]
+    seconds: float
 
 
 class Health(BaseModel):

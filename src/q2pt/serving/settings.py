@@ -42,6 +42,13 @@ class ServeSettings:
     max_connections: int = 256
     """Beyond this many open connections (or running requests) a request gets 503 with
     Retry-After: 1 (the probe held 1,000 idle connections open before this limit existed)."""
+    admin_token_env: str | None = None
+    """The environment variable holding the admin bearer token: when it is set (non-empty),
+    ``POST /v1/admin/reload`` is on and needs ``Authorization: Bearer <token>``; otherwise
+    there is no admin route. The token itself is never stored in the settings."""
+    reload_on_sighup: bool = False
+    """SIGHUP reloads the model folder the server was started with (``q2pt serve`` with one
+    worker turns it on; it needs the server's event loop in the main thread)."""
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):

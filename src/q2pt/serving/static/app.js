@@ -40,6 +40,77 @@
     localeEl.appendChild(opt);
   }
 
+  var modelInfo = null;
+
+  function post(url, body) {
+    return fetchJSON(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  }
+
+  // Why: each word's contribution to a type's score (POST /v1/explain), as shaded words.
+  function explainType(query, locale, type) {
+    return post("/v1/explain", { query: query, locale: locale, product_type: type }).then(function (ex) {
+      var words = $("why-words");
+      clear(words);
+      var parts = ex.words.map(function (w) { return { text: w.word, c: w.contribution }; });
+      if (ex.locale_token) parts.push({ text: "[locale " + ex.locale_token.token + "]", c: ex.locale_token.contribution, locale: true });
+      var scale = Math.max.apply(null, parts.map(function (p) { return Math.abs(p.c); }).concat([1e-9]));
+      parts.forEach(function (p) {
+        var span = el("span", "word" + (p.locale ? " locale-token" : "") + (p.c >= 0 ? " up" : " down"), p.text);
+        span.setAttribute("data-contribution", p.c.toFixed(4));
+        span.title = (p.c >= 0 ? "+" : "") + p.c.toFixed(3) + " to the score of " + ex.product_type;
+        var alpha = (0.12 + 0.7 * Math.abs(p.c) / scale).toFixed(2);
+        span.style.backgroundColor = p.c >= 0 ? "rgba(18, 122, 58, " + alpha + ")" : "rgba(180, 35, 24, " + alpha + ")";
+        words.appendChild(span);
+        words.appendChild(document.createTextNode(" "));
+      });
+      $("why-type").textContent = ex.product_type + " (score " + ex.score.toFixed(3) + ")";
+      $("why-note").textContent = "Shading: each word's contribution to the score of " + ex.product_type
+        + " (the score minus the score without that word); green raises it, red lowers it.";
+      $("why").hidden = false;
+    }).catch(function (err) {
+      $("why").hidden = false;
+      $("why-type").textContent = type;
+      clear($("why-words"));
+      $("why-note").textContent = "No explanation: " + err.message;
+    });
+  }
+
+  // The same query in every locale of the model (POST /v1/predict/batch), side by side.
+  function acrossLocales(query, pred) {
+    var locales = (modelInfo && modelInfo.locales) || [];
+    var limit = (modelInfo && modelInfo.limits && modelInfo.limits.max_batch) || 64;
+    locales = locales.slice(0, limit);
+    if (locales.length < 2) { $("across").hidden = true; return Promise.resolve(); }
+    var mine = {};
+    pred.predicted.forEach(function (t) { mine[t] = true; });
+    return post("/v1/predict/batch", {
+      queries: locales.map(function (loc) { return { query: query, locale: loc }; }), top_k: 3
+    }).then(function (batch) {
+      var body = $("across-table").tBodies[0];
+      clear(body);
+      batch.results.forEach(function (r) {
+        var tr = el("tr", r.locale === pred.locale ? "current" : null);
+        tr.setAttribute("data-locale", r.locale);
+        tr.appendChild(el("td", null, r.locale));
+        var predicted = el("td");
+        r.predicted.forEach(function (t) {
+          predicted.appendChild(el("span", "chip" + (mine[t] ? "" : " differs"), t));
+          predicted.appendChild(document.createTextNode(" "));
+        });
+        if (!r.predicted.length) predicted.appendChild(el("span", "muted", "none"));
+        tr.appendChild(predicted);
+        tr.appendChild(el("td", "muted", r.product_types.map(function (pt) {
+          return pt.product_type + " " + pt.score.toFixed(2);
+        }).join(", ")));
+        body.appendChild(tr);
+      });
+      $("across").hidden = false;
+    }).catch(function (err) {
+      $("across").hidden = true;
+      $("status").textContent += " (other locales: " + err.message + ")";
+    });
+  }
+
   function render(pred) {
     var results = $("results");
     clear(results);
@@ -63,6 +134,7 @@
       li.appendChild(name);
       li.appendChild(bar);
       li.appendChild(el("span", "score", pt.score.toFixed(3)));
+      li.addEventListener("click", function () { explainType(pred.query.trim(), pred.locale, pt.product_type); });
       results.appendChild(li);
     });
     var n = pred.predicted.length;
@@ -88,12 +160,13 @@
     $("submit").disabled = true;
     $("status").textContent = "predicting\u2026";
     var started = performance.now();
-    return fetchJSON("/v1/predict", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body)
-    }).then(function (pred) {
+    return post("/v1/predict", body).then(function (pred) {
       render(pred);
       $("status").textContent = "answered in " + Math.round(performance.now() - started) + " ms";
-      setState("done");
+      var top = pred.product_types.length ? pred.product_types[0].product_type : null;
+      return Promise.all([top ? explainType(query, pred.locale, top) : null, acrossLocales(query, pred)]);
+    }).then(function () {
+      if (document.body.getAttribute("data-state") === "loading") setState("done");
     }).catch(function (err) {
       $("status").textContent = "";
       showError(err.message);
@@ -104,6 +177,7 @@
 
   setState("loading-model");
   fetchJSON("/v1/model").then(function (info) {
+    modelInfo = info;
     clear(localeEl);
     info.locales.forEach(function (loc) { addLocale(loc); });
     var wanted = params.get("locale");

@@ -1,0 +1,249 @@
+"""Comparing two trained models on the same labelled rows: the release gate of a retrain.
+
+:func:`compare_models` scores both models on every row and reports, globally and per locale:
+
+* each model's R@P (pooled: one threshold over the rows' pairs, chosen on these rows, as
+  ``q2pt evaluate`` reports it) and the difference ``B - A`` with a **paired** bootstrap CI
+  (:func:`q2pt.metrics.paired_bootstrap_difference`: both models on the same resampled rows);
+* each model's recall and precision *as deployed* (every row cut at its locale's calibrated
+  threshold, as ``q2pt predict`` does);
+* how often their predicted sets agree (exactly, and the mean Jaccard overlap; two empty
+  sets agree);
+* the product types whose recall changed most (among types with at least ``min_support``
+  test queries; then by the change of their precision; unchanged types are left out), and
+  each threshold's change.
+
+:func:`gate_failures` turns a result into a release decision: B fails when its R@P is lower
+than A's by more than the given points, globally or in any locale with at least
+``min_positives`` positive pairs (smaller locales are listed as not gated).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from q2pt.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from q2pt.models import Q2PTModel
+
+__all__ = ["compare_models", "gate_failures", "format_comparison"]
+
+
+@dataclass
+class _Side:
+    """One model's scores and predictions on the compared rows."""
+
+    y: np.ndarray  # (n, its labels) 0/1
+    missing: np.ndarray  # per row, true types outside its labels
+    scores: np.ndarray
+    predicted: list[set[str]]
+    thresholds: dict[str, float]
+
+
+def _score(model: "Q2PTModel", queries: list[str], locales: list[str], truth: list[list[str]],
+           fallback_locale: str | None, batch_size: int) -> _Side:
+    from q2pt.data.labels import multi_hot
+
+    inference = model.infer(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
+    y, missing = multi_hot(truth, model.classes_)
+    predicted = [{t for t, _ in row} for row in inference.select()]
+    return _Side(y.toarray(), missing, inference.probabilities(), predicted, dict(model.thresholds_))
+
+
+def _agreement(a: list[set[str]], b: list[set[str]], rows: np.ndarray) -> dict[str, Any]:
+    if rows.size == 0:
+        return {"exact": None, "jaccard": None}
+    exact = [a[i] == b[i] for i in rows]
+    jac = [1.0 if not (a[i] | b[i]) else len(a[i] & b[i]) / len(a[i] | b[i]) for i in rows]
+    return {"exact": float(np.mean(exact)), "jaccard": float(np.mean(jac))}
+
+
+def _deployed(side: _Side, truth: list[set[str]], rows: np.ndarray) -> dict[str, Any]:
+    tp = sum(len(truth[i] & side.predicted[i]) for i in rows)
+    pos = sum(len(truth[i]) for i in rows)
+    pred = sum(len(side.predicted[i]) for i in rows)
+    return {"recall": tp / pos if pos else None, "precision": tp / pred if pred else None}
+
+
+def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, precision: float, bootstrap: int,
+           seed: Any, min_positives: int) -> dict[str, Any]:
+    from q2pt.metrics import paired_bootstrap_difference, recall_at_precision
+
+    def rap(side: _Side) -> float | None:
+        r = recall_at_precision(side.y[rows], side.scores[rows], precision, n_missing=int(side.missing[rows].sum()))
+        return None if math.isnan(r.recall) else float(r.recall)
+
+    ra, rb = rap(a), rap(b)
+    n_pos = int(sum(len(truth[i]) for i in rows))
+    entry: dict[str, Any] = {
+        "n_queries": int(rows.size), "n_positives": n_pos,
+        "a": ra, "b": rb, "difference": None if ra is None or rb is None else rb - ra,
+        "deployed": {"a": _deployed(a, truth, rows), "b": _deployed(b, truth, rows)},
+        "agreement": _agreement(a.predicted, b.predicted, rows),
+        "gated": n_pos >= min_positives,
+    }
+    if bootstrap > 0 and rows.size:
+        lo, hi = paired_bootstrap_difference(
+            (a.y[rows], a.scores[rows], a.missing[rows]), (b.y[rows], b.scores[rows], b.missing[rows]),
+            precision, n_boot=bootstrap, seed=seed)
+        entry["difference_ci"] = [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi]
+    return entry
+
+
+def _type_changes(a: _Side, b: _Side, truth: list[set[str]], min_support: int, top: int) -> list[dict[str, Any]]:
+    from q2pt.diagnostics import type_metrics
+
+    ta = {e["type"]: e for e in type_metrics(truth, a.predicted)}
+    tb = {e["type"]: e for e in type_metrics(truth, b.predicted)}
+    out = []
+    for t, ea in ta.items():
+        if ea["support"] < min_support:
+            continue
+        eb = tb[t]  # the same truth: every type with support is in both
+        change = (eb["recall"] or 0.0) - (ea["recall"] or 0.0)
+        precision_change = (eb["precision"] or 0.0) - (ea["precision"] or 0.0)
+        if change == 0 and precision_change == 0:
+            continue
+        out.append({"type": t, "support": ea["support"], "recall_a": ea["recall"], "recall_b": eb["recall"],
+                    "change": change, "precision_a": ea["precision"], "precision_b": eb["precision"],
+                    "precision_change": precision_change})
+    out.sort(key=lambda e: (-abs(e["change"]), -abs(e["precision_change"]), -e["support"], e["type"]))
+    return out[:top]
+
+
+def _threshold_changes(a: dict[str, float], b: dict[str, float]) -> list[dict[str, Any]]:
+    keys = ["global"] + sorted((set(a) | set(b)) - {"global"})
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        out.append({"key": k, "a": va, "b": vb, "change": None if va is None or vb is None else vb - va})
+    return out
+
+
+def compare_models(
+    model_a: "Q2PTModel",
+    model_b: "Q2PTModel",
+    frame: "pd.DataFrame",
+    *,
+    precision: float = 0.8,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    min_positives: int = 20,
+    min_support: int = 5,
+    top_types: int = 10,
+    fallback_locale: str | None = None,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """Both models on the rows of ``frame`` (query, locale, product_types); see the module doc.
+
+    Returns a JSON-ready dict: ``config``, ``global`` and ``locales`` entries (``a``, ``b``,
+    ``difference``, ``difference_ci``, ``deployed``, ``agreement``, ``gated``, counts),
+    ``types`` (largest recall changes) and ``thresholds`` (per key: a, b, change).
+    """
+    from q2pt.data.labels import label_lists
+    from q2pt.metrics import locale_seed, to_jsonable
+
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap must be >= 0, got {bootstrap}")
+    if len(frame) == 0:
+        raise ConfigError("no rows to compare the models on")
+    queries = frame["query"].astype(str).tolist()
+    locales = frame["locale"].astype(str).tolist()
+    labels = label_lists(frame["product_types"])
+    truth = [set(x) for x in labels]
+    a = _score(model_a, queries, locales, labels, fallback_locale, batch_size)
+    b = _score(model_b, queries, locales, labels, fallback_locale, batch_size)
+    locs = np.asarray(locales, dtype=object)
+    result: dict[str, Any] = {
+        "config": {"precision": precision, "bootstrap": bootstrap, "seed": seed, "min_positives": min_positives,
+                   "min_support": min_support, "ci_level": 0.95 if bootstrap else None,
+                   "difference": "B - A", "r_at_p": "pooled over the rows' pairs (as q2pt evaluate)",
+                   "deployed": "each row cut at its locale's calibrated threshold (as q2pt predict)"},
+        "global": _entry(a, b, truth, np.arange(len(queries)), precision, bootstrap, seed, min_positives),
+        "locales": {},
+    }
+    result["global"]["gated"] = True
+    for loc in sorted(set(locales)):
+        rows = np.flatnonzero(locs == loc)
+        result["locales"][loc] = _entry(a, b, truth, rows, precision, bootstrap, locale_seed(seed, loc),
+                                        min_positives)
+    result["types"] = _type_changes(a, b, truth, min_support, top_types)
+    result["thresholds"] = _threshold_changes(a.thresholds, b.thresholds)
+    return to_jsonable(result)
+
+
+def gate_failures(result: dict[str, Any], points: float) -> list[str]:
+    """Why B fails the release gate: its R@P is below A's by more than ``points`` (R@P points,
+    0-100) globally or in a gated locale. Empty: B passes."""
+    if points < 0 or math.isnan(points):
+        raise ConfigError(f"--fail-if-worse takes points of R@P (0 or more), got {points}")
+    out = []
+    scopes = [("global", result["global"])] + [(f"locale {k}", v) for k, v in result["locales"].items()]
+    for name, entry in scopes:
+        diff = entry.get("difference")
+        if entry.get("gated") and diff is not None and diff * 100 < -points - 1e-9:
+            out.append(f"{name}: R@P {entry['b']:.4f} vs {entry['a']:.4f} ({diff * 100:+.2f} points, "
+                       f"allowed -{points:g})")
+    return out
+
+
+def _f(x: Any, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _pts(x: Any) -> str:
+    return "-" if x is None else f"{x * 100:+.2f}"
+
+
+def format_comparison(result: dict[str, Any], names: Sequence[str] = ("A", "B")) -> str:
+    """The comparison as markdown: scores, agreement, type changes, threshold changes."""
+    na, nb = names
+    p = result["config"]["precision"]
+    rap = f"R@P{p * 100:g}"
+    lines = [f"A = {na}", f"B = {nb}", "",
+             f"| scope | queries | positives | {rap} A | {rap} B | B - A (points) | 95% CI | "
+             "deployed recall A / B | agreement (exact / Jaccard) |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|"]
+
+    def row(name: str, e: dict[str, Any]) -> str:
+        ci = e.get("difference_ci")
+        ci_s = "-" if not ci or ci[0] is None else f"[{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+        dep = e["deployed"]
+        ag = e["agreement"]
+        label = name if e.get("gated") else f"{name} (not gated)"
+        return (f"| {label} | {e['n_queries']} | {e['n_positives']} | {_f(e['a'])} | {_f(e['b'])} | "
+                f"{_pts(e['difference'])} | {ci_s} | {_f(dep['a']['recall'], '.3f')} / {_f(dep['b']['recall'], '.3f')}"
+                f" | {_f(ag['exact'], '.3f')} / {_f(ag['jaccard'], '.3f')} |")
+
+    lines.append(row("**global**", result["global"]))
+    for loc, e in result["locales"].items():
+        lines.append(row(loc, e))
+    lines += ["", f"{rap}: pooled over the rows' pairs; deployed: each row at its locale's calibrated threshold. "
+              f"Locales with fewer than {result['config']['min_positives']} positive pairs are not gated.", ""]
+    if result["types"]:
+        lines += [f"Product types whose recall changed most (support >= {result['config']['min_support']}):", "",
+                  "| type | support | recall A | recall B | change | precision A | precision B |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for t in result["types"]:
+            lines.append(f"| {t['type']} | {t['support']} | {_f(t['recall_a'], '.3f')} | {_f(t['recall_b'], '.3f')} | "
+                         f"{_pts(t['change'])} | {_f(t['precision_a'], '.3f')} | {_f(t['precision_b'], '.3f')} |")
+        lines.append("")
+    lines += ["Thresholds:", "", "| key | A | B | change |", "|---|---:|---:|---:|"]
+    for t in result["thresholds"]:
+        lines.append(f"| {t['key']} | {_f(t['a'])} | {_f(t['b'])} | {_f(t['change'], '+.4f')} |")
+    gate = result.get("gate")
+    if gate is not None:
+        lines.append("")
+        if gate["failures"]:
+            lines.append(f"**Gate failed** (B may be at most {gate['points']:g} points worse):")
+            lines += [f"- {x}" for x in gate["failures"]]
+        else:
+            lines.append(f"Gate passed: B is nowhere worse than A by more than {gate['points']:g} points.")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""The model card: ``MODEL_CARD.md`` in every model folder, written from its manifest.
+
+:func:`render_model_card` says, for the people who ship and use a model: what data it was
+trained on (source, fingerprint, simulated or real, rows per locale), its variant, encoder and
+parent model, its labels and locales, the validation metrics per locale with bootstrap CIs
+and the thresholds, what it is meant for, and its known limits (locales with little data, how
+an unseen locale is served). Everything comes from the manifest, so the card never disagrees
+with the model; ``/v1/model/card`` serves it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+__all__ = ["MODEL_CARD", "render_model_card"]
+
+#: the card's file name in a model folder
+MODEL_CARD = "MODEL_CARD.md"
+
+#: below these counts a locale is listed under "known limits"
+FEW_TRAINING_QUERIES = 200
+FEW_VALIDATION_POSITIVES = 20
+
+_VARIANTS = {
+    "non-unified": "one network per locale, each trained on its own locale's queries only",
+    "unified-agnostic": "one network for every locale; it never sees the locale",
+    "unified-aware": "one network for every locale; the query's locale token is prepended to the query",
+}
+
+_UNSEEN = {
+    "non-unified": "refused (an UnknownLocaleError / HTTP 422) unless a fallback locale is configured, "
+                   "whose network and threshold then serve it",
+    "unified-agnostic": "served like any other locale (the model never uses the locale), with the global threshold",
+    "unified-aware": "served locale-agnostically (no locale token; trained by train.locale_dropout) with the "
+                     "global threshold, and the response says so",
+}
+
+
+def _f(x: Any, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _ci(entry: Mapping[str, Any]) -> str:
+    ci = entry.get("r_at_p_ci")
+    return "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def render_model_card(manifest: Mapping[str, Any]) -> str:
+    """The markdown card of a model folder's manifest."""
+    variant = manifest["variant"]
+    encoder = manifest.get("encoder", {}).get("spec", "?")
+    data = manifest.get("data", {})
+    config = manifest.get("config", {})
+    train_cfg, data_cfg = config.get("train", {}), config.get("data", {})
+    labels, locales = list(manifest.get("labels", [])), list(manifest.get("locales", []))
+    counts = data.get("locale_counts", {})
+    train_counts = counts.get("train", {})
+    metrics = manifest.get("metrics") or {}
+    thresholds = manifest.get("thresholds", {})
+    details = manifest.get("threshold_details", {})
+    precision = train_cfg.get("precision_target", 0.8)
+    rap = f"R@P{precision * 100:g}"
+    simulated = bool(data.get("simulated"))
+
+    lines = [f"# Model card: q2pt {variant} / {encoder}", "",
+             f"Written by q2pt {manifest.get('q2pt_version', '?')} on {manifest.get('created', '?')}. "
+             "Generated from `manifest.json` (the folder's fingerprint is the sha256 of that file).", ""]
+
+    lines += ["## Data", "",
+              f"- Source: `{data.get('source', '?')}` "
+              f"({'SIMULATED: the built-in simulated store, not real queries' if simulated else 'real data, not simulated'})",
+              f"- Data fingerprint: `{data.get('fingerprint', '?')}`",
+              f"- Queries: {data.get('n_train', '?')} for training, {data.get('n_valid', '?')} for validation "
+              "(early stopping and threshold calibration)"]
+    depth = data_cfg.get("label_depth")
+    if depth is not None:
+        lines.append(f"- Product type paths cut to {depth} level(s) (`data.label_depth`)")
+    lines.append("")
+
+    parent = manifest.get("parent")
+    lines += ["## Model", "",
+              f"- Variant: **{variant}**: {_VARIANTS.get(variant, '')}",
+              f"- Encoder: `{encoder}`",
+              f"- Training: batch {train_cfg.get('batch_size', '?')}, up to {train_cfg.get('max_epochs', '?')} epochs, "
+              f"early stopping on validation {rap} (patience {train_cfg.get('patience', '?')}), seed "
+              f"{train_cfg.get('seed', '?')}; the whole resolved config is in `manifest.json`",
+              "- Parent model: " + (f"`{parent.get('path', '?')}` (fingerprint `{parent.get('fingerprint', '?')}`): "
+                                    "this model was warm-started from it" if isinstance(parent, Mapping)
+                                    else "none (trained from scratch)")]
+    training = manifest.get("training") or {}
+    if training:
+        steps = sum(int(t.get("steps") or 0) for t in training.values())
+        lines.append(f"- {len(training)} network(s), {steps} optimiser steps in all")
+    lines.append("")
+
+    shown = ", ".join(f"`{x}`" for x in labels[:40])
+    more = f" and {len(labels) - 40} more (all in `manifest.json`)" if len(labels) > 40 else ""
+    lines += ["## Labels and locales", "",
+              f"- {len(labels)} product types: {shown}{more}",
+              f"- {len(locales)} locales: {', '.join(f'`{x}`' for x in locales)}", ""]
+
+    lines += ["## Validation metrics", ""]
+    if metrics:
+        ci_level = (metrics.get("config") or {}).get("ci_level")
+        lines += [f"{rap} on the validation split (pooled over its (query, type) pairs; 95% bootstrap CI over "
+                  f"queries{'' if ci_level else ': not computed'}), and the threshold each locale is served with:",
+                  "", f"| locale | training queries | validation queries | positives | {rap} | 95% CI | threshold | "
+                  "how the threshold was chosen |", "|---|---:|---:|---:|---:|---|---:|---|"]
+        for loc, entry in (metrics.get("locales") or {}).items():
+            t = thresholds.get(loc, thresholds.get("global"))
+            how = details.get(loc) or f"global threshold ({details.get('global', '')})"
+            lines.append(f"| {loc} | {train_counts.get(loc, '-')} | {entry.get('n_queries', '-')} | "
+                         f"{entry.get('n_positives', '-')} | {_f(entry.get('r_at_p'))} | {_ci(entry)} | {_f(t, '.4f')} "
+                         f"| {how} |")
+        g = metrics.get("global") or {}
+        lines.append(f"| **all (pooled)** | {data.get('n_train', '-')} | {g.get('n_queries', '-')} | "
+                     f"{g.get('n_positives', '-')} | {_f(g.get('r_at_p'))} | {_ci(g)} | "
+                     f"{_f(thresholds.get('global'), '.4f')} | {details.get('global', '')} |")
+        lines += ["", "These figures are measured on the data that chose the stopping point and the thresholds: "
+                  "they are optimistic. Measure on held-out rows with `q2pt evaluate --model DIR --data TEST`.", ""]
+    else:
+        lines += ["No validation data: the thresholds default to 0.5 and nothing was measured.", ""]
+
+    lines += ["## Intended use", "",
+              "Predicting the product types a shopper means by a search query, in the locales listed above, "
+              "as one signal of a search engine (query understanding, filtering, boosting). Multi-label: a "
+              f"query gets every type whose score reaches its locale's threshold (calibrated for precision "
+              f"{precision:g} on validation data), possibly none.", ""]
+
+    limits = []
+    small = [loc for loc in locales
+             if (train_counts and int(train_counts.get(loc, 0)) < FEW_TRAINING_QUERIES)
+             or int(((metrics.get("locales") or {}).get(loc) or {}).get("n_positives") or 0) < FEW_VALIDATION_POSITIVES]
+    if small:
+        shown_small = ", ".join(
+            f"`{loc}` ({train_counts.get(loc, '?')} training queries, "
+            f"{((metrics.get('locales') or {}).get(loc) or {}).get('n_positives', 0)} validation positives)"
+            for loc in small)
+        limits.append(f"Little data in {shown_small}: their figures are uncertain (see the CIs), and a locale "
+                      f"with fewer than {FEW_VALIDATION_POSITIVES} validation positives uses the global threshold.")
+    limits.append(f"A locale not listed above is {_UNSEEN.get(variant, 'served as the variant allows')}.")
+    limits.append("Product types outside the list above are never predicted; new types need a retrain "
+                  "(`q2pt train --init-from` this folder).")
+    if simulated:
+        limits.append("Trained on SIMULATED data: its figures say nothing about real queries.")
+    limits.append("Labels of the training data are the shop's own (clicks or judgments) and may be noisy or "
+                  "incomplete; recall is measured against them.")
+    lines += ["## Known limits", ""] + [f"- {x}" for x in limits]
+    return "\n".join(lines) + "\n"

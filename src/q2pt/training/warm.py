@@ -1,0 +1,188 @@
+"""Warm start: a new model's networks initialised from an earlier model (``q2pt train
+--init-from MODEL_DIR``).
+
+What carries over (:func:`warm_start_network`), per network (the unified one, or each
+locale's; a locale new to a non-unified model starts fresh):
+
+* every encoder and hidden-head tensor of the same name and shape (the pretrained parts a
+  frozen encoder shares are the same tensor already);
+* locale-token rows (:meth:`q2pt.encoders.Encoder.locale_rows`) by locale: a locale the parent
+  knew keeps its learned token, a new one keeps its fresh seeded token;
+* output rows by product type: a type the parent had keeps its weights and bias; a type the
+  label map (:func:`read_label_map`: old -> new, for renames and merges) maps from one or more
+  parent types starts at their mean; a new type starts fresh (random weights, the prior bias);
+  a parent type that is gone is dropped.
+
+The parent must have the same variant, encoder and network shape (``model.encoder``,
+``model.encoder_options``, ``model.head_hidden``, ``model.output``): :func:`check_parent`
+says why not. Training then proceeds as usual (early stopping on validation), from weights
+that are already good: :mod:`bench.warm_start` measures the time saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from q2pt.errors import ConfigError, DataError, Problem, require
+from q2pt.inference import UNIFIED
+from q2pt.weights import pretrained_reference, same_storage
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = require("torch", "torch")
+
+if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.config import Config
+    from q2pt.models import Q2PTModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WarmStart", "check_parent", "read_label_map", "warm_start_network"]
+
+#: model settings that fix the networks' shapes: a parent must agree on every one
+SHAPE_KEYS = ("variant", "encoder", "encoder_options", "head_hidden", "output")
+
+
+def read_label_map(path: str | Path) -> dict[str, str]:
+    """A label map file: old product type -> new one. JSON (an object ``{"old": "new"}``) or
+    a two-column CSV/TSV ``old,new`` (a header row ``old,new`` is skipped). Several old types
+    may map to one new type (a merge). Problems name the file and row."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read the label map {path}: {exc.strerror or exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DataError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                 for k, v in data.items()):
+            raise DataError(f"{path}: a label map is a JSON object of old -> new product type names (strings)")
+        return dict(data)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    out: dict[str, str] = {}
+    problems = []
+    for i, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), start=1):
+        if not row or not any(c.strip() for c in row):
+            continue
+        if i == 1 and [c.strip().lower() for c in row] == ["old", "new"]:
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            problems.append(Problem(str(path), i, None, f"expected two columns old{delimiter}new, got {row!r}"))
+            continue
+        old, new = row[0].strip(), row[1].strip()
+        if old in out and out[old] != new:
+            problems.append(Problem(str(path), i, None, f"{old!r} is mapped twice ({out[old]!r} and {new!r})"))
+            continue
+        out[old] = new
+    if problems:
+        raise DataError(f"{path}: invalid label map", problems)
+    return out
+
+
+def check_parent(parent: "Q2PTModel", config: "Config", source: str) -> None:
+    """Refuse a parent whose networks cannot seed ``config``'s (ConfigError naming the setting)."""
+    mine = config.model.model_dump(mode="json")
+    theirs = parent.config.model.model_dump(mode="json")
+    for key in SHAPE_KEYS:
+        if mine.get(key) != theirs.get(key):
+            raise ConfigError(
+                f"cannot warm-start from {source}: its model.{key} is {theirs.get(key)!r}, this training's is "
+                f"{mine.get(key)!r} (a warm start needs the same variant, encoder and network shape; train from "
+                "scratch, or set the same value)")
+
+
+@dataclass
+class WarmStart:
+    """A parent model and the label map, applied to each network :func:`fit_networks` builds."""
+
+    parent: "Q2PTModel"
+    source: str
+    label_map: Mapping[str, str] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, stage: str, net: Any, classes: Sequence[str], locales: Sequence[str] | None) -> None:
+        parent_net = self.parent.networks.get(stage)
+        if parent_net is None:
+            self.report.setdefault("fresh_networks", []).append(stage)
+            logger.info("warm start: %s is new (no network in %s): trained from scratch", stage, self.source)
+            return
+        counts = warm_start_network(net, parent_net, classes, self.parent.labels_of(stage), self.label_map)
+        self.report.setdefault("networks", {})[stage] = counts
+        logger.info(
+            "warm start of %s from %s: %d product types kept, %d renamed or merged, %d new, %d dropped; "
+            "%d locale token(s) kept, %d new", "the unified network" if stage == UNIFIED else f"locale {stage}",
+            self.source, counts["types_kept"], counts["types_mapped"], counts["types_new"], counts["types_dropped"],
+            counts["locales_kept"], counts["locales_new"])
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {"path": self.source, "fingerprint": self.parent.fingerprint,
+                "created": self.parent.manifest.get("created"), "label_map": dict(self.label_map), **self.report}
+
+
+@torch.no_grad()
+def warm_start_network(
+    net: Any, parent: Any, classes: Sequence[str], parent_classes: Sequence[str], label_map: Mapping[str, str]
+) -> dict[str, int]:
+    """Copy ``parent``'s weights into the fresh ``net`` (see the module doc); returns counts."""
+    state, old = net.state_dict(), parent.state_dict()
+    shared = list(pretrained_reference(net)[0].values())
+    last = len(net.head) - 1
+    head_w, head_b = f"head.{last}.weight", f"head.{last}.bias"
+    new_rows = {f"encoder.{k}": v for k, v in net.encoder.locale_rows().items()}
+    old_rows = {f"encoder.{k}": v for k, v in parent.encoder.locale_rows().items()}
+    new_locales, old_locales = list(net.encoder.locales), list(parent.encoder.locales)
+    for name, tensor in state.items():
+        if name in (head_w, head_b) or any(same_storage(tensor, ref) for ref in shared):
+            continue  # the output rows below; a shared pretrained table is the parent's already
+        if name not in old:
+            raise ConfigError(f"cannot warm-start: the parent network has no {name!r}")
+        src = old[name]
+        if name in new_rows:
+            offset, old_offset = new_rows[name], old_rows.get(name)
+            if old_offset != offset or tensor.shape[1:] != src.shape[1:]:
+                raise ConfigError(f"cannot warm-start: {name!r} is laid out differently in the parent network")
+            tensor[:offset] = src[:offset]
+            for i, loc in enumerate(new_locales):
+                if loc in old_locales:
+                    tensor[offset + i] = src[offset + old_locales.index(loc)]
+            continue
+        if tensor.shape != src.shape:
+            raise ConfigError(f"cannot warm-start: {name!r} has shape {tuple(src.shape)} in the parent network, "
+                              f"{tuple(tensor.shape)} here")
+        tensor.copy_(src)
+    # output rows by product type
+    index = {c: i for i, c in enumerate(parent_classes)}
+    sources: dict[str, list[int]] = {}
+    for old_type, new_type in label_map.items():
+        if old_type in index:
+            sources.setdefault(new_type, []).append(index[old_type])
+    mapped_away = {t for t in label_map if t in index}
+    kept = mapped = new = 0
+    for k, c in enumerate(classes):
+        rows = list(sources.get(c, []))
+        if c in index and c not in mapped_away:
+            rows.append(index[c])
+        if not rows:
+            new += 1
+            continue
+        state[head_w][k] = old[head_w][rows].mean(0)
+        state[head_b][k] = old[head_b][rows].mean()
+        if rows == [index.get(c)]:
+            kept += 1
+        else:
+            mapped += 1
+    used = {i for rows in sources.values() for i in rows} | {index[c] for c in classes if c in index}
+    return {"types_kept": kept, "types_mapped": mapped, "types_new": new,
+            "types_dropped": len(parent_classes) - len(used & set(range(len(parent_classes)))),
+            "locales_kept": sum(loc in old_locales for loc in new_locales),
+            "locales_new": sum(loc not in old_locales for loc in new_locales)}

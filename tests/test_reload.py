@@ -1,0 +1,157 @@
+"""Swapping the served model without downtime: the admin route (token checks, refusal of a
+broken folder while the old model keeps serving), SIGHUP, and reloads under concurrent load."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from support import need
+
+need("torch")
+need("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from q2pt.serving.app import create_app  # noqa: E402
+from q2pt.serving.runtime import load_runtime  # noqa: E402
+from q2pt.serving.settings import ServeSettings  # noqa: E402
+
+TOKEN = "s3cret-token"
+ADMIN = ServeSettings(admin_token_env="Q2PT_TEST_ADMIN_TOKEN")
+QUERY = {"query": "kinder kopfhörer", "locale": "de_DE"}
+
+
+@pytest.fixture()
+def admin_client(aware_dir, monkeypatch):
+    monkeypatch.setenv("Q2PT_TEST_ADMIN_TOKEN", TOKEN)
+    with TestClient(create_app(load_runtime(aware_dir), ADMIN)) as client:
+        yield client
+
+
+def _auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_admin_route_is_off_without_a_token(aware_dir, monkeypatch):
+    monkeypatch.delenv("Q2PT_TEST_ADMIN_TOKEN", raising=False)
+    with TestClient(create_app(load_runtime(aware_dir), ADMIN)) as client:
+        resp = client.post("/v1/admin/reload", json={}, headers=_auth())
+        assert resp.status_code == 404
+
+
+def test_admin_route_needs_the_right_bearer_token(admin_client):
+    resp = admin_client.post("/v1/admin/reload", json={})
+    assert resp.status_code == 401 and resp.headers["www-authenticate"].startswith("Bearer")
+    assert resp.json()["type"] == "/problems/unauthorized"
+    resp = admin_client.post("/v1/admin/reload", json={}, headers={"Authorization": "Basic abc"})
+    assert resp.status_code == 401
+    resp = admin_client.post("/v1/admin/reload", json={}, headers=_auth("wrong"))
+    assert resp.status_code == 403 and resp.json()["type"] == "/problems/forbidden"
+    assert admin_client.get("/v1/model").json()["reloads"] == 0
+
+
+def test_a_broken_folder_is_refused_and_the_old_model_keeps_serving(admin_client, aware_dir, tmp_path):
+    before = admin_client.get("/v1/model").json()
+    answer = admin_client.post("/v1/predict", json=QUERY).json()
+    broken = tmp_path / "broken"
+    shutil.copytree(aware_dir, broken, ignore=shutil.ignore_patterns("checkpoints"))
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    for target in (broken, tmp_path / "missing"):
+        resp = admin_client.post("/v1/admin/reload", json={"model": str(target)}, headers=_auth())
+        assert resp.status_code == 422, resp.text
+        body = resp.json()
+        assert body["type"] == "/problems/reload-refused" and str(target) in body["detail"]
+        assert "still serving" in body["detail"]
+    after = admin_client.get("/v1/model").json()
+    assert after["fingerprint"] == before["fingerprint"] and after["reloads"] == 0
+    assert admin_client.post("/v1/predict", json=QUERY).json() == answer
+
+
+def test_reload_serves_the_new_model_and_says_which(admin_client, aware_dir, agnostic_dir):
+    before = admin_client.get("/v1/model").json()
+    assert before["fingerprint"] and before["loaded_at"] and before["model_card"] == "/v1/model/card"
+    resp = admin_client.post("/v1/admin/reload", json={"model": str(agnostic_dir)}, headers=_auth())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "reloaded" and body["previous"]["fingerprint"] == before["fingerprint"]
+    info = admin_client.get("/v1/model").json()
+    assert info["variant"] == "unified-agnostic" and info["model_dir"] == str(agnostic_dir)
+    assert info["fingerprint"] == body["model"]["fingerprint"] != before["fingerprint"] and info["reloads"] == 1
+    # no body: the folder the server was started with, re-read
+    resp = admin_client.post("/v1/admin/reload", headers=_auth())
+    assert resp.status_code == 200 and resp.json()["model"]["fingerprint"] == before["fingerprint"]
+    assert admin_client.get("/v1/model").json()["variant"] == "unified-aware"
+
+
+@pytest.mark.integration
+def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_dir, tmp_path):
+    """A real server under load: admin reloads between two models, a refused broken folder
+    and a SIGHUP after the start folder was replaced; every request gets 200."""
+    import httpx
+
+    from test_serving import _start_server
+
+    served = tmp_path / "served"
+    shutil.copytree(aware_dir, served, ignore=shutil.ignore_patterns("checkpoints"))
+    os.environ["Q2PT_ADMIN_TOKEN"] = TOKEN
+    try:
+        proc, url, _ = _start_server(served)
+    finally:
+        del os.environ["Q2PT_ADMIN_TOKEN"]
+    statuses: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(f"{url}/v1/predict", json=QUERY)
+                    statuses.append(r.status_code)
+                    r = client.post(f"{url}/v1/predict/batch", json={"queries": [QUERY, QUERY]})
+                    statuses.append(r.status_code)
+                except httpx.HTTPError as exc:  # a dropped connection is a failed request
+                    errors.append(repr(exc))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        with httpx.Client(timeout=60, headers=_auth()) as admin:
+            for target in (agnostic_dir, served, agnostic_dir):
+                r = admin.post(f"{url}/v1/admin/reload", json={"model": str(target)})
+                assert r.status_code == 200, r.text
+                time.sleep(0.3)
+            r = admin.post(f"{url}/v1/admin/reload", json={"model": str(tmp_path / "nope")})
+            assert r.status_code == 422
+            # a deploy replaces the start folder (rename into place), then SIGHUP re-reads it
+            staged = tmp_path / "staged"
+            shutil.copytree(agnostic_dir, staged, ignore=shutil.ignore_patterns("checkpoints"))
+            shutil.rmtree(served)
+            os.replace(staged, served)
+            before = admin.get(f"{url}/v1/model").json()["reloads"]
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while admin.get(f"{url}/v1/model").json()["reloads"] == before:
+                assert time.monotonic() < deadline, "SIGHUP did not reload"
+                time.sleep(0.1)
+            info = admin.get(f"{url}/v1/model").json()
+            assert info["variant"] == "unified-agnostic" and info["model_dir"] == str(served.resolve())
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert not errors, errors[:3]
+    assert len(statuses) > 20 and set(statuses) == {200}
+    assert "Traceback" not in err
+    assert "reload of" in err and "refused" in err  # the refusal is logged
