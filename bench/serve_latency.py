@@ -89,7 +89,7 @@ class Phase:
             "runtime": self.runtime, "phase": self.name, "concurrency": self.concurrency,
             "batch_size": self.batch_size, "offered_rps": self.rate * self.concurrency if self.rate else None,
             "late_sends": self.late, "seconds": round(self.seconds, 2), "requests": self.requests,
-            "errors": self.errors, "error_samples": self.error_samples[:5],
+            "errors": self.errors, "server_errors": self.server_errors, "error_samples": self.error_samples[:5],
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
             "requests_per_s": rps, "queries_per_s": rps * self.batch_size,

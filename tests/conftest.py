@@ -68,3 +68,29 @@ def stream_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stream-model") / "model"
     Q2PTModel(config=cfg).fit(data, out_dir=folder, progress=False)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tree_model_dir(tmp_path_factory):
+    """A small hierarchical ngram model (the hand-made types as paths of 1-3 levels), saved,
+    with the test split of its data."""
+    from q2pt.config import resolve_config
+    from q2pt.data import from_frames
+    from q2pt.models import Q2PTModel
+    from support import handmade_dataset
+
+    data = handmade_dataset()
+    paths = {"shoes": "fashion > shoes", "headphones": "electronics > audio > headphones",
+             "phone case": "electronics > phone accessories > phone case", "toy bricks": "toys > bricks",
+             "gift card": "gift card"}
+    splits = {}
+    for name in ("train", "valid", "test"):
+        f = getattr(data, name).copy()
+        f["product_types"] = f["product_types"].map(lambda ts: [paths[t] for t in ts])
+        splits[name] = f
+    out = tmp_path_factory.mktemp("tree") / "model"
+    cfg = resolve_config(encoder="ngram", flags={
+        "train.max_epochs": 6, "train.batch_size": 32, "train.lr": 0.05, "train.threads": 1,
+        "model.encoder_options": {"dim": 16, "buckets": 4096}})
+    Q2PTModel(config=cfg).fit(from_frames(splits, validate=False), out_dir=out, progress=False)
+    return out, splits["test"]

@@ -122,3 +122,29 @@ def test_browser_shows_unseen_locale_warning_and_problem_errors(live_server, tmp
     long_query = "x" * 600  # over the server's max_query_chars: the problem detail is shown
     dom = render(f"{live_server}/?{urlencode({'query': long_query, 'locale': 'de_DE'})}", tmp_path / "2")
     assert 'data-state="error"' in dom and f"at most {ServeSettings().max_query_chars}" in dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_browser_shows_the_path_of_a_hierarchical_answer(tree_model_dir, tmp_path):
+    folder, _ = tree_model_dir
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(load_runtime(folder), ServeSettings()), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        dom = render(f"http://127.0.0.1:{port}/?{urlencode({'query': 'kinder kopfhörer', 'locale': 'de_DE'})}", tmp_path)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert 'data-state="done"' in dom, dom[-2000:]
+    path = re.search(r'<li class="path" data-level="3">(.*?)</li>', dom)
+    assert path, dom[-3000:]
+    assert re.findall(r'<span class="ancestor">([^<(]+) \(', path.group(1)) == ["electronics", "audio"]
+    assert '<strong class="leaf">headphones (' in path.group(1)

@@ -547,3 +547,53 @@ def test_every_run_has_pooled_and_deployed_figures(experiment):
     md = result.report_md.read_text(encoding="utf-8")
     assert "global R@P80 (pooled)" in md and "global recall as deployed (precision reached)" in md
     assert "global (as deployed)" in result.headline()
+
+
+def test_per_type_diagnostics_of_the_main_comparison(experiment):
+    """Every main-comparison run carries per-type precision / recall / support as deployed, and
+    the report lists the types that fail most for the default model."""
+    _, result = experiment
+    res = result.results
+    test = None
+    for key, rec in res["runs"].items():
+        if not key.startswith("main/"):
+            continue
+        types = rec["evals"]["test"]["deployed"]["types"]
+        dep = rec["evals"]["test"]["deployed"]["global"]
+        tp = sum(t["true_positives"] for t in types["types"])
+        predicted = sum(t["predicted"] for t in types["types"])
+        assert predicted == dep["n_predicted"] and tp == dep["n_true_positives"], key  # the same operating point
+        test = test or rec
+    assert test is not None
+    md = result.report_md.read_text(encoding="utf-8")
+    assert "Product types that fail most: " in md and "| product type | support | predicted |" in md
+
+
+def test_experiment_on_category_paths_reports_every_level(tmp_path, capsys):
+    """Labels that are paths: the q2pt variants learn the tree, are judged on the data's own
+    types like the baselines, and the report adds their figures per level and coverage."""
+    from q2pt.cli import main
+
+    parents = {"shoes": "fashion", "boots": "fashion", "tv": "electronics", "phone": "electronics"}
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, df in _frames(12).items():
+        df = df.copy()
+        df["product_types"] = df["product_types"].map(lambda ts: [f"{parents.get(t, 'misc')} > {t}" for t in ts])
+        df.to_json(data / f"{split}.jsonl", orient="records", lines=True)
+    out = tmp_path / "report"
+    code = main(["experiment", "--data", str(data), "--encoder", "ngram", "--out", str(out), "--no-progress", "-q",
+                 "--experiment.budget", "tiny", "--experiment.bootstrap", "20",
+                 "--experiment.variants", '["unified-aware"]', "--experiment.baselines", '["tfidf-unified"]',
+                 "--train.threads", "1", "--model.encoder_options.dim", "8", "--model.encoder_options.buckets", "1024"])
+    capsys.readouterr()
+    assert code == 0
+    res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    ev = res["runs"]["main/unified-aware"]["evals"]["test"]
+    assert set(ev["tree"]["levels"]) == {"1", "2"} and ev["tree"]["hierarchical"]["global"]["coverage"] is not None
+    assert "threshold_source" in ev["deployed"] and "hierarchical" in ev["deployed"]["threshold_source"]
+    # judged on the data's own (level-2) types, as the baseline is
+    tfidf = res["runs"]["main/tfidf-unified"]["evals"]["test"]
+    assert ev["global"]["n_positives"] == tfidf["global"]["n_positives"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "Per level of the product-type tree" in md and "coverage" in md

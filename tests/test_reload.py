@@ -97,8 +97,9 @@ def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_d
 
     from test_serving import _start_server
 
-    served = tmp_path / "served"
-    shutil.copytree(aware_dir, served, ignore=shutil.ignore_patterns("checkpoints"))
+    served = tmp_path / "served"  # a symlink to the version served: a deploy switches it
+    shutil.copytree(aware_dir, tmp_path / "v1", ignore=shutil.ignore_patterns("checkpoints"))
+    served.symlink_to("v1")
     os.environ["Q2PT_ADMIN_TOKEN"] = TOKEN
     try:
         proc, url, _ = _start_server(served)
@@ -131,11 +132,10 @@ def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_d
                 time.sleep(0.3)
             r = admin.post(f"{url}/v1/admin/reload", json={"model": str(tmp_path / "nope")})
             assert r.status_code == 422
-            # a deploy replaces the start folder (rename into place), then SIGHUP re-reads it
-            staged = tmp_path / "staged"
-            shutil.copytree(agnostic_dir, staged, ignore=shutil.ignore_patterns("checkpoints"))
-            shutil.rmtree(served)
-            os.replace(staged, served)
+            # a deploy switches the symlink atomically (rename of a new link over it), then SIGHUP re-reads it
+            shutil.copytree(agnostic_dir, tmp_path / "v2", ignore=shutil.ignore_patterns("checkpoints"))
+            (tmp_path / "served.next").symlink_to("v2")
+            os.replace(tmp_path / "served.next", served)
             before = admin.get(f"{url}/v1/model").json()["reloads"]
             proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 30
@@ -143,7 +143,7 @@ def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_d
                 assert time.monotonic() < deadline, "SIGHUP did not reload"
                 time.sleep(0.1)
             info = admin.get(f"{url}/v1/model").json()
-            assert info["variant"] == "unified-agnostic" and info["model_dir"] == str(served.resolve())
+            assert info["variant"] == "unified-agnostic" and info["model_dir"] == os.path.abspath(served)
         time.sleep(0.3)
     finally:
         stop.set()

@@ -9,7 +9,9 @@ function the experiment's baselines are calibrated with -- writing them into the
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from q2pt.data.labels import label_lists, multi_hot
 
@@ -33,13 +35,15 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
 
     Uses the valid rows of the training locales (the same rows for every variant).
     """
-    from q2pt.metrics import evaluate, thresholds_or_default
+    from q2pt.metrics import calibrate_level_thresholds, calibrate_type_thresholds, evaluate, thresholds_or_default
 
     precision = model.config.train.precision_target
     rows = valid[valid["locale"].astype(str).isin(model.locales_)]
     thresholds: dict[str, float] = {"global": 0.5}
     details: dict[str, str] = {"global": "default 0.5: no validation data to calibrate on"}
     metrics = None
+    type_thresholds: dict[str, dict[str, float]] = {}
+    level_thresholds: dict[str, dict[str, float]] = {}
     if len(rows):
         queries = rows["query"].astype(str).tolist()
         locs = rows["locale"].astype(str).tolist()
@@ -49,9 +53,35 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing,
                            bootstrap=VALIDATION_BOOTSTRAP, seed=model.config.train.seed)
         thresholds, details = thresholds_or_default(y, scores, locs, precision, n_missing=missing)
+        cfg = model.config.train
+        tree = getattr(model, "tree_", None)
+        if tree is not None:
+            levels = [tree.level.get(c, 1) for c in model.classes_]
+            level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision)
+            metrics["levels"] = _level_metrics(y, scores, locs, levels, precision, model.config.train.seed)
+        if cfg.type_thresholds:
+            type_thresholds = calibrate_type_thresholds(y, scores, locs, model.classes_, precision,
+                                                        cfg.type_threshold_min_positives)
+            logger.info("per-(locale, type) thresholds: %d pairs with at least %d validation positives",
+                        sum(len(v) for v in type_thresholds.values()), cfg.type_threshold_min_positives)
     if metrics is None:
         logger.warning("no validation data: thresholds default to 0.5")
     model.thresholds_ = thresholds
+    model.type_thresholds_ = type_thresholds
+    model.level_thresholds_ = level_thresholds
+    if level_thresholds:
+        model.manifest["level_thresholds"] = level_thresholds
     model.manifest["metrics"] = metrics
     model.manifest["thresholds"] = thresholds
+    model.manifest["type_thresholds"] = type_thresholds
     model.manifest["threshold_details"] = details
+
+
+def _level_metrics(y, scores, locs, levels, precision: float, seed: int) -> dict[str, Any]:
+    """Validation R@P of each level of a hierarchical model (its types' pairs only)."""
+    from q2pt.metrics import evaluate
+
+    lv = np.asarray(levels)
+    return {str(level): evaluate(y[:, lv == level], scores[:, lv == level], locs, precision=precision,
+                                 bootstrap=VALIDATION_BOOTSTRAP, seed=seed)
+            for level in sorted(set(lv.tolist()))}

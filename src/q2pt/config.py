@@ -54,6 +54,13 @@ class ModelSection(_Section):
     """Dropout between the encoder output and the head (paper: 0.001)."""
     head_hidden: list[int] = Field(default_factory=list)
     """Hidden layer widths of the head; [] is the paper's single linear layer."""
+    hierarchy: Literal["auto", "tree", "flat"] = "auto"
+    """Product types that are paths of several levels (``a > b > c``, ``data.label_separator``):
+    "tree" learns every level with one output per node of the taxonomy (every path prefix),
+    each query a positive of its types and of all their ancestors, thresholds calibrated per
+    level, and predictions that back off to the parent when no child is confident
+    (:mod:`q2pt.data.tree`); "flat" treats every path as an unrelated label; "auto" (default):
+    tree when the training labels have more than one level. MEASURED_HIERARCHY."""
     output: Literal["sigmoid", "softmax"] = "sigmoid"
     """Output layer: "sigmoid" (the paper's: one independent score per product type, trained
     with binary cross-entropy) or "softmax" (scores over the product types sum to 1, trained
@@ -127,6 +134,30 @@ class TrainSection(_Section):
     ``max_steps``); early stopping may end training before. "none": constant rates."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimiser steps (per network) whatever the epoch; None: no limit."""
+    tree_stopping: Literal["pooled", "mean_of_levels"] = "pooled"
+    """A hierarchical model's early-stopping signal: "pooled" (R@P over every node's pairs,
+    as a flat model) or "mean_of_levels" (the mean of each level's R@P over its own nodes:
+    every level counts the same). MEASURED_TREE_STOPPING."""
+    warm_start_epochs: int | None = Field(2, ge=1)
+    """A warm-started training (``q2pt train --init-from``) runs at most this many epochs (and at
+    least ``min_steps``): it starts from weights that are trained already, so it needs fewer
+    (None: ``max_epochs`` as from scratch). Measured (``python bench/warm_start.py real FILE
+    --threads 1``, 2026-12-02, 2-core dev machine, the cikm-qc dev set, fold 0, top level; the
+    parent trained on half of the training queries, the new model on all): from scratch 0.3629
+    [0.2968, 0.4222] in 30 s (5 epochs); warm start without this cap 0.3478 in 33 s (4
+    epochs, best at 2); with it 0.3478 [0.3061, 0.4120] in 12 s (2 epochs): the same model in
+    0.40x the time."""
+    type_thresholds: bool = False
+    """Calibrate a threshold per (locale, product type) too, where the validation data has at
+    least ``type_threshold_min_positives`` queries of that type in that locale (and its own
+    threshold reaches ``precision_target``); other types back off to the locale's threshold.
+    Off by default: on real queries they do not help. Measured (``python bench/type_thresholds.py
+    real FILE``, 2026-12-02, 2-core dev machine, cikm-qc dev set, top level, 5 folds, mean recall
+    / precision as deployed on test): locale thresholds 0.3499 / 0.774; per-type thresholds
+    from 5 validation positives 0.3462 / 0.746 (~27 pairs each fold), from 10 0.3524 / 0.763 (~5
+    pairs), from 20 no pair qualifies. Validation sets of a few hundred queries per locale are
+    too small to calibrate types one by one."""
+    type_threshold_min_positives: int = Field(20, ge=1)
 
 
 class DataSection(_Section):
@@ -151,6 +182,10 @@ class DataSection(_Section):
     from these languages' names. Merged over the dataset's own map (a ``locales.json`` of this
     form in the dataset folder; the simulated store carries its map). A store in neither is
     read as a language or language_REGION code (the dev set's ``de``, ``ja``; ``de_DE``)."""
+    taxonomy: str | None = None
+    """A taxonomy file (one product type path a line): its paths join the tree derived from
+    the training labels (types never seen in training are not learned, but the tree knows
+    them). Only for hierarchical models (``model.hierarchy``)."""
 
     @field_validator("locale_languages")
     @classmethod

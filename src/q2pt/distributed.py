@@ -277,6 +277,7 @@ def fit(
     progress: bool = True,
     find_unused_parameters: bool | None = None,
     after_step: Callable[[str, int], None] | None = None,
+    warm_start: Any = None,
 ) -> "Q2PTModel":
     """Train ``model`` on this rank's share of ``dataset`` (plain ``model.fit`` for one process).
 
@@ -284,6 +285,7 @@ def fit(
     decided once, before anyone writes: each rank sees whether ``out_dir`` holds a
     checkpoint, and rank 0's answer is used by all. ``after_step(stage, step)`` is called
     on every rank after each optimiser step (see :class:`~q2pt.training.TrainHooks`).
+    ``warm_start``: a :class:`~q2pt.training.warm.WarmStart` (every rank loads the parent).
     """
     env = env or DistEnv()
     if not env.distributed:
@@ -291,14 +293,16 @@ def fit(
         if after_step is not None:
             hooks = env.hooks()
             hooks.after_step = after_step
-        return model.fit(dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks)
+        return model.fit(dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks,
+                         warm_start=warm_start)
     env.barrier()  # nobody writes before every rank has looked at out_dir
     resume_now = env.broadcast_flag(bool(resume) and checkpoint_exists(out_dir))
     if resume and not resume_now and env.is_main:
         logger.warning("no checkpoint in %s: training from the start", Path(str(out_dir)) / "checkpoints")
     hooks = env.hooks(find_unused_parameters=find_unused_parameters)
     hooks.after_step = after_step
-    model.fit(dataset, out_dir=out_dir, resume=resume_now, progress=progress and env.is_main, hooks=hooks)
+    model.fit(dataset, out_dir=out_dir, resume=resume_now, progress=progress and env.is_main, hooks=hooks,
+              warm_start=warm_start)
     env.barrier()  # rank 0 has saved the model folder
     return model
 

@@ -71,7 +71,7 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
     score = float(full[col])
     if np.isnan(score):
         raise ConfigError(f"product type {core.classes[col]!r} is not scored for locale {locale!r} by this model")
-    threshold, _ = core.threshold_for(res.locale_used)
+    threshold = float(core.cuts([res])[0, col])  # the locale's, or its own for this type
     out: dict[str, Any] = {
         "query": text,
         "locale": res.locale,

@@ -26,11 +26,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from q2pt.errors import ConfigError, ModelLoadError, UnknownLocaleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.data.tree import LabelTree
 
 __all__ = [
     "UNIFIED",
@@ -93,16 +96,18 @@ def select_types(
     scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | np.ndarray | float, top_k: int | None = None
 ) -> list[list[tuple[str, float]]]:
     """Per row, the ``(type, score)`` pairs with ``score >= threshold``, best first (ties in
-    label order), at most ``top_k``. NaN scores (labels not scored) are never selected."""
+    label order), at most ``top_k``. ``thresholds``: one for all, one per row, or one per row
+    and type ``(n, n_labels)``. NaN scores (labels not scored) are never selected."""
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
     n = scores.shape[0]
-    cut = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (n,))
+    cut = np.asarray(thresholds, dtype=np.float64)
+    cut = np.broadcast_to(cut if cut.ndim == 2 else np.broadcast_to(cut, (n,))[:, None], scores.shape)
     out: list[list[tuple[str, float]]] = []
     for i in range(n):
         row = scores[i]
         with np.errstate(invalid="ignore"):
-            cols = np.flatnonzero(row >= cut[i])  # NaN >= t is False
+            cols = np.flatnonzero(row >= cut[i])  # NaN >= t is False (cut[i]: the row's per-type cuts)
         cols = cols[np.argsort(-row[cols], kind="stable")]
         if top_k is not None:
             cols = cols[:top_k]
@@ -125,6 +130,13 @@ class InferenceCore:
         fallback_locale: non-unified: the locale whose network serves unseen locales.
         unseen: non-unified without a fallback: "error" (raise UnknownLocaleError) or "skip"
             (the query gets no scores: every label NaN).
+        type_thresholds: ``{locale: {type: t}}``: per-(locale, type) thresholds that replace
+            the locale's for those types (``train.type_thresholds``).
+        tree: the product-type tree of a hierarchical model (``model.hierarchy``): its classes
+            are the tree's nodes, and :meth:`select_paths` picks the deepest confident ones.
+        level_thresholds: ``{"global": {level: t}, LOCALE: {level: t}}``: a hierarchical
+            model's thresholds per level (and per locale and level); a type's own threshold
+            comes first, then its locale's level threshold, the level's, the locale's.
     """
 
     def __init__(
@@ -139,6 +151,9 @@ class InferenceCore:
         network_labels: Mapping[str, Sequence[str] | None] | None = None,
         fallback_locale: str | None = None,
         unseen: Literal["error", "skip"] = "error",
+        type_thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        tree: "LabelTree | None" = None,
+        level_thresholds: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         if variant not in ("non-unified", "unified-agnostic", "unified-aware"):
             raise ModelLoadError(f"unknown variant {variant!r}")
@@ -147,6 +162,27 @@ class InferenceCore:
         self.classes = list(classes)
         self.locales = list(locales)
         self.thresholds = {str(k): float(v) for k, v in (thresholds or {}).items()}
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.column_of = index  #: a label's column
+        self.tree = tree
+        self._level_cuts: dict[str, np.ndarray] = {}
+        if tree is not None:
+            self.node_level = np.asarray([tree.level.get(c, 1) for c in self.classes], dtype=np.int64)
+            self.children_cols = [
+                {index[k] for k in tree.children.get(c, []) if k in index} for c in self.classes]
+            self.leaf_col = np.asarray([not tree.children.get(c) for c in self.classes], dtype=bool)
+            self.ancestor_cols = [[index[a] for a in tree.ancestors(c) if a in index] for c in self.classes]
+            by_key = {str(k): {int(lv): float(t) for lv, t in v.items()} for k, v in (level_thresholds or {}).items()}
+            glob = by_key.get("global", {})
+            for key, levels in by_key.items():
+                merged = {**glob, **levels}
+                self._level_cuts[key] = np.asarray([merged.get(int(lv), np.nan) for lv in self.node_level])
+        #: per served locale: (columns, thresholds) replacing the locale's threshold there
+        self.type_cuts = {
+            str(loc): (np.asarray([index[t] for t in types if t in index], dtype=np.int64),
+                       np.asarray([float(v) for t, v in types.items() if t in index], dtype=np.float64))
+            for loc, types in (type_thresholds or {}).items() if types
+        }
         self.tokenizers = dict(tokenizers)
         self.forward = forward
         keys = set(self.tokenizers)
@@ -224,10 +260,24 @@ class InferenceCore:
         return threshold_of(self.thresholds, locale_used)
 
     def cuts(self, resolutions: Sequence[Resolution], threshold: float | None = None) -> np.ndarray:
-        """Per query, ``threshold`` or its served locale's calibrated threshold."""
+        """Per query and type ``(n, len(classes))``: ``threshold``, or its served locale's
+        calibrated threshold (the locale's per-type thresholds where it has them)."""
+        n = len(resolutions)
         if threshold is not None:
-            return np.full(len(resolutions), float(threshold))
-        return np.asarray([self.threshold_for(r.locale_used)[0] for r in resolutions], dtype=np.float64)
+            return np.full((n, len(self.classes)), float(threshold))
+        rows = np.asarray([self.threshold_for(r.locale_used)[0] for r in resolutions], dtype=np.float64)
+        out = np.repeat(rows[:, None], len(self.classes), axis=1)
+        if self._level_cuts:
+            for i, r in enumerate(resolutions):
+                levels = self._level_cuts.get(r.locale_used or "global", self._level_cuts.get("global"))
+                if levels is not None:
+                    out[i] = np.where(np.isnan(levels), out[i], levels)
+        if self.type_cuts:
+            for i, r in enumerate(resolutions):
+                special = self.type_cuts.get(r.locale_used) if r.locale_used is not None else None
+                if special is not None:
+                    out[i, special[0]] = special[1]
+        return out
 
     # ---------------------------------------------------------------- inference
     def scores(self, queries: Sequence[str], resolutions: Sequence[Resolution], batch_size: int | None = None) -> np.ndarray:
@@ -272,6 +322,55 @@ class InferenceCore:
         check_threshold(threshold)
         return select_types(scores, self.classes, self.cuts(resolutions, threshold), top_k)
 
+    def select_paths(
+        self,
+        scores: np.ndarray,
+        resolutions: Sequence[Resolution],
+        *,
+        threshold: float | None = None,
+        top_k: int | None = None,
+        max_depth: int | None = None,
+        backoff: bool = True,
+    ) -> list[list[dict[str, Any]]]:
+        """A hierarchical model's predictions: per query the **deepest** confident types (score
+        at or above their threshold, see :meth:`cuts`; none of their children confident), best
+        first, at most ``top_k``, each as ``{"product_type", "score", "level", "ancestors":
+        [{"product_type", "score"}, ...]}`` (top level first). ``max_depth``: nothing below
+        that level. ``backoff`` (default): a confident parent whose children are all unsure is
+        an answer ("kitchen > cookware" when unsure which pot); off: only types at the bottom
+        (a leaf of the tree, or ``max_depth``). A flat model's types are all at level 1."""
+        check_threshold(threshold)
+        if top_k is not None and top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+        if max_depth is not None and max_depth < 1:
+            raise ConfigError(f"max_depth must be >= 1, got {max_depth}")
+        cut = self.cuts(resolutions, threshold)
+        n_cols = len(self.classes)
+        level = self.node_level if self.tree is not None else np.ones(n_cols, dtype=np.int64)
+        out: list[list[dict[str, Any]]] = []
+        for i in range(scores.shape[0]):
+            row = scores[i]
+            with np.errstate(invalid="ignore"):
+                ok = row >= cut[i]  # NaN: never
+            if max_depth is not None:
+                ok &= level <= max_depth
+            cols = np.flatnonzero(ok)
+            confident = set(cols.tolist())
+            if self.tree is not None:
+                keep = [c for c in cols.tolist() if not (self.children_cols[c] & confident)]
+                if not backoff:
+                    keep = [c for c in keep if self.leaf_col[c] or (max_depth is not None and level[c] == max_depth)]
+                ancestors = self.ancestor_cols
+            else:
+                keep, ancestors = cols.tolist(), [[] for _ in range(n_cols)]
+            keep.sort(key=lambda c: (-float(row[c]), c))
+            if top_k is not None:
+                keep = keep[:top_k]
+            out.append([{"product_type": self.classes[c], "score": float(row[c]), "level": int(level[c]),
+                         "ancestors": [{"product_type": self.classes[a], "score": float(row[a])} for a in ancestors[c]]}
+                        for c in keep])
+        return out
+
     def warmup(self) -> None:
         """One prediction through every network (first-call allocations, lazy init)."""
         if self.unified:
@@ -305,9 +404,24 @@ class Inference:
         """Per query, the locale whose calibrated threshold applies (None: the global one)."""
         return [r.locale_used for r in self.resolutions]
 
-    def select(self, *, threshold: float | None = None, top_k: int | None = None) -> list[list[tuple[str, float]]]:
-        """The predicted ``(type, score)`` lists (see :meth:`InferenceCore.select`)."""
-        return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
+    def select(self, *, threshold: float | None = None, top_k: int | None = None, max_depth: int | None = None,
+               backoff: bool = True, flat: bool = False) -> list[list[tuple[str, float]]]:
+        """The predicted ``(type, score)`` lists: a hierarchical model's deepest confident types
+        (:meth:`InferenceCore.select_paths`; ``flat``: every type at or above its threshold,
+        ancestors included, as a flat model's), a flat model's types (:meth:`InferenceCore.select`)."""
+        if self.core.tree is None or flat:
+            if max_depth is not None and self.core.tree is not None:
+                raise ConfigError("max_depth applies to hierarchical predictions (not with flat)")
+            return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
+        paths = self.paths(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff)
+        return [[(p["product_type"], p["score"]) for p in row] for row in paths]
+
+    def paths(self, *, threshold: float | None = None, top_k: int | None = None, max_depth: int | None = None,
+              backoff: bool = True) -> list[list[dict[str, Any]]]:
+        """The deepest confident types with their levels and ancestors
+        (:meth:`InferenceCore.select_paths`)."""
+        return self.core.select_paths(self.scores, self.resolutions, threshold=threshold, top_k=top_k,
+                                      max_depth=max_depth, backoff=backoff)
 
 
 def _label_columns(classes: list[str], labels: Sequence[str] | None) -> np.ndarray | None:

@@ -72,9 +72,13 @@ __all__ = [
     "paired_bootstrap_difference",
     "evaluate",
     "calibrate_thresholds",
+    "calibrate_type_thresholds",
+    "calibrate_level_thresholds",
+    "set_precision_recall",
     "recall_as_deployed",
     "evaluate_as_deployed",
     "format_table",
+    "format_levels",
     "to_jsonable",
 ]
 
@@ -808,6 +812,108 @@ def recall_as_deployed(
     return to_jsonable(result)
 
 
+def calibrate_type_thresholds(
+    y_true: Any,
+    y_score: Any,
+    locales: Sequence[str],
+    classes: Sequence[str],
+    precision: float = 0.8,
+    min_positives: int = 20,
+) -> dict[str, dict[str, float]]:
+    """Per-(locale, product type) thresholds where the validation data suffices:
+    ``{locale: {type: t}}`` for each pair of a locale and a type with at least
+    ``min_positives`` positive validation queries whose own R@P threshold (over that type's
+    scores in that locale) reaches ``precision``. Every other (locale, type) backs off to its
+    locale's threshold (:func:`calibrate_thresholds`), so they are left out."""
+    p = _check_precision(precision)
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    locs = np.asarray([str(x) for x in locales], dtype=object)
+    if locs.shape[0] != yt.shape[0]:
+        raise DataError(f"got {locs.shape[0]} locales for {yt.shape[0]} queries")
+    out: dict[str, dict[str, float]] = {}
+    for loc in sorted(set(locs.tolist())):
+        rows = np.flatnonzero(locs == loc)
+        support = yt[rows].sum(axis=0)
+        for col in np.flatnonzero(support >= min_positives):
+            r = recall_at_precision(yt[rows, col], ys[rows, col], p)
+            if r.reached and r.threshold is not None:
+                out.setdefault(loc, {})[str(classes[int(col)])] = float(r.threshold)
+    return out
+
+
+def calibrate_level_thresholds(
+    y_true: Any,
+    y_score: Any,
+    locales: Sequence[str],
+    levels: Sequence[int],
+    precision: float = 0.8,
+    min_positives: int = 20,
+) -> dict[str, dict[str, float]]:
+    """A hierarchical model's thresholds per level of its tree: ``{"global": {level: t},
+    LOCALE: {level: t}}``. ``levels[j]`` is label ``j``'s level. Each level's threshold is the
+    R@P threshold over that level's pairs (every locale pooled); a locale gets its own for a
+    level where it has at least ``min_positives`` positive pairs at that level and reaches
+    ``precision`` (otherwise it backs off to the level's). A level that never reaches the
+    target is left out (its types back off to the locale's threshold)."""
+    p = _check_precision(precision)
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    lv = np.asarray(levels, dtype=np.int64)
+    if lv.shape[0] != yt.shape[1]:
+        raise DataError(f"got {lv.shape[0]} levels for {yt.shape[1]} labels")
+    locs = np.asarray([str(x) for x in locales], dtype=object)
+    out: dict[str, dict[str, float]] = {"global": {}}
+    for level in sorted(set(lv.tolist())):
+        cols = np.flatnonzero(lv == level)
+        r = recall_at_precision(yt[:, cols], ys[:, cols], p)
+        if r.reached and r.threshold is not None:
+            out["global"][str(level)] = float(r.threshold)
+        for loc in sorted(set(locs.tolist())):
+            rows = np.flatnonzero(locs == loc)
+            sub_y = yt[np.ix_(rows, cols)]
+            if sub_y.sum() < min_positives:
+                continue
+            r = recall_at_precision(sub_y, ys[np.ix_(rows, cols)], p)
+            if r.reached and r.threshold is not None:
+                out.setdefault(loc, {})[str(level)] = float(r.threshold)
+    return out
+
+
+def set_precision_recall(
+    true_sets: Sequence[set[str]],
+    predicted_sets: Sequence[set[str]],
+    locales: Sequence[str],
+    precision: float = 0.8,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Micro precision and recall of predicted label *sets* against true ones, globally and
+    per locale, with percentile bootstrap CIs over queries: the hierarchical precision and
+    recall of a tree model when both sets hold their ancestors (an answer of the right parent
+    scores the levels it got right). Also ``coverage``: the share of queries that got any
+    type. Entries as :func:`recall_as_deployed`'s."""
+    p = _check_precision(precision)
+    n = len(true_sets)
+    if len(predicted_sets) != n or len(locales) != n:
+        raise DataError(f"got {n} true sets, {len(predicted_sets)} predicted sets and {len(locales)} locales")
+    tp = np.asarray([len(t & q) for t, q in zip(true_sets, predicted_sets)], dtype=np.int64)
+    pos = np.asarray([len(t) for t in true_sets], dtype=np.int64)
+    pred = np.asarray([len(q) for q in predicted_sets], dtype=np.int64)
+    zero = np.zeros(n, dtype=np.int64)
+    locs = np.asarray([str(x) for x in locales], dtype=object)
+
+    def entry(rows: np.ndarray, s: Any) -> dict[str, Any]:
+        out = _deployed_entry(tp[rows], pos[rows], pred[rows], zero[rows], p, int(bootstrap), s)
+        out["coverage"] = float((pred[rows] > 0).mean()) if rows.size else None
+        return out
+
+    result: dict[str, Any] = {"global": entry(np.arange(n), int(seed)), "locales": {},
+                              "config": {"precision": p, "bootstrap": int(bootstrap), "seed": int(seed)}}
+    for loc in sorted(set(locs.tolist())):
+        result["locales"][loc] = entry(np.flatnonzero(locs == loc), locale_seed(seed, loc))
+    return to_jsonable(result)
+
+
 #: the threshold every locale gets when there is nothing to calibrate on
 DEFAULT_THRESHOLD = 0.5
 
@@ -893,4 +999,25 @@ def format_table(result: Mapping[str, Any]) -> str:
             lines.append("-" * (sum(widths) + 2 * len(widths) + 4))
         cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(widths))]
         lines.append(("  ".join(cells) + "  " + r[-1]).rstrip())
+    return "\n".join(lines)
+
+
+def format_levels(result: Mapping[str, Any]) -> str:
+    """A hierarchical model's figures per level (global R@P with its CI), then its
+    hierarchical precision / recall and coverage, as plain text."""
+    p = (result.get("config") or {}).get("precision", 0.8)
+    lines = [f"per level (each over its own types):  level  queries  positives  R@P{p * 100:g}  95% CI"]
+    for level, entry in (result.get("levels") or {}).items():
+        g = entry["global"]
+        ci = g.get("r_at_p_ci")
+        ci_s = "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+        lines.append(f"{'':38}{level:>5}  {g['n_queries']:>7}  {g['n_positives']:>9}  {_fmt(g['r_at_p'])}  {ci_s}")
+    h = (result.get("hierarchical") or {}).get("global")
+    if h:
+        def ci(key: str) -> str:
+            v = h.get(key)
+            return "" if not v or v[0] is None else f" [{v[0]:.3f}, {v[1]:.3f}]"
+        lines.append(f"hierarchical precision {_fmt(h['precision'])}{ci('precision_ci')}, recall "
+                     f"{_fmt(h['recall'])}{ci('recall_ci')} (answers and true types with their ancestors, "
+                     f"at the calibrated thresholds); coverage {_fmt(h['coverage'])} (queries given any type)")
     return "\n".join(lines)

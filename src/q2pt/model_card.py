@@ -121,6 +121,22 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
     else:
         lines += ["No validation data: the thresholds default to 0.5 and nothing was measured.", ""]
 
+    tree = manifest.get("tree")
+    if tree:
+        levels = (metrics.get("levels") or {}) if metrics else {}
+        level_t = (manifest.get("level_thresholds") or {}).get("global", {})
+        lines += ["## Product type tree", "",
+                  f"A hierarchical model (`model.hierarchy`): one output per node of a tree of "
+                  f"{len(tree.get('parent', {}))} product types (paths split on `{tree.get('separator')}`); every "
+                  "level is learned (a query is a positive of its types and their ancestors), each level has its "
+                  "own threshold, and a prediction is the deepest confident type, backing off to its parent when "
+                  "no child is confident.", "",
+                  f"| level | validation {rap} | 95% CI | threshold |", "|---:|---:|---|---:|"]
+        for level, entry in levels.items():
+            g = entry.get("global") or {}
+            lines.append(f"| {level} | {_f(g.get('r_at_p'))} | {_ci(g)} | {_f(level_t.get(str(level)), '.4f')} |")
+        lines.append("")
+
     lines += ["## Intended use", "",
               "Predicting the product types a shopper means by a search query, in the locales listed above, "
               "as one signal of a search engine (query understanding, filtering, boosting). Multi-label: a "

@@ -54,7 +54,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -97,7 +97,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from q2pt.data import Dataset
+    from q2pt.data.tree import LabelTree
     from q2pt.training import TrainedNetworks, TrainHooks
+    from q2pt.training.warm import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,11 @@ class Q2PTModel:
         self.classes_: list[str] = []
         self.locales_: list[str] = []
         self.thresholds_: dict[str, float] = {}
+        #: {locale: {product type: threshold}} (train.type_thresholds); others use thresholds_
+        self.type_thresholds_: dict[str, dict[str, float]] = {}
+        #: a hierarchical model's tree (model.hierarchy) and thresholds per level
+        self.tree_: "LabelTree | None" = None
+        self.level_thresholds_: dict[str, dict[str, float]] = {}
         self.networks: dict[str, Q2PTNet] = {}
         self.network_labels_: dict[str, list[str]] = {}
         self.manifest: dict[str, Any] = {}
@@ -159,27 +166,73 @@ class Q2PTModel:
         resume: bool = False,
         progress: bool = True,
         hooks: "TrainHooks | None" = None,
+        warm_start: "WarmStart | None" = None,
     ) -> "Q2PTModel":
         """Train on ``dataset`` (train split; valid for early stopping and thresholds).
 
         With ``out_dir``: checkpoints go to ``out_dir/checkpoints`` and the model folder is
         saved to ``out_dir`` at the end; ``resume=True`` continues from the last checkpoint.
+        ``warm_start``: start from an earlier model (:meth:`warm_start_from` makes one); the
+        manifest and the model card record it as the parent.
         """
         from q2pt.calibration import calibrate_thresholds
         from q2pt.training import TrainHooks, fit_networks
 
         hooks = hooks or TrainHooks()
+        dataset = self._with_tree(dataset)
         # the main process holds the output folder's write lock from the first checkpoint to the save
         lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()
         with lock:
             with torch_threads(self.config.train.threads):
                 trained = fit_networks(self.config, dataset, out_dir=out_dir, resume=resume, progress=progress,
-                                       hooks=hooks)
+                                       hooks=hooks, warm=warm_start, tree=self.tree_)
                 self._set_trained(trained, dataset)
+                if self.tree_ is not None:
+                    self.manifest["tree"] = self.tree_.to_json()
+                if warm_start is not None:
+                    self.manifest["parent"] = warm_start.manifest_entry()
                 calibrate_thresholds(self, dataset.valid)
             if out_dir is not None and hooks.is_main:
                 self.save(out_dir)
         return self
+
+    def _with_tree(self, dataset: "Dataset") -> "Dataset":
+        """The dataset a hierarchical model learns from (every label with its ancestors; the
+        tree in ``tree_``), or ``dataset`` itself for a flat model (``model.hierarchy``)."""
+        import dataclasses
+
+        from q2pt.data.tree import closed_frame, training_tree
+
+        data_cfg = self.config.data
+        self.tree_ = training_tree(self.config.model.hierarchy, dataset.labels, data_cfg.label_separator,
+                                   data_cfg.taxonomy)
+        if self.tree_ is None:
+            return dataset
+        splits, added = {}, 0
+        for name, frame in dataset.splits.items():
+            splits[name], n = closed_frame(frame, self.tree_)
+            added += n
+        logger.info("product type tree: depth %d, %d nodes; every level is learned (%d ancestor labels added; "
+                    "model.hierarchy %s)", self.tree_.depth, len(self.tree_.parent), added, self.config.model.hierarchy)
+        return dataclasses.replace(dataset, splits=splits)
+
+    def warm_start_from(self, parent: "Q2PTModel | str | os.PathLike[str]",
+                        label_map: "Mapping[str, str] | str | os.PathLike[str] | None" = None) -> "WarmStart":
+        """A warm start of this model from ``parent`` (a model or its folder), with an optional
+        label map (old -> new product type; a dict or a file, see
+        :func:`q2pt.training.warm.read_label_map`). Refused (ConfigError) when the parent's
+        variant, encoder or network shape differ from this model's config."""
+        from q2pt.training.warm import WarmStart, check_parent, read_label_map
+
+        if isinstance(parent, Q2PTModel):
+            source = str(parent.manifest.get("source") or "the parent model")
+        else:
+            source, parent = str(parent), load_model(parent)
+        parent._check_fitted()
+        check_parent(parent, self.config, source)
+        if label_map is not None and not isinstance(label_map, Mapping):
+            label_map = read_label_map(label_map)
+        return WarmStart(parent, source, dict(label_map or {}))
 
     def _set_trained(self, trained: "TrainedNetworks", dataset: "Dataset") -> None:
         self.networks = dict(trained.networks)
@@ -255,6 +308,7 @@ class Q2PTModel:
             variant=self.variant, classes=self.classes_, locales=self.locales_, thresholds=self.thresholds_,
             tokenizers=encoder_tokenizers(self.networks), forward=forward or torch_forward(self.networks),
             network_labels=self.network_labels_, fallback_locale=fallback_locale,
+            type_thresholds=self.type_thresholds_, tree=self.tree_, level_thresholds=self.level_thresholds_,
         )
 
     def infer(
@@ -319,8 +373,17 @@ class Q2PTModel:
         fallback_locale: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         top_types: int = 10,
+        level: int | None = None,
     ) -> dict[str, Any]:
         """R@P, PR-AUC, thresholds and counts, globally and per locale, on a labelled frame.
+
+        A hierarchical model (``tree_``) is judged on every node of its tree (a query's types
+        with their ancestors) and adds ``levels`` (the same figures per level of the tree, each
+        over that level's types only), ``hierarchical`` (precision and recall of its answers --
+        the deepest confident types, with back-off -- against the true types, both with their
+        ancestors, and ``coverage``: the share of queries that got any type), with bootstrap
+        CIs when ``bootstrap`` is set. ``level``: judge level N alone (its types' columns;
+        the true paths cut to N levels).
 
         Product types outside ``classes_`` count as missed positives. Returns
         :func:`q2pt.metrics.evaluate`'s dict; each entry also has ``calibrated``: precision,
@@ -331,20 +394,51 @@ class Q2PTModel:
         """
         from q2pt.data.labels import label_lists, multi_hot
         from q2pt.diagnostics import per_type_report
-        from q2pt.metrics import evaluate, precision_recall_at, to_jsonable
+        from q2pt.metrics import evaluate, precision_recall_at, set_precision_recall, to_jsonable
 
         self._check_fitted()
+        tree = self.tree_
+        if level is not None and (tree is None or not 1 <= level <= tree.depth):
+            raise ConfigError(
+                f"level {level}: " + ("this model is flat: it is judged on its own labels (train a hierarchical "
+                                       "model, model.hierarchy tree, to judge levels)" if tree is None else
+                                       f"its tree has levels 1 to {tree.depth}"))
         queries = frame["query"].astype(str).tolist()
         locs = frame["locale"].astype(str).tolist()
         inference = self.infer(queries, locs, fallback_locale=fallback_locale, batch_size=batch_size)
         scores, tloc = inference.probabilities(), inference.threshold_locales
         truth = label_lists(frame["product_types"])
-        y, missing = multi_hot(truth, self.classes_)
+        classes = list(self.classes_)
+        cuts = inference.core.cuts(inference.resolutions)
+        hierarchical = None
+        if tree is not None:
+            truth = [tree.close(t) for t in truth]
+            answers = inference.paths()
+            hierarchical = set_precision_recall(
+                [set(t) for t in truth],
+                [{a["product_type"] for p in row for a in p["ancestors"]} | {p["product_type"] for p in row}
+                 for row in answers], locs, precision, bootstrap=bootstrap, seed=seed)
+            if level is not None:  # one level: its columns, and the true paths cut to it
+                cols = np.flatnonzero(inference.core.node_level == level)
+                classes = [classes[c] for c in cols]
+                scores, cuts = scores[:, cols], cuts[:, cols]
+                truth = [[x for x in t if tree.level_of(x) == level] for t in truth]
+        y, missing = multi_hot(truth, classes)
         y = y.toarray()
         result = evaluate(y, scores, locs, precision=precision, bootstrap=bootstrap, seed=seed, n_missing=missing)
-        # Per-row thresholds as one rule: score - t_row + 0.5 >= 0.5  <=>  score >= t_row.
-        cuts = np.asarray([self.threshold_for(loc) for loc in tloc], dtype=np.float64)
-        shifted = scores.astype(np.float64) - cuts[:, None] + 0.5
+        if tree is not None and hierarchical is not None and level is None:
+            lv = inference.core.node_level
+            known = set(classes)
+            depth_of = [[tree.level_of(x) for x in t if x not in known] for t in truth]  # unscoreable, by level
+            result["levels"] = {
+                str(k): evaluate(y[:, lv == k], scores[:, lv == k], locs, precision=precision, bootstrap=bootstrap,
+                                 seed=seed, n_missing=np.asarray([d.count(k) for d in depth_of], dtype=np.int64))
+                for k in range(1, tree.depth + 1) if (lv == k).any()}
+            result["hierarchical"] = hierarchical
+        if level is not None:
+            result["level"] = level
+        # Per-row (and per-type) thresholds as one rule: score - t + 0.5 >= 0.5  <=>  score >= t.
+        shifted = scores.astype(np.float64) - cuts + 0.5
         locs_arr = np.asarray(locs, dtype=object)
 
         def at_calibrated(rows: np.ndarray | slice) -> dict[str, Any]:
@@ -355,7 +449,10 @@ class Q2PTModel:
         for loc, entry in result["locales"].items():
             rows = np.flatnonzero(locs_arr == loc)
             entry["calibrated"] = {"threshold": self.threshold_for(tloc[rows[0]]), **at_calibrated(rows)}
-        predicted = [[t for t, _ in row] for row in inference.select()]
+        # every type at or above its threshold (a hierarchical model's ancestors too): per type
+        names = np.asarray(classes, dtype=object)
+        with np.errstate(invalid="ignore"):
+            predicted = [names[np.flatnonzero(scores[i] >= cuts[i])].tolist() for i in range(len(queries))]
         result["types"] = to_jsonable(per_type_report(truth, predicted, locs, top=top_types))
         return result
 
@@ -463,6 +560,17 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     model.classes_ = classes
     model.locales_ = list(manifest["locales"])
     model.thresholds_ = {k: float(v) for k, v in manifest["thresholds"].items()}
+    model.type_thresholds_ = {str(loc): {str(t): float(v) for t, v in types.items()}
+                              for loc, types in (manifest.get("type_thresholds") or {}).items()}
+    if manifest.get("tree"):
+        from q2pt.data.tree import LabelTree
+
+        try:
+            model.tree_ = LabelTree.from_json(manifest["tree"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"{mpath} is corrupt (tree: {exc})") from None
+    model.level_thresholds_ = {str(k): {str(lv): float(t) for lv, t in v.items()}
+                               for k, v in (manifest.get("level_thresholds") or {}).items()}
     model.manifest = manifest
     model.fingerprint = model_fingerprint(folder)
     return model

@@ -37,15 +37,21 @@ def predict_rows(
     top_k: int | None = None,
     fallback_locale: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    max_depth: int | None = None,
+    backoff: bool = True,
+    flat: bool = False,
 ) -> tuple[list[list[tuple[str, float]]], list[str]]:
     """Predicted ``(type, score)`` lists and notes for queries with their locales.
 
     ``threshold`` None: each query's locale's calibrated threshold (the global one for a
-    locale the model has no threshold for).
+    locale the model has no threshold for). A hierarchical model gives each query's deepest
+    confident types (``max_depth``, ``backoff``; ``flat``: every confident type, ancestors
+    included; see :meth:`q2pt.inference.InferenceCore.select_paths`).
     """
     check_threshold(threshold)
     result = model.infer(list(queries), list(locales), fallback_locale=fallback_locale, batch_size=batch_size)
-    return result.select(threshold=threshold, top_k=top_k), result.notes
+    return result.select(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff,
+                         flat=flat), result.notes
 
 
 def check_input(frame: "pd.DataFrame", file: str, rows: "Sequence[int] | Any | None" = None,
@@ -95,6 +101,9 @@ def predict_frame(
     batch_size: int = DEFAULT_BATCH_SIZE,
     source: str = "input",
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+    max_depth: int | None = None,
+    backoff: bool = True,
+    flat: bool = False,
 ) -> "pd.DataFrame":
     """``frame`` (with ``query`` and ``locale`` columns) plus ``predicted_types`` (list of
     str), ``predicted_scores`` (list of float, same order) and ``note`` ("" unless the
@@ -103,6 +112,7 @@ def predict_frame(
     preds, notes = predict_rows(
         model, frame["query"].tolist(), frame["locale"].tolist(),
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
+        max_depth=max_depth, backoff=backoff, flat=flat,
     )
     out = frame.copy()
     out[TYPES] = [[t for t, _ in p] for p in preds]
@@ -123,6 +133,9 @@ def predict_file(
     chunk_size: int = 50_000,
     progress: bool = False,
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+    max_depth: int | None = None,
+    backoff: bool = True,
+    flat: bool = False,
 ) -> int:
     """Predict every row of a Parquet/JSONL/CSV/TSV file (``query``, ``locale`` columns; other
     columns kept) and write them with the predictions to ``output_path`` (format from its
@@ -150,7 +163,7 @@ def predict_file(
             predict_frame(
                 model, frame.iloc[start : start + chunk_size], threshold=threshold, top_k=top_k,
                 fallback_locale=fallback_locale, batch_size=batch_size, source=str(input_path),
-                max_query_chars=max_query_chars,
+                max_query_chars=max_query_chars, max_depth=max_depth, backoff=backoff, flat=flat,
             )
         )
     result = pd.concat(parts, ignore_index=True) if parts else predict_frame(model, frame, source=str(input_path))

@@ -20,6 +20,12 @@ def _add_source(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="simulated store seed when PATH is omitted (default: 0)")
 
 
+def _add_separator(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-separator", default=" > ", metavar="SEP",
+                   help="separator of the levels of product type paths, as data.label_separator (default ' > '): "
+                   "paths of several levels are reported as a tree")
+
+
 def _add_max_chars(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-query-chars", type=int, default=200, metavar="N",
@@ -41,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_source(p, "omitted: the built-in simulated store")
     _add_max_chars(p)
+    _add_separator(p)
     p.add_argument("--max-problems", type=int, default=50, metavar="N",
                    help="print at most N problems, 0 for all (counts by kind are always complete; default: 50)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -51,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "are shared with other locales.")
     _add_source(p, "omitted: the built-in simulated store")
     _add_max_chars(p)
+    _add_separator(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=_stats)
 
@@ -131,7 +139,8 @@ def _source(args: argparse.Namespace) -> Path:
 def _validate(args: argparse.Namespace) -> int:
     from q2pt.data.validate import validate_dataset
 
-    report = validate_dataset(_source(args), max_query_chars=args.max_query_chars)
+    report = validate_dataset(_source(args), max_query_chars=args.max_query_chars,
+                              label_separator=args.label_separator)
     limit = None if args.max_problems <= 0 else args.max_problems
     if args.json:
         print(json.dumps(report.to_dict(max_problems=limit), ensure_ascii=False, indent=2))
@@ -145,7 +154,7 @@ def _stats(args: argparse.Namespace) -> int:
     from q2pt.data.stats import dataset_stats, format_stats
 
     ds = load_dataset(args.path, preset=args.preset, seed=args.seed, max_query_chars=args.max_query_chars)
-    stats = dataset_stats(ds)
+    stats = dataset_stats(ds, args.label_separator)
     if args.json:
         stats["warnings"] = len(ds.warnings)
         print(json.dumps(stats, ensure_ascii=False, indent=2))

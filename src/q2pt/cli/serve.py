@@ -182,7 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_port_free(args.host, args.port)
     model_dir = Path(args.model)
     runtime_opts: dict[str, Any] = {
-        "model_dir": str(model_dir.resolve()),
+        # absolute, symlinks kept: a deploy that switches a symlink is re-read on SIGHUP
+        "model_dir": os.path.abspath(model_dir),
         "runtime": args.runtime,
         "onnx_path": str(Path(args.onnx).resolve()) if args.onnx else None,
         "fallback_locale": args.fallback_locale,

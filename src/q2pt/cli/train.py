@@ -50,6 +50,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--encoder", metavar="SPEC", help="encoder: use, ngram or hf:NAME_OR_PATH (default: use)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (sections model, train, data)")
+    p.add_argument("--init-from", metavar="PARENT_DIR",
+                   help="warm start from an earlier model folder (same variant, encoder and network shape): "
+                   "kept product types and locales keep their weights, new ones start fresh, removed ones are dropped")
+    p.add_argument("--label-map", metavar="FILE",
+                   help="with --init-from: renamed or merged product types, old -> new (JSON object, or CSV/TSV "
+                   "with two columns old,new); a merged type starts at the mean of its old ones")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/checkpoints")
     p.add_argument("--overwrite", action="store_true", help="replace MODEL_DIR when it holds a model already")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -81,6 +87,8 @@ def register(subparsers: Any) -> None:
     e.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
     e.add_argument("--batch-size", type=int, default=512)
     e.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
+    e.add_argument("--level", type=int, metavar="N",
+                   help="hierarchical models: judge level N of the tree alone (its types; true paths cut to N levels)")
     e.add_argument("--types", type=int, default=10, metavar="N",
                    help="list the N product types that fail most, globally and per locale (default 10; 0: none)")
     e.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
@@ -115,6 +123,13 @@ def register(subparsers: Any) -> None:
     r.add_argument("--top-k", type=int, metavar="K", help="at most K types per query")
     r.add_argument("--threshold", type=float, help="one score threshold instead of the calibrated ones")
     r.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    r.add_argument("--max-depth", type=int, metavar="N",
+                   help="hierarchical models: predict no type deeper than level N")
+    r.add_argument("--no-backoff", action="store_true",
+                   help="hierarchical models: only bottom types (tree leaves, or level --max-depth), never a parent "
+                   "when its children are unsure")
+    r.add_argument("--flat", action="store_true",
+                   help="hierarchical models: every type over its threshold, ancestors included (a flat model's answer)")
     r.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS, metavar="N",
                    help=f"longest query predicted, as in training data (default {DEFAULT_MAX_QUERY_CHARS}); "
                    "longer ones are refused, naming their rows")
@@ -188,6 +203,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.label_map and not args.init_from:
+        raise ConfigError("--label-map needs --init-from PARENT_DIR (it maps the parent's product types)")
     check_train_output(Path(args.out), resume=args.resume, overwrite=args.overwrite)
     _need_torch()
     from q2pt import distributed
@@ -209,7 +226,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             config.model.variant, config.model.encoder, len(dataset.train), dataset.train["locale"].nunique(), args.out,
         )
         model = Q2PTModel(config=config)
-        distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+        warm = None
+        if args.init_from:
+            warm = model.warm_start_from(args.init_from, args.label_map)
+            log.info("warm start from %s (%d product types, %d locales)", args.init_from, len(warm.parent.classes_),
+                     len(warm.parent.locales_))
+        distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                        warm_start=warm)
         if env.is_main:
             metrics = model.manifest.get("metrics")
             if metrics:
@@ -233,7 +256,7 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
     """The ``q2pt`` arguments of each torchrun worker: this command without --nproc."""
     out = ["train", "--out", str(args.out)]
     for flag, value in (("--data", args.data), ("--variant", args.variant), ("--encoder", args.encoder),
-                        ("--config", args.config)):
+                        ("--config", args.config), ("--init-from", args.init_from), ("--label-map", args.label_map)):
         if value is not None:
             out += [flag, str(value)]
     for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--no-progress", args.no_progress),
@@ -259,7 +282,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from q2pt.data import load_labelled
     from q2pt.diagnostics import format_type_table
-    from q2pt.metrics import format_table, to_jsonable
+    from q2pt.metrics import format_levels, format_table, to_jsonable
     from q2pt.models import load_model
 
     model = load_model(args.model)
@@ -274,15 +297,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--types must be at least 0, got {args.types}")
     result = model.evaluate(
         frame, precision=args.precision, bootstrap=args.bootstrap,
-        fallback_locale=args.fallback_locale, batch_size=args.batch_size, top_types=args.types,
+        fallback_locale=args.fallback_locale, batch_size=args.batch_size, top_types=args.types, level=args.level,
     )
     result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
     result["data"] = {"source": description, "n_queries": int(len(frame))}
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
         return 0
-    print(f"{model.variant} / {model.encoder} on {description}:")
+    where = f" (level {args.level} of the tree)" if args.level else ""
+    print(f"{model.variant} / {model.encoder} on {description}{where}:")
     print(format_table(result))
+    if result.get("levels"):
+        print()
+        print(format_levels(result))
     types = result["types"]
     if args.types and types["failing"]:
         print()
@@ -314,6 +341,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_depth is not None and args.max_depth < 1:
+        raise ConfigError(f"--max-depth must be at least 1, got {args.max_depth}")
+    if args.flat and (args.max_depth is not None or args.no_backoff):
+        raise ConfigError("--flat lists every confident type: it does not take --max-depth or --no-backoff")
     check_threshold(args.threshold)
     _check_threads(args.threads)
     if args.out:
@@ -324,6 +355,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     streaming = args.stream or args.resume or args.overwrite or args.workers is not None
     if streaming and not args.input:
         raise ConfigError("--stream (--workers, --resume, --overwrite) needs --input FILE.parquet --out OUT")
+    if streaming and (args.max_depth is not None or args.no_backoff or args.flat):
+        raise ConfigError("--stream predicts a hierarchical model's deepest confident types (with back-off); "
+                          "--max-depth, --no-backoff and --flat are not available with --stream yet")
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict
@@ -346,6 +380,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict(args)
 
 
+def _hierarchy(args: argparse.Namespace) -> dict[str, Any]:
+    return {"max_depth": args.max_depth, "backoff": not args.no_backoff, "flat": args.flat}
+
+
 def _predict(args: argparse.Namespace) -> int:
     from q2pt.models import load_model
     from q2pt.predict import as_records, format_predictions, predict_file, predict_rows, row_problems
@@ -355,7 +393,7 @@ def _predict(args: argparse.Namespace) -> int:
         n = predict_file(
             model, args.input, args.out, threshold=args.threshold, top_k=args.top_k,
             fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
-            max_query_chars=args.max_query_chars,
+            max_query_chars=args.max_query_chars, **_hierarchy(args),
         )
         log.info("wrote %d predictions to %s", n, args.out)
         return 0
@@ -365,7 +403,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise DataError(f"{len(problems)} QUERY argument(s) cannot be predicted", problems)
     preds, notes = predict_rows(
         model, args.queries, locales, threshold=args.threshold, top_k=args.top_k,
-        fallback_locale=args.fallback_locale, batch_size=args.batch_size,
+        fallback_locale=args.fallback_locale, batch_size=args.batch_size, **_hierarchy(args),
     )
     if args.json:
         for record in as_records(args.queries, locales, preds, notes):

@@ -22,14 +22,17 @@ def _dist(counts: pd.Series) -> dict[str, float]:
     }
 
 
-def dataset_stats(ds: "Dataset") -> dict[str, Any]:
+def dataset_stats(ds: "Dataset", label_separator: str = " > ") -> dict[str, Any]:
     """Statistics of a dataset, globally and per locale.
 
     Per locale: queries (rows) per split and in total, distinct normalized queries,
     labels per query (mean/median/max), the number of product types used in the locale
     (any split), how many of them are shared with at least one other locale and how many
     are the locale's own. Globally: the same counts plus the product types used in every
-    locale. JSON-serialisable.
+    locale. Product types that are paths of several levels (``label_separator``) add
+    ``tree``: depth, nodes and branching per level, the types in use per level globally and
+    per locale, and the names found under several parents (:mod:`q2pt.data.tree`).
+    JSON-serialisable.
     """
     frames = []
     for split in S.SPLITS:
@@ -66,7 +69,13 @@ def dataset_stats(ds: "Dataset") -> dict[str, Any]:
             "own_product_types": int((~lp["shared"]).sum()),
         }
     train_labels = set(ds.labels)
+    from .tree import LabelTree
+
+    label_rows = [list(v) for v in all_rows[S.LABELS].tolist()]
+    tree = LabelTree.from_labels({x for row in label_rows for x in row}, label_separator)
+    tree_stats = tree.stats(label_rows, all_rows[S.LOCALE].tolist()) if tree.is_hierarchical else None
     return {
+        "tree": tree_stats,
         "source": ds.source,
         "simulated": bool(ds.simulated),
         "fingerprint": ds.fingerprint,
@@ -117,6 +126,23 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
+    tree = stats.get("tree")
+    if tree:
+        lines += ["", f"product type tree: depth {tree['depth']}, {tree['nodes']} nodes ({tree['leaves']} leaves)"]
+        for lv in tree["levels"]:
+            branch = ("-" if lv["branching_mean"] is None
+                      else f"mean {lv['branching_mean']:.1f}, max {lv['branching_max']}")
+            lines.append(f"  level {lv['level']}: {lv['nodes']} types, {lv['leaves']} leaves; children per parent: "
+                         f"{branch}; used in the data: {tree['types_per_level'].get(str(lv['level']), 0)}")
+        per_loc = tree.get("types_per_level_per_locale") or {}
+        if per_loc:
+            levels = [str(lv["level"]) for lv in tree["levels"]]
+            lines.append("  types per level per locale: " + "; ".join(
+                f"{loc} " + "/".join(str(v.get(k, 0)) for k in levels) for loc, v in per_loc.items()))
+        shared = tree["shared_names"]
+        if shared:
+            shown = ", ".join(f"{name!r} ({len(nodes)} parents)" for name, nodes in list(shared.items())[:5])
+            lines.append(f"  names under several parents: {len(shared)}: {shown}{' ...' if len(shared) > 5 else ''}")
     notes = [
         "",
         "train/valid/test: queries (rows) per split; distinct: distinct normalized queries; "

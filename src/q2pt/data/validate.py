@@ -107,6 +107,15 @@ class ValidationReport:
                 + ", ".join(f"{k} {v}" for k, v in s["rows"].items())
                 + f" | locales: {s.get('n_locales', 0)} | product types in train: {s.get('n_product_types', 0)}"
             )
+        tree = s.get("tree")
+        if tree:
+            per_level = ", ".join(
+                f"level {lv['level']}: {lv['nodes']} types"
+                + (f" (branching mean {lv['branching_mean']:.1f}, max {lv['branching_max']})"
+                   if lv.get("branching_mean") is not None else "")
+                for lv in tree["levels"])
+            lines.append(f"product type tree: depth {tree['depth']}, {tree['nodes']} nodes, {tree['leaves']} leaves; "
+                         f"{per_level}; names under several parents: {tree['names_under_several_parents']}")
         for split, n in s.get("unseen_label_pairs", {}).items():
             total = s.get("label_pairs", {}).get(split, 0)
             if n:
@@ -458,6 +467,7 @@ def check_raw_dataset(
     *,
     max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS,
     cross_checks: bool = True,
+    label_separator: str = " > ",
 ) -> tuple[ValidationReport, dict[str, pd.DataFrame] | None]:
     """Validate a :class:`RawDataset`; return the report and, when there are no errors,
     the typed split frames (``query``, ``locale``, ``product_types``, ``weight``, extras).
@@ -506,6 +516,10 @@ def check_raw_dataset(
         "n_product_types": len(train_labels),
         "max_query_chars": max_query_chars,
     }
+    tree_summary, tree_problems = _tree_checks(checked, label_separator, first_file)
+    if tree_summary is not None:
+        summary["tree"] = tree_summary
+    problems.extend(tree_problems)
     if cross_checks:
         problems.extend(_cross_checks(raw, checked, summary))
     file_order = {f: i for i, f in enumerate(dict.fromkeys(t.file for t in raw.tables.values()))}
@@ -521,10 +535,43 @@ def check_raw_dataset(
     return report, frames
 
 
-def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS) -> ValidationReport:
+#: at most this many "name under two parents" warnings are listed one by one
+MAX_TREE_WARNINGS = 20
+
+
+def _tree_checks(checked: Mapping[str, Any], sep: str, file: str) -> tuple[dict[str, Any] | None, list[DataProblem]]:
+    """The product-type tree of the labels (when they are paths of more than one level): its
+    shape, and a warning per name found under two parents (a path whose own prefix is never a
+    label is fine)."""
+    from .tree import LabelTree
+
+    labels = [labs for ch in checked.values() for labs in ch.labels if labs]
+    tree = LabelTree.from_labels({lab for labs in labels for lab in labs}, sep)
+    if not tree.is_hierarchical:
+        return None, []
+    stats = tree.stats()
+    shared = stats.pop("shared_names")
+    stats["names_under_several_parents"] = len(shared)
+    problems = []
+    for name, nodes in list(shared.items())[:MAX_TREE_WARNINGS]:
+        problems.append(problem(
+            "tree_shared_name", file, None, S.LABELS,
+            f"the name {name!r} is under {len(nodes)} parents ({'; '.join(nodes[:3])}"
+            f"{' ...' if len(nodes) > 3 else ''}): they are different product types to q2pt; "
+            "if they are one type, spell its path one way", "warning"))
+    if len(shared) > MAX_TREE_WARNINGS:
+        problems.append(problem("tree_shared_name", file, None, S.LABELS,
+                                f"... and {len(shared) - MAX_TREE_WARNINGS} more names under several parents",
+                                "warning"))
+    return stats, problems
+
+
+def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS,
+                     label_separator: str = " > ") -> ValidationReport:
     """Validate a dataset directory or single file. Raises DataError only when the
     dataset cannot be read at all (missing, unreadable, wrong layout)."""
-    report, _ = check_raw_dataset(read_raw_dataset(path), max_query_chars=max_query_chars)
+    report, _ = check_raw_dataset(read_raw_dataset(path), max_query_chars=max_query_chars,
+                                  label_separator=label_separator)
     return report
 
 

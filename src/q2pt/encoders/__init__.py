@@ -136,6 +136,12 @@ class Encoder(torch.nn.Module):
         """Parameters with sparse gradients (optimise with ``torch.optim.SparseAdam``)."""
         return []
 
+    def locale_rows(self) -> dict[str, int] | None:
+        """Where the locale tokens live: ``{state_dict name: offset}`` for each tensor whose
+        row ``offset + i`` belongs to ``self.locales[i]`` (a warm start copies them by locale).
+        ``{}``: no locale rows; None: not known (a warm start then needs the same locales)."""
+        return {}
+
     def pretrained_state(self) -> dict[str, Any]:
         """``state_dict`` entries (names relative to this encoder) that the installed
         pretrained resources rebuild, mapped to their pretrained values.

@@ -98,6 +98,15 @@ class CompositeEncoder(Encoder):
     def sparse_parameters(self) -> list[Any]:
         return [p for part in self._parts for p in part.sparse_parameters()]
 
+    def locale_rows(self) -> dict[str, int] | None:
+        out: dict[str, int] = {}
+        for i, part in enumerate(self._parts):
+            rows = part.locale_rows()
+            if rows is None:
+                return None
+            out.update({f"parts.{i}.{k}": v for k, v in rows.items()})
+        return out
+
     def pretrained_state(self) -> dict[str, Any]:
         return {f"parts.{i}.{k}": v for i, part in enumerate(self._parts) for k, v in part.pretrained_state().items()}
 

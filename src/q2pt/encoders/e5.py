@@ -226,6 +226,9 @@ class E5Encoder(Encoder):
         vec = torch.nn.functional.embedding(idx.clamp(min=0), self.locale_embedding) * known
         return torch.cat([x, vec], dim=1)
 
+    def locale_rows(self) -> dict[str, int]:
+        return {"locale_embedding": 0}
+
     def get_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "locales": list(self.locales), "resource": e5_resource()}
 

@@ -220,6 +220,9 @@ class HFEncoder(Encoder):
     def spec(self) -> str:
         return f"hf:{self.name}"
 
+    def locale_rows(self) -> None:
+        return None  # rows of the resized vocabulary, placed by the tokenizer: a warm start needs the same locales
+
     def tokenize(self, queries: Sequence[str], locales: Sequence[str] | None) -> dict[str, Any]:
         """``{"input_ids": (B, T), "attention_mask": (B, T)}``, padded to the longest query."""
         queries = list(queries)

@@ -141,6 +141,9 @@ class NgramEncoder(Encoder):
     def sparse_parameters(self) -> list[Any]:
         return [self.bag.weight] if self.sparse else []
 
+    def locale_rows(self) -> dict[str, int]:
+        return {"bag.weight": self.buckets}
+
     def get_config(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -380,6 +380,9 @@ class USEEncoder(Encoder):
     def sparse_parameters(self) -> list[Any]:
         return [self.embedding.weight] if self.embedding_mode == "sparse" else []
 
+    def locale_rows(self) -> dict[str, int]:
+        return {"locale_embedding": 0}
+
     def get_config(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

@@ -147,6 +147,29 @@ def evaluate_deployed(
                               n_missing=missing, bootstrap=bootstrap, seed=seed)
 
 
+def deployed_types(
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    classes: Sequence[str],
+    thresholds: Mapping[str, float],
+    *,
+    threshold_locales: Sequence[str] | None = None,
+    top: int = 10,
+) -> dict[str, Any]:
+    """Per-product-type precision, recall and support of ``scores`` cut as deployed (each row
+    at its locale's threshold, the global one for a locale without its own), and the types
+    that fail most per locale (:func:`q2pt.diagnostics.per_type_report`)."""
+    from q2pt.diagnostics import per_type_report
+    from q2pt.metrics import to_jsonable
+
+    locales = frame["locale"].astype(str).tolist()
+    tlocs = list(threshold_locales) if threshold_locales is not None else locales
+    cut = np.asarray([thresholds.get(t, thresholds["global"]) for t in tlocs], dtype=np.float64)
+    names = np.asarray(classes, dtype=object)
+    predicted = [names[np.flatnonzero(scores[i] >= cut[i])].tolist() for i in range(len(frame))]
+    return to_jsonable(per_type_report(_label_lists(frame["product_types"]), predicted, locales, top=top))
+
+
 # --------------------------------------------------------------------------- conflicts
 
 

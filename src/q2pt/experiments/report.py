@@ -410,6 +410,8 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per locale and globally (pooled), and the global recall "
                                               "as deployed, 95% bootstrap CIs")
     _deployed_per_locale(rep, recs, locales, small, p)
+    _failing_types(rep, recs, locales, small)
+    _tree_levels(rep, recs, rap, figdir)
 
     # the paper's table
     gains = sec.get("gains") or []
@@ -491,6 +493,64 @@ def _deployed_per_locale(rep: Report, recs: Sequence[Mapping[str, Any]], locales
                     + [format_deployed(_dep(r["evals"]["test"], loc)) for r in recs])
     rows.append(["global"] + [format_deployed(_dep(r["evals"]["test"])) for r in recs])
     rep.table(header, rows)
+
+
+def _tree_levels(rep: Report, recs: Sequence[Mapping[str, Any]], rap: str, figdir: Path) -> None:
+    """Hierarchical models: their figures per level of the tree, hierarchical precision and
+    recall, and coverage (the share of test queries given some type)."""
+    trees = [r for r in recs if (r["evals"]["test"].get("tree") or {}).get("levels")]
+    if not trees:
+        return
+    rep.heading("Per level of the product-type tree", level=3, anchor="main-levels")
+    rep.para(f"The q2pt models learned every level of the product-type tree (`model.hierarchy`); the tables above "
+             f"judge them on the data's own types, like the baselines. Here: {rap} per level (each level's types "
+             "only, the true paths cut to that level), **hierarchical** precision and recall (a model's answers -- "
+             "the deepest confident types, backing off to the parent -- and the true types, both with their "
+             "ancestors, at the model's per-level thresholds), and **coverage**: the share of test queries that "
+             "got some type at the precision the thresholds were calibrated for.")
+    depth = max(int(k) for r in trees for k in r["evals"]["test"]["tree"]["levels"])
+    header = ["model"] + [f"level {k} {rap}" for k in range(1, depth + 1)] + [
+        "hierarchical precision", "hierarchical recall", "coverage"]
+    rows, bars = [], []
+    for r in trees:
+        t = r["evals"]["test"]["tree"]
+        cells = []
+        for k in range(1, depth + 1):
+            g = ((t["levels"].get(str(k)) or {}).get("global") or {})
+            cells.append(format_ci(g.get("r_at_p"), g.get("r_at_p_ci")))
+            bars.append((f"{r['label']} L{k}", g.get("r_at_p"), g.get("r_at_p_ci")))
+        h = (t.get("hierarchical") or {}).get("global") or {}
+        rows.append([r["label"], *cells, format_ci(h.get("precision"), h.get("precision_ci")),
+                     format_ci(h.get("recall"), h.get("recall_ci")), _f(h.get("coverage"))])
+    rep.table(header, rows, "l" + "r" * (len(header) - 1))
+    path = F.plot_bars(bars, figdir / "levels.png", ylabel=rap, title=f"{rap} per level of the tree, 95% bootstrap CIs")
+    rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per level of the product-type tree")
+
+
+def _failing_types(rep: Report, recs: Sequence[Mapping[str, Any]], locales: Sequence[str],
+                   small: Sequence[str]) -> None:
+    """The product types that fail most, as deployed, for the default q2pt model (unified-aware)."""
+    with_types = [r for r in recs if ((r["evals"]["test"].get("deployed") or {}).get("types"))]
+    if not with_types:
+        return
+    rec = next((r for r in with_types if r.get("name") == "unified-aware"), with_types[0])
+    types = rec["evals"]["test"]["deployed"]["types"]
+    rep.heading(f"Product types that fail most: {rec['label']}", level=3, anchor="main-types")
+    rep.para("At the thresholds the model is deployed with (each test query at its locale's calibrated threshold): "
+             "per product type its support (test queries with it), how often it was predicted, precision, recall, "
+             "and errors = misses + false alarms, the ranking. The full per-type table of every model is in "
+             "`results.json` (`evals.test.deployed.types`).")
+    rows = [[t["type"], t["support"], t["predicted"], _f(t["precision"]), _f(t["recall"]), t["errors"]]
+            for t in types.get("failing", [])]
+    rep.table(["product type", "support", "predicted", "precision", "recall", "errors"], rows, "lrrrrr")
+    per_loc = types.get("locales") or {}
+    rows = []
+    for loc in locales:
+        worst = (per_loc.get(loc) or {}).get("failing", [])[:3]
+        cells = [f"{t['type']} (recall {_f(t['recall'])}, precision {_f(t['precision'])}, {t['errors']} errors)"
+                 for t in worst]
+        rows.append([loc + (" *" if loc in small else "")] + cells + [""] * (3 - len(cells)))
+    rep.table(["locale", "fails most", "second", "third"], rows, "llll")
 
 
 def _training_note(rep: Report, sec: Mapping[str, Any], recs: Sequence[Mapping[str, Any]]) -> None:

@@ -44,6 +44,7 @@ from q2pt.io import write_json
 from .evaluation import (
     calibrate_on_valid,
     conflict_mask,
+    deployed_types,
     evaluate_deployed,
     evaluate_scores,
     gains_table,
@@ -250,6 +251,16 @@ def has_deployed(record: Mapping[str, Any]) -> bool:
     return bool(evals) and all(isinstance(ev, Mapping) and "deployed" in ev for ev in evals.values())
 
 
+def _data_types_view(model: Any, dataset: "Dataset") -> list[int] | None:
+    """A hierarchical model's columns of the data's own product types (its other nodes are
+    their ancestors), so that it is judged on the label space of every other model; None for
+    a flat model."""
+    if getattr(model, "tree_", None) is None:
+        return None
+    own = set(dataset.labels)
+    return [i for i, c in enumerate(model.classes_) if c in own]
+
+
 def describe_dataset(dataset: "Dataset") -> dict[str, Any]:
     """What the report says about the data: source, SIMULATED or not, fingerprint, sizes."""
     return {
@@ -408,7 +419,9 @@ class ExperimentRunner:
         else:  # pragma: no cover
             raise ValueError(f"unknown run kind {spec.kind!r}")
         infra: dict[str, Any] = {**train_m.as_dict("train"), **extra}
-        deploy = self._deployment_thresholds(spec, model, dataset)
+        view = _data_types_view(model, dataset)
+        classes = list(model.classes_) if view is None else [model.classes_[i] for i in view]
+        deploy = self._deployment_thresholds(spec, model, dataset, view)
         evaluations: dict[str, Any] = {}
         for ev in evals:
             queries = ev.frame["query"].astype(str).tolist()
@@ -418,18 +431,29 @@ class ExperimentRunner:
             if ev.name == evals[0].name:
                 infra.update(pm.result.as_dict("predict"))
                 infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
-            result = evaluate_scores(ev.frame, scores, model.classes_, precision=s.precision,
+            if view is not None:  # a hierarchical model, judged on the data's own types like every model
+                if ev.name == evals[0].name and ev.predict_locales is None:
+                    full = model.evaluate(ev.frame, precision=s.precision, bootstrap=ev.bootstrap, seed=s.seed,
+                                          top_types=0)
+                    tree_eval = {"levels": full.get("levels"), "hierarchical": full.get("hierarchical")}
+                scores = scores[:, view]
+            result = evaluate_scores(ev.frame, scores, classes, precision=s.precision,
                                      bootstrap=ev.bootstrap, seed=s.seed, curves=ev.curves)
+            if view is not None and ev.name == evals[0].name and ev.predict_locales is None:
+                result["tree"] = tree_eval
             result["deployed"] = {
-                **evaluate_deployed(ev.frame, scores, model.classes_, deploy["thresholds"],
+                **evaluate_deployed(ev.frame, scores, classes, deploy["thresholds"],
                                     threshold_locales=ev.predict_locales, precision=s.precision,
                                     bootstrap=ev.bootstrap, seed=s.seed),
                 "thresholds": deploy["thresholds"],
                 "threshold_details": deploy["details"],
                 "threshold_source": deploy["source"],
             }
+            if ev.name == evals[0].name:  # per-type diagnostics of the main evaluation
+                result["deployed"]["types"] = deployed_types(ev.frame, scores, classes, deploy["thresholds"],
+                                                             threshold_locales=ev.predict_locales)
             if ev.conflict_rows is not None:
-                result["conflicts"] = top1_accuracy(ev.frame, scores, model.classes_, ev.conflict_rows)
+                result["conflicts"] = top1_accuracy(ev.frame, scores, classes, ev.conflict_rows)
             evaluations[ev.name] = result
         if spec.measure_size:
             infra.update(self._measure_size(spec, model))
@@ -462,7 +486,8 @@ class ExperimentRunner:
                     "-" if d.get("precision") is None else f"{d['precision']:.4f}")
         return record
 
-    def _deployment_thresholds(self, spec: RunSpec, model: Any, dataset: "Dataset") -> dict[str, Any]:
+    def _deployment_thresholds(self, spec: RunSpec, model: Any, dataset: "Dataset",
+                               view: list[int] | None = None) -> dict[str, Any]:
         """The per-locale thresholds the model is judged by *as deployed* (see the module doc).
 
         A q2pt variant: its own ``thresholds_`` (calibrated on the validation split when it was
@@ -473,7 +498,10 @@ class ExperimentRunner:
         """
         p = self.settings.precision
         why = ""
-        if spec.kind == "variant":
+        if view is not None:
+            why = (": a hierarchical model's own thresholds are per level of its tree; here it is judged on the "
+                   "data's own types, like the baselines")
+        elif spec.kind == "variant":
             own = dict(getattr(model, "thresholds_", None) or {})
             target = float(model.config.train.precision_target)
             if "global" in own and abs(target - p) < 1e-12:
@@ -491,7 +519,10 @@ class ExperimentRunner:
             scores = model.predict_proba(rows["query"].astype(str).tolist(), rows["locale"].astype(str).tolist())
         else:
             scores = np.zeros((0, len(model.classes_)), dtype=np.float32)
-        thresholds, details = calibrate_on_valid(rows, scores, model.classes_, precision=p)
+        classes = list(model.classes_)
+        if view is not None:
+            scores, classes = scores[:, view], [classes[i] for i in view]
+        thresholds, details = calibrate_on_valid(rows, scores, classes, precision=p)
         return {"thresholds": thresholds, "details": details, "source": "calibrated on valid" + why}
 
     def _reuse(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet], identity: dict[str, Any],

@@ -326,14 +326,23 @@ class _Service:
     # --------------------------------------------------------------- responses
     @staticmethod
     def result(rt: Runtime, query: str, res: Resolution, row: np.ndarray, top_k: int,
-               threshold: float | None) -> dict[str, Any]:
+               threshold: float | None, req: Any = None) -> dict[str, Any]:
         if threshold is not None:
             t, source = float(threshold), "request"
         else:
             t, source = rt.threshold_for(res.locale_used)
+        cut = rt.core.cuts([res], threshold)[0]  # per type: the locale's per-type thresholds where it has them
         ranked = select_types(row[None, :], rt.classes, -math.inf, top_k)[0]
-        types = [{"product_type": name, "score": score, "predicted": score >= t} for name, score in ranked]
-        predicted = [name for name, score in ranked if score >= t]
+        column = rt.core.column_of
+        types = [{"product_type": name, "score": score, "predicted": bool(score >= cut[column[name]]),
+                  "threshold": float(cut[column[name]])} for name, score in ranked]
+        predicted = [item["product_type"] for item in types if item["predicted"]]
+        paths = None
+        if rt.core.tree is not None and not getattr(req, "flat", False):
+            paths = rt.core.select_paths(row[None, :], [res], threshold=threshold,
+                                         max_depth=getattr(req, "max_depth", None),
+                                         backoff=getattr(req, "backoff", True))[0]
+            predicted = [p["product_type"] for p in paths]
         return {
             "query": query,
             "locale": res.locale,
@@ -342,6 +351,7 @@ class _Service:
             "threshold_source": source,
             "product_types": types,
             "predicted": predicted,
+            "paths": paths,
             "warnings": [res.warning] if res.warning else [],
         }
 
@@ -507,7 +517,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         else:
             assert service.executor is not None
             row = (await service.executor.run(rt.predict, [query], [res]))[0]
-        return JSONResponse(service.result(rt, req.query, res, row, service.top_k(rt, req.top_k), req.threshold))
+        return JSONResponse(service.result(rt, req.query, res, row, service.top_k(rt, req.top_k), req.threshold, req))
 
     @app.post("/v1/predict/batch", response_model=BatchResponse, responses=_PROBLEM_RESPONSES, tags=["predict"])
     async def predict_batch(req: BatchRequest) -> JSONResponse:
@@ -527,7 +537,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         assert service.executor is not None
         probs = await service.executor.run(rt.predict, queries, resolutions)
         k = service.top_k(rt, req.top_k)
-        results = [service.result(rt, item.query, res, probs[i], k, req.threshold)
+        results = [service.result(rt, item.query, res, probs[i], k, req.threshold, req)
                    for i, (item, res) in enumerate(zip(req.queries, resolutions))]
         warnings = sorted({w for r in results for w in r["warnings"]})
         return JSONResponse({"results": results, "warnings": warnings})

@@ -59,6 +59,7 @@ class Runtime:
             variant=model.variant, classes=model.classes_, locales=model.locales_, thresholds=model.thresholds_,
             tokenizers=encoder_tokenizers(model.networks), forward=self._forward,
             network_labels=model.network_labels_, fallback_locale=fallback_locale,
+            type_thresholds=model.type_thresholds_, tree=model.tree_, level_thresholds=model.level_thresholds_,
         )
 
     # the model's facts, as the core holds them

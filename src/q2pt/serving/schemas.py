@@ -28,6 +28,13 @@ class PredictRequest(BaseModel):
         "Return the k highest-scoring product types (default: the server's default_top_k; capped at the number of types)."))
     threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
                                     description="Override the calibrated decision threshold for the 'predicted' flag.")
+    max_depth: int | None = Field(None, ge=1, le=100, description=(
+        "Hierarchical models: predict no type deeper than this level."))
+    backoff: bool = Field(True, description=(
+        "Hierarchical models: answer a confident parent when none of its children is confident (default); "
+        "false: only bottom types (tree leaves, or max_depth)."))
+    flat: bool = Field(False, description=(
+        "Hierarchical models: 'predicted' lists every type over its threshold, ancestors included."))
 
 
 class BatchItem(BaseModel):
@@ -53,12 +60,31 @@ class BatchRequest(BaseModel):
     queries: list[BatchItem] = Field(..., min_length=1, description="1 to max_batch queries.")
     top_k: int | None = Field(None, ge=1, le=10_000)
     threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    max_depth: int | None = Field(None, ge=1, le=100)
+    backoff: bool = True
+    flat: bool = False
 
 
 class ProductTypeScore(BaseModel):
     product_type: str
     score: float = Field(..., description="Model probability that the query means this type.")
     predicted: bool = Field(..., description="score >= threshold.")
+    threshold: float = Field(..., description="This type's threshold: the query's, or its locale's own "
+                             "threshold for this type (a model trained with train.type_thresholds).")
+
+
+class PathAncestor(BaseModel):
+    product_type: str
+    score: float
+
+
+class PathPrediction(BaseModel):
+    """A hierarchical model's answer: a deepest confident type, its level and its ancestors."""
+
+    product_type: str
+    score: float
+    level: int
+    ancestors: list[PathAncestor] = Field(..., description="From the top level down.")
 
 
 class Prediction(BaseModel):
@@ -69,10 +95,15 @@ class Prediction(BaseModel):
     locale_used: str | None = Field(
         ..., description="The locale the model used (its network/locale token and threshold); "
         "null: predicted locale-agnostically (a locale the unified model never saw).")
-    threshold: float = Field(..., description="Threshold used for the 'predicted' flags.")
+    threshold: float = Field(..., description="Threshold used for the 'predicted' flags (types with a "
+                             "threshold of their own say so in product_types).")
     threshold_source: Literal["request", "locale", "global"]
     product_types: list[ProductTypeScore]
-    predicted: list[str] = Field(..., description="The product types flagged as predicted (among product_types).")
+    predicted: list[str] = Field(..., description=(
+        "The predicted product types: those flagged in product_types; for a hierarchical model the "
+        "deepest confident types (see paths)."))
+    paths: list[PathPrediction] | None = Field(None, description=(
+        "Hierarchical models: each predicted type with its level and ancestors, best first (null: a flat model)."))
     warnings: list[str] = Field(default_factory=list)
 
 

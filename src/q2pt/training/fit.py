@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from q2pt.data.labels import label_lists
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
@@ -27,13 +29,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from q2pt.config import Config
     from q2pt.data import Dataset
+    from q2pt.data.tree import LabelTree
+    from q2pt.training.warm import WarmStart
 
 logger = logging.getLogger(__name__)
 
 
-def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str]) -> dict[str, Any]:
-    return {"config": comparable_config(config), "data_fingerprint": dataset.fingerprint, "labels": classes,
-            "locales": locales}
+def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str],
+                  warm: "WarmStart | None" = None) -> dict[str, Any]:
+    identity = {"config": comparable_config(config), "data_fingerprint": dataset.fingerprint, "labels": classes,
+                "locales": locales}
+    if warm is not None:  # a resume must start from the same parent (and label map)
+        identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
+    return identity
 
 
 @dataclass
@@ -57,14 +65,20 @@ def fit_networks(
     resume: bool = False,
     progress: bool = True,
     hooks: TrainHooks | None = None,
+    warm: "WarmStart | None" = None,
+    tree: "LabelTree | None" = None,
 ) -> TrainedNetworks:
     """Train the networks of ``config``'s variant and encoder on ``dataset`` (see the package
     docstring); with ``out_dir`` checkpoints go to ``out_dir/checkpoints`` and ``resume``
-    continues from the last one. Thresholds and saving are the model's
+    continues from the last one; ``warm`` initialises each fresh network from a parent
+    model's (:mod:`q2pt.training.warm`). Thresholds and saving are the model's
     (:meth:`q2pt.models.Q2PTModel.fit`).
     """
     hooks = hooks or TrainHooks()
     cfg = config.train
+    if warm is not None and cfg.warm_start_epochs is not None and cfg.warm_start_epochs < cfg.max_epochs:
+        cfg = cfg.model_copy(update={"max_epochs": cfg.warm_start_epochs})
+        logger.info("warm start: at most %d epochs (train.warm_start_epochs)", cfg.max_epochs)
     variant = config.model.variant
     train_df = dataset.train
     if len(train_df) == 0:
@@ -82,7 +96,8 @@ def fit_networks(
         resumed_progress: tuple[str, StageCheckpoint] | None = None
         if out_dir is not None:
             check_output_folder(Path(out_dir))
-            checkpointer = Checkpointer(Path(out_dir) / "checkpoints", _run_identity(config, dataset, classes, locales))
+            checkpointer = Checkpointer(Path(out_dir) / "checkpoints",
+                                        _run_identity(config, dataset, classes, locales, warm))
             if resume and checkpointer.exists():
                 checkpointer.check_run()
                 resumed_done = checkpointer.done_stages()
@@ -134,15 +149,19 @@ def fit_networks(
             train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware,
                                         with_agnostic=aware and cfg.locale_dropout > 0)
             net.init_output_bias(train_split.targets.nnz / max(1, train_split.n * len(stage_classes)))
+            if warm is not None:  # after the prior bias: new types keep it, the parent's types their own
+                warm.apply(stage, net, stage_classes)
             valid_split = prepare_split(net.encoder, va, stage_classes, locale_aware=aware) if len(va) else None
             if valid_split is None and hooks.is_main:
                 logger.warning("%s: no validation examples: no early stopping, keeping the last weights", stage_label(stage))
             stage_resume = None
             if resumed_progress is not None and resumed_progress[0] == stage:
                 stage_resume = resumed_progress[1]
+            levels = None if tree is None else np.asarray([tree.level_of(c) for c in stage_classes])
             result = train_network(
                 net, train_split, valid_split, cfg, stage=stage, stage_seed=(cfg.seed, i),
                 checkpointer=checkpointer, resume=stage_resume, progress=progress, hooks=hooks,
+                column_levels=levels,
             )
             summaries[stage] = result.summary()
             if checkpointer is not None and hooks.is_main:

@@ -69,8 +69,12 @@ def score_split(net: Any, tokens: TokenCache, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def valid_r_at_p(net: Any, valid: PreparedSplit | None, cfg: "TrainSection") -> float | None:
-    """Pooled R@P on valid (None when there is no valid data with positives)."""
+def valid_r_at_p(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
+                 column_levels: np.ndarray | None = None) -> float | None:
+    """Pooled R@P on valid (None when there is no valid data with positives). With
+    ``column_levels`` (a hierarchical model's level of each output) and
+    ``train.tree_stopping`` "mean_of_levels": the mean of each level's R@P over its own
+    outputs (levels with validation positives)."""
     from q2pt.metrics import recall_at_precision
 
     if valid is None or valid.n == 0:
@@ -80,6 +84,13 @@ def valid_r_at_p(net: Any, valid: PreparedSplit | None, cfg: "TrainSection") -> 
     if y_true.sum() == 0:
         return None
     scores = score_split(net, valid.tokens, cfg.eval_batch_size)
+    if column_levels is not None and cfg.tree_stopping == "mean_of_levels":
+        values = []
+        for level in np.unique(column_levels):
+            cols = column_levels == level
+            if y_true[:, cols].sum():
+                values.append(recall_at_precision(y_true[:, cols], scores[:, cols], cfg.precision_target).recall)
+        return float(np.mean(values)) if values else None
     result = recall_at_precision(y_true, scores, cfg.precision_target, n_missing=missing)
     return None if math.isnan(result.recall) else float(result.recall)
 
@@ -100,6 +111,7 @@ def train_network(
     resume: StageCheckpoint | None = None,
     progress: bool = True,
     hooks: TrainHooks | None = None,
+    column_levels: np.ndarray | None = None,
 ) -> StageResult:
     """Train one network with early stopping on valid R@P; leaves the best weights in ``net``.
 
@@ -114,6 +126,7 @@ def train_network(
         resume: a loaded checkpoint of this stage to continue from.
         progress: show a tqdm bar (only on a TTY and on the main process).
         hooks: DDP-style extension points (see :class:`TrainHooks`).
+        column_levels: a hierarchical model's level of each output (``train.tree_stopping``).
     """
     from tqdm.auto import tqdm
 
@@ -150,7 +163,7 @@ def train_network(
 
     def evaluate_now() -> bool:
         """Evaluate on valid, update best/patience; True to stop."""
-        metric = valid_r_at_p(net, valid, cfg)
+        metric = valid_r_at_p(net, valid, cfg, column_levels)
         state.last_eval_step = state.step
         epoch_f = round(state.epoch + state.batch / steps_per_epoch, 4)
         record = {"step": state.step, "epoch": epoch_f, "valid_r_at_p": metric}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -48,7 +49,7 @@ __all__ = ["WarmStart", "check_parent", "read_label_map", "warm_start_network"]
 SHAPE_KEYS = ("variant", "encoder", "encoder_options", "head_hidden", "output")
 
 
-def read_label_map(path: str | Path) -> dict[str, str]:
+def read_label_map(path: "str | os.PathLike[str]") -> dict[str, str]:
     """A label map file: old product type -> new one. JSON (an object ``{"old": "new"}``) or
     a two-column CSV/TSV ``old,new`` (a header row ``old,new`` is skipped). Several old types
     may map to one new type (a merge). Problems name the file and row."""
@@ -110,7 +111,7 @@ class WarmStart:
     label_map: Mapping[str, str] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
 
-    def apply(self, stage: str, net: Any, classes: Sequence[str], locales: Sequence[str] | None) -> None:
+    def apply(self, stage: str, net: Any, classes: Sequence[str]) -> None:
         parent_net = self.parent.networks.get(stage)
         if parent_net is None:
             self.report.setdefault("fresh_networks", []).append(stage)
@@ -138,9 +139,13 @@ def warm_start_network(
     shared = list(pretrained_reference(net)[0].values())
     last = len(net.head) - 1
     head_w, head_b = f"head.{last}.weight", f"head.{last}.bias"
-    new_rows = {f"encoder.{k}": v for k, v in net.encoder.locale_rows().items()}
-    old_rows = {f"encoder.{k}": v for k, v in parent.encoder.locale_rows().items()}
     new_locales, old_locales = list(net.encoder.locales), list(parent.encoder.locales)
+    rows_new, rows_old = net.encoder.locale_rows(), parent.encoder.locale_rows()
+    if (rows_new is None or rows_old is None) and new_locales != old_locales:
+        raise ConfigError(f"cannot warm-start: the {net.encoder.kind} encoder's locale tokens cannot be mapped "
+                          "between locale sets, and the parent's locales differ; train from scratch")
+    new_rows = {f"encoder.{k}": v for k, v in (rows_new or {}).items()}
+    old_rows = {f"encoder.{k}": v for k, v in (rows_old or {}).items()}
     for name, tensor in state.items():
         if name in (head_w, head_b) or any(same_storage(tensor, ref) for ref in shared):
             continue  # the output rows below; a shared pretrained table is the parent's already
@@ -181,8 +186,9 @@ def warm_start_network(
             kept += 1
         else:
             mapped += 1
-    used = {i for rows in sources.values() for i in rows} | {index[c] for c in classes if c in index}
+    used = {i for c in classes for i in sources.get(c, [])} | {index[c] for c in classes
+                                                                 if c in index and c not in mapped_away}
     return {"types_kept": kept, "types_mapped": mapped, "types_new": new,
-            "types_dropped": len(parent_classes) - len(used & set(range(len(parent_classes)))),
+            "types_dropped": len(parent_classes) - len(used),
             "locales_kept": sum(loc in old_locales for loc in new_locales),
             "locales_new": sum(loc not in old_locales for loc in new_locales)}

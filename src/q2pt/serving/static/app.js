@@ -137,6 +137,21 @@
       li.addEventListener("click", function () { explainType(pred.query.trim(), pred.locale, pt.product_type); });
       results.appendChild(li);
     });
+    // a hierarchical model: each answer with its path (ancestors, their scores) and level
+    var paths = $("paths");
+    clear(paths);
+    (pred.paths || []).forEach(function (p) {
+      var li = el("li", "path");
+      li.setAttribute("data-level", String(p.level));
+      p.ancestors.forEach(function (a) {
+        li.appendChild(el("span", "ancestor", a.product_type.split(/\s*>\s*/).pop() + " (" + a.score.toFixed(2) + ")"));
+        li.appendChild(el("span", "sep", " \u203a "));
+      });
+      li.appendChild(el("strong", "leaf", p.product_type.split(/\s*>\s*/).pop() + " (" + p.score.toFixed(2) + ")"));
+      li.appendChild(el("span", "muted level", " level " + p.level));
+      paths.appendChild(li);
+    });
+    paths.hidden = !(pred.paths && pred.paths.length);
     var n = pred.predicted.length;
     var source = pred.threshold_source === "request" ? "set in the request"
       : pred.threshold_source === "locale" ? "calibrated for " + pred.locale_used : "global calibrated threshold";

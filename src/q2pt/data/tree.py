@@ -1,0 +1,234 @@
+"""Product-type trees: category paths (``"home & garden > kitchen > cookware > pots"``) as a
+taxonomy, so that a model can learn, predict and be judged at every level.
+
+A node is a whole path prefix, spelled with the separator (``data.label_separator``, default
+``" > "``; levels are split as :mod:`q2pt.data.labels` splits them, whitespace around the
+separator ignored): ``"a"``, ``"a > b"``, ``"a > b > c"``. Two nodes with the same last name
+under different parents (``"garden > pots"``, ``"kitchen > pots"``) are different nodes; the
+tree reports such names (:meth:`LabelTree.shared_names`) because they are often a data error.
+Commas, slashes and quotes inside a name are plain characters.
+
+:meth:`LabelTree.from_labels` derives the tree from labels (every prefix of every path is a
+node), optionally with more paths from a taxonomy file (:func:`read_taxonomy`: one path a
+line); :meth:`LabelTree.close` adds a label list's ancestors (a query of ``"a > b > c"`` is
+also a query of ``"a > b"`` and ``"a"``: the implied positives a hierarchical model learns).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from q2pt.errors import DataError, Problem
+
+from .labels import DEFAULT_SEPARATOR, _splitter
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["LabelTree", "closed_frame", "read_taxonomy", "split_path", "training_tree"]
+
+
+def split_path(label: str, sep: str = DEFAULT_SEPARATOR) -> list[str]:
+    """The levels of a path: split on the separator (whitespace around it ignored), each level
+    stripped, empty levels dropped. ``split_path("a>b > c")`` -> ``["a", "b", "c"]``."""
+    return [p for p in (x.strip() for x in label.split(_splitter(sep))) if p]
+
+
+def read_taxonomy(path: str | Path, sep: str = DEFAULT_SEPARATOR) -> list[str]:
+    """The paths of a taxonomy file (UTF-8, one path a line; blank lines and lines starting
+    with ``#`` are skipped), each normalised (levels joined with ``sep``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the taxonomy file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    out, problems = [], []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        levels = split_path(line, sep)
+        if not levels:
+            problems.append(Problem(str(path), i, None, f"no product type in {line!r}"))
+            continue
+        out.append(sep.join(levels))
+    if problems:
+        raise DataError(f"{path}: invalid taxonomy", problems)
+    return out
+
+
+@dataclass
+class LabelTree:
+    """A taxonomy of product-type paths: each node's parent (None for a top-level type), its
+    level (1 for the top) and its children."""
+
+    separator: str = DEFAULT_SEPARATOR
+    parent: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.children: dict[str, list[str]] = defaultdict(list)
+        self.level: dict[str, int] = {}
+        for node in sorted(self.parent):
+            self.level[node] = len(split_path(node, self.separator))
+            up = self.parent[node]
+            if up is not None:
+                self.children[up].append(node)
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_labels(cls, labels: Iterable[str], sep: str = DEFAULT_SEPARATOR,
+                    extra_paths: Iterable[str] = ()) -> "LabelTree":
+        """The tree of every prefix of every label (and of ``extra_paths``, e.g. a taxonomy
+        file's)."""
+        parent: dict[str, str | None] = {}
+        seen: set[str] = set()
+        for label in [*labels, *extra_paths]:
+            if label in seen:
+                continue
+            seen.add(label)
+            levels = split_path(label, sep)
+            up: str | None = None
+            for k in range(1, len(levels) + 1):
+                node = sep.join(levels[:k])
+                parent.setdefault(node, up)
+                up = node
+        return cls(sep, parent)
+
+    def normalize(self, label: str) -> str:
+        """The node spelling of a label (levels joined with the separator)."""
+        levels = split_path(label, self.separator)
+        return self.separator.join(levels) if levels else label.strip()
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def nodes(self) -> list[str]:
+        return sorted(self.parent)
+
+    @property
+    def depth(self) -> int:
+        return max(self.level.values(), default=0)
+
+    @property
+    def is_hierarchical(self) -> bool:
+        """More than one level: a tree, not a flat list."""
+        return self.depth > 1
+
+    def level_of(self, label: str) -> int:
+        """A label's level: its node's, or the number of its levels when the tree lacks it."""
+        return self.level.get(label) or len(split_path(label, self.separator))
+
+    def is_leaf(self, node: str) -> bool:
+        return not self.children.get(node)
+
+    def ancestors(self, node: str) -> list[str]:
+        """The node's ancestors, the top level first (not the node itself)."""
+        out: list[str] = []
+        up = self.parent.get(node)
+        while up is not None:
+            out.append(up)
+            up = self.parent.get(up)
+        return out[::-1]
+
+    def close(self, labels: Sequence[str]) -> list[str]:
+        """``labels`` (normalised) with every ancestor added, ancestors first, no duplicates."""
+        out: dict[str, None] = {}
+        for label in labels:
+            node = self.normalize(label)
+            for a in self.ancestors(node) if node in self.parent else self._prefixes(node)[:-1]:
+                out[a] = None
+            out[node] = None
+        return list(out)
+
+    def _prefixes(self, label: str) -> list[str]:
+        levels = split_path(label, self.separator)
+        return [self.separator.join(levels[:k]) for k in range(1, len(levels) + 1)]
+
+    def cut(self, label: str, depth: int) -> str:
+        """The label's ancestor at ``depth`` (itself when it is that deep or shallower)."""
+        levels = split_path(label, self.separator)
+        return self.separator.join(levels[:depth]) if levels else label
+
+    def shared_names(self) -> dict[str, list[str]]:
+        """Names (a node's last level) found under more than one parent: ``{name: [nodes]}``."""
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for node in self.parent:
+            levels = split_path(node, self.separator)
+            if len(levels) > 1:
+                by_name[levels[-1]].append(node)
+        return {k: sorted(v) for k, v in sorted(by_name.items()) if len(v) > 1}
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self, label_lists: Sequence[Sequence[str]] | None = None,
+              locales: Sequence[str] | None = None) -> dict[str, Any]:
+        """Depth, nodes and branching per level, leaves, shared names; with the data's label
+        lists (and locales), the types in use per level, globally and per locale."""
+        per_level: dict[int, list[str]] = defaultdict(list)
+        for node, lev in self.level.items():
+            per_level[lev].append(node)
+        levels = []
+        for lev in sorted(per_level):
+            nodes = per_level[lev]
+            branching = [len(self.children.get(n, [])) for n in nodes if self.children.get(n)]
+            levels.append({
+                "level": lev, "nodes": len(nodes), "leaves": sum(self.is_leaf(n) for n in nodes),
+                "with_children": len(branching),
+                "branching_mean": (sum(branching) / len(branching)) if branching else None,
+                "branching_max": max(branching, default=0),
+            })
+        out: dict[str, Any] = {"depth": self.depth, "nodes": len(self.parent),
+                               "leaves": sum(self.is_leaf(n) for n in self.parent), "levels": levels,
+                               "shared_names": self.shared_names()}
+        if label_lists is not None:
+            used: dict[int, set[str]] = defaultdict(set)
+            by_locale: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+            for i, labels in enumerate(label_lists):
+                for node in self.close(labels):
+                    lev = self.level_of(node)
+                    used[lev].add(node)
+                    if locales is not None:
+                        by_locale[str(locales[i])][lev].add(node)
+            out["types_per_level"] = {str(k): len(v) for k, v in sorted(used.items())}
+            if locales is not None:
+                out["types_per_level_per_locale"] = {
+                    loc: {str(k): len(v) for k, v in sorted(levs.items())} for loc, levs in sorted(by_locale.items())}
+        return out
+
+    # ------------------------------------------------------------------ JSON
+    def to_json(self) -> dict[str, Any]:
+        return {"separator": self.separator, "parent": dict(sorted(self.parent.items()))}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LabelTree":
+        return cls(str(data["separator"]), {str(k): (None if v is None else str(v))
+                                            for k, v in dict(data["parent"]).items()})
+
+
+def training_tree(hierarchy: str, labels: Iterable[str], sep: str = DEFAULT_SEPARATOR,
+                  taxonomy: str | Path | None = None) -> LabelTree | None:
+    """The tree a model with ``model.hierarchy`` learns from these training labels: None for a
+    flat model ("flat", or "auto" with labels of one level)."""
+    extra = read_taxonomy(taxonomy, sep) if taxonomy else []
+    tree = LabelTree.from_labels(labels, sep, extra)
+    if hierarchy == "flat" or (hierarchy == "auto" and not tree.is_hierarchical):
+        return None
+    return tree
+
+
+def closed_frame(frame: "pd.DataFrame", tree: LabelTree) -> tuple["pd.DataFrame", int]:
+    """A copy of ``frame`` whose product types hold their ancestors too (normalised paths),
+    and how many labels were added."""
+    import pandas as pd
+
+    from . import schema as S
+
+    added = 0
+    out_lists = []
+    for labels in frame[S.LABELS].tolist():
+        closed = tree.close(list(labels))
+        added += len(closed) - len(set(labels))
+        out_lists.append(closed)
+    out = frame.copy()
+    out[S.LABELS] = pd.Series(out_lists, index=frame.index, dtype=object)
+    return out, added

@@ -1,0 +1,168 @@
+"""Product-type trees: paths and the tree, ancestor closure, back-off decisions on hand-built
+scores, per-level and hierarchical metrics on hand-computed cases, and a tiny hierarchical
+model end to end (saved, reloaded, served over HTTP and through ONNX)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from q2pt.data.tree import LabelTree, closed_frame, read_taxonomy, split_path, training_tree
+from q2pt.errors import ConfigError, DataError
+from q2pt.inference import UNIFIED, InferenceCore
+from q2pt.metrics import calibrate_level_thresholds, set_precision_recall
+from support import need
+
+PATHS = ["home > kitchen > pots", "home > kitchen > pans", "home > garden > pots", "toys"]
+
+
+def test_paths_with_odd_separators_and_commas():
+    assert split_path("home>kitchen ,dining & bar >  pots") == ["home", "kitchen ,dining & bar", "pots"]
+    assert split_path("a | b|c", " | ") == ["a", "b", "c"]
+    assert split_path(" > a >> b > ") == ["a", "b"]  # empty levels dropped
+    tree = LabelTree.from_labels(["shoes, bags & more/boots", "x/y/z"], sep="/")
+    assert tree.parent == {"shoes, bags & more": None, "shoes, bags & more/boots": "shoes, bags & more",
+                           "x": None, "x/y": "x", "x/y/z": "x/y"}
+    assert tree.normalize("x / y") == "x/y" and tree.depth == 3
+
+
+def test_tree_structure_and_a_name_under_two_parents():
+    tree = LabelTree.from_labels(PATHS)
+    assert tree.nodes == ["home", "home > garden", "home > garden > pots", "home > kitchen",
+                          "home > kitchen > pans", "home > kitchen > pots", "toys"]
+    assert tree.level["home > kitchen"] == 2 and tree.is_leaf("toys") and not tree.is_leaf("home > kitchen")
+    assert tree.ancestors("home > kitchen > pots") == ["home", "home > kitchen"]
+    assert tree.shared_names() == {"pots": ["home > garden > pots", "home > kitchen > pots"]}
+    stats = tree.stats([["home > kitchen > pots"], ["toys"]], ["de", "fr"])
+    assert [lv["nodes"] for lv in stats["levels"]] == [2, 2, 3]
+    assert stats["levels"][0]["branching_mean"] == 2.0  # home: kitchen, garden (toys has none)
+    assert stats["types_per_level_per_locale"] == {"de": {"1": 1, "2": 1, "3": 1}, "fr": {"1": 1}}
+    assert LabelTree.from_json(tree.to_json()).parent == tree.parent
+
+
+def test_ancestor_closure_and_the_training_tree(tmp_path):
+    tree = LabelTree.from_labels(PATHS)
+    assert tree.close(["home>kitchen>pots", "toys"]) == ["home", "home > kitchen", "home > kitchen > pots", "toys"]
+    assert tree.close(["home > attic > boxes"]) == ["home", "home > attic", "home > attic > boxes"]  # unseen
+    frame = pd.DataFrame({"query": ["q"], "locale": ["de"], "product_types": [["home > kitchen > pots"]]})
+    closed, added = closed_frame(frame, tree)
+    assert closed["product_types"][0] == ["home", "home > kitchen", "home > kitchen > pots"] and added == 2
+    assert training_tree("auto", ["a", "b"]) is None and training_tree("flat", PATHS) is None
+    assert training_tree("tree", ["a", "b"]) is not None  # asked for: a one-level tree
+    (tmp_path / "tax.txt").write_text("# a taxonomy\nhome > attic > boxes\n\nsports\n", encoding="utf-8")
+    assert read_taxonomy(tmp_path / "tax.txt") == ["home > attic > boxes", "sports"]
+    assert "home > attic" in training_tree("auto", PATHS, taxonomy=tmp_path / "tax.txt").parent
+    (tmp_path / "bad.txt").write_text(" > \n", encoding="utf-8")
+    with pytest.raises(DataError):
+        read_taxonomy(tmp_path / "bad.txt")
+
+
+def _core(scores: list[float], level_thresholds=None):
+    tree = LabelTree.from_labels(PATHS)
+    classes = tree.nodes
+    return InferenceCore(variant="unified-agnostic", classes=classes, locales=["de"], thresholds={"global": 0.5},
+                         tokenizers={UNIFIED: lambda q, loc: q},
+                         forward=lambda key, batch: np.asarray([scores] * len(batch)), tree=tree,
+                         level_thresholds=level_thresholds)
+
+
+# classes: home, home>garden, home>garden>pots, home>kitchen, home>kitchen>pans, home>kitchen>pots, toys
+def _paths(core, **kw):
+    res = core.resolve_all(["de"])
+    return [(p["product_type"], p["level"]) for p in core.select_paths(core.scores(["q"], res), res, **kw)[0]]
+
+
+def test_backoff_decisions_on_hand_built_scores():
+    sure_pot = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1])
+    assert _paths(sure_pot) == [("home > kitchen > pots", 3)]
+    unsure_leaf = _core([0.9, 0.1, 0.1, 0.8, 0.3, 0.4, 0.1])  # which kitchen item? neither is sure
+    assert _paths(unsure_leaf) == [("home > kitchen", 2)]  # back off to the parent
+    assert _paths(unsure_leaf, backoff=False) == []  # no back-off: nothing at the bottom is sure
+    assert _paths(sure_pot, max_depth=2) == [("home > kitchen", 2)]
+    assert _paths(unsure_leaf, max_depth=2, backoff=False) == [("home > kitchen", 2)]  # level 2 is the bottom
+    two = _core([0.9, 0.6, 0.1, 0.8, 0.2, 0.7, 0.95])
+    assert _paths(two) == [("toys", 1), ("home > kitchen > pots", 3), ("home > garden", 2)]  # best first
+    assert _paths(two, top_k=1) == [("toys", 1)]
+    res = two.resolve_all(["de"])
+    answer = two.select_paths(two.scores(["q"], res), res)[0][1]
+    assert answer["ancestors"] == [{"product_type": "home", "score": pytest.approx(0.9)},
+                                   {"product_type": "home > kitchen", "score": pytest.approx(0.8)}]
+    # per-level thresholds: level 3 needs 0.75 -> the pot (0.7) is unsure, back off to the kitchen
+    strict = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"3": 0.75}})
+    assert _paths(strict) == [("home > kitchen", 2)]
+    with pytest.raises(ConfigError):
+        _paths(sure_pot, max_depth=0)
+
+
+def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
+    # two levels: level-1 column 0, level-2 column 1
+    y = np.asarray([[1, 1], [1, 0], [0, 0], [1, 0]])
+    s = np.asarray([[0.9, 0.8], [0.8, 0.3], [0.2, 0.7], [0.6, 0.1]])
+    out = calibrate_level_thresholds(y, s, ["a"] * 4, [1, 2], 0.8, min_positives=1)
+    # level 1: all three positives score above the negative: threshold 0.6, precision 1
+    assert out["global"]["1"] == pytest.approx(0.6) and out["a"]["1"] == pytest.approx(0.6)
+    assert out["global"]["2"] == pytest.approx(0.8)  # level 2: only the 0.8 positive is above the 0.7 negative
+    truth = [{"home", "home > kitchen"}, {"toys"}, {"home"}]
+    answers = [{"home"}, {"toys"}, set()]  # a right parent, a right type, nothing
+    m = set_precision_recall(truth, answers, ["a", "a", "b"], bootstrap=0)
+    assert m["global"]["precision"] == 1.0 and m["global"]["recall"] == pytest.approx(2 / 4)
+    assert m["global"]["coverage"] == pytest.approx(2 / 3) and m["locales"]["b"]["coverage"] == 0.0
+
+
+def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir):
+    from q2pt.models import load_model
+
+    folder, test = tree_model_dir
+    model = load_model(folder)
+    assert model.tree_ is not None and model.tree_.depth == 3
+    assert "electronics" in model.classes_ and "electronics > audio" in model.classes_  # ancestors learned
+    assert set(model.level_thresholds_["global"]) == {"1", "2", "3"}
+    assert model.predict(["kopfhörer"], "de_DE") == [["electronics > audio > headphones"]]
+    result = model.evaluate(test, bootstrap=20)
+    assert set(result["levels"]) == {"1", "2", "3"} and result["levels"]["1"]["global"]["r_at_p"] > 0.9
+    h = result["hierarchical"]["global"]
+    assert h["precision"] > 0.9 and 0 < h["coverage"] <= 1 and h["recall_ci"][0] <= h["recall"]
+    level1 = model.evaluate(test, level=1)
+    expected = sum(len({t.split(" > ")[0] for t in ts}) for ts in test["product_types"])
+    assert level1["level"] == 1 and level1["global"]["n_positives"] == expected
+    with pytest.raises(ConfigError, match="levels 1 to 3"):
+        model.evaluate(test, level=4)
+
+
+def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
+    need("fastapi")
+    need("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from q2pt.serving.app import create_app
+    from q2pt.serving.runtime import load_runtime
+
+    folder, _ = tree_model_dir
+    query = {"query": "kinder kopfhörer", "locale": "de_DE"}
+    answers = {}
+    for runtime in ("torch", "onnx"):
+        with TestClient(create_app(load_runtime(folder, runtime))) as client:
+            body = client.post("/v1/predict", json=query).json()
+            answers[runtime] = body
+            assert body["predicted"] == ["electronics > audio > headphones"]
+            path = body["paths"][0]
+            assert path["level"] == 3 and [a["product_type"] for a in path["ancestors"]] == [
+                "electronics", "electronics > audio"]
+            flat = client.post("/v1/predict", json={**query, "flat": True}).json()
+            assert set(flat["predicted"]) >= {"electronics", "electronics > audio", "electronics > audio > headphones"}
+            assert flat["paths"] is None
+            top = client.post("/v1/predict", json={**query, "max_depth": 1}).json()
+            assert top["predicted"] == ["electronics"]
+    assert [p["score"] for p in answers["onnx"]["paths"]] == pytest.approx(
+        [p["score"] for p in answers["torch"]["paths"]], abs=1e-4)
+
+
+def test_predict_cli_options_for_trees(tree_model_dir, capsys):
+    from q2pt.cli import main
+
+    folder, _ = tree_model_dir
+    assert main(["predict", "--model", str(folder), "--locale", "de_DE", "kopfhörer", "--max-depth", "2",
+                 "--json", "-q"]) == 0
+    assert '"predicted_types": ["electronics > audio"]' in capsys.readouterr().out
+    assert main(["predict", "--model", str(folder), "--locale", "de_DE", "x", "--flat", "--max-depth", "1"]) == 2

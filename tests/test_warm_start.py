@@ -1,0 +1,153 @@
+"""Warm start (``q2pt train --init-from``): which weights carry over, renamed, merged, new and
+removed product types, new locales, refusals, and the parent recorded in the model folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support import need
+
+need("torch")
+
+import torch  # noqa: E402
+
+from q2pt.config import resolve_config  # noqa: E402
+from q2pt.errors import ConfigError, DataError  # noqa: E402
+from q2pt.network import build_network  # noqa: E402
+from q2pt.training.warm import read_label_map, warm_start_network  # noqa: E402
+
+NGRAM = {"model.encoder_options": {"dim": 8, "buckets": 64}}
+
+
+def _net(classes, locales, seed):
+    torch.manual_seed(seed)
+    cfg = resolve_config(encoder="ngram", overrides=NGRAM)
+    return build_network(cfg, classes, locales)
+
+
+def test_rows_follow_types_and_locales():
+    parent = _net(["a", "b", "c"], ["x", "y"], seed=1)
+    child = _net(["a", "c2", "d"], ["y", "z"], seed=2)
+    fresh_d = child.head[-1].weight[2].clone()
+    fresh_z = child.encoder.bag.weight[64 + 1].clone()
+    counts = warm_start_network(child, parent, ["a", "c2", "d"], ["a", "b", "c"], {"c": "c2"})
+    assert counts == {"types_kept": 1, "types_mapped": 1, "types_new": 1, "types_dropped": 1,
+                      "locales_kept": 1, "locales_new": 1}
+    pw, pb, cw, cb = parent.head[-1].weight, parent.head[-1].bias, child.head[-1].weight, child.head[-1].bias
+    assert torch.equal(cw[0], pw[0]) and cb[0] == pb[0]  # a kept
+    assert torch.equal(cw[1], pw[2]) and cb[1] == pb[2]  # c renamed c2
+    assert torch.equal(cw[2], fresh_d)  # d new: its fresh initialisation
+    bag_p, bag_c = parent.encoder.bag.weight, child.encoder.bag.weight
+    assert torch.equal(bag_c[:64], bag_p[:64])  # the n-gram table
+    assert torch.equal(bag_c[64], bag_p[64 + 1])  # locale y: the parent's y row (was its 2nd locale)
+    assert torch.equal(bag_c[65], fresh_z)  # locale z: new
+
+
+def test_a_merge_starts_at_the_mean_of_the_merged_types():
+    parent = _net(["a", "b", "c"], None, seed=1)
+    child = _net(["c", "m"], None, seed=2)
+    counts = warm_start_network(child, parent, ["c", "m"], ["a", "b", "c"], {"a": "m", "b": "m"})
+    assert counts["types_mapped"] == 1 and counts["types_kept"] == 1 and counts["types_dropped"] == 0
+    pw = parent.head[-1].weight
+    assert torch.allclose(child.head[-1].weight[1], (pw[0] + pw[1]) / 2)
+    assert torch.allclose(child.head[-1].bias[1], parent.head[-1].bias[:2].mean())
+
+
+def test_label_map_files(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps({"old": "new"}))
+    assert read_label_map(tmp_path / "m.json") == {"old": "new"}
+    (tmp_path / "m.csv").write_text("old,new\nphone cover,phone case\n\nsneaker,shoes\n")
+    assert read_label_map(tmp_path / "m.csv") == {"phone cover": "phone case", "sneaker": "shoes"}
+    (tmp_path / "bad.tsv").write_text("a\tb\nc\n")
+    with pytest.raises(DataError) as err:
+        read_label_map(tmp_path / "bad.tsv")
+    assert "row 2" in str(err.value.problems[0])
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(DataError, match="JSON object"):
+        read_label_map(tmp_path / "bad.json")
+
+
+def test_a_parent_of_another_variant_or_encoder_is_refused(aware_dir):
+    from q2pt.models import Q2PTModel
+
+    flags = {"model.encoder_options": {"dim": 16, "buckets": 4096}}
+    with pytest.raises(ConfigError, match="model.variant is 'unified-aware'"):
+        Q2PTModel(config=resolve_config(encoder="ngram", flags={**flags, "model.variant": "non-unified"})
+                  ).warm_start_from(aware_dir)
+    with pytest.raises(ConfigError, match="model.encoder_options"):
+        Q2PTModel(config=resolve_config(encoder="ngram")).warm_start_from(aware_dir)
+    with pytest.raises(ConfigError, match="model.encoder is 'ngram'"):
+        Q2PTModel(config=resolve_config(encoder="use")).warm_start_from(aware_dir)
+
+
+def _without_type(dataset, label):
+    from q2pt.data import from_frames
+
+    keep = {name: frame[frame["product_types"].map(lambda ts: label not in set(ts))]
+            for name, frame in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))}
+    return from_frames(keep, validate=False)
+
+
+def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
+    from q2pt.cli import main
+    from q2pt.models import load_model
+    from support import handmade_dataset
+
+    full = handmade_dataset()
+    data = tmp_path / "data.jsonl"
+    frames = []
+    for name in ("train", "valid", "test"):
+        f = getattr(full, name).copy()
+        f["split"] = name
+        f["product_types"] = f["product_types"].map(list)
+        frames.append(f[["query", "locale", "product_types", "split"]])
+    import pandas as pd
+
+    pd.concat(frames).to_json(data, orient="records", lines=True, force_ascii=False)
+    flags = ["--encoder", "ngram", "--train.max_epochs", "8", "--train.batch_size", "32", "--train.lr", "0.05",
+             "--train.threads", "1", "--model.encoder_options", '{"dim": 16, "buckets": 4096}', "--no-progress", "-q"]
+    # the parent never saw "gift card", and knew "headphones" as "earphones"
+    parent_frames = pd.concat(frames)
+    parent_frames = parent_frames[parent_frames["product_types"].map(lambda ts: "gift card" not in ts)].copy()
+    parent_frames["product_types"] = parent_frames["product_types"].map(
+        lambda ts: ["earphones" if t == "headphones" else t for t in ts])
+    parent_data = tmp_path / "parent.jsonl"
+    parent_frames.to_json(parent_data, orient="records", lines=True, force_ascii=False)
+    assert main(["train", "--data", str(parent_data), "--out", str(tmp_path / "parent"), *flags]) == 0
+    (tmp_path / "map.csv").write_text("old,new\nearphones,headphones\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "child"), "--init-from",
+                 str(tmp_path / "parent"), "--label-map", str(tmp_path / "map.csv"), *flags]) == 0
+    capsys.readouterr()
+    parent, child = load_model(tmp_path / "parent"), load_model(tmp_path / "child")
+    entry = child.manifest["parent"]
+    assert entry["fingerprint"] == parent.fingerprint and entry["label_map"] == {"earphones": "headphones"}
+    assert entry["networks"]["*"] == {"types_kept": 3, "types_mapped": 1, "types_new": 1, "types_dropped": 0,
+                                      "locales_kept": 3, "locales_new": 0}
+    card = (tmp_path / "child" / "MODEL_CARD.md").read_text()
+    assert f"fingerprint `{parent.fingerprint}`" in card and "warm-started" in card
+    # a label map alone, a missing parent: clean errors
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--label-map", "m.csv", *flags]) == 2
+    assert "--label-map needs --init-from" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "y"), "--init-from", str(tmp_path / "nope"),
+                 *flags]) == 3
+
+
+def test_a_warm_started_model_starts_where_its_parent_was(aware_dir):
+    """One optimiser step at a negligible rate: the warm-started model is its parent, a fresh
+    one is still untrained."""
+    from q2pt.models import Q2PTModel, load_model
+    from support import handmade_dataset
+
+    data = handmade_dataset()
+    flags = {"train.max_steps": 1, "train.lr": 1e-9, "train.threads": 1, "train.batch_size": 32,
+             "model.encoder_options": {"dim": 16, "buckets": 4096}}
+    parent = load_model(aware_dir)
+    warm = Q2PTModel(config=resolve_config(encoder="ngram", flags=flags))
+    warm.fit(data, progress=False, warm_start=warm.warm_start_from(aware_dir))
+    fresh = Q2PTModel(config=resolve_config(encoder="ngram", flags=flags)).fit(data, progress=False)
+    r = {name: m.evaluate(data.test)["global"]["r_at_p"] for name, m in
+         (("parent", parent), ("warm", warm), ("fresh", fresh))}
+    assert r["warm"] == pytest.approx(r["parent"], abs=0.02) and r["fresh"] < r["parent"] - 0.3, r
+    assert warm.manifest["parent"]["path"] == str(aware_dir)
