@@ -166,3 +166,28 @@ def test_predict_cli_options_for_trees(tree_model_dir, capsys):
                  "--json", "-q"]) == 0
     assert '"predicted_types": ["electronics > audio"]' in capsys.readouterr().out
     assert main(["predict", "--model", str(folder), "--locale", "de_DE", "x", "--flat", "--max-depth", "1"]) == 2
+
+
+def test_streaming_and_ray_predictors_take_the_tree_options(tree_model_dir, tmp_path):
+    need("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from q2pt.ray_predict import RayPredictor
+    from q2pt.streaming import stream_predict
+
+    folder, test = tree_model_dir
+    table = pa.table({"query": ["kinder kopfhörer", "rote schuhe"], "locale": ["de_DE", "de_DE"]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    deep = stream_predict(folder, tmp_path / "in.parquet", tmp_path / "deep.parquet", workers=0, progress=False)
+    top = stream_predict(folder, tmp_path / "in.parquet", tmp_path / "top.parquet", workers=0, progress=False,
+                         max_depth=1)
+    assert deep.rows == top.rows == 2
+    got_deep = pq.read_table(tmp_path / "deep.parquet").column("predicted_types").to_pylist()
+    got_top = pq.read_table(tmp_path / "top.parquet").column("predicted_types").to_pylist()
+    assert got_deep == [["electronics > audio > headphones"], ["fashion > shoes"]]
+    assert got_top == [["electronics"], ["fashion"]]
+    ray_flat = RayPredictor(str(folder), flat=True)(table).column("predicted_types").to_pylist()
+    assert set(ray_flat[0]) >= {"electronics", "electronics > audio", "electronics > audio > headphones"}
+    assert RayPredictor(str(folder), max_depth=2)(table).column("predicted_types").to_pylist()[0] == [
+        "electronics > audio"]

@@ -48,7 +48,8 @@ class RayPredictor:
 
     Args:
         model_dir: the model folder (readable by every actor).
-        threshold, top_k, fallback_locale, batch_size: as in :func:`q2pt.predict.predict_rows`.
+        threshold, top_k, fallback_locale, batch_size, max_depth, backoff, flat: as in
+            :func:`q2pt.predict.predict_rows`.
         threads: torch intra-op threads of the actor (1: one actor per CPU).
     """
 
@@ -62,6 +63,9 @@ class RayPredictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int = 1,
         max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+        max_depth: int | None = None,
+        backoff: bool = True,
+        flat: bool = False,
     ) -> None:
         torch = require("torch", "torch")
         from q2pt.models import load_model
@@ -69,7 +73,7 @@ class RayPredictor:
         torch.set_num_threads(threads)
         self.model = load_model(model_dir)
         self.options: dict[str, Any] = {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale,
-                        "batch_size": batch_size}
+                        "batch_size": batch_size, "max_depth": max_depth, "backoff": backoff, "flat": flat}
         self.max_query_chars = max_query_chars
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
@@ -141,6 +145,9 @@ def ray_predict(
     preserve_order: bool = True,
     address: str | None = None,
     init_kwargs: dict[str, Any] | None = None,
+    max_depth: int | None = None,
+    backoff: bool = True,
+    flat: bool = False,
 ) -> int:
     """Predict a Parquet file (or folder) with Ray Data; returns the number of rows written.
 
@@ -161,7 +168,8 @@ def ray_predict(
             a Parquet file into blocks of this size whatever its row groups (measured with
             Ray 2.60: ``override_num_blocks`` did not split one file). 16 MiB is roughly
             500k short queries.
-        threshold, top_k, fallback_locale, batch_size: as in :func:`q2pt.predict.predict_rows`.
+        threshold, top_k, fallback_locale, batch_size, max_depth, backoff, flat: as in
+            :func:`q2pt.predict.predict_rows`.
         preserve_order: Ray Data's ``preserve_order`` option. Best effort only: with it,
             Ray 2.60 still sometimes wrote two pieces of one block in swapped order (small
             blocks and batches, several actors), so join on an id column, not on position.
@@ -211,7 +219,8 @@ def ray_predict(
         ds = ds.map_batches(
             RayPredictor,
             fn_constructor_kwargs={"model_dir": str(model_dir), "threshold": threshold, "top_k": top_k,
-                                   "fallback_locale": fallback_locale, "batch_size": batch_size},
+                                   "fallback_locale": fallback_locale, "batch_size": batch_size,
+                                   "max_depth": max_depth, "backoff": backoff, "flat": flat},
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus_per_actor,
             batch_size=rows_per_batch,

@@ -115,6 +115,9 @@ class _Options:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int = 1
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    max_depth: int | None = None
+    backoff: bool = True
+    flat: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -253,6 +256,7 @@ def _predict_part(model: "Q2PTModel", pf: Any, info: _Input, opts: _Options, k: 
     preds, notes = predict_rows(
         model, queries, locales, threshold=opts.threshold, top_k=opts.top_k,
         fallback_locale=opts.fallback_locale, batch_size=opts.batch_size,
+        max_depth=opts.max_depth, backoff=opts.backoff, flat=opts.flat,
     )
     arrays = [table.column(c) for c in opts.columns]
     arrays += [
@@ -369,6 +373,9 @@ def stream_predict(
     progress: bool = True,
     keep_parts: bool = False,
     on_part: Callable[[int, int], None] | None = None,
+    max_depth: int | None = None,
+    backoff: bool = True,
+    flat: bool = False,
 ) -> StreamResult:
     """Predict every row of a Parquet file in parts; see the module docstring.
 
@@ -384,7 +391,8 @@ def stream_predict(
         resume: finish an interrupted run into the same ``output`` (same input, model,
             options and chunk size), skipping its finished parts.
         overwrite: discard a previous run in ``output`` and start again.
-        threshold, top_k, fallback_locale, batch_size: as in :func:`q2pt.predict.predict_rows`.
+        threshold, top_k, fallback_locale, batch_size, max_depth, backoff, flat: as in
+            :func:`q2pt.predict.predict_rows`.
         columns: input columns to carry into the output (default: all).
         progress: a tqdm bar of rows (on a terminal).
         keep_parts: with a ``.parquet`` output, keep the parts folder after merging.
@@ -441,7 +449,10 @@ def stream_predict(
         "model": _model_fingerprint(model),
         "chunk_size": chunk_size,
         "columns": cols,
-        "options": {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale},
+        "options": {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale,
+                    # hierarchical choices only when not the defaults (earlier runs' identities stay)
+                    **({"max_depth": max_depth} if max_depth is not None else {}),
+                    **({"backoff": False} if not backoff else {}), **({"flat": True} if flat else {})},
     }
     _prepare_folder(parts_dir, identity, resume, overwrite)
 
@@ -472,7 +483,7 @@ def stream_predict(
     opts = _Options(
         model=model_dir, input=str(info.path), parts_dir=str(parts_dir), chunk_size=chunk_size, columns=cols,
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
-        threads=1, max_query_chars=max_query_chars,
+        threads=1, max_query_chars=max_query_chars, max_depth=max_depth, backoff=backoff, flat=flat,
     )
     last_write = [0.0]
 

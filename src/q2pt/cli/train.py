@@ -355,9 +355,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     streaming = args.stream or args.resume or args.overwrite or args.workers is not None
     if streaming and not args.input:
         raise ConfigError("--stream (--workers, --resume, --overwrite) needs --input FILE.parquet --out OUT")
-    if streaming and (args.max_depth is not None or args.no_backoff or args.flat):
-        raise ConfigError("--stream predicts a hierarchical model's deepest confident types (with back-off); "
-                          "--max-depth, --no-backoff and --flat are not available with --stream yet")
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict
@@ -366,7 +363,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.model, args.input, args.out, chunk_size=args.chunk_size, workers=args.workers,
             threads=args.threads or None, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
             top_k=args.top_k, fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
-            max_query_chars=args.max_query_chars,
+            max_query_chars=args.max_query_chars, **_hierarchy(args),
         )
         log.info(
             "wrote %d predictions to %s (%d parts; %d rows predicted now%s, %.0f rows/s)",
