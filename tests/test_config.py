@@ -152,7 +152,7 @@ def test_encoder_kind_and_valid_keys():
         encoder_kind("hf:")
     assert "train.locale_dropout" in valid_keys()
     assert valid_keys("data") == ["data.path", "data.preset", "data.seed", "data.label_depth", "data.label_separator",
-                                  "data.locale_languages", "data.taxonomy"]
+                                  "data.locale_languages", "data.simulated_tree", "data.taxonomy"]
 
 
 def test_use_freezes_its_embedding_table_by_default_and_options_override_it(tmp_path):

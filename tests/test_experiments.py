@@ -402,8 +402,13 @@ def test_studies_sections(experiment):
     assert hd["rows"][0]["r_at_p"] == main_aware["evals"]["test"]["global"]["r_at_p"]
     assert {r["rate"]: r["reused_from"] for r in sec["label-noise"]["rows"]} == {0.0: "main/unified-agnostic",
                                                                                  0.4: None}
-    n_labels = result.results["data"]["n_labels"]  # head 16 -> L vs 16 -> 8 -> L
-    assert hd["rows"][1]["parameters"] - hd["rows"][0]["parameters"] == (16 * 8 + 8 + 9 * n_labels) - 17 * n_labels
+    # head 16 -> L vs 16 -> 8 -> L, L the outputs: the simulated store's types and their departments (its tree)
+    n_labels = result.results["data"]["n_labels"]
+    from q2pt.data import load_dataset
+
+    n_out = n_labels + len({t.split(" > ")[0] for ts in load_dataset(None, preset="tiny").train["product_types"]
+                            for t in ts})
+    assert hd["rows"][1]["parameters"] - hd["rows"][0]["parameters"] == (16 * 8 + 8 + 9 * n_out) - 17 * n_out
     lc = sec["locale-conflicts"]
     assert lc["n_queries"] > 0 and len(lc["rows"]) == 9
     for s in (ds["rows"], cs["rows"], pt["rows"], ln["rows"], hd["rows"]):
@@ -523,7 +528,9 @@ def test_report_durations_carry_one_unit():
 
 def test_every_run_has_pooled_and_deployed_figures(experiment):
     """Each evaluation keeps the pooled R@P under its old key and adds the as-deployed figures;
-    q2pt variants are judged by their own thresholds, baselines by thresholds calibrated on valid."""
+    baselines are judged by thresholds calibrated on valid, and so are the q2pt variants here: the
+    simulated store has a tree, so they are hierarchical models, whose own thresholds are per
+    level (a flat variant's own: tests/test_experiment_folds.py, user data without paths)."""
     _, result = experiment
     res = result.results
     for key, rec in res["runs"].items():
@@ -537,7 +544,7 @@ def test_every_run_has_pooled_and_deployed_figures(experiment):
             if rec["kind"] == "baseline":
                 assert dep["threshold_source"] == "calibrated on valid"
             elif not rec.get("reused_from"):
-                assert dep["threshold_source"] == "model"
+                assert dep["threshold_source"].startswith("calibrated on valid: a hierarchical model"), key
     # cold start: the new store's rows use the global threshold, or the nearest store's when given its id
     cs = res["sections"]["cold-start"]
     evs = res["runs"]["cold-start/se/unified-aware"]["evals"]

@@ -191,3 +191,20 @@ def test_streaming_and_ray_predictors_take_the_tree_options(tree_model_dir, tmp_
     assert set(ray_flat[0]) >= {"electronics", "electronics > audio", "electronics > audio > headphones"}
     assert RayPredictor(str(folder), max_depth=2)(table).column("predicted_types").to_pylist()[0] == [
         "electronics > audio"]
+
+
+def test_a_hierarchical_network_starts_each_level_at_its_own_prior():
+    need("torch")
+    from types import SimpleNamespace
+
+    from scipy import sparse
+
+    from q2pt.training.fit import _output_prior
+
+    # 4 queries, outputs: 2 top-level types (always one positive), 4 leaves (one each)
+    targets = sparse.csr_matrix(np.asarray([[1, 0, 1, 0, 0, 0], [1, 0, 0, 1, 0, 0],
+                                            [0, 1, 0, 0, 1, 0], [0, 1, 0, 0, 0, 1]]))
+    split = SimpleNamespace(targets=targets, n=4)
+    prior = _output_prior(split, 6, np.asarray([1, 1, 2, 2, 2, 2]))
+    assert prior.tolist() == [0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
+    assert _output_prior(split, 6, None) == pytest.approx(8 / 24)  # a flat model: one prior for all

@@ -150,6 +150,16 @@ class TrainSection(_Section):
     dev set, 5 folds, test R@P80 mean): pooled: level 1 0.3518, level 2 0.0370; mean_of_levels:
     level 1 0.3497, level 2 0.0466 (better on level 2 in every fold; the pooled signal is
     dominated by the top level's many positives and stops before the deeper levels are learned)."""
+    tree_output_prior: Literal["shared", "per_level"] = "shared"
+    """Where a hierarchical model's outputs start: "shared" (every output at the share of
+    positive pairs over all outputs, as a flat model's) or "per_level" (each level's outputs
+    at that level's own share: a department is ~20x likelier than one of its types). Measured
+    (2026-12-02, 2-core dev machine): on the cikm-qc dev set (``python bench/tree_quality.py
+    FILE --tree-only [--tree-set train.tree_output_prior=per_level]``, 5 folds, test R@P80 mean)
+    shared level 1 0.3497, level 2 0.0466; per_level 0.3447, 0.0405; on the simulated demo store's tree
+    in the demo budget (one epoch, ``q2pt experiment --preset demo``) per_level lifts the types'
+    R@P80 from 0.401 to 0.425 (unified-aware; the flat model on bare type ids 0.463). Trained to
+    convergence on real queries it does not help, so the default stays shared."""
     warm_start_epochs: int | None = Field(2, ge=1)
     """A warm-started training (``q2pt train --init-from``) runs at most this many epochs (and at
     least ``min_steps``): it starts from weights that are trained already, so it needs fewer
@@ -194,6 +204,10 @@ class DataSection(_Section):
     from these languages' names. Merged over the dataset's own map (a ``locales.json`` of this
     form in the dataset folder; the simulated store carries its map). A store in neither is
     read as a language or language_REGION code (the dev set's ``de``, ``ja``; ``de_DE``)."""
+    simulated_tree: bool = True
+    """The simulated store's product types as ``department > type`` paths (22 departments,
+    ~450 types): its tree, so that hierarchical models and per-level results show on it;
+    False: bare type ids (before q2pt 0.2)."""
     taxonomy: str | None = None
     """A taxonomy file (one product type path a line): its paths join the tree derived from
     the training labels (types never seen in training are not learned, but the tree knows

@@ -62,8 +62,9 @@ class Q2PTNet(torch.nn.Module):
         return self.probabilities(self(batch))
 
     @torch.no_grad()
-    def init_output_bias(self, prior: float) -> None:
-        """Start every output at the label prior: bias = logit(prior).
+    def init_output_bias(self, prior: float | np.ndarray) -> None:
+        """Start every output at the label prior: bias = logit(prior) (one prior for all, or
+        one per output).
 
         With hundreds of labels almost every (query, label) pair is negative; from a zero
         bias the first epochs are spent pushing every score down before any positive is
@@ -74,8 +75,12 @@ class Q2PTNet(torch.nn.Module):
         if self.output == "softmax":
             last.bias.zero_()  # a softmax starts uniform over the labels
             return
-        p = min(max(float(prior), 1e-6), 0.5)
-        last.bias.fill_(float(np.log(p / (1.0 - p))))
+        p = np.clip(np.asarray(prior, dtype=np.float64), 1e-6, 0.5)
+        logit = np.log(p / (1.0 - p))
+        if logit.ndim == 0:
+            last.bias.fill_(float(logit))
+        else:
+            last.bias.copy_(torch.from_numpy(logit.astype(np.float32)))
 
 
 def build_network(

@@ -176,12 +176,15 @@ def _from_checked(
     taxonomy: dict | None,
     label_depth: int | None = None,
     label_separator: str = DEFAULT_LABEL_SEPARATOR,
+    simulated_tree: bool = True,
 ) -> Dataset:
     report.raise_for_errors()
     assert frames is not None
     if report.warnings:
         log.warning("%s: %s", source, report.counts_line())
     splits = {s: frames[s] for s in schema.SPLITS}
+    if simulated and simulated_tree and taxonomy:
+        splits = _simulated_paths(splits, taxonomy, label_separator)
     if label_depth is not None:
         splits = _truncate_splits(splits, label_depth, label_separator, source)
     return Dataset(
@@ -194,6 +197,29 @@ def _from_checked(
     )
 
 
+def _simulated_paths(splits: Mapping[str, pd.DataFrame], taxonomy: Mapping[str, Any],
+                     sep: str) -> dict[str, pd.DataFrame]:
+    """The simulated store's product types (and ``intent``) as ``department > type`` paths:
+    the store's tree (``data.simulated_tree``)."""
+    department = {str(t["id"]): str(t["department"]) for t in taxonomy.get("types", [])
+                  if isinstance(t, Mapping) and "id" in t and "department" in t}
+    if not department:
+        return dict(splits)
+
+    def path(t: str) -> str:
+        return f"{department[t]}{sep}{t}" if t in department else t
+
+    out = {}
+    for name, frame in splits.items():
+        frame = frame.copy()
+        frame[schema.LABELS] = pd.Series([[path(t) for t in ts] for ts in frame[schema.LABELS].tolist()],
+                                         index=frame.index, dtype=object)
+        if "intent" in frame.columns:
+            frame["intent"] = [path(t) if isinstance(t, str) else t for t in frame["intent"].tolist()]
+        out[name] = frame
+    return out
+
+
 def load_dataset(
     path: str | os.PathLike | None,
     *,
@@ -203,9 +229,14 @@ def load_dataset(
     max_query_chars: int = schema.DEFAULT_MAX_QUERY_CHARS,
     label_depth: int | None = None,
     label_separator: str = DEFAULT_LABEL_SEPARATOR,
+    simulated_tree: bool = True,
 ) -> Dataset:
     """Load a dataset: a directory with train/valid/test files, one file with a ``split``
     column, or ``None`` for the built-in simulated store (``preset``, ``seed``).
+
+    Simulated data (the built-in store, or a folder ``q2pt data simulate`` wrote) has a
+    tree: its product types become ``department > type`` paths unless ``simulated_tree`` is
+    False (``data.simulated_tree``; bare type ids, as before q2pt 0.2).
 
     Every row is checked (see :mod:`q2pt.data.validate`); invalid data raises a
     :class:`~q2pt.errors.DataError` with every problem (file, 1-based row, field).
@@ -229,7 +260,7 @@ def load_dataset(
         taxonomy = manifest.get("taxonomy")
         ds = _from_checked(
             report, frames, f"simulated:{preset}:seed={int(seed)}", True,
-            taxonomy if isinstance(taxonomy, dict) else None, label_depth, label_separator,
+            taxonomy if isinstance(taxonomy, dict) else None, label_depth, label_separator, simulated_tree,
         )
         ds.locale_languages = _taxonomy_languages(ds.taxonomy)
         return ds
@@ -237,7 +268,7 @@ def load_dataset(
     raw = read_raw_dataset(path)
     report, frames = check_raw_dataset(raw, max_query_chars=max_query_chars, cross_checks=validate)
     simulated, taxonomy = _simulated_marker(path)
-    ds = _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator)
+    ds = _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator, simulated_tree)
     ds.locale_languages = {**_taxonomy_languages(taxonomy), **read_locale_languages(path)}
     return ds
 
@@ -283,7 +314,7 @@ def load_configured(data: Any, **options: Any) -> Dataset:
     return load_dataset(
         get("path"), preset=get("preset") or "quick", seed=int(get("seed") or 0),
         label_depth=get("label_depth"), label_separator=get("label_separator") or DEFAULT_LABEL_SEPARATOR,
-        **options,
+        simulated_tree=bool(get("simulated_tree", True)), **options,
     )
 
 

@@ -227,16 +227,19 @@ def _run_one(req: ExperimentRequest) -> ExperimentResult:
 
 
 def _label_options(layered: Mapping[str, Any], train_over: Sequence[str], encoder: str) -> dict[str, Any]:
-    """``label_depth`` (and its separator) of the training config's data section, for
-    :func:`q2pt.data.load_dataset`; {} when unset (or unknown to this version's config), so
-    the data loads as before."""
+    """``label_depth`` (and its separator) and ``simulated_tree`` of the training config's data
+    section, for :func:`q2pt.data.load_dataset`; {} when unset (or unknown to this version's
+    config), so the data loads as before."""
     from q2pt.config import parse_overrides, resolve_config
 
     cfg = resolve_config(copy.deepcopy(dict(layered)), {**parse_overrides(train_over), "model.encoder": encoder})
+    options: dict[str, Any] = {}
+    if not getattr(cfg.data, "simulated_tree", True):
+        options["simulated_tree"] = False
     depth = getattr(cfg.data, "label_depth", None)
     if depth is None:
-        return {}
-    options: dict[str, Any] = {"label_depth": depth}
+        return options
+    options["label_depth"] = depth
     sep = getattr(cfg.data, "label_separator", None)
     if sep is not None:
         options["label_separator"] = sep

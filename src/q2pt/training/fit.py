@@ -148,7 +148,9 @@ def fit_networks(
             aware = variant == "unified-aware"
             train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware,
                                         with_agnostic=aware and cfg.locale_dropout > 0)
-            net.init_output_bias(train_split.targets.nnz / max(1, train_split.n * len(stage_classes)))
+            levels = None if tree is None else np.asarray([tree.level_of(c) for c in stage_classes])
+            net.init_output_bias(_output_prior(train_split, len(stage_classes),
+                                               levels if cfg.tree_output_prior == "per_level" else None))
             if warm is not None:  # after the prior bias: new types keep it, the parent's types their own
                 warm.apply(stage, net, stage_classes)
             valid_split = prepare_split(net.encoder, va, stage_classes, locale_aware=aware) if len(va) else None
@@ -157,7 +159,6 @@ def fit_networks(
             stage_resume = None
             if resumed_progress is not None and resumed_progress[0] == stage:
                 stage_resume = resumed_progress[1]
-            levels = None if tree is None else np.asarray([tree.level_of(c) for c in stage_classes])
             result = train_network(
                 net, train_split, valid_split, cfg, stage=stage, stage_seed=(cfg.seed, i),
                 checkpointer=checkpointer, resume=stage_resume, progress=progress, hooks=hooks,
@@ -177,3 +178,16 @@ def fit_networks(
         return TrainedNetworks(networks, network_labels, classes, locales, summaries)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _output_prior(split: Any, n_labels: int, levels: np.ndarray | None) -> float | np.ndarray:
+    """The prior the outputs start at: the share of positive (query, type) pairs; with
+    ``levels`` (``train.tree_output_prior`` per_level) each level's own share."""
+    if levels is None:
+        return split.targets.nnz / max(1, split.n * n_labels)
+    per_column = np.asarray(split.targets.sum(axis=0)).ravel() / max(1, split.n)
+    out = np.empty(n_labels, dtype=np.float64)
+    for level in np.unique(levels):
+        cols = levels == level
+        out[cols] = per_column[cols].mean()
+    return out
