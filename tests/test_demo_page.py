@@ -4,6 +4,7 @@ the predicted product type, highlighted, with score bars."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -48,13 +49,13 @@ def test_page_and_assets_are_self_contained(aware_dir):
     assert "innerHTML" not in js  # results are inserted as text, never as markup
 
 
-@pytest.fixture(scope="module")
-def live_server(aware_dir):
-    """uvicorn serving the model on a free loopback port, in a thread of this process."""
+@contextlib.contextmanager
+def serving(model_dir):
+    """uvicorn serving the model on a free loopback port, in a thread of this process: its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(load_runtime(aware_dir), ServeSettings()), host="127.0.0.1", port=port,
+    config = uvicorn.Config(create_app(load_runtime(model_dir), ServeSettings()), host="127.0.0.1", port=port,
                             log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -63,9 +64,17 @@ def live_server(aware_dir):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(aware_dir):
+    with serving(aware_dir) as url:
+        yield url
 
 
 def render(url: str, tmp_path: Path) -> str:
@@ -127,22 +136,8 @@ def test_browser_shows_unseen_locale_warning_and_problem_errors(live_server, tmp
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_browser_shows_the_path_of_a_hierarchical_answer(tree_model_dir, tmp_path):
     folder, _ = tree_model_dir
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(load_runtime(folder), ServeSettings()), host="127.0.0.1",
-                                           port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        dom = render(f"http://127.0.0.1:{port}/?{urlencode({'query': 'kinder kopfhörer', 'locale': 'de_DE'})}", tmp_path)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serving(folder) as url:
+        dom = render(f"{url}/?{urlencode({'query': 'kinder kopfhörer', 'locale': 'de_DE'})}", tmp_path)
     assert 'data-state="done"' in dom, dom[-2000:]
     path = re.search(r'<li class="path" data-level="3">(.*?)</li>', dom)
     assert path, dom[-3000:]

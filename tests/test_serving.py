@@ -421,7 +421,6 @@ def test_serve_subprocess_missing_model_exits_nonzero_without_traceback(tmp_path
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.integration
 def _start_server(model_dir, *flags: str) -> tuple[subprocess.Popen, str, int]:
     """``q2pt serve`` in a subprocess, once it answers /readyz: (process, base URL, port)."""
     import httpx
@@ -448,6 +447,7 @@ def _start_server(model_dir, *flags: str) -> tuple[subprocess.Popen, str, int]:
         time.sleep(0.2)
 
 
+@pytest.mark.integration
 def test_serve_subprocess_serves_and_stops(aware_dir):
     import httpx
 
