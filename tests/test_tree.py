@@ -208,3 +208,18 @@ def test_a_hierarchical_network_starts_each_level_at_its_own_prior():
     prior = _output_prior(split, 6, np.asarray([1, 1, 2, 2, 2, 2]))
     assert prior.tolist() == [0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
     assert _output_prior(split, 6, None) == pytest.approx(8 / 24)  # a flat model: one prior for all
+
+
+def test_ancestor_loss_weight_is_a_weighted_mean_over_the_labels():
+    need("torch")
+    import torch
+    import torch.nn.functional as F
+
+    from q2pt.training.loop import example_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]])
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    pair = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    assert torch.allclose(example_loss(logits, y), pair.mean(dim=1))
+    w = torch.tensor([0.3, 1.0, 1.0])  # the first output is a parent
+    assert torch.allclose(example_loss(logits, y, label_weights=w), (pair * w).sum(dim=1) / 2.3)

@@ -63,12 +63,13 @@ class ModelSection(_Section):
     tree when the training labels have more than one level. Measured against flat models
     trained for each level (``python bench/tree_quality.py FILE``, 2026-12-02, 2-core dev
     machine, the cikm-qc dev set's full paths, 5 folds, unified-aware, test R@P80 mean [fold
-    min, max]; the tree model with ``train.tree_stopping mean_of_levels``): level 1 0.3497
-    [0.3052, 0.4029] vs the flat level-1 model's 0.3590 [0.2980, 0.4177]; level 2 0.0466
-    [0.0045, 0.0683] vs 0.0519 [0.0036, 0.0885]; leaf 0.0062 vs 0.0057; coverage (queries given
-    a type at the calibrated precision) 0.48 vs 0.007 for the flat leaf model. One model is
-    within a point of three dedicated ones at their own levels (inside the fold spread) and
-    answers half the queries where the leaf model answers almost none."""
+    min, max]; the tree model with ``train.tree_stopping mean_of_levels`` and
+    ``train.ancestor_loss_weight 0.3``): level 1 0.3505 [0.3073, 0.4122] vs the flat level-1
+    model's 0.3590 [0.2980, 0.4177]; level 2 0.0471 [0.0018, 0.0663] vs 0.0519 [0.0036, 0.0885];
+    leaf 0.0065 vs 0.0057; coverage (queries given a type at the calibrated precision) 0.48 vs
+    0.007 for the flat leaf model. One model is within a point of three dedicated ones at their
+    own levels (inside the fold spread) and answers half the queries where the leaf model
+    answers almost none."""
     output: Literal["sigmoid", "softmax"] = "sigmoid"
     """Output layer: "sigmoid" (the paper's: one independent score per product type, trained
     with binary cross-entropy) or "softmax" (scores over the product types sum to 1, trained
@@ -149,7 +150,8 @@ class TrainSection(_Section):
     [--tree-set train.tree_stopping=mean_of_levels]``, 2026-12-02, 2-core dev machine, cikm-qc
     dev set, 5 folds, test R@P80 mean): pooled: level 1 0.3518, level 2 0.0370; mean_of_levels:
     level 1 0.3497, level 2 0.0466 (better on level 2 in every fold; the pooled signal is
-    dominated by the top level's many positives and stops before the deeper levels are learned)."""
+    dominated by the top level's many positives and stops before the deeper levels are learned;
+    both with ancestor_loss_weight 1)."""
     tree_output_prior: Literal["shared", "per_level"] = "shared"
     """Where a hierarchical model's outputs start: "shared" (every output at the share of
     positive pairs over all outputs, as a flat model's) or "per_level" (each level's outputs
@@ -158,8 +160,22 @@ class TrainSection(_Section):
     FILE --tree-only [--tree-set train.tree_output_prior=per_level]``, 5 folds, test R@P80 mean)
     shared level 1 0.3497, level 2 0.0466; per_level 0.3447, 0.0405; on the simulated demo store's tree
     in the demo budget (one epoch, ``q2pt experiment --preset demo``) per_level lifts the types'
-    R@P80 from 0.401 to 0.425 (unified-aware; the flat model on bare type ids 0.463). Trained to
-    convergence on real queries it does not help, so the default stays shared."""
+    R@P80 from 0.401 to 0.425 (unified-aware, ancestor_loss_weight 1; the flat model on bare type
+    ids 0.463). Trained to convergence on real queries it does not help, so the default stays
+    shared (ancestor_loss_weight does the same work without that cost)."""
+    ancestor_loss_weight: float = Field(0.3, gt=0.0, le=1.0)
+    """A hierarchical model: the weight, in the loss, of the outputs that are parents of other
+    outputs (a department, a category), against 1 for the bottom types: parents are easy and
+    common, and at full weight they pull the shared encoder towards telling departments apart.
+    Measured 2026-12-02 on the 2-core dev machine. Simulated demo store (``q2pt experiment
+    --preset demo --experiment.variants '["unified-aware"]' --experiment.baselines '[]'
+    --train.threads 1 --train.ancestor_loss_weight W``; its one-epoch budget): W = 1, 0.5, 0.3,
+    0.1 gave the types R@P80 0.401, 0.425, 0.430, 0.445 and the departments 0.880, 0.866,
+    0.851, 0.835 (hierarchical recall 0.624, 0.629, 0.633, 0.633). Real dev set, 5 folds,
+    trained to convergence (``python bench/tree_quality.py FILE --tree-only --tree-set
+    train.ancestor_loss_weight=W``): W = 1: level 1 0.3497, level 2 0.0466; W = 0.3: 0.3505,
+    0.0471 (the same). 0.3 helps the bottom types where training is short and costs nothing
+    where it is not."""
     warm_start_epochs: int | None = Field(2, ge=1)
     """A warm-started training (``q2pt train --init-from``) runs at most this many epochs (and at
     least ``min_steps``): it starts from weights that are trained already, so it needs fewer

@@ -162,7 +162,7 @@ def fit_networks(
             result = train_network(
                 net, train_split, valid_split, cfg, stage=stage, stage_seed=(cfg.seed, i),
                 checkpointer=checkpointer, resume=stage_resume, progress=progress, hooks=hooks,
-                column_levels=levels,
+                column_levels=levels, column_parents=_parents(tree, stage_classes),
             )
             summaries[stage] = result.summary()
             if checkpointer is not None and hooks.is_main:
@@ -191,3 +191,11 @@ def _output_prior(split: Any, n_labels: int, levels: np.ndarray | None) -> float
         cols = levels == level
         out[cols] = per_column[cols].mean()
     return out
+
+
+def _parents(tree: "LabelTree | None", classes: list[str]) -> np.ndarray | None:
+    """Whether each output is a parent of another output (None: a flat model)."""
+    if tree is None:
+        return None
+    known = set(classes)
+    return np.asarray([any(k in known for k in tree.children.get(c, [])) for c in classes], dtype=bool)

@@ -112,6 +112,7 @@ def train_network(
     progress: bool = True,
     hooks: TrainHooks | None = None,
     column_levels: np.ndarray | None = None,
+    column_parents: np.ndarray | None = None,
 ) -> StageResult:
     """Train one network with early stopping on valid R@P; leaves the best weights in ``net``.
 
@@ -127,6 +128,8 @@ def train_network(
         progress: show a tqdm bar (only on a TTY and on the main process).
         hooks: DDP-style extension points (see :class:`TrainHooks`).
         column_levels: a hierarchical model's level of each output (``train.tree_stopping``).
+        column_parents: whether each output is a parent of other outputs
+            (``train.ancestor_loss_weight``).
     """
     from tqdm.auto import tqdm
 
@@ -154,6 +157,9 @@ def train_network(
     if cfg.min_steps:
         max_epochs = max(max_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     targets, weights = train.targets, torch.from_numpy(train.weights)
+    label_weights = None
+    if column_parents is not None and cfg.ancestor_loss_weight != 1.0:
+        label_weights = torch.from_numpy(np.where(column_parents, cfg.ancestor_loss_weight, 1.0).astype(np.float32))
     use_dropout = train.has_agnostic and cfg.locale_dropout > 0
     show = _progress_enabled(progress, hooks)
     done = state.stopped_early or (cfg.max_steps is not None and state.step >= cfg.max_steps)
@@ -212,7 +218,7 @@ def train_network(
                 set_learning_rates(optimizers, cfg, state.step, total_steps)
                 loss = train_step(
                     model, optimizers, train, idx, drop, targets, weights, shard=hooks.shard, world_size=hooks.world_size,
-                    output=net.output,
+                    output=net.output, label_weights=label_weights,
                 )
                 state.step += 1
                 state.batch = b + 1
@@ -270,6 +276,7 @@ def train_step(
     shard: Callable[[np.ndarray], np.ndarray] | None = None,
     world_size: int = 1,
     output: str = "sigmoid",
+    label_weights: Any = None,
 ) -> float:
     """One optimiser step on the global batch ``idx`` (this rank's ``shard`` of it).
 
@@ -280,7 +287,6 @@ def train_step(
     their locale token. A rank without rows still runs forward and backward (DDP needs
     every rank's gradients). Returns this rank's share of the batch loss.
     """
-    import torch.nn.functional as F
 
     idx = np.asarray(idx, dtype=np.int64)
     total = float(weights[torch.from_numpy(idx)].sum())
@@ -288,12 +294,7 @@ def train_step(
     logits = model(train.tokens.take(train.rows(local, drop)))
     y = torch.from_numpy(targets[local].toarray())
     w = weights[torch.from_numpy(local)]
-    if output == "softmax":
-        # cross-entropy against the label set as a distribution (each true type 1/k)
-        target = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
-        per_example = -(F.log_softmax(logits, dim=1) * target).sum(dim=1)
-    else:
-        per_example = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
+    per_example = example_loss(logits, y, output, label_weights)
     loss = (per_example * w).sum() * (world_size / max(total, 1e-12))
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
@@ -301,6 +302,21 @@ def train_step(
     for opt in optimizers:
         opt.step()
     return float(loss.detach()) / world_size
+
+
+def example_loss(logits: Any, y: Any, output: str = "sigmoid", label_weights: Any = None) -> Any:
+    """Each example's loss: binary cross-entropy averaged over the labels (``label_weights``:
+    a weighted mean, ``train.ancestor_loss_weight``), or with ``output`` "softmax" the
+    cross-entropy of the softmax against the label set (each of its k types 1/k)."""
+    import torch.nn.functional as F
+
+    if output == "softmax":
+        target = y / y.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return -(F.log_softmax(logits, dim=1) * target).sum(dim=1)
+    pair = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    if label_weights is None:
+        return pair.mean(dim=1)
+    return (pair * label_weights).sum(dim=1) / label_weights.sum()
 
 
 def epoch_permutation(stage_seed: Sequence[int], epoch: int, n: int) -> np.ndarray:
