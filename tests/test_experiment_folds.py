@@ -182,12 +182,9 @@ def test_folds_argument_errors(tmp_path, capsys):
 def test_label_depth_is_recorded_and_applied(tmp_path):
     """``data.label_depth`` in the config: the data is loaded at that depth, and the results
     and the report say so."""
-    from q2pt.config import DataSection
     from q2pt.data.io import write_dataset
     from q2pt.experiments import ExperimentRequest, run_experiment
 
-    if "label_depth" not in DataSection.model_fields:
-        pytest.skip("this version's config has no data.label_depth")
     df = _rows(12)
     sub = {"shoe": ["shoe > sneaker", "shoe > boot"], "tv": ["tv > oled"], "sock": ["sock > wool", "sock > ankle"]}
     df["product_types"] = [[sub[labs[0]][i % len(sub[labs[0]])]] for i, labs in enumerate(df["product_types"])]

@@ -223,3 +223,23 @@ def test_ancestor_loss_weight_is_a_weighted_mean_over_the_labels():
     assert torch.allclose(example_loss(logits, y), pair.mean(dim=1))
     w = torch.tensor([0.3, 1.0, 1.0])  # the first output is a parent
     assert torch.allclose(example_loss(logits, y, label_weights=w), (pair * w).sum(dim=1) / 2.3)
+
+
+def test_consistent_scores_lift_parents_to_their_most_confident_child():
+    tree = LabelTree.from_labels(PATHS)
+
+    def core(consistent, scores):
+        return InferenceCore(variant="unified-agnostic", classes=tree.nodes, locales=["de"],
+                             thresholds={"global": 0.5}, tokenizers={UNIFIED: lambda q, loc: q},
+                             forward=lambda key, batch: np.asarray([scores] * len(batch)), tree=tree,
+                             consistent=consistent)
+
+    # home, home>garden, home>garden>pots, home>kitchen, home>kitchen>pans, home>kitchen>pots, toys
+    raw = [0.2, 0.1, 0.1, 0.3, 0.2, 0.9, 0.1]
+    for consistent, want in ((True, [0.9, 0.1, 0.1, 0.9, 0.2, 0.9, 0.1]), (False, raw)):
+        c = core(consistent, raw)
+        res = c.resolve_all(["de"])
+        assert c.scores(["q"], res)[0].tolist() == pytest.approx(want)
+    res = core(True, raw).resolve_all(["de"])
+    assert _paths(core(True, raw)) == [("home > kitchen > pots", 3)]
+    assert res[0].locale_used == "de"

@@ -64,12 +64,20 @@ class ModelSection(_Section):
     trained for each level (``python bench/tree_quality.py FILE``, 2026-12-02, 2-core dev
     machine, the cikm-qc dev set's full paths, 5 folds, unified-aware, test R@P80 mean [fold
     min, max]; the tree model with ``train.tree_stopping mean_of_levels`` and
-    ``train.ancestor_loss_weight 0.3``): level 1 0.3505 [0.3073, 0.4122] vs the flat level-1
-    model's 0.3590 [0.2980, 0.4177]; level 2 0.0471 [0.0018, 0.0663] vs 0.0519 [0.0036, 0.0885];
-    leaf 0.0065 vs 0.0057; coverage (queries given a type at the calibrated precision) 0.48 vs
-    0.007 for the flat leaf model. One model is within a point of three dedicated ones at their
-    own levels (inside the fold spread) and answers half the queries where the leaf model
-    answers almost none."""
+    ``train.ancestor_loss_weight 0.3``, ``model.tree_scores consistent``): level 1 0.3573
+    [0.3145, 0.4240] vs the flat level-1 model's 0.3590 [0.2980, 0.4177]; level 2 0.0487
+    [0.0018, 0.0742] vs 0.0519 [0.0036, 0.0885]; leaf 0.0065 vs 0.0057; coverage (queries given
+    a type at the calibrated precision) 0.48 vs 0.007 for the flat leaf model. One model is
+    within half a point of three dedicated ones at their own levels (inside the fold spread) and
+    answers half the queries where the leaf model answers almost none."""
+    tree_scores: Literal["consistent", "raw"] = "consistent"
+    """A hierarchical model's scores: "consistent" (a parent scores at least as high as its
+    most confident child, so a confident "kitchen > cookware > pots" is a confident "kitchen")
+    or "raw" (each output as the network gives it). Measured (2026-12-02, 2-core dev machine,
+    cikm-qc dev set, 5 folds of ``bench/real_tuning.py``'s splits, one tree model per fold at
+    today's defaults, test R@P80 mean; ``python bench/tree_quality.py FILE --tree-only [--tree-set
+    model.tree_scores=raw]``): raw level 1 0.3505, level 2 0.0471; consistent 0.3573, 0.0487
+    (level 1 better in every fold). The bottom types' scores do not change."""
     output: Literal["sigmoid", "softmax"] = "sigmoid"
     """Output layer: "sigmoid" (the paper's: one independent score per product type, trained
     with binary cross-entropy) or "softmax" (scores over the product types sum to 1, trained

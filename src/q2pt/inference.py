@@ -134,6 +134,8 @@ class InferenceCore:
             the locale's for those types (``train.type_thresholds``).
         tree: the product-type tree of a hierarchical model (``model.hierarchy``): its classes
             are the tree's nodes, and :meth:`select_paths` picks the deepest confident ones.
+        consistent: with a tree, a parent's score is at least its most confident child's
+            (``model.tree_scores``); applied in :meth:`scores`.
         level_thresholds: ``{"global": {level: t}, LOCALE: {level: t}}``: a hierarchical
             model's thresholds per level (and per locale and level); a type's own threshold
             comes first, then its locale's level threshold, the level's, the locale's.
@@ -154,6 +156,7 @@ class InferenceCore:
         type_thresholds: Mapping[str, Mapping[str, float]] | None = None,
         tree: "LabelTree | None" = None,
         level_thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        consistent: bool = True,
     ) -> None:
         if variant not in ("non-unified", "unified-agnostic", "unified-aware"):
             raise ModelLoadError(f"unknown variant {variant!r}")
@@ -172,6 +175,15 @@ class InferenceCore:
                 {index[k] for k in tree.children.get(c, []) if k in index} for c in self.classes]
             self.leaf_col = np.asarray([not tree.children.get(c) for c in self.classes], dtype=bool)
             self.ancestor_cols = [[index[a] for a in tree.ancestors(c) if a in index] for c in self.classes]
+            # (child columns, parent columns) per level, deepest first: a consistent model's parent
+            # scores at least its most confident child (model.tree_scores)
+            self._lift: list[tuple[np.ndarray, np.ndarray]] = []
+            if consistent:
+                for level in sorted(set(self.node_level.tolist()), reverse=True):
+                    pairs = [(i, index[p]) for i, c in enumerate(self.classes) if self.node_level[i] == level
+                             and (p := tree.parent.get(c)) is not None and p in index]
+                    if pairs:
+                        self._lift.append((np.asarray([a for a, _ in pairs]), np.asarray([b for _, b in pairs])))
             by_key = {str(k): {int(lv): float(t) for lv, t in v.items()} for k, v in (level_thresholds or {}).items()}
             glob = by_key.get("global", {})
             for key, levels in by_key.items():
@@ -308,6 +320,10 @@ class InferenceCore:
                     out[idx] = probs
                 else:
                     out[np.ix_(idx, cols)] = probs
+        if self.tree is not None:
+            lifted = out.T  # a view: rows are labels
+            for children, parents in self._lift:  # deepest level first: lifts climb the whole path
+                np.fmax.at(lifted, parents, lifted[children])  # NaN (not scored) is ignored
         return out
 
     def select(

@@ -309,6 +309,7 @@ class Q2PTModel:
             tokenizers=encoder_tokenizers(self.networks), forward=forward or torch_forward(self.networks),
             network_labels=self.network_labels_, fallback_locale=fallback_locale,
             type_thresholds=self.type_thresholds_, tree=self.tree_, level_thresholds=self.level_thresholds_,
+            consistent=self.config.model.tree_scores == "consistent",
         )
 
     def infer(

@@ -60,6 +60,7 @@ class Runtime:
             tokenizers=encoder_tokenizers(model.networks), forward=self._forward,
             network_labels=model.network_labels_, fallback_locale=fallback_locale,
             type_thresholds=model.type_thresholds_, tree=model.tree_, level_thresholds=model.level_thresholds_,
+            consistent=model.config.model.tree_scores == "consistent",
         )
 
     # the model's facts, as the core holds them
