@@ -136,3 +136,17 @@ def test_evaluate_reports_per_type_metrics(aware_dir, rows):
     tp = sum(e["true_positives"] for e in types["types"])
     pos = sum(e["support"] for e in types["types"])
     assert tp / pos == pytest.approx(result["global"]["calibrated"]["recall"])
+
+
+def test_a_hierarchical_model_is_compared_as_evaluate_judges_it(tree_model_dir):
+    """On every node of its tree, the true types with their ancestors: its R@P and its recall
+    as deployed are those of q2pt evaluate."""
+    from q2pt.comparison import compare_models
+    from q2pt.models import load_model
+
+    folder, test = tree_model_dir
+    model = load_model(folder)
+    result = compare_models(model, model, test, bootstrap=0)
+    judged = model.evaluate(test)
+    assert result["global"]["a"] == pytest.approx(judged["global"]["r_at_p"])
+    assert result["global"]["deployed"]["a"]["recall"] == pytest.approx(judged["global"]["calibrated"]["recall"])

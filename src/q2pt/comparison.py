@@ -40,21 +40,30 @@ __all__ = ["compare_models", "gate_failures", "format_comparison"]
 class _Side:
     """One model's scores and predictions on the compared rows."""
 
+    truth: list[set[str]]  # the rows' true types as this model is judged (a tree: with ancestors)
     y: np.ndarray  # (n, its labels) 0/1
     missing: np.ndarray  # per row, true types outside its labels
     scores: np.ndarray
-    predicted: list[set[str]]
+    predicted: list[set[str]]  # every type at or above its threshold (a tree's ancestors too)
     thresholds: dict[str, float]
+    deployed: dict[str, Any]  # q2pt.metrics.set_precision_recall of predicted against truth
 
 
-def _score(model: "Q2PTModel", queries: list[str], locales: list[str], truth: list[list[str]],
-           fallback_locale: str | None, batch_size: int) -> _Side:
+def _score(model: "Q2PTModel", queries: list[str], locales: list[str], labels: list[list[str]],
+           fallback_locale: str | None, batch_size: int, precision: float) -> _Side:
+    """A hierarchical model is judged as ``q2pt evaluate`` judges it: on every node, the true
+    types with their ancestors."""
     from q2pt.data.labels import multi_hot
+    from q2pt.metrics import set_precision_recall
 
     inference = model.infer(queries, locales, fallback_locale=fallback_locale, batch_size=batch_size)
-    y, missing = multi_hot(truth, model.classes_)
-    predicted = [{t for t, _ in row} for row in inference.select()]
-    return _Side(y.toarray(), missing, inference.probabilities(), predicted, dict(model.thresholds_))
+    if model.tree_ is not None:
+        labels = [model.tree_.close(t) for t in labels]
+    truth = [set(t) for t in labels]
+    y, missing = multi_hot(labels, model.classes_)
+    predicted = [{t for t, _ in row} for row in inference.select(flat=True)]
+    return _Side(truth, y.toarray(), missing, inference.probabilities(), predicted, dict(model.thresholds_),
+                 set_precision_recall(truth, predicted, locales, precision))
 
 
 def _agreement(a: list[set[str]], b: list[set[str]], rows: np.ndarray) -> dict[str, Any]:
@@ -65,15 +74,13 @@ def _agreement(a: list[set[str]], b: list[set[str]], rows: np.ndarray) -> dict[s
     return {"exact": float(np.mean(exact)), "jaccard": float(np.mean(jac))}
 
 
-def _deployed(side: _Side, truth: list[set[str]], rows: np.ndarray) -> dict[str, Any]:
-    tp = sum(len(truth[i] & side.predicted[i]) for i in rows)
-    pos = sum(len(truth[i]) for i in rows)
-    pred = sum(len(side.predicted[i]) for i in rows)
-    return {"recall": tp / pos if pos else None, "precision": tp / pred if pred else None}
+def _deployed(side: _Side, scope: str | None) -> dict[str, Any]:
+    entry = side.deployed["global"] if scope is None else side.deployed["locales"][scope]
+    return {"recall": entry["recall"], "precision": entry["precision"]}
 
 
-def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, precision: float, bootstrap: int,
-           seed: Any, min_positives: int) -> dict[str, Any]:
+def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, scope: str | None, precision: float,
+           bootstrap: int, seed: Any, min_positives: int) -> dict[str, Any]:
     from q2pt.metrics import paired_bootstrap_difference, recall_at_precision
 
     def rap(side: _Side) -> float | None:
@@ -85,7 +92,7 @@ def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, precisio
     entry: dict[str, Any] = {
         "n_queries": int(rows.size), "n_positives": n_pos,
         "a": ra, "b": rb, "difference": None if ra is None or rb is None else rb - ra,
-        "deployed": {"a": _deployed(a, truth, rows), "b": _deployed(b, truth, rows)},
+        "deployed": {"a": _deployed(a, scope), "b": _deployed(b, scope)},
         "agreement": _agreement(a.predicted, b.predicted, rows),
         "gated": n_pos >= min_positives,
     }
@@ -97,16 +104,16 @@ def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, precisio
     return entry
 
 
-def _type_changes(a: _Side, b: _Side, truth: list[set[str]], min_support: int, top: int) -> list[dict[str, Any]]:
+def _type_changes(a: _Side, b: _Side, min_support: int, top: int) -> list[dict[str, Any]]:
     from q2pt.diagnostics import type_metrics
 
-    ta = {e["type"]: e for e in type_metrics(truth, a.predicted)}
-    tb = {e["type"]: e for e in type_metrics(truth, b.predicted)}
+    ta = {e["type"]: e for e in type_metrics(a.truth, a.predicted)}
+    tb = {e["type"]: e for e in type_metrics(b.truth, b.predicted)}
     out = []
     for t, ea in ta.items():
-        if ea["support"] < min_support:
+        eb = tb.get(t)  # None: a tree's inner node, which a flat model is not judged on
+        if ea["support"] < min_support or eb is None:
             continue
-        eb = tb[t]  # the same truth: every type with support is in both
         change = (eb["recall"] or 0.0) - (ea["recall"] or 0.0)
         precision_change = (eb["precision"] or 0.0) - (ea["precision"] or 0.0)
         if change == 0 and precision_change == 0:
@@ -158,23 +165,23 @@ def compare_models(
     locales = frame["locale"].astype(str).tolist()
     labels = label_lists(frame["product_types"])
     truth = [set(x) for x in labels]
-    a = _score(model_a, queries, locales, labels, fallback_locale, batch_size)
-    b = _score(model_b, queries, locales, labels, fallback_locale, batch_size)
+    a = _score(model_a, queries, locales, labels, fallback_locale, batch_size, precision)
+    b = _score(model_b, queries, locales, labels, fallback_locale, batch_size, precision)
     locs = np.asarray(locales, dtype=object)
     result: dict[str, Any] = {
         "config": {"precision": precision, "bootstrap": bootstrap, "seed": seed, "min_positives": min_positives,
                    "min_support": min_support, "ci_level": 0.95 if bootstrap else None,
                    "difference": "B - A", "r_at_p": "pooled over the rows' pairs (as q2pt evaluate)",
                    "deployed": "each row cut at its locale's calibrated threshold (as q2pt predict)"},
-        "global": _entry(a, b, truth, np.arange(len(queries)), precision, bootstrap, seed, min_positives),
+        "global": _entry(a, b, truth, np.arange(len(queries)), None, precision, bootstrap, seed, min_positives),
         "locales": {},
     }
     result["global"]["gated"] = True
     for loc in sorted(set(locales)):
         rows = np.flatnonzero(locs == loc)
-        result["locales"][loc] = _entry(a, b, truth, rows, precision, bootstrap, locale_seed(seed, loc),
+        result["locales"][loc] = _entry(a, b, truth, rows, loc, precision, bootstrap, locale_seed(seed, loc),
                                         min_positives)
-    result["types"] = _type_changes(a, b, truth, min_support, top_types)
+    result["types"] = _type_changes(a, b, min_support, top_types)
     result["thresholds"] = _threshold_changes(a.thresholds, b.thresholds)
     return to_jsonable(result)
 
