@@ -9,9 +9,7 @@ function the experiment's baselines are calibrated with -- writing them into the
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from q2pt.data.labels import label_lists, multi_hot
 
@@ -35,7 +33,13 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
 
     Uses the valid rows of the training locales (the same rows for every variant).
     """
-    from q2pt.metrics import calibrate_level_thresholds, calibrate_type_thresholds, evaluate, thresholds_or_default
+    from q2pt.metrics import (
+        calibrate_level_thresholds,
+        calibrate_type_thresholds,
+        evaluate,
+        evaluate_levels,
+        thresholds_or_default,
+    )
 
     precision = model.config.train.precision_target
     rows = valid[valid["locale"].astype(str).isin(model.locales_)]
@@ -58,7 +62,8 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         if tree is not None:
             levels = [tree.level.get(c, 1) for c in model.classes_]
             level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision)
-            metrics["levels"] = _level_metrics(y, scores, locs, levels, precision, model.config.train.seed)
+            metrics["levels"] = evaluate_levels(y, scores, locs, levels, precision, VALIDATION_BOOTSTRAP,
+                                                model.config.train.seed)
         if cfg.type_thresholds:
             type_thresholds = calibrate_type_thresholds(y, scores, locs, model.classes_, precision,
                                                         cfg.type_threshold_min_positives)
@@ -76,12 +81,3 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
     model.manifest["type_thresholds"] = type_thresholds
     model.manifest["threshold_details"] = details
 
-
-def _level_metrics(y, scores, locs, levels, precision: float, seed: int) -> dict[str, Any]:
-    """Validation R@P of each level of a hierarchical model (its types' pairs only)."""
-    from q2pt.metrics import evaluate
-
-    lv = np.asarray(levels)
-    return {str(level): evaluate(y[:, lv == level], scores[:, lv == level], locs, precision=precision,
-                                 bootstrap=VALIDATION_BOOTSTRAP, seed=seed)
-            for level in sorted(set(lv.tolist()))}

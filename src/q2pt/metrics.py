@@ -71,6 +71,7 @@ __all__ = [
     "bootstrap_ci",
     "paired_bootstrap_difference",
     "evaluate",
+    "evaluate_levels",
     "calibrate_thresholds",
     "calibrate_type_thresholds",
     "calibrate_level_thresholds",
@@ -590,6 +591,26 @@ def evaluate(
             p, int(bootstrap), locale_seed(seed, loc),
         )
     return result
+
+
+def evaluate_levels(
+    y_true: Any,
+    y_score: Any,
+    locales: Sequence[str],
+    levels: Sequence[int] | np.ndarray,
+    precision: float = 0.8,
+    bootstrap: int = 0,
+    seed: int = 0,
+    n_missing: Mapping[int, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate` of each level of a hierarchical model over its own labels:
+    ``{level: result}``; ``levels[j]`` is label ``j``'s level, ``n_missing[level]`` the per-row
+    counts of that level's positives outside the label space."""
+    lv = np.asarray(levels, dtype=np.int64)
+    yt, ys = _as_arrays(y_true, y_score, two_d=True)
+    return {str(level): evaluate(yt[:, lv == level], ys[:, lv == level], locales, precision=precision,
+                                 bootstrap=bootstrap, seed=seed, n_missing=(n_missing or {}).get(level))
+            for level in sorted(set(lv.tolist()))}
 
 
 # --------------------------------------------------------------------------- thresholds

@@ -395,7 +395,7 @@ class Q2PTModel:
         """
         from q2pt.data.labels import label_lists, multi_hot
         from q2pt.diagnostics import per_type_report
-        from q2pt.metrics import evaluate, precision_recall_at, set_precision_recall, to_jsonable
+        from q2pt.metrics import evaluate, evaluate_levels, precision_recall_at, set_precision_recall, to_jsonable
 
         self._check_fitted()
         tree = self.tree_
@@ -428,13 +428,12 @@ class Q2PTModel:
         y = y.toarray()
         result = evaluate(y, scores, locs, precision=precision, bootstrap=bootstrap, seed=seed, n_missing=missing)
         if tree is not None and hierarchical is not None and level is None:
-            lv = inference.core.node_level
             known = set(classes)
             depth_of = [[tree.level_of(x) for x in t if x not in known] for t in truth]  # unscoreable, by level
-            result["levels"] = {
-                str(k): evaluate(y[:, lv == k], scores[:, lv == k], locs, precision=precision, bootstrap=bootstrap,
-                                 seed=seed, n_missing=np.asarray([d.count(k) for d in depth_of], dtype=np.int64))
-                for k in range(1, tree.depth + 1) if (lv == k).any()}
+            missing_by_level = {k: np.asarray([d.count(k) for d in depth_of], dtype=np.int64)
+                                for k in range(1, tree.depth + 1)}
+            result["levels"] = evaluate_levels(y, scores, locs, inference.core.node_level, precision, bootstrap, seed,
+                                               missing_by_level)
             result["hierarchical"] = hierarchical
         if level is not None:
             result["level"] = level

@@ -145,11 +145,6 @@ class LabelTree:
         levels = split_path(label, self.separator)
         return [self.separator.join(levels[:k]) for k in range(1, len(levels) + 1)]
 
-    def cut(self, label: str, depth: int) -> str:
-        """The label's ancestor at ``depth`` (itself when it is that deep or shallower)."""
-        levels = split_path(label, self.separator)
-        return self.separator.join(levels[:depth]) if levels else label
-
     def shared_names(self) -> dict[str, list[str]]:
         """Names (a node's last level) found under more than one parent: ``{name: [nodes]}``."""
         by_name: dict[str, list[str]] = defaultdict(list)
