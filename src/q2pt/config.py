@@ -159,17 +159,20 @@ class TrainSection(_Section):
     dev set, 5 folds, test R@P80 mean): pooled: level 1 0.3518, level 2 0.0370; mean_of_levels:
     level 1 0.3497, level 2 0.0466 (better on level 2 in every fold; the pooled signal is
     dominated by the top level's many positives and stops before the deeper levels are learned;
-    both with ancestor_loss_weight 1)."""
+    both with ``--tree-set train.ancestor_loss_weight=1 --tree-set model.tree_scores=raw``, the
+    settings of that day's run)."""
     tree_output_prior: Literal["shared", "per_level"] = "shared"
     """Where a hierarchical model's outputs start: "shared" (every output at the share of
     positive pairs over all outputs, as a flat model's) or "per_level" (each level's outputs
     at that level's own share: a department is ~20x likelier than one of its types). Measured
     (2026-12-02, 2-core dev machine): on the cikm-qc dev set (``python bench/tree_quality.py
-    FILE --tree-only [--tree-set train.tree_output_prior=per_level]``, 5 folds, test R@P80 mean)
+    FILE --tree-only --tree-set train.ancestor_loss_weight=1 --tree-set model.tree_scores=raw
+    [--tree-set train.tree_output_prior=per_level]``, 5 folds, test R@P80 mean)
     shared level 1 0.3497, level 2 0.0466; per_level 0.3447, 0.0405; on the simulated demo store's tree
-    in the demo budget (one epoch, ``q2pt experiment --preset demo``) per_level lifts the types'
-    R@P80 from 0.401 to 0.425 (unified-aware, ancestor_loss_weight 1; the flat model on bare type
-    ids 0.463). Trained to convergence on real queries it does not help, so the default stays
+    in the demo budget (one epoch, ``q2pt experiment --preset demo --train.ancestor_loss_weight 1
+    [--train.tree_output_prior per_level]``) per_level lifts the types' R@P80 from 0.401 to 0.425
+    (unified-aware; the flat model on bare type ids, ``--data.simulated_tree false``, 0.463).
+    Trained to convergence on real queries it does not help, so the default stays
     shared (ancestor_loss_weight does the same work without that cost)."""
     ancestor_loss_weight: float = Field(0.3, gt=0.0, le=1.0)
     """A hierarchical model: the weight, in the loss, of the outputs that are parents of other
@@ -179,10 +182,13 @@ class TrainSection(_Section):
     --preset demo --experiment.variants '["unified-aware"]' --experiment.baselines '[]'
     --train.threads 1 --train.ancestor_loss_weight W``; its one-epoch budget): W = 1, 0.5, 0.3,
     0.1 gave the types R@P80 0.401, 0.425, 0.430, 0.445 and the departments 0.880, 0.866,
-    0.851, 0.835 (hierarchical recall 0.624, 0.629, 0.633, 0.633). Real dev set, 5 folds,
+    0.851, 0.835 (hierarchical recall 0.624, 0.629, 0.633, 0.633; ``--model.tree_scores raw``,
+    as the runs then were: consistent scores lift the departments, 0.867 at W = 0.3). Real dev set, 5 folds,
     trained to convergence (``python bench/tree_quality.py FILE --tree-only --tree-set
-    train.ancestor_loss_weight=W``): W = 1: level 1 0.3497, level 2 0.0466; W = 0.3: 0.3505,
-    0.0471 (the same). 0.3 helps the bottom types where training is short and costs nothing
+    train.ancestor_loss_weight=W --tree-set model.tree_scores=raw``): W = 1: level 1 0.3497,
+    level 2 0.0466; W = 0.3: 0.3505, 0.0471 (the same). The demo runs: ``--train.tree_output_prior
+    shared``, raw and consistent scores give the types the same figures (they have no children).
+    0.3 helps the bottom types where training is short and costs nothing
     where it is not."""
     warm_start_epochs: int | None = Field(2, ge=1)
     """A warm-started training (``q2pt train --init-from``) runs at most this many epochs (and at
