@@ -375,6 +375,7 @@ class Q2PTModel:
         batch_size: int = DEFAULT_BATCH_SIZE,
         top_types: int = 10,
         level: int | None = None,
+        inference: "Inference | None" = None,
     ) -> dict[str, Any]:
         """R@P, PR-AUC, thresholds and counts, globally and per locale, on a labelled frame.
 
@@ -384,7 +385,8 @@ class Q2PTModel:
         the deepest confident types, with back-off -- against the true types, both with their
         ancestors, and ``coverage``: the share of queries that got any type), with bootstrap
         CIs when ``bootstrap`` is set. ``level``: judge level N alone (its types' columns;
-        the true paths cut to N levels).
+        the true paths cut to N levels). ``inference``: :meth:`infer` of the frame's rows, when
+        the caller scored them already.
 
         Product types outside ``classes_`` count as missed positives. Returns
         :func:`q2pt.metrics.evaluate`'s dict; each entry also has ``calibrated``: precision,
@@ -406,7 +408,8 @@ class Q2PTModel:
                                        f"its tree has levels 1 to {tree.depth}"))
         queries = frame["query"].astype(str).tolist()
         locs = frame["locale"].astype(str).tolist()
-        inference = self.infer(queries, locs, fallback_locale=fallback_locale, batch_size=batch_size)
+        if inference is None:  # else: the frame's rows already scored (by the caller, in this order)
+            inference = self.infer(queries, locs, fallback_locale=fallback_locale, batch_size=batch_size)
         scores, tloc = inference.probabilities(), inference.threshold_locales
         truth = label_lists(frame["product_types"])
         classes = list(self.classes_)

@@ -427,14 +427,18 @@ class ExperimentRunner:
             queries = ev.frame["query"].astype(str).tolist()
             locales = ev.predict_locales or ev.frame["locale"].astype(str).tolist()
             with PeakMemory() as pm:
-                scores = model.predict_proba(queries, locales)
+                if view is None:
+                    scores = model.predict_proba(queries, locales)
+                else:  # a hierarchical model: its inference also gives the per-level figures below
+                    inference = model.infer(queries, locales)
+                    scores = inference.probabilities()
             if ev.name == evals[0].name:
                 infra.update(pm.result.as_dict("predict"))
                 infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
-            if view is not None:  # a hierarchical model, judged on the data's own types like every model
+            if view is not None:  # judged on the data's own types like every model
                 if ev.name == evals[0].name and ev.predict_locales is None:
                     full = model.evaluate(ev.frame, precision=s.precision, bootstrap=ev.bootstrap, seed=s.seed,
-                                          top_types=0)
+                                          top_types=0, inference=inference)
                     tree_eval = {"levels": full.get("levels"), "hierarchical": full.get("hierarchical")}
                 scores = scores[:, view]
             result = evaluate_scores(ev.frame, scores, classes, precision=s.precision,
