@@ -402,12 +402,12 @@ def test_studies_sections(experiment):
     assert hd["rows"][0]["r_at_p"] == main_aware["evals"]["test"]["global"]["r_at_p"]
     assert {r["rate"]: r["reused_from"] for r in sec["label-noise"]["rows"]} == {0.0: "main/unified-agnostic",
                                                                                  0.4: None}
-    # head 16 -> L vs 16 -> 8 -> L, L the outputs: the simulated store's types and their departments (its tree)
-    n_labels = result.results["data"]["n_labels"]
+    # head 16 -> L vs 16 -> 8 -> L, L the outputs: every node of the simulated store's tree (types, groups,
+    # departments)
     from q2pt.data import load_dataset
 
-    n_out = n_labels + len({t.split(" > ")[0] for ts in load_dataset(None, preset="tiny").train["product_types"]
-                            for t in ts})
+    n_out = len({" > ".join(t.split(" > ")[:k]) for ts in load_dataset(None, preset="tiny").train["product_types"]
+                 for t in ts for k in range(1, t.count(" > ") + 2)})
     assert hd["rows"][1]["parameters"] - hd["rows"][0]["parameters"] == (16 * 8 + 8 + 9 * n_out) - 17 * n_out
     lc = sec["locale-conflicts"]
     assert lc["n_queries"] > 0 and len(lc["rows"]) == 9

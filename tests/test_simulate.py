@@ -104,6 +104,50 @@ def test_taxonomy_duplicates_and_dangling_links():
     assert "unknown type id 'string_reel'" in text
 
 
+def test_taxonomy_groups_are_validated_and_give_each_type_its_path():
+    a = _department("toys", ["kite", "yoyo", "ball", "top"])
+    a["groups"] = {"outdoor": ["kite", "ball"], "Bad Id": ["yoyo", "top"], "solo": ["top"],
+                   "indoor": ["yoyo", "top", "kite", "sled"]}
+    b = _department("games", ["chess", "go"])
+    b["groups"] = {"outdoor": ["chess", "go"]}
+    with pytest.raises(DataError) as excinfo:
+        build_taxonomy([("d01_toys.py", a), ("d02_games.py", b)])
+    text = "\n".join(_problems(excinfo))
+    assert "d01_toys.py|groups.Bad Id|group id 'Bad Id' is not snake_case" in text
+    assert "groups.solo|a group needs >= 2 types" in text
+    assert "groups.indoor|'kite' is already in group 'outdoor'" in text
+    assert "groups.indoor|'sled' is not a type of this department" in text
+    with pytest.raises(DataError) as excinfo:  # across departments: checked once each one is well formed
+        a["groups"] = {"outdoor": ["kite", "ball"], "toys": ["yoyo", "top"]}
+        build_taxonomy([("d01_toys.py", a), ("d02_games.py", b)])
+    text = "\n".join(_problems(excinfo))
+    assert "d02_games.py|groups.outdoor|duplicate group id 'outdoor' (first defined in d01_toys.py)" in text
+    assert "d01_toys.py|groups.toys|group id 'toys' is also a type or department id" in text
+    a["groups"] = {"outdoor": ["kite", "ball"]}
+    b["groups"] = {"board_games": ["chess", "go"]}
+    tax = build_taxonomy([("d01_toys.py", a), ("d02_games.py", b)])
+    assert tax.types["kite"].path() == ("toys", "outdoor", "kite") and tax.types["yoyo"].path() == ("toys", "yoyo")
+    assert tax.to_dict()["departments"][0]["groups"] == {"outdoor": ["kite", "ball"]}
+    assert tax.to_dict()["types"][0]["group"] == "outdoor" and tax.to_dict()["types"][1]["group"] is None
+
+
+def test_the_simulated_store_has_a_three_level_tree():
+    from q2pt.data import load_dataset
+    from q2pt.data.tree import LabelTree
+
+    tax = load_taxonomy()
+    assert sum(len(d.groups) for d in tax.departments.values()) >= 80
+    assert sum(t.group is not None for t in tax.types.values()) > 0.8 * len(tax.types)
+    ds = load_dataset(None, preset="tiny", seed=0)
+    paths = {p for ts in ds.train["product_types"] for p in ts}
+    assert {len(p.split(" > ")) for p in paths} == {2, 3}  # a type in no group hangs under its department
+    assert all(tuple(p.split(" > ")) == tax.types[p.split(" > ")[-1]].path() for p in paths)
+    tree = LabelTree.from_labels(sorted(paths))
+    assert tree.depth == 3 and not tree.shared_names()
+    flat = load_dataset(None, preset="tiny", seed=0, simulated_tree=False)
+    assert all(" > " not in p for ts in flat.train["product_types"] for p in ts)
+
+
 def test_taxonomy_loads_a_folder_and_reports_broken_modules(tmp_path: Path):
     good = _department("toys", ["kite", "yoyo"], kite={"related": {"substitute": ["yoyo"]}})
     (tmp_path / "d01_toys.py").write_text(f"DEPARTMENT = {good!r}\n", encoding="utf-8")

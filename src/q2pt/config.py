@@ -235,9 +235,10 @@ class DataSection(_Section):
     form in the dataset folder; the simulated store carries its map). A store in neither is
     read as a language or language_REGION code (the dev set's ``de``, ``ja``; ``de_DE``)."""
     simulated_tree: bool = True
-    """The simulated store's product types as ``department > type`` paths (22 departments,
-    ~450 types): its tree, so that hierarchical models and per-level results show on it;
-    False: bare type ids (before q2pt 0.2)."""
+    """The simulated store's product types as ``department > group > type`` paths (22
+    departments, 100 groups, ~450 types; the 33 types in no group hang under their department):
+    its tree, so that hierarchical models and per-level results show on it; False: bare type
+    ids (before q2pt 0.2)."""
     taxonomy: str | None = None
     """A taxonomy file (one product type path a line): its paths join the tree derived from
     the training labels (types never seen in training are not learned, but the tree knows

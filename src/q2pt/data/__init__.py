@@ -199,15 +199,17 @@ def _from_checked(
 
 def _simulated_paths(splits: Mapping[str, pd.DataFrame], taxonomy: Mapping[str, Any],
                      sep: str) -> dict[str, pd.DataFrame]:
-    """The simulated store's product types (and ``intent``) as ``department > type`` paths:
-    the store's tree (``data.simulated_tree``)."""
-    department = {str(t["id"]): str(t["department"]) for t in taxonomy.get("types", [])
-                  if isinstance(t, Mapping) and "id" in t and "department" in t}
-    if not department:
+    """The simulated store's product types (and ``intent``) as ``department > group > type``
+    paths (``department > type`` for a type in no group): the store's tree
+    (``data.simulated_tree``)."""
+    paths = {str(t["id"]): sep.join([str(t["department"])] + ([str(t["group"])] if t.get("group") else [])
+                                    + [str(t["id"])])
+             for t in taxonomy.get("types", []) if isinstance(t, Mapping) and "id" in t and "department" in t}
+    if not paths:
         return dict(splits)
 
     def path(t: str) -> str:
-        return f"{department[t]}{sep}{t}" if t in department else t
+        return paths.get(t, t)
 
     out = {}
     for name, frame in splits.items():
@@ -235,8 +237,9 @@ def load_dataset(
     column, or ``None`` for the built-in simulated store (``preset``, ``seed``).
 
     Simulated data (the built-in store, or a folder ``q2pt data simulate`` wrote) has a
-    tree: its product types become ``department > type`` paths unless ``simulated_tree`` is
-    False (``data.simulated_tree``; bare type ids, as before q2pt 0.2).
+    tree: its product types become ``department > group > type`` paths (``department > type``
+    for a type in no group) unless ``simulated_tree`` is False (``data.simulated_tree``; bare
+    type ids, as before q2pt 0.2).
 
     Every row is checked (see :mod:`q2pt.data.validate`); invalid data raises a
     :class:`~q2pt.errors.DataError` with every problem (file, 1-based row, field).

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 #: Bump when the generator's output changes (invalidates caches of simulated data).
-SIMULATOR_VERSION = "1"
+SIMULATOR_VERSION = "2"  # 2: taxonomy.json has the groups (the tree's middle level)
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "valid", "test")
 
@@ -875,7 +875,8 @@ def _datasheet(r: SimulationReport, tax: Mapping[str, Any], fmt: str) -> str:
         "",
         f"- Files: `train.{fmt}`, `valid.{fmt}`, `test.{fmt}`, `taxonomy.json`, `simulated.json`, this file.",
         "- Columns: `query`, `locale`, `product_types` (list of type ids, from simulated clicks; q2pt loads them as",
-        "  `department > type` paths, the store's tree, unless `data.simulated_tree` is false), `weight` (1.0),",
+        "  `department > group > type` paths, the store's tree, unless `data.simulated_tree` is false),",
+        "  `weight` (1.0),",
         "  `intent` (the clean intended type; analysis only, do not train on it) and analysis columns",
         "  `sim_language`, `sim_kind` (product / brand_only / brand_model / conflict), `sim_n_attributes`,",
         "  `sim_conflict_word`, `sim_misspelled`, `sim_accents_dropped`, `sim_loanword`, `sim_searches`, `sim_clicks`.",

@@ -3,7 +3,8 @@
 One module per department, named ``dNN_<id>.py``, each exporting a plain ``DEPARTMENT``
 dict (pure data; see any department module for the format). :func:`load_taxonomy`
 discovers the modules, validates every one of them and returns a :class:`Taxonomy`:
-departments, product types, the types sold in each locale and a surface-form lookup
+departments, their groups (the optional middle level of the store's tree, ``department >
+group > type``), product types, the types sold in each locale and a surface-form lookup
 per language.
 
 Validation is strict: a malformed department (missing language, fewer than two surface
@@ -17,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -113,6 +114,11 @@ class ProductType:
     related: Mapping[str, tuple[str, ...]]  # relation kind -> type ids
     prior: float
     locales_only: tuple[str, ...] | None = None
+    group: str | None = None  # the middle level of the store's tree, if any
+
+    def path(self) -> tuple[str, ...]:
+        """Its place in the store's tree: ``(department, group, id)`` or ``(department, id)``."""
+        return (self.department, self.group, self.id) if self.group else (self.department, self.id)
 
     def name(self, language: str = "en") -> str:
         """The canonical name in ``language``."""
@@ -133,6 +139,7 @@ class ProductType:
             "related": {kind: list(self.related.get(kind, ())) for kind in RELATION_KINDS},
             "prior": self.prior,
             "locales_only": list(self.locales_only) if self.locales_only is not None else None,
+            "group": self.group,
         }
 
 
@@ -142,6 +149,7 @@ class Department:
     names: Mapping[str, str]
     type_ids: tuple[str, ...]
     source: str = ""
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # group id -> type ids
 
     def name(self, language: str = "en") -> str:
         return self.names[language]
@@ -183,7 +191,8 @@ class Taxonomy:
             "locales": {loc: list(langs) for loc, langs in LOCALES.items()},
             "attribute_slots": sorted(ATTRIBUTE_SLOTS),
             "departments": [
-                {"id": d.id, "names": dict(d.names), "types": list(d.type_ids)}
+                {"id": d.id, "names": dict(d.names), "types": list(d.type_ids),
+                 "groups": {g: list(ts) for g, ts in d.groups.items()}}
                 for d in self.departments.values()
             ],
             "types": [t.to_dict() for t in self.types.values()],
@@ -205,7 +214,7 @@ def _check_department(dep: Any, source: str, problems: list[Problem]) -> None:
     for key in ("id", "name", "types"):
         if key not in dep:
             bad(key, "missing")
-    unknown = set(dep) - {"id", "name", "types"}
+    unknown = set(dep) - {"id", "name", "types", "groups"}
     if unknown:
         bad(None, f"unknown department keys {sorted(unknown)}")
     dep_id = dep.get("id")
@@ -223,6 +232,7 @@ def _check_department(dep: Any, source: str, problems: list[Problem]) -> None:
     if "types" in dep and (not isinstance(types, list) or not types):
         bad("types", "must be a non-empty list")
         return
+    _check_groups(dep.get("groups"), [t.get("id") for t in types or [] if isinstance(t, Mapping)], bad)
     for i, t in enumerate(types or []):
         where = f"types[{i}]"
         if not isinstance(t, Mapping):
@@ -287,6 +297,32 @@ def _check_department(dep: Any, source: str, problems: list[Problem]) -> None:
                     bad(f"{where}.locales_only", f"unknown locales {unknown_loc} (known: {list(LOCALES)})")
 
 
+def _check_groups(groups: Any, type_ids: list[Any], bad: Callable[[str | None, str], None]) -> None:
+    """The optional ``groups`` of a department: group id -> at least two of its type ids, each
+    type in one group at most."""
+    if groups is None:
+        return
+    if not isinstance(groups, Mapping):
+        bad("groups", "must be a dict group id -> list of type ids")
+        return
+    owner: dict[str, str] = {}
+    for gid, members in groups.items():
+        where = f"groups.{gid}"
+        if not isinstance(gid, str) or not _ID_RE.match(gid):
+            bad(where, f"group id {gid!r} is not snake_case")
+        if not isinstance(members, (list, tuple)) or not all(isinstance(m, str) for m in members):
+            bad(where, "must be a list of type ids")
+            continue
+        if len(set(members)) < 2:
+            bad(where, f"a group needs >= 2 types, got {list(members)}")
+        for m in members:
+            if m not in type_ids:
+                bad(where, f"{m!r} is not a type of this department")
+            elif m in owner and owner[m] != gid:
+                bad(where, f"{m!r} is already in group {owner[m]!r}")
+            owner.setdefault(m, gid)
+
+
 def build_taxonomy(departments: Sequence[tuple[str, Any]]) -> Taxonomy:
     """Validate ``(source, DEPARTMENT)`` pairs and build a :class:`Taxonomy`.
 
@@ -333,6 +369,16 @@ def build_taxonomy(departments: Sequence[tuple[str, Any]]) -> Taxonomy:
                         problems.append(
                             Problem(source, None, f"types[{i}]({t['id']}).related.{kind}", "a type cannot relate to itself")
                         )
+    group_seen: dict[str, str] = {}
+    for source, dep in departments:
+        for gid in dep.get("groups") or {}:
+            if gid in type_seen or gid in dep_seen:
+                problems.append(Problem(source, None, f"groups.{gid}",
+                                        f"group id {gid!r} is also a type or department id"))
+            elif gid in group_seen:
+                problems.append(Problem(source, None, f"groups.{gid}",
+                                        f"duplicate group id {gid!r} (first defined in {group_seen[gid]})"))
+            group_seen.setdefault(gid, source)
     if problems:
         raise DataError(f"invalid product-type taxonomy ({len(problems)} problems)", problems)
 
@@ -341,6 +387,8 @@ def build_taxonomy(departments: Sequence[tuple[str, Any]]) -> Taxonomy:
     lookup: dict[str, dict[str, list[str]]] = {lang: {} for lang in LANGUAGES}
     for source, dep in departments:
         ids = []
+        groups = {gid: tuple(dict.fromkeys(members)) for gid, members in (dep.get("groups") or {}).items()}
+        group_of = {m: gid for gid, members in groups.items() for m in members}
         for t in dep["types"]:
             names: dict[str, tuple[str, ...]] = {}
             for lang in LANGUAGES:
@@ -366,6 +414,7 @@ def build_taxonomy(departments: Sequence[tuple[str, Any]]) -> Taxonomy:
                 related=MappingProxyType(related),
                 prior=float(t.get("prior", 1.0)),
                 locales_only=tuple(only) if only is not None else None,
+                group=group_of.get(t["id"]),
             )
             ids.append(t["id"])
         deps[dep["id"]] = Department(
@@ -373,6 +422,7 @@ def build_taxonomy(departments: Sequence[tuple[str, Any]]) -> Taxonomy:
             names=MappingProxyType({lang: dep["name"][lang].strip() for lang in LANGUAGES}),
             type_ids=tuple(ids),
             source=source,
+            groups=MappingProxyType(groups),
         )
     frozen_lookup = {lang: MappingProxyType({k: tuple(v) for k, v in d.items()}) for lang, d in lookup.items()}
     return Taxonomy(MappingProxyType(deps), MappingProxyType(types), MappingProxyType(frozen_lookup))

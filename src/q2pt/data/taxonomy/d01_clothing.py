@@ -14,6 +14,16 @@ DEPARTMENT = {
     "name": {"en": "Clothing", "fr": "Vêtements", "es": "Ropa", "pt": "Roupas", "de": "Bekleidung",
              "it": "Abbigliamento", "nl": "Kleding", "sv": "Kläder", "pl": "Odzież", "tr": "Giyim",
              "ar": "ملابس", "ja": "衣料品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "tops": ["t_shirt", "shirt", "blouse", "polo_shirt", "sweater", "hoodie", "cardigan"],
+        "bottoms": ["trousers", "jeans", "shorts", "leggings", "skirt"],
+        "dresses": ["dress", "pinafore_dress"],
+        "outerwear": ["jacket", "coat", "waistcoat"],
+        "underwear_socks": ["underwear_briefs", "thong_underwear", "undershirt", "bra", "socks"],
+        "traditional_wear": ["kimono", "yukata", "abaya", "thobe"],
+    },
     "types": [
         {
             "id": "t_shirt",

@@ -10,6 +10,15 @@ DEPARTMENT = {
     "name": {"en": "Shoes", "fr": "Chaussures", "es": "Zapatos", "pt": "Calçados", "de": "Schuhe",
              "it": "Scarpe", "nl": "Schoenen", "sv": "Skor", "pl": "Obuwie", "tr": "Ayakkabı",
              "ar": "أحذية", "ja": "シューズ"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "boots": ["ankle_boots", "knee_high_boots", "rain_boots", "snow_boots", "hiking_boots"],
+        "athletic_shoes": ["sneakers", "running_shoes"],
+        "sandals_slippers": ["sandals", "flip_flops", "slippers", "espadrilles", "clogs", "geta"],
+        "formal_shoes": ["high_heels", "ballet_flats", "loafers", "dress_shoes"],
+        "shoe_care": ["shoe_insoles", "shoelaces", "shoe_polish"],
+    },
     "types": [
         {
             "id": "sneakers",

@@ -11,6 +11,15 @@ DEPARTMENT = {
              "pt": "Bolsas e malas", "de": "Taschen & Koffer", "it": "Borse e valigie",
              "nl": "Tassen en koffers", "sv": "Väskor och resväskor", "pl": "Torby i bagaż",
              "tr": "Çanta ve bavul", "ar": "حقائب وأمتعة", "ja": "バッグ・スーツケース"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "handbags": ["handbag", "tote_bag", "crossbody_bag", "clutch_bag", "belt_bag"],
+        "small_leather_goods": ["wallet", "card_holder", "coin_purse", "passport_holder"],
+        "backpacks": ["backpack", "randoseru"],
+        "work_bags": ["laptop_bag", "briefcase"],
+        "luggage": ["suitcase", "duffel_bag", "garment_bag", "toiletry_bag", "packing_cubes", "luggage_tag"],
+    },
     "types": [
         {
             "id": "handbag",

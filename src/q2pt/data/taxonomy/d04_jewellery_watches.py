@@ -9,6 +9,17 @@ DEPARTMENT = {
              "pt": "Joias e relógios", "de": "Schmuck & Uhren", "it": "Gioielli e orologi",
              "nl": "Sieraden en horloges", "sv": "Smycken och klockor", "pl": "Biżuteria i zegarki",
              "tr": "Takı ve saat", "ar": "مجوهرات وساعات", "ja": "ジュエリー・腕時計"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "jewellery": [
+            "necklace", "pendant", "bracelet", "bangle", "earrings", "ring", "anklet", "brooch",
+            "body_jewellery", "mangalsutra", "prayer_beads"
+        ],
+        "bridal_jewellery": ["engagement_ring", "wedding_band"],
+        "watches": ["wristwatch", "pocket_watch", "watch_strap"],
+        "mens_accessories": ["cufflinks", "tie_clip"],
+    },
     "types": [
         {
             "id": "necklace",

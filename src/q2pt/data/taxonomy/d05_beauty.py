@@ -10,6 +10,21 @@ DEPARTMENT = {
     "name": {"en": "Beauty", "fr": "Beauté", "es": "Belleza", "pt": "Beleza", "de": "Beauty & Kosmetik",
              "it": "Bellezza", "nl": "Beauty", "sv": "Skönhet", "pl": "Uroda", "tr": "Kozmetik",
              "ar": "مستحضرات التجميل", "ja": "コスメ・美容"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "makeup": [
+            "lipstick", "lip_gloss", "mascara", "eyeliner", "eyeshadow", "foundation", "concealer",
+            "face_powder", "blush", "makeup_brushes", "false_eyelashes"
+        ],
+        "nail_care": ["nail_polish", "nail_polish_remover"],
+        "fragrance": ["perfume", "attar"],
+        "skin_care": [
+            "face_moisturizer", "face_serum", "face_cleanser", "sunscreen", "sheet_mask", "body_lotion"
+        ],
+        "hair_care": ["shampoo", "conditioner", "hair_dye"],
+        "hair_styling_tools": ["hair_dryer", "hair_straightener"],
+    },
     "types": [
         {
             "id": "lipstick",

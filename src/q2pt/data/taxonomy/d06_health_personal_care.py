@@ -11,6 +11,20 @@ DEPARTMENT = {
              "pt": "Saúde e cuidados pessoais", "de": "Drogerie & Körperpflege", "it": "Salute e cura della persona",
              "nl": "Gezondheid en verzorging", "sv": "Hälsa och personvård", "pl": "Zdrowie i higiena",
              "tr": "Sağlık ve kişisel bakım", "ar": "الصحة والعناية الشخصية", "ja": "ヘルスケア・日用品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "oral_care": [
+            "toothbrush", "electric_toothbrush", "toothpaste", "dental_floss", "mouthwash", "miswak"
+        ],
+        "bath_body": ["deodorant", "shower_gel", "bar_soap"],
+        "shaving": ["razor", "shaving_cream", "electric_shaver", "beard_trimmer"],
+        "feminine_care": ["sanitary_pads", "tampons", "menstrual_cup"],
+        "medical_supplies": [
+            "pregnancy_test", "thermometer", "blood_pressure_monitor", "first_aid_kit", "adhesive_bandages",
+            "medical_face_mask"
+        ],
+    },
     "types": [
         {
             "id": "toothbrush",

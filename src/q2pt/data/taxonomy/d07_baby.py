@@ -14,6 +14,15 @@ DEPARTMENT = {
     "name": {"en": "Baby", "fr": "Bébé", "es": "Bebé", "pt": "Bebês", "de": "Baby",
              "it": "Prima infanzia", "nl": "Baby", "sv": "Baby", "pl": "Niemowlę", "tr": "Bebek",
              "ar": "مستلزمات الأطفال", "ja": "ベビー用品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "feeding": ["baby_bottle", "breast_pump", "baby_formula", "baby_food", "bib", "high_chair"],
+        "diapering": ["training_pants", "diapers", "baby_wipes", "changing_mat", "potty"],
+        "baby_travel": ["stroller", "baby_car_seat", "baby_carrier"],
+        "nursery": ["baby_crib", "baby_monitor", "playpen", "baby_sleeping_bag"],
+        "baby_clothing": ["baby_bodysuit", "baby_snowsuit"],
+    },
     "types": [
         {
             "id": "baby_crib",

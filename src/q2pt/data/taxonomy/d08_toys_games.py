@@ -21,6 +21,17 @@ DEPARTMENT = {
         "ar": "الألعاب والدمى",
         "ja": "おもちゃ・ホビー",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "games_puzzles": [
+            "board_game", "jigsaw_puzzle", "playing_cards", "chess_set", "hanafuda", "okey_set", "carrom_board",
+            "puzzle_cube"
+        ],
+        "toy_vehicles": ["toy_car", "remote_control_car", "toy_train"],
+        "dolls_figures": ["doll", "plush_toy", "action_figure", "dollhouse"],
+        "outdoor_toys": ["kite", "water_gun"],
+    },
     "types": [
         {
             "id": "building_blocks",

@@ -21,6 +21,19 @@ DEPARTMENT = {
         "ar": "الرياضة والأنشطة الخارجية",
         "ja": "スポーツ・アウトドア",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "ball_sports": [
+            "soccer_ball", "american_football", "basketball", "cricket_bat", "baseball_glove",
+            "ice_hockey_stick"
+        ],
+        "racket_sports": ["tennis_racket", "badminton_racket", "table_tennis_paddle"],
+        "fitness": ["yoga_mat", "dumbbell", "treadmill", "jump_rope"],
+        "cycling_scooters": ["bicycle", "bike_helmet", "kick_scooter"],
+        "camping": ["tent", "sleeping_bag", "camp_bed", "hiking_backpack"],
+        "winter_sports": ["sled", "cross_country_skis"],
+    },
     "types": [
         {
             "id": "soccer_ball",

@@ -21,6 +21,16 @@ DEPARTMENT = {
         "ar": "الهواتف وملحقاتها",
         "ja": "スマホ・携帯電話",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "handsets": ["mobile_phone", "feature_phone", "cordless_phone"],
+        "phone_accessories": [
+            "phone_case", "screen_protector", "selfie_stick", "phone_grip", "stylus_pen", "phone_lanyard"
+        ],
+        "charging": ["phone_charger", "charging_cable", "power_bank", "wireless_charger"],
+        "wearables": ["smartwatch", "fitness_tracker"],
+    },
     "types": [
         {
             "id": "mobile_phone",

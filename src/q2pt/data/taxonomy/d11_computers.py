@@ -21,6 +21,18 @@ DEPARTMENT = {
         "ar": "أجهزة الكمبيوتر وملحقاتها",
         "ja": "パソコン・周辺機器",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "computers_tablets": ["laptop", "desktop_computer", "tablet", "e_reader"],
+        "peripherals": [
+            "computer_monitor", "computer_mouse", "computer_keyboard", "webcam", "usb_hub", "mouse_pad",
+            "laptop_stand"
+        ],
+        "printing": ["printer", "printer_ink"],
+        "data_storage": ["external_hard_drive", "internal_ssd", "usb_flash_drive"],
+        "components": ["graphics_card", "ram_memory", "processor"],
+    },
     "types": [
         {
             "id": "laptop",

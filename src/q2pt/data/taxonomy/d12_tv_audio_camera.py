@@ -21,6 +21,21 @@ DEPARTMENT = {
         "ar": "التلفزيونات والصوتيات والكاميرات",
         "ja": "テレビ・オーディオ・カメラ",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "tv_video": [
+            "television", "projector", "tv_wall_mount", "home_theater", "streaming_device", "satellite_receiver"
+        ],
+        "audio": [
+            "headphones", "wireless_earbuds", "bluetooth_speaker", "soundbar", "turntable", "microphone",
+            "radio"
+        ],
+        "cameras": [
+            "digital_camera", "camera_lens", "action_camera", "tripod", "camera_drone", "instant_camera",
+            "ring_light"
+        ],
+    },
     "types": [
         {
             "id": "television",

@@ -21,6 +21,16 @@ DEPARTMENT = {
         "ar": "ألعاب الفيديو",
         "ja": "テレビゲーム",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "consoles": ["game_console", "handheld_console", "retro_console"],
+        "gaming_accessories": [
+            "game_controller", "gaming_headset", "vr_headset", "racing_wheel", "controller_charger",
+            "arcade_stick", "capture_card", "console_carrying_case"
+        ],
+        "pc_gaming": ["gaming_mouse", "gaming_keyboard", "gaming_chair", "gaming_desk"],
+    },
     "types": [
         {
             "id": "game_console",

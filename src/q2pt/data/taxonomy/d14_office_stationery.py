@@ -21,6 +21,19 @@ DEPARTMENT = {
         "ar": "القرطاسية ومستلزمات المكتب",
         "ja": "文房具・オフィス用品",
     },
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "writing_supplies": [
+            "pencil", "ballpoint_pen", "fountain_pen", "highlighter", "permanent_marker", "eraser",
+            "pencil_sharpener", "correction_tape"
+        ],
+        "paper_products": [
+            "sticky_notes", "printer_paper", "paper_notebook", "envelope", "planner", "legal_pad"
+        ],
+        "desk_supplies": ["stapler", "ring_binder", "glue_stick", "paper_clips", "pencil_case"],
+        "office_machines": ["calculator", "paper_shredder", "label_maker"],
+    },
     "types": [
         {
             "id": "eraser",

@@ -5,6 +5,15 @@ DEPARTMENT = {
     "name": {"en": "Kitchen", "fr": "Cuisine", "es": "Cocina", "pt": "Cozinha", "de": "Küche",
              "it": "Cucina", "nl": "Keuken", "sv": "Kök", "pl": "Kuchnia", "tr": "Mutfak",
              "ar": "مطبخ", "ja": "キッチン用品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "cookware": ["frying_pan", "saucepan", "wok", "pressure_cooker", "takoyaki_pan"],
+        "kitchen_appliances": ["coffee_maker", "rice_cooker", "electric_kettle", "toaster"],
+        "tableware": ["dinner_plate", "mug", "drinking_glass", "cutlery_set"],
+        "kitchen_tools": ["chef_knife", "cutting_board", "spatula", "kitchen_scale", "tortilla_press"],
+        "baking": ["mixing_bowl", "baking_tray"],
+    },
     "types": [
         {
             "id": "frying_pan",

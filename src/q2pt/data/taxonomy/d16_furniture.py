@@ -5,6 +5,15 @@ DEPARTMENT = {
     "name": {"en": "Furniture", "fr": "Meubles", "es": "Muebles", "pt": "Móveis", "de": "Möbel",
              "it": "Mobili", "nl": "Meubels", "sv": "Möbler", "pl": "Meble", "tr": "Mobilya",
              "ar": "أثاث", "ja": "家具"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "living_room": ["sofa", "armchair", "coffee_table", "tv_stand", "arabic_majlis"],
+        "dining_furniture": ["dining_table", "dining_chair", "bar_stool"],
+        "office_furniture": ["office_chair", "desk"],
+        "bedroom": ["bed_frame", "mattress", "wardrobe", "chest_of_drawers", "nightstand", "futon"],
+        "storage_furniture": ["bookcase", "shoe_rack"],
+    },
     "types": [
         {
             "id": "sofa",

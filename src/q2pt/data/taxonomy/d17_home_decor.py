@@ -5,6 +5,14 @@ DEPARTMENT = {
     "name": {"en": "Home Decor", "fr": "Décoration", "es": "Decoración", "pt": "Decoração",
              "de": "Wohndeko", "it": "Decorazioni per la casa", "nl": "Woondecoratie", "sv": "Inredning",
              "pl": "Dekoracje", "tr": "Ev Dekorasyonu", "ar": "ديكور المنزل", "ja": "インテリア雑貨"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "home_textiles": ["rug", "prayer_rug", "curtains", "throw_pillow", "doormat", "tatami_mat"],
+        "lighting": ["table_lamp", "floor_lamp"],
+        "wall_decor": ["wall_clock", "picture_frame", "wall_mirror", "wall_art"],
+        "decorations": ["vase", "artificial_plant", "scented_candle", "incense_burner"],
+    },
     "types": [
         {
             "id": "rug",

@@ -5,6 +5,16 @@ DEPARTMENT = {
     "name": {"en": "Garden", "fr": "Jardin", "es": "Jardín", "pt": "Jardim", "de": "Garten",
              "it": "Giardino", "nl": "Tuin", "sv": "Trädgård", "pl": "Ogród", "tr": "Bahçe",
              "ar": "حديقة", "ja": "ガーデン"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "lawn_care": ["lawn_mower", "robotic_mower", "leaf_blower", "hedge_trimmer"],
+        "watering": ["garden_hose", "watering_can", "sprinkler"],
+        "planting": ["planter", "potting_soil", "plant_seeds", "fertilizer", "greenhouse"],
+        "garden_tools": ["pruning_shears", "garden_spade", "wheelbarrow"],
+        "snow_removal": ["snow_blower", "snow_shovel"],
+        "outdoor_living": ["patio_furniture_set", "bbq_grill"],
+    },
     "types": [
         {
             "id": "lawn_mower",

@@ -6,6 +6,16 @@ DEPARTMENT = {
              "pt": "Ferramentas", "de": "Baumarkt", "it": "Fai da te", "nl": "Gereedschap en klussen",
              "sv": "Verktyg", "pl": "Narzędzia", "tr": "Yapı Market", "ar": "عدد وأدوات",
              "ja": "工具・DIY用品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "power_tools": ["cordless_drill", "circular_saw", "angle_grinder", "glue_gun", "blowtorch"],
+        "hand_tools": [
+            "screwdriver_set", "hammer", "wrench_set", "socket_set", "pliers", "tape_measure", "hand_saw"
+        ],
+        "painting": ["wall_paint", "paint_roller"],
+        "workshop": ["toolbox", "workbench", "ladder"],
+    },
     "types": [
         {
             "id": "cordless_drill",

@@ -5,6 +5,17 @@ DEPARTMENT = {
     "name": {"en": "Automotive", "fr": "Auto et moto", "es": "Automotriz", "pt": "Automotivo",
              "de": "Auto & Motorrad", "it": "Auto e moto", "nl": "Auto en motor", "sv": "Fordon",
              "pl": "Motoryzacja", "tr": "Otomotiv", "ar": "مستلزمات السيارات", "ja": "カー用品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "tires_wheels": ["car_tires", "winter_tires", "snow_chains", "tire_inflator"],
+        "car_maintenance": [
+            "motor_oil", "car_battery", "wiper_blades", "jumper_cables", "car_wax", "engine_block_heater"
+        ],
+        "car_interior": [
+            "car_seat_covers", "car_floor_mats", "car_phone_holder", "car_air_freshener", "dash_cam"
+        ],
+    },
     "types": [
         {
             "id": "car_tires",

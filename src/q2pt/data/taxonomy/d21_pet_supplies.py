@@ -6,6 +6,15 @@ DEPARTMENT = {
              "de": "Haustierbedarf", "it": "Prodotti per animali", "nl": "Dierbenodigdheden",
              "sv": "Husdjur", "pl": "Artykuły dla zwierząt", "tr": "Evcil Hayvan Ürünleri",
              "ar": "مستلزمات الحيوانات الأليفة", "ja": "ペット用品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "dog_supplies": ["dog_food", "dog_treats", "dog_leash", "dog_collar", "dog_toy"],
+        "cat_supplies": ["cat_food", "cat_litter", "litter_box", "cat_scratching_post"],
+        "fish_supplies": ["aquarium", "fish_food"],
+        "bird_small_animal_supplies": ["bird_cage", "small_animal_cage"],
+        "pet_care": ["flea_tick_treatment", "pet_shampoo"],
+    },
     "types": [
         {
             "id": "dog_food",

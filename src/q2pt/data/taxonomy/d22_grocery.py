@@ -10,6 +10,16 @@ DEPARTMENT = {
     "name": {"en": "Grocery", "fr": "Épicerie", "es": "Alimentación", "pt": "Mercearia",
              "de": "Lebensmittel", "it": "Alimentari", "nl": "Levensmiddelen", "sv": "Livsmedel",
              "pl": "Artykuły spożywcze", "tr": "Gıda", "ar": "بقالة", "ja": "食品"},
+    # The middle level of the store's tree (department > group > type); a type in no group
+    # sits directly under its department.
+    "groups": {
+        "snacks_sweets": ["potato_crisps", "cookies", "chocolate"],
+        "drinks": ["coffee", "tea", "bottled_water"],
+        "pantry": [
+            "rice", "pasta", "instant_noodles", "olive_oil", "baking_mix", "honey", "maple_syrup",
+            "breakfast_cereal", "canned_tuna"
+        ],
+    },
     "types": [
         {
             "id": "potato_crisps",
