@@ -450,6 +450,18 @@ def test_resume_skips_cached_runs_and_refuses_other_data(experiment, monkeypatch
     with pytest.raises(AssertionError, match="retrained"):
         run_experiment(ExperimentRequest(out=req.out, preset="tiny", encoder="ngram", studies=["head"],
                                          overrides=changed, progress=False))
+    # so is a taxonomy file, or an edit of it: it shapes the tree a model learns (the data fingerprint does not see it)
+    taxonomy = Path(req.out).parent / "taxonomy.txt"
+    taxonomy.write_text("clothing > tops > t_shirt\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="retrained"):
+        run_experiment(ExperimentRequest(out=req.out, preset="tiny", encoder="ngram", studies=["head"],
+                                         overrides=[*FAST, "--data.taxonomy", str(taxonomy)], progress=False))
+    from q2pt.experiments.runner import _model_shaping_data
+
+    first = _model_shaping_data({"taxonomy": str(taxonomy), "label_separator": " > "})
+    taxonomy.write_text("clothing > tops > shirt\n", encoding="utf-8")
+    assert _model_shaping_data({"taxonomy": str(taxonomy)}) != first and "label_separator" not in first
+    assert _model_shaping_data({"label_separator": "/"}) == {"label_separator": "/"}
     # other data in the same folder is refused
     with pytest.raises(ConfigError, match="other data"):
         run_experiment(ExperimentRequest(out=req.out, preset="tiny", seed=1, encoder="ngram", studies=["head"],

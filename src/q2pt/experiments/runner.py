@@ -39,7 +39,7 @@ import pandas as pd
 
 from q2pt import __version__
 from q2pt.errors import ConfigError
-from q2pt.io import write_json
+from q2pt.io import sha256_of_file, write_json
 
 from .evaluation import (
     calibrate_on_valid,
@@ -139,8 +139,30 @@ class RunSpec:
         if self.config is not None:
             cfg = self.config.to_dict()
             cfg.get("train", {}).pop("threads", None)
-            cfg.pop("data", None)  # where the data came from is the data fingerprint's business
+            # where the data came from is the data fingerprint's business; what shapes a model
+            # beyond the data (its tree's separator and taxonomy file) stays, when set
+            data = _model_shaping_data(cfg.pop("data", None) or {})
+            if data:
+                cfg["data"] = data
         return {"kind": self.kind, "name": self.name, "config": cfg, "params": self.params}
+
+
+def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The data settings that change a trained model on the same data, where they differ from
+    the defaults: ``label_separator`` and ``taxonomy`` (the file's content hash, so that an
+    edited file is not a cache hit)."""
+    from q2pt.config import DataSection
+
+    out: dict[str, Any] = {}
+    if data.get("label_separator", DataSection().label_separator) != DataSection().label_separator:
+        out["label_separator"] = data["label_separator"]
+    if data.get("taxonomy"):
+        try:
+            digest = sha256_of_file(data["taxonomy"])
+        except OSError:
+            digest = "unreadable"
+        out["taxonomy"] = {"path": str(data["taxonomy"]), "sha256": digest}
+    return out
 
 
 def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: str) -> "Dataset":
