@@ -89,6 +89,32 @@ def test_reload_serves_the_new_model_and_says_which(admin_client, aware_dir, agn
     assert admin_client.get("/v1/model").json()["variant"] == "unified-aware"
 
 
+def test_several_workers_restart_through_the_supervisor_and_refuse_another_folder(aware_dir, agnostic_dir,
+                                                                                tmp_path, monkeypatch):
+    """With --workers N one request reaches one worker: the route checks the start folder, then
+    SIGHUPs uvicorn's supervisor (every worker restarts and re-reads it); another folder is 409."""
+    import q2pt.serving.app as app_module
+
+    start = tmp_path / "serving"
+    shutil.copytree(aware_dir, start, ignore=shutil.ignore_patterns("checkpoints"))
+    kills: list[tuple[int, int]] = []
+    monkeypatch.setattr(app_module.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    monkeypatch.setenv("Q2PT_TEST_ADMIN_TOKEN", TOKEN)
+    settings = ServeSettings(admin_token_env="Q2PT_TEST_ADMIN_TOKEN", workers=2)
+    with TestClient(create_app(load_runtime(start), settings)) as client:
+        resp = client.post("/v1/admin/reload", json={"model": str(agnostic_dir)}, headers=_auth())
+        assert resp.status_code == 409 and resp.json()["type"] == "/problems/reload-one-folder", resp.text
+        assert "2 workers" in resp.json()["detail"] and kills == []
+        resp = client.post("/v1/admin/reload", headers=_auth())
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["status"] == "restarting" and resp.json()["workers"] == 2
+        assert kills == [(os.getppid(), signal.SIGHUP)]
+        (start / "model.safetensors").write_bytes(b"not weights")  # a broken deploy: nothing restarts
+        resp = client.post("/v1/admin/reload", json={"model": str(start)}, headers=_auth())
+        assert resp.status_code == 422 and resp.json()["type"] == "/problems/reload-refused"
+        assert len(kills) == 1 and client.post("/v1/predict", json=QUERY).status_code == 200
+
+
 @pytest.mark.integration
 def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_dir, tmp_path):
     """A real server under load: admin reloads between two models, a refused broken folder

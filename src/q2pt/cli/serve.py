@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
             "another folder; that route exists only when $Q2PT_ADMIN_TOKEN (--admin-token-env) is set, and\n"
             "needs 'Authorization: Bearer <token>'. A folder that cannot be served is refused and the old\n"
             "model keeps serving. With --workers N, SIGHUP to the server makes uvicorn restart the workers\n"
-            "one at a time (each re-reads MODEL_DIR) and the admin route reloads only the worker it reaches."
+            "one at a time (each re-reads MODEL_DIR); the admin route checks MODEL_DIR, then has them restart\n"
+            "(202; a broken folder is refused and nothing restarts) and refuses another folder (409)."
         ),
     )
     s.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (q2pt train --out)")
@@ -158,6 +159,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
         max_connections=args.max_connections,
         admin_token_env=args.admin_token_env or None,
         reload_on_sighup=args.workers == 1,
+        workers=args.workers,
     )
 
 

@@ -33,7 +33,10 @@ flight finish on the old model and none fails; a folder that cannot be loaded is
 (``ServeSettings.reload_on_sighup``: the folder the server was started with, re-read, which a
 deploy replaces atomically) or from ``POST /v1/admin/reload {"model": PATH}``, which exists only
 when the server's admin token variable (``ServeSettings.admin_token_env``) is set: a request
-without ``Authorization: Bearer <token>`` gets 401, a wrong token 403.
+without ``Authorization: Bearer <token>`` gets 401, a wrong token 403. A server of several
+worker processes (``ServeSettings.workers``) cannot swap its workers from one request: there the
+route checks the start folder and has uvicorn's supervisor restart every worker
+(:meth:`_Service.restart_workers`, 202).
 """
 
 from __future__ import annotations
@@ -289,6 +292,32 @@ class _Service:
                         new.model_dir, (new.fingerprint or "?")[:12], seconds, old.model_dir)
             return {"status": "reloaded", "model": _identity(new), "previous": _identity(old),
                     "seconds": round(seconds, 3)}
+
+    async def restart_workers(self, folder: str | None = None) -> dict[str, Any]:
+        """A multi-worker server's reload: load and warm up the start folder here (a folder
+        that cannot be served is refused and nothing restarts), then SIGHUP the supervisor,
+        which restarts the workers one at a time, each re-reading the folder. Another folder
+        than the start one is refused (``reload-one-folder``): it would reach this worker only."""
+        start = str(self.start_dir or "")
+        if folder and os.path.abspath(folder) != os.path.abspath(start):
+            raise RequestError(f"this server runs {self.settings.workers} workers serving {start}; a reload to "
+                               f"{folder} would reach one of them only: switch {start} (e.g. a symlink) and "
+                               "reload without a model, or send SIGHUP to the server",
+                               field="model", slug="reload-one-folder")
+        async with self._reload_lock:
+            started = time.perf_counter()
+            try:
+                checked = await asyncio.get_running_loop().run_in_executor(None, self._load, start)
+            except Exception as exc:  # refused: no worker restarts, the old model keeps serving
+                reason = str(exc) if isinstance(exc, Q2PTError) else f"{type(exc).__name__}: {exc}"
+                logger.error("reload of %s refused, the workers keep serving: %s", start, reason)
+                raise RequestError(f"cannot serve {start}: {reason}; the workers keep serving the model they hold",
+                                   field="model", slug="reload-refused") from None
+            os.kill(os.getppid(), signal.SIGHUP)
+            logger.info("reload: %s checked (fingerprint %s); the supervisor restarts the %d workers",
+                        start, (checked.fingerprint or "?")[:12], self.settings.workers)
+            return {"status": "restarting", "workers": self.settings.workers, "model": _identity(checked),
+                    "previous": _identity(self.runtime), "seconds": round(time.perf_counter() - started, 3)}
 
     async def reload_logged(self) -> None:
         """SIGHUP: reload the start folder; a refusal is logged (nobody to answer)."""
@@ -587,12 +616,18 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
     if admin_token:
         @app.post("/v1/admin/reload", response_model=ReloadResult, tags=["admin"],
                   responses={401: {"description": "no bearer token"}, 403: {"description": "wrong token"},
+                             202: {"description": "several workers: the folder was checked and the workers "
+                                                  "restart one at a time"},
+                             409: {"description": "several workers: a reload to another folder"},
                              422: {"description": "the new model was refused; the old one keeps serving"}})
         async def admin_reload(request: Request, req: ReloadRequest | None = None) -> JSONResponse:
             """Serve another model folder (default: re-read the one the server started with),
             without dropping a request. Needs ``Authorization: Bearer <admin token>``."""
             _check_admin(request, admin_token)
-            return JSONResponse(await service.reload(req.model if req is not None else None))
+            folder = req.model if req is not None else None
+            if service.settings.workers > 1:  # 202: the workers restart after this answer
+                return JSONResponse(await service.restart_workers(folder), status_code=202)
+            return JSONResponse(await service.reload(folder))
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> dict[str, str]:

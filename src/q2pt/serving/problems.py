@@ -69,6 +69,10 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("reload-refused", "Reload refused", 422,
                     "The new model folder could not be loaded (missing, corrupt, or not servable with "
                     "the server's options); the previous model keeps serving. 'detail' says why."),
+        ProblemType("reload-one-folder", "Reload to another folder refused", 409,
+                    "This server runs several worker processes, which all serve the folder it started "
+                    "with: a reload to another folder would reach one of them only. Switch that folder "
+                    "(e.g. a symlink) and POST /v1/admin/reload without a model, or send SIGHUP to the server."),
         ProblemType("http-error", "HTTP error", 400, "A generic HTTP error."),
         ProblemType("model-error", "Model error", 500,
                     "The model could not serve this request (see the server log)."),

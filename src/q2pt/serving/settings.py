@@ -49,6 +49,11 @@ class ServeSettings:
     reload_on_sighup: bool = False
     """SIGHUP reloads the model folder the server was started with (``q2pt serve`` with one
     worker turns it on; it needs the server's event loop in the main thread)."""
+    workers: int = 1
+    """Worker processes of the server (``q2pt serve --workers``). With more than one,
+    ``POST /v1/admin/reload`` checks the start folder in the worker that got the request and
+    then has the supervisor restart every worker (each re-reads that folder); a reload to
+    another folder is refused (409), since it would reach one worker only."""
 
     def __post_init__(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
@@ -56,7 +61,7 @@ class ServeSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 3600.0:
                 raise ConfigError(f"serve setting {name} must be between 0 and 3600 seconds, got {value!r}")
         for name in ("max_batch", "max_query_chars", "max_body_bytes", "default_top_k", "micro_batch_max",
-                     "max_connections"):
+                     "max_connections", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"serve setting {name} must be a positive integer, got {value!r}")
