@@ -462,6 +462,7 @@ def test_resume_skips_cached_runs_and_refuses_other_data(experiment, monkeypatch
     taxonomy.write_text("clothing > tops > shirt\n", encoding="utf-8")
     assert _model_shaping_data({"taxonomy": str(taxonomy)}) != first and "label_separator" not in first
     assert _model_shaping_data({"label_separator": "/"}) == {"label_separator": "/"}
+    assert _model_shaping_data({"locale_languages": {"uk": ["en"]}}) == {"locale_languages": {"uk": ["en"]}}
     # other data in the same folder is refused
     with pytest.raises(ConfigError, match="other data"):
         run_experiment(ExperimentRequest(out=req.out, preset="tiny", seed=1, encoder="ngram", studies=["head"],

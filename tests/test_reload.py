@@ -113,6 +113,10 @@ def test_several_workers_restart_through_the_supervisor_and_refuse_another_folde
         resp = client.post("/v1/admin/reload", json={"model": str(start)}, headers=_auth())
         assert resp.status_code == 422 and resp.json()["type"] == "/problems/reload-refused"
         assert len(kills) == 1 and client.post("/v1/predict", json=QUERY).status_code == 200
+        shutil.copy(aware_dir / "model.safetensors", start / "model.safetensors")
+        monkeypatch.setattr(app_module.os, "getppid", lambda: 1)  # the supervisor died: the worker was re-parented
+        resp = client.post("/v1/admin/reload", headers=_auth())
+        assert resp.status_code == 422 and "supervisor" in resp.json()["detail"] and len(kills) == 1
 
 
 @pytest.mark.integration

@@ -240,7 +240,7 @@ class DataSection(_Section):
     read as a language or language_REGION code (the dev set's ``de``, ``ja``; ``de_DE``)."""
     simulated_tree: bool = True
     """The simulated store's product types as ``department > group > type`` paths (22
-    departments, 100 groups, ~450 types; the 38 types in no group hang under their department):
+    departments, 101 groups, 454 types; the 38 types in no group hang under their department):
     its tree, so that hierarchical models and per-level results show on it; False: bare type
     ids (before q2pt 0.2)."""
     taxonomy: str | None = None

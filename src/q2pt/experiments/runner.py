@@ -140,7 +140,7 @@ class RunSpec:
             cfg = self.config.to_dict()
             cfg.get("train", {}).pop("threads", None)
             # where the data came from is the data fingerprint's business; what shapes a model
-            # beyond the data (its tree's separator and taxonomy file) stays, when set
+            # beyond the data (separator, locale languages, taxonomy file) stays, when set
             data = _model_shaping_data(cfg.pop("data", None) or {})
             if data:
                 cfg["data"] = data
@@ -149,19 +149,22 @@ class RunSpec:
 
 def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The data settings that change a trained model on the same data, where they differ from
-    the defaults: ``label_separator`` and ``taxonomy`` (the file's content hash, so that an
-    edited file is not a cache hit)."""
+    the defaults: ``label_separator``, ``locale_languages`` (they seed the locale tokens) and
+    ``taxonomy`` (the file's content hash, so that an edited file is not a cache hit and a
+    moved one is)."""
     from q2pt.config import DataSection
 
     out: dict[str, Any] = {}
     if data.get("label_separator", DataSection().label_separator) != DataSection().label_separator:
         out["label_separator"] = data["label_separator"]
+    if data.get("locale_languages"):
+        out["locale_languages"] = data["locale_languages"]
     if data.get("taxonomy"):
         try:
             digest = sha256_of_file(data["taxonomy"])
         except OSError:
             digest = "unreadable"
-        out["taxonomy"] = {"path": str(data["taxonomy"]), "sha256": digest}
+        out["taxonomy"] = {"sha256": digest}
     return out
 
 

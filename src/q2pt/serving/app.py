@@ -210,6 +210,7 @@ class _Service:
 
     def __init__(self, runtime: Runtime, settings: ServeSettings, load_options: dict[str, Any] | None = None) -> None:
         self.settings = settings
+        self.supervisor_pid = os.getppid()  # a multi-worker server's uvicorn supervisor (restart_workers)
         # how a reload loads a folder (load_runtime's options but the folder): the server's own
         self.load_options = dict(load_options) if load_options is not None else {"runtime": runtime.name}
         self.start_dir = runtime.model_dir
@@ -313,7 +314,10 @@ class _Service:
                 logger.error("reload of %s refused, the workers keep serving: %s", start, reason)
                 raise RequestError(f"cannot serve {start}: {reason}; the workers keep serving the model they hold",
                                    field="model", slug="reload-refused") from None
-            os.kill(os.getppid(), signal.SIGHUP)
+            if os.getppid() != self.supervisor_pid:  # the supervisor is gone: nobody to restart the workers
+                raise RequestError(f"the server's supervisor (pid {self.supervisor_pid}) is gone: nothing restarts",
+                                   field="model", slug="reload-refused")
+            os.kill(self.supervisor_pid, signal.SIGHUP)
             logger.info("reload: %s checked (fingerprint %s); the supervisor restarts the %d workers",
                         start, (checked.fingerprint or "?")[:12], self.settings.workers)
             return {"status": "restarting", "workers": self.settings.workers, "model": _identity(checked),

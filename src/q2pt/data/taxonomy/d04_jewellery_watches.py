@@ -14,7 +14,7 @@ DEPARTMENT = {
     "groups": {
         "jewellery": [
             "necklace", "pendant", "bracelet", "bangle", "earrings", "ring", "anklet", "brooch",
-            "body_jewellery", "mangalsutra", "prayer_beads"
+            "body_jewellery", "mangalsutra"
         ],
         "bridal_jewellery": ["engagement_ring", "wedding_band"],
         "watches": ["wristwatch", "pocket_watch", "watch_strap"],

@@ -24,15 +24,12 @@ DEPARTMENT = {
     # The middle level of the store's tree (department > group > type); a type in no group
     # sits directly under its department.
     "groups": {
-        "ball_sports": [
-            "soccer_ball", "american_football", "basketball", "cricket_bat", "baseball_glove",
-            "ice_hockey_stick"
-        ],
+        "ball_sports": ["soccer_ball", "american_football", "basketball", "cricket_bat", "baseball_glove"],
         "racket_sports": ["tennis_racket", "badminton_racket", "table_tennis_paddle"],
         "fitness": ["yoga_mat", "dumbbell", "treadmill", "jump_rope"],
         "cycling_scooters": ["bicycle", "bike_helmet", "kick_scooter"],
         "camping": ["tent", "sleeping_bag", "camp_bed", "hiking_backpack"],
-        "winter_sports": ["sled", "cross_country_skis"],
+        "winter_sports": ["sled", "cross_country_skis", "ice_hockey_stick"],
     },
     "types": [
         {
