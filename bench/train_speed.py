@@ -47,6 +47,7 @@ RECIPE_0_1 = {
     "train.sparse_lr": None,
     "train.batch_size": 211,
     "train.locale_dropout": 0.1,
+    "model.memory_weight": 0.0,  # the query memory came on 2026-12-02: 0.1.0 had none
 }
 RECIPE_TARGET = 0.8
 

@@ -109,11 +109,14 @@ def test_several_workers_restart_through_the_supervisor_and_refuse_another_folde
         assert resp.status_code == 202, resp.text
         assert resp.json()["status"] == "restarting" and resp.json()["workers"] == 2
         assert kills == [(os.getppid(), signal.SIGHUP)]
-        (start / "model.safetensors").write_bytes(b"not weights")  # a broken deploy: nothing restarts
+        # a broken deploy (written beside and renamed in, as a deploy must: the served file is mapped)
+        (start / "broken.tmp").write_bytes(b"not weights")
+        os.replace(start / "broken.tmp", start / "model.safetensors")
         resp = client.post("/v1/admin/reload", json={"model": str(start)}, headers=_auth())
         assert resp.status_code == 422 and resp.json()["type"] == "/problems/reload-refused"
         assert len(kills) == 1 and client.post("/v1/predict", json=QUERY).status_code == 200
-        shutil.copy(aware_dir / "model.safetensors", start / "model.safetensors")
+        shutil.copy(aware_dir / "model.safetensors", start / "good.tmp")
+        os.replace(start / "good.tmp", start / "model.safetensors")
         monkeypatch.setattr(app_module.os, "getppid", lambda: 1)  # the supervisor died: the worker was re-parented
         resp = client.post("/v1/admin/reload", headers=_auth())
         assert resp.status_code == 422 and "supervisor" in resp.json()["detail"] and len(kills) == 1

@@ -85,7 +85,7 @@ from q2pt.model_folder import (
     read_manifest,
     versions,
 )
-from q2pt.network import Q2PTNet, torch_threads
+from q2pt.network import Q2PTNet, memory_settings, torch_threads
 from q2pt.weights import DELTA_METADATA, check_pretrained_resource, load_network_state, pack_state, read_safetensors
 
 if TYPE_CHECKING:
@@ -547,12 +547,15 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
         if delta is not None:
             check_pretrained_resource(delta.get("resource") if isinstance(delta, dict) else None,
                                       encoder.pretrained_resource(), str(mpath))
-        net = Q2PTNet(encoder, len(labels), config.model.dropout, config.model.head_hidden, config.model.output)
+        net = Q2PTNet(encoder, len(labels), config.model.dropout, config.model.head_hidden, config.model.output,
+                      memory_settings(config))
         wpath = folder / entry["weights"]
         tensors, metadata = read_safetensors(wpath)
         try:
+            if "memory_keys" in tensors or "memory_labels" in tensors:
+                net.set_memory(tensors.get("memory_keys"), tensors.get("memory_labels"))
             load_network_state(net, tensors, metadata, source=str(wpath))
-        except RuntimeError as exc:
+        except (RuntimeError, ConfigError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{wpath} does not fit the network described in {mpath}: {exc}") from None
         del tensors
         net.eval()

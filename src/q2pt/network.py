@@ -2,7 +2,9 @@
 
 :class:`Q2PTNet` turns a tokenized batch into logits; :meth:`Q2PTNet.scores` is the one place
 that turns logits into scores (independent sigmoids, or a softmax over the types with
-``model.output softmax``). :func:`build_network` makes a fresh one for a config.
+``model.output softmax``), blended with the query memory's vote when the network has one
+(``model.memory_weight``; :meth:`Q2PTNet.set_memory`). :func:`build_network` makes a fresh one
+for a config.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 else:
     torch = require("torch", "torch")  # a clear message when the torch extra is missing
 
-__all__ = ["OUTPUTS", "Q2PTNet", "build_network", "torch_threads"]
+__all__ = ["OUTPUTS", "Q2PTNet", "build_network", "memory_settings", "torch_threads"]
 
 
 #: output layers of a network (``model.output``)
@@ -31,7 +33,8 @@ class Q2PTNet(torch.nn.Module):
     """Encoder -> dropout -> head; ``forward`` returns logits ``(B, n_labels)``."""
 
     def __init__(
-        self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = (), output: str = "sigmoid"
+        self, encoder: Any, n_labels: int, dropout: float = 0.001, hidden: Sequence[int] = (), output: str = "sigmoid",
+        memory: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if n_labels < 1:
@@ -49,17 +52,63 @@ class Q2PTNet(torch.nn.Module):
             width = int(h)
         layers.append(torch.nn.Linear(width, self.n_labels))
         self.head = torch.nn.Sequential(*layers)
+        memory = dict(memory or {})
+        self.memory_weight = float(memory.get("weight", 0.0))
+        self.memory_k = int(memory.get("k", 30))
+        self.memory_temperature = float(memory.get("temperature", 0.05))
+        # buffers once set (saved with the weights): the training queries' embeddings (N, dim),
+        # unit vectors, and their label indexes (N, m) padded with n_labels
+        self.register_buffer("memory_keys", None)
+        self.register_buffer("memory_labels", None)
 
     def forward(self, batch: dict[str, Any]) -> Any:
         return self.head(self.dropout(self.encoder(batch)))
+
+    @property
+    def has_memory(self) -> bool:
+        return self.memory_keys is not None and self.memory_weight > 0.0
+
+    def set_memory(self, keys: Any, labels: Any) -> None:
+        """Keep ``keys`` (N, dim; L2-normalised here) and ``labels`` (N, m int64, each row's
+        label indexes padded with ``n_labels``) as buffers: they are saved with the weights."""
+        keys = torch.as_tensor(keys, dtype=torch.float32)
+        labels = torch.as_tensor(labels, dtype=torch.int64)
+        if keys.dim() != 2 or labels.dim() != 2 or keys.shape[0] != labels.shape[0] or keys.shape[0] < 1:
+            raise ConfigError(f"a query memory needs (N, dim) keys and (N, m) labels, got {tuple(keys.shape)} "
+                              f"and {tuple(labels.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.n_labels):
+            raise ConfigError("query memory labels out of range")
+        keys = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.memory_keys = keys.contiguous()
+        self.memory_labels = labels.contiguous()
+
+    def memory_scores(self, z: Any) -> Any:
+        """The memory's vote for embeddings ``z`` (B, dim): per label, the softmax-weighted
+        share of the ``memory_k`` nearest training queries that carry it."""
+        z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sims = z @ self.memory_keys.t()  # (B, N)
+        k = min(self.memory_k, int(self.memory_keys.shape[0]))
+        top, idx = torch.topk(sims, k, dim=1)
+        w = torch.softmax(top / self.memory_temperature, dim=1)  # (B, k)
+        labels = self.memory_labels[idx]  # (B, k, m)
+        m = labels.shape[2]
+        votes = z.new_zeros(z.shape[0], self.n_labels + 1)
+        votes = votes.scatter_add(1, labels.reshape(z.shape[0], k * m),
+                                  w.unsqueeze(2).expand(-1, -1, m).reshape(z.shape[0], k * m))
+        return votes[:, : self.n_labels]
 
     def probabilities(self, logits: Any) -> Any:
         """Scores in [0, 1] from logits: independent sigmoids, or a softmax over the labels."""
         return torch.softmax(logits, dim=-1) if self.output == "softmax" else torch.sigmoid(logits)
 
     def scores(self, batch: dict[str, Any]) -> Any:
-        """``probabilities(forward(batch))``: what every prediction path returns."""
-        return self.probabilities(self(batch))
+        """``probabilities(forward(batch))``, blended with the query memory's vote when there is
+        one: what every prediction path returns."""
+        z = self.encoder(batch)
+        p = self.probabilities(self.head(self.dropout(z)))
+        if not self.has_memory:
+            return p
+        return (1.0 - self.memory_weight) * p + self.memory_weight * self.memory_scores(z)
 
     @torch.no_grad()
     def init_output_bias(self, prior: float | np.ndarray) -> None:
@@ -97,7 +146,14 @@ def build_network(
     languages = {**(locale_languages or {}), **config.data.locale_languages}
     encoder = build_encoder(config.model.encoder, locales=list(locales) if locales else None,
                             locale_languages=languages or None, **config.model.encoder_options)
-    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden, config.model.output)
+    return Q2PTNet(encoder, len(classes), config.model.dropout, config.model.head_hidden, config.model.output,
+                   memory_settings(config))
+
+
+def memory_settings(config: Config) -> dict[str, Any]:
+    """The query memory's settings of a network (``model.memory_*``)."""
+    m = config.model
+    return {"weight": m.memory_weight, "k": m.memory_k, "temperature": m.memory_temperature}
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from q2pt.model_folder import check_output_folder
 from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
 from q2pt.training.loop import TrainHooks, stage_label, train_network
+from q2pt.training.memory import build_memory
 from q2pt.training.tokens import prepare_split
 from q2pt.weights import load_network_state
 
@@ -175,6 +176,11 @@ def fit_networks(
                     cfg.precision_target * 100, best,
                 )
 
+        if config.model.memory_weight > 0:  # after training (or resuming): the final encoder's embeddings
+            for stage, tr, _ in stages:
+                kept = build_memory(networks[stage], tr, network_labels[stage], locale_aware=variant == "unified-aware",
+                                    max_queries=config.model.memory_max_queries, seed=cfg.seed)
+                summaries[stage]["memory_queries"] = kept
         return TrainedNetworks(networks, network_labels, classes, locales, summaries)
     finally:
         torch.set_num_threads(previous_threads)
