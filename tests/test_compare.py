@@ -11,7 +11,8 @@ need("torch")
 
 
 def _silenced(model_dir, label):
-    """The model of ``model_dir`` with product type ``label`` never predicted (its logit -50)."""
+    """The model of ``model_dir`` with product type ``label`` never predicted (its logit -50, and
+    no vote for it in the query memory)."""
     import torch
 
     from q2pt.models import load_model
@@ -23,6 +24,8 @@ def _silenced(model_dir, label):
     with torch.no_grad():
         last.weight[col] = 0.0
         last.bias[col] = -50.0
+        if net.memory_values is not None:
+            net.memory_values[net.memory_labels == col] = 0.0
     return model
 
 

@@ -136,13 +136,14 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
 
 def test_a_warm_started_model_starts_where_its_parent_was(aware_dir):
     """One optimiser step at a negligible rate: the warm-started model is its parent, a fresh
-    one is still untrained."""
+    one is still untrained (both without the query memory, which would score the near-duplicate
+    test queries well without any training)."""
     from q2pt.models import Q2PTModel, load_model
     from support import handmade_dataset
 
     data = handmade_dataset()
     flags = {"train.max_steps": 1, "train.lr": 1e-9, "train.threads": 1, "train.batch_size": 32,
-             "model.encoder_options": {"dim": 16, "buckets": 4096}}
+             "model.encoder_options": {"dim": 16, "buckets": 4096}, "model.memory_weight": 0.0}
     parent = load_model(aware_dir)
     warm = Q2PTModel(config=resolve_config(encoder="ngram", flags=flags))
     warm.fit(data, progress=False, warm_start=warm.warm_start_from(aware_dir))

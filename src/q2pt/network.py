@@ -60,6 +60,7 @@ class Q2PTNet(torch.nn.Module):
         # unit vectors, and their label indexes (N, m) padded with n_labels
         self.register_buffer("memory_keys", None)
         self.register_buffer("memory_labels", None)
+        self.register_buffer("memory_values", None)  # (N, m): each label's share of its query's weight
 
     def forward(self, batch: dict[str, Any]) -> Any:
         return self.head(self.dropout(self.encoder(batch)))
@@ -68,11 +69,15 @@ class Q2PTNet(torch.nn.Module):
     def has_memory(self) -> bool:
         return self.memory_keys is not None and self.memory_weight > 0.0
 
-    def set_memory(self, keys: Any, labels: Any) -> None:
-        """Keep ``keys`` (N, dim; L2-normalised here) and ``labels`` (N, m int64, each row's
-        label indexes padded with ``n_labels``) as buffers: they are saved with the weights."""
+    def set_memory(self, keys: Any, labels: Any, values: Any = None) -> None:
+        """Keep ``keys`` (N, dim; L2-normalised here), ``labels`` (N, m int64, each row's label
+        indexes padded with ``n_labels``) and ``values`` (N, m: each label's share of the row's
+        weight, default 1) as buffers: they are saved with the weights."""
         keys = torch.as_tensor(keys, dtype=torch.float32)
         labels = torch.as_tensor(labels, dtype=torch.int64)
+        values = torch.ones(labels.shape) if values is None else torch.as_tensor(values, dtype=torch.float32)
+        if tuple(values.shape) != tuple(labels.shape):
+            raise ConfigError(f"query memory values {tuple(values.shape)} do not match its labels {tuple(labels.shape)}")
         if keys.dim() != 2 or labels.dim() != 2 or keys.shape[0] != labels.shape[0] or keys.shape[0] < 1:
             raise ConfigError(f"a query memory needs (N, dim) keys and (N, m) labels, got {tuple(keys.shape)} "
                               f"and {tuple(labels.shape)}")
@@ -81,6 +86,7 @@ class Q2PTNet(torch.nn.Module):
         keys = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.memory_keys = keys.contiguous()
         self.memory_labels = labels.contiguous()
+        self.memory_values = values.contiguous()
 
     def memory_scores(self, z: Any) -> Any:
         """The memory's vote for embeddings ``z`` (B, dim): per label, the softmax-weighted
@@ -94,8 +100,11 @@ class Q2PTNet(torch.nn.Module):
         m = labels.shape[2]
         votes = z.new_zeros(z.shape[0], self.n_labels + 1)
         votes = votes.scatter_add(1, labels.reshape(z.shape[0], k * m),
-                                  w.unsqueeze(2).expand(-1, -1, m).reshape(z.shape[0], k * m))
-        return votes[:, : self.n_labels]
+                                  (w.unsqueeze(2) * self.memory_values[idx]).reshape(z.shape[0], k * m))
+        votes = votes[:, : self.n_labels]
+        if self.output == "softmax":  # a distribution over the labels, as the network's own scores
+            votes = votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return votes
 
     def probabilities(self, logits: Any) -> Any:
         """Scores in [0, 1] from logits: independent sigmoids, or a softmax over the labels."""

@@ -32,22 +32,37 @@ def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, loc
                  max_queries: int, seed: int = 0, batch_size: int = 1024) -> int:
     """Embed ``frame``'s queries (with their locale tokens when ``locale_aware``) and give
     ``net`` its memory over ``classes`` (labels outside them are left out); returns the number
-    of queries kept."""
+    of memory rows. Rows of the same query (and locale, when ``locale_aware``) are one memory
+    row whose labels carry their share of the rows' weights (``weight`` column), so sample
+    weights count in the vote as in the loss."""
     if len(frame) == 0 or net.memory_weight <= 0.0:
         return 0
-    rows = np.arange(len(frame))
-    if len(rows) > max_queries:
-        rows = np.sort(np.random.default_rng([seed, 7]).permutation(len(rows))[:max_queries])
-        logger.info("query memory: %d of %d training queries kept (model.memory_max_queries)", len(rows), len(frame))
-    part = frame.iloc[rows]
-    queries = part["query"].astype(str).tolist()
-    locales = part["locale"].astype(str).tolist() if locale_aware else None
+    weights = (frame["weight"].to_numpy(dtype=np.float64, na_value=1.0) if "weight" in frame.columns
+               else np.ones(len(frame)))
     index = {c: i for i, c in enumerate(classes)}
-    labels = [[index[x] for x in row if x in index] for row in label_lists(part["product_types"])]
-    width = max(1, max(len(r) for r in labels))
-    padded = np.full((len(labels), width), len(classes), dtype=np.int64)
-    for i, r in enumerate(labels):
-        padded[i, : len(r)] = r
+    merged: dict[tuple[str, str], dict[int, float]] = {}
+    totals: dict[tuple[str, str], float] = {}
+    for q, loc, row, w in zip(frame["query"].astype(str), frame["locale"].astype(str),
+                              label_lists(frame["product_types"]), weights):
+        key = (q, loc if locale_aware else "")
+        shares = merged.setdefault(key, {})
+        totals[key] = totals.get(key, 0.0) + float(w)
+        for x in row:
+            if x in index:
+                shares[index[x]] = shares.get(index[x], 0.0) + float(w)
+    keys = list(merged)
+    if len(keys) > max_queries:
+        keep = np.sort(np.random.default_rng([seed, 7]).permutation(len(keys))[:max_queries])
+        logger.info("query memory: %d of %d training queries kept (model.memory_max_queries)", len(keep), len(keys))
+        keys = [keys[i] for i in keep]
+    queries = [q for q, _ in keys]
+    locales = [loc for _, loc in keys] if locale_aware else None
+    width = max(1, max(len(merged[k]) for k in keys))
+    padded = np.full((len(keys), width), len(classes), dtype=np.int64)
+    values = np.zeros((len(keys), width), dtype=np.float32)
+    for i, k in enumerate(keys):
+        for j, (label, w) in enumerate(sorted(merged[k].items())):
+            padded[i, j], values[i, j] = label, w / max(totals[k], 1e-12)
     was_training = net.training
     net.eval()
     chunks = []
@@ -59,5 +74,5 @@ def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, loc
                 chunks.append(net.encoder(batch).float())
     finally:
         net.train(was_training)
-    net.set_memory(torch.cat(chunks).clone(), torch.from_numpy(padded))
-    return len(rows)
+    net.set_memory(torch.cat(chunks).clone(), torch.from_numpy(padded), torch.from_numpy(values))
+    return len(keys)
