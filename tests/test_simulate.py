@@ -73,6 +73,13 @@ def _problems(excinfo) -> list[str]:
     return [f"{p.file}|{p.field}|{p.message}" for p in excinfo.value.problems]
 
 
+def _refusal(*departments: tuple[str, dict]) -> str:
+    """Every problem ``build_taxonomy`` reports for these (file, DEPARTMENT) pairs, one a line."""
+    with pytest.raises(DataError) as excinfo:
+        build_taxonomy(list(departments))
+    return "\n".join(_problems(excinfo))
+
+
 def test_taxonomy_validation_reports_every_problem():
     names = {lang: ["only one form"] for lang in LANGUAGES}
     del names["ja"]
@@ -82,9 +89,7 @@ def test_taxonomy_validation_reports_every_problem():
         kite={"names": names, "attributes": ["colour", "flavour"], "locales_only": ["xx"], "prior": 0},
         ball={"related": {"accessory": ["pump"], "lookalike": []}},
     )
-    with pytest.raises(DataError) as excinfo:
-        build_taxonomy([("d01_toys.py", bad)])
-    text = "\n".join(_problems(excinfo))
+    text = _refusal(("d01_toys.py", bad))
     assert "d01_toys.py|types[0](kite).names.ja|missing language" in text
     assert "types[0](kite).names.en|needs >= 2 distinct surface forms" in text
     assert "unknown attribute slots ['flavour']" in text
@@ -96,9 +101,7 @@ def test_taxonomy_validation_reports_every_problem():
 def test_taxonomy_duplicates_and_dangling_links():
     a = _department("toys", ["kite"], kite={"related": {"accessory": ["string_reel"]}})
     b = _department("toys", ["kite", "yoyo"])
-    with pytest.raises(DataError) as excinfo:
-        build_taxonomy([("d01_toys.py", a), ("d02_toys.py", b)])
-    text = "\n".join(_problems(excinfo))
+    text = _refusal(("d01_toys.py", a), ("d02_toys.py", b))
     assert "department id 'toys' already defined in d01_toys.py" in text
     assert "duplicate type id 'kite'" in text
     assert "unknown type id 'string_reel'" in text
@@ -110,17 +113,13 @@ def test_taxonomy_groups_are_validated_and_give_each_type_its_path():
                    "indoor": ["yoyo", "top", "kite", "sled"]}
     b = _department("games", ["chess", "go"])
     b["groups"] = {"outdoor": ["chess", "go"]}
-    with pytest.raises(DataError) as excinfo:
-        build_taxonomy([("d01_toys.py", a), ("d02_games.py", b)])
-    text = "\n".join(_problems(excinfo))
+    text = _refusal(("d01_toys.py", a), ("d02_games.py", b))
     assert "d01_toys.py|groups.Bad Id|group id 'Bad Id' is not snake_case" in text
     assert "groups.solo|a group needs >= 2 types" in text
     assert "groups.indoor|'kite' is already in group 'outdoor'" in text
     assert "groups.indoor|'sled' is not a type of this department" in text
-    with pytest.raises(DataError) as excinfo:  # across departments: checked once each one is well formed
-        a["groups"] = {"outdoor": ["kite", "ball"], "toys": ["yoyo", "top"]}
-        build_taxonomy([("d01_toys.py", a), ("d02_games.py", b)])
-    text = "\n".join(_problems(excinfo))
+    a["groups"] = {"outdoor": ["kite", "ball"], "toys": ["yoyo", "top"]}
+    text = _refusal(("d01_toys.py", a), ("d02_games.py", b))  # across departments: once each is well formed
     assert "d02_games.py|groups.outdoor|duplicate group id 'outdoor' (first defined in d01_toys.py)" in text
     assert "d01_toys.py|groups.toys|group id 'toys' is also a type or department id" in text
     a["groups"] = {"outdoor": ["kite", "ball"]}

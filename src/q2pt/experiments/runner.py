@@ -155,7 +155,8 @@ def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
     from q2pt.config import DataSection
 
     out: dict[str, Any] = {}
-    if data.get("label_separator", DataSection().label_separator) != DataSection().label_separator:
+    default_separator = DataSection().label_separator
+    if data.get("label_separator", default_separator) != default_separator:
         out["label_separator"] = data["label_separator"]
     if data.get("locale_languages"):
         out["locale_languages"] = data["locale_languages"]

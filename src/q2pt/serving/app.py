@@ -268,6 +268,17 @@ class _Service:
         runtime.warmup()
         return runtime
 
+    async def _load_or_refuse(self, target: str) -> Runtime:
+        """``target`` loaded and warmed up on another thread; any failure is a refusal
+        (RequestError ``reload-refused``, logged) and the serving model stays."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._load, target)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, Q2PTError) else f"{type(exc).__name__}: {exc}"
+            logger.error("reload of %s refused, still serving %s: %s", target, self.runtime.model_dir, reason)
+            raise RequestError(f"cannot serve {target}: {reason}; still serving {self.runtime.model_dir}",
+                               field="model", slug="reload-refused") from None
+
     async def reload(self, folder: str | None = None) -> dict[str, Any]:
         """Load ``folder`` (default: the folder the server was started with), warm it up and
         serve it; one reload at a time. A folder that cannot be served raises RequestError
@@ -279,13 +290,7 @@ class _Service:
                                    slug="reload-refused")
             old = self.runtime
             started = time.perf_counter()
-            try:
-                new = await asyncio.get_running_loop().run_in_executor(None, self._load, str(target))
-            except Exception as exc:  # any failure to load is a refusal: the old model keeps serving
-                reason = str(exc) if isinstance(exc, Q2PTError) else f"{type(exc).__name__}: {exc}"
-                logger.error("reload of %s refused, still serving %s: %s", target, old.model_dir, reason)
-                raise RequestError(f"cannot serve {target}: {reason}; still serving {old.model_dir}",
-                                   field="model", slug="reload-refused") from None
+            new = await self._load_or_refuse(str(target))
             self._set_runtime(new)
             self.reloads += 1
             seconds = time.perf_counter() - started
@@ -307,13 +312,7 @@ class _Service:
                                field="model", slug="reload-one-folder")
         async with self._reload_lock:
             started = time.perf_counter()
-            try:
-                checked = await asyncio.get_running_loop().run_in_executor(None, self._load, start)
-            except Exception as exc:  # refused: no worker restarts, the old model keeps serving
-                reason = str(exc) if isinstance(exc, Q2PTError) else f"{type(exc).__name__}: {exc}"
-                logger.error("reload of %s refused, the workers keep serving: %s", start, reason)
-                raise RequestError(f"cannot serve {start}: {reason}; the workers keep serving the model they hold",
-                                   field="model", slug="reload-refused") from None
+            checked = await self._load_or_refuse(start)  # refused: no worker restarts
             if os.getppid() != self.supervisor_pid:  # the supervisor is gone: nobody to restart the workers
                 raise RequestError(f"the server's supervisor (pid {self.supervisor_pid}) is gone: nothing restarts",
                                    field="model", slug="reload-refused")
