@@ -87,14 +87,16 @@ class ModelSection(_Section):
     types, and scores a query as ``(1 - w) * its own score + w * the types of its nearest
     training queries`` (the ``memory_k`` most similar by cosine, weighted by
     ``softmax(similarity / memory_temperature)``); 0: off (the paper's network). It departs from
-    the paper because on real queries it is the one change that won in every regime: measured
-    (2026-12-02, 2-core dev machine, cikm-qc dev set, the 5 folds of ``bench/real_tuning.py``,
-    unified-aware, test R@P80 pooled, mean; the grid k 10/30, temperature 0.05/0.1, w
-    0.2/0.35/0.5/1 with a throwaway script over the same trained models) w = 0 / 0.5 (k 30,
-    temperature 0.05): top level 0.359 / 0.390 (ahead in every fold), 60 training queries per
-    locale 0.194 / 0.214 (every fold), level 2 0.052 / 0.062. w = 1 (the neighbours alone)
-    was worse than either. The memory costs no training; see ``memory_max_queries`` for its
-    size."""
+    the paper because on real queries it is the one change that gained in every regime: measured
+    with ``python bench/real_tuning.py FILE --fold K [--small 60 | --depth 2
+    model.hierarchy=flat] [model.memory_weight=0]``, K = 0..4 (2026-12-02, 2-core dev machine,
+    cikm-qc dev set, unified-aware, test R@P80 pooled, mean of the 5 folds): w = 0 / 0.5: top
+    level 0.359 / 0.390 (ahead in 4 folds, level in 1), 60 training queries per locale 0.194 /
+    0.214 (ahead in every fold), level 2 0.052 / 0.062 (ahead in 3, behind in 1, level in 1).
+    The values of w, k and the temperature were picked from a small grid (k 10/30, temperature
+    0.05/0.1, w 0.2/0.35/0.5/1, scored on these same test folds with a script that was not kept),
+    so the gains are slightly optimistic; w = 1 (the neighbours alone) was worse. The memory
+    adds no training steps; its prediction cost grows with its size (``memory_max_queries``)."""
     memory_k: int = Field(30, ge=1)
     """Query memory: how many nearest training queries vote."""
     memory_temperature: float = Field(0.05, gt=0.0)
@@ -103,7 +105,10 @@ class ModelSection(_Section):
     memory_max_queries: int = Field(10000, ge=1)
     """Query memory: at most this many training queries per network (a seeded sample of them
     beyond it), which bounds its cost: one (batch x 512) by (512 x N) product per batch and
-    N x 512 float32 values (20 MB at 10,000) in the model folder."""
+    N x 512 float32 values (10,000 x 512 x 4 bytes = 20 MB) in the model folder. One query at
+    a time the product dominates: ~0.65 ms at N = 8,651 on one core of the dev machine, which
+    takes one-by-one prediction to 0.78x of the memory-less network (``bench/train_speed.py
+    --compare-recipes 2 --threads 1``, quick store)."""
 
     @field_validator("encoder")
     @classmethod
