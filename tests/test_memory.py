@@ -40,6 +40,11 @@ def test_the_vote_of_the_nearest_training_queries_on_a_hand_built_case():
         plain = net.probabilities(net({"x": z}))
         np.testing.assert_allclose(net.scores({"x": z}).numpy(), (0.5 * plain + 0.5 * net.memory_scores(z)).numpy(),
                                    rtol=1e-6)
+    # keys changed in place (as load_state_dict does): the vote follows them, not a stale copy
+    with torch.no_grad():
+        net.memory_keys.copy_(torch.tensor([[0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1.0]]))
+    net.memory_k = 1
+    np.testing.assert_allclose(net.memory_scores(z)[0].numpy(), [1.0, 0.0, 0.0], atol=1e-7)
     with pytest.raises(ConfigError, match="out of range"):
         net.set_memory(torch.eye(4)[:2], torch.tensor([[0], [4]]))
 
@@ -70,6 +75,27 @@ def test_a_trained_model_keeps_its_training_queries_and_blends_their_vote(tiny, 
     assert not off.networks["*"].has_memory and off.networks["*"].memory_keys is None
     assert "memory_keys" not in off.networks["*"].state_dict()
     assert not np.allclose(off.predict_proba(q, loc), with_memory)
+
+
+def test_a_narrower_memory_projects_keys_and_queries_alike(tiny, tmp_path):
+    model = _fit(tiny, **{"model.memory_dim": 6})
+    net = model.networks["*"]
+    assert net.memory_keys.shape == (len(tiny.train), 6) and net.memory_projection.shape == (16, 6)
+    np.testing.assert_allclose(net.memory_keys.norm(dim=1).numpy(), 1.0, rtol=1e-5)
+    # the projection is orthonormal: the principal directions of the unit embeddings
+    np.testing.assert_allclose((net.memory_projection.T @ net.memory_projection).numpy(), np.eye(6), atol=1e-5)
+    q, loc = tiny.test["query"].tolist()[:40], tiny.test["locale"].tolist()[:40]
+    narrow = model.predict_proba(q, loc)
+    model.save(tmp_path / "m")
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(q, loc), narrow, atol=1e-6)
+    # a training query's own projected embedding is its nearest key
+    batch = net.encoder.tokenize(tiny.train["query"].tolist()[:5], tiny.train["locale"].tolist()[:5])
+    with torch.no_grad():
+        z = net.encoder(batch) @ net.memory_projection
+        sims = torch.nn.functional.normalize(z, dim=1) @ net.memory_keys.T
+    assert (sims.max(dim=1).values > 1 - 1e-4).all()
+    with pytest.raises(ConfigError, match="projection"):
+        net.set_memory(torch.eye(4)[:2], torch.tensor([[0], [1]]), projection=torch.zeros(16, 3))
 
 
 def test_the_memory_is_capped(tiny):

@@ -102,13 +102,21 @@ class ModelSection(_Section):
     memory_temperature: float = Field(0.05, gt=0.0)
     """Query memory: the softmax temperature over the neighbours' cosine similarities (smaller:
     the nearest neighbour counts more)."""
+    memory_dim: int = Field(128, ge=0)
+    """Query memory: the keys' width. The unit embeddings of the memory's queries are projected on
+    their ``memory_dim`` principal directions (uncentred SVD at build time; a query's embedding is
+    projected the same way), which cuts the similarity product 4x for the 512-wide ``use``
+    encoder; 0 (or the encoder's width or more): the full embeddings. It departs from the full
+    width because it costs no quality on real queries and the full product took batch
+    prediction to 0.73x of the memory-less network: ``python bench/memory_dim.py FILE --fold K
+    [--small 60 | --depth 2]``, K = 0..4 (cikm-qc dev set, unified-aware, test R@P80 pooled, mean
+    of the 5 folds; one trained network per fold scored with each width; 2-core dev machine,
+    2026-12-02), full / 128: top level 0.382 / 0.381, level 2 0.062 / 0.065, 60 training
+    queries per locale 0.215 / 0.217 (64: 0.380 / 0.065 / 0.215)."""
     memory_max_queries: int = Field(10000, ge=1)
     """Query memory: at most this many training queries per network (a seeded sample of them
-    beyond it), which bounds its cost: one (batch x 512) by (512 x N) product per batch and
-    N x 512 float32 values (10,000 x 512 x 4 bytes = 20 MB) in the model folder. One query at
-    a time the product dominates: ~0.65 ms at N = 8,651 on one core of the dev machine, which
-    takes one-by-one prediction to 0.78x of the memory-less network (``bench/train_speed.py
-    --compare-recipes 2 --threads 1``, quick store)."""
+    beyond it), which bounds its cost: one (batch x memory_dim) by (memory_dim x N) product per
+    batch and N x memory_dim float32 values (10,000 x 128 x 4 bytes = 5 MB) in the model folder."""
 
     @field_validator("encoder")
     @classmethod

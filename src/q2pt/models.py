@@ -553,7 +553,8 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
         tensors, metadata = read_safetensors(wpath)
         try:
             if "memory_keys" in tensors or "memory_labels" in tensors:
-                net.set_memory(tensors.get("memory_keys"), tensors.get("memory_labels"), tensors.get("memory_values"))
+                net.set_memory(tensors.get("memory_keys"), tensors.get("memory_labels"), tensors.get("memory_values"),
+                               tensors.get("memory_projection"))
             load_network_state(net, tensors, metadata, source=str(wpath))
         except (RuntimeError, ConfigError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{wpath} does not fit the network described in {mpath}: {exc}") from None

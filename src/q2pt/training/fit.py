@@ -179,7 +179,8 @@ def fit_networks(
         if config.model.memory_weight > 0:  # after training (or resuming): the final encoder's embeddings
             for stage, tr, _ in stages:
                 kept = build_memory(networks[stage], tr, network_labels[stage], locale_aware=variant == "unified-aware",
-                                    max_queries=config.model.memory_max_queries, seed=cfg.seed)
+                                    max_queries=config.model.memory_max_queries, dim=config.model.memory_dim,
+                                    seed=cfg.seed)
                 summaries[stage]["memory_queries"] = kept
         return TrainedNetworks(networks, network_labels, classes, locales, summaries)
     finally:

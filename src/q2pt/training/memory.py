@@ -29,12 +29,14 @@ logger = logging.getLogger(__name__)
 
 
 def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, locale_aware: bool,
-                 max_queries: int, seed: int = 0, batch_size: int = 1024) -> int:
+                 max_queries: int, dim: int = 0, seed: int = 0, batch_size: int = 1024) -> int:
     """Embed ``frame``'s queries (with their locale tokens when ``locale_aware``) and give
     ``net`` its memory over ``classes`` (labels outside them are left out); returns the number
     of memory rows. Rows of the same query (and locale, when ``locale_aware``) are one memory
     row whose labels carry their share of the rows' weights (``weight`` column), so sample
-    weights count in the vote as in the loss."""
+    weights count in the vote as in the loss. ``dim`` > 0 and below the encoder's width: the
+    keys are the unit embeddings' projections on their ``dim`` principal directions (uncentred
+    SVD), kept with the projection that maps a query's embedding to the same space."""
     if len(frame) == 0 or net.memory_weight <= 0.0:
         return 0
     weights = (frame["weight"].to_numpy(dtype=np.float64, na_value=1.0) if "weight" in frame.columns
@@ -74,5 +76,11 @@ def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, loc
                 chunks.append(net.encoder(batch).float())
     finally:
         net.train(was_training)
-    net.set_memory(torch.cat(chunks).clone(), torch.from_numpy(padded), torch.from_numpy(values))
+    keys = torch.cat(chunks).clone()
+    projection = None
+    if 0 < dim < keys.shape[1] and dim < keys.shape[0]:
+        unit = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        projection = torch.linalg.svd(unit, full_matrices=False)[2][:dim].T.contiguous()  # (width, dim)
+        keys = unit @ projection
+    net.set_memory(keys, torch.from_numpy(padded), torch.from_numpy(values), projection)
     return len(keys)
