@@ -88,6 +88,9 @@ def test_a_narrower_memory_projects_keys_and_queries_alike(tiny, tmp_path):
     narrow = model.predict_proba(q, loc)
     model.save(tmp_path / "m")
     np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(q, loc), narrow, atol=1e-6)
+    from q2pt.serving.onnx_export import export_onnx  # the ONNX export scores as torch does
+
+    assert export_onnx(model, tmp_path / "narrow.onnx").max_abs_diff <= 1e-4
     # a training query's own projected embedding is its nearest key
     batch = net.encoder.tokenize(tiny.train["query"].tolist()[:5], tiny.train["locale"].tolist()[:5])
     with torch.no_grad():

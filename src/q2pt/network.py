@@ -126,7 +126,8 @@ class Q2PTNet(torch.nn.Module):
         stamp = (id(keys), keys._version, keys.data_ptr(), keys.dtype)
         cached = self.__dict__.get("_keys_t")
         if cached is None or cached[0] != stamp:
-            cached = (stamp, keys.t().contiguous())
+            with torch.inference_mode(False):  # a normal tensor, also usable outside inference mode
+                cached = (stamp, keys.detach().t().contiguous())
             self.__dict__["_keys_t"] = cached
         return cached[1]
 
