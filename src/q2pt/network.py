@@ -119,9 +119,9 @@ class Q2PTNet(torch.nn.Module):
     def _memory_keys_t(self) -> Any:
         """The memory keys as one contiguous (dim, N) block, cached until the keys change.
 
-        ``z @ keys.t()`` on the saved (N, dim) layout runs 3-4x slower at batch 1 than on a
-        contiguous transpose (2.7 vs 0.7 ms for 8,651 keys of 512, one thread, 2-core dev
-        machine, 2026-12-02), and batch 1 is what serving sees; the saved layout stays (N, dim)."""
+        On torch's CPU builds ``z @ keys.t()`` on the saved (N, dim) layout runs several times
+        slower at batch 1 than on a contiguous transpose, and batch 1 is what serving sees; the
+        saved layout stays (N, dim)."""
         keys = self.memory_keys
         stamp = (id(keys), keys._version, keys.data_ptr(), keys.dtype)
         cached = self.__dict__.get("_keys_t")
