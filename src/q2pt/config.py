@@ -61,15 +61,17 @@ class ModelSection(_Section):
     level, and predictions that back off to the parent when no child is confident
     (:mod:`q2pt.data.tree`); "flat" treats every path as an unrelated label; "auto" (default):
     tree when the training labels have more than one level. Measured against flat models
-    trained for each level (``python bench/tree_quality.py FILE``, 2026-12-02, 2-core dev
-    machine, the cikm-qc dev set's full paths, 5 folds, unified-aware, test R@P80 mean [fold
-    min, max]; the tree model with ``train.tree_stopping mean_of_levels`` and
-    ``train.ancestor_loss_weight 0.3``, ``model.tree_scores consistent``): level 1 0.3573
-    [0.3145, 0.4240] vs the flat level-1 model's 0.3590 [0.2980, 0.4177]; level 2 0.0487
-    [0.0018, 0.0742] vs 0.0519 [0.0036, 0.0885]; leaf 0.0065 vs 0.0057; coverage (queries given
-    a type at the calibrated precision) 0.48 vs 0.007 for the flat leaf model. One model is
-    within half a point of three dedicated ones at their own levels (inside the fold spread) and
-    answers half the queries where the leaf model answers almost none."""
+    trained for each level (``python bench/tree_quality.py FILE --threads 1``, 2026-12-02,
+    2-core dev machine, the cikm-qc dev set's full paths, 5 folds, unified-aware, today's
+    defaults with the query memory, test R@P80 mean [fold min, max]; the tree model with
+    ``train.tree_stopping mean_of_levels`` and ``train.ancestor_loss_weight 0.3``,
+    ``model.tree_scores consistent``): level 1 0.4030 [0.3432, 0.4481] vs the flat level-1
+    model's 0.3812 [0.3396, 0.4219] (ahead in every fold); level 2 0.0722 [0.0357, 0.0949] vs
+    0.0647 [0.0000, 0.0895] (ahead in 4 of 5); leaf 0.0072 vs 0.0045; coverage (queries given a
+    type at the calibrated thresholds) 0.51 vs 0.18 for the flat leaf model (0.005-0.014 in 4
+    folds; 0.85 in one, at thresholds that reach no precision). Before the query memory: level
+    1 0.3573 vs 0.3590, level 2 0.0487 vs 0.0519. One model is as good as three dedicated ones
+    at their own levels and answers half the queries where the leaf model answers almost none."""
     tree_scores: Literal["consistent", "raw"] = "consistent"
     """A hierarchical model's scores: "consistent" (a parent scores at least as high as its
     most confident child, so a confident "kitchen > cookware > pots" is a confident "kitchen")
@@ -108,11 +110,15 @@ class ModelSection(_Section):
     projected the same way), which cuts the similarity product 4x for the 512-wide ``use``
     encoder; 0 (or the encoder's width or more): the full embeddings. It departs from the full
     width because it costs no quality on real queries and the full product took batch
-    prediction to 0.73x of the memory-less network: ``python bench/memory_dim.py FILE --fold K
-    [--small 60 | --depth 2]``, K = 0..4 (cikm-qc dev set, unified-aware, test R@P80 pooled, mean
-    of the 5 folds; one trained network per fold scored with each width; 2-core dev machine,
-    2026-12-02), full / 128: top level 0.382 / 0.381, level 2 0.062 / 0.065, 60 training
-    queries per locale 0.215 / 0.217 (64: 0.380 / 0.065 / 0.215)."""
+    prediction to 0.73x of the memory-less network (``bench/train_speed.py --compare-recipes 2
+    --threads 1``, 2026-12-02). Quality: cikm-qc dev set, 5 folds of ``bench/real_tuning.py``'s
+    splits, unified-aware, test R@P80 pooled, mean of the 5 folds, one trained network per fold
+    scored with each width (2-core dev machine, 2026-12-02; measured with a one-off script whose
+    method ``python bench/memory_dim.py FILE --fold K [--small 60 | --depth 2]`` keeps; its
+    128-wide figures were reproduced fold for fold by the flat level-1 and level-2 models of
+    ``bench/tree_quality.py`` at today's defaults): full / 128 wide: top level 0.382 / 0.381,
+    level 2 0.062 / 0.065, 60 training queries per locale 0.215 / 0.217 (64 wide: 0.380 / 0.065
+    / 0.215)."""
     memory_max_queries: int = Field(10000, ge=1)
     """Query memory: at most this many training queries per network (a seeded sample of them
     beyond it), which bounds its cost: one (batch x memory_dim) by (memory_dim x N) product per
