@@ -18,8 +18,6 @@ import logging
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -30,25 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     from q2pt.metrics import recall_at_precision
     from q2pt.models import Q2PTModel
     from q2pt.training.memory import build_memory
-    from real_tuning import fold_splits
+    from real_tuning import fold_arguments, read_fold
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data", metavar="DATA_FILE")
-    ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--depth", type=int, default=1)
-    ap.add_argument("--small", type=int, default=None)
+    fold_arguments(ap)
     ap.add_argument("--dims", default="0,64,128,256")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    with open(args.data, encoding="utf-8") as fh:
-        frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-    frame["product_types"] = frame["product_types"].map(
-        lambda paths: sorted({" > ".join(p.split(" > ")[: args.depth]) for p in paths}))
-    frame["weight"] = 1.0
-    splits = fold_splits(frame, args.fold, args.folds, args.seed, args.small)
+    splits = read_fold(args.data, args.fold, args.folds, args.seed, args.depth, args.small)
     overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": 1}
     if args.depth > 1:
         overrides["model.hierarchy"] = "flat"

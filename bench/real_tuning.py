@@ -45,6 +45,26 @@ def fold_splits(frame: pd.DataFrame, k: int, folds: int, seed: int, small: int |
     return {name: pd.concat(frames).reset_index(drop=True) for name, frames in parts.items()}
 
 
+def fold_arguments(ap: argparse.ArgumentParser) -> None:
+    """The data file and fold options shared by the real-data tuning scripts."""
+    ap.add_argument("data", metavar="DATA_FILE")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--depth", type=int, default=1, help="label depth (levels of ' > ' paths kept)")
+    ap.add_argument("--small", type=int, default=None, help="training queries per locale (small-store regime)")
+
+
+def read_fold(data: str, k: int, folds: int, seed: int, depth: int, small: int | None) -> dict[str, pd.DataFrame]:
+    """The file's rows with their paths cut to ``depth`` levels, split as fold ``k``."""
+    with open(data, encoding="utf-8") as fh:
+        frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
+    frame["product_types"] = frame["product_types"].map(
+        lambda paths: sorted({" > ".join(p.split(" > ")[:depth]) for p in paths}))
+    frame["weight"] = 1.0
+    return fold_splits(frame, k, folds, seed, small)
+
+
 def main(argv: list[str] | None = None) -> int:
     from q2pt.config import parse_value, resolve_config
     from q2pt.data import from_frames
@@ -53,22 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from q2pt.models import Q2PTModel
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data", metavar="DATA_FILE")
-    ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--depth", type=int, default=1, help="label depth (levels of ' > ' paths kept)")
-    ap.add_argument("--small", type=int, default=None, help="training queries per locale (small-store regime)")
+    fold_arguments(ap)
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    with open(args.data, encoding="utf-8") as fh:
-        frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-    frame["product_types"] = frame["product_types"].map(
-        lambda paths: sorted({" > ".join(p.split(" > ")[: args.depth]) for p in paths}))
-    frame["weight"] = 1.0
-    splits = fold_splits(frame, args.fold, args.folds, args.seed, args.small)
+    splits = read_fold(args.data, args.fold, args.folds, args.seed, args.depth, args.small)
     dataset = from_frames(splits, source=args.data, validate=False)
     overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": 1}
     for item in args.overrides:
