@@ -114,9 +114,10 @@ class ModelSection(_Section):
     --threads 1``, 2026-12-02). Quality: cikm-qc dev set, 5 folds of ``bench/real_tuning.py``'s
     splits, unified-aware, test R@P80 pooled, mean of the 5 folds, one trained network per fold
     scored with each width (2-core dev machine, 2026-12-02; measured with a one-off script whose
-    method ``python bench/memory_dim.py FILE --fold K [--small 60 | --depth 2]`` keeps; its
-    128-wide figures were reproduced fold for fold by the flat level-1 and level-2 models of
-    ``bench/tree_quality.py`` at today's defaults): full / 128 wide: top level 0.382 / 0.381,
+    method ``python bench/memory_dim.py FILE --fold K [--small 60 | --depth 2]`` keeps, which
+    reproduced fold 0 at the top level exactly, 0.3886 / 0.3771 / 0.3904 at full / 64 / 128; the
+    128-wide figures were also reproduced fold for fold by the flat level-1 and level-2 models
+    of ``bench/tree_quality.py`` at today's defaults): full / 128 wide: top level 0.382 / 0.381,
     level 2 0.062 / 0.065, 60 training queries per locale 0.215 / 0.217 (64 wide: 0.380 / 0.065
     / 0.215)."""
     memory_max_queries: int = Field(10000, ge=1)
