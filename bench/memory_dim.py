@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from q2pt.metrics import recall_at_precision
     from q2pt.models import Q2PTModel
     from q2pt.training.memory import build_memory
-    from real_tuning import fold_arguments, read_fold
+    from real_tuning import BUDGET, fold_arguments, read_fold
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     fold_arguments(ap)
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     splits = read_fold(args.data, args.fold, args.folds, args.seed, args.depth, args.small)
-    overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": 1}
+    overrides = dict(BUDGET)
     if args.depth > 1:
         overrides["model.hierarchy"] = "flat"
     config = resolve_config(overrides=overrides)

@@ -45,6 +45,10 @@ def fold_splits(frame: pd.DataFrame, k: int, folds: int, seed: int, small: int |
     return {name: pd.concat(frames).reset_index(drop=True) for name, frames in parts.items()}
 
 
+#: the experiment's budget for user data, on one torch thread: what every fold here trains with
+BUDGET = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": 1}
+
+
 def fold_arguments(ap: argparse.ArgumentParser) -> None:
     """The data file and fold options shared by the real-data tuning scripts."""
     ap.add_argument("data", metavar="DATA_FILE")
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     splits = read_fold(args.data, args.fold, args.folds, args.seed, args.depth, args.small)
     dataset = from_frames(splits, source=args.data, validate=False)
-    overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": 1}
+    overrides = dict(BUDGET)
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = parse_value(value)

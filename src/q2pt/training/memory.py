@@ -34,9 +34,10 @@ def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, loc
     ``net`` its memory over ``classes`` (labels outside them are left out); returns the number
     of memory rows. Rows of the same query (and locale, when ``locale_aware``) are one memory
     row whose labels carry their share of the rows' weights (``weight`` column), so sample
-    weights count in the vote as in the loss. ``dim`` > 0 and below the encoder's width: the
-    keys are the unit embeddings' projections on their ``dim`` principal directions (uncentred
-    SVD), kept with the projection that maps a query's embedding to the same space."""
+    weights count in the vote as in the loss. ``dim`` > 0 and below both the encoder's width
+    and the number of memory rows: the keys are the unit embeddings' projections on their
+    ``dim`` principal directions (uncentred SVD), kept with the projection that maps a query's
+    embedding to the same space."""
     if len(frame) == 0 or net.memory_weight <= 0.0:
         return 0
     weights = (frame["weight"].to_numpy(dtype=np.float64, na_value=1.0) if "weight" in frame.columns
