@@ -107,8 +107,8 @@ class ModelSection(_Section):
     memory_dim: int = Field(128, ge=0)
     """Query memory: the keys' width. The unit embeddings of the memory's queries are projected on
     their ``memory_dim`` principal directions (uncentred SVD at build time; a query's embedding is
-    projected the same way), which cuts the similarity product 4x for the 512-wide ``use``
-    encoder; 0 (or the encoder's width or more): the full embeddings. It departs from the full
+    projected the same way), which leaves a quarter of the similarity product's multiply-adds
+    for the 512-wide ``use`` encoder; 0 (or the encoder's width or more): the full embeddings. It departs from the full
     width because it costs no quality on real queries and the full product took batch
     prediction to 0.73x of the memory-less network (``bench/train_speed.py --compare-recipes 2
     --threads 1``, 2026-12-02). Quality: cikm-qc dev set, 5 folds of ``bench/real_tuning.py``'s
