@@ -77,11 +77,11 @@ def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, loc
                 chunks.append(net.encoder(batch).float())
     finally:
         net.train(was_training)
-    keys = torch.cat(chunks).clone()
+    embedded = torch.cat(chunks).clone()
     projection = None
-    if 0 < dim < keys.shape[1] and dim < keys.shape[0]:
-        unit = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if 0 < dim < embedded.shape[1] and dim < embedded.shape[0]:
+        unit = embedded / embedded.norm(dim=1, keepdim=True).clamp_min(1e-12)
         projection = torch.linalg.svd(unit, full_matrices=False)[2][:dim].T.contiguous()  # (width, dim)
-        keys = unit @ projection
-    net.set_memory(keys, torch.from_numpy(padded), torch.from_numpy(values), projection)
-    return len(keys)
+        embedded = unit @ projection
+    net.set_memory(embedded, torch.from_numpy(padded), torch.from_numpy(values), projection)
+    return len(embedded)
