@@ -145,6 +145,33 @@ class Q2PTNet(torch.nn.Module):
         return (1.0 - self.memory_weight) * p + self.memory_weight * self.memory_scores(z)
 
     @torch.no_grad()
+    def init_head_from_names(self, names: Sequence[str], scale: float) -> bool:
+        """Start the output layer from the product types' names: row ``c`` of the last linear
+        layer becomes ``scale`` times the unit embedding of name ``c`` by this network's encoder
+        (locale-agnostic), less the mean of those unit embeddings, so that a query close to a
+        type's name starts with a higher score for it. Only for a head without hidden layers
+        (the embedding must be the layer's input); returns whether it was applied. The bias is
+        left to :meth:`init_output_bias`."""
+        if len(names) != self.n_labels:
+            raise ConfigError(f"{len(names)} type names for a network of {self.n_labels} outputs")
+        last = self.head[-1]
+        if len(self.head) != 1 or not isinstance(last, torch.nn.Linear) or scale <= 0.0:
+            return False
+        was_training = self.training
+        self.eval()
+        try:
+            rows = []
+            for start in range(0, len(names), 256):
+                part = list(names[start:start + 256])
+                rows.append(self.encoder(self.encoder.tokenize(part, None)).float())
+        finally:
+            self.train(was_training)
+        unit = torch.cat(rows)
+        unit = unit / unit.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        last.weight.copy_((scale * (unit - unit.mean(dim=0, keepdim=True))).to(last.weight.dtype))
+        return True
+
+    @torch.no_grad()
     def init_output_bias(self, prior: float | np.ndarray) -> None:
         """Start every output at the label prior: bias = logit(prior) (one prior for all, or
         one per output).

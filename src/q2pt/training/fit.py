@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from q2pt.data.labels import label_lists
+from q2pt.data.tree import type_name
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
 from q2pt.model_folder import check_output_folder
@@ -87,6 +88,7 @@ def fit_networks(
     valid_df = dataset.valid
     classes = sorted({x for row in label_lists(train_df["product_types"]) for x in row})
     locales = sorted(train_df["locale"].astype(str).unique().tolist())
+    names_init = config.model.head_init == "names" or (config.model.head_init == "auto" and tree is None)
 
     previous_threads = torch.get_num_threads()
     if cfg.threads:
@@ -136,6 +138,9 @@ def fit_networks(
             torch.manual_seed(cfg.seed)
             net = build_network(config, stage_classes, locales if variant == "unified-aware" else None,
                                 dataset.locale_languages)
+            if names_init:  # before any resumed or warm-started weights replace it
+                net.init_head_from_names([type_name(c, config.data.label_separator) for c in stage_classes],
+                                         config.model.head_init_scale)
             network_labels[stage] = stage_classes
             networks[stage] = net
             if stage in resumed_done:
