@@ -61,20 +61,22 @@ class ModelSection(_Section):
     for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`; a head with hidden layers keeps
     "random"), "random" (PyTorch's default initialisation, the paper's) or "auto" (default):
     "names" for a flat model, "random" for a tree (``model.hierarchy``). It departs from the
-    paper because on real queries it gained most where q2pt was weakest, small stores: measured
-    with a one-off script that patched this initialisation into ``bench/real_tuning.py``'s
-    method (its splits, budget and unified-aware model, test R@P80 pooled, folds 0-4; 2026-12-02,
-    2-core dev machine, cikm-qc dev set), names / random: 60 training queries per locale
-    0.245 / 0.217 (ahead in every fold, +1.7 to +3.2 points), top level 0.402 / 0.384 (ahead in
-    4 folds, behind by 2.5 in one), level 2 flat 0.0625 / 0.0647 (level), level 2 as a tree
-    0.079 / 0.085 (4 folds; behind in 3), hence "random" for trees. The names, not the larger
-    rows, carry it: the same rows given to the wrong types (shuffled) fell to 0.148 with 60
-    queries per locale."""
+    paper because on real queries it gained most where q2pt was weakest, small stores (cikm-qc
+    dev set, unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names
+    / random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2
+    points; ``python bench/real_tuning.py FILE --fold K --small 60 [model.head_init=random]``).
+    First measured with a one-off script that patched the same initialisation into that
+    script's method, which gave these small-regime figures fold for fold and also: top level
+    0.402 / 0.384 (ahead in 4 folds, behind by 2.5 in one; ``--fold K``), level 2 flat 0.0625 /
+    0.0647 (level; ``--depth 2 model.hierarchy=flat``), level 2 as a tree, judged on the level-2
+    types, 0.079 / 0.085 (4 folds; behind in 3), hence "random" for trees. The names, not the
+    larger rows, carry it: the same rows given to the wrong types (shuffled) fell to 0.148 with
+    60 queries per locale (the tree and shuffled figures: that script only, not kept)."""
     head_init_scale: float = Field(10.0, gt=0.0)
     """``head_init names``: each head row's length before centring (a query's starting logit for a
     type is this times the dot product of its embedding with the name's centred unit embedding).
-    Measured as above with 60 training queries per locale: 5 / 10 / 20 gave 0.242 / 0.245 /
-    0.219."""
+    With 60 training queries per locale (the one-off script above; ``model.head_init_scale=S``
+    of ``bench/real_tuning.py`` is the same): 5 / 10 / 20 gave 0.242 / 0.245 / 0.219."""
     hierarchy: Literal["auto", "tree", "flat"] = "auto"
     """Product types that are paths of several levels (``a > b > c``, ``data.label_separator``):
     "tree" learns every level with one output per node of the taxonomy (every path prefix),

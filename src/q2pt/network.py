@@ -155,18 +155,9 @@ class Q2PTNet(torch.nn.Module):
         if len(names) != self.n_labels:
             raise ConfigError(f"{len(names)} type names for a network of {self.n_labels} outputs")
         last = self.head[-1]
-        if len(self.head) != 1 or not isinstance(last, torch.nn.Linear) or scale <= 0.0:
+        if len(self.head) != 1 or not isinstance(last, torch.nn.Linear):
             return False
-        was_training = self.training
-        self.eval()
-        try:
-            rows = []
-            for start in range(0, len(names), 256):
-                part = list(names[start:start + 256])
-                rows.append(self.encoder(self.encoder.tokenize(part, None)).float())
-        finally:
-            self.train(was_training)
-        unit = torch.cat(rows)
+        unit = self.encoder.encode(names).float()
         unit = unit / unit.norm(dim=1, keepdim=True).clamp_min(1e-12)
         last.weight.copy_((scale * (unit - unit.mean(dim=0, keepdim=True))).to(last.weight.dtype))
         return True

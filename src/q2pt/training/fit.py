@@ -138,9 +138,6 @@ def fit_networks(
             torch.manual_seed(cfg.seed)
             net = build_network(config, stage_classes, locales if variant == "unified-aware" else None,
                                 dataset.locale_languages)
-            if names_init:  # before any resumed or warm-started weights replace it
-                net.init_head_from_names([type_name(c, config.data.label_separator) for c in stage_classes],
-                                         config.model.head_init_scale)
             network_labels[stage] = stage_classes
             networks[stage] = net
             if stage in resumed_done:
@@ -155,6 +152,9 @@ def fit_networks(
             train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware,
                                         with_agnostic=aware and cfg.locale_dropout > 0)
             levels = None if tree is None else np.asarray([tree.level_of(c) for c in stage_classes])
+            if names_init:  # the rows; the bias is the prior's, and a warm start then overrides its known types
+                net.init_head_from_names([type_name(c, config.data.label_separator) for c in stage_classes],
+                                         config.model.head_init_scale)
             net.init_output_bias(_output_prior(train_split, len(stage_classes),
                                                levels if cfg.tree_output_prior == "per_level" else None))
             if warm is not None:  # after the prior bias: new types keep it, the parent's types their own

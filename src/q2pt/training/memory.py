@@ -66,18 +66,7 @@ def build_memory(net: Any, frame: "pd.DataFrame", classes: Sequence[str], *, loc
     for i, k in enumerate(keys):
         for j, (label, w) in enumerate(sorted(merged[k].items())):
             padded[i, j], values[i, j] = label, w / max(totals[k], 1e-12)
-    was_training = net.training
-    net.eval()
-    chunks = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(queries), batch_size):
-                stop = start + batch_size
-                batch = net.encoder.tokenize(queries[start:stop], None if locales is None else locales[start:stop])
-                chunks.append(net.encoder(batch).float())
-    finally:
-        net.train(was_training)
-    embedded = torch.cat(chunks).clone()
+    embedded = net.encoder.encode(queries, locales, batch_size=batch_size).float()
     projection = None
     if 0 < dim < embedded.shape[1] and dim < embedded.shape[0]:
         unit = embedded / embedded.norm(dim=1, keepdim=True).clamp_min(1e-12)
