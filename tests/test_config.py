@@ -176,3 +176,16 @@ def test_renamed_keys_are_still_read(tmp_path):
     old_manifest_config = resolve_config().to_dict()
     old_manifest_config["train"]["num_threads"] = old_manifest_config["train"].pop("threads")
     assert Config.from_dict(old_manifest_config).train.threads == 0
+
+
+def test_a_saved_config_without_a_newer_key_reads_as_before_it():
+    """A manifest written before the query memory and the name-initialised head says what its
+    model does (no memory, random rows); a config file without those keys gets today's defaults."""
+    saved = resolve_config().to_dict()
+    for key in ("memory_weight", "memory_dim", "head_init"):
+        del saved["model"][key]
+    old = Config.from_saved(saved)
+    assert (old.model.memory_weight, old.model.memory_dim, old.model.head_init) == (0.0, 0, "random")
+    new = Config.from_dict(saved)
+    assert (new.model.memory_weight, new.model.memory_dim, new.model.head_init) == (0.5, 128, "auto")
+    assert Config.from_saved(resolve_config().to_dict()) == resolve_config()  # a current save: unchanged

@@ -217,3 +217,26 @@ def test_a_run_checkpointed_before_the_new_config_keys_resumes(tmp_path, capsys)
     (out / "checkpoints" / "run.json").write_text(json.dumps(run))
     capsys.readouterr()
     assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
+
+
+def test_loaded_weights_survive_their_file_being_overwritten_in_place(model_dir, tmp_path):
+    """A served model's weights file overwritten in place (``cp`` truncates and rewrites it) must
+    not crash the process that loaded it: the tensors are copies, not views of the mapped file.
+    In a child process, so that a regression (SIGBUS) fails this test instead of killing pytest."""
+    folder = tmp_path / "served"
+    shutil.copytree(model_dir, folder)
+    code = (
+        "import sys; from pathlib import Path; from q2pt.models import load_model\n"
+        "folder = Path(sys.argv[1]); model = load_model(folder)\n"
+        "before = model.predict_proba(['red shoes'], ['us'])\n"
+        "files = list(folder.rglob('*.safetensors')); assert files\n"
+        "for f in files:\n"
+        "    f.write_bytes(b'')  # truncated in place, as cp does before it writes\n"
+        "after = model.predict_proba(['red shoes'], ['us'])\n"
+        "assert (before == after).all()\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])

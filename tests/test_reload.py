@@ -109,7 +109,7 @@ def test_several_workers_restart_through_the_supervisor_and_refuse_another_folde
         assert resp.status_code == 202, resp.text
         assert resp.json()["status"] == "restarting" and resp.json()["workers"] == 2
         assert kills == [(os.getppid(), signal.SIGHUP)]
-        # a broken deploy (written beside and renamed in, as a deploy must: the served file is mapped)
+        # a broken deploy, written beside and renamed in
         (start / "broken.tmp").write_bytes(b"not weights")
         os.replace(start / "broken.tmp", start / "model.safetensors")
         resp = client.post("/v1/admin/reload", json={"model": str(start)}, headers=_auth())

@@ -126,6 +126,26 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
         Q2PTModel(config=other).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
 
 
+def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
+    """A run checkpointed before model.head_init existed trained with random rows: resuming it
+    under the new default (names) is refused naming the key; asking for its recipe resumes."""
+    data = tiny_dataset(32, 8, 8)
+    cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
+                       "--model.head_init", "random")
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
+    run_json = tmp_path / "m" / "checkpoints" / "run.json"
+    run = json.loads(run_json.read_text())
+    del run["config"]["model"]["head_init"]  # as an earlier q2pt wrote it
+    run_json.write_text(json.dumps(run))
+    new_default = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
+    assert new_default.model.head_init == "auto"
+    with pytest.raises(ConfigError, match=r"different config \(model.head_init: 'random' -> 'auto'\)"):
+        Q2PTModel(config=new_default).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    resumed = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    assert resumed.config.model.head_init == "random"
+
+
 def test_resume_without_checkpoint_trains_from_scratch(tmp_path):
     data = tiny_dataset(32, 8, 8)
     cfg = ngram_config("unified-agnostic", "--train.max_epochs", "2")

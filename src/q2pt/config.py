@@ -334,6 +334,19 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
     @classmethod
+    def from_saved(cls, data: Mapping[str, Any], *, source: str = "config") -> "Config":
+        """:meth:`from_dict` of a config saved by q2pt (a manifest's or a checkpoint's): the keys
+        of :data:`ADDED_KEYS` it lacks are read as q2pt did before they existed."""
+        data = renamed_sections(data)
+        out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+        for dotted, value in ADDED_KEYS.items():
+            section, key = dotted.split(".")
+            body = out.get(section)
+            if isinstance(body, dict) and key not in body:
+                body[key] = value
+        return cls.from_dict(out, source=source)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "Config":
         """Validate a plain dict (e.g. a manifest's ``config``); errors name the key."""
         data = renamed_sections(data)
@@ -342,6 +355,19 @@ class Config(_Section):
             return cls.model_validate(dict(data))
         except ValidationError as exc:
             raise _config_error(exc, source) from None
+
+
+#: Keys added since q2pt 0.1.0 whose default changed what training or prediction does, with the
+#: value that does what q2pt did before the key existed. A *saved* config (a model folder's
+#: manifest, a checkpoint's run.json) without the key is read with this value, not the new
+#: default, so that it says what its model was trained with and a resumed run keeps its recipe
+#: (or is refused, naming the key, when the flags given ask for the new one). Config files and
+#: flags get the current defaults.
+ADDED_KEYS: dict[str, Any] = {
+    "model.memory_weight": 0.0,  # no query memory
+    "model.memory_dim": 0,  # keys as wide as the embeddings
+    "model.head_init": "random",  # the paper's random rows
+}
 
 
 #: Keys renamed since q2pt 0.1.0 (old dotted name -> new): the old names are still read, from

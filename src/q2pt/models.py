@@ -526,7 +526,7 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     mpath = folder / MANIFEST
     check_files(folder, manifest)
     try:
-        config = Config.from_dict(manifest["config"], source=str(mpath))
+        config = Config.from_saved(manifest["config"], source=str(mpath))
     except ConfigError as exc:
         raise ModelLoadError(f"{mpath} has an invalid config: {exc}") from None
     model = Q2PTModel(config=config)

@@ -204,7 +204,12 @@ def load_network_state(
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """``(tensors, metadata)`` of a safetensors file; ModelLoadError naming a missing or
-    corrupt file."""
+    corrupt file.
+
+    The tensors are copies in memory, not views of the mapped file: a served model's file that
+    is later overwritten in place (``cp new/model.safetensors served/``) would otherwise crash
+    the server (SIGBUS) on its next request. One tensor is copied at a time, so the peak is the
+    weights plus the largest tensor."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -213,7 +218,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise ModelLoadError(f"{path} is corrupt or unreadable ({type(exc).__name__}: {exc})") from None
     return tensors, metadata

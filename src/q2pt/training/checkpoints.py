@@ -241,8 +241,10 @@ class Checkpointer:
 
 
 def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
-    """A run.json whose config is read as this q2pt reads configs (renamed keys, new keys at
-    their defaults), so that a run checkpointed by an earlier version still resumes."""
+    """A run.json whose config is read as this q2pt reads saved configs (renamed keys; keys added
+    since at the value that does what q2pt did before them, :data:`q2pt.config.ADDED_KEYS`), so
+    that a run checkpointed by an earlier version resumes with the same recipe, or is refused
+    naming the key whose new default would change it."""
     from q2pt.config import Config
 
     cfg = saved.get("config")
@@ -250,7 +252,7 @@ def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
         return saved
     cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
     try:
-        config = Config.from_dict(cfg)
+        config = Config.from_saved(cfg)
     except Q2PTError:
         return saved  # not a config this q2pt reads: the comparison says what differs
     return {**saved, "config": comparable_config(config)}
