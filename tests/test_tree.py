@@ -10,7 +10,7 @@ import pytest
 
 from q2pt.data.tree import LabelTree, closed_frame, read_taxonomy, split_path, training_tree
 from q2pt.errors import ConfigError, DataError
-from q2pt.inference import UNIFIED, InferenceCore
+from q2pt.inference import UNIFIED, InferenceCore, tree_columns
 from q2pt.metrics import calibrate_level_thresholds, set_precision_recall
 from support import need
 
@@ -243,3 +243,27 @@ def test_consistent_scores_lift_parents_to_their_most_confident_child():
     res = core(True, raw).resolve_all(["de"])
     assert _paths(core(True, raw)) == [("home > kitchen > pots", 3)]
     assert res[0].locale_used == "de"
+
+
+def test_the_tree_structure_is_computed_once_per_label_list_and_follows_its_order():
+    """A model builds an inference core per predict call: the tree's structure over its columns
+    is cached per (tree, label list), and a list in another order gets its own, right, columns."""
+    tree = LabelTree.from_labels(PATHS)
+    nodes = tree.nodes
+    first = tree_columns(tree, nodes)
+    assert tree_columns(tree, list(nodes)) is first
+    rev = list(reversed(nodes))
+    other = tree_columns(tree, rev)
+    assert other is not first
+    pot = rev.index("home > kitchen > pots")
+    assert [rev[c] for c in other.ancestors[pot]] == ["home", "home > kitchen"]
+    assert other.level[pot] == 3 and other.leaf[pot] and not other.leaf[rev.index("home")]
+    assert {rev[c] for c in other.children[rev.index("home > kitchen")]} == {"home > kitchen > pots",
+                                                                           "home > kitchen > pans"}
+    # the same scores in either column order: the same answer
+    scores = dict(zip(nodes, [0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1]))
+    for order in (nodes, rev):
+        core = InferenceCore(variant="unified-agnostic", classes=order, locales=["de"], thresholds={"global": 0.5},
+                             tokenizers={UNIFIED: lambda q, loc: q}, tree=tree,
+                             forward=lambda key, batch, o=order: np.asarray([[scores[c] for c in o]] * len(batch)))
+        assert _paths(core) == [("home > kitchen > pots", 3)]

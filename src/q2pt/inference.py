@@ -42,9 +42,11 @@ __all__ = [
     "Inference",
     "InferenceCore",
     "Resolution",
+    "TreeColumns",
     "check_threshold",
     "select_types",
     "threshold_of",
+    "tree_columns",
 ]
 
 logger = logging.getLogger(__name__)
@@ -170,25 +172,20 @@ class InferenceCore:
         self.tree = tree
         self._level_cuts: dict[str, np.ndarray] = {}
         if tree is not None:
-            self.node_level = np.asarray([tree.level.get(c, 1) for c in self.classes], dtype=np.int64)
-            self.children_cols = [
-                {index[k] for k in tree.children.get(c, []) if k in index} for c in self.classes]
-            self.leaf_col = np.asarray([not tree.children.get(c) for c in self.classes], dtype=bool)
-            self.ancestor_cols = [[index[a] for a in tree.ancestors(c) if a in index] for c in self.classes]
+            cols = tree_columns(tree, self.classes)
+            self.node_level = cols.level
+            self.children_cols = cols.children
+            self.leaf_col = cols.leaf
+            self.ancestor_cols = cols.ancestors
             # (child columns, parent columns) per level, deepest first: a consistent model's parent
             # scores at least its most confident child (model.tree_scores)
-            self._lift: list[tuple[np.ndarray, np.ndarray]] = []
-            if consistent:
-                for level in sorted(set(self.node_level.tolist()), reverse=True):
-                    pairs = [(i, index[p]) for i, c in enumerate(self.classes) if self.node_level[i] == level
-                             and (p := tree.parent.get(c)) is not None and p in index]
-                    if pairs:
-                        self._lift.append((np.asarray([a for a, _ in pairs]), np.asarray([b for _, b in pairs])))
+            self._lift: list[tuple[np.ndarray, np.ndarray]] = list(cols.lift) if consistent else []
             by_key = {str(k): {int(lv): float(t) for lv, t in v.items()} for k, v in (level_thresholds or {}).items()}
             glob = by_key.get("global", {})
+            present, at = np.unique(self.node_level, return_inverse=True)  # a column's level, as an index
             for key, levels in by_key.items():
                 merged = {**glob, **levels}
-                self._level_cuts[key] = np.asarray([merged.get(int(lv), np.nan) for lv in self.node_level])
+                self._level_cuts[key] = np.asarray([merged.get(int(lv), np.nan) for lv in present])[at]
         #: per served locale: (columns, thresholds) replacing the locale's threshold there
         self.type_cuts = {
             str(loc): (np.asarray([index[t] for t in types if t in index], dtype=np.int64),
@@ -440,6 +437,50 @@ class Inference:
                                       max_depth=max_depth, backoff=backoff)
 
 
+@dataclass(frozen=True)
+class TreeColumns:
+    """A tree's structure over a model's columns: each column's level, child columns, whether
+    it is a leaf, ancestor columns (top level first), and the (child columns, parent columns)
+    pairs of each level, deepest first."""
+
+    level: np.ndarray
+    children: list[set[int]]
+    leaf: np.ndarray
+    ancestors: list[list[int]]
+    lift: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def tree_columns(tree: "LabelTree", classes: Sequence[str]) -> TreeColumns:
+    """:class:`TreeColumns` of ``tree`` over ``classes``, computed once per tree and label list
+    (a tree is not changed once built): a model builds an :class:`InferenceCore` on every
+    ``predict`` call, and these Python loops over every node cost more than one query's
+    forward pass."""
+    classes = tuple(classes)
+    cache = tree.__dict__.setdefault("_columns_cache", {})
+    found = cache.get(classes)
+    if found is not None:
+        return found
+    index = {c: i for i, c in enumerate(classes)}
+    level = np.asarray([tree.level.get(c, 1) for c in classes], dtype=np.int64)
+    lift = []
+    for lv in sorted(set(level.tolist()), reverse=True):
+        pairs = [(i, index[p]) for i, c in enumerate(classes) if level[i] == lv
+                 and (p := tree.parent.get(c)) is not None and p in index]
+        if pairs:
+            lift.append((np.asarray([a for a, _ in pairs]), np.asarray([b for _, b in pairs])))
+    found = TreeColumns(
+        level=level,
+        children=[{index[k] for k in tree.children.get(c, []) if k in index} for c in classes],
+        leaf=np.asarray([not tree.children.get(c) for c in classes], dtype=bool),
+        ancestors=[[index[a] for a in tree.ancestors(c) if a in index] for c in classes],
+        lift=tuple(lift),
+    )
+    for array in (found.level, found.leaf, *(a for pair in found.lift for a in pair)):
+        array.setflags(write=False)  # shared by every core of the model
+    cache[classes] = found
+    return found
+
+
 def _label_columns(classes: list[str], labels: Sequence[str] | None) -> np.ndarray | None:
     """The columns of a network's labels among ``classes`` (None: the same labels)."""
     if labels is None or list(labels) == classes:
@@ -459,12 +500,14 @@ def torch_forward(networks: Mapping[str, Any]) -> Forward:
     def forward(key: str, batch: Any) -> np.ndarray:
         net = networks[key]
         was_training = net.training
-        net.eval()
+        if was_training:  # (eval() and train() walk every module: not on each request of a served model)
+            net.eval()
         try:
             with torch.inference_mode():
                 return net.scores(batch).float().numpy()
         finally:
-            net.train(was_training)
+            if was_training:
+                net.train(True)
 
     return forward
 

@@ -71,7 +71,8 @@ def read_taxonomy(path: str | Path, sep: str = DEFAULT_SEPARATOR) -> list[str]:
 @dataclass
 class LabelTree:
     """A taxonomy of product-type paths: each node's parent (None for a top-level type), its
-    level (1 for the top) and its children."""
+    level (1 for the top) and its children. Not changed once built (its children and levels are
+    derived at construction, and inference caches its structure over a model's columns)."""
 
     separator: str = DEFAULT_SEPARATOR
     parent: dict[str, str | None] = field(default_factory=dict)
