@@ -39,6 +39,8 @@ def test_tree_structure_and_a_name_under_two_parents():
     assert stats["levels"][0]["branching_mean"] == 2.0  # home: kitchen, garden (toys has none)
     assert stats["types_per_level_per_locale"] == {"de": {"1": 1, "2": 1, "3": 1}, "fr": {"1": 1}}
     assert LabelTree.from_json(tree.to_json()).parent == tree.parent
+    # a top-level name that comes back deeper is shared too (the top counts as a parent)
+    assert LabelTree.from_labels(["toys", "home > toys", "a > b"]).shared_names() == {"toys": ["home > toys", "toys"]}
 
 
 def test_ancestor_closure_and_the_training_tree(tmp_path):
@@ -56,6 +58,20 @@ def test_ancestor_closure_and_the_training_tree(tmp_path):
     (tmp_path / "bad.txt").write_text(" > \n", encoding="utf-8")
     with pytest.raises(DataError):
         read_taxonomy(tmp_path / "bad.txt")
+
+
+def test_validate_reports_the_tree_per_level_and_locale_and_names_under_two_parents(tmp_path, capsys):
+    from q2pt.cli import main
+
+    rows = [("q1", "de", "home > kitchen > pots", "train"), ("q2", "fr", "toys", "train"),
+            ("q3", "fr", "home > toys", "train"), ("q4", "fr", "toys", "valid"), ("q5", "de", "toys", "test")]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"query": "{q}", "locale": "{loc}", "product_types": ["{t}"], "split": "{sp}"}}\n'
+                            for q, loc, t, sp in rows))
+    assert main(["data", "validate", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "product types per level per locale: de 2/1/1; fr 2/1/0" in out  # ancestors included
+    assert "the name 'toys' is under 2 parents (home > toys; toys)" in out
 
 
 def _core(scores: list[float], level_thresholds=None):
@@ -93,6 +109,41 @@ def test_backoff_decisions_on_hand_built_scores():
     assert _paths(strict) == [("home > kitchen", 2)]
     with pytest.raises(ConfigError):
         _paths(sure_pot, max_depth=0)
+
+
+def test_without_backoff_the_bottom_is_what_the_model_scores(tmp_path):
+    """A taxonomy file may go deeper than the trained types: a type whose children are none of
+    the model's columns is the bottom, so ``backoff=False`` still answers with it."""
+    tree = LabelTree.from_labels(PATHS)  # pots and pans under the kitchen ...
+    classes = ["home", "home > garden", "home > kitchen", "toys"]  # ... but the model scores level 2 only
+    core = InferenceCore(variant="unified-agnostic", classes=classes, locales=["de"], thresholds={"global": 0.5},
+                         tokenizers={UNIFIED: lambda q, loc: q}, tree=tree,
+                         forward=lambda key, batch: np.asarray([[0.9, 0.1, 0.8, 0.1]] * len(batch)))
+    assert _paths(core, backoff=False) == [("home > kitchen", 2)]
+    # the taxonomy is cut like the labels (data.label_depth)
+    taxonomy = tmp_path / "tax.txt"
+    taxonomy.write_text("home > kitchen > pots > steel\nhome > garden > tools\n")
+    cut = training_tree("tree", ["home > kitchen", "toys > cars"], taxonomy=taxonomy, depth=2)
+    assert cut is not None and cut.depth == 2 and "home > garden" in cut.parent
+    assert training_tree("tree", ["home > kitchen"], taxonomy=taxonomy).depth == 4
+
+
+def test_recall_at_precision_per_level_on_a_hand_computed_case():
+    from q2pt.metrics import evaluate_levels
+
+    # level-1 column 0, level-2 column 1; rows 0-1 in store a, rows 2-3 in store b
+    y = np.asarray([[1, 1], [1, 0], [0, 1], [1, 0]])
+    s = np.asarray([[0.9, 0.8], [0.8, 0.3], [0.2, 0.7], [0.6, 0.75]])
+    out = evaluate_levels(y, s, ["a", "a", "b", "b"], [1, 2], precision=0.8)
+    assert set(out) == {"1", "2"}
+    assert out["1"]["global"]["r_at_p"] == 1.0  # every level-1 positive ranks above the negative
+    # level 2 ranked: 0.8 hit, 0.75 miss, 0.7 hit -> precision 1/1, 1/2, 2/3: only the first reaches 0.8
+    assert out["2"]["global"]["r_at_p"] == pytest.approx(0.5)
+    assert out["2"]["locales"]["a"]["r_at_p"] == 1.0
+    assert out["2"]["locales"]["b"]["r_at_p"] == 0.0  # its top pair is a miss: 0.8 is never reached
+    # a level-2 positive outside the label space (row 3) is a miss of that level only
+    missing = evaluate_levels(y, s, ["a", "a", "b", "b"], [1, 2], precision=0.8, n_missing={2: [0, 0, 0, 1]})
+    assert missing["2"]["global"]["r_at_p"] == pytest.approx(1 / 3) and missing["1"]["global"]["r_at_p"] == 1.0
 
 
 def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
@@ -154,6 +205,10 @@ def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
             assert flat["paths"] is None
             top = client.post("/v1/predict", json={**query, "max_depth": 1}).json()
             assert top["predicted"] == ["electronics"]
+            for route, body in (("/v1/predict", {**query, "flat": True, "max_depth": 1}),
+                                ("/v1/predict/batch", {"queries": [query], "flat": True, "max_depth": 1})):
+                refused = client.post(route, json=body)  # max_depth would be ignored with flat
+                assert refused.status_code == 422 and "not with flat" in refused.text, refused.text
     assert [p["score"] for p in answers["onnx"]["paths"]] == pytest.approx(
         [p["score"] for p in answers["torch"]["paths"]], abs=1e-4)
 

@@ -462,6 +462,7 @@ def tree_columns(tree: "LabelTree", classes: Sequence[str]) -> TreeColumns:
         return found
     index = {c: i for i, c in enumerate(classes)}
     level = np.asarray([tree.level.get(c, 1) for c in classes], dtype=np.int64)
+    children = [{index[k] for k in tree.children.get(c, []) if k in index} for c in classes]
     lift = []
     for lv in sorted(set(level.tolist()), reverse=True):
         pairs = [(i, index[p]) for i, c in enumerate(classes) if level[i] == lv
@@ -470,8 +471,10 @@ def tree_columns(tree: "LabelTree", classes: Sequence[str]) -> TreeColumns:
             lift.append((np.asarray([a for a, _ in pairs]), np.asarray([b for _, b in pairs])))
     found = TreeColumns(
         level=level,
-        children=[{index[k] for k in tree.children.get(c, []) if k in index} for c in classes],
-        leaf=np.asarray([not tree.children.get(c) for c in classes], dtype=bool),
+        children=children,
+        # the bottom of what the model scores: a type whose children (a taxonomy file's, say) are
+        # none of its columns is a leaf for back-off
+        leaf=np.asarray([not kids for kids in children], dtype=bool),
         ancestors=[[index[a] for a in tree.ancestors(c) if a in index] for c in classes],
         lift=tuple(lift),
     )

@@ -205,7 +205,7 @@ class Q2PTModel:
 
         data_cfg = self.config.data
         self.tree_ = training_tree(self.config.model.hierarchy, dataset.labels, data_cfg.label_separator,
-                                   data_cfg.taxonomy)
+                                   data_cfg.taxonomy, data_cfg.label_depth)
         if self.tree_ is None:
             return dataset
         splits, added = {}, 0

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import schema as S
+from .tree import LabelTree
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import Dataset
@@ -69,7 +70,6 @@ def dataset_stats(ds: "Dataset", label_separator: str = " > ") -> dict[str, Any]
             "own_product_types": int((~lp["shared"]).sum()),
         }
     train_labels = set(ds.labels)
-    from .tree import LabelTree
 
     label_rows = [list(v) for v in all_rows[S.LABELS].tolist()]
     tree = LabelTree.from_labels({x for row in label_rows for x in row}, label_separator)
@@ -134,11 +134,9 @@ def format_stats(stats: dict[str, Any]) -> str:
                       else f"mean {lv['branching_mean']:.1f}, max {lv['branching_max']}")
             lines.append(f"  level {lv['level']}: {lv['nodes']} types, {lv['leaves']} leaves; children per parent: "
                          f"{branch}; used in the data: {tree['types_per_level'].get(str(lv['level']), 0)}")
-        per_loc = tree.get("types_per_level_per_locale") or {}
+        per_loc = LabelTree.per_locale_text(tree)
         if per_loc:
-            levels = [str(lv["level"]) for lv in tree["levels"]]
-            lines.append("  types per level per locale: " + "; ".join(
-                f"{loc} " + "/".join(str(v.get(k, 0)) for k in levels) for loc, v in per_loc.items()))
+            lines.append(f"  types per level per locale: {per_loc}")
         shared = tree["shared_names"]
         if shared:
             shown = ", ".join(f"{name!r} ({len(nodes)} parents)" for name, nodes in list(shared.items())[:5])

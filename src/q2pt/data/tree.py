@@ -156,11 +156,12 @@ class LabelTree:
         return [self.separator.join(levels[:k]) for k in range(1, len(levels) + 1)]
 
     def shared_names(self) -> dict[str, list[str]]:
-        """Names (a node's last level) found under more than one parent: ``{name: [nodes]}``."""
+        """Names (a node's last level) found under more than one parent, the top of the tree
+        counting as one (``pots`` and ``home > pots``): ``{name: [nodes]}``."""
         by_name: dict[str, list[str]] = defaultdict(list)
         for node in self.parent:
             levels = split_path(node, self.separator)
-            if len(levels) > 1:
+            if levels:
                 by_name[levels[-1]].append(node)
         return {k: sorted(v) for k, v in sorted(by_name.items()) if len(v) > 1}
 
@@ -200,6 +201,14 @@ class LabelTree:
                     loc: {str(k): len(v) for k, v in sorted(levs.items())} for loc, levs in sorted(by_locale.items())}
         return out
 
+    @staticmethod
+    def per_locale_text(stats: Mapping[str, Any]) -> str:
+        """``"de 2/1/2; fr 3/3/1"``: the types in use per level per locale of :meth:`stats`'s
+        output ("" without them)."""
+        per_loc = stats.get("types_per_level_per_locale") or {}
+        levels = [str(lv["level"]) for lv in stats.get("levels", [])]
+        return "; ".join(f"{loc} " + "/".join(str(v.get(k, 0)) for k in levels) for loc, v in per_loc.items())
+
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
         return {"separator": self.separator, "parent": dict(sorted(self.parent.items()))}
@@ -211,10 +220,13 @@ class LabelTree:
 
 
 def training_tree(hierarchy: str, labels: Iterable[str], sep: str = DEFAULT_SEPARATOR,
-                  taxonomy: str | Path | None = None) -> LabelTree | None:
-    """The tree a model with ``model.hierarchy`` learns from these training labels: None for a
-    flat model ("flat", or "auto" with labels of one level)."""
+                  taxonomy: str | Path | None = None, depth: int | None = None) -> LabelTree | None:
+    """The tree a model with ``model.hierarchy`` learns from these training labels (and the
+    taxonomy file's paths, cut to ``depth`` levels as ``data.label_depth`` cuts the labels):
+    None for a flat model ("flat", or "auto" with labels of one level)."""
     extra = read_taxonomy(taxonomy, sep) if taxonomy else []
+    if depth is not None:
+        extra = sorted({sep.join(split_path(p, sep)[:depth]) for p in extra})
     tree = LabelTree.from_labels(labels, sep, extra)
     if hierarchy == "flat" or (hierarchy == "auto" and not tree.is_hierarchical):
         return None

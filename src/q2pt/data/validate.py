@@ -55,6 +55,7 @@ from q2pt.errors import DataError
 from . import schema as S
 from .io import MISSING, RawDataset, RawTable, read_raw_dataset
 from .schema import DataProblem, problem
+from .tree import LabelTree
 
 ROW_NOTE = "Row numbers are 1-based data rows (CSV/TSV header not counted; JSONL: line number)."
 
@@ -116,6 +117,9 @@ class ValidationReport:
                 for lv in tree["levels"])
             lines.append(f"product type tree: depth {tree['depth']}, {tree['nodes']} nodes, {tree['leaves']} leaves; "
                          f"{per_level}; names under several parents: {tree['names_under_several_parents']}")
+            per_loc = LabelTree.per_locale_text(tree)
+            if per_loc:
+                lines.append(f"product types per level per locale: {per_loc}")
         for split, n in s.get("unseen_label_pairs", {}).items():
             total = s.get("label_pairs", {}).get(split, 0)
             if n:
@@ -543,13 +547,21 @@ def _tree_checks(checked: Mapping[str, Any], sep: str, file: str) -> tuple[dict[
     """The product-type tree of the labels (when they are paths of more than one level): its
     shape, and a warning per name found under two parents (a path whose own prefix is never a
     label is fine)."""
-    from .tree import LabelTree
 
     labels = [labs for ch in checked.values() for labs in ch.labels if labs]
     tree = LabelTree.from_labels({lab for labs in labels for lab in labs}, sep)
     if not tree.is_hierarchical:
         return None, []
-    stats = tree.stats()
+    lists: list[list[str]] = []
+    locales: list[str] = []
+    complete = all(ch.frame is not None and len(ch.frame) == len(ch.labels) for ch in checked.values())
+    if complete:  # (a table with row errors has no typed frame: then no per-locale counts)
+        for ch in checked.values():
+            for labs, loc in zip(ch.labels, ch.frame[S.LOCALE].astype(str).tolist()):
+                if labs:
+                    lists.append(labs)
+                    locales.append(loc)
+    stats = tree.stats(lists, locales) if complete else tree.stats()
     shared = stats.pop("shared_names")
     stats["names_under_several_parents"] = len(shared)
     problems = []

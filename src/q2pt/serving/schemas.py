@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _STRICT = ConfigDict(extra="forbid")
+
+
+def _no_depth_when_flat(req: Any) -> Any:
+    """``max_depth`` applies to hierarchical answers: with ``flat`` it would be ignored, so the
+    pair is refused (as ``q2pt predict`` refuses it) rather than accepted silently."""
+    if req.flat and req.max_depth is not None:
+        raise ValueError("max_depth applies to hierarchical predictions (not with flat)")
+    return req
 
 
 class PredictRequest(BaseModel):
@@ -35,6 +43,8 @@ class PredictRequest(BaseModel):
         "false: only bottom types (tree leaves, or max_depth)."))
     flat: bool = Field(False, description=(
         "Hierarchical models: 'predicted' lists every type over its threshold, ancestors included."))
+
+    _tree_options = model_validator(mode="after")(_no_depth_when_flat)
 
 
 class BatchItem(BaseModel):
@@ -63,6 +73,8 @@ class BatchRequest(BaseModel):
     max_depth: int | None = Field(None, ge=1, le=100)
     backoff: bool = True
     flat: bool = False
+
+    _tree_options = model_validator(mode="after")(_no_depth_when_flat)
 
 
 class ProductTypeScore(BaseModel):
