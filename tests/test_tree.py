@@ -211,6 +211,21 @@ def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
                 assert refused.status_code == 422 and "not with flat" in refused.text, refused.text
     assert [p["score"] for p in answers["onnx"]["paths"]] == pytest.approx(
         [p["score"] for p in answers["torch"]["paths"]], abs=1e-4)
+    # the file alone carries what paths need: the tree, the score rule and the thresholds
+    import json
+
+    import onnx
+
+    from q2pt.models import load_model
+    from q2pt.serving.onnx_export import export_onnx
+
+    model = load_model(folder)
+    result = export_onnx(model, tmp_path / "tree.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    assert LabelTree.from_json(json.loads(meta["q2pt.tree"])).parent == model.tree_.parent
+    assert meta["q2pt.tree_scores"] == "consistent"
+    assert json.loads(meta["q2pt.level_thresholds"]) == model.level_thresholds_
+    assert json.loads(meta["q2pt.thresholds"]) == pytest.approx(model.thresholds_)
 
 
 def test_predict_cli_options_for_trees(tree_model_dir, capsys):

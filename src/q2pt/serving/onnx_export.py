@@ -14,7 +14,12 @@ Each graph takes the tensors of its encoder's ``tokenize`` (same names: ``ids`` 
 ``model.output softmax``), labels in the order stored in the
 graph's metadata (``q2pt.labels``, JSON; also ``q2pt.variant``, ``q2pt.network``,
 ``q2pt.inputs``, ``q2pt.encoder``, ``q2pt.quantize``). Tokenization stays in Python
-(``Encoder.tokenize``): serve with ``q2pt serve --runtime onnx --onnx OUT``.
+(``Encoder.tokenize``): serve with ``q2pt serve --runtime onnx --onnx OUT``. A hierarchical
+model's graph returns each node's own score; the parent-at-least-its-child lift
+(``model.tree_scores consistent``) and the choice of the deepest confident types are q2pt's
+Python side (:class:`q2pt.inference.InferenceCore`, which ``q2pt serve --runtime onnx`` uses), and
+the graph's metadata carries what they need: ``q2pt.tree`` (the tree's JSON), ``q2pt.tree_scores``,
+``q2pt.thresholds`` and ``q2pt.level_thresholds``.
 
 The graphs are traced with PyTorch's TorchScript-based exporter (opset 17). Its
 ``index_add`` conversion is wrong when an index repeats (it scatters without reduction),
@@ -313,6 +318,11 @@ def _export_network(
     }
     if quantize:
         meta["q2pt.quantize"] = quantize
+    if model.tree_ is not None:  # what a reader of the file alone needs to give paths as q2pt does
+        meta["q2pt.tree"] = json.dumps(model.tree_.to_json(), ensure_ascii=False)
+        meta["q2pt.tree_scores"] = model.config.model.tree_scores
+        meta["q2pt.thresholds"] = json.dumps(model.thresholds_)
+        meta["q2pt.level_thresholds"] = json.dumps(model.level_thresholds_)
     try:
         with tempfile.TemporaryDirectory(prefix="q2pt-export-") as tmpdir:
             fp32 = Path(tmpdir) / "fp32.onnx"
