@@ -2,17 +2,26 @@
 
 A query's predicted types are those whose score reaches its locale's calibrated threshold
 (from the model's manifest: recall at the target precision on validation data), or a
-threshold given by the caller, best first, optionally cut to the ``top_k`` best.
+threshold given by the caller, best first, optionally cut to the ``top_k`` best. A
+hierarchical model (``model.tree_``) predicts each query's deepest types that clear their
+thresholds, backing off to the parent when no child is confident
+(:meth:`q2pt.inference.Inference.paths`).
 
 :func:`predict_frame` adds ``predicted_types``, ``predicted_scores`` and ``note`` columns to
-a table of ``query``/``locale`` rows; :func:`predict_file` does it for a Parquet, JSONL, CSV
-or TSV file (in chunks) and writes the result atomically.
+a table of ``query``/``locale`` rows; a hierarchical model (unless ``flat``) adds
+``predicted_levels`` (list of int: each type's level, 1 = top) and ``predicted_ancestors``
+(list of lists of str: each type's ancestors, top level first), in the order of
+``predicted_types``. :func:`predict_file` does it for a Parquet, JSONL, CSV or TSV file (in
+chunks) and writes the result atomically. :class:`Predictions` holds these columns for every
+prediction path (``q2pt predict``, :mod:`q2pt.streaming`, :mod:`q2pt.ray_predict`).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, has_bad_text, query_problem
 from q2pt.errors import DataError, Problem
@@ -20,12 +29,88 @@ from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    import pyarrow as pa
 
     from q2pt.models import Q2PTModel
 
 TYPES = "predicted_types"
 SCORES = "predicted_scores"
+LEVELS = "predicted_levels"
+ANCESTORS = "predicted_ancestors"
 NOTE = "note"
+#: the columns of a hierarchical prediction (not of a flat one)
+PATH_COLUMNS = (LEVELS, ANCESTORS)
+
+
+def path_columns(
+    paths: Sequence[Sequence[dict[str, Any]]],
+) -> tuple[list[list[str]], list[list[float]], list[list[int]], list[list[list[str]]]]:
+    """Per query, the types, scores, levels and ancestors (names, top level first) of
+    :meth:`q2pt.inference.Inference.paths`' answers, in their order."""
+    return ([[p["product_type"] for p in row] for row in paths],
+            [[float(p["score"]) for p in row] for row in paths],
+            [[int(p["level"]) for p in row] for row in paths],
+            [[[a["product_type"] for a in p["ancestors"]] for p in row] for row in paths])
+
+
+def arrow_fields(paths: bool) -> "list[pa.Field]":
+    """The Arrow fields of the prediction columns (:meth:`Predictions.arrow_arrays`), with the
+    path columns when ``paths`` (a hierarchical prediction)."""
+    import pyarrow as pa
+
+    fields = [pa.field(TYPES, pa.list_(pa.string())), pa.field(SCORES, pa.list_(pa.float64()))]
+    if paths:
+        fields += [pa.field(LEVELS, pa.list_(pa.int32())), pa.field(ANCESTORS, pa.list_(pa.list_(pa.string())))]
+    return [*fields, pa.field(NOTE, pa.string())]
+
+
+@dataclass
+class Predictions:
+    """The predictions of a batch of queries: per query the predicted ``types``, their
+    ``scores`` (same order) and a ``note`` ("" unless the locale was unseen in training); a
+    hierarchical prediction also has each type's ``levels`` and ``ancestors`` (None for a
+    flat model or a ``flat`` prediction).
+
+    Unpacks as ``preds, notes = predict_rows(...)`` (``preds``: the ``(type, score)`` lists)."""
+
+    types: list[list[str]]
+    scores: list[list[float]]
+    notes: list[str]
+    levels: list[list[int]] | None = None
+    ancestors: list[list[list[str]]] | None = None
+
+    @property
+    def paths(self) -> bool:
+        """Whether the predictions carry levels and ancestors (a hierarchical prediction)."""
+        return self.levels is not None
+
+    @property
+    def pairs(self) -> list[list[tuple[str, float]]]:
+        """Per query, the ``(type, score)`` pairs."""
+        return [list(zip(t, s)) for t, s in zip(self.types, self.scores)]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.pairs, self.notes))
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def columns(self) -> dict[str, list[Any]]:
+        """The output columns, in order: ``predicted_types``, ``predicted_scores`` (rounded to 6
+        decimals), ``predicted_levels`` and ``predicted_ancestors`` (hierarchical only), ``note``."""
+        out: dict[str, list[Any]] = {TYPES: self.types, SCORES: [[round(s, 6) for s in row] for row in self.scores]}
+        if self.levels is not None and self.ancestors is not None:
+            out[LEVELS] = self.levels
+            out[ANCESTORS] = self.ancestors
+        out[NOTE] = self.notes
+        return out
+
+    def arrow_arrays(self) -> "list[pa.Array]":
+        """:meth:`columns` as Arrow arrays typed as :func:`arrow_fields`."""
+        import pyarrow as pa
+
+        return [pa.array(values, type=field.type)
+                for values, field in zip(self.columns().values(), arrow_fields(self.paths))]
 
 
 def predict_rows(
@@ -40,18 +125,24 @@ def predict_rows(
     max_depth: int | None = None,
     backoff: bool = True,
     flat: bool = False,
-) -> tuple[list[list[tuple[str, float]]], list[str]]:
-    """Predicted ``(type, score)`` lists and notes for queries with their locales.
+) -> Predictions:
+    """The :class:`Predictions` of queries with their locales (unpacks as ``(type, score)``
+    lists and notes).
 
     ``threshold`` None: each query's locale's calibrated threshold (the global one for a
     locale the model has no threshold for). A hierarchical model gives each query's deepest
-    confident types (``max_depth``, ``backoff``; ``flat``: every confident type, ancestors
-    included; see :meth:`q2pt.inference.InferenceCore.select_paths`).
+    confident types with their levels and ancestors (``max_depth``, ``backoff``; see
+    :meth:`q2pt.inference.InferenceCore.select_paths`); ``flat``: every confident type,
+    ancestors included, without levels or ancestors (a flat model's answer).
     """
     check_threshold(threshold)
     result = model.infer(list(queries), list(locales), fallback_locale=fallback_locale, batch_size=batch_size)
-    return result.select(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff,
-                         flat=flat), result.notes
+    if result.core.tree is None or flat:
+        preds = result.select(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff, flat=flat)
+        return Predictions([[t for t, _ in p] for p in preds], [[s for _, s in p] for p in preds], result.notes)
+    types, scores, levels, ancestors = path_columns(
+        result.paths(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff))
+    return Predictions(types, scores, result.notes, levels, ancestors)
 
 
 def check_input(frame: "pd.DataFrame", file: str, rows: "Sequence[int] | Any | None" = None,
@@ -106,18 +197,18 @@ def predict_frame(
     flat: bool = False,
 ) -> "pd.DataFrame":
     """``frame`` (with ``query`` and ``locale`` columns) plus ``predicted_types`` (list of
-    str), ``predicted_scores`` (list of float, same order) and ``note`` ("" unless the
-    locale was unseen in training)."""
+    str), ``predicted_scores`` (list of float, same order), for a hierarchical model (unless
+    ``flat``) ``predicted_levels`` (list of int) and ``predicted_ancestors`` (list of lists of
+    str, top level first), and ``note`` ("" unless the locale was unseen in training)."""
     check_input(frame, source, max_query_chars=max_query_chars)
-    preds, notes = predict_rows(
+    preds = predict_rows(
         model, frame["query"].tolist(), frame["locale"].tolist(),
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
         max_depth=max_depth, backoff=backoff, flat=flat,
     )
     out = frame.copy()
-    out[TYPES] = [[t for t, _ in p] for p in preds]
-    out[SCORES] = [[round(s, 6) for _, s in p] for p in preds]
-    out[NOTE] = notes
+    for name, values in preds.columns().items():
+        out[name] = values
     return out
 
 
@@ -138,8 +229,9 @@ def predict_file(
     flat: bool = False,
 ) -> int:
     """Predict every row of a Parquet/JSONL/CSV/TSV file (``query``, ``locale`` columns; other
-    columns kept) and write them with the predictions to ``output_path`` (format from its
-    extension; in CSV/TSV the lists are joined with ``|``). Returns the number of rows."""
+    columns kept) and write them with the predictions (:func:`predict_frame`'s columns) to
+    ``output_path`` (format from its extension; in CSV/TSV the lists are joined with ``|``,
+    and ``predicted_ancestors`` is JSON text). Returns the number of rows."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -157,39 +249,37 @@ def predict_file(
     parts = []
     import sys
 
+    options: dict[str, Any] = {"threshold": threshold, "top_k": top_k, "fallback_locale": fallback_locale,
+                               "batch_size": batch_size, "source": str(input_path), "max_query_chars": max_query_chars,
+                               "max_depth": max_depth, "backoff": backoff, "flat": flat}
     show = progress and sys.stderr.isatty()
     for start in tqdm(range(0, len(frame), chunk_size), disable=not show, desc="predicting", unit="chunk"):
-        parts.append(
-            predict_frame(
-                model, frame.iloc[start : start + chunk_size], threshold=threshold, top_k=top_k,
-                fallback_locale=fallback_locale, batch_size=batch_size, source=str(input_path),
-                max_query_chars=max_query_chars, max_depth=max_depth, backoff=backoff, flat=flat,
-            )
-        )
-    result = pd.concat(parts, ignore_index=True) if parts else predict_frame(model, frame, source=str(input_path))
+        parts.append(predict_frame(model, frame.iloc[start : start + chunk_size], **options))
+    result = pd.concat(parts, ignore_index=True) if parts else predict_frame(model, frame, **options)
     if out_fmt in ("csv", "tsv"):
         result[TYPES] = ["|".join(v) for v in result[TYPES]]
         result[SCORES] = ["|".join(f"{s:.6g}" for s in v) for v in result[SCORES]]
+        if LEVELS in result.columns:
+            result[LEVELS] = ["|".join(str(lv) for lv in v) for v in result[LEVELS]]
+            result[ANCESTORS] = [json.dumps(v, ensure_ascii=False) for v in result[ANCESTORS]]
     write_table(result, output_path, out_fmt)
     return len(result)
 
 
-def format_predictions(
-    queries: Sequence[str], preds: Sequence[Sequence[tuple[str, float]]], notes: Sequence[str]
-) -> str:
-    """Human-readable lines: ``query<TAB>type (score), type (score)  [note]``."""
+def format_predictions(queries: Sequence[str], preds: Predictions) -> str:
+    """Human-readable lines: ``query<TAB>type (score), type (score)<TAB>[note]``; a
+    hierarchical prediction's types (full paths) with their levels: ``type (score, level N)``."""
     lines = []
-    for q, p, note in zip(queries, preds, notes):
-        types = ", ".join(f"{t} ({s:.3f})" for t, s in p) or "(no type above the threshold)"
-        lines.append(f"{q}\t{types}" + (f"\t[{note}]" if note else ""))
+    for i, (q, note) in enumerate(zip(queries, preds.notes)):
+        levels = preds.levels[i] if preds.levels is not None else None
+        types = ", ".join(f"{t} ({s:.3f})" if levels is None else f"{t} ({s:.3f}, level {levels[j]})"
+                          for j, (t, s) in enumerate(zip(preds.types[i], preds.scores[i])))
+        lines.append(f"{q}\t{types or '(no type above the threshold)'}" + (f"\t[{note}]" if note else ""))
     return "\n".join(lines)
 
 
-def as_records(
-    queries: Sequence[str], locales: Sequence[str], preds: Sequence[Sequence[tuple[str, float]]], notes: Sequence[str]
-) -> list[dict[str, Any]]:
-    """JSON-ready records of predictions."""
-    return [
-        {"query": q, "locale": loc, TYPES: [t for t, _ in p], SCORES: [round(s, 6) for _, s in p], NOTE: note}
-        for q, loc, p, note in zip(queries, locales, preds, notes)
-    ]
+def as_records(queries: Sequence[str], locales: Sequence[str], preds: Predictions) -> list[dict[str, Any]]:
+    """JSON-ready records of predictions: query, locale and :meth:`Predictions.columns`."""
+    columns = preds.columns()
+    return [{"query": q, "locale": loc, **{name: values[i] for name, values in columns.items()}}
+            for i, (q, loc) in enumerate(zip(queries, locales))]

@@ -10,7 +10,9 @@
 :class:`RayPredictor` is a callable class: Ray creates N actors, each loads the q2pt model
 once (in ``__init__``, torch with one thread) and then predicts the batches it is sent.
 The output rows are the input rows (every column) plus ``predicted_types``,
-``predicted_scores`` and ``note``, as in :func:`q2pt.predict.predict_frame`. Every row is
+``predicted_scores``, for a hierarchical model unless ``flat`` ``predicted_levels``
+(list<int32>) and ``predicted_ancestors`` (list<list<string>>), and ``note``, as in
+:func:`q2pt.predict.predict_frame`. Every row is
 written once, but their order is not guaranteed (see ``preserve_order``) and Ray Data does
 not number rows, so keep an id column in the input to join predictions back.
 
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, Q2PTError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
+from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows, row_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -39,8 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = ["RayPredictor", "ray_predict"]
-
-TYPES, SCORES, NOTE = "predicted_types", "predicted_scores", "note"
 
 
 class RayPredictor:
@@ -77,10 +78,6 @@ class RayPredictor:
         self.max_query_chars = max_query_chars
 
     def __call__(self, batch: "pa.Table") -> "pa.Table":
-        import pyarrow as pa
-
-        from q2pt.predict import predict_rows, row_problems
-
         names = batch.column_names
         missing = [c for c in ("query", "locale") if c not in names]
         if missing:
@@ -91,14 +88,12 @@ class RayPredictor:
                                 max_query_chars=self.max_query_chars)
         if problems:
             raise DataError(f"input: {len(problems)} value(s) cannot be predicted", problems)
-        preds, notes = predict_rows(self.model, queries, locales, **self.options)
-        keep = [c for c in names if c not in (TYPES, SCORES, NOTE)]
-        table = batch.select(keep)
-        table = table.append_column(pa.field(TYPES, pa.list_(pa.string())),
-                                    pa.array([[t for t, _ in p] for p in preds], type=pa.list_(pa.string())))
-        table = table.append_column(pa.field(SCORES, pa.list_(pa.float64())),
-                                    pa.array([[round(s, 6) for _, s in p] for p in preds], type=pa.list_(pa.float64())))
-        return table.append_column(pa.field(NOTE, pa.string()), pa.array(notes, type=pa.string()))
+        preds = predict_rows(self.model, queries, locales, **self.options)
+        outputs = (TYPES, SCORES, NOTE) + (PATH_COLUMNS if preds.paths else ())
+        table = batch.select([c for c in names if c not in outputs])
+        for field, array in zip(arrow_fields(preds.paths), preds.arrow_arrays()):
+            table = table.append_column(field, array)
+        return table
 
 
 _REMOTE_ERROR = re.compile(r"^q2pt\.errors\.(\w+): (.*?)(?:\n\n|\Z)", re.MULTILINE | re.DOTALL)

@@ -9,8 +9,10 @@ columns (any other columns are carried through) in *parts* of ``chunk_size`` row
 * each part is written atomically (temporary file + rename) as
   ``OUT/part-000000.parquet`` with the input columns, ``input_row`` (the row's 0-based
   position in the input: a row id) and the predictions (``predicted_types``,
-  ``predicted_scores``, ``note``, as in :func:`q2pt.predict.predict_frame`). A part file
-  exists only complete, so a run killed at any moment loses at most the parts in flight;
+  ``predicted_scores``, for a hierarchical model unless ``flat`` ``predicted_levels``
+  (list<int32>) and ``predicted_ancestors`` (list<list<string>>), and ``note``, as in
+  :func:`q2pt.predict.predict_frame`). A part file exists only complete, so a run killed at
+  any moment loses at most the parts in flight;
 * ``OUT/_manifest.json`` says what the run is (input fingerprint, model, options,
   ``chunk_size``) and ``OUT/_progress.json`` lists the finished parts; ``resume=True``
   checks the manifest and skips every part whose file is there and complete, so every
@@ -50,6 +52,7 @@ from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 from q2pt.io import atomic_path, write_json
+from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows, row_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -64,7 +67,7 @@ FORMAT = 1
 MANIFEST = "_manifest.json"
 PROGRESS = "_progress.json"
 ROW_ID = "input_row"
-TYPES, SCORES, NOTE = "predicted_types", "predicted_scores", "note"
+#: the output columns of a flat prediction; a hierarchical one adds ``PATH_COLUMNS``
 OUTPUT_COLUMNS = (ROW_ID, TYPES, SCORES, NOTE)
 DEFAULT_CHUNK_SIZE = 100_000
 #: below this many rows to predict, ``workers=None`` predicts in-process (starting a
@@ -118,6 +121,7 @@ class _Options:
     max_depth: int | None = None
     backoff: bool = True
     flat: bool = False
+    paths: bool = False  # a hierarchical prediction: the output has PATH_COLUMNS
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -214,8 +218,6 @@ def _strings(column: Any) -> list[Any]:
 def _check_rows(file: str, start: int, queries: list[Any], locales: list[Any],
                 max_query_chars: int = DEFAULT_MAX_QUERY_CHARS) -> None:
     """DataError naming every row (1-based, like the rest of q2pt) that cannot be predicted."""
-    from q2pt.predict import row_problems
-
     problems = row_problems(queries, locales, file, first_row=start + 1, max_query_chars=max_query_chars)
     if problems:
         raise DataError(f"{file}: {len(problems)} problem(s) in rows that cannot be predicted", problems)
@@ -224,18 +226,24 @@ def _check_rows(file: str, start: int, queries: list[Any], locales: list[Any],
 # ----------------------------------------------------------------------------- one part
 
 
-def output_schema(info: _Input, columns: Sequence[str]) -> "pa.Schema":
-    """Input columns (``columns``) + input_row + predictions."""
+def output_schema(info: _Input, columns: Sequence[str], paths: bool = False) -> "pa.Schema":
+    """Input columns (``columns``) + input_row + predictions (with the levels and ancestors of
+    a hierarchical prediction when ``paths``: :func:`q2pt.predict.arrow_fields`)."""
     import pyarrow as pa
 
-    fields = [info.schema.field(c) for c in columns]
-    fields += [
-        pa.field(ROW_ID, pa.int64()),
-        pa.field(TYPES, pa.list_(pa.string())),
-        pa.field(SCORES, pa.list_(pa.float64())),
-        pa.field(NOTE, pa.string()),
-    ]
-    return pa.schema(fields)
+    return pa.schema([*(info.schema.field(c) for c in columns), pa.field(ROW_ID, pa.int64()), *arrow_fields(paths)])
+
+
+def _predicts_paths(model: "Q2PTModel | str | Path", flat: bool) -> bool:
+    """Whether ``model`` predicts hierarchically (a tree, not ``flat``): its output has the path
+    columns. A model folder's manifest says whether it has a tree."""
+    if flat:
+        return False
+    if isinstance(model, (str, Path)):
+        from q2pt.model_folder import read_manifest
+
+        return bool(read_manifest(Path(model)).get("tree"))
+    return model.tree_ is not None
 
 
 def _predict_part(model: "Q2PTModel", pf: Any, info: _Input, opts: _Options, k: int, schema: "pa.Schema") -> int:
@@ -244,8 +252,6 @@ def _predict_part(model: "Q2PTModel", pf: Any, info: _Input, opts: _Options, k: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from q2pt.predict import predict_rows
-
     start = k * opts.chunk_size
     stop = min(start + opts.chunk_size, info.num_rows)
     read_cols = list(dict.fromkeys([*opts.columns, "query", "locale"]))
@@ -253,18 +259,15 @@ def _predict_part(model: "Q2PTModel", pf: Any, info: _Input, opts: _Options, k: 
     queries = _strings(table.column("query"))
     locales = _strings(table.column("locale"))
     _check_rows(str(info.path), start, queries, locales, opts.max_query_chars)
-    preds, notes = predict_rows(
+    preds = predict_rows(
         model, queries, locales, threshold=opts.threshold, top_k=opts.top_k,
         fallback_locale=opts.fallback_locale, batch_size=opts.batch_size,
         max_depth=opts.max_depth, backoff=opts.backoff, flat=opts.flat,
     )
+    if preds.paths != opts.paths:  # pragma: no cover - the model changed under the run
+        raise ModelLoadError("the model's predictions do not match the run's columns (did the model folder change?)")
     arrays = [table.column(c) for c in opts.columns]
-    arrays += [
-        pa.array(np.arange(start, stop, dtype=np.int64)),
-        pa.array([[t for t, _ in p] for p in preds], type=pa.list_(pa.string())),
-        pa.array([[round(s, 6) for _, s in p] for p in preds], type=pa.list_(pa.float64())),
-        pa.array(notes, type=pa.string()),
-    ]
+    arrays += [pa.array(np.arange(start, stop, dtype=np.int64)), *preds.arrow_arrays()]
     out = pa.Table.from_arrays(arrays, schema=schema)
     with atomic_path(Path(opts.parts_dir) / part_name(k)) as tmp:
         pq.write_table(out, tmp)
@@ -429,10 +432,12 @@ def stream_predict(
     unknown = [c for c in cols if c not in info.columns]
     if unknown:
         raise ConfigError(f"{info.path} has no column(s) {', '.join(unknown)}")
-    clash = [c for c in cols if c in OUTPUT_COLUMNS]
+    paths = _predicts_paths(model, flat)
+    outputs = OUTPUT_COLUMNS + (PATH_COLUMNS if paths else ())
+    clash = [c for c in cols if c in outputs]
     if clash:
         logger.warning("%s: input column(s) %s are replaced by the prediction columns", info.path, ", ".join(clash))
-        cols = [c for c in cols if c not in OUTPUT_COLUMNS]
+        cols = [c for c in cols if c not in outputs]
     n_parts = math.ceil(info.num_rows / chunk_size)
 
     if merged_out and resume and output.is_file() and not parts_dir.exists():
@@ -453,6 +458,8 @@ def stream_predict(
                     # hierarchical choices only when not the defaults (earlier runs' identities stay)
                     **({"max_depth": max_depth} if max_depth is not None else {}),
                     **({"backoff": False} if not backoff else {}), **({"flat": True} if flat else {})},
+        # a hierarchical run's parts hold the path columns (runs without them are not resumed into)
+        **({"path_columns": list(PATH_COLUMNS)} if paths else {}),
     }
     _prepare_folder(parts_dir, identity, resume, overwrite)
 
@@ -483,7 +490,7 @@ def stream_predict(
     opts = _Options(
         model=model_dir, input=str(info.path), parts_dir=str(parts_dir), chunk_size=chunk_size, columns=cols,
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
-        threads=1, max_query_chars=max_query_chars, max_depth=max_depth, backoff=backoff, flat=flat,
+        threads=1, max_query_chars=max_query_chars, max_depth=max_depth, backoff=backoff, flat=flat, paths=paths,
     )
     last_write = [0.0]
 
@@ -519,7 +526,7 @@ def stream_predict(
     write_json(parts_dir / MANIFEST, {**identity, "complete": True, "parts": n_parts, "rows": info.num_rows})
     result_path = parts_dir
     if merged_out:
-        merge_parts(parts_dir, output, n_parts, output_schema(info, cols))
+        merge_parts(parts_dir, output, n_parts, output_schema(info, cols, paths))
         if not keep_parts:
             shutil.rmtree(parts_dir, ignore_errors=True)
         result_path = output
@@ -586,7 +593,7 @@ def _run_in_process(
         torch.set_num_threads(threads)
     try:
         pf = pq.ParquetFile(info.path)
-        schema = output_schema(info, opts.columns)
+        schema = output_schema(info, opts.columns, opts.paths)
         for k in todo:
             record(k, _predict_part(model, pf, info, opts, k, schema))
     finally:
@@ -746,7 +753,7 @@ def _worker_main(stdin: Iterable[str] = sys.stdin, stdout: Any = sys.stdout) -> 
         model = load_model(opts.model)
         info = _open_input(opts.input)
         pf = pq.ParquetFile(info.path)
-        schema = output_schema(info, opts.columns)
+        schema = output_schema(info, opts.columns, opts.paths)
     except Q2PTError as exc:
         say("error " + json.dumps(_error_to_json(exc)))
         return exc.exit_code

@@ -106,6 +106,8 @@ def register(subparsers: Any) -> None:
             "Input files (parquet/jsonl/csv/tsv) need query and locale columns; the output has the same\n"
             "rows plus predicted_types, predicted_scores and note. By default a type is predicted when its\n"
             "score reaches the locale's calibrated threshold (stored in the model's manifest).\n"
+            "Hierarchical models (unless --flat) predict the deepest confident types, backing off to the\n"
+            "parent when no child is sure, and add predicted_levels and predicted_ancestors.\n"
             "A locale unseen in training: unified models predict locale-agnostically (the note says so);\n"
             "non-unified models refuse unless --fallback-locale LOCALE is given.\n\n"
             "Large Parquet files (millions of rows): --stream predicts in parts of --chunk-size rows with\n"
@@ -398,13 +400,13 @@ def _predict(args: argparse.Namespace) -> int:
     problems = row_problems(args.queries, locales, "QUERY arguments", max_query_chars=args.max_query_chars)
     if problems:
         raise DataError(f"{len(problems)} QUERY argument(s) cannot be predicted", problems)
-    preds, notes = predict_rows(
+    preds = predict_rows(
         model, args.queries, locales, threshold=args.threshold, top_k=args.top_k,
         fallback_locale=args.fallback_locale, batch_size=args.batch_size, **_hierarchy(args),
     )
     if args.json:
-        for record in as_records(args.queries, locales, preds, notes):
+        for record in as_records(args.queries, locales, preds):
             print(json.dumps(record, ensure_ascii=False))
     else:
-        print(format_predictions(args.queries, preds, notes))
+        print(format_predictions(args.queries, preds))
     return 0
