@@ -13,9 +13,12 @@ on the fold's test queries at its level(s):
 * level 1 and level 2: R@P80 (pooled) over that level's types, true paths cut to the level;
 * leaf: R@P80 over the full paths seen in training (the flat leaf model's label space), the
   true full paths as positives (a path never seen in training is a miss for every model);
-* coverage: the share of test queries that get some type at the calibrated thresholds (the
-  tree model: its deepest confident types, backing off to parents; a flat model: any type
-  over its locale's threshold), i.e. at the precision the thresholds were calibrated for.
+* coverage: the share of test queries that get some type (the tree model: its deepest
+  confident types, backing off to parents; a flat model: any type over its locale's
+  threshold) at a threshold that reached precision 0.8 on validation
+  (``InferenceCore.reached``: a tree's level thresholds; a flat model's locale or global
+  threshold unless calibration fell back to the best-F1 one); *answered*: the share that get
+  any type at all, at whatever threshold the model predicts with.
 
 Prints one row per fold and the mean with the fold spread (min-max). The data is read from
 the path given and never copied.
@@ -59,10 +62,14 @@ def level_rap(model, test: pd.DataFrame, depth: int | None, columns: list[str] |
     return float(recall_at_precision(y.toarray(), scores[:, idx], 0.8, n_missing=int(missing.sum())).recall)
 
 
-def coverage(model, test: pd.DataFrame) -> float:
+def coverage(model, test: pd.DataFrame) -> tuple[float, float]:
+    """(coverage, answered): the share of test queries given some type at a threshold that
+    reached the precision target on validation, and the share given any type at all."""
     inference = model.infer(test["query"].astype(str).tolist(), test["locale"].astype(str).tolist())
     picked = inference.select()
-    return float(np.mean([bool(row) for row in picked]))
+    ok, column = inference.core.reached(inference.resolutions), inference.core.column_of
+    covered = [any(ok[i, column[t]] for t, _ in row) for i, row in enumerate(picked)]
+    return float(np.mean(covered)), float(np.mean([bool(row) for row in picked]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.platform()}, {os.cpu_count()} CPUs, "
           f"{args.threads} torch thread(s)\n")
     print("| fold | level 1: tree / flat-1 | level 2: tree / flat-2 | leaf: tree / flat-leaf | "
-          "coverage: tree / flat-leaf | train s: tree / flat-1 / flat-2 / flat-leaf |")
-    print("|---|---|---|---|---|---|", flush=True)
+          "coverage: tree / flat-leaf | answered: tree / flat-leaf | train s: tree / flat-1 / flat-2 / flat-leaf |")
+    print("|---|---|---|---|---|---|---|", flush=True)
     rows = []
     for k in [int(x) for x in args.folds.split(",")]:
         splits = fold_splits(frame, k, 5, 0, None)
@@ -121,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             "l2": (level_rap(tree, test, 2), level_rap(flat["flat-2"], test, 2) if flat["flat-2"] else nan),
             "leaf": (level_rap(tree, test, None, leaf_cols),
                      level_rap(flat["flat-leaf"], test, None) if flat["flat-leaf"] else nan),
-            "coverage": (coverage(tree, test), coverage(flat["flat-leaf"], test) if flat["flat-leaf"] else nan),
             "seconds": secs,
         }
+        covers = (coverage(tree, test), coverage(flat["flat-leaf"], test) if flat["flat-leaf"] else (nan, nan))
+        row["coverage"], row["answered"] = (covers[0][0], covers[1][0]), (covers[0][1], covers[1][1])
         rows.append(row)
         print(f"| {k} | {row['l1'][0]:.4f} / {row['l1'][1]:.4f} | {row['l2'][0]:.4f} / {row['l2'][1]:.4f} | "
               f"{row['leaf'][0]:.4f} / {row['leaf'][1]:.4f} | {row['coverage'][0]:.3f} / {row['coverage'][1]:.3f} | "
+              f"{row['answered'][0]:.3f} / {row['answered'][1]:.3f} | "
               + " / ".join(f"{secs[n]:.0f}" if n in secs else "-" for n in ("tree", "flat-1", "flat-2", "flat-leaf"))
               + " |", flush=True)
         if args.json:
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             v = np.asarray([r[key][i] for r in rows])
             return f"{v.mean():.4f} [{v.min():.4f}, {v.max():.4f}]"
         print("| **mean [min, max]** | " + " | ".join(f"{stat(key, 0)} / {stat(key, 1)}"
-                                                      for key in ("l1", "l2", "leaf", "coverage")) + " | |")
+                                                      for key in ("l1", "l2", "leaf", "coverage", "answered")) + " | |")
     return 0
 
 

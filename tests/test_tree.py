@@ -146,6 +146,31 @@ def test_recall_at_precision_per_level_on_a_hand_computed_case():
     assert missing["2"]["global"]["r_at_p"] == pytest.approx(1 / 3) and missing["1"]["global"]["r_at_p"] == 1.0
 
 
+def test_coverage_counts_answers_at_thresholds_that_reached_the_target():
+    from q2pt.metrics import thresholds_reached
+
+    details = {"global": "precision 0.812 >= 0.8, recall 0.400", "de": "precision 0.850 >= 0.8, recall 0.3",
+               "fr": "global threshold: 3 positives < 20"}
+    assert thresholds_reached(details) == {"global": True, "de": True, "fr": True}
+    fallback = {"global": "precision 0.8 never reached; best-F1 threshold used (F1 0.1, precision 0.07, recall 0.2)",
+                "de": "precision 0.850 >= 0.8, recall 0.3", "fr": "global threshold: precision 0.8 never reached"}
+    assert thresholds_reached(fallback) == {"global": False, "de": True, "fr": False}
+    assert thresholds_reached({"global": "default 0.5: no validation data to calibrate on"}) == {"global": False}
+    # a flat core: de's own threshold reached the target, the global one (fr's) did not
+    flat = InferenceCore(variant="unified-agnostic", classes=["a", "b"], locales=["de", "fr"],
+                         thresholds={"global": 0.2, "de": 0.6}, tokenizers={UNIFIED: lambda q, loc: q},
+                         forward=lambda key, batch: np.asarray([[0.9, 0.1]] * len(batch)),
+                         thresholds_reached=thresholds_reached(fallback))
+    assert flat.reached(flat.resolve_all(["de", "fr"])).tolist() == [[True, True], [False, False]]
+    # a tree: only the levels with a threshold of their own count
+    tree = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.5, "2": 0.5}})
+    ok = tree.reached(tree.resolve_all(["de"]))[0]
+    assert ok.tolist() == [lv in (1, 2) for lv in tree.node_level.tolist()]
+    assert _paths(tree) == [("home > kitchen > pots", 3)]  # it answers at level 3 (the locale's threshold) ...
+    set_pr = set_precision_recall([{"x"}], [{"x"}], ["de"], covered=[bool(ok[tree.column_of["home > kitchen > pots"]])])
+    assert set_pr["global"]["coverage"] == 0.0 and set_pr["global"]["precision"] == 1.0  # ... which does not count
+
+
 def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
     # two levels: level-1 column 0, level-2 column 1
     y = np.asarray([[1, 1], [1, 0], [0, 0], [1, 0]])

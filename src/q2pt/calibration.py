@@ -39,6 +39,7 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         evaluate,
         evaluate_levels,
         thresholds_or_default,
+        thresholds_reached,
     )
 
     precision = model.config.train.precision_target
@@ -80,4 +81,6 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
     model.manifest["thresholds"] = thresholds
     model.manifest["type_thresholds"] = type_thresholds
     model.manifest["threshold_details"] = details
+    model.thresholds_reached_ = thresholds_reached(details)
+    model.manifest["thresholds_reached"] = model.thresholds_reached_
 

@@ -141,6 +141,8 @@ class InferenceCore:
         level_thresholds: ``{"global": {level: t}, LOCALE: {level: t}}``: a hierarchical
             model's thresholds per level (and per locale and level); a type's own threshold
             comes first, then its locale's level threshold, the level's, the locale's.
+        thresholds_reached: per key of ``thresholds``, whether it reached the precision
+            target on validation (None: all did); see :meth:`reached`.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class InferenceCore:
         tree: "LabelTree | None" = None,
         level_thresholds: Mapping[str, Mapping[str, float]] | None = None,
         consistent: bool = True,
+        thresholds_reached: Mapping[str, bool] | None = None,
     ) -> None:
         if variant not in ("non-unified", "unified-agnostic", "unified-aware"):
             raise ModelLoadError(f"unknown variant {variant!r}")
@@ -167,6 +170,8 @@ class InferenceCore:
         self.classes = list(classes)
         self.locales = list(locales)
         self.thresholds = {str(k): float(v) for k, v in (thresholds or {}).items()}
+        self.thresholds_reached = None if thresholds_reached is None else {
+            str(k): bool(v) for k, v in thresholds_reached.items()}
         index = {c: i for i, c in enumerate(self.classes)}
         self.column_of = index  #: a label's column
         self.tree = tree
@@ -286,6 +291,34 @@ class InferenceCore:
                 special = self.type_cuts.get(r.locale_used) if r.locale_used is not None else None
                 if special is not None:
                     out[i, special[0]] = special[1]
+        return out
+
+    def reached(self, resolutions: Sequence[Resolution]) -> np.ndarray:
+        """Per query and type ``(n, len(classes))``: whether the type's cut (:meth:`cuts`) is a
+        threshold that reached the precision target on validation, so that an answer there is
+        an answer at that precision (what ``coverage`` counts). A type's own threshold and a
+        level's are only calibrated where they reach it; a hierarchical model's types at a level
+        without a threshold of its own do not count (the locale's threshold was calibrated over
+        every level at once); a flat model's count where its locale's threshold (or the global
+        one it uses) reached the target."""
+        n = len(resolutions)
+        if self.tree is not None:
+            out = np.zeros((n, len(self.classes)), dtype=bool)
+            for i, r in enumerate(resolutions):
+                for key in {r.locale_used or "global", "global"}:
+                    levels = self._level_cuts.get(key)
+                    if levels is not None:
+                        out[i] |= ~np.isnan(levels)
+        else:
+            known = self.thresholds_reached
+            rows = [True if known is None else known.get(r.locale_used if r.locale_used in self.thresholds
+                                                         else "global", known.get("global", False))
+                    for r in resolutions]
+            out = np.repeat(np.asarray(rows, dtype=bool)[:, None], len(self.classes), axis=1)
+        for i, r in enumerate(resolutions):
+            special = self.type_cuts.get(r.locale_used) if r.locale_used is not None else None
+            if special is not None:
+                out[i, special[0]] = True
         return out
 
     # ---------------------------------------------------------------- inference

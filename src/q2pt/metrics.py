@@ -78,6 +78,7 @@ __all__ = [
     "set_precision_recall",
     "recall_as_deployed",
     "evaluate_as_deployed",
+    "thresholds_reached",
     "format_table",
     "format_levels",
     "to_jsonable",
@@ -907,11 +908,14 @@ def set_precision_recall(
     *,
     bootstrap: int = 0,
     seed: int = 0,
+    covered: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """Micro precision and recall of predicted label *sets* against true ones, globally and
     per locale, with percentile bootstrap CIs over queries: the hierarchical precision and
     recall of a tree model when both sets hold their ancestors (an answer of the right parent
-    scores the levels it got right). Also ``coverage``: the share of queries that got any
+    scores the levels it got right). Also ``coverage``: the share of queries ``covered`` (given:
+    e.g. the queries with an answer at a threshold that reached the precision target), or by
+    default the share of queries that got any
     type. Entries as :func:`recall_as_deployed`'s."""
     p = _check_precision(precision)
     n = len(true_sets)
@@ -922,10 +926,13 @@ def set_precision_recall(
     pred = np.asarray([len(q) for q in predicted_sets], dtype=np.int64)
     zero = np.zeros(n, dtype=np.int64)
     locs = np.asarray([str(x) for x in locales], dtype=object)
+    cover = pred > 0 if covered is None else np.asarray(covered, dtype=bool)
+    if cover.shape != (n,):
+        raise DataError(f"got {cover.shape[0] if cover.ndim else 0} coverage flags for {n} queries")
 
     def entry(rows: np.ndarray, s: Any) -> dict[str, Any]:
         out = _deployed_entry(tp[rows], pos[rows], pred[rows], zero[rows], p, int(bootstrap), s)
-        out["coverage"] = float((pred[rows] > 0).mean()) if rows.size else None
+        out["coverage"] = float(cover[rows].mean()) if rows.size else None
         return out
 
     result: dict[str, Any] = {"global": entry(np.arange(n), int(seed)), "locales": {},
@@ -937,6 +944,18 @@ def set_precision_recall(
 
 #: the threshold every locale gets when there is nothing to calibrate on
 DEFAULT_THRESHOLD = 0.5
+
+
+def thresholds_reached(details: Mapping[str, str]) -> dict[str, bool]:
+    """Per key of :func:`thresholds_or_default`'s ``details``: whether its threshold reached the
+    precision target on the validation data (a locale on the global threshold: whether the
+    global one did; the best-F1 fallback and the default 0.5 did not)."""
+    def own(text: str) -> bool:
+        return text.startswith("precision ") and " >= " in text  # calibrate_thresholds' wording
+
+    glob = own(str(details.get("global", "")))
+    return {str(k): (glob if str(v).startswith("global threshold") else own(str(v))) if k != "global" else glob
+            for k, v in details.items()}
 
 
 def thresholds_or_default(
@@ -1040,5 +1059,6 @@ def format_levels(result: Mapping[str, Any]) -> str:
             return "" if not v or v[0] is None else f" [{v[0]:.3f}, {v[1]:.3f}]"
         lines.append(f"hierarchical precision {_fmt(h['precision'])}{ci('precision_ci')}, recall "
                      f"{_fmt(h['recall'])}{ci('recall_ci')} (answers and true types with their ancestors, "
-                     f"at the calibrated thresholds); coverage {_fmt(h['coverage'])} (queries given any type)")
+                     f"at the calibrated thresholds); coverage {_fmt(h['coverage'])} (queries given some type "
+                     "at a threshold that reached the target)")
     return "\n".join(lines)

@@ -148,6 +148,8 @@ class Q2PTModel:
         #: a hierarchical model's tree (model.hierarchy) and thresholds per level
         self.tree_: "LabelTree | None" = None
         self.level_thresholds_: dict[str, dict[str, float]] = {}
+        #: per key of thresholds_: whether it reached the precision target on validation (None: unknown)
+        self.thresholds_reached_: dict[str, bool] | None = None
         self.networks: dict[str, Q2PTNet] = {}
         self.network_labels_: dict[str, list[str]] = {}
         self.manifest: dict[str, Any] = {}
@@ -309,7 +311,7 @@ class Q2PTModel:
             tokenizers=encoder_tokenizers(self.networks), forward=forward or torch_forward(self.networks),
             network_labels=self.network_labels_, fallback_locale=fallback_locale,
             type_thresholds=self.type_thresholds_, tree=self.tree_, level_thresholds=self.level_thresholds_,
-            consistent=self.config.model.tree_scores == "consistent",
+            consistent=self.config.model.tree_scores == "consistent", thresholds_reached=self.thresholds_reached_,
         )
 
     def infer(
@@ -383,7 +385,8 @@ class Q2PTModel:
         with their ancestors) and adds ``levels`` (the same figures per level of the tree, each
         over that level's types only), ``hierarchical`` (precision and recall of its answers --
         the deepest confident types, with back-off -- against the true types, both with their
-        ancestors, and ``coverage``: the share of queries that got any type), with bootstrap
+        ancestors, and ``coverage``: the share of queries given some type at a threshold that
+        reached the precision target on validation, see :meth:`InferenceCore.reached`), with bootstrap
         CIs when ``bootstrap`` is set. ``level``: judge level N alone (its types' columns;
         the true paths cut to N levels). ``inference``: :meth:`infer` of the frame's rows, when
         the caller scored them already.
@@ -418,10 +421,13 @@ class Q2PTModel:
         if tree is not None:
             truth = [tree.close(t) for t in truth]
             answers = inference.paths()
+            at_target = inference.core.reached(inference.resolutions)
+            column = inference.core.column_of
             hierarchical = set_precision_recall(
                 [set(t) for t in truth],
                 [{a["product_type"] for p in row for a in p["ancestors"]} | {p["product_type"] for p in row}
-                 for row in answers], locs, precision, bootstrap=bootstrap, seed=seed)
+                 for row in answers], locs, precision, bootstrap=bootstrap, seed=seed,
+                covered=[any(at_target[i, column[p["product_type"]]] for p in row) for i, row in enumerate(answers)])
             if level is not None:  # one level: its columns, and the true paths cut to it
                 cols = np.flatnonzero(inference.core.node_level == level)
                 classes = [classes[c] for c in cols]
@@ -578,6 +584,12 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
             raise ModelLoadError(f"{mpath} is corrupt (tree: {exc})") from None
     model.level_thresholds_ = {str(k): {str(lv): float(t) for lv, t in v.items()}
                                for k, v in (manifest.get("level_thresholds") or {}).items()}
+    reached = manifest.get("thresholds_reached")
+    if not isinstance(reached, dict) and isinstance(manifest.get("threshold_details"), dict):
+        from q2pt.metrics import thresholds_reached  # a model saved before the field: from the details
+
+        reached = thresholds_reached(manifest["threshold_details"])
+    model.thresholds_reached_ = {str(k): bool(v) for k, v in reached.items()} if isinstance(reached, dict) else None
     model.manifest = manifest
     model.fingerprint = model_fingerprint(folder)
     return model

@@ -497,7 +497,8 @@ def _deployed_per_locale(rep: Report, recs: Sequence[Mapping[str, Any]], locales
 
 def _tree_levels(rep: Report, recs: Sequence[Mapping[str, Any]], rap: str, figdir: Path) -> None:
     """Hierarchical models: their figures per level of the tree, hierarchical precision and
-    recall, and coverage (the share of test queries given some type)."""
+    recall, and coverage (the share of test queries given some type at a threshold that reached
+    the precision target on validation)."""
     trees = [r for r in recs if (r["evals"]["test"].get("tree") or {}).get("levels")]
     if not trees:
         return
@@ -507,7 +508,8 @@ def _tree_levels(rep: Report, recs: Sequence[Mapping[str, Any]], rap: str, figdi
              "only, the true paths cut to that level), **hierarchical** precision and recall (a model's answers -- "
              "the deepest confident types, backing off to the parent -- and the true types, both with their "
              "ancestors, at the model's per-level thresholds), and **coverage**: the share of test queries that "
-             "got some type at the precision the thresholds were calibrated for.")
+             "got some type at a threshold that reached the target precision on validation (a level whose "
+             "threshold never reached it answers, but does not count).")
     depth = max(int(k) for r in trees for k in r["evals"]["test"]["tree"]["levels"])
     header = ["model"] + [f"level {k} {rap}" for k in range(1, depth + 1)] + [
         "hierarchical precision", "hierarchical recall", "coverage"]
