@@ -617,3 +617,4 @@ def test_experiment_on_category_paths_reports_every_level(tmp_path, capsys):
     assert ev["global"]["n_positives"] == tfidf["global"]["n_positives"]
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "Per level of the product-type tree" in md and "coverage" in md
+    assert ev["tree"]["leaf"]["global"]["r_at_p"] is not None and "leaf R@P80" in md

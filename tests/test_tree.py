@@ -197,6 +197,10 @@ def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir)
     assert model.predict(["kopfhörer"], "de_DE") == [["electronics > audio > headphones"]]
     result = model.evaluate(test, bootstrap=20)
     assert set(result["levels"]) == {"1", "2", "3"} and result["levels"]["1"]["global"]["r_at_p"] > 0.9
+    # the leaves: the bottom types, at any depth (the store's types under no group are leaves at level 2)
+    leaves = {c for c in model.classes_ if model.tree_.is_leaf(c)}
+    expected_leaf = sum(len({t for t in ts if t in leaves}) for ts in test["product_types"])
+    assert result["leaf"]["global"]["n_positives"] == expected_leaf > 0 and result["leaf"]["global"]["r_at_p"] > 0.5
     h = result["hierarchical"]["global"]
     assert h["precision"] > 0.9 and 0 < h["coverage"] <= 1 and h["recall_ci"][0] <= h["recall"]
     level1 = model.evaluate(test, level=1)

@@ -1052,6 +1052,12 @@ def format_levels(result: Mapping[str, Any]) -> str:
         ci = g.get("r_at_p_ci")
         ci_s = "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
         lines.append(f"{'':38}{level:>5}  {g['n_queries']:>7}  {g['n_positives']:>9}  {_fmt(g['r_at_p'])}  {ci_s}")
+    leaf = (result.get("leaf") or {}).get("global")
+    if leaf:  # the bottom types, at any depth
+        ci = leaf.get("r_at_p_ci")
+        ci_s = "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+        lines.append(f"{'':38}{'leaf':>5}  {leaf['n_queries']:>7}  {leaf['n_positives']:>9}  {_fmt(leaf['r_at_p'])}  "
+                     f"{ci_s}")
     h = (result.get("hierarchical") or {}).get("global")
     if h:
         def ci(key: str) -> str:

@@ -383,7 +383,8 @@ class Q2PTModel:
 
         A hierarchical model (``tree_``) is judged on every node of its tree (a query's types
         with their ancestors) and adds ``levels`` (the same figures per level of the tree, each
-        over that level's types only), ``hierarchical`` (precision and recall of its answers --
+        over that level's types only), ``leaf`` (the same over the bottom types it scores, at any
+        depth), ``hierarchical`` (precision and recall of its answers --
         the deepest confident types, with back-off -- against the true types, both with their
         ancestors, and ``coverage``: the share of queries given some type at a threshold that
         reached the precision target on validation, see :meth:`InferenceCore.reached`), with bootstrap
@@ -443,6 +444,13 @@ class Q2PTModel:
                                 for k in range(1, tree.depth + 1)}
             result["levels"] = evaluate_levels(y, scores, locs, inference.core.node_level, precision, bootstrap, seed,
                                                missing_by_level)
+            # the leaves: the bottom types the model scores, at whatever depth (a true leaf it never
+            # learned is a missed positive)
+            leaf = inference.core.leaf_col
+            missing_leaf = np.asarray([sum(1 for x in t if x not in known and tree.is_leaf(x)) for t in truth],
+                                      dtype=np.int64)
+            result["leaf"] = evaluate(y[:, leaf], scores[:, leaf], locs, precision=precision, bootstrap=bootstrap,
+                                      seed=seed, n_missing=missing_leaf)
             result["hierarchical"] = hierarchical
         if level is not None:
             result["level"] = level

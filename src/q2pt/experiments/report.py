@@ -512,7 +512,7 @@ def _tree_levels(rep: Report, recs: Sequence[Mapping[str, Any]], rap: str, figdi
              "threshold never reached it answers, but does not count).")
     depth = max(int(k) for r in trees for k in r["evals"]["test"]["tree"]["levels"])
     header = ["model"] + [f"level {k} {rap}" for k in range(1, depth + 1)] + [
-        "hierarchical precision", "hierarchical recall", "coverage"]
+        f"leaf {rap}", "hierarchical precision", "hierarchical recall", "coverage"]
     rows, bars = [], []
     for r in trees:
         t = r["evals"]["test"]["tree"]
@@ -521,6 +521,9 @@ def _tree_levels(rep: Report, recs: Sequence[Mapping[str, Any]], rap: str, figdi
             g = ((t["levels"].get(str(k)) or {}).get("global") or {})
             cells.append(format_ci(g.get("r_at_p"), g.get("r_at_p_ci")))
             bars.append((f"{r['label']} L{k}", g.get("r_at_p"), g.get("r_at_p_ci")))
+        leaf = (t.get("leaf") or {}).get("global") or {}
+        cells.append(format_ci(leaf.get("r_at_p"), leaf.get("r_at_p_ci")))
+        bars.append((f"{r['label']} leaf", leaf.get("r_at_p"), leaf.get("r_at_p_ci")))
         h = (t.get("hierarchical") or {}).get("global") or {}
         rows.append([r["label"], *cells, format_ci(h.get("precision"), h.get("precision_ci")),
                      format_ci(h.get("recall"), h.get("recall_ci")), _f(h.get("coverage"))])

@@ -465,7 +465,8 @@ class ExperimentRunner:
                 if ev.name == evals[0].name and ev.predict_locales is None:
                     full = model.evaluate(ev.frame, precision=s.precision, bootstrap=ev.bootstrap, seed=s.seed,
                                           top_types=0, inference=inference)
-                    tree_eval = {"levels": full.get("levels"), "hierarchical": full.get("hierarchical")}
+                    tree_eval = {"levels": full.get("levels"), "leaf": full.get("leaf"),
+                                 "hierarchical": full.get("hierarchical")}
                 scores = scores[:, view]
             result = evaluate_scores(ev.frame, scores, classes, precision=s.precision,
                                      bootstrap=ev.bootstrap, seed=s.seed, curves=ev.curves)
