@@ -197,3 +197,29 @@ def test_label_depth_is_recorded_and_applied(tmp_path):
     assert result.results["runs"]["main/unified-aware"]["label_depth"] == 1
     assert "label depth 1" in result.report_md.read_text(encoding="utf-8")
     assert "label depth 1" in result.headline()
+
+
+def test_folds_aggregate_and_report_a_hierarchical_models_levels(tmp_path):
+    from q2pt.experiments.evaluation import aggregate_folds
+    from q2pt.experiments.report import render_folds_report
+
+    def fold(l1: float, l2: float, leaf: float, coverage: float) -> dict:
+        tree = {"levels": {"1": {"global": {"r_at_p": l1}}, "2": {"global": {"r_at_p": l2}}},
+                "leaf": {"global": {"r_at_p": leaf}},
+                "hierarchical": {"global": {"precision": 0.9, "recall": 0.4, "coverage": coverage}}}
+        test = {"global": {"r_at_p": l1}, "locales": {"us": {"r_at_p": l1}}, "tree": tree}
+        flat = {"global": {"r_at_p": 0.3}, "locales": {"us": {"r_at_p": 0.3}}}
+        return {"sections": {"main": {"runs": ["main/tree", "main/flat"], "train_sizes": {"us": 10}}},
+                "runs": {"main/tree": {"name": "tree", "label": "Tree", "evals": {"test": test}},
+                         "main/flat": {"name": "flat", "label": "Flat", "evals": {"test": flat}}}}
+
+    agg = aggregate_folds([fold(0.6, 0.2, 0.1, 0.5), fold(0.4, 0.1, 0.05, 0.7)])
+    tree = agg["models"]["tree"]["tree"]
+    assert tree["levels"]["1"]["mean"] == pytest.approx(0.5) and tree["levels"]["2"]["values"] == [0.2, 0.1]
+    assert tree["leaf"]["mean"] == pytest.approx(0.075) and tree["coverage"]["mean"] == pytest.approx(0.6)
+    assert "tree" not in agg["models"]["flat"]  # a flat model has no levels
+    results = {**agg, "kind": "folds", "k": 2, "folds": [], "precision": 0.8}
+    render_folds_report(tmp_path, results)
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Per level of the product-type tree" in md and "level 2 R@P80" in md and "leaf R@P80" in md
+    assert "0.150 ± 0.071" in md  # level 2 of the tree: mean ± sd

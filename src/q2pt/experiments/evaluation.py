@@ -342,7 +342,9 @@ def aggregate_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     has ``key``, ``kind``, ``label``, ``folds`` (how many folds ran it) and :func:`fold_stats` of
     ``global_r_at_p`` (pooled), ``global_pr_auc``, ``global_deployed_recall``,
     ``global_deployed_precision``, ``train_seconds`` and per locale (``locales[LOC]``)
-    ``r_at_p``, ``deployed_recall``, ``deployed_precision``. Each ``values`` list has one entry
+    ``r_at_p``, ``deployed_recall``, ``deployed_precision``; a hierarchical model also ``tree``:
+    the stats of its R@P per level (``levels[LEVEL]``) and at the leaves, and of its hierarchical
+    ``precision``, ``recall`` and ``coverage``. Each ``values`` list has one entry
     per fold (None where the fold lacks the model or the figure). Locales are ordered by their
     mean training size, largest first.
     """
@@ -390,4 +392,11 @@ def aggregate_folds(folds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 for loc in locales
             },
         }
+        levels = sorted({str(lv) for ev in evs for lv in (_get(ev, "tree", "levels") or {})}, key=int)
+        if levels:  # a hierarchical model: its figures per level of the tree
+            models[name]["tree"] = {
+                "levels": {lv: col("tree", "levels", lv, "global", "r_at_p") for lv in levels},
+                "leaf": col("tree", "leaf", "global", "r_at_p"),
+                **{key: col("tree", "hierarchical", "global", key) for key in ("precision", "recall", "coverage")},
+            }
     return to_jsonable({"models": models, "locales": locales, "train_sizes": size_stats})

@@ -914,6 +914,20 @@ def render_folds_report(out_dir: str | Path, results: Mapping[str, Any] | None =
                      for m in models.values()] for loc in locales]
     rep.table(header, rows)
 
+    trees = [m for m in models.values() if m.get("tree")]
+    if trees:
+        depth = max(int(lv) for m in trees for lv in m["tree"]["levels"])
+        rep.heading("Per level of the product-type tree", level=3, anchor="folds-levels")
+        rep.para(f"The hierarchical models' {rap} per level (each level's types only, the true paths cut to it) "
+                 "and at the leaves (the bottom types, at any depth), hierarchical precision and recall and "
+                 "coverage (see each fold's report): mean ± sd over the folds.")
+        header = ["model"] + [f"level {k} {rap}" for k in range(1, depth + 1)] + [
+            f"leaf {rap}", "hierarchical precision", "hierarchical recall", "coverage"]
+        rows = [[m["label"]] + [_ms(m["tree"]["levels"].get(str(k)), spread=False) for k in range(1, depth + 1)]
+                + [_ms(m["tree"].get(key), spread=False) for key in ("leaf", "precision", "recall", "coverage")]
+                for m in trees]
+        rep.table(header, rows, "l" + "r" * (len(header) - 1))
+
     rep.heading("Per fold", level=3, anchor="folds-each")
     rep.para(f"Global {rap} (pooled) / global recall as deployed of every model on each fold.")
     header = ["fold", "data fingerprint", "train / valid / test queries"] + [m["label"] for m in models.values()]
