@@ -618,3 +618,4 @@ def test_experiment_on_category_paths_reports_every_level(tmp_path, capsys):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "Per level of the product-type tree" in md and "coverage" in md
     assert ev["tree"]["leaf"]["global"]["r_at_p"] is not None and "leaf R@P80" in md
+    assert "Per locale (R@P80 per level and at the leaves" in md and ": L2 |" in md

@@ -530,6 +530,23 @@ def _tree_levels(rep: Report, recs: Sequence[Mapping[str, Any]], rap: str, figdi
     rep.table(header, rows, "l" + "r" * (len(header) - 1))
     path = F.plot_bars(bars, figdir / "levels.png", ylabel=rap, title=f"{rap} per level of the tree, 95% bootstrap CIs")
     rep.figure(path, f"{FIG_DIR}/{path.name}", f"{rap} per level of the product-type tree")
+    # per locale: each hierarchical model's R@P per level and at the leaves, with 95% CIs
+    locales = sorted({loc for r in trees for lv in r["evals"]["test"]["tree"]["levels"].values()
+                      for loc in (lv.get("locales") or {})})
+    if locales:
+        rep.para(f"Per locale ({rap} per level and at the leaves, 95% bootstrap CIs):")
+        header = ["locale"] + [f"{r['label']}: {name}" for r in trees
+                               for name in [*(f"L{k}" for k in range(1, depth + 1)), "leaf"]]
+        rows = []
+        for loc in locales:
+            cells = []
+            for r in trees:
+                t = r["evals"]["test"]["tree"]
+                for entry in [*(t["levels"].get(str(k)) for k in range(1, depth + 1)), t.get("leaf")]:
+                    e = ((entry or {}).get("locales") or {}).get(loc) or {}
+                    cells.append(format_ci(e.get("r_at_p"), e.get("r_at_p_ci")))
+            rows.append([loc, *cells])
+        rep.table(header, rows, "l" + "r" * (len(header) - 1))
 
 
 def _failing_types(rep: Report, recs: Sequence[Mapping[str, Any]], locales: Sequence[str],
