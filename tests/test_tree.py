@@ -72,6 +72,12 @@ def test_validate_reports_the_tree_per_level_and_locale_and_names_under_two_pare
     out = capsys.readouterr().out
     assert "product types per level per locale: de 2/1/1; fr 2/1/0" in out  # ancestors included
     assert "the name 'toys' is under 2 parents (home > toys; toys)" in out
+    taxonomy = tmp_path / "tax.txt"  # a taxonomy file's paths join the tree
+    taxonomy.write_text("home > kitchen > pots > steel\nhome > garden\n")
+    assert main(["data", "validate", str(data), "--taxonomy", str(taxonomy)]) == 0
+    assert "product type tree: depth 4, 7 nodes" in capsys.readouterr().out
+    assert main(["data", "stats", str(data), "--taxonomy", str(taxonomy)]) == 0
+    assert "level 4: 1 types, 1 leaves" in capsys.readouterr().out
 
 
 def _core(scores: list[float], level_thresholds=None):

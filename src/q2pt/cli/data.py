@@ -26,6 +26,11 @@ def _add_separator(p: argparse.ArgumentParser) -> None:
                    "paths of several levels are reported as a tree")
 
 
+def _add_taxonomy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--taxonomy", metavar="FILE", default=None,
+                   help="a taxonomy file (one product-type path a line) whose paths join the tree of the labels")
+
+
 def _add_max_chars(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-query-chars", type=int, default=200, metavar="N",
@@ -48,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_source(p, "omitted: the built-in simulated store")
     _add_max_chars(p)
     _add_separator(p)
+    _add_taxonomy(p)
     p.add_argument("--max-problems", type=int, default=50, metavar="N",
                    help="print at most N problems, 0 for all (counts by kind are always complete; default: 50)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -59,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_source(p, "omitted: the built-in simulated store")
     _add_max_chars(p)
     _add_separator(p)
+    _add_taxonomy(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=_stats)
 
@@ -140,7 +147,7 @@ def _validate(args: argparse.Namespace) -> int:
     from q2pt.data.validate import validate_dataset
 
     report = validate_dataset(_source(args), max_query_chars=args.max_query_chars,
-                              label_separator=args.label_separator)
+                              label_separator=args.label_separator, taxonomy=args.taxonomy)
     limit = None if args.max_problems <= 0 else args.max_problems
     if args.json:
         print(json.dumps(report.to_dict(max_problems=limit), ensure_ascii=False, indent=2))
@@ -154,7 +161,7 @@ def _stats(args: argparse.Namespace) -> int:
     from q2pt.data.stats import dataset_stats, format_stats
 
     ds = load_dataset(args.path, preset=args.preset, seed=args.seed, max_query_chars=args.max_query_chars)
-    stats = dataset_stats(ds, args.label_separator)
+    stats = dataset_stats(ds, args.label_separator, args.taxonomy)
     if args.json:
         stats["warnings"] = len(ds.warnings)
         print(json.dumps(stats, ensure_ascii=False, indent=2))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from . import schema as S
-from .tree import LabelTree
+from .tree import LabelTree, read_taxonomy
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import Dataset
@@ -23,7 +24,7 @@ def _dist(counts: pd.Series) -> dict[str, float]:
     }
 
 
-def dataset_stats(ds: "Dataset", label_separator: str = " > ") -> dict[str, Any]:
+def dataset_stats(ds: "Dataset", label_separator: str = " > ", taxonomy: "str | Path | None" = None) -> dict[str, Any]:
     """Statistics of a dataset, globally and per locale.
 
     Per locale: queries (rows) per split and in total, distinct normalized queries,
@@ -72,7 +73,8 @@ def dataset_stats(ds: "Dataset", label_separator: str = " > ") -> dict[str, Any]
     train_labels = set(ds.labels)
 
     label_rows = [list(v) for v in all_rows[S.LABELS].tolist()]
-    tree = LabelTree.from_labels({x for row in label_rows for x in row}, label_separator)
+    extra = read_taxonomy(taxonomy, label_separator) if taxonomy else ()  # a taxonomy file's paths too
+    tree = LabelTree.from_labels({x for row in label_rows for x in row}, label_separator, extra)
     tree_stats = tree.stats(label_rows, all_rows[S.LOCALE].tolist()) if tree.is_hierarchical else None
     return {
         "tree": tree_stats,

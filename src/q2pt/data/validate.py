@@ -472,6 +472,7 @@ def check_raw_dataset(
     max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS,
     cross_checks: bool = True,
     label_separator: str = " > ",
+    taxonomy: str | Path | None = None,
 ) -> tuple[ValidationReport, dict[str, pd.DataFrame] | None]:
     """Validate a :class:`RawDataset`; return the report and, when there are no errors,
     the typed split frames (``query``, ``locale``, ``product_types``, ``weight``, extras).
@@ -520,7 +521,7 @@ def check_raw_dataset(
         "n_product_types": len(train_labels),
         "max_query_chars": max_query_chars,
     }
-    tree_summary, tree_problems = _tree_checks(checked, label_separator, first_file)
+    tree_summary, tree_problems = _tree_checks(checked, label_separator, first_file, taxonomy)
     if tree_summary is not None:
         summary["tree"] = tree_summary
     problems.extend(tree_problems)
@@ -543,13 +544,17 @@ def check_raw_dataset(
 MAX_TREE_WARNINGS = 20
 
 
-def _tree_checks(checked: Mapping[str, Any], sep: str, file: str) -> tuple[dict[str, Any] | None, list[DataProblem]]:
-    """The product-type tree of the labels (when they are paths of more than one level): its
-    shape, and a warning per name found under two parents (a path whose own prefix is never a
-    label is fine)."""
+def _tree_checks(checked: Mapping[str, Any], sep: str, file: str,
+                 taxonomy: str | Path | None = None) -> tuple[dict[str, Any] | None, list[DataProblem]]:
+    """The product-type tree of the labels and the taxonomy file's paths (when they are paths of
+    more than one level): its shape, and a warning per name found under two parents (a path
+    whose own prefix is never a label is fine)."""
 
     labels = [labs for ch in checked.values() for labs in ch.labels if labs]
-    tree = LabelTree.from_labels({lab for labs in labels for lab in labs}, sep)
+    from .tree import read_taxonomy
+
+    tree = LabelTree.from_labels({lab for labs in labels for lab in labs}, sep,
+                                 read_taxonomy(taxonomy, sep) if taxonomy else ())
     if not tree.is_hierarchical:
         return None, []
     lists: list[list[str]] = []
@@ -579,11 +584,12 @@ def _tree_checks(checked: Mapping[str, Any], sep: str, file: str) -> tuple[dict[
 
 
 def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS,
-                     label_separator: str = " > ") -> ValidationReport:
-    """Validate a dataset directory or single file. Raises DataError only when the
-    dataset cannot be read at all (missing, unreadable, wrong layout)."""
+                     label_separator: str = " > ", taxonomy: str | Path | None = None) -> ValidationReport:
+    """Validate a dataset directory or single file (its product-type tree with the paths of a
+    ``taxonomy`` file, one path a line, when given). Raises DataError only when the dataset
+    (or the taxonomy) cannot be read at all (missing, unreadable, wrong layout)."""
     report, _ = check_raw_dataset(read_raw_dataset(path), max_query_chars=max_query_chars,
-                                  label_separator=label_separator)
+                                  label_separator=label_separator, taxonomy=taxonomy)
     return report
 
 
