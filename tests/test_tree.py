@@ -158,6 +158,8 @@ def test_coverage_counts_answers_at_thresholds_that_reached_the_target():
     details = {"global": "precision 0.812 >= 0.8, recall 0.400", "de": "precision 0.850 >= 0.8, recall 0.3",
                "fr": "global threshold: 3 positives < 20"}
     assert thresholds_reached(details) == {"global": True, "de": True, "fr": True}
+    # a locale whose own pairs never reach the target is not at it on the global threshold either
+    assert thresholds_reached({**details, "fr": "global threshold: precision 0.8 never reached"})["fr"] is False
     fallback = {"global": "precision 0.8 never reached; best-F1 threshold used (F1 0.1, precision 0.07, recall 0.2)",
                 "de": "precision 0.850 >= 0.8, recall 0.3", "fr": "global threshold: precision 0.8 never reached"}
     assert thresholds_reached(fallback) == {"global": False, "de": True, "fr": False}

@@ -367,6 +367,8 @@ ADDED_KEYS: dict[str, Any] = {
     "model.memory_weight": 0.0,  # no query memory
     "model.memory_dim": 0,  # keys as wide as the embeddings
     "model.head_init": "random",  # the paper's random rows
+    "model.tree_scores": "raw",  # a tree's scores as its network gave them (no parent lift)
+    "train.ancestor_loss_weight": 1.0,  # every node weighed alike in the loss
 }
 
 

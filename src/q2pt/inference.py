@@ -384,7 +384,8 @@ class InferenceCore:
         [{"product_type", "score"}, ...]}`` (top level first). ``max_depth``: nothing below
         that level. ``backoff`` (default): a confident parent whose children are all unsure is
         an answer ("kitchen > cookware" when unsure which pot); off: only types at the bottom
-        (a leaf of the tree, or ``max_depth``). A flat model's types are all at level 1."""
+        (a type none of whose children the model scores, or ``max_depth``). A flat model's types
+        are all at level 1."""
         check_threshold(threshold)
         if top_k is not None and top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {top_k}")

@@ -948,14 +948,19 @@ DEFAULT_THRESHOLD = 0.5
 
 def thresholds_reached(details: Mapping[str, str]) -> dict[str, bool]:
     """Per key of :func:`thresholds_or_default`'s ``details``: whether its threshold reached the
-    precision target on the validation data (a locale on the global threshold: whether the
-    global one did; the best-F1 fallback and the default 0.5 did not)."""
+    precision target on the validation data (a locale on the global threshold for lack of
+    positives: whether the global one did; a locale whose own pairs never reached it, the
+    best-F1 fallback and the default 0.5: not)."""
     def own(text: str) -> bool:
         return text.startswith("precision ") and " >= " in text  # calibrate_thresholds' wording
 
+    def locale(text: str) -> bool:
+        if text.startswith("global threshold"):  # too few positives: the global one's result; its own
+            return glob and "never reached" not in text  # data never reaching the target: not at the target
+        return own(text)
+
     glob = own(str(details.get("global", "")))
-    return {str(k): (glob if str(v).startswith("global threshold") else own(str(v))) if k != "global" else glob
-            for k, v in details.items()}
+    return {str(k): glob if k == "global" else locale(str(v)) for k, v in details.items()}
 
 
 def thresholds_or_default(

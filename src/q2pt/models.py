@@ -446,11 +446,14 @@ class Q2PTModel:
                                                missing_by_level)
             # the leaves: the bottom types the model scores, at whatever depth (a true leaf it never
             # learned is a missed positive)
+            # positives: each query's deepest true types; one the model cannot answer at its bottom
+            # (not among its leaf columns) is a missed positive
             leaf = inference.core.leaf_col
-            missing_leaf = np.asarray([sum(1 for x in t if x not in known and tree.is_leaf(x)) for t in truth],
-                                      dtype=np.int64)
-            result["leaf"] = evaluate(y[:, leaf], scores[:, leaf], locs, precision=precision, bootstrap=bootstrap,
-                                      seed=seed, n_missing=missing_leaf)
+            leaf_names = [c for c, is_leaf in zip(classes, leaf.tolist()) if is_leaf]
+            deepest = [[x for x in t if not any(o != x and x in tree.ancestors(o) for o in t)] for t in truth]
+            y_leaf, missing_leaf = multi_hot(deepest, leaf_names)
+            result["leaf"] = evaluate(y_leaf.toarray(), scores[:, leaf], locs, precision=precision,
+                                      bootstrap=bootstrap, seed=seed, n_missing=missing_leaf)
             result["hierarchical"] = hierarchical
         if level is not None:
             result["level"] = level

@@ -207,6 +207,8 @@ def predict_frame(
         max_depth=max_depth, backoff=backoff, flat=flat,
     )
     out = frame.copy()
+    if not preds.paths:  # a flat answer: no path columns, not even stale ones from the input
+        out = out.drop(columns=[c for c in PATH_COLUMNS if c in out.columns])
     for name, values in preds.columns().items():
         out[name] = values
     return out

@@ -128,7 +128,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--max-depth", type=int, metavar="N",
                    help="hierarchical models: predict no type deeper than level N")
     r.add_argument("--no-backoff", action="store_true",
-                   help="hierarchical models: only bottom types (tree leaves, or level --max-depth), never a parent "
+                   help="hierarchical models: only bottom types (no child among the model's types, or level --max-depth), "
+                   "never a parent "
                    "when its children are unsure")
     r.add_argument("--flat", action="store_true",
                    help="hierarchical models: every type over its threshold, ancestors included (a flat model's answer)")

@@ -64,7 +64,7 @@ logger = logging.getLogger("q2pt.experiments")
 __all__ = ["EvalSet", "RunSpec", "ResultsStore", "ExperimentRunner", "derive_dataset", "has_deployed", "RESULTS_FILE"]
 
 RESULTS_FILE = "results.json"
-RESULTS_FORMAT = 1
+RESULTS_FORMAT = 2  # 2: coverage at the precision target, a tree's leaf entry
 
 
 # --------------------------------------------------------------------------- specs

@@ -19,7 +19,7 @@ model's graph returns each node's own score; the parent-at-least-its-child lift
 (``model.tree_scores consistent``) and the choice of the deepest confident types are q2pt's
 Python side (:class:`q2pt.inference.InferenceCore`, which ``q2pt serve --runtime onnx`` uses), and
 the graph's metadata carries what they need: ``q2pt.tree`` (the tree's JSON), ``q2pt.tree_scores``,
-``q2pt.thresholds`` and ``q2pt.level_thresholds``.
+``q2pt.thresholds``, ``q2pt.level_thresholds`` and ``q2pt.type_thresholds``.
 
 The graphs are traced with PyTorch's TorchScript-based exporter (opset 17). Its
 ``index_add`` conversion is wrong when an index repeats (it scatters without reduction),
@@ -323,6 +323,7 @@ def _export_network(
         meta["q2pt.tree_scores"] = model.config.model.tree_scores
         meta["q2pt.thresholds"] = json.dumps(model.thresholds_)
         meta["q2pt.level_thresholds"] = json.dumps(model.level_thresholds_)
+        meta["q2pt.type_thresholds"] = json.dumps(model.type_thresholds_, ensure_ascii=False)
     try:
         with tempfile.TemporaryDirectory(prefix="q2pt-export-") as tmpdir:
             fp32 = Path(tmpdir) / "fp32.onnx"
