@@ -69,7 +69,10 @@ class ModelSection(_Section):
     script's method, which gave these small-regime figures fold for fold and also: top level
     0.402 / 0.384 (ahead in 4 folds, behind by 2.5 in one; ``--fold K``), level 2 flat 0.0625 /
     0.0647 (level; ``--depth 2 model.hierarchy=flat``), level 2 as a tree, judged on the level-2
-    types, 0.079 / 0.085 (4 folds; behind in 3), hence "random" for trees. The names, not the
+    types, 0.079 / 0.085 (4 folds; behind in 3), hence "random" for trees; a tree of the full
+    paths with names / random rows (``python bench/tree_quality.py FILE --threads 1 --tree-only
+    [--tree-set model.head_init=names]``, 5 folds, 2026-12-02): level 1 0.4045 / 0.3995, level 2
+    0.0600 / 0.0668, leaf 0.0041 / 0.0072. The names, not the
     larger rows, carry it: the same rows given to the wrong types (shuffled) fell to 0.148 with
     60 queries per locale (the tree and shuffled figures: that script only, not kept)."""
     head_init_scale: float = Field(10.0, gt=0.0)
@@ -84,17 +87,17 @@ class ModelSection(_Section):
     level, and predictions that back off to the parent when no child is confident
     (:mod:`q2pt.data.tree`); "flat" treats every path as an unrelated label; "auto" (default):
     tree when the training labels have more than one level. Measured against flat models
-    trained for each level (``python bench/tree_quality.py FILE --threads 1``, 2026-12-02,
-    2-core dev machine, the cikm-qc dev set's full paths, 5 folds, unified-aware, today's
-    defaults with the query memory, test R@P80 mean [fold min, max]; the tree model with
-    ``train.tree_stopping mean_of_levels`` and ``train.ancestor_loss_weight 0.3``,
-    ``model.tree_scores consistent``): level 1 0.4030 [0.3432, 0.4481] vs the flat level-1
-    model's 0.3812 [0.3396, 0.4219] (ahead in every fold); level 2 0.0722 [0.0357, 0.0949] vs
-    0.0647 [0.0000, 0.0895] (ahead in 4 of 5); leaf 0.0072 vs 0.0045; coverage (queries given a
-    type at the calibrated thresholds) 0.51 vs 0.18 for the flat leaf model (0.005-0.014 in 4
-    folds; 0.85 in one, at thresholds that reach no precision). Before the query memory: level
-    1 0.3573 vs 0.3590, level 2 0.0487 vs 0.0519. One model is as good as three dedicated ones
-    at their own levels and answers half the queries where the leaf model answers almost none."""
+    trained for each level (``python bench/tree_quality.py FILE --threads 1 --folds 0,1,2`` and
+    ``--folds 3,4`` side by side, 2026-12-02 21:41-22:05 UTC, 2-core dev machine, the cikm-qc dev
+    set's full paths, 5 folds, unified-aware, today's defaults: the query memory, the flat
+    models' name-initialised head; the tree with ``train.tree_stopping mean_of_levels``,
+    ``train.ancestor_loss_weight 0.3``, ``model.tree_scores consistent``; test R@P80 mean [fold
+    min, max]): level 1 0.3995 [0.3441, 0.4453] vs the flat level-1 model's 0.4022 [0.3576,
+    0.4580] (level: ahead in 2 of 5, per-fold differences -1.4 to +1.6 points); level 2 0.0668
+    vs 0.0625 (ahead in 3); leaf 0.0072 vs 0.0043 (ahead in 4, level in 1); coverage (queries
+    given a type at a threshold that reached precision 0.8 on validation) 0.50 vs 0.011 for the
+    flat leaf model. One model is as good as three dedicated ones at their own levels and
+    answers half the queries at precision 0.8 where the leaf model answers 1%."""
     tree_scores: Literal["consistent", "raw"] = "consistent"
     """A hierarchical model's scores: "consistent" (a parent scores at least as high as its
     most confident child, so a confident "kitchen > cookware > pots" is a confident "kitchen")
