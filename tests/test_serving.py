@@ -488,7 +488,8 @@ def test_library_and_server_select_the_same_types(nonunified_dir, aware_dir):
     for folder, queries, locales, fallback in cases:
         model = load_model(folder)
         for threshold in (None, 0.0):
-            rows, notes = predict_rows(model, queries, locales, threshold=threshold, top_k=10, fallback_locale=fallback)
+            preds = predict_rows(model, queries, locales, threshold=threshold, top_k=10, fallback_locale=fallback)
+            rows, notes = preds.pairs, preds.notes
             settings = ServeSettings(max_batch=4, max_query_chars=64, max_body_bytes=4096, default_top_k=10)
             with TestClient(create_app(load_runtime(folder, fallback_locale=fallback), settings)) as client:
                 for q, loc, row, note in zip(queries, locales, rows, notes):
@@ -501,7 +502,7 @@ def test_library_and_server_select_the_same_types(nonunified_dir, aware_dir):
     model = load_model(nonunified_dir)
     unseen_in_de = sorted(set(model.classes_) - set(model.labels_of("de_DE")))
     assert unseen_in_de
-    rows, _ = predict_rows(model, ["schuhe"], ["de_DE"], threshold=0.0)
+    rows = predict_rows(model, ["schuhe"], ["de_DE"], threshold=0.0).pairs
     assert not set(unseen_in_de) & {t for t, _ in rows[0]}
 
 

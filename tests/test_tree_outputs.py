@@ -143,3 +143,12 @@ def test_a_flat_models_outputs_have_no_path_columns(stream_model_dir, tmp_path, 
     assert list(json.loads(capsys.readouterr().out)) == ["query", "locale", TYPES, SCORES, NOTE]
     assert main(["predict", "--model", str(stream_model_dir), "--locale", "de", "red shoe", "-q"]) == 0
     assert "level" not in capsys.readouterr().out
+    # an input carrying an earlier hierarchical answer: its path columns go with the flat answer
+    stale = frame.assign(predicted_levels=[[1], [2]], predicted_ancestors=[[[]], [["x"]]])
+    assert list(predict_frame(model, stale).columns) == ["query", "locale", TYPES, SCORES, NOTE]
+    stale_table = pa.Table.from_pandas(stale, preserve_index=False)
+    assert RayPredictor(str(stream_model_dir))(stale_table).column_names == ["query", "locale", TYPES, SCORES, NOTE]
+    pq.write_table(stale_table, tmp_path / "stale.parquet")
+    out = stream_predict(stream_model_dir, tmp_path / "stale.parquet", tmp_path / "stale-out.parquet", workers=0,
+                         progress=False)
+    assert read_output(out.output).column_names == ["query", "locale", "input_row", TYPES, SCORES, NOTE]

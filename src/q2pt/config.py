@@ -340,9 +340,8 @@ class Config(_Section):
     def from_saved(cls, data: Mapping[str, Any], *, source: str = "config") -> "Config":
         """:meth:`from_dict` of a config saved by q2pt (a manifest's or a checkpoint's): the keys
         of :data:`ADDED_KEYS` it lacks are read as q2pt did before they existed."""
-        data = renamed_sections(data)
         out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-        for dotted, value in ADDED_KEYS.items():
+        for dotted, value in ADDED_KEYS.items():  # (no added key was renamed: from_dict renames)
             section, key = dotted.split(".")
             body = out.get(section)
             if isinstance(body, dict) and key not in body:

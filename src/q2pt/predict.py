@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, has_bad_text, query_problem
 from q2pt.errors import DataError, Problem
@@ -69,9 +69,7 @@ class Predictions:
     """The predictions of a batch of queries: per query the predicted ``types``, their
     ``scores`` (same order) and a ``note`` ("" unless the locale was unseen in training); a
     hierarchical prediction also has each type's ``levels`` and ``ancestors`` (None for a
-    flat model or a ``flat`` prediction).
-
-    Unpacks as ``preds, notes = predict_rows(...)`` (``preds``: the ``(type, score)`` lists)."""
+    flat model or a ``flat`` prediction)."""
 
     types: list[list[str]]
     scores: list[list[float]]
@@ -88,12 +86,6 @@ class Predictions:
     def pairs(self) -> list[list[tuple[str, float]]]:
         """Per query, the ``(type, score)`` pairs."""
         return [list(zip(t, s)) for t, s in zip(self.types, self.scores)]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.pairs, self.notes))
-
-    def __len__(self) -> int:
-        return len(self.types)
 
     def columns(self) -> dict[str, list[Any]]:
         """The output columns, in order: ``predicted_types``, ``predicted_scores`` (rounded to 6
@@ -126,8 +118,7 @@ def predict_rows(
     backoff: bool = True,
     flat: bool = False,
 ) -> Predictions:
-    """The :class:`Predictions` of queries with their locales (unpacks as ``(type, score)``
-    lists and notes).
+    """The :class:`Predictions` of queries with their locales.
 
     ``threshold`` None: each query's locale's calibrated threshold (the global one for a
     locale the model has no threshold for). A hierarchical model gives each query's deepest
@@ -206,9 +197,8 @@ def predict_frame(
         threshold=threshold, top_k=top_k, fallback_locale=fallback_locale, batch_size=batch_size,
         max_depth=max_depth, backoff=backoff, flat=flat,
     )
-    out = frame.copy()
-    if not preds.paths:  # a flat answer: no path columns, not even stale ones from the input
-        out = out.drop(columns=[c for c in PATH_COLUMNS if c in out.columns])
+    # an input's own prediction columns are replaced (path columns too: a flat answer has none)
+    out = frame.drop(columns=[c for c in (TYPES, SCORES, *PATH_COLUMNS, NOTE) if c in frame.columns])
     for name, values in preds.columns().items():
         out[name] = values
     return out

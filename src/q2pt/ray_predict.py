@@ -89,8 +89,8 @@ class RayPredictor:
         if problems:
             raise DataError(f"input: {len(problems)} value(s) cannot be predicted", problems)
         preds = predict_rows(self.model, queries, locales, **self.options)
-        outputs = (TYPES, SCORES, NOTE) + (PATH_COLUMNS if preds.paths else ())
-        table = batch.select([c for c in names if c not in outputs])
+        # the input's own prediction columns are replaced (path columns too: a flat answer has none)
+        table = batch.select([c for c in names if c not in (TYPES, SCORES, *PATH_COLUMNS, NOTE)])
         for field, array in zip(arrow_fields(preds.paths), preds.arrow_arrays()):
             table = table.append_column(field, array)
         return table

@@ -433,7 +433,7 @@ def stream_predict(
     if unknown:
         raise ConfigError(f"{info.path} has no column(s) {', '.join(unknown)}")
     paths = _predicts_paths(model, flat)
-    outputs = OUTPUT_COLUMNS + (PATH_COLUMNS if paths else ())
+    outputs = OUTPUT_COLUMNS + PATH_COLUMNS  # (a flat answer drops an input's path columns too)
     clash = [c for c in cols if c in outputs]
     if clash:
         logger.warning("%s: input column(s) %s are replaced by the prediction columns", info.path, ", ".join(clash))
