@@ -126,6 +126,12 @@ def test_without_backoff_the_bottom_is_what_the_model_scores(tmp_path):
                          tokenizers={UNIFIED: lambda q, loc: q}, tree=tree,
                          forward=lambda key, batch: np.asarray([[0.9, 0.1, 0.8, 0.1]] * len(batch)))
     assert _paths(core, backoff=False) == [("home > kitchen", 2)]
+    # a query whose network scores none of the kitchen's children (NaN: a non-unified model's
+    # locale network without them) has the kitchen as its bottom; the garden's child is scored
+    nan = float("nan")
+    partial = _core([0.9, 0.6, 0.2, 0.8, nan, nan, 0.1])
+    assert _paths(partial, backoff=False) == [("home > kitchen", 2)]
+    assert _paths(partial) == [("home > kitchen", 2), ("home > garden", 2)]
     # the taxonomy is cut like the labels (data.label_depth)
     taxonomy = tmp_path / "tax.txt"
     taxonomy.write_text("home > kitchen > pots > steel\nhome > garden > tools\n")

@@ -384,7 +384,7 @@ class InferenceCore:
         [{"product_type", "score"}, ...]}`` (top level first). ``max_depth``: nothing below
         that level. ``backoff`` (default): a confident parent whose children are all unsure is
         an answer ("kitchen > cookware" when unsure which pot); off: only types at the bottom
-        (a type none of whose children the model scores, or ``max_depth``). A flat model's types
+        (a type none of whose children the query's network scores, or ``max_depth``). A flat model's types
         are all at level 1."""
         check_threshold(threshold)
         if top_k is not None and top_k < 1:
@@ -405,8 +405,10 @@ class InferenceCore:
             confident = set(cols.tolist())
             if self.tree is not None:
                 keep = [c for c in cols.tolist() if not (self.children_cols[c] & confident)]
-                if not backoff:
-                    keep = [c for c in keep if self.leaf_col[c] or (max_depth is not None and level[c] == max_depth)]
+                if not backoff:  # the bottom: no child this query's network scores (a per-locale network
+                    scored = ~np.isnan(row)  # may lack some of the model's columns), or max_depth
+                    keep = [c for c in keep if self.leaf_col[c] or (max_depth is not None and level[c] == max_depth)
+                            or not any(scored[k] for k in self.children_cols[c])]
                 ancestors = self.ancestor_cols
             else:
                 keep, ancestors = cols.tolist(), [[] for _ in range(n_cols)]
