@@ -61,12 +61,18 @@ def fold_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--small", type=int, default=None, help="training queries per locale (small-store regime)")
 
 
+def cut_paths(paths: list[str], depth: int) -> list[str]:
+    """A query's category paths cut to ``depth`` levels, without repeats."""
+    from q2pt.data.labels import truncate_path
+
+    return sorted({truncate_path(p, depth) for p in paths})
+
+
 def read_fold(data: str, k: int, folds: int, seed: int, depth: int, small: int | None) -> dict[str, pd.DataFrame]:
     """The file's rows with their paths cut to ``depth`` levels, split as fold ``k``."""
     with open(data, encoding="utf-8") as fh:
         frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-    frame["product_types"] = frame["product_types"].map(
-        lambda paths: sorted({" > ".join(p.split(" > ")[:depth]) for p in paths}))
+    frame["product_types"] = frame["product_types"].map(lambda paths: cut_paths(paths, depth))
     frame["weight"] = 1.0
     return fold_splits(frame, k, folds, seed, small)
 
@@ -109,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     def scored(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         locales = frame["locale"].astype(str).tolist()
         scores = model.predict_proba(frame["query"].astype(str).tolist(), locales)[:, columns]
-        paths = [sorted({" > ".join(t.split(" > ")[:depth]) for t in types}) if depth else types
-                 for types in label_lists(frame["product_types"])]
+        paths = [cut_paths(types, depth) if depth else types for types in label_lists(frame["product_types"])]
         y, missing = multi_hot(paths, classes)
         return y.toarray(), scores, missing, locales
 

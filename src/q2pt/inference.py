@@ -405,9 +405,9 @@ class InferenceCore:
             confident = set(cols.tolist())
             if self.tree is not None:
                 keep = [c for c in cols.tolist() if not (self.children_cols[c] & confident)]
-                if not backoff:  # the bottom: no child this query's network scores (a per-locale network
-                    scored = ~np.isnan(row)  # may lack some of the model's columns), or max_depth
-                    keep = [c for c in keep if self.leaf_col[c] or (max_depth is not None and level[c] == max_depth)
+                if not backoff:  # the bottom: no child this query's network scores (a leaf; or a per-locale
+                    scored = ~np.isnan(row)  # network may lack some of the model's columns), or max_depth
+                    keep = [c for c in keep if (max_depth is not None and level[c] == max_depth)
                             or not any(scored[k] for k in self.children_cols[c])]
                 ancestors = self.ancestor_cols
             else:
