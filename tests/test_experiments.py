@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from q2pt.calibration import locale_min_positives
 from q2pt.errors import ConfigError
+from q2pt.experiments.baselines import BASELINES
 from support import need
 
 pytestmark = pytest.mark.integration
@@ -554,6 +556,11 @@ def test_every_run_has_pooled_and_deployed_figures(experiment):
             assert dep["global"]["n_queries"] == ev["global"]["n_queries"]
             if dep["global"]["recall"] is not None:
                 assert 0 <= dep["global"]["recall"] <= 1
+            # a locale's own threshold needs the positives training's rule asks of this kind of model
+            floors = {int(m) for m in re.findall(r"positives < (\d+)", " ".join(dep["threshold_details"].values()))}
+            unified = BASELINES[rec["name"]][1] if rec["kind"] == "baseline" else rec["name"] != "non-unified"
+            expected = locale_min_positives(None, unified)
+            assert floors == {expected} if unified else floors <= {expected}, (key, floors)  # tiny: < 200 each
             if rec["kind"] == "baseline":
                 assert dep["threshold_source"] == "calibrated on valid"
             elif not rec.get("reused_from"):

@@ -1,9 +1,10 @@
 """Threshold calibration: the per-locale thresholds a trained model predicts with.
 
 :func:`calibrate_thresholds` scores the validation rows of the training locales, computes
-the validation metrics, and calibrates one threshold per locale (and a global one) at the
-training's target precision with :func:`q2pt.metrics.thresholds_or_default` -- the same
-function the experiment's baselines are calibrated with -- writing them into the model.
+the validation metrics, and calibrates a global threshold and one per locale whose validation
+data suffices (:func:`locale_min_positives`) at the training's target precision with
+:func:`q2pt.metrics.thresholds_or_default` -- the same function the experiment's baselines are
+calibrated with -- writing them into the model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["calibrate_thresholds"]
+__all__ = ["LOCALE_MIN_POSITIVES", "calibrate_thresholds", "locale_min_positives"]
+
+#: the positive validation pairs a locale needs for its own threshold when
+#: ``train.locale_threshold_min_positives`` is None, by whether the model is unified (one network
+#: for every locale) -- the measured reasons are in that key's doc (:mod:`q2pt.config`)
+LOCALE_MIN_POSITIVES: dict[bool, int] = {True: 200, False: 20}
+
+
+def locale_min_positives(configured: int | None, unified: bool) -> int:
+    """The positive validation pairs a locale needs for a threshold of its own: ``configured``
+    (``train.locale_threshold_min_positives``) when set, else :data:`LOCALE_MIN_POSITIVES` of
+    a unified or a per-locale model. Training's calibration and the experiment's baselines
+    use it alike."""
+    return int(configured) if configured is not None else LOCALE_MIN_POSITIVES[bool(unified)]
 
 #: bootstrap resamples of the validation metrics' 95% CIs (the model card shows them): 200 keep
 #: the interval ends to about +-0.01 and cost well under a second on 10k validation queries
@@ -57,12 +71,15 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         y = y.toarray()
         metrics = evaluate(y, scores, locs, precision=precision, n_missing=missing,
                            bootstrap=VALIDATION_BOOTSTRAP, seed=model.config.train.seed)
-        thresholds, details = thresholds_or_default(y, scores, locs, precision, n_missing=missing)
         cfg = model.config.train
+        support = locale_min_positives(cfg.locale_threshold_min_positives,
+                                       model.config.model.variant != "non-unified")
+        thresholds, details = thresholds_or_default(y, scores, locs, precision, min_positives=support,
+                                                    n_missing=missing)
         tree = getattr(model, "tree_", None)
         if tree is not None:
             levels = [tree.level.get(c, 1) for c in model.classes_]
-            level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision)
+            level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision, support)
             metrics["levels"] = evaluate_levels(y, scores, locs, levels, precision, VALIDATION_BOOTSTRAP,
                                                 model.config.train.seed)
         if cfg.type_thresholds:

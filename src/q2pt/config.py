@@ -271,6 +271,29 @@ class TrainSection(_Section):
     [0.2968, 0.4222] in 30 s (5 epochs); warm start without this cap 0.3478 in 33 s (4
     epochs, best at 2); with it 0.3478 [0.3061, 0.4120] in 12 s (2 epochs): the same model in
     0.40x the time."""
+    locale_threshold_min_positives: int | None = Field(None, ge=1)
+    """A locale gets its own decision threshold (its validation rows' R@P threshold at
+    ``precision_target``) when it has at least this many positive validation pairs and reaches
+    the target; every other locale uses the global threshold (``threshold_details`` in the
+    manifest says which). A tree's per-(locale, level) thresholds follow the same rule. None:
+    by variant, :data:`q2pt.calibration.LOCALE_MIN_POSITIVES`: 20 for non-unified (its
+    per-locale networks score on scales of their own: the global threshold fits none of them),
+    200 for unified models (one network, one scale: a locale's own threshold from a few dozen
+    positives overfits its validation rows, and the global one lands on the target).
+    Measured (mean of 5 folds, recall / precision as deployed on test): real dev set, cikm-qc,
+    ``python bench/real_tuning.py FILE --fold K [--small 60 | --depth 2] --deployed
+    20,50,100000 [model.variant=non-unified]``, K = 0..4, 2026-12-03, 2-core dev machine (50-70
+    validation positives a locale): unified-aware from 20 positives 0.388 / 0.779 at the top
+    level, 0.230 / 0.781 small (60 training queries a locale), 0.084 / 0.701 at level 2; from 50
+    0.382 / 0.785, 0.224 / 0.791, 0.081 / 0.704; the global threshold alone 0.392 / 0.800, 0.234
+    / 0.812, 0.072 / 0.799. Non-unified from 20 positives 0.258 / 0.758 top, 0.108 / 0.715
+    small; from 50 0.245 / 0.778, 0.096 / 0.740; the global threshold alone 0.254 / 0.804, 0.076
+    / 0.784 (its recall needs its own thresholds). Simulated demo store, seed 0 (``python
+    bench/locale_thresholds.py --preset demo``, 2026-12-03, 2-core dev machine; 18 locales with
+    20 validation positives, 3 with 200): unified-aware from 20 0.722 / 0.785, from 50 0.731 /
+    0.779, from 200 0.732 / 0.776, the global threshold alone 0.732 / 0.779. A locale with 200
+    validation positives keeps its own (a store whose labels are noisier than the others' is
+    then held to the target in its own right)."""
     type_thresholds: bool = False
     """Calibrate a threshold per (locale, product type) too, where the validation data has at
     least ``type_threshold_min_positives`` queries of that type in that locale (and its own
@@ -371,6 +394,7 @@ ADDED_KEYS: dict[str, Any] = {
     "model.head_init": "random",  # the paper's random rows
     "model.tree_scores": "raw",  # a tree's scores as its network gave them (no parent lift)
     "train.ancestor_loss_weight": 1.0,  # every node weighed alike in the loss
+    "train.locale_threshold_min_positives": 20,  # a locale's own threshold from 20 positives, any variant
 }
 
 

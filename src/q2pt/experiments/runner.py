@@ -363,6 +363,8 @@ class ExperimentRunner:
                 )
         #: ``data.label_depth`` of the training config (None when unset or unknown to the config)
         self.label_depth: Any = getattr(configs[0].data, "label_depth", None)
+        #: ``train.locale_threshold_min_positives`` of the training config: the baselines' rule too
+        self.locale_threshold_min_positives: int | None = configs[0].train.locale_threshold_min_positives
         self.store = ResultsStore(self.out_dir, dataset, force=force)
         self.store.data["data"]["label_depth"] = self.label_depth
         self.machine = machine_info()
@@ -427,6 +429,9 @@ class ExperimentRunner:
         }
         if self.label_depth is not None:  # absent when unset: older records keep their hash
             identity["label_depth"] = self.label_depth
+        support = self._locale_min_positives(spec)
+        if support != 20:  # what every record was calibrated with before the rule: those keep their hash
+            identity["locale_min_positives"] = support
         config_hash = stable_hash(identity)
         model_hash = stable_hash(spec.model_identity())
         if not (self.force and spec.key not in self._redone):
@@ -553,8 +558,24 @@ class ExperimentRunner:
         classes = list(model.classes_)
         if view is not None:
             scores, classes = scores[:, view], [classes[i] for i in view]
-        thresholds, details = calibrate_on_valid(rows, scores, classes, precision=p)
+        thresholds, details = calibrate_on_valid(rows, scores, classes, precision=p,
+                                                 min_positives=self._locale_min_positives(spec))
         return {"thresholds": thresholds, "details": details, "source": "calibrated on valid" + why}
+
+    def _locale_min_positives(self, spec: RunSpec) -> int:
+        """The validation positives a locale needs for its own threshold when the experiment
+        calibrates one: the rule training applies (:func:`q2pt.calibration.locale_min_positives`),
+        for a variant with its own config, for a baseline with the main config's
+        ``train.locale_threshold_min_positives`` and whether the baseline is unified."""
+        from q2pt.calibration import locale_min_positives
+
+        from .baselines import BASELINES
+
+        if spec.kind == "variant" and spec.config is not None:
+            return locale_min_positives(spec.config.train.locale_threshold_min_positives,
+                                        spec.config.model.variant != "non-unified")
+        unified = BASELINES[spec.name][1] if spec.kind == "baseline" else spec.name != "non-unified"
+        return locale_min_positives(self.locale_threshold_min_positives, unified)
 
     def _reuse(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet], identity: dict[str, Any],
                config_hash: str, model_hash: str) -> dict[str, Any] | None:
