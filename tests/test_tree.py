@@ -183,6 +183,12 @@ def test_coverage_counts_answers_at_thresholds_that_reached_the_target():
     assert _paths(tree) == [("home > kitchen > pots", 3)]  # it answers at level 3 (the locale's threshold) ...
     set_pr = set_precision_recall([{"x"}], [{"x"}], ["de"], covered=[bool(ok[tree.column_of["home > kitchen > pots"]])])
     assert set_pr["global"]["coverage"] == 0.0 and set_pr["global"]["precision"] == 1.0  # ... which does not count
+    # a locale whose own level-2 pairs never reached the target: cut at the level's threshold, not at the target
+    tree = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.5, "2": 0.5}, "de": {"1": 0.6, "2": None}})
+    res = tree.resolve_all(["de"])
+    level = tree.node_level.tolist()
+    assert tree.reached(res)[0].tolist() == [lv == 1 for lv in level]
+    assert tree.cuts(res)[0].tolist() == [{1: 0.6, 2: 0.5, 3: 0.5}[lv] for lv in level]
 
 
 def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
@@ -193,6 +199,12 @@ def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
     # level 1: all three positives score above the negative: threshold 0.6, precision 1
     assert out["global"]["1"] == pytest.approx(0.6) and out["a"]["1"] == pytest.approx(0.6)
     assert out["global"]["2"] == pytest.approx(0.8)  # level 2: only the 0.8 positive is above the 0.7 negative
+    # store b: enough positives at level 2, all below a negative: the target is never reached there
+    yb = np.vstack([y, [[1, 1], [0, 0]]])
+    sb = np.vstack([s, [[0.9, 0.2], [0.1, 0.9]]])
+    both = calibrate_level_thresholds(yb, sb, ["a"] * 4 + ["b"] * 2, [1, 2], 0.8, min_positives=1)
+    assert both["b"]["1"] == pytest.approx(0.9) and both["b"]["2"] is None
+    assert "b" not in calibrate_level_thresholds(yb, sb, ["a"] * 4 + ["b"] * 2, [1, 2], 0.8, min_positives=2)
     truth = [{"home", "home > kitchen"}, {"toys"}, {"home"}]
     answers = [{"home"}, {"toys"}, set()]  # a right parent, a right type, nothing
     m = set_precision_recall(truth, answers, ["a", "a", "b"], bootstrap=0)

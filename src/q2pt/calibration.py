@@ -62,7 +62,7 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
     details: dict[str, str] = {"global": "default 0.5: no validation data to calibrate on"}
     metrics = None
     type_thresholds: dict[str, dict[str, float]] = {}
-    level_thresholds: dict[str, dict[str, float]] = {}
+    level_thresholds: dict[str, dict[str, float | None]] = {}
     if len(rows):
         queries = rows["query"].astype(str).tolist()
         locs = rows["locale"].astype(str).tolist()

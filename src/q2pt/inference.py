@@ -140,7 +140,9 @@ class InferenceCore:
             (``model.tree_scores``); applied in :meth:`scores`.
         level_thresholds: ``{"global": {level: t}, LOCALE: {level: t}}``: a hierarchical
             model's thresholds per level (and per locale and level); a type's own threshold
-            comes first, then its locale's level threshold, the level's, the locale's.
+            comes first, then its locale's level threshold, the level's, the locale's. A
+            locale's ``None`` at a level: its own pairs there never reached the target; it is
+            cut at the level's threshold, which does not count as reached (:meth:`reached`).
         thresholds_reached: per key of ``thresholds``, whether it reached the precision
             target on validation (None: all did); see :meth:`reached`.
     """
@@ -159,7 +161,7 @@ class InferenceCore:
         unseen: Literal["error", "skip"] = "error",
         type_thresholds: Mapping[str, Mapping[str, float]] | None = None,
         tree: "LabelTree | None" = None,
-        level_thresholds: Mapping[str, Mapping[str, float]] | None = None,
+        level_thresholds: Mapping[str, Mapping[str, float | None]] | None = None,
         consistent: bool = True,
         thresholds_reached: Mapping[str, bool] | None = None,
     ) -> None:
@@ -176,6 +178,8 @@ class InferenceCore:
         self.column_of = index  #: a label's column
         self.tree = tree
         self._level_cuts: dict[str, np.ndarray] = {}
+        #: per locale: the columns at levels whose own pairs never reached the target there
+        self._level_unreached: dict[str, np.ndarray] = {}
         if tree is not None:
             cols = tree_columns(tree, self.classes)
             self.node_level = cols.level
@@ -185,12 +189,16 @@ class InferenceCore:
             # (child columns, parent columns) per level, deepest first: a consistent model's parent
             # scores at least its most confident child (model.tree_scores)
             self._lift: list[tuple[np.ndarray, np.ndarray]] = list(cols.lift) if consistent else []
-            by_key = {str(k): {int(lv): float(t) for lv, t in v.items()} for k, v in (level_thresholds or {}).items()}
-            glob = by_key.get("global", {})
+            by_key = {str(k): {int(lv): None if t is None else float(t) for lv, t in v.items()}
+                      for k, v in (level_thresholds or {}).items()}
+            glob = {lv: t for lv, t in by_key.get("global", {}).items() if t is not None}
             present, at = np.unique(self.node_level, return_inverse=True)  # a column's level, as an index
             for key, levels in by_key.items():
-                merged = {**glob, **levels}
+                merged = {**glob, **{lv: t for lv, t in levels.items() if t is not None}}
                 self._level_cuts[key] = np.asarray([merged.get(int(lv), np.nan) for lv in present])[at]
+                unreached = [lv for lv, t in levels.items() if t is None]
+                if unreached and key != "global":
+                    self._level_unreached[key] = np.isin(self.node_level, unreached)
         #: per served locale: (columns, thresholds) replacing the locale's threshold there
         self.type_cuts = {
             str(loc): (np.asarray([index[t] for t in types if t in index], dtype=np.int64),
@@ -299,8 +307,9 @@ class InferenceCore:
         an answer at that precision (what ``coverage`` counts). A type's own threshold and a
         level's are only calibrated where they reach it; a hierarchical model's types at a level
         without a threshold of its own do not count (the locale's threshold was calibrated over
-        every level at once); a flat model's count where its locale's threshold (or the global
-        one it uses) reached the target."""
+        every level at once), nor does a level where the locale's own pairs never reached it; a
+        flat model's count where its locale's threshold (or the global one it uses) reached the
+        target."""
         n = len(resolutions)
         if self.tree is not None:
             out = np.zeros((n, len(self.classes)), dtype=bool)
@@ -309,6 +318,9 @@ class InferenceCore:
                     levels = self._level_cuts.get(key)
                     if levels is not None:
                         out[i] |= ~np.isnan(levels)
+                unreached = self._level_unreached.get(r.locale_used or "global")
+                if unreached is not None:
+                    out[i] &= ~unreached
         else:
             known = self.thresholds_reached
             rows = [True if known is None else known.get(r.locale_used if r.locale_used in self.thresholds

@@ -870,20 +870,23 @@ def calibrate_level_thresholds(
     levels: Sequence[int],
     precision: float = 0.8,
     min_positives: int = 20,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """A hierarchical model's thresholds per level of its tree: ``{"global": {level: t},
     LOCALE: {level: t}}``. ``levels[j]`` is label ``j``'s level. Each level's threshold is the
     R@P threshold over that level's pairs (every locale pooled); a locale gets its own for a
     level where it has at least ``min_positives`` positive pairs at that level and reaches
-    ``precision`` (otherwise it backs off to the level's). A level that never reaches the
-    target is left out (its types back off to the locale's threshold)."""
+    ``precision``; with fewer it backs off to the level's. A level that never reaches the
+    target is left out (its types back off to the locale's threshold); a locale with enough
+    positive pairs at a level that never reach it gets ``None`` there: it is cut at the level's
+    threshold, but not counted as at the target (as a flat model's locale whose own pairs
+    never reach it, :func:`thresholds_reached`)."""
     p = _check_precision(precision)
     yt, ys = _as_arrays(y_true, y_score, two_d=True)
     lv = np.asarray(levels, dtype=np.int64)
     if lv.shape[0] != yt.shape[1]:
         raise DataError(f"got {lv.shape[0]} levels for {yt.shape[1]} labels")
     locs = np.asarray([str(x) for x in locales], dtype=object)
-    out: dict[str, dict[str, float]] = {"global": {}}
+    out: dict[str, dict[str, float | None]] = {"global": {}}
     for level in sorted(set(lv.tolist())):
         cols = np.flatnonzero(lv == level)
         r = recall_at_precision(yt[:, cols], ys[:, cols], p)
@@ -895,8 +898,8 @@ def calibrate_level_thresholds(
             if sub_y.sum() < min_positives:
                 continue
             r = recall_at_precision(sub_y, ys[np.ix_(rows, cols)], p)
-            if r.reached and r.threshold is not None:
-                out.setdefault(loc, {})[str(level)] = float(r.threshold)
+            out.setdefault(loc, {})[str(level)] = (float(r.threshold) if r.reached and r.threshold is not None
+                                                   else None)
     return out
 
 

@@ -147,7 +147,7 @@ class Q2PTModel:
         self.type_thresholds_: dict[str, dict[str, float]] = {}
         #: a hierarchical model's tree (model.hierarchy) and thresholds per level
         self.tree_: "LabelTree | None" = None
-        self.level_thresholds_: dict[str, dict[str, float]] = {}
+        self.level_thresholds_: dict[str, dict[str, float | None]] = {}
         #: per key of thresholds_: whether it reached the precision target on validation (None: unknown)
         self.thresholds_reached_: dict[str, bool] | None = None
         self.networks: dict[str, Q2PTNet] = {}
@@ -593,7 +593,7 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
             model.tree_ = LabelTree.from_json(manifest["tree"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{mpath} is corrupt (tree: {exc})") from None
-    model.level_thresholds_ = {str(k): {str(lv): float(t) for lv, t in v.items()}
+    model.level_thresholds_ = {str(k): {str(lv): None if t is None else float(t) for lv, t in v.items()}
                                for k, v in (manifest.get("level_thresholds") or {}).items()}
     reached = manifest.get("thresholds_reached")
     if not isinstance(reached, dict) and isinstance(manifest.get("threshold_details"), dict):
