@@ -329,7 +329,8 @@ def headline_table(results: Mapping[str, Any]) -> str:
     depth = f"; label depth {data['label_depth']}" if data.get("label_depth") is not None else ""
     lines.append(f"{_rap_name(results)} with 95% bootstrap CIs over queries on the test split; * small store; "
                  "global (pooled): one threshold for all locales; global (as deployed): each locale at its "
-                 "threshold calibrated on valid, P= the precision reached on test; "
+                 "threshold calibrated on valid (its own with enough validation positives, else the global one), "
+                 "P= the precision reached on test; "
                  f"{what} {data.get('source')} (fingerprint {data.get('fingerprint')}){depth}")
     return "\n".join(lines)
 
@@ -862,7 +863,8 @@ def folds_headline_table(results: Mapping[str, Any]) -> str:
     depth = f"; label depth {results['label_depth']}" if results.get("label_depth") is not None else ""
     lines.append(f"mean ± sample sd [min, max] over {results.get('k')} folds of {results.get('data_dir')} "
                  f"({what}{depth}); pooled: one threshold for all locales; as deployed: each locale at its "
-                 "threshold calibrated on valid, P= the mean precision reached on test")
+                 "threshold calibrated on valid (its own with enough validation positives, else the global one), "
+                 "P= the mean precision reached on test")
     return "\n".join(lines)
 
 
