@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from q2pt import __version__
+from q2pt.config import ADDED_KEYS
 from q2pt.errors import ConfigError
 from q2pt.io import sha256_of_file, write_json
 
@@ -430,8 +431,8 @@ class ExperimentRunner:
         if self.label_depth is not None:  # absent when unset: older records keep their hash
             identity["label_depth"] = self.label_depth
         support = self._locale_min_positives(spec)
-        if support != 20:  # what every record was calibrated with before the rule: those keep their hash
-            identity["locale_min_positives"] = support
+        if support != ADDED_KEYS["train.locale_threshold_min_positives"]:  # what every record was calibrated
+            identity["locale_min_positives"] = support  # with before the rule: those keep their hash
         config_hash = stable_hash(identity)
         model_hash = stable_hash(spec.model_identity())
         if not (self.force and spec.key not in self._redone):
