@@ -48,3 +48,24 @@ def test_training_calibrates_a_locale_threshold_only_with_enough_positives(varia
         else:
             assert details[loc].endswith(f"positives < {floor}"), (loc, details[loc])
             assert model.thresholds_[loc] == model.thresholds_["global"]
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ((), {"use-lr-unified": 200, "use-lr-per-locale": None}),  # None: not in the identity (20, as before)
+    (("--train.locale_threshold_min_positives", "50"), {"use-lr-unified": 50, "use-lr-per-locale": 50}),
+])
+def test_a_cached_baseline_record_says_which_rule_calibrated_it(tmp_path, overrides, expected):
+    """A record calibrated before the rule (every locale from 20 positives) is not a cache hit
+    for a unified baseline calibrated under it; a per-locale baseline's still is."""
+    from q2pt.experiments.runner import ExperimentRunner, RunSpec
+    from q2pt.experiments.settings import resolve_settings
+    from support import handmade_dataset
+
+    runner = ExperimentRunner(handmade_dataset(), resolve_settings("tiny", None, {"baselines": []}),
+                              tmp_path / "out", train_overrides=list(overrides), encoder="ngram", progress=False)
+    for name, floor in expected.items():
+        identity = runner.run_identity(RunSpec(f"main/{name}", "baseline", name, name), [runner.main_eval()])
+        assert identity.get("locale_min_positives") == floor, name
+        assert runner._locale_min_positives(RunSpec(name, "baseline", name, name)) == (floor or 20)
+    variant = RunSpec("main/unified-aware", "variant", "unified-aware", "u", config=runner.config_for("unified-aware"))
+    assert runner.run_identity(variant, []).get("locale_min_positives") == expected["use-lr-unified"]

@@ -418,8 +418,9 @@ class ExperimentRunner:
                        bootstrap=self.settings.bootstrap)
 
     # ------------------------------------------------------------------ runs
-    def run(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet]) -> dict[str, Any]:
-        """Train and evaluate ``spec`` on ``dataset`` (or return its cached record)."""
+    def run_identity(self, spec: RunSpec, evals: Sequence[EvalSet]) -> dict[str, Any]:
+        """What a run's cached record must match (its hash is the record's ``config_hash``): the
+        run, its evaluation sets and everything that changes its figures."""
         s = self.settings
         identity = {
             **spec.identity(),
@@ -433,6 +434,12 @@ class ExperimentRunner:
         support = self._locale_min_positives(spec)
         if support != ADDED_KEYS["train.locale_threshold_min_positives"]:  # what every record was calibrated
             identity["locale_min_positives"] = support  # with before the rule: those keep their hash
+        return identity
+
+    def run(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet]) -> dict[str, Any]:
+        """Train and evaluate ``spec`` on ``dataset`` (or return its cached record)."""
+        s = self.settings
+        identity = self.run_identity(spec, evals)
         config_hash = stable_hash(identity)
         model_hash = stable_hash(spec.model_identity())
         if not (self.force and spec.key not in self._redone):
