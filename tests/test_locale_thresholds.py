@@ -55,8 +55,9 @@ def test_training_calibrates_a_locale_threshold_only_with_enough_positives(varia
     (("--train.locale_threshold_min_positives", "50"), {"use-lr-unified": 50, "use-lr-per-locale": 50}),
 ])
 def test_a_cached_baseline_record_says_which_rule_calibrated_it(tmp_path, overrides, expected):
-    """A record calibrated before the rule (every locale from 20 positives) is not a cache hit
-    for a unified baseline calibrated under it; a per-locale baseline's still is."""
+    """A unified baseline's run identity records the floor it is calibrated with, so that a
+    record calibrated before the rule (every locale from 20 positives) is not a cache hit; a
+    per-locale baseline's identity has no new field (20, as before)."""
     from q2pt.experiments.runner import ExperimentRunner, RunSpec
     from q2pt.experiments.settings import resolve_settings
     from support import handmade_dataset

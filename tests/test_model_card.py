@@ -52,6 +52,14 @@ def test_card_limits_name_small_locales_and_unseen_locale_behaviour():
     assert "SIMULATED" in card and "SIMULATED" in limits
     assert "`/models/old` (fingerprint `abc`)" in card
     assert "| tiny | 10 | 10 | 10 | 0.000 | [0.000, 0.200] | 0.4000 | global threshold (g) |" in card
+    # the floor a locale's own threshold needed: the saved one (none saved: 20, as q2pt then did), else the variant's
+    assert "fewer than 20 validation positives" in limits
+    unified = {**manifest, "variant": "unified-aware"}
+    assert "fewer than 20 validation positives" in render_model_card(unified)
+    unified["config"] = {"train": {"precision_target": 0.8, "locale_threshold_min_positives": None}}
+    assert "fewer than 200 validation positives" in render_model_card(unified)
+    unified["config"]["train"]["locale_threshold_min_positives"] = 35
+    assert "fewer than 35 validation positives" in render_model_card(unified)
 
 
 def test_card_is_served_and_linked(aware_dir, tmp_path):

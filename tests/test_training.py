@@ -146,6 +146,28 @@ def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
     assert resumed.config.model.head_init == "random"
 
 
+def test_resume_is_not_refused_for_keys_that_only_calibrate(tmp_path):
+    """Thresholds are calibrated after training: a run checkpointed before
+    train.locale_threshold_min_positives existed (read as 20) resumes under today's default and
+    calibrates with it; so does one resumed with per-type thresholds asked for."""
+    data = tiny_dataset(32, 8, 8)
+    cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
+    run_json = tmp_path / "m" / "checkpoints" / "run.json"
+    run = json.loads(run_json.read_text())
+    run["config"]["train"].pop("locale_threshold_min_positives", None)  # as an earlier q2pt wrote it
+    run_json.write_text(json.dumps(run))
+    again = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
+                         "--train.type_thresholds", "true")
+    resumed = Q2PTModel(config=again).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    assert resumed.config.train.locale_threshold_min_positives is None and resumed.config.train.type_thresholds
+    assert all(v.endswith("positives < 200") for k, v in resumed.manifest["threshold_details"].items() if k != "global")
+    with pytest.raises(ConfigError, match=r"different config \(train.lr"):  # a key that trains still refuses
+        Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "3", "--train.lr", "0.001")).fit(
+            data, out_dir=tmp_path / "m", resume=True, progress=False)
+
+
 def test_resume_without_checkpoint_trains_from_scratch(tmp_path):
     data = tiny_dataset(32, 8, 8)
     cfg = ngram_config("unified-agnostic", "--train.max_epochs", "2")

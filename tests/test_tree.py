@@ -184,11 +184,12 @@ def test_coverage_counts_answers_at_thresholds_that_reached_the_target():
     set_pr = set_precision_recall([{"x"}], [{"x"}], ["de"], covered=[bool(ok[tree.column_of["home > kitchen > pots"]])])
     assert set_pr["global"]["coverage"] == 0.0 and set_pr["global"]["precision"] == 1.0  # ... which does not count
     # a locale whose own level-2 pairs never reached the target: cut at the level's threshold, not at the target
-    tree = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.5, "2": 0.5}, "de": {"1": 0.6, "2": None}})
+    tree = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.5, "2": 0.4}, "de": {"1": 0.6, "2": None}})
     res = tree.resolve_all(["de"])
     level = tree.node_level.tolist()
     assert tree.reached(res)[0].tolist() == [lv == 1 for lv in level]
-    assert tree.cuts(res)[0].tolist() == [{1: 0.6, 2: 0.5, 3: 0.5}[lv] for lv in level]
+    # level 2: the level's threshold (0.4); level 3, which has none: the locale's (the global 0.5)
+    assert tree.cuts(res)[0].tolist() == [{1: 0.6, 2: 0.4, 3: 0.5}[lv] for lv in level]
 
 
 def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
@@ -234,6 +235,34 @@ def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir)
     assert level1["level"] == 1 and level1["global"]["n_positives"] == expected
     with pytest.raises(ConfigError, match="levels 1 to 3"):
         model.evaluate(test, level=4)
+
+
+def test_a_level_a_locale_never_reached_survives_save_load_and_export(tree_model_dir, tmp_path):
+    """None in level_thresholds (the locale's own pairs never reached the target at that level)
+    is written as null, read back as None, cut at the level's threshold, not counted as reached."""
+    need("onnxruntime")
+    import json
+
+    import onnx
+
+    from q2pt.models import load_model
+    from q2pt.serving.onnx_export import export_onnx
+
+    folder, _ = tree_model_dir
+    model = load_model(folder)
+    model.level_thresholds_ = {**model.level_thresholds_, "de_DE": {"2": None}}
+    model.manifest["level_thresholds"] = model.level_thresholds_
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert again.level_thresholds_["de_DE"] == {"2": None}
+    core = again.inference()
+    res = core.resolve_all(["de_DE", "fr_FR"])
+    at_two = core.node_level == 2
+    reached, cuts = core.reached(res), core.cuts(res)
+    assert not reached[0, at_two].any() and reached[1, at_two].all()  # fr_FR: the level's own threshold
+    assert cuts[0, at_two] == pytest.approx(again.level_thresholds_["global"]["2"])
+    meta = {p.key: p.value for p in onnx.load(str(export_onnx(again, tmp_path / "t.onnx").path)).metadata_props}
+    assert json.loads(meta["q2pt.level_thresholds"])["de_DE"] == {"2": None}
 
 
 def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):

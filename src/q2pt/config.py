@@ -275,7 +275,10 @@ class TrainSection(_Section):
     """A locale gets its own decision threshold (its validation rows' R@P threshold at
     ``precision_target``) when it has at least this many positive validation pairs and reaches
     the target; every other locale uses the global threshold (``threshold_details`` in the
-    manifest says which). A tree's per-(locale, level) thresholds follow the same rule. None:
+    manifest says which). A tree's per-(locale, level) thresholds follow the same rule (in the
+    manifest's ``level_thresholds``: absent with too few positives, null where they never reach
+    the target). Thresholds are calibrated after training, so a checkpointed run resumes under
+    another value (it is not part of the run's identity). None:
     by variant, :data:`q2pt.calibration.LOCALE_MIN_POSITIVES`: 20 for non-unified (its
     per-locale networks score on scales of their own: the global threshold fits none of them),
     200 for unified models (one network, one scale: a locale's own threshold from a few dozen

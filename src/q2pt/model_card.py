@@ -21,6 +21,18 @@ MODEL_CARD = "MODEL_CARD.md"
 FEW_TRAINING_QUERIES = 200
 FEW_VALIDATION_POSITIVES = 20
 
+def threshold_floor(variant: str, train_cfg: Mapping[str, Any]) -> int:
+    """The validation positives a locale of this model needed for a threshold of its own: the
+    saved ``train.locale_threshold_min_positives`` (a manifest without it: 20, as q2pt then did),
+    or the variant's default (:func:`q2pt.calibration.locale_min_positives`)."""
+    from q2pt.calibration import locale_min_positives
+    from q2pt.config import ADDED_KEYS
+
+    key = "locale_threshold_min_positives"
+    configured = train_cfg[key] if key in train_cfg else ADDED_KEYS[f"train.{key}"]
+    return locale_min_positives(configured, variant != "non-unified")
+
+
 _VARIANTS = {
     "non-unified": "one network per locale, each trained on its own locale's queries only",
     "unified-agnostic": "one network for every locale; it never sees the locale",
@@ -152,8 +164,10 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
             f"`{loc}` ({train_counts.get(loc, '?')} training queries, "
             f"{((metrics.get('locales') or {}).get(loc) or {}).get('n_positives', 0)} validation positives)"
             for loc in small)
-        limits.append(f"Little data in {shown_small}: their figures are uncertain (see the CIs), and a locale "
-                      f"with fewer than {FEW_VALIDATION_POSITIVES} validation positives uses the global threshold.")
+        limits.append(f"Little data in {shown_small}: their figures are uncertain (see the CIs).")
+    limits.append(f"A locale with fewer than {threshold_floor(variant, train_cfg)} validation positives, or whose own "
+                  "never reach the precision target, uses the global threshold (the thresholds' table says "
+                  "which).")
     limits.append(f"A locale not listed above is {_UNSEEN.get(variant, 'served as the variant allows')}.")
     limits.append("Product types outside the list above are never predicted; new types need a retrain "
                   "(`q2pt train --init-from` this folder).")

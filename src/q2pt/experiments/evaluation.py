@@ -112,9 +112,10 @@ def calibrate_on_valid(
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Per-locale thresholds (and how each was chosen) calibrated on validation rows with
     :func:`q2pt.metrics.calibrate_thresholds` -- the function q2pt's training calls
-    (:func:`q2pt.calibration.calibrate_thresholds`), with its defaults: a locale with fewer than
-    ``min_positives`` positives, or that never reaches ``precision``, gets the global threshold;
-    without any validation positive every threshold is 0.5."""
+    (:func:`q2pt.calibration.calibrate_thresholds`): a locale with fewer than ``min_positives``
+    positives (the runner passes training's rule, :func:`q2pt.calibration.locale_min_positives`),
+    or that never reaches ``precision``, gets the global threshold; without any validation
+    positive every threshold is 0.5."""
     from q2pt.metrics import thresholds_or_default
 
     if len(frame) == 0:

@@ -19,7 +19,10 @@ model's graph returns each node's own score; the parent-at-least-its-child lift
 (``model.tree_scores consistent``) and the choice of the deepest confident types are q2pt's
 Python side (:class:`q2pt.inference.InferenceCore`, which ``q2pt serve --runtime onnx`` uses), and
 the graph's metadata carries what they need: ``q2pt.tree`` (the tree's JSON), ``q2pt.tree_scores``,
-``q2pt.thresholds``, ``q2pt.level_thresholds`` and ``q2pt.type_thresholds``.
+``q2pt.thresholds``, ``q2pt.level_thresholds`` and ``q2pt.type_thresholds``. In
+``q2pt.level_thresholds`` a locale's ``null`` at a level means its own pairs there never reached
+the precision target: it is cut at the level's global threshold, which is not an answer at the
+target there.
 
 The graphs are traced with PyTorch's TorchScript-based exporter (opset 17). Its
 ``index_add`` conversion is wrong when an index repeats (it scatters without reduction),

@@ -261,7 +261,9 @@ def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
 def comparable_config(config: "Config") -> dict[str, Any]:
     """A config as run identities compare it: without the keys that do not change the result."""
     cfg = config.to_dict()
-    for key in ("threads", "checkpoint_every", "eval_batch_size"):
+    for key in ("threads", "checkpoint_every", "eval_batch_size",
+                # calibrated after training, from the final weights: a resumed run uses the current rule
+                "locale_threshold_min_positives", "type_thresholds", "type_threshold_min_positives"):
         cfg["train"].pop(key, None)
     return cfg
 
