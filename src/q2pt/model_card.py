@@ -21,6 +21,7 @@ MODEL_CARD = "MODEL_CARD.md"
 FEW_TRAINING_QUERIES = 200
 FEW_VALIDATION_POSITIVES = 20
 
+
 def threshold_floor(variant: str, train_cfg: Mapping[str, Any]) -> int:
     """The validation positives a locale of this model needed for a threshold of its own: the
     saved ``train.locale_threshold_min_positives`` (a manifest without it: 20, as q2pt then did),

@@ -259,7 +259,9 @@ def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def comparable_config(config: "Config") -> dict[str, Any]:
-    """A config as run identities compare it: without the keys that do not change the result."""
+    """A config as a training run's identity compares it: without the keys that do not change the
+    trained weights (threads, checkpointing, evaluation batches, and the thresholds calibrated
+    after training)."""
     cfg = config.to_dict()
     for key in ("threads", "checkpoint_every", "eval_batch_size",
                 # calibrated after training, from the final weights: a resumed run uses the current rule
