@@ -23,26 +23,19 @@ import os
 import platform
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-
-def scored(model: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """A split's label matrix, the model's scores, the positives outside its labels, the locales."""
-    from q2pt.data.labels import label_lists, multi_hot
-
-    locales = frame["locale"].astype(str).tolist()
-    y, missing = multi_hot(label_lists(frame["product_types"]), model.classes_)
-    return y.toarray(), model.predict_proba(frame["query"].astype(str).tolist(), locales), missing, locales
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def main(argv: list[str] | None = None) -> int:
     from q2pt.config import resolve_config
     from q2pt.data import load_configured
-    from q2pt.metrics import evaluate_as_deployed
+    from q2pt.metrics import evaluate_as_deployed, own_thresholds
     from q2pt.models import Q2PTModel
+    from real_tuning import scored
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="demo")
@@ -73,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in mins:
                 d = evaluate_as_deployed(yv, sv, lv, yt, st, lt, 0.8, min_positives=m, valid_missing=mv,
                                          test_missing=mt)
-                own = sum(1 for k, v in d["threshold_details"].items() if k != "global"
-                          and not v.startswith("global threshold"))
+                own = len(own_thresholds(d["threshold_details"]))
                 locs = [e["precision"] for e in d["locales"].values() if (e.get("n_predicted") or 0) >= 20
                         and e.get("precision") is not None]
                 g = d["global"]

@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,20 @@ def cut_paths(paths: list[str], depth: int) -> list[str]:
     return sorted({truncate_path(p, depth) for p in paths})
 
 
+def scored(model: Any, frame: pd.DataFrame, columns: np.ndarray | None = None,
+           depth: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A split's label matrix, the model's scores, the positives outside its labels and the
+    locales, over the model's ``columns`` (None: all); ``depth``: the true paths cut to it."""
+    from q2pt.data.labels import label_lists, multi_hot
+
+    columns = np.arange(len(model.classes_)) if columns is None else columns
+    locales = frame["locale"].astype(str).tolist()
+    scores = model.predict_proba(frame["query"].astype(str).tolist(), locales)[:, columns]
+    paths = [cut_paths(types, depth) if depth else types for types in label_lists(frame["product_types"])]
+    y, missing = multi_hot(paths, [model.classes_[j] for j in columns])
+    return y.toarray(), scores, missing, locales
+
+
 def read_fold(data: str, k: int, folds: int, seed: int, depth: int, small: int | None) -> dict[str, pd.DataFrame]:
     """The file's rows with their paths cut to ``depth`` levels, split as fold ``k``."""
     with open(data, encoding="utf-8") as fh:
@@ -80,7 +95,6 @@ def read_fold(data: str, k: int, folds: int, seed: int, depth: int, small: int |
 def main(argv: list[str] | None = None) -> int:
     from q2pt.config import parse_value, resolve_config
     from q2pt.data import from_frames
-    from q2pt.data.labels import label_lists, multi_hot
     from q2pt.metrics import evaluate_as_deployed, recall_at_precision
     from q2pt.models import Q2PTModel
 
@@ -110,21 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     if model.tree_ is not None:  # a tree: judged on its deepest level's types alone (the true paths cut to it)
         depth = model.tree_.depth
         columns = np.flatnonzero([model.tree_.level.get(c, 1) == depth for c in model.classes_])
-    classes = [model.classes_[j] for j in columns]
-
-    def scored(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        locales = frame["locale"].astype(str).tolist()
-        scores = model.predict_proba(frame["query"].astype(str).tolist(), locales)[:, columns]
-        paths = [cut_paths(types, depth) if depth else types for types in label_lists(frame["product_types"])]
-        y, missing = multi_hot(paths, classes)
-        return y.toarray(), scores, missing, locales
-
-    yt, st, mt, lt = scored(test)
+    yt, st, mt, lt = scored(model, test, columns, depth)
     r = recall_at_precision(yt, st, 0.8, n_missing=int(mt.sum())).recall
     out = {"fold": args.fold, "depth": args.depth, "small": args.small, "overrides": args.overrides,
            "test_r_at_p80_pooled": round(r, 4), "train_seconds": round(seconds, 1)}
     if args.deployed:
-        yv, sv, mv, lv = scored(splits["valid"])
+        yv, sv, mv, lv = scored(model, splits["valid"], columns, depth)
         for n in (int(x) for x in args.deployed.split(",")):
             d = evaluate_as_deployed(yv, sv, lv, yt, st, lt, 0.8, min_positives=n, valid_missing=mv,
                                      test_missing=mt)["global"]

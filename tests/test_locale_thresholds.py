@@ -8,6 +8,7 @@ import pytest
 
 from q2pt.calibration import LOCALE_MIN_POSITIVES, locale_min_positives
 from q2pt.config import Config, resolve_config
+from q2pt.metrics import own_thresholds
 from support import HANDMADE_LOCALES, need
 
 
@@ -42,6 +43,7 @@ def test_training_calibrates_a_locale_threshold_only_with_enough_positives(varia
     model = _fit(variant, **flags)
     details = model.manifest["threshold_details"]
     floor = locale_min_positives(flags.get("train.locale_threshold_min_positives"), variant != "non-unified")
+    assert own_thresholds(details) == (sorted(HANDMADE_LOCALES) if own else [])
     for loc in HANDMADE_LOCALES:
         if own:  # enough positives: its own R@P threshold (the toy data is easy: the target is reached)
             assert details[loc].startswith("precision "), (loc, details[loc])

@@ -52,6 +52,7 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         calibrate_type_thresholds,
         evaluate,
         evaluate_levels,
+        own_thresholds,
         thresholds_or_default,
         thresholds_reached,
     )
@@ -76,10 +77,9 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
                                        model.config.model.variant != "non-unified")
         thresholds, details = thresholds_or_default(y, scores, locs, precision, min_positives=support,
                                                     n_missing=missing)
-        own = sum(1 for k, v in details.items() if k != "global" and not v.startswith("global threshold"))
         logger.info("thresholds: global %.4g; %d of %d locales have their own (at least %d validation positives "
-                    "and the target reached), the others use the global one", thresholds["global"], own,
-                    len(set(locs)), support)
+                    "and the target reached), the others use the global one", thresholds["global"],
+                    len(own_thresholds(details)), len(set(locs)), support)
         tree = getattr(model, "tree_", None)
         if tree is not None:
             levels = [tree.level.get(c, 1) for c in model.classes_]

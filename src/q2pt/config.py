@@ -285,18 +285,18 @@ class TrainSection(_Section):
     positives overfits its validation rows, and the global one lands on the target).
     Measured (mean of 5 folds, recall / precision as deployed on test): real dev set, cikm-qc,
     ``python bench/real_tuning.py FILE --fold K [--small 60 | --depth 2] --deployed
-    20,50,100000 [model.variant=non-unified]``, K = 0..4, 2026-12-03, 2-core dev machine (50-70
+    20,50,100000 [model.variant=non-unified]``, K = 0..4, 2026-12-03, 2-core dev machine (47-70
     validation positives a locale): unified-aware from 20 positives 0.388 / 0.779 at the top
     level, 0.230 / 0.781 small (60 training queries a locale), 0.084 / 0.701 at level 2; from 50
     0.382 / 0.785, 0.224 / 0.791, 0.081 / 0.704; the global threshold alone 0.392 / 0.800, 0.234
     / 0.812, 0.072 / 0.799. Non-unified from 20 positives 0.258 / 0.758 top, 0.108 / 0.715
     small; from 50 0.245 / 0.778, 0.096 / 0.740; the global threshold alone 0.254 / 0.804, 0.076
     / 0.784 (its recall needs its own thresholds). Simulated demo store, seed 0 (``python
-    bench/locale_thresholds.py --preset demo``, 2026-12-03, 2-core dev machine; 18 locales with
-    20 validation positives, 3 with 200): unified-aware from 20 0.722 / 0.785, from 50 0.731 /
-    0.779, from 200 0.732 / 0.776, the global threshold alone 0.732 / 0.779. A locale with 200
-    validation positives keeps its own (a store whose labels are noisier than the others' is
-    then held to the target in its own right)."""
+    bench/locale_thresholds.py --preset demo --variants unified-aware``, 2026-12-03, 2-core dev
+    machine; 18 locales got their own threshold from 20 positives, 3 from 200): unified-aware
+    from 20 0.722 / 0.785, from 50 0.731 / 0.779, from 200 0.732 / 0.776, the global threshold
+    alone 0.732 / 0.779. A locale with 200 validation positives keeps its own (a store whose
+    labels are noisier than the others' is then held to the target in its own right)."""
     type_thresholds: bool = False
     """Calibrate a threshold per (locale, product type) too, where the validation data has at
     least ``type_threshold_min_positives`` queries of that type in that locale (and its own

@@ -79,6 +79,7 @@ __all__ = [
     "recall_as_deployed",
     "evaluate_as_deployed",
     "thresholds_reached",
+    "own_thresholds",
     "format_table",
     "format_levels",
     "to_jsonable",
@@ -964,6 +965,13 @@ def thresholds_reached(details: Mapping[str, str]) -> dict[str, bool]:
 
     glob = own(str(details.get("global", "")))
     return {str(k): glob if k == "global" else locale(str(v)) for k, v in details.items()}
+
+
+def own_thresholds(details: Mapping[str, str]) -> list[str]:
+    """The locales of :func:`thresholds_or_default`'s ``details`` that got a threshold of their
+    own (the others use the global one: too few positives, or their own never reached the
+    target)."""
+    return sorted(str(k) for k, v in details.items() if k != "global" and not str(v).startswith("global threshold"))
 
 
 def thresholds_or_default(
