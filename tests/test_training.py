@@ -162,7 +162,8 @@ def test_resume_is_not_refused_for_keys_that_only_calibrate(tmp_path):
                          "--train.type_thresholds", "true")
     resumed = Q2PTModel(config=again).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
     assert resumed.config.train.locale_threshold_min_positives is None and resumed.config.train.type_thresholds
-    assert all(v.endswith("positives < 200") for k, v in resumed.manifest["threshold_details"].items() if k != "global")
+    locales = {k: v for k, v in resumed.manifest["threshold_details"].items() if k != "global"}
+    assert locales and all(v.endswith("positives < 200") for v in locales.values()), locales
     with pytest.raises(ConfigError, match=r"different config \(train.lr"):  # a key that trains still refuses
         Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "3", "--train.lr", "0.001")).fit(
             data, out_dir=tmp_path / "m", resume=True, progress=False)
