@@ -200,6 +200,20 @@ class TrainSection(_Section):
     machine, cikm-qc dev set, test R@P80 pooled, mean of 5 folds): D = 0.1 / 0.3 / 0.5 gave
     0.359 / 0.372 / 0.370 at the top level, 0.194 / 0.182 / 0.192 with 60 training queries per
     locale (``--small 60``), 0.052 / 0.050 at level 2 (``--depth 2 model.hierarchy=flat``)."""
+    name_examples: float = Field(0.0, ge=0.0)
+    """Each product type's name (the last level of its path, ``_`` read as a space) is one
+    more training query with this weight, labelled with its type (and, in a tree, the type's
+    ancestors; types of the same name share one row), spread over the network's locales one
+    row a name (:mod:`q2pt.training.names`); it also joins the query memory. 0 (default): off,
+    the paper's training data. Measured on real queries (cikm-qc dev set, unified-aware,
+    ``python bench/real_tuning.py FILE --fold K --deployed 200 [--small 60]
+    [train.name_examples=W]``, K = 0..4, 2026-12-03, 2-core dev machine, test R@P80 pooled /
+    recall as deployed, mean of 5 folds): with 60 training queries per locale, off 0.245 / 0.234,
+    W = 0.3 0.255 / 0.241 (pooled ahead in every fold, as deployed in 3 of 5); top level, off
+    0.402 / 0.392, W = 0.3 0.401 / 0.394 (level). W = 0.1 and 1.0 (a one-off patch of that
+    script that built the same rows; fold 0 identical to the key's at 0.3) gave 0.252 / 0.240 and
+    0.250 / 0.241 with 60 queries per locale, and one row a name in every locale 0.251 / 0.242.
+    Off by default until the full comparison (``bench/real_quality.py``) is re-run with it."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
@@ -398,6 +412,7 @@ ADDED_KEYS: dict[str, Any] = {
     "model.tree_scores": "raw",  # a tree's scores as its network gave them (no parent lift)
     "train.ancestor_loss_weight": 1.0,  # every node weighed alike in the loss
     "train.locale_threshold_min_positives": 20,  # a locale's own threshold from 20 positives, any variant
+    "train.name_examples": 0.0,  # no name examples
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from q2pt.data.labels import label_lists
 from q2pt.data.tree import type_name
@@ -19,6 +20,7 @@ from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
 from q2pt.training.loop import TrainHooks, stage_label, train_network
 from q2pt.training.memory import build_memory
+from q2pt.training.names import name_examples
 from q2pt.training.tokens import prepare_split
 from q2pt.weights import load_network_state
 
@@ -130,11 +132,23 @@ def fit_networks(
         networks: dict[str, Any] = {}
         network_labels: dict[str, list[str]] = {}
         summaries: dict[str, Any] = {}
+        added: dict[str, int] = {}  # name examples per network (train.name_examples)
         for i, (stage, tr, va) in enumerate(stages):
             if stage == UNIFIED:
                 stage_classes = classes
             else:
                 stage_classes = sorted({x for row in label_lists(tr["product_types"]) for x in row})
+            if cfg.name_examples > 0:  # the types' names as training queries (and memory rows)
+                names = name_examples(stage_classes, locales if stage == UNIFIED else [stage], cfg.name_examples,
+                                      sep=config.data.label_separator, tree=tree)
+                if "weight" not in tr.columns:
+                    tr = tr.assign(weight=1.0)
+                tr = pd.concat([tr, names], ignore_index=True)
+                stages[i] = (stage, tr, va)
+                added[stage] = len(names)
+                if hooks.is_main:
+                    logger.info("%s: %d product-type names added as training queries, weight %g "
+                                "(train.name_examples)", stage_label(stage), len(names), cfg.name_examples)
             torch.manual_seed(cfg.seed)
             net = build_network(config, stage_classes, locales if variant == "unified-aware" else None,
                                 dataset.locale_languages)
@@ -187,6 +201,8 @@ def fit_networks(
                                     max_queries=config.model.memory_max_queries, dim=config.model.memory_dim,
                                     seed=cfg.seed)
                 summaries[stage]["memory_queries"] = kept
+        for stage, n in added.items():
+            summaries[stage]["name_examples"] = n
         return TrainedNetworks(networks, network_labels, classes, locales, summaries)
     finally:
         torch.set_num_threads(previous_threads)

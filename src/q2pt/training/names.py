@@ -1,0 +1,44 @@
+"""Name examples (``train.name_examples``): each product type's name as one more training query.
+
+A store's product types have names ("frying pan", "women's clothing > dresses"), and a shopper
+who types a type's name means that type. With a few dozen training queries a type, the name is
+one more example the network learns from, and (with the query memory) one more neighbour a
+query can find. It is built from the labels alone, so it needs nothing the training data does
+not already hold.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import pandas as pd
+
+from q2pt.data.tree import type_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.data.tree import LabelTree
+
+__all__ = ["name_examples"]
+
+
+def name_examples(classes: Sequence[str], locales: Sequence[str], weight: float, *,
+                  sep: str, tree: "LabelTree | None" = None) -> pd.DataFrame:
+    """Training rows (``query``, ``locale``, ``product_types``, ``weight``): one per distinct
+    type name among ``classes`` (:func:`q2pt.data.tree.type_name`, the last level of the
+    path), labelled with every class of that name (men's and women's "shorts" are one row with
+    both types) and, in a ``tree``, their ancestors. Row i gets locale ``locales[i % n]``: the
+    names are spread over the stores, one row each, rather than repeated in every store."""
+    stores = list(locales)
+    if weight <= 0 or not classes or not stores:
+        return pd.DataFrame({"query": [], "locale": [], "product_types": [], "weight": []})
+    by_name: dict[str, list[str]] = {}
+    for c in classes:
+        by_name.setdefault(type_name(c, sep), []).append(c)
+    names = sorted(by_name)
+    labels = [sorted(tree.close(by_name[n]) if tree is not None else by_name[n]) for n in names]
+    return pd.DataFrame({
+        "query": names,
+        "locale": [stores[i % len(stores)] for i in range(len(names))],
+        "product_types": labels,
+        "weight": [float(weight)] * len(names),
+    })

@@ -1,0 +1,80 @@
+"""Name examples (``train.name_examples``): the rows built from the product types' names on a
+hand-built case, and what a trained model does with them (training rows, query memory, summary)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from support import need
+
+need("torch")
+
+from q2pt.config import ADDED_KEYS, resolve_config  # noqa: E402
+from q2pt.data import load_dataset  # noqa: E402
+from q2pt.data.tree import LabelTree, type_name  # noqa: E402
+from q2pt.models import Q2PTModel  # noqa: E402
+from q2pt.training.names import name_examples  # noqa: E402
+
+TYPES = ["home > pots", "kitchen > pots", "kitchen > frying_pan"]
+
+
+def test_one_row_per_name_spread_over_the_locales():
+    rows = name_examples(TYPES, ["de", "en"], 0.3, sep=" > ")
+    assert rows["query"].tolist() == ["frying pan", "pots"]  # "_" read as a space; sorted names
+    assert rows["locale"].tolist() == ["de", "en"]
+    # both "pots" types share one row: the name alone does not tell them apart
+    assert rows["product_types"].tolist() == [["kitchen > frying_pan"], ["home > pots", "kitchen > pots"]]
+    assert rows["weight"].tolist() == [0.3, 0.3]
+    assert name_examples(TYPES, ["de", "en", "fr"], 1.0, sep=" > ")["locale"].tolist() == ["de", "en"]
+
+
+def test_in_a_tree_a_name_is_also_a_positive_of_its_ancestors():
+    tree = LabelTree.from_labels(TYPES, " > ")
+    classes = sorted(tree.parent)  # every node: home, kitchen and the three leaves
+    rows = name_examples(classes, ["de"], 0.5, sep=" > ", tree=tree)
+    labels = dict(zip(rows["query"], rows["product_types"]))
+    assert labels["frying pan"] == ["kitchen", "kitchen > frying_pan"]
+    assert labels["pots"] == ["home", "home > pots", "kitchen", "kitchen > pots"]
+    assert labels["kitchen"] == ["kitchen"]
+    assert set(rows["locale"]) == {"de"}
+
+
+def test_weight_zero_or_nothing_to_name_gives_no_rows():
+    assert name_examples(TYPES, ["de"], 0.0, sep=" > ").empty
+    assert name_examples([], ["de"], 1.0, sep=" > ").empty
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_dataset(None, preset="tiny")
+
+
+def _fit(tiny, variant, names):
+    flags = {"train.max_epochs": 1, "train.threads": 1, "model.encoder_options": {"dim": 16, "buckets": 2048},
+             "train.batch_size": 64, "model.variant": variant, "train.name_examples": names}
+    return Q2PTModel(config=resolve_config(overrides=flags, encoder="ngram")).fit(tiny, progress=False)
+
+
+def _memory_rows(frame, aware):
+    return len({(q, loc if aware else "") for q, loc in zip(frame["query"], frame["locale"])})
+
+
+@pytest.mark.parametrize("variant", ["unified-aware", "non-unified"])
+def test_a_model_trains_on_its_types_names_and_keeps_them_in_its_memory(tiny, variant):
+    rows_before = len(tiny.train)
+    model = _fit(tiny, variant, 0.5)
+    training = model.manifest["training"]
+    for stage, labels in model.network_labels_.items():
+        frame = tiny.train if stage == "*" else tiny.train[tiny.train["locale"] == stage]
+        names = name_examples(labels, sorted(tiny.train["locale"].unique()) if stage == "*" else [stage], 0.5,
+                              sep=" > ", tree=model.tree_)
+        assert training[stage]["name_examples"] == len(names) == len({type_name(c) for c in labels}) > 0
+        # each name is a memory row of its own unless a training query of its locale already reads the same
+        both = pd.concat([frame, names], ignore_index=True)
+        assert training[stage]["memory_queries"] == _memory_rows(both, variant == "unified-aware")
+        assert training[stage]["memory_queries"] > _memory_rows(frame, variant == "unified-aware")
+    assert len(tiny.train) == rows_before  # the dataset given is not changed
+    off = _fit(tiny, variant, 0.0)
+    assert all("name_examples" not in s for s in off.manifest["training"].values())
+    assert ADDED_KEYS["train.name_examples"] == 0.0  # a saved config from before the key: no name rows
