@@ -210,10 +210,14 @@ class TrainSection(_Section):
     [train.name_examples=W]``, K = 0..4, 2026-12-03, 2-core dev machine, test R@P80 pooled /
     recall as deployed, mean of 5 folds): with 60 training queries per locale, off 0.245 / 0.234,
     W = 0.3 0.255 / 0.241 (pooled ahead in every fold, as deployed in 3 of 5); top level, off
-    0.402 / 0.392, W = 0.3 0.401 / 0.394 (level). W = 0.1 and 1.0 (a one-off patch of that
+    0.402 / 0.392, W = 0.3 0.401 / 0.394 (level); level 2 (``--depth 2``, a tree of two levels,
+    judged on its level-2 types), off 0.068 / 0.072, W = 0.3 0.064 / 0.081 (pooled behind in 4 of
+    5 folds, level in 1; as deployed ahead in 3). W = 0.1 and 1.0 (a one-off patch of that
     script that built the same rows; fold 0 identical to the key's at 0.3) gave 0.252 / 0.240 and
     0.250 / 0.241 with 60 queries per locale, and one row a name in every locale 0.251 / 0.242.
-    Off by default until the full comparison (``bench/real_quality.py``) is re-run with it."""
+    Off by default: a gain in the small regime within the fold-to-fold spread as deployed, none
+    at the top level, mixed at level 2; the full comparison (``bench/real_quality.py``) has not
+    been run with it."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
