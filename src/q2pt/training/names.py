@@ -1,6 +1,6 @@
 """Name examples (``train.name_examples``): each product type's name as one more training query.
 
-A store's product types have names ("frying pan", "women's clothing > dresses"), and a shopper
+A store's product types have names ("frying pan" for "kitchen > frying_pan"), and a shopper
 who types a type's name means that type. With a few dozen training queries a type, the name is
 one more example the network learns from, and (with the query memory) one more neighbour a
 query can find. It is built from the labels alone, so it needs nothing the training data does
