@@ -216,8 +216,11 @@ class TrainSection(_Section):
     script that built the same rows; fold 0 identical to the key's at 0.3) gave 0.252 / 0.240 and
     0.250 / 0.241 with 60 queries per locale, and one row a name in every locale 0.251 / 0.242.
     Off by default: a gain in the small regime within the fold-to-fold spread as deployed, none
-    at the top level, mixed at level 2; the full comparison (``bench/real_quality.py``) has not
-    been run with it."""
+    at the top level, mixed at level 2. On the small-regime splits of ``bench/real_quality.py``
+    (``q2pt experiment --data OUT/splits-small --folds 5 --data.label_depth 1 --train.threads 1
+    --train.name_examples 0.3``, unified-aware and non-unified only): 0.248 / 0.227 vs the
+    default's 0.244 / 0.221, non-unified 0.026 / 0.119 vs 0.021 / 0.084 (the README's
+    real-data section); the top level and level 2 were not re-run there."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
