@@ -212,10 +212,7 @@ class TrainSection(_Section):
     W = 0.3 0.255 / 0.241 (pooled ahead in every fold, as deployed in 3 of 5); top level, off
     0.402 / 0.392, W = 0.3 0.401 / 0.394 (level); level 2 (``--depth 2``, a tree of two levels,
     judged on its level-2 types), off 0.068 / 0.072, W = 0.3 0.064 / 0.081 (pooled behind in 4 of
-    5 folds, level in 1; as deployed ahead in 3). W = 0.1 and 1.0 (a one-off patch of that
-    script that built the same rows; fold 0 identical to the key's at 0.3) gave 0.252 / 0.240 and
-    0.250 / 0.241 with 60 queries per locale, and one row a name in every locale 0.251 / 0.242.
-    Off by default: a gain in the small regime within the fold-to-fold spread as deployed, none
+    5 folds, level in 1; as deployed ahead in 3). Off by default: a gain in the small regime within the fold-to-fold spread as deployed, none
     at the top level, mixed at level 2. On the small-regime splits of ``bench/real_quality.py``
     (``q2pt experiment --data OUT/splits-small --folds 5 --data.label_depth 1 --train.threads 1
     --train.name_examples 0.3``, unified-aware and non-unified only): 0.248 / 0.227 vs the
