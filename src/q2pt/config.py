@@ -212,12 +212,14 @@ class TrainSection(_Section):
     W = 0.3 0.255 / 0.241 (pooled ahead in every fold, as deployed in 3 of 5); top level, off
     0.402 / 0.392, W = 0.3 0.401 / 0.394 (level); level 2 (``--depth 2``, a tree of two levels,
     judged on its level-2 types), off 0.068 / 0.072, W = 0.3 0.064 / 0.081 (pooled behind in 4 of
-    5 folds, level in 1; as deployed ahead in 3). Off by default: a gain in the small regime within the fold-to-fold spread as deployed, none
-    at the top level, mixed at level 2. On the small-regime splits of ``bench/real_quality.py``
-    (``q2pt experiment --data OUT/splits-small --folds 5 --data.label_depth 1 --train.threads 1
-    --train.name_examples 0.3``, unified-aware and non-unified only): 0.248 / 0.227 vs the
-    default's 0.244 / 0.221, non-unified 0.026 / 0.119 vs 0.021 / 0.084 (the README's
-    real-data section); the top level and level 2 were not re-run there."""
+    5 folds, level in 1; as deployed ahead in 3). On the splits of ``bench/real_quality.py``
+    (``q2pt experiment --data OUT/splits[-small] --folds 5 --data.label_depth D --train.threads 1
+    --train.name_examples 0.3``, 2026-12-03 11:00-11:14 UTC): unified-aware with 60 training
+    queries per locale 0.248 / 0.227 vs the default's 0.244 / 0.221 (non-unified 0.026 / 0.119 vs
+    0.021 / 0.084); top level 0.391 / 0.376 vs 0.387 / 0.376; level 2 0.086 / 0.079 vs 0.074 /
+    0.070 (the README's real-data section). Off by default for now: a gain in every regime there,
+    within the fold-to-fold spread or mixed on the tuning script's splits, and non-unified with
+    names not yet measured at the top level and level 2."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
