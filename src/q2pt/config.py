@@ -217,9 +217,10 @@ class TrainSection(_Section):
     --train.name_examples 0.3``, 2026-12-03 11:00-11:14 UTC): unified-aware with 60 training
     queries per locale 0.248 / 0.227 vs the default's 0.244 / 0.221 (non-unified 0.026 / 0.119 vs
     0.021 / 0.084); top level 0.391 / 0.376 vs 0.387 / 0.376; level 2 0.086 / 0.079 vs 0.074 /
-    0.070 (the README's real-data section). Off by default for now: a gain in every regime there,
-    within the fold-to-fold spread or mixed on the tuning script's splits, and non-unified with
-    names not yet measured at the top level and level 2."""
+    0.070; non-unified with names top level 0.244 / 0.243 vs 0.241 / 0.226, level 2 0.008 / 0.038
+    vs 0.012 / 0.023 (the README's real-data section). Off by default for now: a gain in every
+    regime there, but within the fold-to-fold spread or mixed on the tuning script's splits, and
+    the full ``bench/real_quality.py`` table (every baseline, the same run) not re-run with it."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
