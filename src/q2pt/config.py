@@ -419,7 +419,6 @@ ADDED_KEYS: dict[str, Any] = {
     "model.tree_scores": "raw",  # a tree's scores as its network gave them (no parent lift)
     "train.ancestor_loss_weight": 1.0,  # every node weighed alike in the loss
     "train.locale_threshold_min_positives": 20,  # a locale's own threshold from 20 positives, any variant
-    "train.name_examples": 0.0,  # no name examples
 }
 
 
