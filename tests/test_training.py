@@ -186,7 +186,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     history = summary["history"]
     assert summary["stopped_early"] and summary["epochs"] < 30
     best = max(h["valid_r_at_p"] for h in history)
-    assert summary["best_valid_r_at_p"] == best
+    assert summary["stop_metric"] == "r_at_p" and summary["best_valid_r_at_p"] == best
     # the last two evaluations did not beat the best one (patience 2) ...
     assert all(h["valid_r_at_p"] <= best for h in history[-2:]) and history[-3]["valid_r_at_p"] == best
     # ... and the kept weights are the best ones: they reproduce the best R@P on valid
@@ -195,6 +195,36 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     y, _ = multi_hot([list(x) for x in data.valid["product_types"]], model.classes_)
     scores = model.predict_proba(data.valid["query"].tolist(), data.valid["locale"].tolist())
     assert recall_at_precision(y.toarray(), scores, 0.8).recall == pytest.approx(best)
+
+
+def test_early_stopping_on_pr_auc_keeps_the_weights_best_by_it(tmp_path):
+    data = tiny_dataset(96, 32, 8)
+    cfg = ngram_config("unified-agnostic", "--train.max_epochs", "8", "--train.patience", "2",
+                       "--train.stop_metric", "pr_auc", "--model.memory_weight", "0")
+    model = Q2PTModel(config=cfg).fit(data, progress=False)
+    summary = model.manifest["training"]["*"]
+    assert summary["stop_metric"] == "pr_auc" and "best_valid_r_at_p" not in summary
+    history = [h["valid_pr_auc"] for h in summary["history"]]
+    assert len(set(history)) > 1  # the metric moves from epoch to epoch: the choice is a real one
+    assert summary["best_valid_pr_auc"] == max(history)
+    from q2pt.metrics import pr_auc
+
+    y, missing = multi_hot([list(x) for x in data.valid["product_types"]], model.classes_)
+    scores = model.predict_proba(data.valid["query"].tolist(), data.valid["locale"].tolist())
+    assert pr_auc(y.toarray(), scores, int(missing.sum())) == pytest.approx(max(history))
+
+
+def test_the_stop_metric_by_default_is_pr_auc_for_a_tree_and_r_at_p_for_a_flat_model(tree_model_dir):
+    from q2pt.config import resolve_config
+    from q2pt.training.loop import stop_metric
+
+    train = resolve_config().train
+    assert (stop_metric(train, hierarchical=True), stop_metric(train, hierarchical=False)) == ("pr_auc", "r_at_p")
+    fixed = resolve_config(flags={"train.stop_metric": "r_at_p"}).train
+    assert stop_metric(fixed, hierarchical=True) == "r_at_p"
+    tree = load_model(tree_model_dir[0])
+    assert tree.manifest["training"]["*"]["stop_metric"] == "pr_auc"
+    assert all("valid_pr_auc" in h for h in tree.manifest["training"]["*"]["history"])
 
 
 def test_min_steps_raises_the_epoch_budget_of_small_networks(tmp_path):

@@ -187,6 +187,11 @@ class TrainSection(_Section):
     small store's network a few dozen steps against thousands for a unified one."""
     patience: int = Field(3, ge=1)
     """Stop after this many validation evaluations without a better R@P."""
+    stop_metric: Literal["auto", "r_at_p", "pr_auc"] = "auto"
+    """What early stopping watches on valid: "r_at_p" (recall at ``precision_target``, the
+    paper's metric), "pr_auc" (area under the precision-recall curve over all pairs, which
+    every positive pair moves a little) or "auto" (the default: "pr_auc" for a hierarchical
+    model, whose deeper levels have few validation positives a type, "r_at_p" for a flat one)."""
     eval_every: int = Field(0, ge=0)
     """Evaluate on valid every N optimiser steps; 0: at the end of every epoch."""
     seed: int = Field(0, ge=0)
@@ -200,7 +205,7 @@ class TrainSection(_Section):
     machine, cikm-qc dev set, test R@P80 pooled, mean of 5 folds): D = 0.1 / 0.3 / 0.5 gave
     0.359 / 0.372 / 0.370 at the top level, 0.194 / 0.182 / 0.192 with 60 training queries per
     locale (``--small 60``), 0.052 / 0.050 at level 2 (``--depth 2 model.hierarchy=flat``)."""
-    name_examples: float = Field(0.0, ge=0.0)
+    name_examples: float = Field(0.3, ge=0.0)
     """Each product type's name (the last level of its path, ``_`` read as a space) is one
     more training query with this weight, labelled with its type (and, in a tree, the type's
     ancestors; types of the same name share one row), spread over the network's locales one
@@ -419,6 +424,8 @@ ADDED_KEYS: dict[str, Any] = {
     "model.tree_scores": "raw",  # a tree's scores as its network gave them (no parent lift)
     "train.ancestor_loss_weight": 1.0,  # every node weighed alike in the loss
     "train.locale_threshold_min_positives": 20,  # a locale's own threshold from 20 positives, any variant
+    "train.name_examples": 0.0,  # the training queries alone, no type names
+    "train.stop_metric": "r_at_p",  # early stopping on valid R@P, trees too
 }
 
 

@@ -63,6 +63,7 @@ class StageResult:
     """What training one network produced."""
 
     stage: str
+    metric: str  # what early stopping watched on valid: "r_at_p" or "pr_auc"
     best_metric: float | None
     best_step: int | None
     best_epoch: float | None
@@ -73,7 +74,8 @@ class StageResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "best_valid_r_at_p": self.best_metric,
+            "stop_metric": self.metric,
+            f"best_valid_{self.metric}": self.best_metric,
             "best_step": self.best_step,
             "best_epoch": self.best_epoch,
             "steps": self.steps,

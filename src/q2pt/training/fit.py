@@ -18,7 +18,7 @@ from q2pt.inference import UNIFIED
 from q2pt.model_folder import check_output_folder
 from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
-from q2pt.training.loop import TrainHooks, stage_label, train_network
+from q2pt.training.loop import TrainHooks, metric_label, stage_label, train_network
 from q2pt.training.memory import build_memory
 from q2pt.training.names import name_examples
 from q2pt.training.tokens import prepare_split
@@ -190,9 +190,9 @@ def fit_networks(
             if stage != UNIFIED and hooks.is_main:
                 best = "-" if result.best_metric is None else f"{result.best_metric:.4f}"
                 logger.info(
-                    "%s (%d/%d): %d train queries, %d labels, %d epochs; best valid R@P%g %s",
+                    "%s (%d/%d): %d train queries, %d labels, %d epochs; best valid %s %s",
                     stage_label(stage), i + 1, len(stages), train_split.n, len(stage_classes), result.epochs,
-                    cfg.precision_target * 100, best,
+                    metric_label(result.metric, cfg), best,
                 )
 
         if config.model.memory_weight > 0:  # after training (or resuming): the final encoder's embeddings

@@ -69,13 +69,21 @@ def score_split(net: Any, tokens: TokenCache, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def valid_r_at_p(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
+def stop_metric(cfg: "TrainSection", hierarchical: bool) -> str:
+    """The metric early stopping watches (``train.stop_metric`` resolved): "r_at_p" or "pr_auc"."""
+    if cfg.stop_metric == "auto":
+        return "pr_auc" if hierarchical else "r_at_p"
+    return cfg.stop_metric
+
+
+def valid_metric(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
                  column_levels: np.ndarray | None = None) -> float | None:
-    """Pooled R@P on valid (None when there is no valid data with positives). With
-    ``column_levels`` (a hierarchical model's level of each output) and
-    ``train.tree_stopping`` "mean_of_levels": the mean of each level's R@P over its own
+    """The early-stopping metric on valid (:func:`stop_metric`: pooled R@P at the precision
+    target, or the area under the precision-recall curve); None when there is no valid data
+    with positives. With ``column_levels`` (a hierarchical model's level of each output) and
+    ``train.tree_stopping`` "mean_of_levels": the mean of each level's metric over its own
     outputs (levels with validation positives)."""
-    from q2pt.metrics import recall_at_precision
+    from q2pt.metrics import pr_auc, recall_at_precision
 
     if valid is None or valid.n == 0:
         return None
@@ -84,15 +92,22 @@ def valid_r_at_p(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
     if y_true.sum() == 0:
         return None
     scores = score_split(net, valid.tokens, cfg.eval_batch_size)
+    name = stop_metric(cfg, column_levels is not None)
+
+    def metric(y: np.ndarray, s: np.ndarray, n_missing: int) -> float:
+        if name == "pr_auc":
+            return pr_auc(y, s, n_missing=n_missing)
+        return recall_at_precision(y, s, cfg.precision_target, n_missing=n_missing).recall
+
     if column_levels is not None and cfg.tree_stopping == "mean_of_levels":
         values = []
         for level in np.unique(column_levels):
             cols = column_levels == level
             if y_true[:, cols].sum():
-                values.append(recall_at_precision(y_true[:, cols], scores[:, cols], cfg.precision_target).recall)
+                values.append(metric(y_true[:, cols], scores[:, cols], 0))
         return float(np.mean(values)) if values else None
-    result = recall_at_precision(y_true, scores, cfg.precision_target, n_missing=missing)
-    return None if math.isnan(result.recall) else float(result.recall)
+    value = metric(y_true, scores, missing)
+    return None if math.isnan(value) else float(value)
 
 
 def _progress_enabled(progress: bool, hooks: TrainHooks) -> bool:
@@ -164,15 +179,16 @@ def train_network(
     show = _progress_enabled(progress, hooks)
     done = state.stopped_early or (cfg.max_steps is not None and state.step >= cfg.max_steps)
     total_steps = max_epochs * steps_per_epoch
+    metric_name = stop_metric(cfg, column_levels is not None)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
     def evaluate_now() -> bool:
         """Evaluate on valid, update best/patience; True to stop."""
-        metric = valid_r_at_p(net, valid, cfg, column_levels)
+        metric = valid_metric(net, valid, cfg, column_levels)
         state.last_eval_step = state.step
         epoch_f = round(state.epoch + state.batch / steps_per_epoch, 4)
-        record = {"step": state.step, "epoch": epoch_f, "valid_r_at_p": metric}
+        record = {"step": state.step, "epoch": epoch_f, f"valid_{metric_name}": metric}
         state.history.append(record)
         nonlocal best_state
         if metric is None:
@@ -191,8 +207,8 @@ def train_network(
             best = "-" if state.best_metric is None else f"{state.best_metric:.4f}"
             logger.log(
                 logging.INFO if stage == UNIFIED else logging.DEBUG,  # non-unified: one line per locale
-                "%s step %d (epoch %.2f): valid R@P%g %s (best %s)",
-                stage_label(stage), state.step, epoch_f, cfg.precision_target * 100,
+                "%s step %d (epoch %.2f): valid %s %s (best %s)",
+                stage_label(stage), state.step, epoch_f, metric_label(metric_name, cfg),
                 "-" if metric is None else f"{metric:.4f}", best,
             )
         if stop:
@@ -254,6 +270,7 @@ def train_network(
     net.eval()
     return StageResult(
         stage=stage,
+        metric=metric_name,
         best_metric=state.best_metric,
         best_step=state.best_step,
         best_epoch=state.best_epoch,
@@ -322,6 +339,11 @@ def example_loss(logits: Any, y: Any, output: str = "sigmoid", label_weights: An
 def epoch_permutation(stage_seed: Sequence[int], epoch: int, n: int) -> np.ndarray:
     """The order of the rows in an epoch: a function of the seeds and the epoch only."""
     return np.random.default_rng([*stage_seed, epoch, 0]).permutation(n)
+
+
+def metric_label(name: str, cfg: "TrainSection") -> str:
+    """How a log line names the early-stopping metric: "R@P80" or "PR-AUC"."""
+    return "PR-AUC" if name == "pr_auc" else f"R@P{cfg.precision_target * 100:g}"
 
 
 def stage_label(stage: str) -> str:
