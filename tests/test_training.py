@@ -187,6 +187,7 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     assert summary["stopped_early"] and summary["epochs"] < 30
     best = max(h["valid_r_at_p"] for h in history)
     assert summary["stop_metric"] == "r_at_p" and summary["best_valid_r_at_p"] == best
+    assert "early stopping on validation R@P80 (patience 2)" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
     # the last two evaluations did not beat the best one (patience 2) ...
     assert all(h["valid_r_at_p"] <= best for h in history[-2:]) and history[-3]["valid_r_at_p"] == best
     # ... and the kept weights are the best ones: they reproduce the best R@P on valid
@@ -225,6 +226,7 @@ def test_the_stop_metric_by_default_is_pr_auc_for_a_tree_and_r_at_p_for_a_flat_m
     tree = load_model(tree_model_dir[0])
     assert tree.manifest["training"]["*"]["stop_metric"] == "pr_auc"
     assert all("valid_pr_auc" in h for h in tree.manifest["training"]["*"]["history"])
+    assert "early stopping on validation PR-AUC" in (tree_model_dir[0] / "MODEL_CARD.md").read_text()
 
 
 def test_min_steps_raises_the_epoch_budget_of_small_networks(tmp_path):

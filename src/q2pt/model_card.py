@@ -58,6 +58,14 @@ def _ci(entry: Mapping[str, Any]) -> str:
     return "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _stop_metric(manifest: Mapping[str, Any], rap: str) -> str:
+    """What early stopping watched, from the training summaries (``train.stop_metric``; a
+    manifest written before the key: R@P)."""
+    watched = {t.get("stop_metric", "r_at_p") for t in (manifest.get("training") or {}).values()
+               if isinstance(t, Mapping)}
+    return "PR-AUC (area under the precision-recall curve)" if watched == {"pr_auc"} else rap
+
+
 def render_model_card(manifest: Mapping[str, Any]) -> str:
     """The markdown card of a model folder's manifest."""
     variant = manifest["variant"]
@@ -95,7 +103,7 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
               f"- Variant: **{variant}**: {_VARIANTS.get(variant, '')}",
               f"- Encoder: `{encoder}`",
               f"- Training: batch {train_cfg.get('batch_size', '?')}, up to {train_cfg.get('max_epochs', '?')} epochs, "
-              f"early stopping on validation {rap} (patience {train_cfg.get('patience', '?')}), seed "
+              f"early stopping on validation {_stop_metric(manifest, rap)} (patience {train_cfg.get('patience', '?')}), seed "
               f"{train_cfg.get('seed', '?')}; the whole resolved config is in `manifest.json`",
               "- Parent model: " + (f"`{parent.get('path', '?')}` (fingerprint `{parent.get('fingerprint', '?')}`): "
                                     "this model was warm-started from it" if isinstance(parent, Mapping)

@@ -17,8 +17,8 @@ loop:
   without its locale token (the agnostic tokenization), which trains the mode used for
   locales unseen in training;
 * R@P (``train.precision_target``) on valid after every epoch (or every ``eval_every``
-  steps); early stopping after ``patience`` evaluations without improvement; the best
-  weights are kept;
+  steps; ``train.stop_metric``: PR-AUC for a tree by default); early stopping after
+  ``patience`` evaluations without improvement; the best weights are kept;
 * checkpoints (safetensors tensors + JSON state, never pickle) every epoch or every
   ``checkpoint_every`` steps into ``OUT/checkpoints``; ``resume=True`` continues from the
   last one and ends with the same weights as an uninterrupted run (torch's RNG state is
