@@ -56,7 +56,8 @@ def tiny():
 
 def _fit(tiny, **overrides):
     flags = {"train.max_epochs": 1, "train.threads": 1, "model.encoder_options": {"dim": 16, "buckets": 2048},
-             "train.batch_size": 64, **overrides}
+             "train.batch_size": 64, "train.name_examples": 0.0, **overrides}  # the training queries alone
+    # (the type names in the memory: tests/test_name_examples.py)
     return Q2PTModel(config=resolve_config(overrides=flags, encoder="ngram")).fit(tiny, progress=False)
 
 
