@@ -179,8 +179,9 @@ def test_renamed_keys_are_still_read(tmp_path):
 
 
 def test_a_saved_config_without_a_newer_key_reads_as_before_it():
-    """A manifest written before the query memory and the name-initialised head says what its
-    model does (no memory, random rows); a config file without those keys gets today's defaults."""
+    """A manifest written before the query memory, the name-initialised head, the type names as
+    training queries and the tree's PR-AUC stopping says what its model does (no memory, random
+    rows, no names, R@P); a config file without those keys gets today's defaults."""
     saved = resolve_config().to_dict()
     for key in ("memory_weight", "memory_dim", "head_init"):
         del saved["model"][key]

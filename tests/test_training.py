@@ -146,6 +146,29 @@ def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
     assert resumed.config.model.head_init == "random"
 
 
+def test_resume_of_a_checkpoint_older_than_the_names_and_the_stop_metric(tmp_path):
+    """A flat run checkpointed before train.name_examples and train.stop_metric existed trained
+    without the type names and stopped on R@P: today's default names refuse it, naming the key;
+    the stop metric does not (on a flat model "auto" is R@P); its recipe resumes."""
+    data = tiny_dataset(32, 8, 8)
+    cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
+                       "--train.name_examples", "0")
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
+    run_json = tmp_path / "m" / "checkpoints" / "run.json"
+    run = json.loads(run_json.read_text())
+    assert run["config"]["train"]["stop_metric"] == "r_at_p"  # recorded resolved
+    for key in ("name_examples", "stop_metric"):  # as an earlier q2pt wrote it
+        del run["config"]["train"][key]
+    run_json.write_text(json.dumps(run))
+    today = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
+    with pytest.raises(ConfigError, match=r"different config \(train.name_examples: 0.0 -> 0.3\);"):
+        Q2PTModel(config=today).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    resumed = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    assert resumed.manifest["training"]["*"]["stop_metric"] == "r_at_p"
+    assert "name_examples" not in resumed.manifest["training"]["*"]
+
+
 def test_resume_is_not_refused_for_keys_that_only_calibrate(tmp_path):
     """Thresholds are calibrated after training: a run checkpointed before
     train.locale_threshold_min_positives existed (read as 20) resumes under today's default and
@@ -208,6 +231,9 @@ def test_early_stopping_on_pr_auc_keeps_the_weights_best_by_it(tmp_path):
     history = [h["valid_pr_auc"] for h in summary["history"]]
     assert len(set(history)) > 1  # the metric moves from epoch to epoch: the choice is a real one
     assert summary["best_valid_pr_auc"] == max(history)
+    # no PR-AUC gain in 2 evaluations (patience 2) stopped it, at the first best evaluation
+    assert summary["stopped_early"] and summary["epochs"] < 8
+    assert summary["best_step"] == summary["history"][history.index(max(history))]["step"] < summary["history"][-1]["step"]
     from q2pt.metrics import pr_auc
 
     y, missing = multi_hot([list(x) for x in data.valid["product_types"]], model.classes_)
@@ -225,7 +251,8 @@ def test_the_stop_metric_by_default_is_pr_auc_for_a_tree_and_r_at_p_for_a_flat_m
     assert stop_metric(fixed, hierarchical=True) == "r_at_p"
     tree = load_model(tree_model_dir[0])
     assert tree.manifest["training"]["*"]["stop_metric"] == "pr_auc"
-    assert all("valid_pr_auc" in h for h in tree.manifest["training"]["*"]["history"])
+    history = tree.manifest["training"]["*"]["history"]
+    assert history and all("valid_pr_auc" in h for h in history)
     assert "early stopping on validation PR-AUC" in (tree_model_dir[0] / "MODEL_CARD.md").read_text()
 
 

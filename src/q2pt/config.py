@@ -89,7 +89,7 @@ class ModelSection(_Section):
     tree when the training labels have more than one level. Measured against flat models
     trained for each level (``python bench/tree_quality.py FILE --threads 1 --folds 0,1,2`` and
     ``--folds 3,4`` side by side, 2026-12-02 21:41-22:05 UTC, 2-core dev machine, the cikm-qc dev
-    set's full paths, 5 folds, unified-aware, today's defaults: the query memory, the flat
+    set's full paths, 5 folds, unified-aware, that day's defaults: the query memory, the flat
     models' name-initialised head; the tree with ``train.tree_stopping mean_of_levels``,
     ``train.ancestor_loss_weight 0.3``, ``model.tree_scores consistent``; test R@P80 mean [fold
     min, max]): level 1 0.3995 [0.3441, 0.4453] vs the flat level-1 model's 0.4022 [0.3576,
@@ -186,7 +186,8 @@ class TrainSection(_Section):
     and early stopping waits until then. 0: off. Without it a fixed epoch budget gives a
     small store's network a few dozen steps against thousands for a unified one."""
     patience: int = Field(3, ge=1)
-    """Stop after this many validation evaluations without a better R@P."""
+    """Stop after this many validation evaluations without a better stop metric
+    (``stop_metric``: R@P, or PR-AUC for a tree)."""
     stop_metric: Literal["auto", "r_at_p", "pr_auc"] = "auto"
     """What early stopping watches on valid: "r_at_p" (recall at ``precision_target``, the
     paper's metric), "pr_auc" (area under the precision-recall curve over all pairs, which
@@ -205,12 +206,17 @@ class TrainSection(_Section):
     of ~440 queries over ~300 types puts R@P80 on a handful of pairs, and the epoch it picks is
     luck; on a flat model of 33 types it is as good a signal as PR-AUC and is the paper's, so
     flat models keep it. Non-unified trees stop on PR-AUC too (level 2, folds 0-3: 0.021 pooled
-    vs 0.010 with R@P)."""
+    vs 0.010 with R@P). On the splits of ``bench/real_quality.py`` (``q2pt experiment --data
+    OUT/splits --folds 5 --data.label_depth 2 --train.stop_metric r_at_p``, 2026-12-06) R@P
+    gave unified-aware 0.085 / 0.078 against PR-AUC's 0.082 / 0.077 (the same epoch in 3 folds,
+    one fold each way) and non-unified 0.008 / 0.037 against 0.016 / 0.045 (every fold): over
+    the ten folds of both split sets PR-AUC is ahead for unified-aware in 5, behind in 1."""
     eval_every: int = Field(0, ge=0)
     """Evaluate on valid every N optimiser steps; 0: at the end of every epoch."""
     seed: int = Field(0, ge=0)
     precision_target: float = Field(0.8, gt=0.0, le=1.0)
-    """Early stopping and threshold calibration use recall at this precision."""
+    """Threshold calibration uses recall at this precision, and so does early stopping where
+    it watches R@P (``stop_metric``)."""
     locale_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     """unified-aware only: share of training examples (re-drawn every epoch) shown without
     their locale token, so that the model's locale-agnostic mode (used for locales unseen in
@@ -266,9 +272,10 @@ class TrainSection(_Section):
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimiser steps (per network) whatever the epoch; None: no limit."""
     tree_stopping: Literal["pooled", "mean_of_levels"] = "mean_of_levels"
-    """A hierarchical model's early-stopping signal: "pooled" (R@P over every node's pairs,
-    as a flat model) or "mean_of_levels" (the mean of each level's R@P over its own nodes:
-    every level counts the same). Measured (``python bench/tree_quality.py FILE --tree-only
+    """A hierarchical model's early-stopping signal: "pooled" (the stop metric, ``stop_metric``,
+    over every node's pairs, as a flat model) or "mean_of_levels" (the mean of each level's
+    metric over its own nodes: every level counts the same; measured with R@P, before
+    ``stop_metric``). Measured (``python bench/tree_quality.py FILE --tree-only
     [--tree-set train.tree_stopping=mean_of_levels]``, 2026-12-02, 2-core dev machine, cikm-qc
     dev set, 5 folds, test R@P80 mean): pooled: level 1 0.3518, level 2 0.0370; mean_of_levels:
     level 1 0.3497, level 2 0.0466 (better on level 2 in every fold; the pooled signal is

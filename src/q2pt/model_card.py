@@ -63,7 +63,7 @@ def _stop_metric(manifest: Mapping[str, Any], rap: str) -> str:
     manifest written before the key: R@P)."""
     watched = {t.get("stop_metric", "r_at_p") for t in (manifest.get("training") or {}).values()
                if isinstance(t, Mapping)}
-    return "PR-AUC (area under the precision-recall curve)" if watched == {"pr_auc"} else rap
+    return "PR-AUC" if watched == {"pr_auc"} else rap
 
 
 def render_model_card(manifest: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from q2pt.inference import UNIFIED
 from q2pt.model_folder import check_output_folder
 from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
-from q2pt.training.loop import TrainHooks, metric_label, stage_label, train_network
+from q2pt.training.loop import TrainHooks, metric_label, stage_label, stop_metric, train_network
 from q2pt.training.memory import build_memory
 from q2pt.training.names import name_examples
 from q2pt.training.tokens import prepare_split
@@ -40,9 +40,11 @@ logger = logging.getLogger(__name__)
 
 
 def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str],
-                  warm: "WarmStart | None" = None) -> dict[str, Any]:
-    identity = {"config": comparable_config(config), "data_fingerprint": dataset.fingerprint, "labels": classes,
-                "locales": locales}
+                  warm: "WarmStart | None" = None, *, hierarchical: bool = False) -> dict[str, Any]:
+    compared = comparable_config(config)
+    # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
+    compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
+    identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
     return identity
@@ -102,7 +104,8 @@ def fit_networks(
         if out_dir is not None:
             check_output_folder(Path(out_dir))
             checkpointer = Checkpointer(Path(out_dir) / "checkpoints",
-                                        _run_identity(config, dataset, classes, locales, warm))
+                                        _run_identity(config, dataset, classes, locales, warm,
+                                                      hierarchical=tree is not None))
             if resume and checkpointer.exists():
                 checkpointer.check_run()
                 resumed_done = checkpointer.done_stages()

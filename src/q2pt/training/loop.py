@@ -1,5 +1,5 @@
 """The one step loop: :func:`train_network` trains one network with early stopping on
-valid R@P, checkpoints and DDP hooks (:class:`TrainHooks`)."""
+valid R@P (or PR-AUC, ``train.stop_metric``), checkpoints and DDP hooks (:class:`TrainHooks`)."""
 
 from __future__ import annotations
 
@@ -77,10 +77,10 @@ def stop_metric(cfg: "TrainSection", hierarchical: bool) -> str:
 
 
 def valid_metric(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
-                 column_levels: np.ndarray | None = None) -> float | None:
-    """The early-stopping metric on valid (:func:`stop_metric`: pooled R@P at the precision
-    target, or the area under the precision-recall curve); None when there is no valid data
-    with positives. With ``column_levels`` (a hierarchical model's level of each output) and
+                 column_levels: np.ndarray | None = None, name: str = "r_at_p") -> float | None:
+    """The early-stopping metric ``name`` on valid (:func:`stop_metric`: "r_at_p", pooled R@P at
+    the precision target, or "pr_auc", the area under the precision-recall curve); None when
+    there is no valid data with positives. With ``column_levels`` (a hierarchical model's level of each output) and
     ``train.tree_stopping`` "mean_of_levels": the mean of each level's metric over its own
     outputs (levels with validation positives)."""
     from q2pt.metrics import pr_auc, recall_at_precision
@@ -92,7 +92,6 @@ def valid_metric(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
     if y_true.sum() == 0:
         return None
     scores = score_split(net, valid.tokens, cfg.eval_batch_size)
-    name = stop_metric(cfg, column_levels is not None)
 
     def metric(y: np.ndarray, s: np.ndarray, n_missing: int) -> float:
         if name == "pr_auc":
@@ -129,7 +128,8 @@ def train_network(
     column_levels: np.ndarray | None = None,
     column_parents: np.ndarray | None = None,
 ) -> StageResult:
-    """Train one network with early stopping on valid R@P; leaves the best weights in ``net``.
+    """Train one network with early stopping on valid R@P or PR-AUC (:func:`stop_metric`);
+    leaves the best weights in ``net``.
 
     Args:
         net: the network (encoder -> dropout -> head) to train in place.
@@ -185,7 +185,7 @@ def train_network(
 
     def evaluate_now() -> bool:
         """Evaluate on valid, update best/patience; True to stop."""
-        metric = valid_metric(net, valid, cfg, column_levels)
+        metric = valid_metric(net, valid, cfg, column_levels, metric_name)
         state.last_eval_step = state.step
         epoch_f = round(state.epoch + state.batch / steps_per_epoch, 4)
         record = {"step": state.step, "epoch": epoch_f, f"valid_{metric_name}": metric}
