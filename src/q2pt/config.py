@@ -103,7 +103,7 @@ class ModelSection(_Section):
     most confident child, so a confident "kitchen > cookware > pots" is a confident "kitchen")
     or "raw" (each output as the network gives it). Measured (2026-12-02, 2-core dev machine,
     cikm-qc dev set, 5 folds of ``bench/real_tuning.py``'s splits, one tree model per fold at
-    today's defaults, test R@P80 mean; ``python bench/tree_quality.py FILE --tree-only [--tree-set
+    that day's defaults, test R@P80 mean; ``python bench/tree_quality.py FILE --tree-only [--tree-set
     model.tree_scores=raw]``): raw level 1 0.3505, level 2 0.0471; consistent 0.3573, 0.0487
     (level 1 better in every fold). The bottom types' scores do not change."""
     output: Literal["sigmoid", "softmax"] = "sigmoid"
@@ -143,7 +143,7 @@ class ModelSection(_Section):
     method ``python bench/memory_dim.py FILE --fold K [--small 60 | --depth 2]`` keeps, which
     reproduced fold 0 at the top level exactly, 0.3886 / 0.3771 / 0.3904 at full / 64 / 128; the
     128-wide figures were also reproduced fold for fold by the flat level-1 and level-2 models
-    of ``bench/tree_quality.py`` at today's defaults): full / 128 wide: top level 0.382 / 0.381,
+    of ``bench/tree_quality.py`` at that day's defaults): full / 128 wide: top level 0.382 / 0.381,
     level 2 0.062 / 0.065, 60 training queries per locale 0.215 / 0.217 (64 wide: 0.380 / 0.065
     / 0.215)."""
     memory_max_queries: int = Field(10000, ge=1)
