@@ -126,18 +126,28 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
         Q2PTModel(config=other).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
 
 
+def _checkpoint_without(out, data, cfg, *keys: str) -> dict:
+    """Train ``cfg`` into ``out`` until a checkpoint at step 2, then take ``keys`` (dotted) out of
+    its run.json, as an earlier q2pt without them wrote it; returns the run.json as written."""
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=cfg).fit(data, out_dir=out, progress=False, hooks=_interrupt_at(2))
+    run_json = out / "checkpoints" / "run.json"
+    written = json.loads(run_json.read_text())
+    run = json.loads(run_json.read_text())
+    for key in keys:
+        section, name = key.split(".")
+        del run["config"][section][name]
+    run_json.write_text(json.dumps(run))
+    return written
+
+
 def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
     """A run checkpointed before model.head_init existed trained with random rows: resuming it
     under the new default (names) is refused naming the key; asking for its recipe resumes."""
     data = tiny_dataset(32, 8, 8)
     cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
                        "--model.head_init", "random")
-    with pytest.raises(Interrupt):
-        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
-    run_json = tmp_path / "m" / "checkpoints" / "run.json"
-    run = json.loads(run_json.read_text())
-    del run["config"]["model"]["head_init"]  # as an earlier q2pt wrote it
-    run_json.write_text(json.dumps(run))
+    _checkpoint_without(tmp_path / "m", data, cfg, "model.head_init")
     new_default = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
     assert new_default.model.head_init == "auto"
     with pytest.raises(ConfigError, match=r"different config \(model.head_init: 'random' -> 'auto'\)"):
@@ -153,14 +163,8 @@ def test_resume_of_a_checkpoint_older_than_the_names_and_the_stop_metric(tmp_pat
     data = tiny_dataset(32, 8, 8)
     cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
                        "--train.name_examples", "0")
-    with pytest.raises(Interrupt):
-        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
-    run_json = tmp_path / "m" / "checkpoints" / "run.json"
-    run = json.loads(run_json.read_text())
+    run = _checkpoint_without(tmp_path / "m", data, cfg, "train.name_examples", "train.stop_metric")
     assert run["config"]["train"]["stop_metric"] == "r_at_p"  # recorded resolved
-    for key in ("name_examples", "stop_metric"):  # as an earlier q2pt wrote it
-        del run["config"]["train"][key]
-    run_json.write_text(json.dumps(run))
     today = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
     with pytest.raises(ConfigError, match=r"different config \(train.name_examples: 0.0 -> 0.3\);"):
         Q2PTModel(config=today).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
@@ -175,12 +179,8 @@ def test_resume_is_not_refused_for_keys_that_only_calibrate(tmp_path):
     calibrates with it; so does one resumed with per-type thresholds asked for."""
     data = tiny_dataset(32, 8, 8)
     cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
-    with pytest.raises(Interrupt):
-        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
-    run_json = tmp_path / "m" / "checkpoints" / "run.json"
-    run = json.loads(run_json.read_text())
-    run["config"]["train"].pop("locale_threshold_min_positives", None)  # as an earlier q2pt wrote it
-    run_json.write_text(json.dumps(run))
+    run = _checkpoint_without(tmp_path / "m", data, cfg)
+    assert "locale_threshold_min_positives" not in run["config"]["train"]  # not part of a run's identity
     again = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
                          "--train.type_thresholds", "true")
     resumed = Q2PTModel(config=again).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
