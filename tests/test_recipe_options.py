@@ -122,6 +122,24 @@ def test_planned_examples_counts_every_networks_steps():
     assert est["variants"] == pytest.approx(2200 / 1100.0) and est["baselines"] == 0.0
 
 
+def test_the_estimate_counts_the_name_rows_each_network_gets():
+    import pandas as pd
+
+    from q2pt.experiments.estimate import name_counts, planned_examples
+
+    train = pd.DataFrame({"locale": ["a", "a", "b"], "query": ["x", "y", "z"], "product_types": [
+        ["home > kitchen > frying_pan"], ["home > kitchen > pots", "toys"], ["home > garden"]]})
+    # a: home, kitchen, frying pan, pots, toys; b: home, garden; all: the six distinct names
+    assert name_counts(train, " > ") == {"a": 5, "b": 2, "*": 6}
+    sizes, names = {"a": 1000, "b": 100}, {"a": 50, "b": 100, "*": 120}
+    flags = {"train.batch_size": 50, "train.max_epochs": 1, "train.min_steps": 0}
+    non = resolve_config(None, {**flags, "model.variant": "non-unified"}, "ngram")
+    assert planned_examples(non, sizes, names) == (21 + 4) * 50  # ceil(1050 / 50) + ceil(200 / 50) steps
+    assert planned_examples(resolve_config(None, flags, "ngram"), sizes, names) == 25 * 50  # ceil(1220 / 50)
+    off = resolve_config(None, {**flags, "model.variant": "non-unified", "train.name_examples": 0}, "ngram")
+    assert planned_examples(off, sizes, names) == (20 + 2) * 50  # no names: the training queries alone
+
+
 def test_composite_with_e5_keeps_the_use_table_as_its_pretrained_resource(tmp_path):
     from q2pt.encoders.use import pretrained_resource
 

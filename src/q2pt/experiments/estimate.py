@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
     from q2pt.config import Config
     from q2pt.data import Dataset
 
-__all__ = ["planned_examples", "training_throughput", "estimate_seconds", "BASELINE_SECONDS_PER_1K", "DEV_TRAIN_QPS"]
+__all__ = ["name_counts", "planned_examples", "training_throughput", "estimate_seconds", "BASELINE_SECONDS_PER_1K",
+           "DEV_TRAIN_QPS"]
 
 #: training queries/s of the ``use`` encoder on the development machine (2 cores, AMD EPYC,
 #: one torch thread: bench/train_speed.py --threads 1), the reference the factors below scale from
@@ -43,11 +46,32 @@ BASELINE_SECONDS_PER_1K: dict[str, float] = {
 EVAL_SHARE = 0.25
 
 
-def planned_examples(config: "Config", sizes: Mapping[str, int]) -> int:
+def name_counts(train: "pd.DataFrame", sep: str) -> dict[str, int]:
+    """How many name rows ``train.name_examples`` adds to each network: per locale (the distinct
+    names of its types and of their ancestors in the paths) and under ``"*"`` for a unified
+    network (those of every type). A tree's ancestors are counted whether or not the model
+    learns them (``model.hierarchy flat`` does not): an estimate."""
+    from q2pt.data.labels import label_lists
+    from q2pt.data.tree import split_path, type_name
+
+    per_locale: dict[str, set[str]] = {}
+    for locale, types in zip(train["locale"].astype(str), label_lists(train["product_types"])):
+        names = per_locale.setdefault(locale, set())
+        for t in types:
+            levels = split_path(t, sep) or [t]
+            names.update(type_name(level, sep) for level in levels)  # the type's and its ancestors' names
+    out = {loc: len(names) for loc, names in per_locale.items()}
+    out["*"] = len(set().union(*per_locale.values())) if per_locale else 0
+    return out
+
+
+def planned_examples(config: "Config", sizes: Mapping[str, int], names: Mapping[str, int] | None = None) -> int:
     """Training examples the loop passes at most for ``config``'s variant on training splits of
-    ``sizes`` (queries per locale): every network's steps x its batch size."""
+    ``sizes`` (queries per locale): every network's steps x its batch size. ``names``
+    (:func:`name_counts`): the rows ``train.name_examples`` adds to each network."""
     cfg = config.train
     bs = cfg.batch_size
+    extra = dict(names or {}) if cfg.name_examples > 0 else {}
 
     def one(n: int) -> int:
         if n <= 0:
@@ -62,8 +86,8 @@ def planned_examples(config: "Config", sizes: Mapping[str, int]) -> int:
         return steps * min(bs, n)
 
     if config.model.variant == "non-unified":
-        return sum(one(int(n)) for n in sizes.values())
-    return one(int(sum(sizes.values())))
+        return sum(one(int(n) + extra.get(loc, 0)) for loc, n in sizes.items())
+    return one(int(sum(sizes.values())) + extra.get("*", 0))
 
 
 def training_throughput(config: "Config", dataset: "Dataset", *, steps: int = 4, warmup: int = 1) -> float:
@@ -108,10 +132,12 @@ def training_throughput(config: "Config", dataset: "Dataset", *, steps: int = 4,
 
 
 def estimate_seconds(
-    configs: Sequence["Config"], baselines: Sequence[str], sizes: Mapping[str, int], train_qps: float, encoder_kind: str
+    configs: Sequence["Config"], baselines: Sequence[str], sizes: Mapping[str, int], train_qps: float, encoder_kind: str,
+    names: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """``{"seconds", "variants", "baselines", "factor"}``: the estimate and its parts."""
-    variants = sum(planned_examples(c, sizes) for c in configs) / max(train_qps, 1e-9)
+    """``{"seconds", "variants", "baselines", "factor"}``: the estimate and its parts (``names``:
+    :func:`name_counts` of the training split)."""
+    variants = sum(planned_examples(c, sizes, names) for c in configs) / max(train_qps, 1e-9)
     dev = DEV_TRAIN_QPS.get(encoder_kind)
     factor = dev / train_qps if dev else 1.0
     n_1k = sum(sizes.values()) / 1000.0

@@ -718,7 +718,7 @@ class ExperimentRunner:
         """Log how long the main comparison should take on this machine (see ``estimate``)."""
         from q2pt.config import encoder_kind
 
-        from .estimate import estimate_seconds, training_throughput
+        from .estimate import estimate_seconds, name_counts, training_throughput
 
         fingerprint = self.dataset.fingerprint
         runs = self.store.data.get("runs") or {}
@@ -730,8 +730,9 @@ class ExperimentRunner:
         probe = next((c for c in variants if c.model.variant != "non-unified"), variants[0])
         try:
             qps = training_throughput(probe, self.dataset)
+            names = name_counts(self.dataset.train, probe.data.label_separator)
             est = estimate_seconds(variants, [sp.name for sp in todo if sp.kind == "baseline"], self._sizes, qps,
-                                   encoder_kind(self.encoder))
+                                   encoder_kind(self.encoder), names)
         except Exception as exc:  # an estimate must never stop the experiment
             logger.debug("no time estimate: %s", exc)
             return
