@@ -192,5 +192,6 @@ def test_a_saved_config_without_a_newer_key_reads_as_before_it():
     assert Config.from_saved(resolve_config().to_dict()) == resolve_config()  # a current save: unchanged
     for key in ("name_examples", "stop_metric"):  # no type names as training queries, R@P for every model
         del saved["train"][key]
-    assert (Config.from_saved(saved).train.name_examples, Config.from_saved(saved).train.stop_metric) == (0.0, "r_at_p")
-    assert (Config.from_dict(saved).train.name_examples, Config.from_dict(saved).train.stop_metric) == (0.3, "auto")
+    old_train, new_train = Config.from_saved(saved).train, Config.from_dict(saved).train
+    assert (old_train.name_examples, old_train.stop_metric) == (0.0, "r_at_p")
+    assert (new_train.name_examples, new_train.stop_metric) == (0.3, "auto")

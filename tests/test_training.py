@@ -132,8 +132,8 @@ def _checkpoint_without(out, data, cfg, *keys: str) -> dict:
     with pytest.raises(Interrupt):
         Q2PTModel(config=cfg).fit(data, out_dir=out, progress=False, hooks=_interrupt_at(2))
     run_json = out / "checkpoints" / "run.json"
-    written = json.loads(run_json.read_text())
-    run = json.loads(run_json.read_text())
+    text = run_json.read_text()
+    written, run = json.loads(text), json.loads(text)
     for key in keys:
         section, name = key.split(".")
         del run["config"][section][name]

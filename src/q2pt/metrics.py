@@ -950,6 +950,12 @@ def set_precision_recall(
 DEFAULT_THRESHOLD = 0.5
 
 
+def stop_metric_label(name: str, precision: float) -> str:
+    """How logs and the model card name an early-stopping metric (``train.stop_metric``
+    resolved): "PR-AUC" for "pr_auc", else "R@P80" (at ``precision``)."""
+    return "PR-AUC" if name == "pr_auc" else f"R@P{precision * 100:g}"
+
+
 def thresholds_reached(details: Mapping[str, str]) -> dict[str, bool]:
     """Per key of :func:`thresholds_or_default`'s ``details``: whether its threshold reached the
     precision target on the validation data (a locale on the global threshold for lack of

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from q2pt.metrics import stop_metric_label
+
 __all__ = ["MODEL_CARD", "render_model_card"]
 
 #: the card's file name in a model folder
@@ -58,12 +60,12 @@ def _ci(entry: Mapping[str, Any]) -> str:
     return "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _stop_metric(manifest: Mapping[str, Any], rap: str) -> str:
+def _stop_metric(manifest: Mapping[str, Any], precision: float) -> str:
     """What early stopping watched, from the training summaries (``train.stop_metric``; a
     manifest written before the key: R@P)."""
     watched = {t.get("stop_metric", "r_at_p") for t in (manifest.get("training") or {}).values()
                if isinstance(t, Mapping)}
-    return "PR-AUC" if watched == {"pr_auc"} else rap
+    return stop_metric_label("pr_auc" if watched == {"pr_auc"} else "r_at_p", precision)
 
 
 def render_model_card(manifest: Mapping[str, Any]) -> str:
@@ -80,7 +82,7 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
     thresholds = manifest.get("thresholds", {})
     details = manifest.get("threshold_details", {})
     precision = train_cfg.get("precision_target", 0.8)
-    rap = f"R@P{precision * 100:g}"
+    rap = stop_metric_label("r_at_p", precision)
     simulated = bool(data.get("simulated"))
 
     lines = [f"# Model card: q2pt {variant} / {encoder}", "",
@@ -103,7 +105,8 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
               f"- Variant: **{variant}**: {_VARIANTS.get(variant, '')}",
               f"- Encoder: `{encoder}`",
               f"- Training: batch {train_cfg.get('batch_size', '?')}, up to {train_cfg.get('max_epochs', '?')} epochs, "
-              f"early stopping on validation {_stop_metric(manifest, rap)} (patience {train_cfg.get('patience', '?')}), seed "
+              f"early stopping on validation {_stop_metric(manifest, precision)} "
+              f"(patience {train_cfg.get('patience', '?')}), seed "
               f"{train_cfg.get('seed', '?')}; the whole resolved config is in `manifest.json`",
               "- Parent model: " + (f"`{parent.get('path', '?')}` (fingerprint `{parent.get('fingerprint', '?')}`): "
                                     "this model was warm-started from it" if isinstance(parent, Mapping)

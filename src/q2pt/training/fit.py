@@ -15,10 +15,11 @@ from q2pt.data.labels import label_lists
 from q2pt.data.tree import type_name
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
+from q2pt.metrics import stop_metric_label
 from q2pt.model_folder import check_output_folder
 from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
-from q2pt.training.loop import TrainHooks, metric_label, stage_label, stop_metric, train_network
+from q2pt.training.loop import TrainHooks, stage_label, stop_metric, train_network
 from q2pt.training.memory import build_memory
 from q2pt.training.names import name_examples
 from q2pt.training.tokens import prepare_split
@@ -195,7 +196,7 @@ def fit_networks(
                 logger.info(
                     "%s (%d/%d): %d train queries, %d labels, %d epochs; best valid %s %s",
                     stage_label(stage), i + 1, len(stages), train_split.n, len(stage_classes), result.epochs,
-                    metric_label(result.metric, cfg), best,
+                    stop_metric_label(result.metric, cfg.precision_target), best,
                 )
 
         if config.model.memory_weight > 0:  # after training (or resuming): the final encoder's embeddings

@@ -13,6 +13,7 @@ import numpy as np
 
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED, torch_forward
+from q2pt.metrics import stop_metric_label
 from q2pt.training.checkpoints import Checkpointer, LoopState, StageCheckpoint, StageResult
 from q2pt.training.optim import make_optimizers, optimizer_from_tensors, set_learning_rates
 from q2pt.training.tokens import PreparedSplit, TokenCache
@@ -77,7 +78,7 @@ def stop_metric(cfg: "TrainSection", hierarchical: bool) -> str:
 
 
 def valid_metric(net: Any, valid: PreparedSplit | None, cfg: "TrainSection",
-                 column_levels: np.ndarray | None = None, name: str = "r_at_p") -> float | None:
+                 column_levels: np.ndarray | None = None, *, name: str) -> float | None:
     """The early-stopping metric ``name`` on valid (:func:`stop_metric`: "r_at_p", pooled R@P at
     the precision target, or "pr_auc", the area under the precision-recall curve); None when
     there is no valid data with positives. With ``column_levels`` (a hierarchical model's level of each output) and
@@ -185,7 +186,7 @@ def train_network(
 
     def evaluate_now() -> bool:
         """Evaluate on valid, update best/patience; True to stop."""
-        metric = valid_metric(net, valid, cfg, column_levels, metric_name)
+        metric = valid_metric(net, valid, cfg, column_levels, name=metric_name)
         state.last_eval_step = state.step
         epoch_f = round(state.epoch + state.batch / steps_per_epoch, 4)
         record = {"step": state.step, "epoch": epoch_f, f"valid_{metric_name}": metric}
@@ -208,7 +209,7 @@ def train_network(
             logger.log(
                 logging.INFO if stage == UNIFIED else logging.DEBUG,  # non-unified: one line per locale
                 "%s step %d (epoch %.2f): valid %s %s (best %s)",
-                stage_label(stage), state.step, epoch_f, metric_label(metric_name, cfg),
+                stage_label(stage), state.step, epoch_f, stop_metric_label(metric_name, cfg.precision_target),
                 "-" if metric is None else f"{metric:.4f}", best,
             )
         if stop:
@@ -339,11 +340,6 @@ def example_loss(logits: Any, y: Any, output: str = "sigmoid", label_weights: An
 def epoch_permutation(stage_seed: Sequence[int], epoch: int, n: int) -> np.ndarray:
     """The order of the rows in an epoch: a function of the seeds and the epoch only."""
     return np.random.default_rng([*stage_seed, epoch, 0]).permutation(n)
-
-
-def metric_label(name: str, cfg: "TrainSection") -> str:
-    """How a log line names the early-stopping metric: "R@P80" or "PR-AUC"."""
-    return "PR-AUC" if name == "pr_auc" else f"R@P{cfg.precision_target * 100:g}"
 
 
 def stage_label(stage: str) -> str:
