@@ -83,11 +83,12 @@ def scored(model: Any, frame: pd.DataFrame, columns: np.ndarray | None = None,
     return y.toarray(), scores, missing, locales
 
 
-def read_fold(data: str, k: int, folds: int, seed: int, depth: int, small: int | None) -> dict[str, pd.DataFrame]:
-    """The file's rows with their paths cut to ``depth`` levels, split as fold ``k``."""
+def read_fold(data: str, k: int, folds: int, seed: int, depth: int | None, small: int | None) -> dict[str, pd.DataFrame]:
+    """The file's rows with their paths cut to ``depth`` levels (None: as read), split as fold ``k``."""
     with open(data, encoding="utf-8") as fh:
         frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-    frame["product_types"] = frame["product_types"].map(lambda paths: cut_paths(paths, depth))
+    if depth is not None:
+        frame["product_types"] = frame["product_types"].map(lambda paths: cut_paths(paths, depth))
     frame["weight"] = 1.0
     return fold_splits(frame, k, folds, seed, small)
 
@@ -108,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    splits = read_fold(args.data, args.fold, args.folds, args.seed, args.depth, args.small)
-    dataset = from_frames(splits, source=args.data, validate=False)
+    # the full paths, cut by q2pt at load time (data.label_depth) as `q2pt experiment` does
+    splits = read_fold(args.data, args.fold, args.folds, args.seed, None, args.small)
+    dataset = from_frames(splits, source=args.data, validate=False, label_depth=args.depth)
     overrides = dict(BUDGET)
     for item in args.overrides:
         key, _, value = item.partition("=")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.time() - start
     test = splits["test"]
     columns = np.arange(len(model.classes_))
-    depth = None  # a flat model: judged on its own labels as read (the paths cut to --depth)
+    depth = args.depth  # a flat model: judged on its own labels (the paths cut to --depth)
     if model.tree_ is not None:  # a tree: judged on its deepest level's types alone (the true paths cut to it)
         depth = model.tree_.depth
         columns = np.flatnonzero([model.tree_.level.get(c, 1) == depth for c in model.classes_])

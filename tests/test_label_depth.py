@@ -10,7 +10,7 @@ import pytest
 from q2pt.config import resolve_config
 from q2pt.data import from_frames, load_configured, load_dataset
 from q2pt.data.io import write_dataset, write_table
-from q2pt.data.labels import truncate_labels, truncate_path
+from q2pt.data.labels import cut_level_names, truncate_labels, truncate_path
 from q2pt.errors import ConfigError
 from support import need
 
@@ -104,6 +104,28 @@ def test_load_dataset_truncates_and_changes_the_fingerprint(tmp_path, caplog):
     assert load_configured({"path": str(folder), "label_depth": 2}).labels == load_dataset(folder, label_depth=2).labels
     with pytest.raises(ConfigError, match="label_depth"):
         load_dataset(folder, label_depth=0)
+
+
+def test_cut_level_names():
+    lists = [["a > b > c > d"], ["a>b>e", "a > b > c"], ["a > b"], ["x > y_z  w"]]
+    assert cut_level_names(lists, 2) == {"a > b": ["c", "d", "e"]}  # sorted, no repeats; "a > b" adds none
+    assert cut_level_names(lists, 1) == {"a": ["b", "c", "d", "e"], "x": ["y z w"]}  # "_" and spaces as words
+    assert cut_level_names([["a/b/c"]], 1, "/") == {"a": ["b", "c"]}
+    assert cut_level_names(lists, 4) == {}
+    with pytest.raises(ValueError):
+        cut_level_names(lists, 0)
+
+
+def test_a_cut_dataset_keeps_the_cut_names_of_its_training_split_alone(tmp_path):
+    data = splits()
+    data["test"].loc[0, "product_types"] = ["fashion > shoes > slippers"]  # a test-only subtype
+    folder = write_dataset(data, tmp_path / "d", "jsonl")
+    assert load_dataset(folder).cut_names == {}  # nothing cut
+    assert load_dataset(folder, label_depth=1).cut_names == {
+        "electronics": ["oled", "tv"], "fashion": ["bags", "boots", "shoes", "sneakers"], "home": ["kitchen", "pans"]}
+    assert load_dataset(folder, label_depth=2).cut_names == {
+        "electronics > tv": ["oled"], "fashion > shoes": ["boots", "sneakers"], "home > kitchen": ["pans"]}
+    assert from_frames(data, label_depth=2).cut_names == load_dataset(folder, label_depth=2).cut_names
 
 
 def test_config_fields():

@@ -11,7 +11,7 @@ from support import need
 need("torch")
 
 from q2pt.config import resolve_config  # noqa: E402
-from q2pt.data import load_dataset  # noqa: E402
+from q2pt.data import from_frames, load_dataset  # noqa: E402
 from q2pt.data.tree import LabelTree, type_name  # noqa: E402
 from q2pt.models import Q2PTModel  # noqa: E402
 from q2pt.training.names import name_examples  # noqa: E402
@@ -38,6 +38,21 @@ def test_in_a_tree_a_name_is_also_a_positive_of_its_ancestors():
     assert labels["pots"] == ["home", "home > pots", "kitchen", "kitchen > pots"]
     assert labels["kitchen"] == ["kitchen"]
     assert set(rows["locale"]) == {"de"}
+
+
+def test_subtype_names_are_more_names_of_their_type():
+    cut = {"kitchen > pots": ["saucepans", "stock pots"], "home > pots": ["planters", "frying pan"]}
+    rows = name_examples(TYPES, ["de"], 0.3, sep=" > ", subtype_names=cut)
+    labels = dict(zip(rows["query"], rows["product_types"]))
+    assert labels == {"frying pan": ["home > pots", "kitchen > frying_pan"],  # merged with the type's own name
+                      "planters": ["home > pots"], "pots": ["home > pots", "kitchen > pots"],
+                      "saucepans": ["kitchen > pots"], "stock pots": ["kitchen > pots"]}
+    tree = LabelTree.from_labels(TYPES, " > ")
+    in_tree = name_examples(sorted(tree.parent), ["de"], 0.3, sep=" > ", tree=tree, subtype_names=cut)
+    assert dict(zip(in_tree["query"], in_tree["product_types"]))["saucepans"] == ["kitchen", "kitchen > pots"]
+    # names of types the network does not have are not its names
+    assert name_examples(["kitchen > frying_pan"], ["de"], 0.3, sep=" > ", subtype_names=cut)["query"].tolist() == [
+        "frying pan"]
 
 
 def test_weight_zero_or_nothing_to_name_gives_no_rows():
@@ -77,3 +92,23 @@ def test_a_model_trains_on_its_types_names_and_keeps_them_in_its_memory(tiny, va
     assert len(tiny.train) == rows_before  # the dataset given is not changed
     off = _fit(tiny, variant, 0.0)
     assert all("name_examples" not in s for s in off.manifest["training"].values())
+
+
+def _cut_store():
+    paths = ["fashion > shoes > sneakers", "fashion > shoes > boots", "home > kitchen > pans"]
+    def frame(offset):
+        return pd.DataFrame([{"query": f"{p.split(' > ')[-1]} {offset + i}", "locale": ("de", "en")[i % 2],
+                              "product_types": [p]} for i, p in enumerate(paths * 6)])
+    return from_frames({"train": frame(0), "valid": frame(100), "test": frame(200)}, label_depth=2)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_a_cut_store_trains_on_the_names_cut_away(on):
+    data = _cut_store()
+    assert data.cut_names == {"fashion > shoes": ["boots", "sneakers"], "home > kitchen": ["pans"]}
+    flags = {"train.max_epochs": 1, "train.threads": 1, "model.encoder_options": {"dim": 16, "buckets": 2048},
+             "train.name_examples": 0.5, "train.subtype_names": on, "model.hierarchy": "flat"}
+    model = Q2PTModel(config=resolve_config(overrides=flags, encoder="ngram")).fit(data, progress=False)
+    # the types' own names ("shoes", "kitchen"), and with subtype names "boots", "sneakers", "pans"
+    assert model.manifest["training"]["*"]["name_examples"] == (5 if on else 2)
+    assert model.manifest["config"]["train"]["subtype_names"] is on

@@ -248,6 +248,20 @@ class TrainSection(_Section):
     loss beyond the fold-to-fold spread anywhere; with ``train.stop_metric auto`` the same
     script's level-2 tree gives 0.074 / 0.082 (see there). The full table with every baseline,
     re-run with this default, is in the README (*Real queries*)."""
+    subtype_names: bool = True
+    """With ``train.name_examples`` on and ``data.label_depth`` cutting the product type paths:
+    the names of the levels cut away (in the training split's paths: ``"bags > handbags >
+    waist packs"`` cut to ``"bags > handbags"`` gives "waist packs") are name examples of the type
+    they were cut to, at the same weight (:attr:`q2pt.data.Dataset.cut_names`). False: the types'
+    own names alone. Measured on real queries (cikm-qc dev set, unified-aware, ``python
+    bench/real_tuning.py FILE --fold K --deployed 200 [--depth 2 | --small 60]
+    [train.subtype_names=false]``, K = 0..4, 2026-12-06 18:30-18:44 UTC, 2-core dev machine,
+    two runs side by side; test R@P80 pooled / recall as deployed, mean of 5 folds), off vs on:
+    60 training queries per locale 0.255 / 0.241 vs **0.296 / 0.282** (ahead in every fold, both);
+    level 2 (a tree of two levels) 0.074 / 0.082 vs **0.081 / 0.100** (ahead in 4 folds of 5,
+    both); top level, from a one-off script that added the same rows by hand, 0.401 / 0.389 vs
+    **0.413 / 0.423** (pooled ahead in 3, as deployed in every fold). The names are read from
+    the training split alone: a path seen only in valid or test adds none."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.
@@ -449,6 +463,7 @@ ADDED_KEYS: dict[str, Any] = {
     "train.locale_threshold_min_positives": 20,  # a locale's own threshold from 20 positives, any variant
     "train.name_examples": 0.0,  # the training queries alone, no type names
     "train.stop_metric": "r_at_p",  # early stopping on valid R@P, trees too
+    "train.subtype_names": False,  # the types' own names alone
 }
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from q2pt.errors import ConfigError, DataError, Problem
 
 from . import schema
+from .labels import cut_level_names, label_lists
 from .schema import DataProblem, normalize_query
 
 __all__ = [
@@ -60,6 +61,9 @@ class Dataset:
     #: store -> the languages its shoppers write in (``locales.json`` in the dataset folder;
     #: the simulated store's own map); empty: not given
     locale_languages: dict[str, list[str]] = field(default_factory=dict)
+    #: with ``data.label_depth``: cut type -> the names of the levels cut away below it in the
+    #: training split's paths (:func:`q2pt.data.labels.cut_level_names`); empty: nothing cut
+    cut_names: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -185,8 +189,11 @@ def _from_checked(
     splits = {s: frames[s] for s in schema.SPLITS}
     if simulated and simulated_tree and taxonomy:
         splits = _simulated_paths(splits, taxonomy, label_separator)
+    cut_names: dict[str, list[str]] = {}
     if label_depth is not None:
+        full_train = splits["train"]
         splits = _truncate_splits(splits, label_depth, label_separator, source)
+        cut_names = cut_level_names(label_lists(full_train[schema.LABELS]), label_depth, label_separator)
     return Dataset(
         splits=splits,
         source=source,
@@ -194,6 +201,7 @@ def _from_checked(
         fingerprint=schema.fingerprint(splits),
         taxonomy=taxonomy,
         warnings=list(report.warnings),
+        cut_names=cut_names,
     )
 
 

@@ -77,6 +77,30 @@ def truncate_label_lists(
     return out, changed
 
 
+def cut_level_names(
+    label_lists: Sequence[Sequence[str]], depth: int, sep: str = DEFAULT_SEPARATOR
+) -> dict[str, list[str]]:
+    """The names of the levels that cutting to ``depth`` drops, under the path they are cut to.
+
+    ``cut_level_names([["a > b > c > d"], ["a > b > e"]], 2)`` ->
+    ``{"a > b": ["c", "d", "e"]}``: each dropped level is a name (``_`` read as a space, runs of
+    whitespace as one), sorted, without repeats; paths of ``depth`` levels or fewer add nothing.
+    Read from a training split's full paths, it is what :mod:`q2pt.training.names` adds as name
+    examples of each cut type (``train.subtype_names``)."""
+    if depth < 1:
+        raise ValueError(f"label depth must be at least 1, got {depth}")
+    split = _splitter(sep)
+    found: dict[str, set[str]] = {}
+    for labels in label_lists:
+        for lab in labels:
+            levels = [p for p in (x.strip() for x in lab.split(split)) if p]
+            if len(levels) <= depth:
+                continue
+            names = {" ".join(x.replace("_", " ").split()) for x in levels[depth:]}
+            found.setdefault(sep.join(levels[:depth]), set()).update(n for n in names if n)
+    return {k: sorted(v) for k, v in sorted(found.items()) if v}
+
+
 def truncate_labels(
     frame: "pd.DataFrame", depth: int | None, sep: str = DEFAULT_SEPARATOR
 ) -> tuple["pd.DataFrame", int]:

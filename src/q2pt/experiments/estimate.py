@@ -46,11 +46,13 @@ BASELINE_SECONDS_PER_1K: dict[str, float] = {
 EVAL_SHARE = 0.25
 
 
-def name_counts(train: "pd.DataFrame", sep: str) -> dict[str, int]:
+def name_counts(train: "pd.DataFrame", sep: str, cut_names: "Mapping[str, Sequence[str]] | None" = None
+                ) -> dict[str, int]:
     """How many name rows ``train.name_examples`` adds to each network: per locale (the distinct
-    names of its types and of their ancestors in the paths) and under ``"*"`` for a unified
-    network (those of every type). A tree's ancestors are counted whether or not the model
-    learns them (``model.hierarchy flat`` does not): an estimate."""
+    names of its types and of their ancestors in the paths, and ``cut_names`` of its types:
+    ``train.subtype_names``) and under ``"*"`` for a unified network (those of every type). A
+    tree's ancestors are counted whether or not the model learns them (``model.hierarchy flat``
+    does not): an estimate."""
     from q2pt.data.labels import label_lists
     from q2pt.data.tree import split_path, type_name
 
@@ -60,6 +62,7 @@ def name_counts(train: "pd.DataFrame", sep: str) -> dict[str, int]:
         for t in types:
             levels = split_path(t, sep) or [t]
             names.update(type_name(level, sep) for level in levels)  # the type's and its ancestors' names
+            names.update((cut_names or {}).get(t, ()))
     out = {loc: len(names) for loc, names in per_locale.items()}
     out["*"] = len(set().union(*per_locale.values())) if per_locale else 0
     return out

@@ -174,9 +174,10 @@ def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: st
     """A dataset made from ``base`` by a study (subsampled, noisy, without a store ...):
     same simulated flag and taxonomy, source ``"<base source> [note]"``, its own fingerprint."""
     from q2pt.data import Dataset
-    from q2pt.data.schema import fingerprint
+    from q2pt.data.schema import LABELS, fingerprint
 
     frames = {k: v.reset_index(drop=True) for k, v in splits.items()}
+    types = {t for labels in frames["train"][LABELS].tolist() for t in labels} if "train" in frames else set()
     return Dataset(
         splits=frames,
         source=f"{base.source} [{note}]",
@@ -184,6 +185,8 @@ def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: st
         fingerprint=fingerprint(frames),
         taxonomy=base.taxonomy,
         locale_languages=dict(base.locale_languages),
+        # the cut levels' names of the types its training split still has
+        cut_names={t: n for t, n in base.cut_names.items() if t in types},
     )
 
 
@@ -730,7 +733,8 @@ class ExperimentRunner:
         probe = next((c for c in variants if c.model.variant != "non-unified"), variants[0])
         try:
             qps = training_throughput(probe, self.dataset)
-            names = name_counts(self.dataset.train, probe.data.label_separator)
+            names = name_counts(self.dataset.train, probe.data.label_separator,
+                                self.dataset.cut_names if probe.train.subtype_names else None)
             est = estimate_seconds(variants, [sp.name for sp in todo if sp.kind == "baseline"], self._sizes, qps,
                                    encoder_kind(self.encoder), names)
         except Exception as exc:  # an estimate must never stop the experiment

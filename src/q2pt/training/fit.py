@@ -3,6 +3,8 @@ unified network, or one per locale), resumably."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,10 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
     compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
+    if config.train.subtype_names and config.train.name_examples > 0 and dataset.cut_names:
+        # the names come from the paths before the cut, which the fingerprint does not see
+        text = json.dumps(dataset.cut_names, sort_keys=True, ensure_ascii=False)
+        identity["cut_names_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
     return identity
@@ -144,7 +150,8 @@ def fit_networks(
                 stage_classes = sorted({x for row in label_lists(tr["product_types"]) for x in row})
             if cfg.name_examples > 0:  # the types' names as training queries (and memory rows)
                 names = name_examples(stage_classes, locales if stage == UNIFIED else [stage], cfg.name_examples,
-                                      sep=config.data.label_separator, tree=tree)
+                                      sep=config.data.label_separator, tree=tree,
+                                      subtype_names=dataset.cut_names if cfg.subtype_names else None)
                 if "weight" not in tr.columns:
                     tr = tr.assign(weight=1.0)
                 tr = pd.concat([tr, names], ignore_index=True)
@@ -152,7 +159,9 @@ def fit_networks(
                 added[stage] = len(names)
                 if hooks.is_main:
                     logger.info("%s: %d product-type names added as training queries, weight %g "
-                                "(train.name_examples)", stage_label(stage), len(names), cfg.name_examples)
+                                "(train.name_examples%s)", stage_label(stage), len(names), cfg.name_examples,
+                                "; with the names of the levels data.label_depth cut away, train.subtype_names"
+                                if cfg.subtype_names and dataset.cut_names else "")
             torch.manual_seed(cfg.seed)
             net = build_network(config, stage_classes, locales if variant == "unified-aware" else None,
                                 dataset.locale_languages)

@@ -9,7 +9,7 @@ not already hold.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 
@@ -22,20 +22,26 @@ __all__ = ["name_examples"]
 
 
 def name_examples(classes: Sequence[str], locales: Sequence[str], weight: float, *,
-                  sep: str, tree: "LabelTree | None" = None) -> pd.DataFrame:
+                  sep: str, tree: "LabelTree | None" = None,
+                  subtype_names: "Mapping[str, Sequence[str]] | None" = None) -> pd.DataFrame:
     """Training rows (``query``, ``locale``, ``product_types``, ``weight``): one per distinct
     type name among ``classes`` (:func:`q2pt.data.tree.type_name`, the last level of the
     path), labelled with every class of that name (men's and women's "shorts" are one row with
-    both types) and, in a ``tree``, their ancestors. Row i gets locale ``locales[i % n]``: the
-    names are spread over the stores, one row each, rather than repeated in every store."""
+    both types) and, in a ``tree``, their ancestors. ``subtype_names`` (class -> names below
+    it, e.g. the levels ``data.label_depth`` cut away: :attr:`q2pt.data.Dataset.cut_names`)
+    adds each of those names as a name of its class, merged with equal names. Row i gets locale
+    ``locales[i % n]``: the names are spread over the stores, one row each, rather than
+    repeated in every store."""
     stores = list(locales)
     if weight <= 0 or not classes or not stores:
         return pd.DataFrame({"query": [], "locale": [], "product_types": [], "weight": []})
-    by_name: dict[str, list[str]] = {}
+    by_name: dict[str, set[str]] = {}
     for c in classes:
-        by_name.setdefault(type_name(c, sep), []).append(c)
+        by_name.setdefault(type_name(c, sep), set()).add(c)
+        for name in (subtype_names or {}).get(c, ()):
+            by_name.setdefault(name, set()).add(c)
     names = sorted(by_name)
-    labels = [sorted(tree.close(by_name[n]) if tree is not None else by_name[n]) for n in names]
+    labels = [sorted(tree.close(sorted(by_name[n])) if tree is not None else by_name[n]) for n in names]
     return pd.DataFrame({
         "query": names,
         "locale": [stores[i % len(stores)] for i in range(len(names))],
