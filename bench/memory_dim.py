@@ -36,18 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    splits = read_fold(args.data, args.fold, args.folds, args.seed, args.depth, args.small)
+    splits = read_fold(args.data, args.fold, args.folds, args.seed, None, args.small)  # cut at load, as q2pt does
+    dataset = from_frames(splits, source=args.data, validate=False, label_depth=args.depth)
     overrides = dict(BUDGET)
     if args.depth > 1:
         overrides["model.hierarchy"] = "flat"
     config = resolve_config(overrides=overrides)
-    model = Q2PTModel(config=config).fit(from_frames(splits, source=args.data, validate=False), progress=False)
-    test = splits["test"]
+    model = Q2PTModel(config=config).fit(dataset, progress=False)
+    test = dataset.test
     y, missing = multi_hot(label_lists(test["product_types"]), model.classes_)
     net = model.networks["*"]
     out: dict = {"fold": args.fold, "depth": args.depth, "small": args.small}
     for dim in (int(d) for d in args.dims.split(",")):
-        n = build_memory(net, splits["train"], model.network_labels_["*"], locale_aware=True,
+        n = build_memory(net, dataset.train, model.network_labels_["*"], locale_aware=True,
                          max_queries=config.model.memory_max_queries, dim=dim, seed=config.train.seed)
         scores = model.predict_proba(test["query"].tolist(), test["locale"].tolist())
         r = recall_at_precision(y.toarray(), scores, 0.8, n_missing=int(missing.sum())).recall

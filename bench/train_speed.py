@@ -51,6 +51,7 @@ RECIPE_0_1 = {
     "model.memory_weight": 0.0,  # the query memory came on 2026-12-02: 0.1.0 had none
     "train.name_examples": 0.0,  # the type names as training queries: since 2026-12-06
     "train.stop_metric": "r_at_p",  # PR-AUC for trees: since 2026-12-06
+    "train.subtype_names": False,  # the names data.label_depth cuts away: since 2026-12-06 (none here)
 }
 RECIPE_TARGET = 0.8
 

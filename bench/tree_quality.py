@@ -75,7 +75,6 @@ def coverage(model, test: pd.DataFrame) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     from q2pt.config import resolve_config
     from q2pt.data import from_frames
-    from q2pt.data.labels import truncate_labels
     from q2pt.models import Q2PTModel
     from real_tuning import fold_splits
 
@@ -110,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         models, secs = {}, {}
         plan = [("tree", None)] + ([] if args.tree_only else [("flat-1", 1), ("flat-2", 2), ("flat-leaf", None)])
         for name, depth in plan:
-            # a flat model of level N learns the paths cut to N levels (what data.label_depth does at load)
-            cut = {n: truncate_labels(f, depth)[0] for n, f in splits.items()} if depth else splits
-            ds = from_frames(cut, source=args.data, validate=False)
+            # a flat model of level N learns the paths cut to N levels (data.label_depth, at load)
+            ds = from_frames(splits, source=args.data, validate=False, label_depth=depth)
             over = {"model.hierarchy": "flat"} if name != "tree" else {"model.hierarchy": "tree", **tree_over}
             t0 = time.perf_counter()
             model = Q2PTModel(config=resolve_config(overrides={**base, **over}))

@@ -77,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.data, encoding="utf-8") as fh:
             frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-        frame["product_types"] = frame["product_types"].map(
-            lambda paths: sorted({" > ".join(p.split(" > ")[: args.depth]) for p in paths}))
         frame["weight"] = 1.0
-        for k in [int(x) for x in args.folds.split(",")]:
-            runs.append((f"fold {k}", from_frames(fold_splits(frame, k, 5, 0, None), source=args.data, validate=False)))
+        for k in [int(x) for x in args.folds.split(",")]:  # the paths cut at load, as q2pt does (data.label_depth)
+            runs.append((f"fold {k}", from_frames(fold_splits(frame, k, 5, 0, None), source=args.data, validate=False,
+                                                  label_depth=args.depth)))
 
     print(f"# per-(locale, type) thresholds vs locale thresholds, as deployed on test ({args.kind})")
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.platform()}, {os.cpu_count()} CPUs\n")

@@ -74,9 +74,7 @@ def real_splits(args) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame],
 
     with open(args.data, encoding="utf-8") as fh:
         frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-    frame["product_types"] = frame["product_types"].map(
-        lambda paths: sorted({" > ".join(p.split(" > ")[: args.depth]) for p in paths}))
-    frame["weight"] = 1.0
+    frame["weight"] = 1.0  # the paths are cut at load (data.label_depth), as q2pt does
     full = fold_splits(frame, args.fold, 5, args.seed, None)
     halves = [g.iloc[: len(g) // 2] for _, g in full["train"].groupby("locale")]
     old = {"train": pd.concat(halves).reset_index(drop=True), "valid": full["valid"], "test": full["test"]}
@@ -104,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     old, full, what = simulated_splits(args) if args.kind == "simulated" else real_splits(args)
     source = "simulated" if args.kind == "simulated" else args.data
-    old_ds = from_frames(old, source=source, validate=False)
-    full_ds = from_frames(full, source=source, validate=False)
+    depth = args.depth if args.kind == "real" else None
+    old_ds = from_frames(old, source=source, validate=False, label_depth=depth)
+    full_ds = from_frames(full, source=source, validate=False, label_depth=depth)
     overrides = {"train.max_epochs": 20, "train.patience": 2, "train.batch_size": 64, "train.threads": args.threads}
     print(f"# warm start vs from scratch: {what}")
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.platform()}, {os.cpu_count()} CPUs, "
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                                  ("warm start", warm, t_warm)):
         tr = model.manifest["training"]["*"]
         rows.append({"model": name, "seconds": seconds, "epochs": tr["epochs"], "best_epoch": tr["best_epoch"],
-                     **_score(model, full["test"], args.bootstrap)})
+                     **_score(model, full_ds.test, args.bootstrap)})
     print("| model | train s | epochs | best epoch | test R@P80 | 95% CI |\n|---|---:|---:|---:|---:|---|")
     for row in rows:
         ci = row["ci"]

@@ -12,6 +12,7 @@ from q2pt.data import from_frames, load_configured, load_dataset
 from q2pt.data.io import write_dataset, write_table
 from q2pt.data.labels import cut_level_names, truncate_labels, truncate_path
 from q2pt.errors import ConfigError
+from q2pt.experiments.runner import derive_dataset
 from support import need
 
 PATHS = {
@@ -125,7 +126,23 @@ def test_a_cut_dataset_keeps_the_cut_names_of_its_training_split_alone(tmp_path)
         "electronics": ["oled", "tv"], "fashion": ["bags", "boots", "shoes", "sneakers"], "home": ["kitchen", "pans"]}
     assert load_dataset(folder, label_depth=2).cut_names == {
         "electronics > tv": ["oled"], "fashion > shoes": ["boots", "sneakers"], "home > kitchen": ["pans"]}
-    assert from_frames(data, label_depth=2).cut_names == load_dataset(folder, label_depth=2).cut_names
+    two = load_dataset(folder, label_depth=2)
+    assert from_frames(data, label_depth=2).cut_names == two.cut_names
+    # each training row carries its own
+    assert two.train["cut_names"].tolist()[1:5] == [{"fashion > shoes": ["sneakers"]}, {"fashion > shoes": ["boots"]},
+                                                    {"fashion > shoes": ["boots"]}, None]  # "fashion > bags": none
+    assert "cut_names" not in two.valid.columns and "cut_names" not in load_dataset(folder).train.columns
+
+
+def test_a_study_trains_with_the_cut_names_of_the_rows_it_keeps():
+    data = splits()
+    data["train"].loc[1, "product_types"] = ["fashion > shoes > slippers"]  # a German row's subtype alone
+    two = from_frames(data, label_depth=2)
+    assert two.cut_names["fashion > shoes"] == ["boots", "slippers", "sneakers"]
+    english = two.train[two.train["locale"] == "en_US"]
+    without_de = derive_dataset(two, {"train": english, "valid": two.valid, "test": two.test}, "without de_DE")
+    assert without_de.cut_names == {"electronics > tv": ["oled"], "fashion > shoes": ["boots", "sneakers"],
+                                    "home > kitchen": ["pans"]}
 
 
 def test_config_fields():

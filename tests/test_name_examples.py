@@ -94,21 +94,52 @@ def test_a_model_trains_on_its_types_names_and_keeps_them_in_its_memory(tiny, va
     assert all("name_examples" not in s for s in off.manifest["training"].values())
 
 
-def _cut_store():
-    paths = ["fashion > shoes > sneakers", "fashion > shoes > boots", "home > kitchen > pans"]
+def _cut_store(shoe="boots"):
+    """German shoes are "shoe" ("boots"), English ones "sneakers"; both stores have "pans"."""
+    paths = {"de": [f"fashion > shoes > {shoe}", "home > kitchen > pans"],
+             "en": ["fashion > shoes > sneakers", "home > kitchen > pans"]}
+
     def frame(offset):
-        return pd.DataFrame([{"query": f"{p.split(' > ')[-1]} {offset + i}", "locale": ("de", "en")[i % 2],
-                              "product_types": [p]} for i, p in enumerate(paths * 6)])
+        return pd.DataFrame([{"query": f"{p.split(' > ')[1]} {offset + i}", "locale": loc, "product_types": [p]}
+                             for i in range(6) for loc in ("de", "en") for p in paths[loc]])
     return from_frames({"train": frame(0), "valid": frame(100), "test": frame(200)}, label_depth=2)
+
+
+def _fit_cut(data, variant, on):
+    flags = {"train.max_epochs": 1, "train.threads": 1, "model.encoder_options": {"dim": 16, "buckets": 2048},
+             "train.name_examples": 0.5, "train.subtype_names": on, "model.hierarchy": "flat",
+             "model.variant": variant}
+    return Q2PTModel(config=resolve_config(overrides=flags, encoder="ngram")).fit(data, progress=False)
 
 
 @pytest.mark.parametrize("on", [True, False])
 def test_a_cut_store_trains_on_the_names_cut_away(on):
     data = _cut_store()
     assert data.cut_names == {"fashion > shoes": ["boots", "sneakers"], "home > kitchen": ["pans"]}
-    flags = {"train.max_epochs": 1, "train.threads": 1, "model.encoder_options": {"dim": 16, "buckets": 2048},
-             "train.name_examples": 0.5, "train.subtype_names": on, "model.hierarchy": "flat"}
-    model = Q2PTModel(config=resolve_config(overrides=flags, encoder="ngram")).fit(data, progress=False)
+    model = _fit_cut(data, "unified-aware", on)
     # the types' own names ("shoes", "kitchen"), and with subtype names "boots", "sneakers", "pans"
     assert model.manifest["training"]["*"]["name_examples"] == (5 if on else 2)
     assert model.manifest["config"]["train"]["subtype_names"] is on
+
+
+def test_a_store_network_gets_the_names_cut_from_its_own_rows_alone():
+    model = _fit_cut(_cut_store(), "non-unified", True)
+    # de: shoes, kitchen, boots, pans; en: shoes, kitchen, sneakers, pans (not the other store's shoes)
+    assert {loc: s["name_examples"] for loc, s in model.manifest["training"].items()} == {"de": 4, "en": 4}
+
+
+def test_a_run_is_the_same_run_only_with_the_same_names_below_the_cut():
+    from q2pt.training.fit import _run_identity
+
+    boots, clogs = _cut_store("boots"), _cut_store("clogs")
+    assert boots.fingerprint == clogs.fingerprint and boots.cut_names != clogs.cut_names
+    config = resolve_config(overrides={"train.name_examples": 0.5}, encoder="ngram")
+    ident = [_run_identity(config, d, boots.labels, boots.locales) for d in (boots, clogs)]
+    assert ident[0] != ident[1] and ident[0]["config"]["train"]["subtype_names"] is True
+    off = resolve_config(overrides={"train.name_examples": 0.5, "train.subtype_names": False}, encoder="ngram")
+    assert _run_identity(off, boots, boots.labels, boots.locales) == _run_identity(off, clogs, boots.labels,
+                                                                                   boots.locales)
+    # with nothing cut, the key changes nothing: the identity reads as before it existed (an older checkpoint resumes)
+    uncut = load_dataset(None, preset="tiny")
+    plain = _run_identity(config, uncut, uncut.labels, uncut.locales)
+    assert plain["config"]["train"]["subtype_names"] is False and "cut_names_sha256" not in plain

@@ -131,9 +131,10 @@ def test_the_estimate_counts_the_name_rows_each_network_gets():
         ["home > kitchen > frying_pan"], ["home > kitchen > pots", "toys"], ["home > garden"]]})
     # a: home, kitchen, frying pan, pots, toys; b: home, garden; all: the six distinct names
     assert name_counts(train, " > ") == {"a": 5, "b": 2, "*": 6}
-    # the names a label depth cut away count for the locales that have their type ("pots" is one already)
-    cut = {"toys": ["dolls", "pots"], "home > garden": ["rakes"], "elsewhere": ["x"]}
-    assert name_counts(train, " > ", cut) == {"a": 6, "b": 3, "*": 8}
+    # the names a label depth cut away count for the locale of the row they were cut from ("pots" is one already)
+    train["cut_names"] = [None, {"toys": ["dolls", "pots"]}, {"home > garden": ["rakes"]}]
+    assert name_counts(train, " > ", True) == {"a": 6, "b": 3, "*": 8}
+    assert name_counts(train, " > ") == {"a": 5, "b": 2, "*": 6}  # train.subtype_names off
     sizes, names = {"a": 1000, "b": 100}, {"a": 50, "b": 100, "*": 120}
     flags = {"train.batch_size": 50, "train.max_epochs": 1, "train.min_steps": 0}
     non = resolve_config(None, {**flags, "model.variant": "non-unified"}, "ngram")

@@ -21,7 +21,7 @@ import pandas as pd
 from q2pt.errors import ConfigError, DataError, Problem
 
 from . import schema
-from .labels import cut_level_names, label_lists
+from .labels import union_cut_names
 from .schema import DataProblem, normalize_query
 
 __all__ = [
@@ -61,9 +61,6 @@ class Dataset:
     #: store -> the languages its shoppers write in (``locales.json`` in the dataset folder;
     #: the simulated store's own map); empty: not given
     locale_languages: dict[str, list[str]] = field(default_factory=dict)
-    #: with ``data.label_depth``: cut type -> the names of the levels cut away below it in the
-    #: training split's paths (:func:`q2pt.data.labels.cut_level_names`); empty: nothing cut
-    cut_names: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -81,6 +78,12 @@ class Dataset:
     def labels(self) -> list[str]:
         """Sorted union of the product types in train (the label space)."""
         return sorted({lab for labs in self.train[schema.LABELS].tolist() for lab in labs})
+
+    @cached_property
+    def cut_names(self) -> dict[str, list[str]]:
+        """Loaded with ``data.label_depth``: cut type -> the names of the levels cut away below
+        it in the training split's own paths (its ``cut_names`` column; ``{}``: nothing cut)."""
+        return union_cut_names(self.train)
 
     @cached_property
     def locales(self) -> list[str]:
@@ -189,11 +192,8 @@ def _from_checked(
     splits = {s: frames[s] for s in schema.SPLITS}
     if simulated and simulated_tree and taxonomy:
         splits = _simulated_paths(splits, taxonomy, label_separator)
-    cut_names: dict[str, list[str]] = {}
     if label_depth is not None:
-        full_train = splits["train"]
         splits = _truncate_splits(splits, label_depth, label_separator, source)
-        cut_names = cut_level_names(label_lists(full_train[schema.LABELS]), label_depth, label_separator)
     return Dataset(
         splits=splits,
         source=source,
@@ -201,7 +201,6 @@ def _from_checked(
         fingerprint=schema.fingerprint(splits),
         taxonomy=taxonomy,
         warnings=list(report.warnings),
-        cut_names=cut_names,
     )
 
 
@@ -371,8 +370,10 @@ def load_labelled(
 def _truncate_splits(
     splits: Mapping[str, pd.DataFrame], depth: int, sep: str, source: str
 ) -> dict[str, pd.DataFrame]:
-    """Every split's product types cut to ``depth`` levels; logs how many labels changed."""
-    from .labels import truncate_labels
+    """Every split's product types cut to ``depth`` levels; logs how many labels changed. The
+    training split gets a ``cut_names`` column: each row's names of the levels cut away
+    (``train.subtype_names``)."""
+    from .labels import cut_level_names, label_lists, truncate_labels
 
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
         raise ConfigError(f"data.label_depth must be a whole number of at least 1, got {depth!r}")
@@ -385,6 +386,9 @@ def _truncate_splits(
     for name, df in splits.items():
         before.update(lab for labs in df[schema.LABELS].tolist() for lab in labs)
         out[name], n = truncate_labels(df, depth, sep)
+        if name == "train" and n:
+            out[name][schema.CUT_NAMES] = [cut_level_names([labels], depth, sep) or None
+                                           for labels in label_lists(df[schema.LABELS])]
         after.update(lab for labs in out[name][schema.LABELS].tolist() for lab in labs)
         changed += n
         total += int(df[schema.LABELS].map(len).sum()) if len(df) else 0

@@ -101,6 +101,28 @@ def cut_level_names(
     return {k: sorted(v) for k, v in sorted(found.items()) if v}
 
 
+def union_cut_names(frame: "pd.DataFrame") -> dict[str, list[str]]:
+    """The cut names (:func:`cut_level_names`) of ``frame``'s rows merged: cut type -> sorted
+    names, from the frame's ``cut_names`` column (none: ``{}``). A network's rows give its own."""
+    if S.CUT_NAMES not in frame.columns:
+        return {}
+    found: dict[str, set[str]] = {}
+    for row in frame[S.CUT_NAMES].tolist():
+        if isinstance(row, dict):
+            for cut, names in row.items():
+                found.setdefault(cut, set()).update(names)
+    return {k: sorted(v) for k, v in sorted(found.items())}
+
+
+def cut_names_digest(cut_names: dict[str, list[str]]) -> str:
+    """sha256 of cut names (:func:`union_cut_names`): what a training run's identity records of
+    them, since the data fingerprint sees the paths after the cut alone."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(cut_names, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def truncate_labels(
     frame: "pd.DataFrame", depth: int | None, sep: str = DEFAULT_SEPARATOR
 ) -> tuple["pd.DataFrame", int]:

@@ -28,6 +28,9 @@ LABELS = "product_types"
 WEIGHT = "weight"
 SPLIT = "split"
 INTENT = "intent"  # simulated data only: the clean intended type (analysis only)
+#: a training split cut by ``data.label_depth``: per row, {cut type: names of the levels cut away
+#: below it} (:func:`q2pt.data.labels.cut_level_names` of the row's paths); set at load time
+CUT_NAMES = "cut_names"
 
 REQUIRED_COLUMNS: tuple[str, ...] = (QUERY, LOCALE, LABELS)
 CORE_COLUMNS: tuple[str, ...] = (QUERY, LOCALE, LABELS, WEIGHT)

@@ -46,23 +46,25 @@ BASELINE_SECONDS_PER_1K: dict[str, float] = {
 EVAL_SHARE = 0.25
 
 
-def name_counts(train: "pd.DataFrame", sep: str, cut_names: "Mapping[str, Sequence[str]] | None" = None
-                ) -> dict[str, int]:
+def name_counts(train: "pd.DataFrame", sep: str, subtype_names: bool = False) -> dict[str, int]:
     """How many name rows ``train.name_examples`` adds to each network: per locale (the distinct
-    names of its types and of their ancestors in the paths, and ``cut_names`` of its types:
-    ``train.subtype_names``) and under ``"*"`` for a unified network (those of every type). A
-    tree's ancestors are counted whether or not the model learns them (``model.hierarchy flat``
-    does not): an estimate."""
+    names of its types and of their ancestors in the paths, and with ``subtype_names`` those
+    cut away from its rows' paths: the ``cut_names`` column, ``train.subtype_names``) and under
+    ``"*"`` for a unified network (those of every type). A tree's ancestors are counted whether
+    or not the model learns them (``model.hierarchy flat`` does not): an estimate."""
     from q2pt.data.labels import label_lists
+    from q2pt.data.schema import CUT_NAMES
     from q2pt.data.tree import split_path, type_name
 
     per_locale: dict[str, set[str]] = {}
-    for locale, types in zip(train["locale"].astype(str), label_lists(train["product_types"])):
+    cut = train[CUT_NAMES].tolist() if subtype_names and CUT_NAMES in train.columns else [None] * len(train)
+    for locale, types, below in zip(train["locale"].astype(str), label_lists(train["product_types"]), cut):
         names = per_locale.setdefault(locale, set())
         for t in types:
             levels = split_path(t, sep) or [t]
             names.update(type_name(level, sep) for level in levels)  # the type's and its ancestors' names
-            names.update((cut_names or {}).get(t, ()))
+        for more in (below or {}).values():
+            names.update(more)
     out = {loc: len(names) for loc, names in per_locale.items()}
     out["*"] = len(set().union(*per_locale.values())) if per_locale else 0
     return out

@@ -39,6 +39,7 @@ import pandas as pd
 
 from q2pt import __version__
 from q2pt.config import ADDED_KEYS
+from q2pt.data.labels import cut_names_digest
 from q2pt.errors import ConfigError
 from q2pt.io import sha256_of_file, write_json
 
@@ -140,6 +141,8 @@ class RunSpec:
         if self.config is not None:
             cfg = self.config.to_dict()
             cfg.get("train", {}).pop("threads", None)
+            if not subtype_names_apply(self.config):  # then it trains as before the key existed
+                cfg.get("train", {}).pop("subtype_names", None)
             # where the data came from is the data fingerprint's business; what shapes a model
             # beyond the data (separator, locale languages, taxonomy file) stays, when set
             data = _model_shaping_data(cfg.pop("data", None) or {})
@@ -170,14 +173,20 @@ def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def subtype_names_apply(config: "Config") -> bool:
+    """Whether ``train.subtype_names`` can change what ``config`` trains: on, with name examples
+    and a label depth that cuts the paths."""
+    t = config.train
+    return bool(t.subtype_names and t.name_examples > 0 and config.data.label_depth is not None)
+
+
 def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: str) -> "Dataset":
     """A dataset made from ``base`` by a study (subsampled, noisy, without a store ...):
     same simulated flag and taxonomy, source ``"<base source> [note]"``, its own fingerprint."""
     from q2pt.data import Dataset
-    from q2pt.data.schema import LABELS, fingerprint
+    from q2pt.data.schema import fingerprint
 
     frames = {k: v.reset_index(drop=True) for k, v in splits.items()}
-    types = {t for labels in frames["train"][LABELS].tolist() for t in labels} if "train" in frames else set()
     return Dataset(
         splits=frames,
         source=f"{base.source} [{note}]",
@@ -185,8 +194,6 @@ def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: st
         fingerprint=fingerprint(frames),
         taxonomy=base.taxonomy,
         locale_languages=dict(base.locale_languages),
-        # the cut levels' names of the types its training split still has
-        cut_names={t: n for t, n in base.cut_names.items() if t in types},
     )
 
 
@@ -434,6 +441,9 @@ class ExperimentRunner:
         }
         if self.label_depth is not None:  # absent when unset: older records keep their hash
             identity["label_depth"] = self.label_depth
+        if spec.config is not None and subtype_names_apply(spec.config) and self.dataset.cut_names:
+            # the names below the cut come from paths the data fingerprint does not see
+            identity["cut_names_sha256"] = cut_names_digest(self.dataset.cut_names)
         support = self._locale_min_positives(spec)
         if support != ADDED_KEYS["train.locale_threshold_min_positives"]:  # what every record was calibrated
             identity["locale_min_positives"] = support  # with before the rule: those keep their hash
@@ -733,8 +743,7 @@ class ExperimentRunner:
         probe = next((c for c in variants if c.model.variant != "non-unified"), variants[0])
         try:
             qps = training_throughput(probe, self.dataset)
-            names = name_counts(self.dataset.train, probe.data.label_separator,
-                                self.dataset.cut_names if probe.train.subtype_names else None)
+            names = name_counts(self.dataset.train, probe.data.label_separator, probe.train.subtype_names)
             est = estimate_seconds(variants, [sp.name for sp in todo if sp.kind == "baseline"], self._sizes, qps,
                                    encoder_kind(self.encoder), names)
         except Exception as exc:  # an estimate must never stop the experiment

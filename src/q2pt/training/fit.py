@@ -3,8 +3,6 @@ unified network, or one per locale), resumably."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from q2pt.data.labels import label_lists
+from q2pt.data.labels import cut_names_digest, label_lists, union_cut_names
 from q2pt.data.tree import type_name
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
@@ -47,11 +45,12 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     compared = comparable_config(config)
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
     compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
+    # subtype names on data with nothing cut train alike with the key off (and as before it existed)
+    subtypes = config.train.subtype_names and config.train.name_examples > 0 and bool(dataset.cut_names)
+    compared["train"]["subtype_names"] = subtypes
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
-    if config.train.subtype_names and config.train.name_examples > 0 and dataset.cut_names:
-        # the names come from the paths before the cut, which the fingerprint does not see
-        text = json.dumps(dataset.cut_names, sort_keys=True, ensure_ascii=False)
-        identity["cut_names_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if subtypes:  # they come from the paths before the cut, which the fingerprint does not see
+        identity["cut_names_sha256"] = cut_names_digest(dataset.cut_names)
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
     return identity
@@ -149,9 +148,10 @@ def fit_networks(
             else:
                 stage_classes = sorted({x for row in label_lists(tr["product_types"]) for x in row})
             if cfg.name_examples > 0:  # the types' names as training queries (and memory rows)
+                # and the names of the levels data.label_depth cut away, from this network's own rows
+                subtypes = union_cut_names(tr) if cfg.subtype_names else {}
                 names = name_examples(stage_classes, locales if stage == UNIFIED else [stage], cfg.name_examples,
-                                      sep=config.data.label_separator, tree=tree,
-                                      subtype_names=dataset.cut_names if cfg.subtype_names else None)
+                                      sep=config.data.label_separator, tree=tree, subtype_names=subtypes)
                 if "weight" not in tr.columns:
                     tr = tr.assign(weight=1.0)
                 tr = pd.concat([tr, names], ignore_index=True)
@@ -161,7 +161,7 @@ def fit_networks(
                     logger.info("%s: %d product-type names added as training queries, weight %g "
                                 "(train.name_examples%s)", stage_label(stage), len(names), cfg.name_examples,
                                 "; with the names of the levels data.label_depth cut away, train.subtype_names"
-                                if cfg.subtype_names and dataset.cut_names else "")
+                                if subtypes else "")
             torch.manual_seed(cfg.seed)
             net = build_network(config, stage_classes, locales if variant == "unified-aware" else None,
                                 dataset.locale_languages)
