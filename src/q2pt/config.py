@@ -229,7 +229,8 @@ class TrainSection(_Section):
     """Each product type's name (the last level of its path, ``_`` read as a space) is one
     more training query with this weight, labelled with its type (and, in a tree, the type's
     ancestors; types of the same name share one row), spread over the network's locales one
-    row a name (:mod:`q2pt.training.names`); it also joins the query memory. 0: off, the
+    row a name (:mod:`q2pt.training.names`; ``subtype_names`` adds the names a label depth cut
+    away); it also joins the query memory. 0: off, the
     paper's training data. 0.3 (the default): measured on real queries (cikm-qc dev set, unified-aware,
     ``python bench/real_tuning.py FILE --fold K --deployed 200 [--small 60]
     [train.name_examples=W]``, K = 0..4, 2026-12-03, 2-core dev machine, test R@P80 pooled /
@@ -249,19 +250,24 @@ class TrainSection(_Section):
     script's level-2 tree gives 0.074 / 0.082 (see there). The full table with every baseline,
     re-run with this default, is in the README (*Real queries*)."""
     subtype_names: bool = True
-    """With ``train.name_examples`` on and ``data.label_depth`` cutting the product type paths:
-    the names of the levels cut away (in the training split's paths: ``"bags > handbags >
-    waist packs"`` cut to ``"bags > handbags"`` gives "waist packs") are name examples of the type
-    they were cut to, at the same weight (:attr:`q2pt.data.Dataset.cut_names`). False: the types'
-    own names alone. Measured on real queries (cikm-qc dev set, unified-aware, ``python
-    bench/real_tuning.py FILE --fold K --deployed 200 [--depth 2 | --small 60]
-    [train.subtype_names=false]``, K = 0..4, 2026-12-06 18:30-18:44 UTC, 2-core dev machine,
-    two runs side by side; test R@P80 pooled / recall as deployed, mean of 5 folds), off vs on:
-    60 training queries per locale 0.255 / 0.241 vs **0.296 / 0.282** (ahead in every fold, both);
-    level 2 (a tree of two levels) 0.074 / 0.082 vs **0.081 / 0.100** (ahead in 4 folds of 5,
-    both); top level, from a one-off script that added the same rows by hand, 0.401 / 0.389 vs
-    **0.413 / 0.423** (pooled ahead in 3, as deployed in every fold). The names are read from
-    the training split alone: a path seen only in valid or test adds none."""
+    """With ``train.name_examples`` on and a dataset loaded with ``data.label_depth`` that cuts
+    its product type paths: the names of the levels cut away (``"bags > handbags > waist
+    packs"`` cut to ``"bags > handbags"`` gives "waist packs") are name examples of the type they
+    were cut to, at the same weight. They are read from the training rows' own paths (the
+    training split's ``cut_names`` column), so a per-locale network gets the names of its own
+    store's rows and a path seen only in valid or test adds none; a dataset cut by hand before
+    loading has none. False: the types' own names alone. The training summary's
+    ``name_examples`` counts them with the rest; they make each epoch longer (on the dev set
+    below about 2,400 name rows beside 3,800 training queries at the top level).
+
+    Measured on real queries (cikm-qc dev set, unified-aware, ``python bench/real_tuning.py FILE
+    --fold K --deployed 200 [--depth 2 | --small 60] [train.subtype_names=false]``, K = 0..4,
+    2026-12-06 18:30-18:55 UTC, 2-core dev machine, two runs side by side; test R@P80 pooled /
+    recall as deployed, mean of 5 folds), off vs on: top level 0.401 / 0.389 vs **0.415 /
+    0.419** (pooled ahead in 4 folds of 5, as deployed in every fold); level 2 (a tree of two
+    levels, judged on its level-2 types) 0.074 / 0.082 vs **0.081 / 0.100** (ahead in 4 folds
+    of 5, both); 60 training queries per locale 0.255 / 0.241 vs **0.296 / 0.282** (ahead in
+    every fold, both). The full table with every baseline is in the README (*Real queries*)."""
     threads: int = Field(0, ge=0)
     """torch intra-op threads while training; 0 (the default) leaves torch's default, one per
     core.

@@ -256,7 +256,8 @@ def load_dataset(
     ``label_depth`` (a training config's ``data.label_depth``): every product type path
     is cut to its first N levels, split on ``label_separator`` (see
     :mod:`q2pt.data.labels`), after the checks and before the fingerprint is computed
-    (so the fingerprint says which depth was used); the checks and their warnings are
+    (so the fingerprint says which depth was used; the training split's ``cut_names`` column,
+    the names of the levels cut away, is not in it); the checks and their warnings are
     about the labels as given. To load what a config names, use :func:`load_configured`.
     """
     from .io import read_raw_dataset

@@ -3,8 +3,9 @@
 A store's product types have names ("frying pan" for "kitchen > frying_pan"), and a shopper
 who types a type's name means that type. With a few dozen training queries a type, the name is
 one more example the network learns from, and (with the query memory) one more neighbour a
-query can find. It is built from the labels alone, so it needs nothing the training data does
-not already hold.
+query can find. It is built from the training labels alone (with ``train.subtype_names``, from
+their paths before ``data.label_depth`` cut them: the names of the levels cut away), so it needs
+nothing the training data does not already hold.
 """
 
 from __future__ import annotations
