@@ -195,3 +195,17 @@ def test_a_model_trained_with_label_depth_records_it_and_evaluates_cut_labels(tm
     assert code == 0
     g = json.loads(capsys.readouterr().out)["global"]
     assert g["n_positives"] == 1 and g["n_missing"] == 0
+
+
+def test_cut_names_are_made_at_load_time_never_written_or_read(tmp_path, caplog):
+    cut = from_frames(splits(), label_depth=2)
+    folder = write_dataset(cut, tmp_path / "d", "parquet")  # a cut dataset saved: its paths as cut, no names
+    again = load_dataset(folder)
+    assert "cut_names" not in again.train.columns and again.cut_names == {}
+    assert again.fingerprint == cut.fingerprint
+    given = splits()
+    given["train"]["cut_names"] = "a user's column"
+    with caplog.at_level("WARNING", logger="q2pt.data"):
+        loaded = from_frames(given, label_depth=2)
+    assert "'cut_names' of split(s) train ignored" in caplog.text
+    assert loaded.cut_names == cut.cut_names

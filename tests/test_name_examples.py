@@ -94,7 +94,7 @@ def test_a_model_trains_on_its_types_names_and_keeps_them_in_its_memory(tiny, va
     assert all("name_examples" not in s for s in off.manifest["training"].values())
 
 
-def _cut_store(shoe="boots"):
+def _raw_cut_store(shoe="boots"):
     """German shoes are "shoe" ("boots"), English ones "sneakers"; both stores have "pans"."""
     paths = {"de": [f"fashion > shoes > {shoe}", "home > kitchen > pans"],
              "en": ["fashion > shoes > sneakers", "home > kitchen > pans"]}
@@ -102,7 +102,11 @@ def _cut_store(shoe="boots"):
     def frame(offset):
         return pd.DataFrame([{"query": f"{p.split(' > ')[1]} {offset + i}", "locale": loc, "product_types": [p]}
                              for i in range(6) for loc in ("de", "en") for p in paths[loc]])
-    return from_frames({"train": frame(0), "valid": frame(100), "test": frame(200)}, label_depth=2)
+    return {"train": frame(0), "valid": frame(100), "test": frame(200)}
+
+
+def _cut_store(shoe="boots"):
+    return from_frames(_raw_cut_store(shoe), label_depth=2)
 
 
 def _fit_cut(data, variant, on):
@@ -143,3 +147,27 @@ def test_a_run_is_the_same_run_only_with_the_same_names_below_the_cut():
     uncut = load_dataset(None, preset="tiny")
     plain = _run_identity(config, uncut, uncut.labels, uncut.locales)
     assert plain["config"]["train"]["subtype_names"] is False and "cut_names_sha256" not in plain
+
+
+@pytest.mark.parametrize("depth", [None, 2, 9])
+def test_a_cached_experiment_record_sees_the_names_below_the_cut(tmp_path, depth):
+    """The experiment's run identity: with a depth that cuts, a digest of the cut names (which
+    the fingerprint does not see) and the key; with no depth, or one that cuts nothing, neither
+    (the record reads as before the key existed, so it stays a cache hit)."""
+    from q2pt.experiments.runner import ExperimentRunner, RunSpec
+    from q2pt.experiments.settings import resolve_settings
+
+    def identity(shoe):
+        data = from_frames(_raw_cut_store(shoe), label_depth=depth)
+        over = [] if depth is None else ["--data.label_depth", str(depth)]
+        runner = ExperimentRunner(data, resolve_settings("tiny", None, {"baselines": []}), tmp_path / f"{shoe}",
+                                  train_overrides=over, encoder="ngram", progress=False)
+        spec = RunSpec("main/unified-aware", "variant", "unified-aware", "u", config=runner.config_for("unified-aware"))
+        return runner.run_identity(spec, [], data)
+
+    boots, clogs = identity("boots"), identity("clogs")
+    if depth == 2:
+        assert boots["cut_names_sha256"] != clogs["cut_names_sha256"]
+        assert boots["config"]["train"]["subtype_names"] is True
+    else:
+        assert "cut_names_sha256" not in boots and "subtype_names" not in boots["config"]["train"]

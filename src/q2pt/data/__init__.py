@@ -190,6 +190,11 @@ def _from_checked(
     if report.warnings:
         log.warning("%s: %s", source, report.counts_line())
     splits = {s: frames[s] for s in schema.SPLITS}
+    given = [s for s in schema.SPLITS if schema.CUT_NAMES in splits[s].columns]
+    if given:  # made here, from the paths before a cut (data.label_depth), never read from a file
+        log.warning("%s: column %r of split(s) %s ignored (q2pt makes it when data.label_depth cuts the paths)",
+                    source, schema.CUT_NAMES, ", ".join(given))
+        splits = {s: f.drop(columns=[schema.CUT_NAMES]) if s in given else f for s, f in splits.items()}
     if simulated and simulated_tree and taxonomy:
         splits = _simulated_paths(splits, taxonomy, label_separator)
     if label_depth is not None:
@@ -387,9 +392,15 @@ def _truncate_splits(
     for name, df in splits.items():
         before.update(lab for labs in df[schema.LABELS].tolist() for lab in labs)
         out[name], n = truncate_labels(df, depth, sep)
-        if name == "train" and n:
-            out[name][schema.CUT_NAMES] = [cut_level_names([labels], depth, sep) or None
-                                           for labels in label_lists(df[schema.LABELS])]
+        if name == "train" and n:  # rows with the same paths share one (read-only) dict
+            cache: dict[tuple[str, ...], dict[str, list[str]] | None] = {}
+            column = []
+            for labels in label_lists(df[schema.LABELS]):
+                key = tuple(labels)
+                if key not in cache:
+                    cache[key] = cut_level_names([labels], depth, sep) or None
+                column.append(cache[key])
+            out[name][schema.CUT_NAMES] = column
         after.update(lab for labs in out[name][schema.LABELS].tolist() for lab in labs)
         changed += n
         total += int(df[schema.LABELS].map(len).sum()) if len(df) else 0

@@ -380,7 +380,9 @@ def _as_splits(data: "Dataset | Mapping[str, pd.DataFrame]") -> dict[str, pd.Dat
     missing = [s for s in S.SPLITS if s not in splits]
     if missing:
         raise ValueError(f"dataset has no {', '.join(missing)} split")
-    return {s: splits[s] for s in S.SPLITS}
+    # the cut names are made at load time (data.label_depth) from the paths before the cut: not data
+    return {s: splits[s].drop(columns=[S.CUT_NAMES]) if S.CUT_NAMES in splits[s].columns else splits[s]
+            for s in S.SPLITS}
 
 
 def _py_values(series: pd.Series) -> list[Any]:

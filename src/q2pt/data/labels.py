@@ -110,7 +110,7 @@ def union_cut_names(frame: "pd.DataFrame") -> dict[str, list[str]]:
     for row in frame[S.CUT_NAMES].tolist():
         if isinstance(row, dict):
             for cut, names in row.items():
-                found.setdefault(cut, set()).update(names)
+                found.setdefault(cut, set()).update(names if isinstance(names, (list, tuple)) else ())
     return {k: sorted(v) for k, v in sorted(found.items())}
 
 

@@ -63,7 +63,7 @@ def name_counts(train: "pd.DataFrame", sep: str, subtype_names: bool = False) ->
         for t in types:
             levels = split_path(t, sep) or [t]
             names.update(type_name(level, sep) for level in levels)  # the type's and its ancestors' names
-        for more in (below or {}).values():
+        for more in (below if isinstance(below, dict) else {}).values():
             names.update(more)
     out = {loc: len(names) for loc, names in per_locale.items()}
     out["*"] = len(set().union(*per_locale.values())) if per_locale else 0

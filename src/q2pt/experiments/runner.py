@@ -428,7 +428,7 @@ class ExperimentRunner:
                        bootstrap=self.settings.bootstrap)
 
     # ------------------------------------------------------------------ runs
-    def run_identity(self, spec: RunSpec, evals: Sequence[EvalSet]) -> dict[str, Any]:
+    def run_identity(self, spec: RunSpec, evals: Sequence[EvalSet], dataset: "Dataset | None" = None) -> dict[str, Any]:
         """What a run's cached record must match (its hash is the record's ``config_hash``): the
         run, its evaluation sets and everything that changes its figures."""
         s = self.settings
@@ -441,9 +441,13 @@ class ExperimentRunner:
         }
         if self.label_depth is not None:  # absent when unset: older records keep their hash
             identity["label_depth"] = self.label_depth
-        if spec.config is not None and subtype_names_apply(spec.config) and self.dataset.cut_names:
-            # the names below the cut come from paths the data fingerprint does not see
-            identity["cut_names_sha256"] = cut_names_digest(self.dataset.cut_names)
+        if spec.config is not None and subtype_names_apply(spec.config):
+            cut = (dataset if dataset is not None else self.dataset).cut_names
+            if cut:  # the names below the cut come from paths the data fingerprint does not see
+                identity["cut_names_sha256"] = cut_names_digest(cut)
+            else:  # a depth that cut nothing: trained as before the key existed
+                identity["config"] = {**identity["config"], "train": {
+                    k: v for k, v in identity["config"]["train"].items() if k != "subtype_names"}}
         support = self._locale_min_positives(spec)
         if support != ADDED_KEYS["train.locale_threshold_min_positives"]:  # what every record was calibrated
             identity["locale_min_positives"] = support  # with before the rule: those keep their hash
@@ -452,7 +456,7 @@ class ExperimentRunner:
     def run(self, spec: RunSpec, dataset: "Dataset", evals: Sequence[EvalSet]) -> dict[str, Any]:
         """Train and evaluate ``spec`` on ``dataset`` (or return its cached record)."""
         s = self.settings
-        identity = self.run_identity(spec, evals)
+        identity = self.run_identity(spec, evals, dataset)
         config_hash = stable_hash(identity)
         model_hash = stable_hash(spec.model_identity())
         if not (self.force and spec.key not in self._redone):
