@@ -147,6 +147,13 @@ def test_corrupt_labels_rate_and_kinds():
     assert all(len(labs) >= 1 and len(set(labs)) == len(labs) for labs in out["product_types"])
     clean, c0 = corrupt_labels(frame, 0.0, pool, np.ones(5), np.random.default_rng(0))
     assert c0["dropped"] == c0["replaced"] == 0 and clean["product_types"].tolist() == frame["product_types"].tolist()
+    # a label depth's cut names (train.subtype_names) go with their label: a corrupted one's are gone
+    cut = frame.assign(cut_names=[{"a": ["a1"], "b": ["b1"]} if i % 2 else {"c": ["c1"]} for i in range(2000)])
+    noisy, _ = corrupt_labels(cut, 0.2, pool, np.ones(5), np.random.default_rng(0))
+    assert noisy["product_types"].tolist() == out["product_types"].tolist()  # the same draws
+    for i, labs, below in zip(noisy.index, noisy["product_types"], noisy["cut_names"]):
+        assert set(below or {}) == ({"a", "b"} if i % 2 else {"c"}) & set(labs)  # the row's own labels kept
+    assert any(below is None for below in noisy["cut_names"])
 
 
 def test_data_size_plan_uses_all_rows_at_the_largest_fraction():

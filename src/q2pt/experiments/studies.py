@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import pandas as pd
 
+from q2pt.data.schema import CUT_NAMES
 from q2pt.errors import ConfigError, Q2PTError
 
 from .runner import EvalSet, ExperimentRunner, RunSpec, derive_dataset
@@ -317,6 +318,9 @@ def corrupt_labels(frame: pd.DataFrame, rate: float, label_pool: list[str], weig
     counts["rows_removed"] = int((~keep).sum())
     result = frame.copy()
     result["product_types"] = pd.Series([list(x) for x in new_labels], index=frame.index, dtype=object)
+    if CUT_NAMES in result.columns:  # the names cut from a dropped or replaced label go with it
+        result[CUT_NAMES] = [({k: v for k, v in below.items() if k in kept} or None) if isinstance(below, dict)
+                             else below for below, kept in zip(result[CUT_NAMES].tolist(), new_labels)]
     return result[keep], counts
 
 
