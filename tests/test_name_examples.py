@@ -171,3 +171,17 @@ def test_a_cached_experiment_record_sees_the_names_below_the_cut(tmp_path, depth
         assert boots["config"]["train"]["subtype_names"] is True
     else:
         assert "cut_names_sha256" not in boots and "subtype_names" not in boots["config"]["train"]
+
+
+def test_the_identity_sees_which_store_a_name_below_the_cut_came_from():
+    """Two stores swapping their subtypes: the same cut paths and the same names overall, but
+    each store's network would learn other names."""
+    from q2pt.training.fit import _run_identity
+
+    swapped = _raw_cut_store()
+    for frame in swapped.values():
+        frame["locale"] = frame["locale"].map({"de": "en", "en": "de"})
+    one, two = _cut_store(), from_frames(swapped, label_depth=2)
+    assert one.cut_names == two.cut_names and one.fingerprint == two.fingerprint
+    config = resolve_config(overrides={"train.name_examples": 0.5, "model.variant": "non-unified"}, encoder="ngram")
+    assert _run_identity(config, one, one.labels, one.locales) != _run_identity(config, two, two.labels, two.locales)

@@ -114,13 +114,15 @@ def union_cut_names(frame: "pd.DataFrame") -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(found.items())}
 
 
-def cut_names_digest(cut_names: dict[str, list[str]]) -> str:
-    """sha256 of cut names (:func:`union_cut_names`): what a training run's identity records of
-    them, since the data fingerprint sees the paths after the cut alone."""
+def cut_names_digest(frame: "pd.DataFrame") -> str:
+    """sha256 of ``frame``'s cut names per locale (:func:`union_cut_names` of each locale's rows,
+    what a per-locale network gets; their union is the unified network's): what a training run's
+    identity records of them, since the data fingerprint sees the paths after the cut alone."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(cut_names, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    per_locale = {str(loc): union_cut_names(rows) for loc, rows in frame.groupby(S.LOCALE, sort=True)}
+    return hashlib.sha256(json.dumps(per_locale, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def truncate_labels(

@@ -442,9 +442,9 @@ class ExperimentRunner:
         if self.label_depth is not None:  # absent when unset: older records keep their hash
             identity["label_depth"] = self.label_depth
         if spec.config is not None and subtype_names_apply(spec.config):
-            cut = (dataset if dataset is not None else self.dataset).cut_names
-            if cut:  # the names below the cut come from paths the data fingerprint does not see
-                identity["cut_names_sha256"] = cut_names_digest(cut)
+            data = dataset if dataset is not None else self.dataset
+            if data.cut_names:  # the names below the cut come from paths the data fingerprint does not see
+                identity["cut_names_sha256"] = cut_names_digest(data.train)
             else:  # a depth that cut nothing: trained as before the key existed
                 identity["config"] = {**identity["config"], "train": {
                     k: v for k, v in identity["config"]["train"].items() if k != "subtype_names"}}

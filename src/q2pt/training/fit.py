@@ -50,7 +50,7 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     compared["train"]["subtype_names"] = subtypes
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
     if subtypes:  # they come from the paths before the cut, which the fingerprint does not see
-        identity["cut_names_sha256"] = cut_names_digest(dataset.cut_names)
+        identity["cut_names_sha256"] = cut_names_digest(dataset.train)
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
     return identity
