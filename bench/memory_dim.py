@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    splits = read_fold(args.data, args.fold, args.folds, args.seed, None, args.small)  # cut at load, as q2pt does
+    splits = read_fold(args.data, args.fold, args.folds, args.seed, args.small)  # cut at load, as q2pt does
     dataset = from_frames(splits, source=args.data, validate=False, label_depth=args.depth)
     overrides = dict(BUDGET)
     if args.depth > 1:

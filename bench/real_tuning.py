@@ -83,12 +83,11 @@ def scored(model: Any, frame: pd.DataFrame, columns: np.ndarray | None = None,
     return y.toarray(), scores, missing, locales
 
 
-def read_fold(data: str, k: int, folds: int, seed: int, depth: int | None, small: int | None) -> dict[str, pd.DataFrame]:
-    """The file's rows with their paths cut to ``depth`` levels (None: as read), split as fold ``k``."""
+def read_fold(data: str, k: int, folds: int, seed: int, small: int | None) -> dict[str, pd.DataFrame]:
+    """The file's rows, their paths as read (``from_frames(..., label_depth=D)`` cuts them, as
+    ``q2pt experiment`` does), split as fold ``k``."""
     with open(data, encoding="utf-8") as fh:
         frame = pd.DataFrame([json.loads(line) for line in fh if line.strip()])
-    if depth is not None:
-        frame["product_types"] = frame["product_types"].map(lambda paths: cut_paths(paths, depth))
     frame["weight"] = 1.0
     return fold_splits(frame, k, folds, seed, small)
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     # the full paths, cut by q2pt at load time (data.label_depth) as `q2pt experiment` does
-    splits = read_fold(args.data, args.fold, args.folds, args.seed, None, args.small)
+    splits = read_fold(args.data, args.fold, args.folds, args.seed, args.small)
     dataset = from_frames(splits, source=args.data, validate=False, label_depth=args.depth)
     overrides = dict(BUDGET)
     for item in args.overrides:

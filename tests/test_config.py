@@ -190,8 +190,8 @@ def test_a_saved_config_without_a_newer_key_reads_as_before_it():
     new = Config.from_dict(saved)
     assert (new.model.memory_weight, new.model.memory_dim, new.model.head_init) == (0.5, 128, "auto")
     assert Config.from_saved(resolve_config().to_dict()) == resolve_config()  # a current save: unchanged
-    for key in ("name_examples", "stop_metric"):  # no type names as training queries, R@P for every model
+    for key in ("name_examples", "stop_metric", "subtype_names"):  # no type names, R@P for every model
         del saved["train"][key]
     old_train, new_train = Config.from_saved(saved).train, Config.from_dict(saved).train
-    assert (old_train.name_examples, old_train.stop_metric) == (0.0, "r_at_p")
-    assert (new_train.name_examples, new_train.stop_metric) == (0.3, "auto")
+    assert (old_train.name_examples, old_train.stop_metric, old_train.subtype_names) == (0.0, "r_at_p", False)
+    assert (new_train.name_examples, new_train.stop_metric, new_train.subtype_names) == (0.3, "auto", True)

@@ -257,8 +257,9 @@ class TrainSection(_Section):
     training split's ``cut_names`` column), so a per-locale network gets the names of its own
     store's rows and a path seen only in valid or test adds none; a dataset cut by hand before
     loading has none. False: the types' own names alone. The training summary's
-    ``name_examples`` counts them with the rest; they make each epoch longer (on the dev set
-    below about 2,400 name rows beside 3,900 training queries at the top level).
+    ``name_examples`` counts them with the rest; they make each epoch longer (the README's
+    ``bench/real_quality.py`` run, top level, fold 0: 2,380 name rows beside 3,920 training
+    queries for the unified network).
 
     Measured on real queries (cikm-qc dev set, unified-aware, ``python bench/real_tuning.py FILE
     --fold K --deployed 200 [--depth 2 | --small 60] [train.subtype_names=false]``, K = 0..4,

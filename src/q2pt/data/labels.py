@@ -39,6 +39,18 @@ def _splitter(sep: str) -> str:
     return sep.strip() or sep
 
 
+def split_path(label: str, sep: str = DEFAULT_SEPARATOR) -> list[str]:
+    """The levels of a path: split on the separator (whitespace around it ignored), each level
+    stripped, empty levels dropped. ``split_path("a>b > c")`` -> ``["a", "b", "c"]``."""
+    return [p for p in (x.strip() for x in label.split(_splitter(sep))) if p]
+
+
+def level_words(level: str) -> str:
+    """A level of a path as words: ``_`` read as a space, runs of whitespace as one
+    (``"frying_pan"`` -> ``"frying pan"``)."""
+    return " ".join(level.replace("_", " ").split())
+
+
 def truncate_path(label: str, depth: int, sep: str = DEFAULT_SEPARATOR) -> str:
     """``label`` cut to its first ``depth`` levels (see the module doc).
 
@@ -46,8 +58,7 @@ def truncate_path(label: str, depth: int, sep: str = DEFAULT_SEPARATOR) -> str:
     A label with no non-empty level (e.g. ``">"``) is returned stripped, unchanged otherwise."""
     if depth < 1:
         raise ValueError(f"label depth must be at least 1, got {depth}")
-    levels = [p.strip() for p in label.split(_splitter(sep))]
-    levels = [p for p in levels if p]
+    levels = split_path(label, sep)
     if not levels:
         return label.strip()
     return sep.join(levels[:depth])
@@ -89,14 +100,13 @@ def cut_level_names(
     examples of each cut type (``train.subtype_names``)."""
     if depth < 1:
         raise ValueError(f"label depth must be at least 1, got {depth}")
-    split = _splitter(sep)
     found: dict[str, set[str]] = {}
     for labels in label_lists:
         for lab in labels:
-            levels = [p for p in (x.strip() for x in lab.split(split)) if p]
+            levels = split_path(lab, sep)
             if len(levels) <= depth:
                 continue
-            names = {" ".join(x.replace("_", " ").split()) for x in levels[depth:]}
+            names = {level_words(x) for x in levels[depth:]}
             found.setdefault(sep.join(levels[:depth]), set()).update(n for n in names if n)
     return {k: sorted(v) for k, v in sorted(found.items()) if v}
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from q2pt.errors import DataError, Problem
 
-from .labels import DEFAULT_SEPARATOR, _splitter
+from .labels import DEFAULT_SEPARATOR, level_words, split_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -31,19 +31,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["LabelTree", "closed_frame", "read_taxonomy", "split_path", "training_tree", "type_name"]
 
 
-def split_path(label: str, sep: str = DEFAULT_SEPARATOR) -> list[str]:
-    """The levels of a path: split on the separator (whitespace around it ignored), each level
-    stripped, empty levels dropped. ``split_path("a>b > c")`` -> ``["a", "b", "c"]``."""
-    return [p for p in (x.strip() for x in label.split(_splitter(sep))) if p]
-
-
 def type_name(label: str, sep: str = DEFAULT_SEPARATOR) -> str:
     """A product type's name as words: the last level of its path with ``_`` read as a space
     (``type_name("kitchen > cookware > frying_pan")`` -> ``"frying pan"``); the label itself
     when that leaves nothing."""
     levels = split_path(label, sep)
-    words = " ".join((levels[-1] if levels else label).replace("_", " ").split())
-    return words or label
+    return level_words(levels[-1] if levels else label) or label
 
 
 def read_taxonomy(path: str | Path, sep: str = DEFAULT_SEPARATOR) -> list[str]:

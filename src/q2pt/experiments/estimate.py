@@ -52,19 +52,17 @@ def name_counts(train: "pd.DataFrame", sep: str, subtype_names: bool = False) ->
     cut away from its rows' paths: the ``cut_names`` column, ``train.subtype_names``) and under
     ``"*"`` for a unified network (those of every type). A tree's ancestors are counted whether
     or not the model learns them (``model.hierarchy flat`` does not): an estimate."""
-    from q2pt.data.labels import label_lists
-    from q2pt.data.schema import CUT_NAMES
-    from q2pt.data.tree import split_path, type_name
+    from q2pt.data.labels import label_lists, split_path, union_cut_names
+    from q2pt.data.tree import type_name
 
-    per_locale: dict[str, set[str]] = {}
-    cut = train[CUT_NAMES].tolist() if subtype_names and CUT_NAMES in train.columns else [None] * len(train)
-    for locale, types, below in zip(train["locale"].astype(str), label_lists(train["product_types"]), cut):
-        names = per_locale.setdefault(locale, set())
-        for t in types:
-            levels = split_path(t, sep) or [t]
-            names.update(type_name(level, sep) for level in levels)  # the type's and its ancestors' names
-        for more in (below if isinstance(below, dict) else {}).values():
-            names.update(more)
+    def names_of(rows: "pd.DataFrame") -> set[str]:
+        names = {type_name(level, sep) for types in label_lists(rows["product_types"]) for t in types
+                 for level in split_path(t, sep) or [t]}  # the types' and their ancestors' names
+        if subtype_names:
+            names.update(n for below in union_cut_names(rows).values() for n in below)
+        return names
+
+    per_locale = {str(loc): names_of(rows) for loc, rows in train.groupby(train["locale"].astype(str), sort=True)}
     out = {loc: len(names) for loc, names in per_locale.items()}
     out["*"] = len(set().union(*per_locale.values())) if per_locale else 0
     return out

@@ -141,8 +141,6 @@ class RunSpec:
         if self.config is not None:
             cfg = self.config.to_dict()
             cfg.get("train", {}).pop("threads", None)
-            if not subtype_names_apply(self.config):  # then it trains as before the key existed
-                cfg.get("train", {}).pop("subtype_names", None)
             # where the data came from is the data fingerprint's business; what shapes a model
             # beyond the data (separator, locale languages, taxonomy file) stays, when set
             data = _model_shaping_data(cfg.pop("data", None) or {})
@@ -171,13 +169,6 @@ def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
             digest = "unreadable"
         out["taxonomy"] = {"sha256": digest}
     return out
-
-
-def subtype_names_apply(config: "Config") -> bool:
-    """Whether ``train.subtype_names`` can change what ``config`` trains: on, with name examples
-    and a label depth that cuts the paths."""
-    t = config.train
-    return bool(t.subtype_names and t.name_examples > 0 and config.data.label_depth is not None)
 
 
 def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: str) -> "Dataset":
@@ -441,13 +432,14 @@ class ExperimentRunner:
         }
         if self.label_depth is not None:  # absent when unset: older records keep their hash
             identity["label_depth"] = self.label_depth
-        if spec.config is not None and subtype_names_apply(spec.config):
+        if spec.config is not None:
+            from q2pt.training.names import subtype_names_used  # lazy: q2pt.training imports torch
+
             data = dataset if dataset is not None else self.dataset
-            if data.cut_names:  # the names below the cut come from paths the data fingerprint does not see
+            if subtype_names_used(spec.config, data):  # names from paths the data fingerprint does not see
                 identity["cut_names_sha256"] = cut_names_digest(data.train)
-            else:  # a depth that cut nothing: trained as before the key existed
-                identity["config"] = {**identity["config"], "train": {
-                    k: v for k, v in identity["config"]["train"].items() if k != "subtype_names"}}
+            else:  # trained as before the key existed: older records keep their hash
+                identity["config"]["train"].pop("subtype_names", None)
         support = self._locale_min_positives(spec)
         if support != ADDED_KEYS["train.locale_threshold_min_positives"]:  # what every record was calibrated
             identity["locale_min_positives"] = support  # with before the rule: those keep their hash

@@ -21,7 +21,7 @@ from q2pt.network import build_network
 from q2pt.training.checkpoints import Checkpointer, StageCheckpoint, comparable_config
 from q2pt.training.loop import TrainHooks, stage_label, stop_metric, train_network
 from q2pt.training.memory import build_memory
-from q2pt.training.names import name_examples
+from q2pt.training.names import name_examples, subtype_names_used
 from q2pt.training.tokens import prepare_split
 from q2pt.weights import load_network_state
 
@@ -45,8 +45,8 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     compared = comparable_config(config)
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
     compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
-    # subtype names on data with nothing cut train alike with the key off (and as before it existed)
-    subtypes = config.train.subtype_names and config.train.name_examples > 0 and bool(dataset.cut_names)
+    # where they change nothing, subtype names train alike with the key off (and as before it existed)
+    subtypes = subtype_names_used(config, dataset)
     compared["train"]["subtype_names"] = subtypes
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
     if subtypes:  # they come from the paths before the cut, which the fingerprint does not see

@@ -17,9 +17,19 @@ import pandas as pd
 from q2pt.data.tree import type_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    from q2pt.config import Config
+    from q2pt.data import Dataset
     from q2pt.data.tree import LabelTree
 
-__all__ = ["name_examples"]
+__all__ = ["name_examples", "subtype_names_used"]
+
+
+def subtype_names_used(config: "Config", dataset: "Dataset") -> bool:
+    """Whether ``train.subtype_names`` changes what ``config`` trains on ``dataset``: on, with
+    name examples, on data whose paths ``data.label_depth`` cut (:attr:`q2pt.data.Dataset.cut_names`).
+    Otherwise training is what it was before the key existed, and run identities leave it out."""
+    t = config.train
+    return bool(t.subtype_names and t.name_examples > 0 and dataset.cut_names)
 
 
 def name_examples(classes: Sequence[str], locales: Sequence[str], weight: float, *,
