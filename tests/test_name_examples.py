@@ -154,8 +154,8 @@ def test_a_cached_experiment_record_sees_the_names_below_the_cut(tmp_path, depth
     """The experiment's run identity: with a depth that cuts, a digest of the cut names (which
     the fingerprint does not see) and the key; with no depth, or one that cuts nothing, neither
     (the record reads as before the key existed, so it stays a cache hit)."""
-    from q2pt.experiments.runner import ExperimentRunner, RunSpec
-    from q2pt.experiments.settings import resolve_settings
+    from q2pt.experiments.runner import ExperimentRunner, RunSpec, model_identity
+    from q2pt.experiments.settings import resolve_settings, stable_hash
 
     def identity(shoe):
         data = from_frames(_raw_cut_store(shoe), label_depth=depth)
@@ -163,14 +163,21 @@ def test_a_cached_experiment_record_sees_the_names_below_the_cut(tmp_path, depth
         runner = ExperimentRunner(data, resolve_settings("tiny", None, {"baselines": []}), tmp_path / f"{shoe}",
                                   train_overrides=over, encoder="ngram", progress=False)
         spec = RunSpec("main/unified-aware", "variant", "unified-aware", "u", config=runner.config_for("unified-aware"))
-        return runner.run_identity(spec, [], data)
+        ident = runner.run_identity(spec, [], data)
+        return ident, model_identity(spec, ident), spec.model_identity()
 
-    boots, clogs = identity("boots"), identity("clogs")
+    (boots, boots_model, boots_spec), (clogs, clogs_model, _) = identity("boots"), identity("clogs")
     if depth == 2:
         assert boots["cut_names_sha256"] != clogs["cut_names_sha256"]
         assert boots["config"]["train"]["subtype_names"] is True
+        # a study's reuse of a main run (same_as) compares the model hash: it sees the names too
+        assert stable_hash(boots_model) != stable_hash(clogs_model)
+        assert boots_model["cut_names_sha256"] == boots["cut_names_sha256"]
     else:
         assert "cut_names_sha256" not in boots and "subtype_names" not in boots["config"]["train"]
+        # the model hash reads as before the key existed too (an older main run is still reused)
+        boots_spec["config"]["train"].pop("subtype_names")
+        assert boots_model == boots_spec and stable_hash(boots_model) == stable_hash(clogs_model)
 
 
 def test_the_identity_sees_which_store_a_name_below_the_cut_came_from():

@@ -149,6 +149,20 @@ class RunSpec:
         return {"kind": self.kind, "name": self.name, "config": cfg, "params": self.params}
 
 
+def model_identity(spec: RunSpec, run_identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What determines ``spec``'s trained model on its data (its hash is the record's
+    ``model_hash``, which a study's ``same_as`` reuse compares): :meth:`RunSpec.model_identity`
+    with the run identity's config (``train.subtype_names`` dropped where it changes nothing) and,
+    where the subtype names are used, their digest (names from paths that the data fingerprint
+    does not see)."""
+    ident = spec.model_identity()
+    if ident["config"] is not None:
+        ident["config"] = run_identity["config"]
+    if "cut_names_sha256" in run_identity:
+        ident["cut_names_sha256"] = run_identity["cut_names_sha256"]
+    return ident
+
+
 def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The data settings that change a trained model on the same data, where they differ from
     the defaults: ``label_separator``, ``locale_languages`` (they seed the locale tokens) and
@@ -450,7 +464,7 @@ class ExperimentRunner:
         s = self.settings
         identity = self.run_identity(spec, evals, dataset)
         config_hash = stable_hash(identity)
-        model_hash = stable_hash(spec.model_identity())
+        model_hash = stable_hash(model_identity(spec, identity))
         if not (self.force and spec.key not in self._redone):
             cached = self.store.cached(spec.key, dataset.fingerprint, config_hash)
             if cached is not None:
