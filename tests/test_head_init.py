@@ -72,19 +72,27 @@ def test_training_starts_from_the_names_by_default_and_from_random_on_request(mo
         heads[init] = next(iter(started.values()))
     classes = sorted({t for ts in data.train["product_types"] for t in ts})
     cfg = resolve_config(None, flags, "ngram")
-    assert cfg.model.head_init == "auto"  # names for a flat model
+    assert cfg.model.head_init == "names"
     torch.manual_seed(cfg.train.seed)
     expected = build_network(cfg, classes, sorted(set(data.train["locale"])))
     assert expected.init_head_from_names([type_name(c) for c in classes], cfg.model.head_init_scale)
     assert torch.allclose(heads["names"], expected.head[-1].weight, atol=1e-5)
     assert not torch.allclose(heads["random"], heads["names"], atol=1e-2)
     assert float(heads["random"].norm(dim=1).max()) < 2.0  # PyTorch's default init: small rows
-    # "auto" starts a tree from random (measured worse from the names at level 2)
+    # a tree starts from the names too (since 2026-12-06); "auto", the earlier default, from random
     from q2pt.data.tree import LabelTree
 
+    tree = LabelTree.from_labels(classes)
     with pytest.raises(_Stop):
-        fit_networks(cfg, data, progress=False, tree=LabelTree.from_labels(classes))
+        fit_networks(cfg, data, progress=False, tree=tree)
+    assert torch.allclose(next(iter(started.values())), heads["names"], atol=1e-5)
+    auto = resolve_config(None, flags + ["--model.head_init", "auto"], "ngram")
+    with pytest.raises(_Stop):
+        fit_networks(auto, data, progress=False, tree=tree)
     assert float(next(iter(started.values())).norm(dim=1).max()) < 2.0
+    with pytest.raises(_Stop):  # and a flat model from the names
+        fit_networks(auto, data, progress=False)
+    assert torch.allclose(next(iter(started.values())), heads["names"], atol=1e-5)
 
 
 class _Stop(Exception):

@@ -149,11 +149,33 @@ def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
                        "--model.head_init", "random")
     _checkpoint_without(tmp_path / "m", data, cfg, "model.head_init")
     new_default = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
-    assert new_default.model.head_init == "auto"
-    with pytest.raises(ConfigError, match=r"different config \(model.head_init: 'random' -> 'auto'\)"):
+    assert new_default.model.head_init == "names"
+    with pytest.raises(ConfigError, match=r"different config \(model.head_init: 'random' -> 'names'\)"):
         Q2PTModel(config=new_default).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
     resumed = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
     assert resumed.config.model.head_init == "random"
+
+
+def test_a_flat_run_checkpointed_under_head_init_auto_resumes_under_names(tmp_path):
+    """"auto" (the default before 2026-12-06) started a flat model from the names, as today's
+    "names" does: the same run, which resumes; a tree under "auto" started from random rows."""
+    data = tiny_dataset(32, 8, 8)
+    auto = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
+                        "--model.head_init", "auto")
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=auto).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
+    names = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
+    assert names.model.head_init == "names"
+    resumed = Q2PTModel(config=names).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    assert resumed.manifest["training"]["*"]["steps"] > 2
+    tree = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
+                        "--model.head_init", "auto", "--model.hierarchy", "tree")
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=tree).fit(data, out_dir=tmp_path / "t", progress=False, hooks=_interrupt_at(2))
+    tree_names = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
+                              "--model.hierarchy", "tree")
+    with pytest.raises(ConfigError, match=r"model.head_init: 'random' -> 'names'"):
+        Q2PTModel(config=tree_names).fit(data, out_dir=tmp_path / "t", resume=True, progress=False)
 
 
 def test_resume_of_a_checkpoint_older_than_the_names_and_the_stop_metric(tmp_path):

@@ -54,13 +54,16 @@ class ModelSection(_Section):
     """Dropout between the encoder output and the head (paper: 0.001)."""
     head_hidden: list[int] = Field(default_factory=list)
     """Hidden layer widths of the head; [] is the paper's single linear layer."""
-    head_init: Literal["auto", "names", "random"] = "auto"
-    """How the output layer starts: "names" (row c of the head is ``head_init_scale`` times the
-    encoder's unit embedding of type c's name, the last level of its path with ``_`` read as a
-    space, less the mean over the types: a query near a type's name starts with a higher score
-    for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`; a head with hidden layers keeps
-    "random"), "random" (PyTorch's default initialisation, the paper's) or "auto" (default):
-    "names" for a flat model, "random" for a tree (``model.hierarchy``). It departs from the
+    head_init: Literal["auto", "names", "random"] = "names"
+    """How the output layer starts: "names" (the default: row c of the head is
+    ``head_init_scale`` times the encoder's unit embedding of type c's name, the last level of
+    its path with ``_`` read as a space, less the mean over the types: a query near a type's
+    name starts with a higher score for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`;
+    a head with hidden layers keeps "random"), "random" (PyTorch's default initialisation, the
+    paper's) or "auto" (the default before 2026-12-06: "names" for a flat model, "random" for a
+    tree, ``model.hierarchy``). Trees start from the names too since 2026-12-06: with the names
+    as training queries (``train.name_examples``, ``train.subtype_names``) and PR-AUC early
+    stopping, a level-2 tree gained from them (TREE_FIGURES). It departs from the
     paper because on real queries it gained most where q2pt was weakest, small stores (cikm-qc
     dev set, unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names
     / random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2

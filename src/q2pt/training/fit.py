@@ -45,6 +45,7 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     compared = comparable_config(config)
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
     compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
+    compared["model"]["head_init"] = head_init(config, hierarchical)  # likewise "auto" and what it picks
     # where they change nothing, subtype names train alike with the key off (and as before it existed)
     subtypes = subtype_names_used(config, dataset)
     compared["train"]["subtype_names"] = subtypes
@@ -54,6 +55,15 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
     return identity
+
+
+def head_init(config: "Config", hierarchical: bool) -> str:
+    """How the output layer starts (``model.head_init`` resolved): "names" or "random"; "auto"
+    (the default before 2026-12-06) is "names" for a flat model, "random" for a tree."""
+    init = config.model.head_init
+    if init == "auto":
+        return "random" if hierarchical else "names"
+    return init
 
 
 @dataclass
@@ -98,7 +108,7 @@ def fit_networks(
     valid_df = dataset.valid
     classes = sorted({x for row in label_lists(train_df["product_types"]) for x in row})
     locales = sorted(train_df["locale"].astype(str).unique().tolist())
-    names_init = config.model.head_init == "names" or (config.model.head_init == "auto" and tree is None)
+    names_init = head_init(config, tree is not None) == "names"
 
     previous_threads = torch.get_num_threads()
     if cfg.threads:
