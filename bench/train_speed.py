@@ -34,8 +34,8 @@ from pathlib import Path
 #: Everything that sets the cost of a step is pinned (the loop's other settings, such as
 #: epochs and patience, do not change queries/s), and the keys added since that change what
 #: training does are set to what 0.1.0 did (the query memory, which costs prediction time; the
-#: type names as training queries and the tree's early-stopping metric, which do not change the
-#: cost of a step).
+#: type names as training queries, the head started from them and the tree's early-stopping
+#: metric, which do not change the cost of a step).
 RECIPE_0_1 = {
     "model.encoder": "use",
     "model.output": "sigmoid",
@@ -52,6 +52,7 @@ RECIPE_0_1 = {
     "train.name_examples": 0.0,  # the type names as training queries: since 2026-12-06
     "train.stop_metric": "r_at_p",  # PR-AUC for trees: since 2026-12-06
     "train.subtype_names": False,  # the names data.label_depth cuts away: since 2026-12-06 (none here)
+    "model.head_init": "random",  # the head from the type names: flat models since 2026-12-02, trees since 2026-12-06
 }
 RECIPE_TARGET = 0.8
 

@@ -164,6 +164,11 @@ def test_a_flat_run_checkpointed_under_head_init_auto_resumes_under_names(tmp_pa
                         "--model.head_init", "auto")
     with pytest.raises(Interrupt):
         Q2PTModel(config=auto).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
+    run_json = tmp_path / "m" / "checkpoints" / "run.json"
+    run = json.loads(run_json.read_text())
+    assert run["config"]["model"]["head_init"] == "names"  # written resolved
+    run["config"]["model"]["head_init"] = "auto"  # as q2pt wrote it before 2026-12-06
+    run_json.write_text(json.dumps(run))
     names = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
     assert names.model.head_init == "names"
     resumed = Q2PTModel(config=names).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)

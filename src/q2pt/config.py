@@ -61,23 +61,30 @@ class ModelSection(_Section):
     name starts with a higher score for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`;
     a head with hidden layers keeps "random"), "random" (PyTorch's default initialisation, the
     paper's) or "auto" (the default before 2026-12-06: "names" for a flat model, "random" for a
-    tree, ``model.hierarchy``). Trees start from the names too since 2026-12-06: with the names
-    as training queries (``train.name_examples``, ``train.subtype_names``) and PR-AUC early
-    stopping, a level-2 tree gained from them (TREE_FIGURES). It departs from the
-    paper because on real queries it gained most where q2pt was weakest, small stores (cikm-qc
-    dev set, unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names
-    / random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2
+    tree, ``model.hierarchy``; a run's identity compares the start it resolves to, so a flat
+    run checkpointed under "auto" resumes under "names"). It departs from the paper because on
+    real queries it gained most where q2pt was weakest, small stores (cikm-qc dev set,
+    unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names /
+    random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2
     points; ``python bench/real_tuning.py FILE --fold K --small 60 [model.head_init=random]``).
     First measured with a one-off script that patched the same initialisation into that
     script's method, which gave these small-regime figures fold for fold and also: top level
     0.402 / 0.384 (ahead in 4 folds, behind by 2.5 in one; ``--fold K``), level 2 flat 0.0625 /
     0.0647 (level; ``--depth 2 model.hierarchy=flat``), level 2 as a tree, judged on the level-2
-    types, 0.079 / 0.085 (4 folds; behind in 3), hence "random" for trees; a tree of the full
-    paths with names / random rows (``python bench/tree_quality.py FILE --threads 1 --tree-only
-    [--tree-set model.head_init=names]``, 5 folds, 2026-12-02): level 1 0.4045 / 0.3995, level 2
-    0.0600 / 0.0668, leaf 0.0041 / 0.0072. The names, not the
-    larger rows, carry it: the same rows given to the wrong types (shuffled) fell to 0.148 with
-    60 queries per locale (the tree and shuffled figures: that script only, not kept)."""
+    types, 0.079 / 0.085 (4 folds; behind in 3), hence "random" for trees until 2026-12-06; a
+    tree of the full paths with names / random rows (``python bench/tree_quality.py FILE
+    --threads 1 --tree-only [--tree-set model.head_init=names]``, 5 folds, 2026-12-02): level 1
+    0.4045 / 0.3995, level 2 0.0600 / 0.0668, leaf 0.0041 / 0.0072. The names, not the larger
+    rows, carry it: the same rows given to the wrong types (shuffled) fell to 0.148 with 60
+    queries per locale (the tree and shuffled figures: that script only, not kept).
+
+    Trees start from the names too since 2026-12-06. With the names as training queries
+    (``train.name_examples``, ``train.subtype_names``) and PR-AUC early stopping for trees, the
+    level-2 tree gains from them: ``python bench/real_tuning.py FILE --fold K --depth 2 --deployed
+    200 [model.head_init=names]``, K = 0..4 (2026-12-06 20:42-21:10 UTC, 2-core dev machine, two
+    runs side by side; unified-aware, test R@P80 pooled / recall as deployed, mean of 5 folds):
+    random 0.079 / 0.099, names **0.089 / 0.099** (pooled ahead in 4 folds, level in 1; as
+    deployed level). TREE_FULL"""
     head_init_scale: float = Field(10.0, gt=0.0)
     """``head_init names``: each head row's length before centring (a query's starting logit for a
     type is this times the dot product of its embedding with the name's centred unit embedding).

@@ -9,7 +9,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from q2pt.errors import ConfigError, ModelLoadError, Q2PTError, require
 from q2pt.io import atomic_path, write_json
@@ -115,9 +115,13 @@ class Checkpointer:
             best.safetensors (only when the best weights are not the current ones)
     """
 
-    def __init__(self, folder: str | Path, run: Mapping[str, Any]):
+    def __init__(self, folder: str | Path, run: Mapping[str, Any],
+                 compare: "Callable[[Config], dict[str, Any]] | None" = None):
+        """``run``: what the run is (its ``config`` as ``compare`` gives it: by default
+        :func:`comparable_config`); a saved run's config is read and compared the same way."""
         self.folder = Path(folder)
         self.run = json.loads(json.dumps(run))
+        self.compare = compare or comparable_config
 
     # -- writing
     def start(self) -> None:
@@ -186,7 +190,7 @@ class Checkpointer:
         saved = _read_json(path)
         if saved.get("format") not in READABLE_CHECKPOINT_FORMATS:
             raise ModelLoadError(f"{path}: unsupported checkpoint format {saved.get('format')!r}")
-        saved = _current_config(saved)
+        saved = _current_config(saved, self.compare)
         for key, value in self.run.items():
             if saved.get(key) != value:
                 what = key.replace("_", " ")
@@ -242,9 +246,11 @@ class Checkpointer:
         return meta["stage"], ckpt
 
 
-def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
+def _current_config(saved: dict[str, Any],
+                    compare: "Callable[[Config], dict[str, Any]]") -> dict[str, Any]:
     """A run.json whose config is read as this q2pt reads saved configs (renamed keys; keys added
-    since at the value that does what q2pt did before them, :data:`q2pt.config.ADDED_KEYS`), so
+    since at the value that does what q2pt did before them, :data:`q2pt.config.ADDED_KEYS`) and
+    given as the run compares its own (``compare``: settings such as ``"auto"`` resolved), so
     that a run checkpointed by an earlier version resumes with the same recipe, or is refused
     naming the key whose new default would change it."""
     from q2pt.config import Config
@@ -257,7 +263,7 @@ def _current_config(saved: dict[str, Any]) -> dict[str, Any]:
         config = Config.from_saved(cfg)
     except Q2PTError:
         return saved  # not a config this q2pt reads: the comparison says what differs
-    return {**saved, "config": comparable_config(config)}
+    return {**saved, "config": compare(config)}
 
 
 def comparable_config(config: "Config") -> dict[str, Any]:

@@ -40,17 +40,24 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str],
-                  warm: "WarmStart | None" = None, *, hierarchical: bool = False) -> dict[str, Any]:
+def _compared_config(config: "Config", dataset: "Dataset", hierarchical: bool) -> dict[str, Any]:
+    """``config`` as a run's identity compares it on ``dataset``: the keys that do not change the
+    trained weights left out (:func:`comparable_config`), and those whose setting is resolved
+    by the data to what training does. A checkpoint's saved config is compared the same way."""
     compared = comparable_config(config)
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
     compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
     compared["model"]["head_init"] = head_init(config, hierarchical)  # likewise "auto" and what it picks
     # where they change nothing, subtype names train alike with the key off (and as before it existed)
-    subtypes = subtype_names_used(config, dataset)
-    compared["train"]["subtype_names"] = subtypes
+    compared["train"]["subtype_names"] = subtype_names_used(config, dataset)
+    return compared
+
+
+def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str],
+                  warm: "WarmStart | None" = None, *, hierarchical: bool = False) -> dict[str, Any]:
+    compared = _compared_config(config, dataset, hierarchical)
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
-    if subtypes:  # they come from the paths before the cut, which the fingerprint does not see
+    if compared["train"]["subtype_names"]:  # from the paths before the cut, which the fingerprint does not see
         identity["cut_names_sha256"] = cut_names_digest(dataset.train)
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
@@ -119,9 +126,11 @@ def fit_networks(
         resumed_progress: tuple[str, StageCheckpoint] | None = None
         if out_dir is not None:
             check_output_folder(Path(out_dir))
+            hierarchical = tree is not None
             checkpointer = Checkpointer(Path(out_dir) / "checkpoints",
                                         _run_identity(config, dataset, classes, locales, warm,
-                                                      hierarchical=tree is not None))
+                                                      hierarchical=hierarchical),
+                                        compare=lambda saved: _compared_config(saved, dataset, hierarchical))
             if resume and checkpointer.exists():
                 checkpointer.check_run()
                 resumed_done = checkpointer.done_stages()
