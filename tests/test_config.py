@@ -188,7 +188,7 @@ def test_a_saved_config_without_a_newer_key_reads_as_before_it():
     old = Config.from_saved(saved)
     assert (old.model.memory_weight, old.model.memory_dim, old.model.head_init) == (0.0, 0, "random")
     new = Config.from_dict(saved)
-    assert (new.model.memory_weight, new.model.memory_dim, new.model.head_init) == (0.5, 128, "names")
+    assert (new.model.memory_weight, new.model.memory_dim, new.model.head_init) == (0.5, 128, "auto")
     assert Config.from_saved(resolve_config().to_dict()) == resolve_config()  # a current save: unchanged
     for key in ("name_examples", "stop_metric", "subtype_names"):  # no type names, R@P for every model
         del saved["train"][key]

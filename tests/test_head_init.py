@@ -72,27 +72,27 @@ def test_training_starts_from_the_names_by_default_and_from_random_on_request(mo
         heads[init] = next(iter(started.values()))
     classes = sorted({t for ts in data.train["product_types"] for t in ts})
     cfg = resolve_config(None, flags, "ngram")
-    assert cfg.model.head_init == "names"
+    assert cfg.model.head_init == "auto"  # names for a flat model
     torch.manual_seed(cfg.train.seed)
     expected = build_network(cfg, classes, sorted(set(data.train["locale"])))
     assert expected.init_head_from_names([type_name(c) for c in classes], cfg.model.head_init_scale)
     assert torch.allclose(heads["names"], expected.head[-1].weight, atol=1e-5)
     assert not torch.allclose(heads["random"], heads["names"], atol=1e-2)
     assert float(heads["random"].norm(dim=1).max()) < 2.0  # PyTorch's default init: small rows
-    # a tree starts from the names too (since 2026-12-06); "auto", the earlier default, from random
+    # "auto" starts a tree of two levels from the names too (since 2026-12-06), a deeper one from random
     from q2pt.data.tree import LabelTree
 
-    tree = LabelTree.from_labels(classes)
-    with pytest.raises(_Stop):
-        fit_networks(cfg, data, progress=False, tree=tree)
-    assert torch.allclose(next(iter(started.values())), heads["names"], atol=1e-5)
-    auto = resolve_config(None, flags + ["--model.head_init", "auto"], "ngram")
-    with pytest.raises(_Stop):
-        fit_networks(auto, data, progress=False, tree=tree)
-    assert float(next(iter(started.values())).norm(dim=1).max()) < 2.0
-    with pytest.raises(_Stop):  # and a flat model from the names
-        fit_networks(auto, data, progress=False)
-    assert torch.allclose(next(iter(started.values())), heads["names"], atol=1e-5)
+    for levels, from_names in ((2, True), (3, False)):
+        tree = LabelTree.from_labels([" > ".join([f"level{k}" for k in range(levels - 1)] + [c]) for c in classes])
+        assert tree.depth == levels
+        with pytest.raises(_Stop):
+            fit_networks(cfg, data, progress=False, tree=tree)
+        start = next(iter(started.values()))
+        assert float(start.norm(dim=1).max()) > 2.0 if from_names else float(start.norm(dim=1).max()) < 2.0
+    names = resolve_config(None, flags + ["--model.head_init", "names"], "ngram")
+    with pytest.raises(_Stop):  # "names" starts any tree from the names
+        fit_networks(names, data, progress=False, tree=tree)
+    assert float(next(iter(started.values())).norm(dim=1).max()) > 2.0
 
 
 class _Stop(Exception):

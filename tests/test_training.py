@@ -149,38 +149,53 @@ def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
                        "--model.head_init", "random")
     _checkpoint_without(tmp_path / "m", data, cfg, "model.head_init")
     new_default = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
-    assert new_default.model.head_init == "names"
+    assert new_default.model.head_init == "auto"  # names for this flat model
     with pytest.raises(ConfigError, match=r"different config \(model.head_init: 'random' -> 'names'\)"):
         Q2PTModel(config=new_default).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
     resumed = Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
     assert resumed.config.model.head_init == "random"
 
 
-def test_a_flat_run_checkpointed_under_head_init_auto_resumes_under_names(tmp_path):
-    """"auto" (the default before 2026-12-06) started a flat model from the names, as today's
-    "names" does: the same run, which resumes; a tree under "auto" started from random rows."""
+def _three_levels(data):
+    """``data`` with every type ``t`` as a path of three levels, ``d > g > t``."""
+    from q2pt.data import from_frames
+    from support import TYPES
+
+    def deep(types):
+        return [f"d{TYPES.index(t) % 2} > g{TYPES.index(t) % 3} > {t}" for t in types]
+
+    return from_frames({name: frame.assign(product_types=frame["product_types"].map(deep))
+                        for name, frame in data.splits.items()}, source="tiny-deep", validate=False)
+
+
+def test_a_run_identity_compares_the_head_start_that_head_init_resolves_to(tmp_path):
+    """"auto" starts a flat model from the names: a flat run checkpointed under "names", or
+    under "auto" written as such (before 2026-12-06 the run's identity kept the setting),
+    resumes under "auto"; a tree of three levels starts from random rows under "auto"."""
     data = tiny_dataset(32, 8, 8)
-    auto = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
-                        "--model.head_init", "auto")
+    flags = ("--train.max_epochs", "3", "--train.checkpoint_every", "1")
+    auto = ngram_config("unified-aware", *flags)
+    assert auto.model.head_init == "auto"
+    for written in ("names", "auto"):
+        out = tmp_path / written
+        with pytest.raises(Interrupt):
+            Q2PTModel(config=ngram_config("unified-aware", *flags, "--model.head_init", "names")).fit(
+                data, out_dir=out, progress=False, hooks=_interrupt_at(2))
+        run_json = out / "checkpoints" / "run.json"
+        run = json.loads(run_json.read_text())
+        assert run["config"]["model"]["head_init"] == "names"  # written resolved
+        run["config"]["model"]["head_init"] = written
+        run_json.write_text(json.dumps(run))
+        resumed = Q2PTModel(config=auto).fit(data, out_dir=out, resume=True, progress=False)
+        assert resumed.manifest["training"]["*"]["steps"] > 2
+    deep = _three_levels(data)
+    tree_flags = (*flags, "--model.hierarchy", "tree")
     with pytest.raises(Interrupt):
-        Q2PTModel(config=auto).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(2))
-    run_json = tmp_path / "m" / "checkpoints" / "run.json"
-    run = json.loads(run_json.read_text())
-    assert run["config"]["model"]["head_init"] == "names"  # written resolved
-    run["config"]["model"]["head_init"] = "auto"  # as q2pt wrote it before 2026-12-06
-    run_json.write_text(json.dumps(run))
-    names = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
-    assert names.model.head_init == "names"
-    resumed = Q2PTModel(config=names).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
-    assert resumed.manifest["training"]["*"]["steps"] > 2
-    tree = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
-                        "--model.head_init", "auto", "--model.hierarchy", "tree")
-    with pytest.raises(Interrupt):
-        Q2PTModel(config=tree).fit(data, out_dir=tmp_path / "t", progress=False, hooks=_interrupt_at(2))
-    tree_names = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
-                              "--model.hierarchy", "tree")
-    with pytest.raises(ConfigError, match=r"model.head_init: 'random' -> 'names'"):
-        Q2PTModel(config=tree_names).fit(data, out_dir=tmp_path / "t", resume=True, progress=False)
+        Q2PTModel(config=ngram_config("unified-aware", *tree_flags, "--model.head_init", "names")).fit(
+            deep, out_dir=tmp_path / "t", progress=False, hooks=_interrupt_at(2))
+    with pytest.raises(ConfigError, match=r"model.head_init: 'names' -> 'random'"):
+        Q2PTModel(config=ngram_config("unified-aware", *tree_flags)).fit(
+            deep, out_dir=tmp_path / "t", resume=True, progress=False)
 
 
 def test_resume_of_a_checkpoint_older_than_the_names_and_the_stop_metric(tmp_path):

@@ -54,18 +54,18 @@ class ModelSection(_Section):
     """Dropout between the encoder output and the head (paper: 0.001)."""
     head_hidden: list[int] = Field(default_factory=list)
     """Hidden layer widths of the head; [] is the paper's single linear layer."""
-    head_init: Literal["auto", "names", "random"] = "names"
-    """How the output layer starts: "names" (the default: row c of the head is
-    ``head_init_scale`` times the encoder's unit embedding of type c's name, the last level of
-    its path with ``_`` read as a space, less the mean over the types: a query near a type's
-    name starts with a higher score for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`;
-    a head with hidden layers keeps "random"), "random" (PyTorch's default initialisation, the
-    paper's) or "auto" (the default before 2026-12-06: "names" for a flat model, "random" for a
-    tree, ``model.hierarchy``; a run's identity compares the start it resolves to, so a flat
-    run checkpointed under "auto" resumes under "names"). It departs from the paper because on
-    real queries it gained most where q2pt was weakest, small stores (cikm-qc dev set,
-    unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names /
-    random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2
+    head_init: Literal["auto", "names", "random"] = "auto"
+    """How the output layer starts: "names" (row c of the head is ``head_init_scale`` times the
+    encoder's unit embedding of type c's name, the last level of its path with ``_`` read as a
+    space, less the mean over the types: a query near a type's name starts with a higher score
+    for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`; a head with hidden layers keeps
+    "random"), "random" (PyTorch's default initialisation, the paper's) or "auto" (default):
+    "names" for a flat model and a tree (``model.hierarchy``) of at most two levels, "random"
+    for a deeper tree (until 2026-12-06 "random" for every tree; a run's identity compares the
+    start a setting resolves to, :func:`q2pt.training.fit.head_init`). It departs from the
+    paper because on real queries it gained most where q2pt was weakest, small stores (cikm-qc
+    dev set, unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names
+    / random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2
     points; ``python bench/real_tuning.py FILE --fold K --small 60 [model.head_init=random]``).
     First measured with a one-off script that patched the same initialisation into that
     script's method, which gave these small-regime figures fold for fold and also: top level
@@ -78,13 +78,22 @@ class ModelSection(_Section):
     rows, carry it: the same rows given to the wrong types (shuffled) fell to 0.148 with 60
     queries per locale (the tree and shuffled figures: that script only, not kept).
 
-    Trees start from the names too since 2026-12-06. With the names as training queries
-    (``train.name_examples``, ``train.subtype_names``) and PR-AUC early stopping for trees, the
-    level-2 tree gains from them: ``python bench/real_tuning.py FILE --fold K --depth 2 --deployed
-    200 [model.head_init=names]``, K = 0..4 (2026-12-06 20:42-21:10 UTC, 2-core dev machine, two
-    runs side by side; unified-aware, test R@P80 pooled / recall as deployed, mean of 5 folds):
-    random 0.079 / 0.099, names **0.089 / 0.099** (pooled ahead in 4 folds, level in 1; as
-    deployed level). TREE_FULL"""
+    Trees of two levels start from the names since 2026-12-06: with the names as training
+    queries (``train.name_examples``) and PR-AUC early stopping for trees they gain from them,
+    deeper trees do not. Measured on 2026-12-06 (cikm-qc dev set, 2-core dev machine,
+    unified-aware, test R@P80 pooled / recall as deployed, mean of 5 folds, names vs random
+    rows; two runs side by side): ``python bench/real_tuning.py FILE --fold K --depth D
+    --deployed 200 [model.head_init=names|random] [train.subtype_names=false]``, K = 0..4,
+    judged on the deepest level's types: paths cut to two levels **0.089 / 0.099 vs 0.079 /
+    0.099** (pooled ahead in 4 folds, level in 1), the same without the subtype names 0.081 /
+    0.099 vs 0.070 / 0.081 (ahead in 4 of 5); cut to three levels 0.023 / 0.020 vs 0.022 / 0.023
+    (level); the full paths as one tree (``python bench/tree_quality.py FILE --tree-only
+    [--tree-set model.head_init=auto]`` at commit eb148b9, where the default was "names" for
+    every tree; each fold's tree judged per level): level 1 0.418 vs 0.421, level 2 0.080 vs
+    0.087 (behind in 4 folds of 5), leaf 0.0069 vs 0.0072. On the benchmark's splits (the
+    README's *Real queries*, ``bench/real_quality.py --regimes level2``) the two-level trees
+    with names gave unified-aware 0.105 / 0.097, where random rows gave 0.098 / 0.086 in the
+    run before."""
     head_init_scale: float = Field(10.0, gt=0.0)
     """``head_init names``: each head row's length before centring (a query's starting logit for a
     type is this times the dot product of its embedding with the name's centred unit embedding).

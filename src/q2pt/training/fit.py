@@ -40,22 +40,23 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def _compared_config(config: "Config", dataset: "Dataset", hierarchical: bool) -> dict[str, Any]:
-    """``config`` as a run's identity compares it on ``dataset``: the keys that do not change the
-    trained weights left out (:func:`comparable_config`), and those whose setting is resolved
-    by the data to what training does. A checkpoint's saved config is compared the same way."""
+def _compared_config(config: "Config", dataset: "Dataset", tree: "LabelTree | None") -> dict[str, Any]:
+    """``config`` as a run's identity compares it on ``dataset`` (learnt as ``tree``, or flat):
+    the keys that do not change the trained weights left out (:func:`comparable_config`), and
+    those whose setting is resolved by the data to what training does. A checkpoint's saved
+    config is compared the same way."""
     compared = comparable_config(config)
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
-    compared["train"]["stop_metric"] = stop_metric(config.train, hierarchical)
-    compared["model"]["head_init"] = head_init(config, hierarchical)  # likewise "auto" and what it picks
+    compared["train"]["stop_metric"] = stop_metric(config.train, tree is not None)
+    compared["model"]["head_init"] = head_init(config, tree)  # likewise "auto" and the start it picks
     # where they change nothing, subtype names train alike with the key off (and as before it existed)
     compared["train"]["subtype_names"] = subtype_names_used(config, dataset)
     return compared
 
 
 def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str],
-                  warm: "WarmStart | None" = None, *, hierarchical: bool = False) -> dict[str, Any]:
-    compared = _compared_config(config, dataset, hierarchical)
+                  warm: "WarmStart | None" = None, *, tree: "LabelTree | None" = None) -> dict[str, Any]:
+    compared = _compared_config(config, dataset, tree)
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
     if compared["train"]["subtype_names"]:  # from the paths before the cut, which the fingerprint does not see
         identity["cut_names_sha256"] = cut_names_digest(dataset.train)
@@ -64,12 +65,18 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     return identity
 
 
-def head_init(config: "Config", hierarchical: bool) -> str:
-    """How the output layer starts (``model.head_init`` resolved): "names" or "random"; "auto"
-    (the default before 2026-12-06) is "names" for a flat model, "random" for a tree."""
+#: ``model.head_init auto``: trees of at most this many levels start from the names, deeper ones
+#: from random rows (measured on real queries: see the key in :mod:`q2pt.config`)
+NAMES_MAX_TREE_DEPTH = 2
+
+
+def head_init(config: "Config", tree: "LabelTree | None") -> str:
+    """How the output layer of a model learnt as ``tree`` (None: flat) starts, ``model.head_init``
+    resolved: "names" or "random"; "auto" is "names" for a flat model and a tree of at most
+    :data:`NAMES_MAX_TREE_DEPTH` levels, "random" for a deeper tree."""
     init = config.model.head_init
     if init == "auto":
-        return "random" if hierarchical else "names"
+        return "names" if tree is None or tree.depth <= NAMES_MAX_TREE_DEPTH else "random"
     return init
 
 
@@ -115,7 +122,7 @@ def fit_networks(
     valid_df = dataset.valid
     classes = sorted({x for row in label_lists(train_df["product_types"]) for x in row})
     locales = sorted(train_df["locale"].astype(str).unique().tolist())
-    names_init = head_init(config, tree is not None) == "names"
+    names_init = head_init(config, tree) == "names"
 
     previous_threads = torch.get_num_threads()
     if cfg.threads:
@@ -126,11 +133,9 @@ def fit_networks(
         resumed_progress: tuple[str, StageCheckpoint] | None = None
         if out_dir is not None:
             check_output_folder(Path(out_dir))
-            hierarchical = tree is not None
             checkpointer = Checkpointer(Path(out_dir) / "checkpoints",
-                                        _run_identity(config, dataset, classes, locales, warm,
-                                                      hierarchical=hierarchical),
-                                        compare=lambda saved: _compared_config(saved, dataset, hierarchical))
+                                        _run_identity(config, dataset, classes, locales, warm, tree=tree),
+                                        compare=lambda saved: _compared_config(saved, dataset, tree))
             if resume and checkpointer.exists():
                 checkpointer.check_run()
                 resumed_done = checkpointer.done_stages()
