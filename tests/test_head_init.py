@@ -97,3 +97,33 @@ def test_training_starts_from_the_names_by_default_and_from_random_on_request(mo
 
 class _Stop(Exception):
     pass
+
+
+@pytest.mark.parametrize("levels, cache_sees_names", [(1, False), (2, True), (3, False)])
+def test_a_cached_experiment_record_sees_a_tree_that_auto_now_starts_from_the_names(tmp_path, levels,
+                                                                                  cache_sees_names):
+    """Before 2026-12-06 "auto" started every tree from random rows: a record of a two-level tree
+    under "auto" is not today's model, so the run identity reads "names" there; flat models and
+    deeper trees train as before and keep their identity (their records stay cache hits)."""
+    from q2pt.data import from_frames
+    from q2pt.experiments.runner import ExperimentRunner, RunSpec
+    from q2pt.experiments.settings import resolve_settings
+    from support import TYPES
+
+    data = tiny_dataset(40, 16, 8)
+
+    def path(t):
+        return " > ".join([f"d{TYPES.index(t) % 2}", f"g{TYPES.index(t) % 3}"][:levels - 1] + [t])
+
+    deep = from_frames({k: f.assign(product_types=f["product_types"].map(lambda ts: [path(t) for t in ts]))
+                        for k, f in data.splits.items()}, source="tiny", validate=False)
+    runner = ExperimentRunner(deep, resolve_settings("tiny", None, {"baselines": []}), tmp_path, encoder="ngram",
+                              progress=False)
+    spec = RunSpec("main/unified-aware", "variant", "unified-aware", "u", config=runner.config_for("unified-aware"))
+    assert spec.config.model.head_init == "auto"
+    ident = runner.run_identity(spec, [], deep)
+    assert ident["config"]["model"]["head_init"] == ("names" if cache_sees_names else "auto")
+    explicit = RunSpec("main/x", "variant", "unified-aware", "u",
+                       config=runner.config_for("unified-aware").model_copy(deep=True))
+    explicit.config.model.head_init = "random"
+    assert runner.run_identity(explicit, [], deep)["config"]["model"]["head_init"] == "random"

@@ -163,6 +163,19 @@ def model_identity(spec: RunSpec, run_identity: Mapping[str, Any]) -> dict[str, 
     return ident
 
 
+def _auto_starts_tree_from_names(config: "Config", dataset: "Dataset") -> bool:
+    """Whether ``model.head_init auto`` starts the tree ``config`` learns on ``dataset`` from the
+    type names (:func:`q2pt.training.fit.head_init`), which it did for no tree before 2026-12-06."""
+    if config.model.head_init != "auto":
+        return False
+    from q2pt.data.tree import training_tree
+    from q2pt.training.fit import head_init  # lazy: q2pt.training imports torch
+
+    d = config.data
+    tree = training_tree(config.model.hierarchy, dataset.labels, d.label_separator, d.taxonomy, d.label_depth)
+    return tree is not None and head_init(config, tree) == "names"
+
+
 def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """The data settings that change a trained model on the same data, where they differ from
     the defaults: ``label_separator``, ``locale_languages`` (they seed the locale tokens) and
@@ -454,6 +467,8 @@ class ExperimentRunner:
                 identity["cut_names_sha256"] = cut_names_digest(data.train)
             else:  # trained as before the key existed: older records keep their hash
                 identity["config"]["train"].pop("subtype_names", None)
+            if _auto_starts_tree_from_names(spec.config, data):  # "auto" started every tree from random
+                identity["config"]["model"]["head_init"] = "names"  # rows before 2026-12-06: those records miss
         support = self._locale_min_positives(spec)
         if support != ADDED_KEYS["train.locale_threshold_min_positives"]:  # what every record was calibrated
             identity["locale_min_positives"] = support  # with before the rule: those keep their hash
