@@ -85,6 +85,15 @@ def tiny_dataset(n_train: int = 160, n_valid: int = 48, n_test: int = 48, seed: 
     )
 
 
+def with_levels(data, levels: int):
+    """``data`` with every type ``t`` as a path of ``levels`` levels (``d > g > t`` for 3)."""
+    def path(t):
+        return " > ".join([f"d{TYPES.index(t) % 2}", f"g{TYPES.index(t) % 3}"][:levels - 1] + [t])
+
+    return from_frames({k: f.assign(product_types=f["product_types"].map(lambda ts: [path(t) for t in ts]))
+                        for k, f in data.splits.items()}, source="tiny", validate=False)
+
+
 def ngram_config(variant: str = "unified-aware", *extra: str):
     """A small, fast ngram set-up (one torch thread: tiny ops suffer from thread hand-offs
     when the 2-core machine is busy)."""

@@ -10,7 +10,7 @@ from q2pt.encoders import build_encoder
 from q2pt.errors import ConfigError
 from q2pt.network import Q2PTNet, build_network
 from q2pt.training import fit_networks
-from support import tiny_dataset
+from support import tiny_dataset, with_levels
 
 
 def test_type_name_is_the_last_level_in_words():
@@ -79,20 +79,16 @@ def test_training_starts_from_the_names_by_default_and_from_random_on_request(mo
     assert torch.allclose(heads["names"], expected.head[-1].weight, atol=1e-5)
     assert not torch.allclose(heads["random"], heads["names"], atol=1e-2)
     assert float(heads["random"].norm(dim=1).max()) < 2.0  # PyTorch's default init: small rows
-    # "auto" starts a tree of two levels from the names too (since 2026-12-06), a deeper one from random
-    from q2pt.data.tree import LabelTree
+    # "auto" starts a model learning a tree of two levels from the names too (since 2026-12-06), a
+    # deeper one from random rows; "names" starts any tree from the names
+    from q2pt.models import Q2PTModel
 
-    for levels, from_names in ((2, True), (3, False)):
-        tree = LabelTree.from_labels([" > ".join([f"level{k}" for k in range(levels - 1)] + [c]) for c in classes])
-        assert tree.depth == levels
+    for levels, init, from_names in ((2, "auto", True), (3, "auto", False), (3, "names", True)):
+        tree_cfg = resolve_config(None, flags + ["--model.head_init", init, "--model.hierarchy", "tree"], "ngram")
         with pytest.raises(_Stop):
-            fit_networks(cfg, data, progress=False, tree=tree)
-        start = next(iter(started.values()))
-        assert float(start.norm(dim=1).max()) > 2.0 if from_names else float(start.norm(dim=1).max()) < 2.0
-    names = resolve_config(None, flags + ["--model.head_init", "names"], "ngram")
-    with pytest.raises(_Stop):  # "names" starts any tree from the names
-        fit_networks(names, data, progress=False, tree=tree)
-    assert float(next(iter(started.values())).norm(dim=1).max()) > 2.0
+            Q2PTModel(config=tree_cfg).fit(with_levels(data, levels), progress=False)
+        norm = float(next(iter(started.values())).norm(dim=1).max())
+        assert norm > 2.0 if from_names else norm < 2.0, (levels, init)
 
 
 class _Stop(Exception):
@@ -105,18 +101,10 @@ def test_a_cached_experiment_record_sees_a_tree_that_auto_now_starts_from_the_na
     """Before 2026-12-06 "auto" started every tree from random rows: a record of a two-level tree
     under "auto" is not today's model, so the run identity reads "names" there; flat models and
     deeper trees train as before and keep their identity (their records stay cache hits)."""
-    from q2pt.data import from_frames
     from q2pt.experiments.runner import ExperimentRunner, RunSpec
     from q2pt.experiments.settings import resolve_settings
-    from support import TYPES
 
-    data = tiny_dataset(40, 16, 8)
-
-    def path(t):
-        return " > ".join([f"d{TYPES.index(t) % 2}", f"g{TYPES.index(t) % 3}"][:levels - 1] + [t])
-
-    deep = from_frames({k: f.assign(product_types=f["product_types"].map(lambda ts: [path(t) for t in ts]))
-                        for k, f in data.splits.items()}, source="tiny", validate=False)
+    deep = with_levels(tiny_dataset(40, 16, 8), levels)
     runner = ExperimentRunner(deep, resolve_settings("tiny", None, {"baselines": []}), tmp_path, encoder="ngram",
                               progress=False)
     spec = RunSpec("main/unified-aware", "variant", "unified-aware", "u", config=runner.config_for("unified-aware"))

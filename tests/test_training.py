@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from support import need
+from support import need, with_levels
 
 torch = need("torch")
 
@@ -156,22 +156,11 @@ def test_resume_of_a_checkpoint_older_than_a_key_keeps_its_recipe(tmp_path):
     assert resumed.config.model.head_init == "random"
 
 
-def _three_levels(data):
-    """``data`` with every type ``t`` as a path of three levels, ``d > g > t``."""
-    from q2pt.data import from_frames
-    from support import TYPES
-
-    def deep(types):
-        return [f"d{TYPES.index(t) % 2} > g{TYPES.index(t) % 3} > {t}" for t in types]
-
-    return from_frames({name: frame.assign(product_types=frame["product_types"].map(deep))
-                        for name, frame in data.splits.items()}, source="tiny-deep", validate=False)
-
-
 def test_a_run_identity_compares_the_head_start_that_head_init_resolves_to(tmp_path):
     """"auto" starts a flat model from the names: a flat run checkpointed under "names", or
     under "auto" written as such (before 2026-12-06 the run's identity kept the setting),
     resumes under "auto"; a tree of three levels starts from random rows under "auto"."""
+
     data = tiny_dataset(32, 8, 8)
     flags = ("--train.max_epochs", "3", "--train.checkpoint_every", "1")
     auto = ngram_config("unified-aware", *flags)
@@ -188,14 +177,25 @@ def test_a_run_identity_compares_the_head_start_that_head_init_resolves_to(tmp_p
         run_json.write_text(json.dumps(run))
         resumed = Q2PTModel(config=auto).fit(data, out_dir=out, resume=True, progress=False)
         assert resumed.manifest["training"]["*"]["steps"] > 2
-    deep = _three_levels(data)
     tree_flags = (*flags, "--model.hierarchy", "tree")
     with pytest.raises(Interrupt):
         Q2PTModel(config=ngram_config("unified-aware", *tree_flags, "--model.head_init", "names")).fit(
-            deep, out_dir=tmp_path / "t", progress=False, hooks=_interrupt_at(2))
+            with_levels(data, 3), out_dir=tmp_path / "t", progress=False, hooks=_interrupt_at(2))
     with pytest.raises(ConfigError, match=r"model.head_init: 'names' -> 'random'"):
         Q2PTModel(config=ngram_config("unified-aware", *tree_flags)).fit(
-            deep, out_dir=tmp_path / "t", resume=True, progress=False)
+            with_levels(data, 3), out_dir=tmp_path / "t", resume=True, progress=False)
+    # a tree of two levels checkpointed under "auto" before 2026-12-06 started from random rows,
+    # which today's "auto" does not: refused
+    with pytest.raises(Interrupt):
+        Q2PTModel(config=ngram_config("unified-aware", *tree_flags, "--model.head_init", "random")).fit(
+            with_levels(data, 2), out_dir=tmp_path / "two", progress=False, hooks=_interrupt_at(2))
+    run_json = tmp_path / "two" / "checkpoints" / "run.json"
+    run = json.loads(run_json.read_text())
+    run["config"]["model"]["head_init"] = "auto"
+    run_json.write_text(json.dumps(run))
+    with pytest.raises(ConfigError, match=r"model.head_init: 'random' -> 'names'"):
+        Q2PTModel(config=ngram_config("unified-aware", *tree_flags)).fit(
+            with_levels(data, 2), out_dir=tmp_path / "two", resume=True, progress=False)
 
 
 def test_resume_of_a_checkpoint_older_than_the_names_and_the_stop_metric(tmp_path):

@@ -60,9 +60,10 @@ class ModelSection(_Section):
     space, less the mean over the types: a query near a type's name starts with a higher score
     for it; :meth:`q2pt.network.Q2PTNet.init_head_from_names`; a head with hidden layers keeps
     "random"), "random" (PyTorch's default initialisation, the paper's) or "auto" (default):
-    "names" for a flat model and a tree (``model.hierarchy``) of at most two levels, "random"
-    for a deeper tree (until 2026-12-06 "random" for every tree; a run's identity compares the
-    start a setting resolves to, :func:`q2pt.training.fit.head_init`). It departs from the
+    "names" for a flat model and a tree (``model.hierarchy``) of at most two learnt levels (a
+    taxonomy file's deeper paths do not count), "random" for a deeper tree (until 2026-12-06
+    "random" for every tree; a run's identity compares the start a setting resolves to, and the
+    training summary gives it: :func:`q2pt.training.fit.head_init`). It departs from the
     paper because on real queries it gained most where q2pt was weakest, small stores (cikm-qc
     dev set, unified-aware, test R@P80 pooled, folds 0-4, 2026-12-02, 2-core dev machine), names
     / random: 60 training queries per locale 0.245 / 0.217 (ahead in every fold, +1.7 to +3.2

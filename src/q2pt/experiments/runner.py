@@ -169,11 +169,13 @@ def _auto_starts_tree_from_names(config: "Config", dataset: "Dataset") -> bool:
     if config.model.head_init != "auto":
         return False
     from q2pt.data.tree import training_tree
-    from q2pt.training.fit import head_init  # lazy: q2pt.training imports torch
+    from q2pt.training.fit import head_init, learnt_depth  # lazy: q2pt.training imports torch
 
     d = config.data
-    tree = training_tree(config.model.hierarchy, dataset.labels, d.label_separator, d.taxonomy, d.label_depth)
-    return tree is not None and head_init(config, tree) == "names"
+    labels = dataset.labels
+    depth = learnt_depth(training_tree(config.model.hierarchy, labels, d.label_separator, d.taxonomy, d.label_depth),
+                         labels)
+    return depth is not None and head_init(config, depth) == "names"
 
 
 def _model_shaping_data(data: Mapping[str, Any]) -> dict[str, Any]:

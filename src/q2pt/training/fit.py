@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -40,23 +40,34 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-def _compared_config(config: "Config", dataset: "Dataset", tree: "LabelTree | None") -> dict[str, Any]:
-    """``config`` as a run's identity compares it on ``dataset`` (learnt as ``tree``, or flat):
-    the keys that do not change the trained weights left out (:func:`comparable_config`), and
-    those whose setting is resolved by the data to what training does. A checkpoint's saved
-    config is compared the same way."""
+def _compared_config(config: "Config", dataset: "Dataset", depth: int | None) -> dict[str, Any]:
+    """``config`` as a run's identity compares it on ``dataset`` (learnt as a tree of ``depth``
+    levels, or flat: None): the keys that do not change the trained weights left out
+    (:func:`comparable_config`), and those whose setting is resolved by the data to what
+    training does."""
     compared = comparable_config(config)
     # the metric early stopping watches, resolved: "auto" and the metric it picks train alike
-    compared["train"]["stop_metric"] = stop_metric(config.train, tree is not None)
-    compared["model"]["head_init"] = head_init(config, tree)  # likewise "auto" and the start it picks
+    compared["train"]["stop_metric"] = stop_metric(config.train, depth is not None)
+    compared["model"]["head_init"] = head_init(config, depth)  # likewise "auto" and the start it picks
     # where they change nothing, subtype names train alike with the key off (and as before it existed)
     compared["train"]["subtype_names"] = subtype_names_used(config, dataset)
     return compared
 
 
+def _compared_saved_config(saved: "Config", dataset: "Dataset", depth: int | None) -> dict[str, Any]:
+    """A checkpoint's saved config as :func:`_compared_config` gives the run's own. Since
+    2026-12-06 a run's identity holds the resolved start of the head, so a saved
+    ``model.head_init`` of "auto" was written before, when "auto" started every tree from
+    random rows: it is read with that rule."""
+    if saved.model.head_init == "auto":
+        saved = saved.model_copy(deep=True)
+        saved.model.head_init = "names" if depth is None else "random"
+    return _compared_config(saved, dataset, depth)
+
+
 def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], locales: list[str],
-                  warm: "WarmStart | None" = None, *, tree: "LabelTree | None" = None) -> dict[str, Any]:
-    compared = _compared_config(config, dataset, tree)
+                  warm: "WarmStart | None" = None, *, depth: int | None = None) -> dict[str, Any]:
+    compared = _compared_config(config, dataset, depth)
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
     if compared["train"]["subtype_names"]:  # from the paths before the cut, which the fingerprint does not see
         identity["cut_names_sha256"] = cut_names_digest(dataset.train)
@@ -70,14 +81,25 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
 NAMES_MAX_TREE_DEPTH = 2
 
 
-def head_init(config: "Config", tree: "LabelTree | None") -> str:
-    """How the output layer of a model learnt as ``tree`` (None: flat) starts, ``model.head_init``
-    resolved: "names" or "random"; "auto" is "names" for a flat model and a tree of at most
-    :data:`NAMES_MAX_TREE_DEPTH` levels, "random" for a deeper tree."""
+def head_init(config: "Config", depth: int | None) -> str:
+    """How the output layer of a model that learns a tree of ``depth`` levels (None: a flat
+    model) starts, ``model.head_init`` resolved: "names" or "random". "auto" is "names" for a
+    flat model and a tree of at most :data:`NAMES_MAX_TREE_DEPTH` levels, "random" for a deeper
+    tree; a head with hidden layers starts from random rows whatever the setting."""
     init = config.model.head_init
+    if config.model.head_hidden:
+        return "random"
     if init == "auto":
-        return "names" if tree is None or tree.depth <= NAMES_MAX_TREE_DEPTH else "random"
+        return "names" if depth is None or depth <= NAMES_MAX_TREE_DEPTH else "random"
     return init
+
+
+def learnt_depth(tree: "LabelTree | None", labels: Iterable[str]) -> int | None:
+    """How many levels of ``tree`` a model with these ``labels`` learns (its deepest label's
+    level; a taxonomy file's deeper paths are in the tree but not learnt); None: no tree."""
+    if tree is None:
+        return None
+    return max((tree.level_of(c) for c in labels), default=1)
 
 
 @dataclass
@@ -122,7 +144,8 @@ def fit_networks(
     valid_df = dataset.valid
     classes = sorted({x for row in label_lists(train_df["product_types"]) for x in row})
     locales = sorted(train_df["locale"].astype(str).unique().tolist())
-    names_init = head_init(config, tree) == "names"
+    depth = learnt_depth(tree, classes)
+    start = head_init(config, depth)
 
     previous_threads = torch.get_num_threads()
     if cfg.threads:
@@ -134,8 +157,8 @@ def fit_networks(
         if out_dir is not None:
             check_output_folder(Path(out_dir))
             checkpointer = Checkpointer(Path(out_dir) / "checkpoints",
-                                        _run_identity(config, dataset, classes, locales, warm, tree=tree),
-                                        compare=lambda saved: _compared_config(saved, dataset, tree))
+                                        _run_identity(config, dataset, classes, locales, warm, depth=depth),
+                                        compare=lambda saved: _compared_saved_config(saved, dataset, depth))
             if resume and checkpointer.exists():
                 checkpointer.check_run()
                 resumed_done = checkpointer.done_stages()
@@ -203,7 +226,7 @@ def fit_networks(
             train_split = prepare_split(net.encoder, tr, stage_classes, locale_aware=aware,
                                         with_agnostic=aware and cfg.locale_dropout > 0)
             levels = None if tree is None else np.asarray([tree.level_of(c) for c in stage_classes])
-            if names_init:  # the rows; the bias is the prior's, and a warm start then overrides its known types
+            if start == "names":  # the rows; the bias is the prior's, and a warm start then overrides its known types
                 net.init_head_from_names([type_name(c, config.data.label_separator) for c in stage_classes],
                                          config.model.head_init_scale)
             net.init_output_bias(_output_prior(train_split, len(stage_classes),
@@ -240,6 +263,8 @@ def fit_networks(
                 summaries[stage]["memory_queries"] = kept
         for stage, n in added.items():
             summaries[stage]["name_examples"] = n
+        for summary in summaries.values():
+            summary["head_init"] = start  # the start model.head_init resolved to
         return TrainedNetworks(networks, network_labels, classes, locales, summaries)
     finally:
         torch.set_num_threads(previous_threads)
