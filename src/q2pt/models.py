@@ -203,11 +203,9 @@ class Q2PTModel:
         tree in ``tree_``), or ``dataset`` itself for a flat model (``model.hierarchy``)."""
         import dataclasses
 
-        from q2pt.data.tree import closed_frame, training_tree
+        from q2pt.data.tree import closed_frame, configured_tree
 
-        data_cfg = self.config.data
-        self.tree_ = training_tree(self.config.model.hierarchy, dataset.labels, data_cfg.label_separator,
-                                   data_cfg.taxonomy, data_cfg.label_depth)
+        self.tree_ = configured_tree(self.config, dataset.labels)
         if self.tree_ is None:
             return dataset
         splits, added = {}, 0

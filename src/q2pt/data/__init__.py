@@ -21,7 +21,7 @@ import pandas as pd
 from q2pt.errors import ConfigError, DataError, Problem
 
 from . import schema
-from .labels import union_cut_names
+from .labels import cut_names_digest, union_cut_names
 from .schema import DataProblem, normalize_query
 
 __all__ = [
@@ -84,6 +84,12 @@ class Dataset:
         """Loaded with ``data.label_depth``: cut type -> the names of the levels cut away below
         it in the training split's own paths (its ``cut_names`` column; ``{}``: nothing cut)."""
         return union_cut_names(self.train)
+
+    @cached_property
+    def cut_names_sha256(self) -> str:
+        """The digest of the training split's cut names per locale (:func:`cut_names_digest`):
+        what a training run's identity records of them (the fingerprint sees the cut paths alone)."""
+        return cut_names_digest(self.train)
 
     @cached_property
     def locales(self) -> list[str]:

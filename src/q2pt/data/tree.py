@@ -28,7 +28,9 @@ from .labels import DEFAULT_SEPARATOR, level_words, split_path
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["LabelTree", "closed_frame", "read_taxonomy", "split_path", "training_tree", "type_name"]
+    from q2pt.config import Config
+
+__all__ = ["LabelTree", "closed_frame", "configured_tree", "read_taxonomy", "split_path", "training_tree", "type_name"]
 
 
 def type_name(label: str, sep: str = DEFAULT_SEPARATOR) -> str:
@@ -224,6 +226,13 @@ def training_tree(hierarchy: str, labels: Iterable[str], sep: str = DEFAULT_SEPA
     if hierarchy == "flat" or (hierarchy == "auto" and not tree.is_hierarchical):
         return None
     return tree
+
+
+def configured_tree(config: "Config", labels: Iterable[str]) -> LabelTree | None:
+    """:func:`training_tree` as ``config`` sets it (``model.hierarchy``; ``data.label_separator``,
+    ``taxonomy``, ``label_depth``): the tree a model with that config learns from ``labels``."""
+    d = config.data
+    return training_tree(config.model.hierarchy, labels, d.label_separator, d.taxonomy, d.label_depth)
 
 
 def closed_frame(frame: "pd.DataFrame", tree: LabelTree) -> tuple["pd.DataFrame", int]:

@@ -39,7 +39,6 @@ import pandas as pd
 
 from q2pt import __version__
 from q2pt.config import ADDED_KEYS
-from q2pt.data.labels import cut_names_digest
 from q2pt.errors import ConfigError
 from q2pt.io import sha256_of_file, write_json
 
@@ -168,13 +167,10 @@ def _auto_starts_tree_from_names(config: "Config", dataset: "Dataset") -> bool:
     type names (:func:`q2pt.training.fit.head_init`), which it did for no tree before 2026-12-06."""
     if config.model.head_init != "auto":
         return False
-    from q2pt.data.tree import training_tree
+    from q2pt.data.tree import configured_tree
     from q2pt.training.fit import head_init, learnt_depth  # lazy: q2pt.training imports torch
 
-    d = config.data
-    labels = dataset.labels
-    depth = learnt_depth(training_tree(config.model.hierarchy, labels, d.label_separator, d.taxonomy, d.label_depth),
-                         labels)
+    depth = learnt_depth(configured_tree(config, dataset.labels), dataset.labels)
     return depth is not None and head_init(config, depth) == "names"
 
 
@@ -466,7 +462,7 @@ class ExperimentRunner:
 
             data = dataset if dataset is not None else self.dataset
             if subtype_names_used(spec.config, data):  # names from paths the data fingerprint does not see
-                identity["cut_names_sha256"] = cut_names_digest(data.train)
+                identity["cut_names_sha256"] = data.cut_names_sha256
             else:  # trained as before the key existed: older records keep their hash
                 identity["config"]["train"].pop("subtype_names", None)
             if _auto_starts_tree_from_names(spec.config, data):  # "auto" started every tree from random

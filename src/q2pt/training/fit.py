@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import pandas as pd
 
-from q2pt.data.labels import cut_names_digest, label_lists, union_cut_names
+from q2pt.data.labels import label_lists, union_cut_names
 from q2pt.data.tree import type_name
 from q2pt.errors import ConfigError, require
 from q2pt.inference import UNIFIED
@@ -70,7 +70,7 @@ def _run_identity(config: "Config", dataset: "Dataset", classes: list[str], loca
     compared = _compared_config(config, dataset, depth)
     identity = {"config": compared, "data_fingerprint": dataset.fingerprint, "labels": classes, "locales": locales}
     if compared["train"]["subtype_names"]:  # from the paths before the cut, which the fingerprint does not see
-        identity["cut_names_sha256"] = cut_names_digest(dataset.train)
+        identity["cut_names_sha256"] = dataset.cut_names_sha256
     if warm is not None:  # a resume must start from the same parent (and label map)
         identity["parent"] = {"fingerprint": warm.parent.fingerprint, "label_map": dict(warm.label_map)}
     return identity
