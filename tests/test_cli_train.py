@@ -84,6 +84,11 @@ def test_train_rejects_unknown_keys_and_bad_values(tmp_path, capsys):
     assert code == 2 and "train.batch_size" in capsys.readouterr().err
     code = main(["train", "--out", str(tmp_path / "m"), "--print-config", "--encoder", "ngram", "--train.lr", "0.5"])
     assert code == 0 and json.loads(capsys.readouterr().out)["train"]["lr"] == 0.5
+    # --threads, as evaluate and predict spell it, is train.threads (a flag: above the config file)
+    code = main(["train", "--out", str(tmp_path / "m"), "--print-config", "--threads", "1"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["train"]["threads"] == 1
+    code = main(["train", "--out", str(tmp_path / "m"), "--print-config", "--threads", "-1"])
+    assert code == 2 and "train.threads" in capsys.readouterr().err
 
 
 def test_evaluate_prints_a_table_or_json(models, data_dir, tmp_path, capsys):
@@ -179,6 +184,26 @@ def test_predict_file(models, tmp_path, ext, capsys):
     assert [str(x) for x in result["id"]] == ["1", "2", "3"]  # the input rows and columns are kept
     assert types == [["shoes"], ["television"], ["sofa"]]
     assert "predicted_scores" in result.columns and "note" in result.columns
+
+
+def test_predict_file_skips_blank_lines_and_says_so(models, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"query": "red shoes", "locale": "en_US"}\n\n{"query": "big couch", "locale": "en_US"}\n\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code = main(["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0 and "2 blank lines skipped" in err and "wrote 2 predictions" in err
+    assert [r["query"] for r in pd.read_json(out, lines=True).to_dict("records")] == ["red shoes", "big couch"]
+    inp.write_text('{"query": "red shoes", "locale": "en_US"}\n{not json\n', encoding="utf-8")
+    assert main(["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(out)]) == 2
+    assert "row 2" in capsys.readouterr().err  # a malformed row is still refused
+
+
+def test_a_flat_model_refuses_a_depth_limit_on_the_command_line(models, tmp_path, capsys):
+    code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "--max-depth", "1", "red shoes"])
+    err = capsys.readouterr().err
+    assert code == 2 and "max_depth applies to hierarchical models" in err and "Traceback" not in err
 
 
 def test_predict_argument_errors(models, tmp_path, capsys):

@@ -148,7 +148,9 @@ def test_a_dataset_spelling_a_store_two_ways_is_refused(tmp_path, capsys):
     write_table(frame, tmp_path / "d.jsonl")
     assert main(["data", "validate", str(tmp_path / "d.jsonl")]) == 2
     out = capsys.readouterr()
-    assert "US, us differ only in case" in out.out + out.err
+    text = out.out + out.err
+    assert "US (1 row), us (2 rows) differ only in case" in text
+    assert "d.jsonl, row 2, field 'locale'" in text and "'US' first at this row" in text  # the odd one out
 
 
 def test_prediction_input_is_checked_like_training_input(model_dir, tmp_path, capsys):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from q2pt.errors import ConfigError, UnknownLocaleError
-from q2pt.inference import UNIFIED, InferenceCore, select_types
+from q2pt.inference import UNIFIED, InferenceCore, select_types, threshold_of
 
 CLASSES = ["bag", "hat", "shoe"]
 
@@ -45,6 +45,9 @@ def test_unified_aware_gives_known_locales_their_token_and_unseen_none():
     scores = core.scores(["q", "q"], [de, xx])
     np.testing.assert_allclose(scores, [[0.15, 0.55, 0.95], [0.1, 0.5, 0.9]])
     assert core.threshold_for("de") == (0.3, "locale") and core.threshold_for(None) == (0.6, "global")
+    # calibration writes the global value for a locale without its own: that is the global threshold
+    assert threshold_of({"global": 0.6, "de": 0.6, "fr": 0.4}, "de") == (0.6, "global")
+    assert threshold_of({"global": 0.6, "de": 0.6, "fr": 0.4}, "fr") == (0.4, "locale")
 
 
 def test_unified_agnostic_uses_the_locale_only_for_the_threshold():

@@ -71,7 +71,7 @@ def test_predict_returns_sorted_types_scores_and_flags(aware, aware_dir):
     assert resp.status_code == 200
     body = resp.json()
     assert body["locale"] == body["locale_used"] == "de_DE"
-    assert body["threshold_source"] == "locale" and body["warnings"] == []
+    assert body["warnings"] == []
     types = body["product_types"]
     assert len(types) == 4
     scores = [t["score"] for t in types]
@@ -85,6 +85,19 @@ def test_predict_returns_sorted_types_scores_and_flags(aware, aware_dir):
     for t in types:
         assert t["score"] == pytest.approx(float(expected[model.classes_.index(t["product_type"])]), abs=1e-6)
     assert body["threshold"] == pytest.approx(model.thresholds_["de_DE"])
+    # its source is what calibration said: a locale on the global threshold is "global"
+    own = not model.manifest["threshold_details"]["de_DE"].startswith("global threshold")
+    assert body["threshold_source"] == ("locale" if own else "global")
+
+
+def test_a_flat_model_refuses_a_depth_limit(aware):
+    """max_depth is for hierarchical models: a flat one says so (422 on the field), not ignore it."""
+    for route, body in (("/v1/predict", {"query": "rot schuhe", "locale": "de_DE", "max_depth": 1}),
+                        ("/v1/predict/batch", {"queries": [{"query": "rot schuhe", "locale": "de_DE"}], "max_depth": 2})):
+        resp = aware.post(route, json=body)
+        assert resp.status_code == 422 and resp.json()["field"] == "max_depth", resp.json()
+        assert "flat" in resp.json()["detail"]
+    assert aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE"}).status_code == 200
 
 
 def test_predict_default_and_clipped_top_k(aware):
@@ -123,7 +136,10 @@ def test_agnostic_model_uses_locale_only_for_the_threshold(agnostic_dir):
     with TestClient(create_app(load_runtime(agnostic_dir), SETTINGS)) as client:
         known = client.post("/v1/predict", json={"query": "coque téléphone", "locale": "fr_FR"}).json()
         unknown = client.post("/v1/predict", json={"query": "coque téléphone", "locale": "be_FR"}).json()
-    assert known["locale_used"] == "fr_FR" and known["threshold_source"] == "locale"
+    from q2pt.models import load_model
+
+    own = not load_model(agnostic_dir).manifest["threshold_details"]["fr_FR"].startswith("global threshold")
+    assert known["locale_used"] == "fr_FR" and known["threshold_source"] == ("locale" if own else "global")
     assert unknown["locale_used"] is None and unknown["warnings"]
     assert [t["score"] for t in known["product_types"]] == [t["score"] for t in unknown["product_types"]]
     assert known["product_types"][0]["product_type"] == "phone case"

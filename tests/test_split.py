@@ -9,7 +9,7 @@ import pytest
 
 from q2pt.cli import main
 from q2pt.data import normalize_query
-from q2pt.data.split import fold_frames, merge_duplicates, split_file, split_frame, write_splits
+from q2pt.data.split import fold_frames, format_report, merge_duplicates, split_file, split_frame, write_splits
 from q2pt.data.validate import validate_dataset
 from q2pt.errors import ConfigError, DataError
 
@@ -248,3 +248,25 @@ def test_a_fold_without_train_rows_is_refused(tmp_path):
     with pytest.raises(DataError, match="nothing written"):
         split_file(write_input(tmp_path, one), tmp_path / "o", folds=2)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_split_column_in_some_rows_is_ignored_not_an_error_in_the_others(tmp_path):
+    df = frame(dupes=False).drop(columns=["weight"])
+    path = tmp_path / "rows.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, rec in enumerate(df.to_dict("records")):
+            fh.write(json.dumps({**rec, "split": "valid"} if i == 0 else rec) + "\n")
+            if i == 1:
+                fh.write(json.dumps({**rec, "query": "odd one", "split": "nonsense"}) + "\n")
+    report = split_file(path, tmp_path / "o", seed=0)
+    assert report["rows_in"] == len(df) + 1
+    assert "given in 2 of 101 rows" in report["source_layout"] and "ignored" in report["source_layout"]
+    assert validate_dataset(tmp_path / "o").ok
+
+
+def test_the_text_report_gives_the_source_warnings(tmp_path):
+    df = frame(dupes=False).drop(columns=["weight"])
+    df.loc[0, "product_types"] = ["home >  > t0"]
+    report = split_file(write_input(tmp_path, df), tmp_path / "o", seed=0)
+    assert report["source_warnings"]["empty_level"] == 1
+    assert "warnings in the source: empty_level 1" in format_report(report)

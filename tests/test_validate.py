@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from q2pt.data import from_frames, load_dataset
+from q2pt.data.labels import has_empty_level
 from q2pt.data.validate import validate_dataset, validate_frames
 from q2pt.errors import DataError
 
@@ -144,8 +145,28 @@ def test_parquet_problems(tmp_path):
     df.to_parquet(d / "train.parquet")
     (d / "valid.csv").write_text(GOOD_VALID, encoding="utf-8")
     (d / "test.csv").write_text(GOOD_TEST, encoding="utf-8")
-    where = {(p.kind, p.row, p.field) for p in validate_dataset(d).problems}
-    assert {("empty_query", 2, "query"), ("empty_labels", 2, "product_types"), ("bad_weight", 2, "weight")} <= where
+    where = {(p.kind, p.row, p.field, p.severity) for p in validate_dataset(d).problems}
+    assert {("empty_query", 2, "query", "error"), ("empty_labels", 2, "product_types", "error"),
+            ("missing_weight", 2, "weight", "warning")} <= where  # a null weight: the default 1, counted
+    assert not any(kind == "bad_weight" for kind, *_ in where)
+
+
+def test_a_weight_in_some_rows_only_leaves_the_others_at_the_default(tmp_path):
+    train = jsonl(
+        {"query": "red shoes", "locale": "en_US", "product_types": ["shoes"], "weight": 2.5},
+        {"query": "lamp", "locale": "en_US", "product_types": ["lamp"]},
+        {"query": "hat", "locale": "en_US", "product_types": ["hat"], "weight": None},
+        {"query": "cap", "locale": "en_US", "product_types": ["hat"], "weight": -1},
+    )
+    r = validate_dataset(make(tmp_path, train, ext="jsonl"))
+    train_problems = [p for p in r.problems if p.file.endswith("train.jsonl")]
+    assert {(p.kind, p.row, p.severity) for p in train_problems} == {
+        ("missing_weight", 2, "warning"), ("missing_weight", 3, "warning"), ("bad_weight", 4, "error")}
+    csv = HEADER + ",weight\nred shoes,en_US,shoes,2\nlamp,en_US,lamp,\nhat,en_US,hat, \n"
+    r = validate_dataset(make(tmp_path, csv, name="c"))
+    assert {(p.kind, p.row) for p in r.problems if p.file.endswith("train.csv")} == {
+        ("missing_weight", 2), ("missing_weight", 3)}
+    assert r.ok
 
 
 def test_leakage_is_an_error_with_both_rows(tmp_path):
@@ -262,3 +283,17 @@ def test_validation_speed_is_vectorised_enough(tmp_path):
     r = validate_dataset(f)
     assert r.ok
     assert time.perf_counter() - t < 10.0
+
+
+def test_a_path_with_an_empty_level_is_read_without_it_and_counted(tmp_path):
+    train = jsonl(
+        {"query": "pan", "locale": "en_US", "product_types": ["home > kitchen > pans"]},
+        {"query": "pot", "locale": "en_US", "product_types": ["home >  > pans"]},
+        {"query": "lid", "locale": "en_US", "product_types": [" > lids"]},
+        {"query": "cup", "locale": "en_US", "product_types": ["home > kitchen > "]},
+    )
+    r = validate_dataset(make(tmp_path, train, ext="jsonl"))
+    found = {(p.row, p.severity, p.message.split(": read as ")[-1]) for p in only(r, "empty_level")}
+    assert found == {(2, "warning", "'home > pans'"), (3, "warning", "'lids'"), (4, "warning", "'home > kitchen'")}
+    assert r.ok
+    assert has_empty_level("a>>b") and not has_empty_level("a > b") and not has_empty_level("plain")

@@ -39,6 +39,7 @@ __all__ = [
     "UNIFIED",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_THRESHOLD",
+    "FLAT_MODEL_MAX_DEPTH",
     "Inference",
     "InferenceCore",
     "Resolution",
@@ -80,12 +81,20 @@ class Resolution:
     warning: str = ""
 
 
+#: why a flat model refuses a depth limit (prediction and serving say it alike)
+FLAT_MODEL_MAX_DEPTH = "max_depth applies to hierarchical models: this model's product types are flat (one level)"
+
+
 def threshold_of(thresholds: Mapping[str, float], locale_used: str | None) -> tuple[float, str]:
     """A locale's calibrated threshold and where it comes from: "locale" (its own) or
-    "global" (the global one; 0.5 for a model without thresholds)."""
+    "global" (the global one; 0.5 for a model without thresholds). Calibration writes every
+    locale's entry, the global value for a locale without a threshold of its own (too few
+    positives, or its own never reached the target): such an entry is "global"."""
+    glob = float(thresholds.get("global", DEFAULT_THRESHOLD))
     if locale_used is not None and locale_used in thresholds:
-        return float(thresholds[locale_used]), "locale"
-    return float(thresholds.get("global", DEFAULT_THRESHOLD)), "global"
+        own = float(thresholds[locale_used])
+        return own, "global" if own == glob else "locale"
+    return glob, "global"
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -473,6 +482,8 @@ class Inference:
         if self.core.tree is None or flat:
             if max_depth is not None and self.core.tree is not None:
                 raise ConfigError("max_depth applies to hierarchical predictions (not with flat)")
+            if max_depth is not None:
+                raise ConfigError(FLAT_MODEL_MAX_DEPTH)
             return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
         paths = self.paths(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff)
         return [[(p["product_type"], p["score"]) for p in row] for row in paths]

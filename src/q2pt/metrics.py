@@ -677,7 +677,8 @@ def calibrate_thresholds(
         n_pos = int(yt[rows].sum())
         if n_pos < min_positives:
             out[loc] = out["global"]
-            out.details[loc] = f"global threshold: {n_pos} positives < {min_positives}"
+            # (the pairs it can score: a type never seen in training is not counted here, as it is in n_positives)
+            out.details[loc] = f"global threshold: {n_pos} scoreable positives < {min_positives}"
             continue
         lm = int(missing[rows].sum()) if missing is not None else 0
         r = recall_at_precision(yt[rows], ys[rows], p, n_missing=lm)

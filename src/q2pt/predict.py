@@ -19,6 +19,8 @@ prediction path (``q2pt predict``, :mod:`q2pt.streaming`, :mod:`q2pt.ray_predict
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -32,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
     from q2pt.models import Q2PTModel
+
+logger = logging.getLogger(__name__)
 
 TYPES = "predicted_types"
 SCORES = "predicted_scores"
@@ -231,8 +235,13 @@ def predict_file(
 
     out_fmt = detect_format(output_path)  # fail early on a bad output extension
     table = read_table(input_path)
-    if table.problems:
-        raise DataError(f"{input_path}: cannot read every row", list(table.problems))
+    errors = [p for p in table.problems if p.severity == "error"]
+    if errors:
+        raise DataError(f"{input_path}: cannot read every row", errors)
+    skipped = Counter(p.kind for p in table.problems)  # warnings: blank lines, which hold no row
+    if skipped:
+        logger.warning("%s: %s skipped (no query in them)", input_path,
+                       ", ".join(f"{n} {kind.replace('_', ' ')}{'s' if n > 1 else ''}" for kind, n in sorted(skipped.items())))
     frame = table.frame
     check_input(frame, str(input_path), table.rows, max_query_chars)
     for col in frame.columns:  # a field a JSONL row does not have stays missing (not "<missing>")
@@ -248,6 +257,9 @@ def predict_file(
     for start in tqdm(range(0, len(frame), chunk_size), disable=not show, desc="predicting", unit="chunk"):
         parts.append(predict_frame(model, frame.iloc[start : start + chunk_size], **options))
     result = pd.concat(parts, ignore_index=True) if parts else predict_frame(model, frame, **options)
+    empty = sum(1 for v in result[TYPES] if len(v) == 0)
+    if empty:
+        logger.info("%s: %d of %d rows got no product type (none above its threshold)", input_path, empty, len(result))
     if out_fmt in ("csv", "tsv"):
         result[TYPES] = ["|".join(v) for v in result[TYPES]]
         result[SCORES] = ["|".join(f"{s:.6g}" for s in v) for v in result[SCORES]]

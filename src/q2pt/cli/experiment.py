@@ -51,7 +51,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="cross-validation: --data DIR holds fold-0 ... fold-{K-1}; results per fold in OUT/fold-i "
                         "and aggregated in OUT")
-    p.add_argument("--encoder", default="use", metavar="SPEC", help="encoder of the variants: use, ngram, hf:PATH")
+    p.add_argument("--encoder", default="use", metavar="SPEC",
+                   help="encoder of the variants: use, ngram, e5, hf:PATH, or specs joined with +")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report and results")
     p.add_argument("--study", action="append", choices=_STUDIES, metavar="NAME", default=[],
                    help=f"run a study ({', '.join(_STUDIES)}); repeatable")

@@ -47,7 +47,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--data", metavar="PATH", help="dataset folder or file (default: the simulated store)")
     p.add_argument("--variant", choices=VARIANTS, help="model variant (default: unified-aware)")
-    p.add_argument("--encoder", metavar="SPEC", help="encoder: use, ngram or hf:NAME_OR_PATH (default: use)")
+    p.add_argument("--encoder", metavar="SPEC",
+                   help="encoder: use, ngram, e5, hf:NAME_OR_PATH, or specs joined with + (default: use)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads: train.threads (default 0: torch's own)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (sections model, train, data)")
     p.add_argument("--init-from", metavar="PARENT_DIR",
@@ -199,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _setup_logging(args.quiet)
     config = resolve_config(
         args.config, args.overrides, args.encoder,
-        flags={"model.variant": args.variant, "data.path": args.data},
+        flags={"model.variant": args.variant, "data.path": args.data, "train.threads": args.threads},
     )
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))

@@ -194,7 +194,9 @@ def _from_checked(
     report.raise_for_errors()
     assert frames is not None
     if report.warnings:
-        log.warning("%s: %s", source, report.counts_line())
+        log.warning("%s: %s%s", source, report.counts_line(),
+                    f" (on the product types as given, before data.label_depth {label_depth} cuts them)"
+                    if label_depth is not None else "")
     splits = {s: frames[s] for s in schema.SPLITS}
     given = [s for s in schema.SPLITS if schema.CUT_NAMES in splits[s].columns]
     if given:  # made here, from the paths before a cut (data.label_depth), never read from a file
@@ -414,6 +416,12 @@ def _truncate_splits(
         "%s: product types cut to depth %d (separator %r): %d of %d labels changed; %d distinct product types -> %d",
         source, depth, sep, changed, total, len(before), len(after),
     )
+    if changed and "train" in out:  # the checks counted unseen types on the paths as given: count them as cut
+        seen = {lab for labs in out["train"][schema.LABELS].tolist() for lab in labs}
+        unseen = {name: sum(lab not in seen for labs in out[name][schema.LABELS].tolist() for lab in labs)
+                  for name in ("valid", "test") if name in out}
+        log.info("%s: after the cut, (query, product type) pairs whose type is not in train: %s",
+                 source, ", ".join(f"{name} {n}" for name, n in unseen.items()))
     return out
 
 

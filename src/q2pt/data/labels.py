@@ -45,6 +45,13 @@ def split_path(label: str, sep: str = DEFAULT_SEPARATOR) -> list[str]:
     return [p for p in (x.strip() for x in label.split(_splitter(sep))) if p]
 
 
+def has_empty_level(label: str, sep: str = DEFAULT_SEPARATOR) -> bool:
+    """Whether a path has an empty level that :func:`split_path` drops: a separator at its start
+    or end, or two in a row (``"a >  > b"``, ``" > b"``, ``"a > "``)."""
+    token = _splitter(sep)
+    return token in label and any(not x.strip() for x in label.split(token))
+
+
 def level_words(level: str) -> str:
     """A level of a path as words: ``_`` read as a space, runs of whitespace as one
     (``"frying_pan"`` -> ``"frying pan"``)."""

@@ -373,7 +373,7 @@ def read_labelled_rows(
 
     Returns (frame, info with ``source``, ``layout``, ``files`` {name: sha256}). Bad rows
     raise a DataError naming every problem's file, row and field."""
-    from .io import one_table_dataset, read_raw_dataset, read_table
+    from .io import MISSING, one_table_dataset, read_raw_dataset, read_table
     from .validate import check_raw_dataset
 
     if max_query_chars < 1:
@@ -386,12 +386,13 @@ def read_labelled_rows(
         layout = "directory (its train/valid/test pooled and split again)"
     else:
         table = read_table(path)
-        if S.SPLIT in table.frame.columns:
-            raw = read_raw_dataset(path)
-            layout = "file with a split column (its splits pooled and split again)"
-        else:
-            raw = one_table_dataset(table, str(path))
-            layout = "file"
+        layout = "file"
+        if S.SPLIT in table.frame.columns:  # its old split is ignored: not checked, so a row without one is fine
+            given = sum(1 for v in table.frame[S.SPLIT].tolist() if v is not MISSING and isinstance(v, str) and v.strip())
+            table.frame = table.frame.drop(columns=[S.SPLIT])
+            layout = (f"file with a split column (given in {given} of {len(table.frame)} rows; "
+                      "ignored: the rows are split again)")
+        raw = one_table_dataset(table, str(path))
     n_rows = sum(len(t.frame) for t in raw.tables.values())
     if n_rows and len(raw.tables["train"].frame) == 0:
         # the splits are pooled: put a non-empty table first so that an empty train split
@@ -612,6 +613,9 @@ def format_report(report: Mapping[str, Any]) -> str:
         if report["duplicates_merged"] else "0 duplicate rows merged"
     )
     lines.append(f"rows: {report['rows_in']} read, {report['rows_out']} queries to split; {merged}")
+    if report.get("source_warnings"):
+        lines.append("warnings in the source: " + ", ".join(f"{kind} {n}" for kind, n in
+                                                          sorted(report["source_warnings"].items())))
     tpl = report.get("train_per_locale")
     if "folds" in report and "per_fold" in report:
         lines.append(

@@ -29,6 +29,10 @@ Warnings (the dataset loads; the report says what that means):
 ``conflicting_labels`` the same (normalized query, locale) twice in one split with
                        different product types (both rows are kept)
 ``duplicate_label``    a product type listed twice in one row (counted once)
+``empty_level``        a path with an empty level (``a >  > b``, `` > b``, ``a > b > ``),
+                       read without it
+``missing_weight``     a row without a weight where others have one: weight 1, the
+                       default of a file without the column
 ``unseen_label``       a product type in valid/test that never appears in train: those
                        (query, product type) pairs can never be predicted (counted)
 ``unseen_locale``      a locale in valid/test without train rows
@@ -54,6 +58,7 @@ from q2pt.errors import DataError
 
 from . import schema as S
 from .io import MISSING, RawDataset, RawTable, read_raw_dataset
+from .labels import has_empty_level, split_path
 from .schema import DataProblem, problem
 from .tree import LabelTree
 
@@ -318,11 +323,16 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
                  for v in values],
                 dtype=np.float64,
             )
+        # a row without a value where other rows have one gets the default of a file without the column
+        absent = np.array([_is_missing(v) or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
+        for row in np.flatnonzero(absent):
+            add("missing_weight", int(row), S.WEIGHT, "no weight: weight 1 (the default)", "warning")
+        parsed = np.where(absent, 1.0, parsed)
         with np.errstate(invalid="ignore"):
             bad_w = ~(np.isfinite(parsed) & (parsed > 0))
         for row in np.flatnonzero(bad_w):
             v = values[row]
-            shown = "nothing" if _is_missing(v) or v == "" else repr(v)
+            shown = repr(v)
             add("bad_weight", int(row), S.WEIGHT, f"weight must be a positive number, got {shown}"[:120])
         weights = np.where(bad_w, 1.0, parsed)
 
@@ -509,9 +519,23 @@ def check_raw_dataset(
         spellings.setdefault(loc.casefold(), []).append(loc)
     first_file = next(iter(raw.tables.values())).file if raw.tables else raw.source
     for same in (v for v in spellings.values() if len(v) > 1):
+        # where each spelling is: its row count and first row, so the odd ones out can be found
+        where: dict[str, tuple[int, str, int]] = {}
+        for split in checked:
+            table = raw.tables[split]
+            values = table.frame[S.LOCALE].tolist() if S.LOCALE in table.frame.columns else []
+            for i, v in enumerate(values):
+                if isinstance(v, str) and v.strip() in same:
+                    n, f, r = where.get(v.strip(), (0, table.file, int(table.rows[i])))
+                    where[v.strip()] = (n + 1, f, r)
+        rare = min(same, key=lambda loc: (where.get(loc, (0,))[0], loc))
+        n_rare, file_rare, row_rare = where.get(rare, (0, first_file, None))
+        shown = ", ".join(f"{loc} ({n} row{'' if n == 1 else 's'})" for loc in same
+                          for n in [where.get(loc, (0,))[0]])
         problems.append(problem(
-            "locale_case", first_file, None, S.LOCALE,
-            f"locale ids {', '.join(same)} differ only in case: q2pt treats them as one store; write them one way",
+            "locale_case", file_rare, row_rare, S.LOCALE,
+            f"locale ids {shown} differ only in case: q2pt treats them as one store; write them one way "
+            f"({rare!r} first at this row)",
         ))
     summary: dict[str, Any] = {
         "layout": raw.layout,
@@ -521,6 +545,7 @@ def check_raw_dataset(
         "n_product_types": len(train_labels),
         "max_query_chars": max_query_chars,
     }
+    problems.extend(_empty_level_checks(raw, checked, label_separator))
     tree_summary, tree_problems = _tree_checks(checked, label_separator, first_file, taxonomy)
     if tree_summary is not None:
         summary["tree"] = tree_summary
@@ -538,6 +563,21 @@ def check_raw_dataset(
     if report.ok:
         frames = {split: checked[split].frame for split in S.SPLITS}
     return report, frames
+
+
+def _empty_level_checks(raw: RawDataset, checked: Mapping[str, "_Checked"], sep: str) -> list[DataProblem]:
+    """A warning per row with a path that has an empty level (``"a >  > b"``, ``" > b"``,
+    ``"a > b > "``): the path is read without it, so say where and as what."""
+    out = []
+    for split, ch in checked.items():
+        table = raw.tables[split]
+        for i, labs in enumerate(ch.labels):
+            for lab in labs or ():
+                if has_empty_level(lab, sep):
+                    read = sep.join(split_path(lab, sep)) or lab.strip()
+                    out.append(problem("empty_level", table.file, int(table.rows[i]), S.LABELS,
+                                       f"product type {lab!r} has an empty level: read as {read!r}"[:160], "warning"))
+    return out
 
 
 #: at most this many "name under two parents" warnings are listed one by one

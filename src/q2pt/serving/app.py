@@ -60,7 +60,7 @@ import numpy as np
 from q2pt import __version__
 from q2pt.data.schema import has_bad_text
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, Q2PTError, UnknownLocaleError, require
-from q2pt.inference import Resolution, select_types
+from q2pt.inference import FLAT_MODEL_MAX_DEPTH, Resolution, select_types
 from q2pt.model_card import MODEL_CARD, render_model_card
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher
 from q2pt.serving.problems import (
@@ -352,6 +352,12 @@ class _Service:
         except UnknownLocaleError as exc:
             raise RequestError(str(exc), field=field, slug="unknown-locale") from None
 
+    @staticmethod
+    def check_depth(rt: Runtime, req: Any) -> None:
+        """A depth limit is for a hierarchical model: a flat one refuses it rather than ignore it."""
+        if rt.core.tree is None and getattr(req, "max_depth", None) is not None:
+            raise RequestError(FLAT_MODEL_MAX_DEPTH, field="max_depth")
+
     def top_k(self, rt: Runtime, top_k: int | None) -> int:
         return min(top_k if top_k is not None else self.settings.default_top_k, len(rt.classes))
 
@@ -543,6 +549,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         query = service.check_query(req.query, "query", problems)
         if problems:
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
+        service.check_depth(rt, req)
         res = service.resolve(rt, req.locale, "locale")
         if service.batcher is not None:
             row = await service.batcher.submit((rt, query, res))
@@ -565,6 +572,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         queries = [service.check_query(item.query, f"queries[{i}].query", problems) for i, item in enumerate(req.queries)]
         if problems:
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
+        service.check_depth(rt, req)
         resolutions = [service.resolve(rt, item.locale, f"queries[{i}].locale") for i, item in enumerate(req.queries)]
         assert service.executor is not None
         probs = await service.executor.run(rt.predict, queries, resolutions)

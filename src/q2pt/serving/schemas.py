@@ -107,8 +107,9 @@ class Prediction(BaseModel):
     locale_used: str | None = Field(
         ..., description="The locale the model used (its network/locale token and threshold); "
         "null: predicted locale-agnostically (a locale the unified model never saw).")
-    threshold: float = Field(..., description="Threshold used for the 'predicted' flags (types with a "
-                             "threshold of their own say so in product_types).")
+    threshold: float = Field(..., description="The locale's threshold for the 'predicted' flags; types "
+                             "with a threshold of their own (per type, or a hierarchical model's per level) "
+                             "give it in product_types.")
     threshold_source: Literal["request", "locale", "global"]
     product_types: list[ProductTypeScore]
     predicted: list[str] = Field(..., description=(

@@ -261,6 +261,11 @@ def fit_networks(
                                     max_queries=config.model.memory_max_queries, dim=config.model.memory_dim,
                                     seed=cfg.seed)
                 summaries[stage]["memory_queries"] = kept
+            if hooks.is_main:
+                logger.info("query memory: %s training queries kept per network (model.memory_weight %g); the "
+                            "validation figures from here on blend it in, the per-epoch ones above did not",
+                            "/".join(str(s.get("memory_queries", 0)) for s in summaries.values()),
+                            config.model.memory_weight)
         for stage, n in added.items():
             summaries[stage]["name_examples"] = n
         for summary in summaries.values():
