@@ -108,6 +108,32 @@ def test_evaluate_prints_a_table_or_json(models, data_dir, tmp_path, capsys):
     assert 0.0 <= result["global"]["calibrated"]["precision"] <= 1.0
 
 
+def test_evaluate_says_when_rows_were_in_the_training_data(models, data_dir, tmp_path, capsys):
+    from q2pt.data import load_dataset
+    from q2pt.models import load_model
+    from q2pt.overlap import training_overlap
+
+    ds = load_dataset(data_dir)
+    rows = pd.concat([ds.train.head(5), ds.valid.head(2), ds.test.head(3)])[["query", "locale", "product_types"]]
+    rows["query"] = rows["query"].str.upper()  # the same query, as the data layer normalises it
+    path = tmp_path / "mixed.jsonl"
+    write_table(rows, path)
+    code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(path), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert json.loads(captured.out)["data"]["training_overlap"] == {"checked": True, "rows": 10, "in_train": 5,
+                                                                    "in_valid": 2}
+    assert "5 of 10 rows are in the model's training split and 2 in its validation split" in captured.err
+    code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(data_dir), "--json", "-q"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["data"]["training_overlap"]["in_train"] == 0
+    model = load_model(models["unified-aware"])  # the data changed since training: not checked, and said why
+    model.manifest["data"]["fingerprint"] = "0" * 64
+    out = training_overlap(model, rows)
+    assert out["checked"] is False and "changed" in out["reason"]
+    model.config.data.path = str(tmp_path / "gone")
+    assert "not found" in training_overlap(model, rows)["reason"]
+
+
 def test_evaluate_a_single_file_counts_unknown_labels_as_missed(models, tmp_path, capsys):
     frame = pd.DataFrame([
         {"query": "red shoes", "locale": "en_US", "product_types": ["shoes"]},

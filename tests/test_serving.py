@@ -203,7 +203,9 @@ def test_predict_rejects_bad_fields(aware, payload, field):
         (b"\xff\xfe", "application/json", 400, "malformed-json", "invalid JSON"),
         (b"[" * 3000, "application/json", 400, "malformed-json", "parsing the body"),  # nested too deep
         (b'["shoes", "de_DE"]', "application/json", 422, "invalid-request", "JSON object"),
-        (b'{"query": "shoes", "locale": "de_DE"}', "text/plain", 422, "invalid-request", "Content-Type"),
+        (b'{"query": "shoes", "locale": "de_DE"}', "text/plain", 415, "unsupported-media-type", "Content-Type"),
+        (b'{"query": "shoes", "locale": "de_DE"}', "application/x-www-form-urlencoded", 415,
+         "unsupported-media-type", "application/x-www-form-urlencoded"),
         (b'{"query": "shoes", "locale": "de_DE"}', None, 422, "invalid-request", "Content-Type"),
         (b"", "application/json", 422, "invalid-request", "body is required"),
         (b'{"query": "x", "locale": "de_DE", "threshold": NaN}', "application/json", 422, "invalid-request", "finite"),

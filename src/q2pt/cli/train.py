@@ -289,6 +289,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from q2pt.diagnostics import format_type_table
     from q2pt.metrics import format_levels, format_table, to_jsonable
     from q2pt.models import load_model
+    from q2pt.overlap import training_overlap
 
     model = load_model(args.model)
     data_cfg = model.config.data  # cut product types as the model's training data was
@@ -305,7 +306,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         fallback_locale=args.fallback_locale, batch_size=args.batch_size, top_types=args.types, level=args.level,
     )
     result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
-    result["data"] = {"source": description, "n_queries": int(len(frame))}
+    overlap = training_overlap(model, frame)
+    result["data"] = {"source": description, "n_queries": int(len(frame)), "training_overlap": overlap}
+    if not overlap["checked"]:
+        log.info("whether these rows were in the model's training data is not checked: %s", overlap["reason"])
+    elif overlap["in_train"] or overlap["in_valid"]:
+        log.warning("%d of %d rows are in the model's training split and %d in its validation split: the figures "
+                    "on them are optimistic; evaluate on held-out rows (e.g. the test split)",
+                    overlap["in_train"], overlap["rows"], overlap["in_valid"])
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
         return 0

@@ -113,6 +113,11 @@ def _install_exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            return problem_response(ProblemDoc(
+                "unsupported-media-type", 415, f"the body is {media}: send JSON with 'Content-Type: application/json'",
+                instance=request.url.path))
         slug, problems = validation_problems(exc.errors())
         status = PROBLEM_TYPES[slug].status
         return problem_response(ProblemDoc(
@@ -438,7 +443,8 @@ def _identity(rt: Runtime) -> dict[str, Any]:
 _PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": PROBLEM_TYPES[slug].title + " (application/problem+json)",
              "content": {PROBLEM_CONTENT_TYPE: {"schema": {"type": "object"}}}}
-    for status, slug in ((400, "malformed-json"), (413, "payload-too-large"), (422, "invalid-request"), (503, "not-ready"))
+    for status, slug in ((400, "malformed-json"), (413, "payload-too-large"), (415, "unsupported-media-type"),
+                         (422, "invalid-request"), (503, "not-ready"))
 }
 
 

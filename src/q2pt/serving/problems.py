@@ -54,6 +54,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
                     "server was started without --fallback-locale."),
         ProblemType("payload-too-large", "Payload too large", 413,
                     "The request body is larger than the server accepts."),
+        ProblemType("unsupported-media-type", "Unsupported media type", 415,
+                    "A request body is JSON: send it with 'Content-Type: application/json'."),
         ProblemType("not-found", "Not found", 404, "No such resource."),
         ProblemType("method-not-allowed", "Method not allowed", 405,
                     "The resource does not support this HTTP method."),
