@@ -45,9 +45,12 @@ def test_unified_aware_gives_known_locales_their_token_and_unseen_none():
     scores = core.scores(["q", "q"], [de, xx])
     np.testing.assert_allclose(scores, [[0.15, 0.55, 0.95], [0.1, 0.5, 0.9]])
     assert core.threshold_for("de") == (0.3, "locale") and core.threshold_for(None) == (0.6, "global")
-    # calibration writes the global value for a locale without its own: that is the global threshold
-    assert threshold_of({"global": 0.6, "de": 0.6, "fr": 0.4}, "de") == (0.6, "global")
-    assert threshold_of({"global": 0.6, "de": 0.6, "fr": 0.4}, "fr") == (0.4, "locale")
+    # calibration writes the global value for a locale without its own; which locales have their own
+    # comes from its details (a one-locale model's own threshold is the global one's value)
+    both = {"global": 0.6, "de": 0.6, "fr": 0.4}
+    assert threshold_of(both, "de", own=["fr"]) == (0.6, "global") and threshold_of(both, "fr", own=["fr"])[1] == "locale"
+    assert threshold_of(both, "de", own=["de", "fr"]) == (0.6, "locale")
+    assert threshold_of(both, "de") == (0.6, "global") and threshold_of(both, "fr") == (0.4, "locale")  # no details
 
 
 def test_unified_agnostic_uses_the_locale_only_for_the_threshold():

@@ -162,6 +162,16 @@ def test_bad_rows_and_inputs_are_data_errors(tmp_path, model):
         streaming.stream_predict(model, path, tmp_path / "o4", workers=2, progress=False)
 
 
+def test_a_flat_model_refuses_a_depth_limit_before_writing(tmp_path, model, model_dir):
+    path = tmp_path / "in.parquet"
+    write_input(path, 5)
+    for m in (model, model_dir):  # a model, or its folder (read from the manifest)
+        out = tmp_path / f"out-{type(m).__name__}.parquet"
+        with pytest.raises(ConfigError, match="max_depth applies to hierarchical models"):
+            streaming.stream_predict(m, path, out, workers=0, progress=False, max_depth=1)
+        assert not out.exists() and not list(tmp_path.glob(f"{out.name}*parts*"))
+
+
 def test_worker_protocol_in_process(tmp_path, model_dir):
     """The worker loop itself (what each worker process runs), fed lines in memory."""
     path = tmp_path / "in.parquet"

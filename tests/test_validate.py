@@ -293,7 +293,7 @@ def test_a_path_with_an_empty_level_is_read_without_it_and_counted(tmp_path):
         {"query": "cup", "locale": "en_US", "product_types": ["home > kitchen > "]},
     )
     r = validate_dataset(make(tmp_path, train, ext="jsonl"))
-    found = {(p.row, p.severity, p.message.split(": read as ")[-1]) for p in only(r, "empty_level")}
+    found = {(p.row, p.severity, p.message.split(" reads it as ")[-1]) for p in only(r, "empty_level")}
     assert found == {(2, "warning", "'home > pans'"), (3, "warning", "'lids'"), (4, "warning", "'home > kitchen'")}
     assert r.ok
     assert has_empty_level("a>>b") and not has_empty_level("a > b") and not has_empty_level("plain")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -85,15 +85,19 @@ class Resolution:
 FLAT_MODEL_MAX_DEPTH = "max_depth applies to hierarchical models: this model's product types are flat (one level)"
 
 
-def threshold_of(thresholds: Mapping[str, float], locale_used: str | None) -> tuple[float, str]:
+def threshold_of(thresholds: Mapping[str, float], locale_used: str | None,
+                 own: Collection[str] | None = None) -> tuple[float, str]:
     """A locale's calibrated threshold and where it comes from: "locale" (its own) or
     "global" (the global one; 0.5 for a model without thresholds). Calibration writes every
     locale's entry, the global value for a locale without a threshold of its own (too few
-    positives, or its own never reached the target): such an entry is "global"."""
+    positives, or its own never reached the target): ``own``, the locales calibration gave
+    their own (:func:`q2pt.metrics.own_thresholds` of the manifest's details), says which;
+    without it (a model saved without details) an entry equal to the global one is "global"."""
     glob = float(thresholds.get("global", DEFAULT_THRESHOLD))
     if locale_used is not None and locale_used in thresholds:
-        own = float(thresholds[locale_used])
-        return own, "global" if own == glob else "locale"
+        value = float(thresholds[locale_used])
+        mine = locale_used in own if own is not None else value != glob
+        return value, "locale" if mine else "global"
     return glob, "global"
 
 
@@ -154,6 +158,8 @@ class InferenceCore:
             cut at the level's threshold, which does not count as reached (:meth:`reached`).
         thresholds_reached: per key of ``thresholds``, whether it reached the precision
             target on validation (None: all did); see :meth:`reached`.
+        own_thresholds: the locales calibration gave a threshold of their own (None: not
+            known; see :func:`threshold_of`).
     """
 
     def __init__(
@@ -173,6 +179,7 @@ class InferenceCore:
         level_thresholds: Mapping[str, Mapping[str, float | None]] | None = None,
         consistent: bool = True,
         thresholds_reached: Mapping[str, bool] | None = None,
+        own_thresholds: Collection[str] | None = None,
     ) -> None:
         if variant not in ("non-unified", "unified-agnostic", "unified-aware"):
             raise ModelLoadError(f"unknown variant {variant!r}")
@@ -183,6 +190,7 @@ class InferenceCore:
         self.thresholds = {str(k): float(v) for k, v in (thresholds or {}).items()}
         self.thresholds_reached = None if thresholds_reached is None else {
             str(k): bool(v) for k, v in thresholds_reached.items()}
+        self.own_thresholds = None if own_thresholds is None else frozenset(str(k) for k in own_thresholds)
         index = {c: i for i, c in enumerate(self.classes)}
         self.column_of = index  #: a label's column
         self.tree = tree
@@ -288,7 +296,7 @@ class InferenceCore:
     def threshold_for(self, locale_used: str | None) -> tuple[float, str]:
         """The calibrated threshold of a served locale and where it comes from (see
         :func:`threshold_of`)."""
-        return threshold_of(self.thresholds, locale_used)
+        return threshold_of(self.thresholds, locale_used, self.own_thresholds)
 
     def cuts(self, resolutions: Sequence[Resolution], threshold: float | None = None) -> np.ndarray:
         """Per query and type ``(n, len(classes))``: ``threshold``, or its served locale's

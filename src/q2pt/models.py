@@ -310,7 +310,15 @@ class Q2PTModel:
             network_labels=self.network_labels_, fallback_locale=fallback_locale,
             type_thresholds=self.type_thresholds_, tree=self.tree_, level_thresholds=self.level_thresholds_,
             consistent=self.config.model.tree_scores == "consistent", thresholds_reached=self.thresholds_reached_,
+            own_thresholds=self._own_thresholds(),
         )
+
+    def _own_thresholds(self) -> list[str] | None:
+        """The locales calibration gave a threshold of their own (None: a manifest without the details)."""
+        from q2pt.metrics import own_thresholds
+
+        details = (self.manifest or {}).get("threshold_details")
+        return own_thresholds(details) if isinstance(details, dict) and details else None
 
     def infer(
         self,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, Q2PTError, require
-from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
+from q2pt.inference import DEFAULT_BATCH_SIZE, FLAT_MODEL_MAX_DEPTH, check_threshold
 from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows, row_problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -187,7 +187,9 @@ def ray_predict(
     model_dir = Path(model_dir).resolve()
     from q2pt.models import load_model
 
-    load_model(model_dir)  # fail here, cleanly, rather than in every actor
+    model = load_model(model_dir)  # fail here, cleanly, rather than in every actor
+    if max_depth is not None and not flat and model.tree_ is None:
+        raise ConfigError(FLAT_MODEL_MAX_DEPTH)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"{output} exists and is not a folder")

@@ -388,7 +388,8 @@ def read_labelled_rows(
         table = read_table(path)
         layout = "file"
         if S.SPLIT in table.frame.columns:  # its old split is ignored: not checked, so a row without one is fine
-            given = sum(1 for v in table.frame[S.SPLIT].tolist() if v is not MISSING and isinstance(v, str) and v.strip())
+            given = sum(1 for v in table.frame[S.SPLIT].tolist()
+                        if not (v is MISSING or v is None or (isinstance(v, float) and v != v) or str(v).strip() == ""))
             table.frame = table.frame.drop(columns=[S.SPLIT])
             layout = (f"file with a split column (given in {given} of {len(table.frame)} rows; "
                       "ignored: the rows are split again)")

@@ -31,8 +31,8 @@ Warnings (the dataset loads; the report says what that means):
 ``duplicate_label``    a product type listed twice in one row (counted once)
 ``empty_level``        a path with an empty level (``a >  > b``, `` > b``, ``a > b > ``),
                        read without it
-``missing_weight``     a row without a weight where others have one: weight 1, the
-                       default of a file without the column
+``missing_weight``     a row without a weight (no value, null, NaN or an empty cell) where
+                       others have one: weight 1, the default of a file without the column
 ``unseen_label``       a product type in valid/test that never appears in train: those
                        (query, product type) pairs can never be predicted (counted)
 ``unseen_locale``      a locale in valid/test without train rows
@@ -529,7 +529,7 @@ def check_raw_dataset(
                     n, f, r = where.get(v.strip(), (0, table.file, int(table.rows[i])))
                     where[v.strip()] = (n + 1, f, r)
         rare = min(same, key=lambda loc: (where.get(loc, (0,))[0], loc))
-        n_rare, file_rare, row_rare = where.get(rare, (0, first_file, None))
+        _, file_rare, row_rare = where.get(rare, (0, first_file, None))
         shown = ", ".join(f"{loc} ({n} row{'' if n == 1 else 's'})" for loc in same
                           for n in [where.get(loc, (0,))[0]])
         problems.append(problem(
@@ -575,8 +575,8 @@ def _empty_level_checks(raw: RawDataset, checked: Mapping[str, "_Checked"], sep:
             for lab in labs or ():
                 if has_empty_level(lab, sep):
                     read = sep.join(split_path(lab, sep)) or lab.strip()
-                    out.append(problem("empty_level", table.file, int(table.rows[i]), S.LABELS,
-                                       f"product type {lab!r} has an empty level: read as {read!r}"[:160], "warning"))
+                    message = f"product type {lab!r} has an empty level: a tree or data.label_depth reads it as {read!r}"
+                    out.append(problem("empty_level", table.file, int(table.rows[i]), S.LABELS, message[:200], "warning"))
     return out
 
 

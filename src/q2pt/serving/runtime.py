@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from q2pt.errors import ConfigError, require
-from q2pt.inference import InferenceCore, Resolution, encoder_tokenizers, torch_forward
+from q2pt.inference import Resolution, torch_forward
 from q2pt.serving import onnx_export
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,13 +55,7 @@ class Runtime:
         self.fingerprint: str | None = model.fingerprint
         self.variant: str = model.variant
         self.encoder_spec: str = model.encoder
-        self.core = InferenceCore(
-            variant=model.variant, classes=model.classes_, locales=model.locales_, thresholds=model.thresholds_,
-            tokenizers=encoder_tokenizers(model.networks), forward=self._forward,
-            network_labels=model.network_labels_, fallback_locale=fallback_locale,
-            type_thresholds=model.type_thresholds_, tree=model.tree_, level_thresholds=model.level_thresholds_,
-            consistent=model.config.model.tree_scores == "consistent",
-        )
+        self.core = model.inference(fallback_locale, forward=self._forward)  # the model's core, this forward pass
 
     # the model's facts, as the core holds them
     @property

@@ -37,7 +37,7 @@ class PredictRequest(BaseModel):
     threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
                                     description="Override the calibrated decision threshold for the 'predicted' flag.")
     max_depth: int | None = Field(None, ge=1, le=100, description=(
-        "Hierarchical models: predict no type deeper than this level."))
+        "Hierarchical models: predict no type deeper than this level (a flat model answers 422)."))
     backoff: bool = Field(True, description=(
         "Hierarchical models: answer a confident parent when none of its children is confident (default); "
         "false: only bottom types (no child among the model's types, or max_depth)."))
