@@ -262,10 +262,11 @@ def fit_networks(
                                     seed=cfg.seed)
                 summaries[stage]["memory_queries"] = kept
             if hooks.is_main:
-                logger.info("query memory: %s training queries kept per network (model.memory_weight %g); the "
-                            "validation figures from here on blend it in, the per-epoch ones above did not",
-                            "/".join(str(s.get("memory_queries", 0)) for s in summaries.values()),
-                            config.model.memory_weight)
+                kept_all = [int(s.get("memory_queries", 0)) for s in summaries.values()]
+                logger.info("query memory (model.memory_weight %g): %s; the validation figures from here on blend "
+                            "it in, the per-epoch ones above did not", config.model.memory_weight,
+                            f"{kept_all[0]} training queries" if len(kept_all) == 1 else
+                            f"{min(kept_all)}-{max(kept_all)} training queries in each of {len(kept_all)} networks")
         for stage, n in added.items():
             summaries[stage]["name_examples"] = n
         for summary in summaries.values():
