@@ -97,7 +97,12 @@ def test_a_flat_model_refuses_a_depth_limit(aware):
         resp = aware.post(route, json=body)
         assert resp.status_code == 422 and resp.json()["field"] == "max_depth", resp.json()
         assert "flat" in resp.json()["detail"]
-    assert aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE"}).status_code == 200
+    resp = aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", "backoff": False})
+    assert resp.status_code == 422 and resp.json()["field"] == "backoff"
+    both = aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", "backoff": False, "max_depth": 1})
+    assert both.status_code == 422 and "max_depth and backoff false apply" in both.json()["detail"]
+    for fine in ({}, {"flat": True}, {"flat": True, "backoff": False}):  # a flat answer is what it gives anyway
+        assert aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", **fine}).status_code == 200
 
 
 def test_predict_default_and_clipped_top_k(aware):

@@ -39,12 +39,12 @@ __all__ = [
     "UNIFIED",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_THRESHOLD",
-    "FLAT_MODEL_MAX_DEPTH",
     "Inference",
     "InferenceCore",
     "Resolution",
     "TreeColumns",
     "check_threshold",
+    "flat_model_refusal",
     "select_types",
     "threshold_of",
     "tree_columns",
@@ -81,8 +81,17 @@ class Resolution:
     warning: str = ""
 
 
-#: why a flat model refuses a depth limit (prediction and serving say it alike)
-FLAT_MODEL_MAX_DEPTH = "max_depth applies to hierarchical models: this model's product types are flat (one level)"
+def flat_model_refusal(hierarchical: bool, max_depth: int | None, backoff: bool, flat: bool) -> str | None:
+    """Why a flat model refuses the options that only shape a hierarchical answer (a depth limit,
+    no back-off) rather than ignore them: prediction, streaming, Ray and serving say it alike.
+    None: nothing to refuse (a hierarchical model, or a flat answer asked for)."""
+    if hierarchical or flat:
+        return None
+    given = [name for name, on in (("max_depth", max_depth is not None), ("backoff false", not backoff)) if on]
+    if not given:
+        return None
+    return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to hierarchical models: "
+            "this model's product types are flat (one level)")
 
 
 def threshold_of(thresholds: Mapping[str, float], locale_used: str | None,
@@ -490,8 +499,9 @@ class Inference:
         if self.core.tree is None or flat:
             if max_depth is not None and self.core.tree is not None:
                 raise ConfigError("max_depth applies to hierarchical predictions (not with flat)")
-            if max_depth is not None:
-                raise ConfigError(FLAT_MODEL_MAX_DEPTH)
+            refused = flat_model_refusal(self.core.tree is not None, max_depth, backoff, flat)
+            if refused:
+                raise ConfigError(refused)
             return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
         paths = self.paths(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff)
         return [[(p["product_type"], p["score"]) for p in row] for row in paths]

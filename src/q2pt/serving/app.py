@@ -60,7 +60,7 @@ import numpy as np
 from q2pt import __version__
 from q2pt.data.schema import has_bad_text
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, Q2PTError, UnknownLocaleError, require
-from q2pt.inference import FLAT_MODEL_MAX_DEPTH, Resolution, select_types
+from q2pt.inference import Resolution, flat_model_refusal, select_types
 from q2pt.model_card import MODEL_CARD, render_model_card
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher
 from q2pt.serving.problems import (
@@ -359,9 +359,12 @@ class _Service:
 
     @staticmethod
     def check_depth(rt: Runtime, req: Any) -> None:
-        """A depth limit is for a hierarchical model: a flat one refuses it rather than ignore it."""
-        if rt.core.tree is None and getattr(req, "max_depth", None) is not None:
-            raise RequestError(FLAT_MODEL_MAX_DEPTH, field="max_depth")
+        """A depth limit and no back-off are for a hierarchical model: a flat one refuses them
+        rather than ignore them."""
+        max_depth, backoff = getattr(req, "max_depth", None), getattr(req, "backoff", True)
+        refused = flat_model_refusal(rt.core.tree is not None, max_depth, backoff, getattr(req, "flat", False))
+        if refused:
+            raise RequestError(refused, field="max_depth" if max_depth is not None else "backoff")
 
     def top_k(self, rt: Runtime, top_k: int | None) -> int:
         return min(top_k if top_k is not None else self.settings.default_top_k, len(rt.classes))

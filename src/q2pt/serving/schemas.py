@@ -40,7 +40,7 @@ class PredictRequest(BaseModel):
         "Hierarchical models: predict no type deeper than this level (a flat model answers 422)."))
     backoff: bool = Field(True, description=(
         "Hierarchical models: answer a confident parent when none of its children is confident (default); "
-        "false: only bottom types (no child among the model's types, or max_depth)."))
+        "false: only bottom types (no child among the model's types, or max_depth; a flat model answers 422)."))
     flat: bool = Field(False, description=(
         "Hierarchical models: 'predicted' lists every type over its threshold, ancestors included."))
 
