@@ -1,11 +1,10 @@
 """Whether the rows a model is evaluated on were in its own training data.
 
-A model scores the queries it was trained on far better than new ones (on the real dev set a
-model that scores 0.36 on its test split scores over 0.9 on the file its splits came from), so
-``q2pt evaluate`` says when the rows overlap the model's training or validation split. The
-model folder does not keep its training queries: the check reads the dataset the model's config
-names (``data.path``) and uses it only when its fingerprint is the one the manifest recorded
-(the same rows, cut the same way); otherwise it says it could not check.
+A model scores the queries it was trained on far better than new ones, so ``q2pt evaluate``
+says when the rows overlap the model's training or validation split. The model folder does not
+keep its training queries: the check reads the dataset the model's config names (``data.path``)
+and uses it only when its fingerprint is the one the manifest recorded (the same rows, cut the
+same way); otherwise it says it could not check.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from q2pt.models import Q2PTModel
 
 __all__ = ["training_overlap"]
-
-logger = logging.getLogger(__name__)
 
 
 def _keys(frame: "pd.DataFrame") -> "pd.Series":

@@ -373,8 +373,8 @@ def read_labelled_rows(
 
     Returns (frame, info with ``source``, ``layout``, ``files`` {name: sha256}). Bad rows
     raise a DataError naming every problem's file, row and field."""
-    from .io import MISSING, one_table_dataset, read_raw_dataset, read_table
-    from .validate import check_raw_dataset
+    from .io import one_table_dataset, read_raw_dataset, read_table
+    from .validate import check_raw_dataset, is_absent
 
     if max_query_chars < 1:
         raise ConfigError(f"--max-query-chars must be at least 1, got {max_query_chars}")
@@ -388,8 +388,7 @@ def read_labelled_rows(
         table = read_table(path)
         layout = "file"
         if S.SPLIT in table.frame.columns:  # its old split is ignored: not checked, so a row without one is fine
-            given = sum(1 for v in table.frame[S.SPLIT].tolist()
-                        if not (v is MISSING or v is None or (isinstance(v, float) and v != v) or str(v).strip() == ""))
+            given = sum(1 for v in table.frame[S.SPLIT].tolist() if not is_absent(v))
             table.frame = table.frame.drop(columns=[S.SPLIT])
             layout = (f"file with a split column (given in {given} of {len(table.frame)} rows; "
                       "ignored: the rows are split again)")

@@ -166,6 +166,11 @@ def _is_missing(v: Any) -> bool:
     return v is MISSING or v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def is_absent(v: Any) -> bool:
+    """A cell without a value: missing, null, NaN, or a blank string (an empty CSV cell)."""
+    return _is_missing(v) or (isinstance(v, str) and not v.strip())
+
+
 def _type_name(v: Any) -> str:
     return "a string" if isinstance(v, str) else f"{type(v).__name__} {v!r}"[:60]
 
@@ -324,7 +329,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
                 dtype=np.float64,
             )
         # a row without a value where other rows have one gets the default of a file without the column
-        absent = np.array([_is_missing(v) or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
+        absent = np.array([is_absent(v) for v in values], dtype=bool)
         for row in np.flatnonzero(absent):
             add("missing_weight", int(row), S.WEIGHT, "no weight: weight 1 (the default)", "warning")
         parsed = np.where(absent, 1.0, parsed)

@@ -358,7 +358,7 @@ class _Service:
             raise RequestError(str(exc), field=field, slug="unknown-locale") from None
 
     @staticmethod
-    def check_depth(rt: Runtime, req: Any) -> None:
+    def check_flat_model(rt: Runtime, req: Any) -> None:
         """A depth limit and no back-off are for a hierarchical model: a flat one refuses them
         rather than ignore them."""
         max_depth, backoff = getattr(req, "max_depth", None), getattr(req, "backoff", True)
@@ -558,7 +558,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         query = service.check_query(req.query, "query", problems)
         if problems:
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
-        service.check_depth(rt, req)
+        service.check_flat_model(rt, req)
         res = service.resolve(rt, req.locale, "locale")
         if service.batcher is not None:
             row = await service.batcher.submit((rt, query, res))
@@ -581,7 +581,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         queries = [service.check_query(item.query, f"queries[{i}].query", problems) for i, item in enumerate(req.queries)]
         if problems:
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
-        service.check_depth(rt, req)
+        service.check_flat_model(rt, req)
         resolutions = [service.resolve(rt, item.locale, f"queries[{i}].locale") for i, item in enumerate(req.queries)]
         assert service.executor is not None
         probs = await service.executor.run(rt.predict, queries, resolutions)
