@@ -222,8 +222,25 @@ def test_predict_file_skips_blank_lines_and_says_so(models, tmp_path, capsys):
     assert code == 0 and "2 blank lines skipped" in err and "wrote 2 predictions" in err
     assert [r["query"] for r in pd.read_json(out, lines=True).to_dict("records")] == ["red shoes", "big couch"]
     inp.write_text('{"query": "red shoes", "locale": "en_US"}\n{not json\n', encoding="utf-8")
-    assert main(["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(out)]) == 2
+    assert main(["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(out),
+                 "--overwrite"]) == 2
     assert "row 2" in capsys.readouterr().err  # a malformed row is still refused
+
+
+def test_predict_does_not_replace_an_existing_out_file_unless_told(models, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"query": "red shoes", "locale": "en_US"}\n', encoding="utf-8")
+    out = tmp_path / "out.csv"
+    out.write_text("earlier work\n", encoding="utf-8")
+    args = ["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "exists: pass --overwrite" in err and out.read_text(encoding="utf-8") == "earlier work\n"
+    assert main([*args, "--overwrite", "-q"]) == 0
+    assert pd.read_csv(out)["query"].tolist() == ["red shoes"]
+    # QUERY arguments print their predictions: an --out beside them would be ignored, so it is refused
+    assert main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "--out", str(out), "x"]) == 2
+    assert "--out writes the predictions of --input" in capsys.readouterr().err
 
 
 def test_a_flat_model_refuses_a_depth_limit_on_the_command_line(models, tmp_path, capsys):

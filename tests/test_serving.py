@@ -101,8 +101,11 @@ def test_a_flat_model_refuses_a_depth_limit(aware):
     assert resp.status_code == 422 and resp.json()["field"] == "backoff"
     both = aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", "backoff": False, "max_depth": 1})
     assert both.status_code == 422 and "max_depth and backoff false apply" in both.json()["detail"]
-    for fine in ({}, {"flat": True}, {"flat": True, "backoff": False}):  # a flat answer is what it gives anyway
+    for fine in ({}, {"flat": True}):  # a flat answer is what it gives anyway
         assert aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", **fine}).status_code == 200
+    # flat with backoff false is refused for every model, as `q2pt predict --flat --no-backoff` is
+    resp = aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", "flat": True, "backoff": False})
+    assert resp.status_code == 422 and "not with flat" in resp.text
 
 
 def test_predict_default_and_clipped_top_k(aware):

@@ -262,6 +262,15 @@ def test_a_split_column_in_some_rows_is_ignored_not_an_error_in_the_others(tmp_p
     assert report["rows_in"] == len(df) + 1
     assert "given in 2 of 101 rows" in report["source_layout"] and "ignored" in report["source_layout"]
     assert validate_dataset(tmp_path / "o").ok
+    # a directory whose train file has the column in some rows only: pooled and split again too
+    d = tmp_path / "dir"
+    d.mkdir()
+    for name, part in (("train", df.iloc[:80]), ("valid", df.iloc[80:90]), ("test", df.iloc[90:])):
+        with open(d / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for i, rec in enumerate(part.to_dict("records")):
+                fh.write(json.dumps({**rec, "split": name} if i == 0 and name == "train" else rec) + "\n")
+    report = split_file(d, tmp_path / "o2", seed=0)
+    assert report["rows_in"] == len(df) and validate_dataset(tmp_path / "o2").ok
 
 
 def test_the_text_report_gives_the_source_warnings(tmp_path):

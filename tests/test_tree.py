@@ -290,8 +290,10 @@ def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
             top = client.post("/v1/predict", json={**query, "max_depth": 1}).json()
             assert top["predicted"] == ["electronics"]
             for route, body in (("/v1/predict", {**query, "flat": True, "max_depth": 1}),
-                                ("/v1/predict/batch", {"queries": [query], "flat": True, "max_depth": 1})):
-                refused = client.post(route, json=body)  # max_depth would be ignored with flat
+                                ("/v1/predict/batch", {"queries": [query], "flat": True, "max_depth": 1}),
+                                ("/v1/predict", {**query, "flat": True, "backoff": False}),
+                                ("/v1/predict/batch", {"queries": [query], "flat": True, "backoff": False})):
+                refused = client.post(route, json=body)  # max_depth, backoff false would be ignored with flat
                 assert refused.status_code == 422 and "not with flat" in refused.text, refused.text
     assert [p["score"] for p in answers["onnx"]["paths"]] == pytest.approx(
         [p["score"] for p in answers["torch"]["paths"]], abs=1e-4)

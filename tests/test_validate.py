@@ -167,6 +167,21 @@ def test_a_weight_in_some_rows_only_leaves_the_others_at_the_default(tmp_path):
     assert {(p.kind, p.row) for p in r.problems if p.file.endswith("train.csv")} == {
         ("missing_weight", 2), ("missing_weight", 3)}
     assert r.ok
+    # a CSV cell spelled as pandas and R write "no value" is absent too; other text is not a weight
+    csv = HEADER + ",weight\nred shoes,en_US,shoes,2\nlamp,en_US,lamp,NA\nhat,en_US,hat,nan\ncap,en_US,hat,lots\n"
+    r = validate_dataset(make(tmp_path, csv, name="na"))
+    assert {(p.kind, p.row) for p in r.problems if p.file.endswith("train.csv")} == {
+        ("missing_weight", 2), ("missing_weight", 3), ("bad_weight", 4)}
+
+
+def test_a_split_column_in_a_directorys_files_may_leave_rows_without_a_value(tmp_path):
+    # the file names the split: a row without a value is in it, a row naming another split is an error
+    train = HEADER + ",split\nred shoes,en_US,shoes,train\nlamp,en_US,lamp,\nhat,en_US,hat,valid\n"
+    r = validate_dataset(make(tmp_path, train))
+    assert {(p.kind, p.row) for p in r.problems if p.kind == "bad_split"} == {("bad_split", 3)}
+    ok = HEADER + ",split\nred shoes,en_US,shoes,train\nlamp,en_US,lamp,\nhat,en_US,hat,\n"
+    r = validate_dataset(make(tmp_path, ok, name="ok"))
+    assert not [p for p in r.problems if p.kind == "bad_split"] and r.summary["rows"]["train"] == 3
 
 
 def test_leakage_is_an_error_with_both_rows(tmp_path):

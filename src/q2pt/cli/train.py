@@ -153,7 +153,8 @@ def register(subparsers: Any) -> None:
         help=THREADS_HELP + "; with --stream it applies to --workers 0 (each worker process uses one thread)",
     )
     r.add_argument("--resume", action="store_true", help="--stream: finish an interrupted run into OUTPUT")
-    r.add_argument("--overwrite", action="store_true", help="--stream: discard an earlier run in OUTPUT")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out FILE (--stream: discard an earlier run in OUTPUT)")
     # --- end scale-out ---
     r.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     r.set_defaults(func=cmd_predict)
@@ -348,6 +349,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("--input needs --out FILE")
     if not args.input and not args.queries:
         raise ConfigError("nothing to predict: give QUERY arguments with --locale, or --input FILE --out FILE")
+    if args.queries and args.out:
+        raise ConfigError("--out writes the predictions of --input FILE; QUERY arguments print theirs (--json: JSON lines)")
     if args.queries and not args.locale:
         raise ConfigError("--locale LOCALE is needed with QUERY arguments")
     if args.top_k is not None and args.top_k < 1:
@@ -365,9 +368,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         check_writable(args.out, "predictions")
     # --- scale-out: streaming prediction (q2pt.streaming) ---
-    streaming = args.stream or args.resume or args.overwrite or args.workers is not None
+    streaming = args.stream or args.resume or args.workers is not None
     if streaming and not args.input:
-        raise ConfigError("--stream (--workers, --resume, --overwrite) needs --input FILE.parquet --out OUT")
+        raise ConfigError("--stream (--workers, --resume) needs --input FILE.parquet --out OUT")
+    if not streaming and args.out and Path(args.out).exists() and not args.overwrite:
+        raise ConfigError(f"{args.out} exists: pass --overwrite to replace it")
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict

@@ -60,6 +60,20 @@ class _Missing:
 
 MISSING = _Missing()
 
+#: how a CSV/TSV cell spells "no value" in the tables pandas writes and reads (``to_csv`` of a
+#: NaN gives an empty cell; R and others write NA): a numeric cell (a weight) spelled so is absent
+CSV_NA_SPELLINGS = frozenset({"na", "n/a", "nan", "null", "none", "<na>", "-nan", "#n/a"})
+
+
+def is_missing(v: Any) -> bool:
+    """A field without a value: not in the row (JSONL), null, or NaN."""
+    return v is MISSING or v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def is_absent(v: Any) -> bool:
+    """A cell without a value: missing, null, NaN, or a blank string (an empty CSV cell)."""
+    return is_missing(v) or (isinstance(v, str) and not v.strip())
+
 
 def _mark_bad_bytes(err: UnicodeError) -> tuple[str, int]:
     assert isinstance(err, UnicodeDecodeError)  # registered for decoding only
@@ -335,7 +349,8 @@ def read_raw_dataset(path: str | Path) -> RawDataset:
             table.problems = []
             if S.SPLIT in table.frame.columns:
                 col = table.frame[S.SPLIT]
-                bad = np.flatnonzero([v != split for v in col.tolist()])
+                # a row without a value is in its file's split; one naming another split is an error
+                bad = np.flatnonzero([v != split and not is_absent(v) for v in col.tolist()])
                 problems.extend(
                     problem(
                         "bad_split", table.file, int(table.rows[i]), S.SPLIT,

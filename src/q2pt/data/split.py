@@ -373,8 +373,8 @@ def read_labelled_rows(
 
     Returns (frame, info with ``source``, ``layout``, ``files`` {name: sha256}). Bad rows
     raise a DataError naming every problem's file, row and field."""
-    from .io import one_table_dataset, read_raw_dataset, read_table
-    from .validate import check_raw_dataset, is_absent
+    from .io import is_absent, one_table_dataset, read_raw_dataset, read_table
+    from .validate import check_raw_dataset
 
     if max_query_chars < 1:
         raise ConfigError(f"--max-query-chars must be at least 1, got {max_query_chars}")

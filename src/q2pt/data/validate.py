@@ -31,8 +31,9 @@ Warnings (the dataset loads; the report says what that means):
 ``duplicate_label``    a product type listed twice in one row (counted once)
 ``empty_level``        a path with an empty level (``a >  > b``, `` > b``, ``a > b > ``),
                        read without it
-``missing_weight``     a row without a weight (no value, null, NaN or an empty cell) where
-                       others have one: weight 1, the default of a file without the column
+``missing_weight``     a row without a weight (no value, null, NaN, an empty cell, or in
+                       CSV/TSV a cell spelled NA, nan, null...) where others have one:
+                       weight 1, the default of a file without the column
 ``unseen_label``       a product type in valid/test that never appears in train: those
                        (query, product type) pairs can never be predicted (counted)
 ``unseen_locale``      a locale in valid/test without train rows
@@ -45,7 +46,6 @@ is the line number; for Parquet the row index + 1).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +57,7 @@ import pandas as pd
 from q2pt.errors import DataError
 
 from . import schema as S
-from .io import MISSING, RawDataset, RawTable, read_raw_dataset
+from .io import CSV_NA_SPELLINGS, MISSING, RawDataset, RawTable, is_absent, is_missing, read_raw_dataset
 from .labels import has_empty_level, split_path
 from .schema import DataProblem, problem
 from .tree import LabelTree
@@ -162,15 +162,6 @@ class ValidationReport:
 
 
 # --------------------------------------------------------------------------- row checks
-def _is_missing(v: Any) -> bool:
-    return v is MISSING or v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def is_absent(v: Any) -> bool:
-    """A cell without a value: missing, null, NaN, or a blank string (an empty CSV cell)."""
-    return _is_missing(v) or (isinstance(v, str) and not v.strip())
-
-
 def _type_name(v: Any) -> str:
     return "a string" if isinstance(v, str) else f"{type(v).__name__} {v!r}"[:60]
 
@@ -232,7 +223,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
         for i, v in enumerate(queries):
             if type(v) is str and len(v) <= max_query_chars and v.strip() and not bad_text(v):
                 q_ok[i] = True  # the fast path of S.query_problem
-            elif _is_missing(v):
+            elif is_missing(v):
                 add("missing_value", i, S.QUERY, "no query")
             elif not isinstance(v, str):
                 add("wrong_type", i, S.QUERY, f"query must be a string, got {_type_name(v)}")
@@ -261,7 +252,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
                     l_ok[i] = True
                 else:
                     add(bad[0], i, S.LOCALE, bad[1])
-            elif _is_missing(v):
+            elif is_missing(v):
                 add("missing_value", i, S.LOCALE, "no locale")
             else:
                 add("wrong_type", i, S.LOCALE, f"locale must be a string id, got {_type_name(v)}")
@@ -279,7 +270,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
                 items = v
             elif isinstance(v, (list, tuple, np.ndarray)):
                 items = list(v)
-            elif _is_missing(v):
+            elif is_missing(v):
                 add("missing_value", i, S.LABELS, "no product_types")
                 continue
             else:
@@ -330,6 +321,8 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
             )
         # a row without a value where other rows have one gets the default of a file without the column
         absent = np.array([is_absent(v) for v in values], dtype=bool)
+        if table.fmt in ("csv", "tsv"):  # NA, nan, null...: how tables written by pandas or R say "no value"
+            absent |= np.array([isinstance(v, str) and v.strip().lower() in CSV_NA_SPELLINGS for v in values], dtype=bool)
         for row in np.flatnonzero(absent):
             add("missing_weight", int(row), S.WEIGHT, "no weight: weight 1 (the default)", "warning")
         parsed = np.where(absent, 1.0, parsed)

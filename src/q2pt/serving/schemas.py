@@ -15,10 +15,13 @@ _STRICT = ConfigDict(extra="forbid")
 
 
 def _no_depth_when_flat(req: Any) -> Any:
-    """``max_depth`` applies to hierarchical answers: with ``flat`` it would be ignored, so the
-    pair is refused (as ``q2pt predict`` refuses it) rather than accepted silently."""
+    """``max_depth`` and ``backoff: false`` shape a hierarchical answer: with ``flat`` they would
+    be ignored, so they are refused (as ``q2pt predict`` refuses them) rather than accepted
+    silently."""
     if req.flat and req.max_depth is not None:
         raise ValueError("max_depth applies to hierarchical predictions (not with flat)")
+    if req.flat and not req.backoff:
+        raise ValueError("backoff false applies to hierarchical predictions (not with flat)")
     return req
 
 
