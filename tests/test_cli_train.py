@@ -227,6 +227,18 @@ def test_predict_file_skips_blank_lines_and_says_so(models, tmp_path, capsys):
     assert "row 2" in capsys.readouterr().err  # a malformed row is still refused
 
 
+def test_predict_to_csv_keeps_a_product_types_column_as_read_and_never_writes_over_its_input(models, tmp_path, capsys):
+    inp = tmp_path / "labelled.csv"
+    inp.write_text('query,locale,product_types\n"shoes, red",en_US,shoes|sneakers\ntv,en_US,tv\n', encoding="utf-8")
+    out = tmp_path / "out.tsv"
+    assert main(["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(out), "-q"]) == 0
+    assert pd.read_csv(out, sep="\t")["product_types"].tolist() == ["shoes|sneakers", "tv"]  # not s|h|o|e|s...
+    before = inp.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["predict", "--model", str(models["unified-aware"]), "--input", str(inp), "--out", str(inp), *extra]) == 2
+        assert "is the input file" in capsys.readouterr().err and inp.read_bytes() == before
+
+
 def test_predict_does_not_replace_an_existing_out_file_unless_told(models, tmp_path, capsys):
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"query": "red shoes", "locale": "en_US"}\n', encoding="utf-8")

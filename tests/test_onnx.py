@@ -152,6 +152,14 @@ def test_export_cli(aware_dir, nonunified_dir, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "nu").glob("*.onnx")) == ["de_DE.onnx", "en_US.onnx", "fr_FR.onnx"]
     assert main(["export", "onnx", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x.onnx")]) == 3
     assert "does not exist" in capsys.readouterr().err
+    # an existing OUT (a file, a folder of an earlier export) is replaced only when told
+    (tmp_path / "data.jsonl").write_text("the user's data\n", encoding="utf-8")
+    for out in ("data.jsonl", "nu"):
+        assert main(["export", "onnx", "--model", str(aware_dir), "--out", str(tmp_path / out), "--no-verify"]) == 2
+        assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "data.jsonl").read_text(encoding="utf-8") == "the user's data\n"
+    assert main(["export", "onnx", "--model", str(aware_dir), "--out", str(tmp_path / "m.onnx"), "--no-verify",
+                 "--overwrite", "-q"]) == 0
 
 
 def test_export_cli_measures_the_int8_cost(aware_dir, tmp_path, capsys):
@@ -164,7 +172,7 @@ def test_export_cli_measures_the_int8_cost(aware_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "R@P80 on the test split (150 queries)" in out
     assert "| torch |" in out and "| onnx-fp32 |" in out and "| onnx-int8 |" in out
-    assert main([*argv, "--json"]) == 0
+    assert main([*argv, "--json", "--overwrite"]) == 0
     cost = json.loads(capsys.readouterr().out)
     runs = cost["runtimes"]
     assert runs["onnx-fp32"]["global"] == pytest.approx(runs["torch"]["global"])

@@ -123,6 +123,12 @@ def test_resume_after_an_interruption_skips_finished_parts(tmp_path, model):
     assert sorted(p.name for p in out.glob("part-*")) == [f"part-{k:06d}.parquet" for k in range(3)]
     with pytest.raises(ConfigError, match="resume"):  # neither resume nor overwrite
         streaming.stream_predict(model, path, out, chunk_size=60, workers=0, progress=False)
+    text_input = tmp_path / "rows.jsonl"
+    text_input.write_text('{"query": "a", "locale": "en_US"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="streaming prediction reads Parquet"):
+        streaming.stream_predict(model, text_input, tmp_path / "o", workers=0, progress=False)
+    with pytest.raises(ConfigError, match="is the input file"):  # never over the input, overwrite or not
+        streaming.stream_predict(model, path, path, chunk_size=60, workers=0, progress=False, overwrite=True)
     with pytest.raises(ConfigError, match="chunk_size"):  # a resume must be the same run
         streaming.stream_predict(model, path, out, chunk_size=50, workers=0, progress=False, resume=True)
 

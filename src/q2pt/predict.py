@@ -208,6 +208,15 @@ def predict_frame(
     return out
 
 
+def check_output_is_not_input(input_path: str | Path, output_path: str | Path) -> None:
+    """ConfigError when the predictions would be written over the file they are read from
+    (``--overwrite`` or not: the input is the user's data)."""
+    from q2pt.errors import ConfigError
+
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise ConfigError(f"{output_path} is the input file: write the predictions to another path")
+
+
 def predict_file(
     model: "Q2PTModel",
     input_path: str | Path,
@@ -233,6 +242,7 @@ def predict_file(
 
     from q2pt.data.io import MISSING, detect_format, read_table, write_table
 
+    check_output_is_not_input(input_path, output_path)
     out_fmt = detect_format(output_path)  # fail early on a bad output extension
     table = read_table(input_path)
     errors = [p for p in table.problems if p.severity == "error"]

@@ -52,7 +52,16 @@ from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold, flat_model_refusal
 from q2pt.io import atomic_path, write_json
-from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows, row_problems
+from q2pt.predict import (
+    NOTE,
+    PATH_COLUMNS,
+    SCORES,
+    TYPES,
+    arrow_fields,
+    check_output_is_not_input,
+    predict_rows,
+    row_problems,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -148,6 +157,9 @@ def _open_input(path: str | Path) -> _Input:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    if path.suffix.lower() in (".jsonl", ".csv", ".tsv"):
+        raise DataError(f"{path}: streaming prediction reads Parquet files (row groups); "
+                        "predict a JSONL/CSV/TSV file without --stream, or convert it to Parquet")
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types
@@ -423,6 +435,7 @@ def stream_predict(
         raise ConfigError("resume and overwrite exclude each other")
     check_threshold(threshold)
     output = Path(output)
+    check_output_is_not_input(input_path, output)
     merged_out = output.suffix.lower() == ".parquet"
     parts_dir = parts_folder(output)
     model_dir = None if not isinstance(model, (str, Path)) else str(Path(model).resolve())

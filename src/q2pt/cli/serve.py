@@ -108,6 +108,7 @@ def register(subparsers: Any) -> None:
     )
     o.add_argument("--model", required=True, metavar="MODEL_DIR")
     o.add_argument("--out", required=True, metavar="OUT", help="ONNX file (unified) or folder (non-unified)")
+    o.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     o.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization (onnxruntime.quantization)")
     o.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     o.add_argument("--evaluate", action="store_true",
@@ -273,6 +274,9 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from q2pt.serving.onnx_export import evaluate_exports, export_onnx, export_target, format_evaluation
 
     check_writable(args.out, "ONNX export")
+    out = Path(args.out)
+    if not args.overwrite and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
+        raise ConfigError(f"{out} exists: pass --overwrite to replace it")
     model = load_model(args.model)
     result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify)
     size = sum(result.sizes.values())

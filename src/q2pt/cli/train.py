@@ -351,6 +351,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to predict: give QUERY arguments with --locale, or --input FILE --out FILE")
     if args.queries and args.out:
         raise ConfigError("--out writes the predictions of --input FILE; QUERY arguments print theirs (--json: JSON lines)")
+    if args.input:
+        from q2pt.predict import check_output_is_not_input
+
+        check_output_is_not_input(args.input, args.out)
     if args.queries and not args.locale:
         raise ConfigError("--locale LOCALE is needed with QUERY arguments")
     if args.top_k is not None and args.top_k < 1:

@@ -435,8 +435,9 @@ def _write_parquet(df: pd.DataFrame, target: Path) -> None:
 
 def _write_delimited(df: pd.DataFrame, target: Path, sep: str) -> None:
     out = df.copy()
-    if S.LABELS in out.columns:
-        out[S.LABELS] = [S.join_labels(v) for v in out[S.LABELS].tolist()]
+    if S.LABELS in out.columns:  # lists joined; a cell that is text already (read from CSV) is written as read
+        out[S.LABELS] = [v if isinstance(v, str) or not isinstance(v, (list, tuple, np.ndarray)) else S.join_labels(v)
+                         for v in out[S.LABELS].tolist()]
     out.to_csv(target, sep=sep, index=False, lineterminator="\n", encoding="utf-8")
 
 
