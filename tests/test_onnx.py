@@ -135,6 +135,17 @@ def test_onnx_files_of_another_model_or_broken_are_refused(aware_dir, aware_expo
     (tmp_path / "wrong.onnx").write_bytes(nu.files["de_DE"].read_bytes())
     with pytest.raises(ModelLoadError, match="different model"):
         load_runtime(aware_dir, "onnx", onnx_path=tmp_path / "wrong.onnx")
+    # a retrained model keeps the labels: the export of the one before it is refused by fingerprint
+    import shutil
+
+    retrained = tmp_path / "retrained"
+    shutil.copytree(aware_dir, retrained)
+    manifest = json.loads((retrained / "manifest.json").read_text(encoding="utf-8"))
+    manifest["thresholds"] = {k: min(1.0, v + 0.01) for k, v in manifest["thresholds"].items()}
+    (retrained / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="different model .fingerprint"):
+        load_runtime(retrained, "onnx", onnx_path=result.path)
+    assert load_runtime(aware_dir, "onnx", onnx_path=result.path).name == "onnx"  # its own model's export is served
     with pytest.raises(ConfigError, match="--runtime onnx"):
         load_runtime(aware_dir, "torch", onnx_path=result.path)
     with pytest.raises(ConfigError, match="quantiz"):

@@ -122,8 +122,11 @@ def export_target(folder: str | os.PathLike, variant: str) -> Path:
     return Path(folder) / (UNIFIED_FILE if variant != "non-unified" else "onnx")
 
 
-def check_metadata(meta: Mapping[str, str], file: str | os.PathLike, labels: Sequence[str]) -> None:
-    """Refuse an ONNX file that was not exported by q2pt from a model with these labels."""
+def check_metadata(meta: Mapping[str, str], file: str | os.PathLike, labels: Sequence[str],
+                   fingerprint: str | None = None) -> None:
+    """Refuse an ONNX file that was not exported by q2pt from a model with these labels, or
+    (where both the file and the model have one) from a model with another fingerprint: a
+    weekly retrain keeps the labels, and its scores would be served under the new thresholds."""
     if "q2pt.labels" not in meta:
         raise ModelLoadError(f"{file}: not a q2pt ONNX export (no q2pt.labels metadata)")
     if str(meta.get("q2pt.format", "")) > FORMAT_VERSION:
@@ -134,6 +137,10 @@ def check_metadata(meta: Mapping[str, str], file: str | os.PathLike, labels: Seq
         raise ModelLoadError(f"{file}: corrupt q2pt.labels metadata: {exc}") from exc
     if list(stored) != list(labels):
         raise ModelLoadError(f"{file}: exported from a different model (its labels differ from the model's)")
+    exported_from = meta.get("q2pt.model_fingerprint")
+    if exported_from and fingerprint and exported_from != fingerprint:
+        raise ModelLoadError(f"{file}: exported from a different model (fingerprint {exported_from[:12]}, this model "
+                             f"{fingerprint[:12]}); export this model again ('q2pt export onnx')")
 
 
 def _safe_name(key: str) -> str:
@@ -180,7 +187,7 @@ def load_sessions(model: "Q2PTModel", path: str | os.PathLike, *, threads: int |
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"cannot load ONNX file {file}: {exc}") from exc
         meta = dict(sess.get_modelmeta().custom_metadata_map)
-        check_metadata(meta, file, model.labels_of(key))
+        check_metadata(meta, file, model.labels_of(key), model.fingerprint)
         out.sessions[key], out.inputs[key], out.meta[key] = sess, [i.name for i in sess.get_inputs()], meta
     return out
 
@@ -319,6 +326,8 @@ def _export_network(
         "q2pt.inputs": json.dumps(names),
         "q2pt.encoder": str(getattr(encoder, "spec", encoder.kind)),
     }
+    if model.fingerprint:  # the model folder it was exported from (absent: a model never saved)
+        meta["q2pt.model_fingerprint"] = model.fingerprint
     if quantize:
         meta["q2pt.quantize"] = quantize
     if model.tree_ is not None:  # what a reader of the file alone needs to give paths as q2pt does
