@@ -289,6 +289,9 @@ def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
             assert flat["paths"] is None
             top = client.post("/v1/predict", json={**query, "max_depth": 1}).json()
             assert top["predicted"] == ["electronics"]
+            # top_k caps the paths as it caps a flat model's predicted types (and `q2pt predict --top-k`)
+            many = client.post("/v1/predict", json={**query, "threshold": 0.0, "top_k": 2}).json()
+            assert len(many["paths"]) == len(many["predicted"]) == 2, many["predicted"]
             for route, body in (("/v1/predict", {**query, "flat": True, "max_depth": 1}),
                                 ("/v1/predict/batch", {"queries": [query], "flat": True, "max_depth": 1}),
                                 ("/v1/predict", {**query, "flat": True, "backoff": False}),

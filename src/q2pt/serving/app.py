@@ -385,7 +385,7 @@ class _Service:
         predicted = [item["product_type"] for item in types if item["predicted"]]
         paths = None
         if rt.core.tree is not None and not getattr(req, "flat", False):
-            paths = rt.core.select_paths(row[None, :], [res], threshold=threshold,
+            paths = rt.core.select_paths(row[None, :], [res], threshold=threshold, top_k=top_k,
                                          max_depth=getattr(req, "max_depth", None),
                                          backoff=getattr(req, "backoff", True))[0]
             predicted = [p["product_type"] for p in paths]

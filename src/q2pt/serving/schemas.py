@@ -36,7 +36,8 @@ class PredictRequest(BaseModel):
     query: str = Field(..., description="The search query as typed (1 to max_query_chars characters after trimming).")
     locale: str = Field(..., min_length=1, max_length=64, description="Store locale id, e.g. 'de_DE'.")
     top_k: int | None = Field(None, ge=1, le=10_000, description=(
-        "Return the k highest-scoring product types (default: the server's default_top_k; capped at the number of types)."))
+        "Return the k highest-scoring product types (default: the server's default_top_k; capped at the number of types); "
+        "'predicted' (and a hierarchical model's 'paths') holds at most k types too."))
     threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
                                     description="Override the calibrated decision threshold for the 'predicted' flag.")
     max_depth: int | None = Field(None, ge=1, le=100, description=(
