@@ -89,6 +89,11 @@ def test_train_rejects_unknown_keys_and_bad_values(tmp_path, capsys):
     assert code == 0 and json.loads(capsys.readouterr().out)["train"]["threads"] == 1
     code = main(["train", "--out", str(tmp_path / "m"), "--print-config", "--threads", "-1"])
     assert code == 2 and "train.threads" in capsys.readouterr().err
+    # --print-config writes nothing, so it needs no --out; training does
+    code = main(["train", "--print-config", "--encoder", "ngram"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["model"]["encoder"] == "ngram"
+    code = main(["train", "--encoder", "ngram"])
+    assert code == 2 and "--out MODEL_DIR is needed" in capsys.readouterr().err
 
 
 def test_evaluate_prints_a_table_or_json(models, data_dir, tmp_path, capsys):
@@ -126,6 +131,14 @@ def test_evaluate_says_when_rows_were_in_the_training_data(models, data_dir, tmp
     assert "5 of 10 rows are in the model's training split and 2 in its validation split" in captured.err
     code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(data_dir), "--json", "-q"])
     assert code == 0 and json.loads(capsys.readouterr().out)["data"]["training_overlap"]["in_train"] == 0
+    # compare says it of each model, in its log, its JSON and the markdown report a release PR carries
+    a, b = str(models["unified-aware"]), str(models["non-unified"])
+    report = tmp_path / "report.md"
+    code = main(["compare", a, b, "--data", str(path), "--json", "--out", str(report)])
+    captured = capsys.readouterr()
+    assert code == 0 and "5 of 10 rows are in model A's training split" in captured.err
+    assert json.loads(captured.out)["data"]["training_overlap_b"]["in_valid"] == 2
+    assert "**Warning:** 5 of 10 rows are in model B's training split" in report.read_text(encoding="utf-8")
     model = load_model(models["unified-aware"])  # the data changed since training: not checked, and said why
     model.manifest["data"]["fingerprint"] = "0" * 64
     out = training_overlap(model, rows)

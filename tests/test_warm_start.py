@@ -127,6 +127,20 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
                                       "locales_kept": 3, "locales_new": 0}
     card = (tmp_path / "child" / "MODEL_CARD.md").read_text()
     assert f"fingerprint `{parent.fingerprint}`" in card and "warm-started" in card
+    assert "up to 2 (a warm start" in card and "`earphones` → `headphones`" in card  # train.warm_start_epochs
+    assert "3 product types kept, 1 renamed or merged, 1 new, 0 dropped" in card
+    # --init-from alone trains with the parent's settings (its encoder, options, rates); a label
+    # map's unknown old name is said; paths cut another way are refused before training
+    (tmp_path / "typo.csv").write_text("old,new\nearphonez,headphones\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "grandchild"), "--init-from",
+                 str(tmp_path / "child"), "--label-map", str(tmp_path / "typo.csv"), "--no-progress"]) == 0
+    assert "1 of its 1 old names are not product types of the parent" in capsys.readouterr().err
+    grandchild = load_model(tmp_path / "grandchild")
+    assert grandchild.encoder == "ngram" and grandchild.config.model.encoder_options["dim"] == 16
+    assert grandchild.config.train.lr == 0.05 and grandchild.config.data.path == str(data)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "deep"), "--init-from", str(tmp_path / "child"),
+                 "--data.label_depth", "1", "--no-progress"]) == 2
+    assert "its data.label_depth is None, this training's is 1" in capsys.readouterr().err
     # a label map alone, a missing parent: clean errors
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--label-map", "m.csv", *flags]) == 2
     assert "--label-map needs --init-from" in capsys.readouterr().err

@@ -100,17 +100,34 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         lines.append(f"- Product type paths cut to {depth} level(s) (`data.label_depth`)")
     lines.append("")
 
-    parent = manifest.get("parent")
+    parent: Mapping[str, Any] | None = manifest.get("parent") if isinstance(manifest.get("parent"), Mapping) else None
+    epochs = train_cfg.get("max_epochs", "?")
+    cap = train_cfg.get("warm_start_epochs")
+    if parent is not None and isinstance(cap, int) and isinstance(epochs, int) and cap < epochs:
+        epochs = f"{cap} (a warm start: `train.warm_start_epochs`)"
     lines += ["## Model", "",
               f"- Variant: **{variant}**: {_VARIANTS.get(variant, '')}",
               f"- Encoder: `{encoder}`",
-              f"- Training: batch {train_cfg.get('batch_size', '?')}, up to {train_cfg.get('max_epochs', '?')} epochs, "
+              f"- Training: batch {train_cfg.get('batch_size', '?')}, up to {epochs} epochs, "
               f"early stopping on validation {_stop_metric(manifest, precision)} "
               f"(patience {train_cfg.get('patience', '?')}), seed "
               f"{train_cfg.get('seed', '?')}; the whole resolved config is in `manifest.json`",
               "- Parent model: " + (f"`{parent.get('path', '?')}` (fingerprint `{parent.get('fingerprint', '?')}`): "
-                                    "this model was warm-started from it" if isinstance(parent, Mapping)
+                                    "this model was warm-started from it" if parent is not None
                                     else "none (trained from scratch)")]
+    if parent is not None:
+        label_map = parent.get("label_map") or {}
+        if label_map:
+            shown_map = ", ".join(f"`{a}` → `{b}`" for a, b in list(label_map.items())[:20])
+            lines.append(f"- Label map from the parent: {shown_map}" + (" ..." if len(label_map) > 20 else ""))
+        for stage, c in (parent.get("networks") or {}).items():
+            name = "the network" if len(parent.get("networks") or {}) == 1 else f"network `{stage}`"
+            lines.append(f"- From the parent, {name}: {c.get('types_kept', '?')} product types kept, "
+                         f"{c.get('types_mapped', '?')} renamed or merged, {c.get('types_new', '?')} new, "
+                         f"{c.get('types_dropped', '?')} dropped; {c.get('locales_kept', '?')} locales kept, "
+                         f"{c.get('locales_new', '?')} new")
+        if parent.get("fresh_networks"):
+            lines.append(f"- Trained from scratch (no network in the parent): {', '.join(parent['fresh_networks'])}")
     training = manifest.get("training") or {}
     if training:
         steps = sum(int(t.get("steps") or 0) for t in training.values())

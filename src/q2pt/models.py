@@ -222,7 +222,7 @@ class Q2PTModel:
         label map (old -> new product type; a dict or a file, see
         :func:`q2pt.training.warm.read_label_map`). Refused (ConfigError) when the parent's
         variant, encoder or network shape differ from this model's config."""
-        from q2pt.training.warm import WarmStart, check_parent, read_label_map
+        from q2pt.training.warm import WarmStart, check_parent, read_label_map, unknown_in_label_map
 
         if isinstance(parent, Q2PTModel):
             source = str(parent.manifest.get("source") or "the parent model")
@@ -232,6 +232,11 @@ class Q2PTModel:
         check_parent(parent, self.config, source)
         if label_map is not None and not isinstance(label_map, Mapping):
             label_map = read_label_map(label_map)
+        unknown = unknown_in_label_map(label_map or {}, parent.classes_)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            logger.warning("label map: %d of its %d old names are not product types of the parent, so nothing is "
+                           "carried over from them: %s", len(unknown), len(label_map or {}), shown)
         return WarmStart(parent, source, dict(label_map or {}))
 
     def _set_trained(self, trained: "TrainedNetworks", dataset: "Dataset") -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from q2pt.models import Q2PTModel
 
-__all__ = ["training_overlap"]
+__all__ = ["overlap_note", "training_overlap"]
 
 
 def _keys(frame: "pd.DataFrame") -> "pd.Series":
@@ -58,3 +58,13 @@ def training_overlap(model: "Q2PTModel", frame: "pd.DataFrame") -> dict[str, Any
     keys = _keys(frame)
     return {"checked": True, "rows": int(len(frame)), "in_train": int(keys.isin(set(_keys(dataset.train))).sum()),
             "in_valid": int(keys.isin(set(_keys(dataset.valid))).sum())}
+
+
+def overlap_note(overlap: dict[str, Any], whose: str = "the model's") -> str | None:
+    """The warning a report gives for a :func:`training_overlap` result (None: nothing to say,
+    or not checked: the caller says why at a lower level)."""
+    if not overlap.get("checked") or not (overlap["in_train"] or overlap["in_valid"]):
+        return None
+    return (f"{overlap['in_train']} of {overlap['rows']} rows are in {whose} training split and "
+            f"{overlap['in_valid']} in its validation split: the figures on them are optimistic; "
+            "use held-out rows (e.g. the test split)")

@@ -117,6 +117,7 @@ def _compare(args: argparse.Namespace) -> int:
     from q2pt.data import load_labelled
     from q2pt.io import atomic_path
     from q2pt.models import load_model
+    from q2pt.overlap import overlap_note, training_overlap
 
     model_a, model_b = load_model(args.model_a), load_model(args.model_b)
     if _label_cut(model_a) != _label_cut(model_b):
@@ -136,6 +137,17 @@ def _compare(args: argparse.Namespace) -> int:
                                "fingerprint": m.fingerprint}
                         for side, path, m in (("a", args.model_a, model_a), ("b", args.model_b, model_b))}
     result["data"] = {"source": description, "n_queries": int(len(frame))}
+    # rows either model was trained on favour it: the gate would judge memory, not quality
+    notes = []
+    for side, m in (("a", model_a), ("b", model_b)):
+        overlap = training_overlap(m, frame)
+        result["data"][f"training_overlap_{side}"] = overlap
+        if not overlap["checked"]:
+            log.info("whether these rows were in model %s's training data is not checked: %s", side.upper(),
+                     overlap["reason"])
+        elif note := overlap_note(overlap, f"model {side.upper()}'s"):
+            log.warning("%s", note)
+            notes.append(note)
     failures: list[str] = []
     if args.fail_if_worse is not None:
         failures = gate_failures(result, args.fail_if_worse)
@@ -143,6 +155,7 @@ def _compare(args: argparse.Namespace) -> int:
     names = (f"{args.model_a} ({model_a.variant} / {model_a.encoder})",
              f"{args.model_b} ({model_b.variant} / {model_b.encoder})")
     markdown = format_comparison(result, names) + f"\n\nRows: {description}, {len(frame)} queries."
+    markdown += "".join(f"\n\n**Warning:** {note}." for note in notes)
     text = json.dumps(result, ensure_ascii=False) if args.json else markdown
     print(text)
     if args.out:

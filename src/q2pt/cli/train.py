@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--encoder", metavar="SPEC",
                    help="encoder: use, ngram, e5, hf:NAME_OR_PATH, or specs joined with + (default: use)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads: train.threads (default 0: torch's own)")
-    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write")
+    p.add_argument("--out", metavar="MODEL_DIR", help="model folder to write (needed unless --print-config)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (sections model, train, data)")
     p.add_argument("--init-from", metavar="PARENT_DIR",
                    help="warm start from an earlier model folder (same variant, encoder and network shape): "
@@ -200,13 +200,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from q2pt.config import resolve_config
 
     _setup_logging(args.quiet)
+    settings: Any = args.config
+    if args.init_from:  # a warm start trains as its parent did, under this run's file and flags
+        from q2pt.config import load_config_file
+        from q2pt.training.warm import inherited_settings
+
+        settings = inherited_settings(args.init_from)
+        for section, body in (load_config_file(args.config) if args.config else {}).items():
+            settings[section] = {**settings.get(section, {}), **body} if isinstance(body, dict) else body
     config = resolve_config(
-        args.config, args.overrides, args.encoder,
+        settings, args.overrides, args.encoder,
         flags={"model.variant": args.variant, "data.path": args.data, "train.threads": args.threads},
     )
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    if not args.out:
+        raise ConfigError("--out MODEL_DIR is needed: the model folder to write")
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     if args.label_map and not args.init_from:
@@ -290,7 +300,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from q2pt.diagnostics import format_type_table
     from q2pt.metrics import format_levels, format_table, to_jsonable
     from q2pt.models import load_model
-    from q2pt.overlap import training_overlap
+    from q2pt.overlap import overlap_note, training_overlap
 
     model = load_model(args.model)
     data_cfg = model.config.data  # cut product types as the model's training data was
@@ -311,10 +321,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result["data"] = {"source": description, "n_queries": int(len(frame)), "training_overlap": overlap}
     if not overlap["checked"]:
         log.info("whether these rows were in the model's training data is not checked: %s", overlap["reason"])
-    elif overlap["in_train"] or overlap["in_valid"]:
-        log.warning("%d of %d rows are in the model's training split and %d in its validation split: the figures "
-                    "on them are optimistic; evaluate on held-out rows (e.g. the test split)",
-                    overlap["in_train"], overlap["rows"], overlap["in_valid"])
+    elif note := overlap_note(overlap):
+        log.warning("%s", note)
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
         return 0

@@ -13,8 +13,11 @@ locale's; a locale new to a non-unified model starts fresh):
   parent types starts at their mean; a new type starts fresh (random weights, the prior bias);
   a parent type that is gone is dropped.
 
-The parent must have the same variant, encoder and network shape (``model.encoder``,
-``model.encoder_options``, ``model.head_hidden``, ``model.output``): :func:`check_parent`
+A warm start trains with the parent's settings (:func:`inherited_settings`: its resolved
+config under the new run's config file and flags, less where its data came from). The parent
+must have the same variant, encoder and network shape (``model.encoder``,
+``model.encoder_options``, ``model.head_hidden``, ``model.output``) and cut product type
+paths the same way (``data.label_depth``, ``data.label_separator``): :func:`check_parent`
 says why not. Training then proceeds as usual (early stopping on validation), from weights
 that are already good: :mod:`bench.warm_start` measures the time saved.
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from q2pt.errors import ConfigError, DataError, Problem, require
+from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, require
 from q2pt.inference import UNIFIED
 from q2pt.weights import pretrained_reference, same_storage
 
@@ -43,10 +46,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WarmStart", "check_parent", "read_label_map", "warm_start_network"]
+__all__ = [
+    "WarmStart",
+    "check_parent",
+    "inherited_settings",
+    "read_label_map",
+    "unknown_in_label_map",
+    "warm_start_network",
+]
 
 #: model settings that fix the networks' shapes: a parent must agree on every one
 SHAPE_KEYS = ("variant", "encoder", "encoder_options", "head_hidden", "output")
+#: the data keys that decide what a product type's name is
+LABEL_KEYS = ("label_depth", "label_separator")
 
 
 def read_label_map(path: "str | os.PathLike[str]") -> dict[str, str]:
@@ -100,6 +112,42 @@ def check_parent(parent: "Q2PTModel", config: "Config", source: str) -> None:
                 f"cannot warm-start from {source}: its model.{key} is {theirs.get(key)!r}, this training's is "
                 f"{mine.get(key)!r} (a warm start needs the same variant, encoder and network shape; train from "
                 "scratch, or set the same value)")
+    for key in LABEL_KEYS:  # product types are kept by name: paths cut otherwise are other types
+        ours, parents = getattr(config.data, key), getattr(parent.config.data, key)
+        if ours != parents:
+            raise ConfigError(
+                f"cannot warm-start from {source}: its data.{key} is {parents!r}, this training's is {ours!r} (its "
+                "product types are kept by name, and paths cut otherwise name other types; set the same value, or "
+                "train from scratch)")
+
+
+#: a parent's settings a warm start does not take: where its data came from, and this machine's threads
+NOT_INHERITED = ("data.path", "data.preset", "data.seed", "train.threads")
+
+
+def inherited_settings(parent_dir: "str | os.PathLike[str]") -> dict[str, Any]:
+    """The resolved config a parent model was trained with, as the layer a warm start's own
+    config file and flags go over (so ``--init-from`` alone trains as the parent did), less
+    :data:`NOT_INHERITED`. Refused (ModelLoadError) when the folder is not a model."""
+    from q2pt.config import Config
+    from q2pt.model_folder import read_manifest
+
+    manifest = read_manifest(Path(parent_dir))
+    saved = manifest.get("config")
+    if not isinstance(saved, Mapping):
+        raise ModelLoadError(f"{parent_dir}: its manifest holds no config to warm-start from")
+    layer = Config.from_saved(saved, source=f"{parent_dir}/manifest.json").to_dict()
+    for dotted in NOT_INHERITED:
+        section, key = dotted.split(".")
+        layer.get(section, {}).pop(key, None)
+    return layer
+
+
+def unknown_in_label_map(label_map: Mapping[str, str], parent_types: Sequence[str]) -> list[str]:
+    """The old names of a label map that are not product types of the parent (a typo, or a
+    rename made in an earlier week): nothing is carried over from them."""
+    known = set(parent_types)
+    return [old for old in label_map if old not in known]
 
 
 @dataclass
