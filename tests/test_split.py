@@ -173,6 +173,9 @@ def test_cli_split_writes_a_valid_dataset(tmp_path, capsys):
     assert code == 0 and json.loads(out)["rows_out"] == sum(SIZES.values()) + 1
     code, _, err = run(capsys, "data", "split", src, "--out", tmp_path / "d")
     assert code == 2 and err.startswith("q2pt: ") and "--overwrite" in err
+    # an empty split asked for is named as asked for, not blamed on the data; -q as every command
+    code, out, _ = run(capsys, "data", "split", src, "--out", tmp_path / "nv", "--valid", "0", "-q")
+    assert code == 0 and "no valid rows for (--valid 0)" in out
 
 
 def test_cli_folds_and_train_per_locale(tmp_path, capsys):

@@ -1040,17 +1040,28 @@ def _fmt(x: Any, spec: str = ".4f") -> str:
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """A plain-text table of an :func:`evaluate` result: one row per locale, then global."""
+    """A plain-text table of an :func:`evaluate` result: one row per locale, then global.
+    "threshold" is where these rows reach the precision target (what R@P is read at), not
+    the threshold the model serves; where the result has them, the recall and precision at the
+    served (calibrated) thresholds follow as "deployed R" / "deployed P"."""
     p = (result.get("config") or {}).get("precision", 0.8)
     rap = f"R@P{p * 100:g}"
-    header = ["locale", "queries", "positives", rap, "threshold", "PR-AUC", "95% CI", "note"]
+    entries = [*result.get("locales", {}).values(), result["global"]]
+    deployed = any(isinstance(e.get("calibrated"), Mapping) for e in entries)
+    header = ["locale", "queries", "positives", rap, f"{rap} threshold", "PR-AUC", "95% CI"]
+    header += ["deployed R", "deployed P"] if deployed else []
+    header.append("note")
     rows: list[list[str]] = []
 
     def row(name: str, e: Mapping[str, Any]) -> list[str]:
         ci = e.get("r_at_p_ci")
         ci_s = "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
-        return [name, str(e["n_queries"]), str(e["n_positives"]), _fmt(e["r_at_p"]),
-                _fmt(e["threshold"]), _fmt(e["pr_auc"]), ci_s, e.get("note") or ""]
+        cells = [name, str(e["n_queries"]), str(e["n_positives"]), _fmt(e["r_at_p"]),
+                 _fmt(e["threshold"]), _fmt(e["pr_auc"]), ci_s]
+        if deployed:
+            cal = e.get("calibrated") or {}
+            cells += [_fmt(cal.get("recall")), _fmt(cal.get("precision"))]
+        return [*cells, e.get("note") or ""]
 
     for loc, e in result.get("locales", {}).items():
         rows.append(row(loc, e))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 PRESETS = ("tiny", "demo", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
 FORMATS = ("parquet", "jsonl", "csv", "tsv")
@@ -57,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-problems", type=int, default=50, metavar="N",
                    help="print at most N problems, 0 for all (counts by kind are always complete; default: 50)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_validate)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.set_defaults(func=_logged(_validate))
 
     p = sub.add_parser("stats", help="per-locale query, label and product-type statistics",
                        description="Per-locale query counts, labels per query, product types per locale and how many "
@@ -67,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_separator(p)
     _add_taxonomy(p)
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
-    p.set_defaults(func=_stats)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.set_defaults(func=_logged(_stats))
 
     p = sub.add_parser(
         "split", help="split a labelled file into leak-free per-locale train/valid/test (or K folds)",
@@ -102,7 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     _add_max_chars(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_split)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.set_defaults(func=_logged(_split))
 
     p = sub.add_parser(
         "from-clicks", help="turn a click log into a labelled dataset",
@@ -124,7 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     _add_max_chars(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_from_clicks)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.set_defaults(func=_logged(_from_clicks))
 
     p = sub.add_parser("simulate", help="write the simulated store (simulated data, not real)",
                        description="Write the built-in simulated store (simulated data, not real shop data).")
@@ -134,7 +139,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="parquet", help="file format (default: parquet)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace DIR even if it is not an earlier simulated dataset")
-    p.set_defaults(func=_simulate)
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    p.set_defaults(func=_logged(_simulate))
+
+
+def _logged(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A data subcommand with q2pt's log lines on stderr (``-q``: warnings and errors only)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from q2pt.cli import setup_logging
+
+        setup_logging(args.quiet)
+        return command(args)
+
+    return run
 
 
 def _source(args: argparse.Namespace) -> Path:

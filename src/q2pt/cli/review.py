@@ -34,7 +34,8 @@ def register(subparsers: Any) -> None:
             "  q2pt compare models/last-week models/candidate --data data/ --fail-if-worse 1\n\n"
             "--fail-if-worse POINTS: exit status 1 when B's R@P is below A's by more than POINTS (R@P\n"
             "points, 0-100) globally or in any locale with at least --min-positives positive pairs;\n"
-            "bad input exits 2. Product type paths are cut as the models were trained (both must agree)."
+            "bad input exits 2, a model folder that cannot be loaded 3. Product type paths are cut as the\n"
+            "models were trained (both must agree)."
         ),
     )
     c.add_argument("model_a", metavar="MODEL_A", help="the reference model folder (e.g. the one in production)")

@@ -639,5 +639,6 @@ def format_report(report: Mapping[str, Any]) -> str:
         )
         lines.extend(_locale_table(report["locales"], "moved_to_test" in report))
         for split, locs in report.get("locales_missing", {}).items():
-            lines.append(f"no {split} rows for (too few queries): {', '.join(locs)}")
+            why = f"--{split} 0" if not report.get(split) else "too few queries"
+            lines.append(f"no {split} rows for ({why}): {', '.join(locs)}")
     return "\n".join(lines)
