@@ -59,6 +59,9 @@ def test_unified_export_equals_pytorch(aware_export):
     meta = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(meta["q2pt.labels"]) == model.classes_
     assert meta["q2pt.variant"] == "unified-aware" and json.loads(meta["q2pt.inputs"]) == ["ids", "offsets"]
+    # a flat model's file carries its calibrated thresholds and its fingerprint, as a tree's does
+    assert json.loads(meta["q2pt.thresholds"]) == pytest.approx(model.thresholds_)
+    assert meta["q2pt.model_fingerprint"] == model.fingerprint and "q2pt.tree" not in meta
     assert [o.name for o in graph.graph.output] == ["probabilities"]
 
 

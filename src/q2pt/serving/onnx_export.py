@@ -330,12 +330,13 @@ def _export_network(
         meta["q2pt.model_fingerprint"] = model.fingerprint
     if quantize:
         meta["q2pt.quantize"] = quantize
-    if model.tree_ is not None:  # what a reader of the file alone needs to give paths as q2pt does
+    # what a reader of the file alone needs to decide as q2pt does: the calibrated thresholds
+    meta["q2pt.thresholds"] = json.dumps(model.thresholds_)
+    meta["q2pt.type_thresholds"] = json.dumps(model.type_thresholds_, ensure_ascii=False)
+    if model.tree_ is not None:  # and, for paths, the tree and its score rule
         meta["q2pt.tree"] = json.dumps(model.tree_.to_json(), ensure_ascii=False)
         meta["q2pt.tree_scores"] = model.config.model.tree_scores
-        meta["q2pt.thresholds"] = json.dumps(model.thresholds_)
         meta["q2pt.level_thresholds"] = json.dumps(model.level_thresholds_)
-        meta["q2pt.type_thresholds"] = json.dumps(model.type_thresholds_, ensure_ascii=False)
     try:
         with tempfile.TemporaryDirectory(prefix="q2pt-export-") as tmpdir:
             fp32 = Path(tmpdir) / "fp32.onnx"
