@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from support import need
@@ -129,6 +130,20 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
     assert f"fingerprint `{parent.fingerprint}`" in card and "warm-started" in card
     assert "up to 2 (a warm start" in card and "`earphones` → `headphones`" in card  # train.warm_start_epochs
     assert "3 product types kept, 1 renamed or merged, 1 new, 0 dropped" in card
+    # compare judges the parent under the child's names: its "earphones" answer "headphones" rows
+    from q2pt.comparison import compare_models, renamed_columns, renames_from_parent
+    from q2pt.data import load_labelled
+
+    assert renames_from_parent(parent, child) == {"earphones": "headphones"} and renames_from_parent(child, parent) == {}
+    rows, _ = load_labelled(str(data), split="test")
+    fair = compare_models(parent, child, rows, bootstrap=0, renames_a=renames_from_parent(parent, child))
+    blind = compare_models(parent, child, rows, bootstrap=0)
+    assert fair["global"]["a"] > blind["global"]["a"], (fair["global"], blind["global"])
+    assert main(["compare", str(tmp_path / "parent"), str(tmp_path / "child"), "--data", str(data), "--json",
+                 "--bootstrap", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"]["a"]["renamed_as_b"] == {"earphones": "headphones"}
+    names, merged = renamed_columns(["a", "b", "c"], np.array([[0.2, 0.7, 0.1]]), {"a": "x", "b": "x"})
+    assert names == ["x", "c"] and merged.tolist() == [[0.7, 0.1]]  # a merge answers with its best old type
     # --init-from alone trains with the parent's settings (its encoder, options, rates); a label
     # map's unknown old name is said; paths cut another way are refused before training
     (tmp_path / "typo.csv").write_text("old,new\nearphonez,headphones\n")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from q2pt.models import Q2PTModel
 
-__all__ = ["compare_models", "gate_failures", "format_comparison"]
+__all__ = ["compare_models", "gate_failures", "format_comparison", "renamed_columns", "renames_from_parent"]
 
 
 @dataclass
@@ -49,10 +49,35 @@ class _Side:
     deployed: dict[str, Any]  # q2pt.metrics.set_precision_recall of predicted against truth
 
 
+def renamed_columns(classes: Sequence[str], scores: np.ndarray,
+                    renames: Mapping[str, str]) -> tuple[list[str], np.ndarray]:
+    """A model's columns under the names of a label map (old -> new): a renamed type takes its
+    new name, and types merged into one give it the highest of their scores."""
+    names = [renames.get(c, c) for c in classes]
+    unique = list(dict.fromkeys(names))
+    if len(unique) == len(names):
+        return names, scores
+    column = {n: i for i, n in enumerate(unique)}
+    out = np.zeros((scores.shape[0], len(unique)), dtype=scores.dtype)
+    for j, name in enumerate(names):
+        np.maximum(out[:, column[name]], scores[:, j], out=out[:, column[name]])
+    return unique, out
+
+
+def renames_from_parent(model_a: "Q2PTModel", model_b: "Q2PTModel") -> dict[str, str]:
+    """The label map B was warm-started from A with (its manifest's parent is A's fingerprint),
+    or {}: the renames under which A is judged fairly on B's rows."""
+    parent = model_b.manifest.get("parent")
+    if not isinstance(parent, Mapping) or not model_a.fingerprint or parent.get("fingerprint") != model_a.fingerprint:
+        return {}
+    return {str(k): str(v) for k, v in (parent.get("label_map") or {}).items()}
+
+
 def _score(model: "Q2PTModel", queries: list[str], locales: list[str], labels: list[list[str]],
-           fallback_locale: str | None, batch_size: int, precision: float) -> _Side:
+           fallback_locale: str | None, batch_size: int, precision: float,
+           renames: Mapping[str, str] | None = None) -> _Side:
     """A hierarchical model is judged as ``q2pt evaluate`` judges it: on every node, the true
-    types with their ancestors."""
+    types with their ancestors. ``renames``: its types judged under these new names."""
     from q2pt.data.labels import multi_hot
     from q2pt.metrics import set_precision_recall
 
@@ -60,9 +85,10 @@ def _score(model: "Q2PTModel", queries: list[str], locales: list[str], labels: l
     if model.tree_ is not None:
         labels = [model.tree_.close(t) for t in labels]
     truth = [set(t) for t in labels]
-    y, missing = multi_hot(labels, model.classes_)
-    predicted = [{t for t, _ in row} for row in inference.select(flat=True)]
-    return _Side(truth, y.toarray(), missing, inference.probabilities(), predicted, dict(model.thresholds_),
+    classes, scores = renamed_columns(model.classes_, inference.probabilities(), renames or {})
+    y, missing = multi_hot(labels, classes)
+    predicted = [{(renames or {}).get(t, t) for t, _ in row} for row in inference.select(flat=True)]
+    return _Side(truth, y.toarray(), missing, scores, predicted, dict(model.thresholds_),
                  set_precision_recall(truth, predicted, locales, precision))
 
 
@@ -147,8 +173,11 @@ def compare_models(
     top_types: int = 10,
     fallback_locale: str | None = None,
     batch_size: int = 512,
+    renames_a: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Both models on the rows of ``frame`` (query, locale, product_types); see the module doc.
+    ``renames_a``: a label map (old -> new) under which model A's types are judged (B was
+    warm-started from A with it: A's "earphones" answers B's "headphones" rows).
 
     Returns a JSON-ready dict: ``config``, ``global`` and ``locales`` entries (``a``, ``b``,
     ``difference``, ``difference_ci``, ``deployed``, ``agreement``, ``gated``, counts),
@@ -165,7 +194,7 @@ def compare_models(
     locales = frame["locale"].astype(str).tolist()
     labels = label_lists(frame["product_types"])
     truth = [set(x) for x in labels]
-    a = _score(model_a, queries, locales, labels, fallback_locale, batch_size, precision)
+    a = _score(model_a, queries, locales, labels, fallback_locale, batch_size, precision, renames_a)
     b = _score(model_b, queries, locales, labels, fallback_locale, batch_size, precision)
     locs = np.asarray(locales, dtype=object)
     result: dict[str, Any] = {

@@ -114,7 +114,7 @@ def _label_cut(model: Any) -> tuple[int | None, str]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from q2pt.comparison import compare_models, format_comparison, gate_failures
+    from q2pt.comparison import compare_models, format_comparison, gate_failures, renames_from_parent
     from q2pt.data import load_labelled
     from q2pt.io import atomic_path
     from q2pt.models import load_model
@@ -129,14 +129,19 @@ def _compare(args: argparse.Namespace) -> int:
     frame, description = load_labelled(args.data, label_depth=depth, label_separator=sep, split=args.split)
     if len(frame) == 0:
         raise DataError(f"{description}: no rows to compare on")
+    renames = renames_from_parent(model_a, model_b)
+    if renames:
+        log.info("model B was warm-started from model A with a label map: A's types are judged under B's names "
+                 "(%d renamed or merged)", len(renames))
     result = compare_models(
         model_a, model_b, frame, precision=args.precision, bootstrap=args.bootstrap, seed=args.seed,
         min_positives=args.min_positives, top_types=args.types, fallback_locale=args.fallback_locale,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, renames_a=renames,
     )
     result["models"] = {side: {"path": str(path), "variant": m.variant, "encoder": m.encoder,
                                "fingerprint": m.fingerprint}
                         for side, path, m in (("a", args.model_a, model_a), ("b", args.model_b, model_b))}
+    result["models"]["a"]["renamed_as_b"] = renames
     result["data"] = {"source": description, "n_queries": int(len(frame))}
     # rows either model was trained on favour it: the gate would judge memory, not quality
     notes = []
