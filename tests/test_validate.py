@@ -312,3 +312,13 @@ def test_a_path_with_an_empty_level_is_read_without_it_and_counted(tmp_path):
     assert found == {(2, "warning", "'home > pans'"), (3, "warning", "'lids'"), (4, "warning", "'home > kitchen'")}
     assert r.ok
     assert has_empty_level("a>>b") and not has_empty_level("a > b") and not has_empty_level("plain")
+
+
+def test_a_labelled_file_without_a_split_column_is_checked_as_rows_to_split(tmp_path):
+    f = tmp_path / "week.csv"
+    f.write_text(HEADER + "\nred shoes,en_US,shoes\nRed Shoes,en_US,shoes\n,en_US,hat\nlamp,en_US,lamp\n", encoding="utf-8")
+    r = validate_dataset(f)
+    assert {(p.kind, p.row) for p in r.problems} == {("duplicate_row", 2), ("empty_query", 3)}  # no empty splits
+    assert r.summary["rows"] == {"rows to split": 4} and "rows to split" in r.format()
+    with pytest.raises(DataError, match="needs a 'split' column"):  # training still needs splits
+        load_dataset(f)

@@ -111,7 +111,7 @@ class RawDataset:
     """The raw tables of a dataset, by split, and the problems met while reading."""
 
     source: str
-    layout: str  # "directory" | "file"
+    layout: str  # "directory" | "file" | "rows" (a labelled file without a split column, as rows to split)
     tables: dict[str, RawTable]
     problems: list[DataProblem] = field(default_factory=list)
 
@@ -320,17 +320,19 @@ def locate_split_files(directory: str | Path) -> dict[str, Path]:
 
 
 def one_table_dataset(table: RawTable, source: str) -> RawDataset:
-    """A labelled file without a ``split`` column as a raw dataset: the table stands in for the
-    train split, valid and test are empty; the table's read problems move to the dataset (so
-    that each is reported once)."""
+    """A labelled file without a ``split`` column as a raw dataset (layout "rows"): the table
+    stands in for the train split, valid and test are empty; the table's read problems move to
+    the dataset (so that each is reported once)."""
     empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
-    raw = RawDataset(source, "file", {"train": table, "valid": empty, "test": empty}, list(table.problems))
+    raw = RawDataset(source, "rows", {"train": table, "valid": empty, "test": empty}, list(table.problems))
     table.problems = []
     return raw
 
 
-def read_raw_dataset(path: str | Path) -> RawDataset:
-    """Read a dataset directory or single file (with a ``split`` column) as given."""
+def read_raw_dataset(path: str | Path, *, rows_ok: bool = False) -> RawDataset:
+    """Read a dataset directory or single file (with a ``split`` column) as given;
+    ``rows_ok``: a labelled file without a split column is read as rows to split
+    (:func:`one_table_dataset`) instead of refused."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
@@ -368,6 +370,8 @@ def read_raw_dataset(path: str | Path) -> RawDataset:
     problems = list(table.problems)
     table.problems = []
     if S.SPLIT not in table.frame.columns:
+        if table.columns_known and rows_ok:
+            return one_table_dataset(table, str(path))
         if table.columns_known:
             raise DataError(
                 f"{path}: a single-file dataset needs a '{S.SPLIT}' column (train/valid/test); "

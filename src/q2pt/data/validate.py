@@ -105,6 +105,9 @@ class ValidationReport:
         """Human-readable report: summary, counts by kind, the first problems."""
         s = self.summary
         lines = [f"Dataset {self.source}"]
+        if s.get("layout") == "rows":
+            lines.append("a labelled file without a split column: its rows checked as rows to split (q2pt data "
+                         "split merges the duplicates and splits without leakage)")
         if s.get("files"):
             lines.append("files: " + ", ".join(f"{k}={v}" for k, v in s["files"].items()))
         if s.get("rows"):
@@ -624,10 +627,16 @@ def _tree_checks(checked: Mapping[str, Any], sep: str, file: str,
 def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS,
                      label_separator: str = " > ", taxonomy: str | Path | None = None) -> ValidationReport:
     """Validate a dataset directory or single file (its product-type tree with the paths of a
-    ``taxonomy`` file, one path a line, when given). Raises DataError only when the dataset
+    ``taxonomy`` file, one path a line, when given); a labelled file without a split column is
+    checked as rows to split (row checks, duplicates). Raises DataError only when the dataset
     (or the taxonomy) cannot be read at all (missing, unreadable, wrong layout)."""
-    report, _ = check_raw_dataset(read_raw_dataset(path), max_query_chars=max_query_chars,
+    raw = read_raw_dataset(path, rows_ok=True)
+    report, _ = check_raw_dataset(raw, max_query_chars=max_query_chars,
                                   label_separator=label_separator, taxonomy=taxonomy)
+    if raw.layout == "rows":  # a labelled file to split: its rows and duplicates checked, no splits to miss
+        report.problems = [p for p in report.problems if p.kind != "empty_split"]
+        report.summary["rows"] = {"rows to split": report.summary.get("rows", {}).get("train", 0)}
+        report.summary["files"] = {"rows": str(path)}
     return report
 
 
