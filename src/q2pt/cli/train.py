@@ -53,8 +53,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", metavar="MODEL_DIR", help="model folder to write (needed unless --print-config)")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON config file (sections model, train, data)")
     p.add_argument("--init-from", metavar="PARENT_DIR",
-                   help="warm start from an earlier model folder (same variant, encoder and network shape): "
-                   "kept product types and locales keep their weights, new ones start fresh, removed ones are dropped")
+                   help="warm start from an earlier model folder, with its settings under --config and the flags "
+                   "(same variant, encoder, network shape and label depth): kept product types and locales keep "
+                   "their weights, new ones start fresh, removed ones are dropped")
     p.add_argument("--label-map", metavar="FILE",
                    help="with --init-from: renamed or merged product types, old -> new (JSON object, or CSV/TSV "
                    "with two columns old,new); a merged type starts at the mean of its old ones")
@@ -202,12 +203,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     _setup_logging(args.quiet)
     settings: Any = args.config
     if args.init_from:  # a warm start trains as its parent did, under this run's file and flags
-        from q2pt.config import load_config_file
         from q2pt.training.warm import inherited_settings
 
-        settings = inherited_settings(args.init_from)
-        for section, body in (load_config_file(args.config) if args.config else {}).items():
-            settings[section] = {**settings.get(section, {}), **body} if isinstance(body, dict) else body
+        settings = inherited_settings(args.init_from, args.config)
     config = resolve_config(
         settings, args.overrides, args.encoder,
         flags={"model.variant": args.variant, "data.path": args.data, "train.threads": args.threads},

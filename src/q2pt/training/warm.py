@@ -125,11 +125,13 @@ def check_parent(parent: "Q2PTModel", config: "Config", source: str) -> None:
 NOT_INHERITED = ("data.path", "data.preset", "data.seed", "train.threads")
 
 
-def inherited_settings(parent_dir: "str | os.PathLike[str]") -> dict[str, Any]:
-    """The resolved config a parent model was trained with, as the layer a warm start's own
-    config file and flags go over (so ``--init-from`` alone trains as the parent did), less
-    :data:`NOT_INHERITED`. Refused (ModelLoadError) when the folder is not a model."""
-    from q2pt.config import Config
+def inherited_settings(parent_dir: "str | os.PathLike[str]",
+                       config_file: "str | os.PathLike[str] | None" = None) -> dict[str, Any]:
+    """The resolved config a parent model was trained with, less :data:`NOT_INHERITED`, with a
+    warm start's own ``config_file`` over it: the file layer of
+    :func:`q2pt.config.resolve_config` (its flags go over it), so ``--init-from`` alone trains as
+    the parent did. Refused (ModelLoadError) when the folder is not a model."""
+    from q2pt.config import Config, load_config_file
     from q2pt.model_folder import read_manifest
 
     manifest = read_manifest(Path(parent_dir))
@@ -140,6 +142,8 @@ def inherited_settings(parent_dir: "str | os.PathLike[str]") -> dict[str, Any]:
     for dotted in NOT_INHERITED:
         section, key = dotted.split(".")
         layer.get(section, {}).pop(key, None)
+    for section, body in (load_config_file(Path(config_file)) if config_file else {}).items():
+        layer[section] = {**layer.get(section, {}), **body} if isinstance(body, Mapping) else body
     return layer
 
 
