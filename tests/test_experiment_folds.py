@@ -223,3 +223,25 @@ def test_folds_aggregate_and_report_a_hierarchical_models_levels(tmp_path):
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "Per level of the product-type tree" in md and "level 2 R@P80" in md and "leaf R@P80" in md
     assert "0.150 ± 0.071" in md  # level 2 of the tree: mean ± sd
+
+
+def test_a_test_locale_without_training_rows_counts_as_missed_for_non_unified(tmp_path):
+    """A store with test rows only (validation warns: unseen_locale): non-unified has no
+    network for it, so its pairs are missed (said, and counted in the results), and the
+    experiment finishes instead of stopping after training."""
+    from q2pt.data.io import write_dataset
+    from q2pt.experiments import ExperimentRequest, run_experiment
+
+    df = _rows(12)
+    test = df.iloc[3::4].copy()
+    cold = test[test["locale"] == "us"].assign(locale="fr", query=lambda f: "fr " + f["query"])
+    write_dataset({"train": df.iloc[::2], "valid": df.iloc[1::4], "test": pd.concat([test, cold])},
+                  tmp_path / "data", "jsonl")
+    result = run_experiment(ExperimentRequest(out=tmp_path / "o", data=tmp_path / "data", encoder="ngram",
+                                              overrides=[*FAST, "--experiment.baselines", "[]"], progress=False))
+    runs = result.results["runs"]
+    main = runs["main/non-unified"]["evals"]["test"]
+    assert main["unserved_locale_rows"] == {"fr": len(cold)}
+    assert main["locales"]["fr"]["r_at_p"] == 0.0
+    assert "unserved_locale_rows" not in runs["main/unified-aware"]["evals"]["test"]  # served agnostically
+    assert f"no network for fr ({len(cold)} test rows)" in result.report_md.read_text(encoding="utf-8")

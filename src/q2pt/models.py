@@ -54,7 +54,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -305,9 +305,12 @@ class Q2PTModel:
         self._check_fitted()
         return list(self.network_labels_.get(key) or self.classes_)
 
-    def inference(self, fallback_locale: str | None = None, *, forward: "Forward | None" = None) -> InferenceCore:
+    def inference(self, fallback_locale: str | None = None, *, forward: "Forward | None" = None,
+                  unseen: Literal["error", "skip"] = "error") -> InferenceCore:
         """The model's :class:`~q2pt.inference.InferenceCore`: locale resolution, scoring and
-        type selection, with ``forward`` as the forward pass (None: the PyTorch networks)."""
+        type selection, with ``forward`` as the forward pass (None: the PyTorch networks);
+        ``unseen="skip"``: a non-unified model scores nothing for a locale it has no network for
+        (instead of raising UnknownLocaleError), as when an experiment judges it on every row."""
         self._check_fitted()
         return InferenceCore(
             variant=self.variant, classes=self.classes_, locales=self.locales_, thresholds=self.thresholds_,
@@ -315,7 +318,7 @@ class Q2PTModel:
             network_labels=self.network_labels_, fallback_locale=fallback_locale,
             type_thresholds=self.type_thresholds_, tree=self.tree_, level_thresholds=self.level_thresholds_,
             consistent=self.config.model.tree_scores == "consistent", thresholds_reached=self.thresholds_reached_,
-            own_thresholds=self._own_thresholds(),
+            own_thresholds=self._own_thresholds(), unseen=unseen,
         )
 
     def _own_thresholds(self) -> list[str] | None:
@@ -332,10 +335,12 @@ class Q2PTModel:
         *,
         fallback_locale: str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        unseen: Literal["error", "skip"] = "error",
     ) -> "Inference":
         """Resolve and score queries: an :class:`Inference` (the core, each query's
-        :class:`~q2pt.inference.Resolution`, and scores with NaN for labels not scored)."""
-        core = self.inference(fallback_locale)
+        :class:`~q2pt.inference.Resolution`, and scores with NaN for labels not scored;
+        ``unseen``: as :meth:`inference`)."""
+        core = self.inference(fallback_locale, unseen=unseen)
         queries = [queries] if isinstance(queries, str) else [str(q) for q in queries]
         locs = [locales] * len(queries) if isinstance(locales, str) else [str(x) for x in locales]
         if len(locs) != len(queries):

@@ -387,6 +387,11 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
     header, rows = global_rows(results)
     rep.table(header, rows, "lrrrl")
     rep.para(deployed_note(p, rap))
+    for r in recs:  # a store with test rows but no training rows: a per-locale model has nothing for it
+        unserved = r["evals"]["test"].get("unserved_locale_rows") or {}
+        if unserved:
+            rep.para(f"{r['label']} has no network for {', '.join(f'{loc} ({n} test rows)' for loc, n in unserved.items())} "
+                     "(no training rows there): those pairs count as missed.")
     if any(not _dep(r["evals"]["test"]) for r in recs):
         rep.para("`-` as deployed: the record was written before the as-deployed figures existed; running the "
                  "experiment again redoes those runs.")

@@ -29,6 +29,7 @@ import logging
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -502,11 +503,19 @@ class ExperimentRunner:
             queries = ev.frame["query"].astype(str).tolist()
             locales = ev.predict_locales or ev.frame["locale"].astype(str).tolist()
             with PeakMemory() as pm:
-                if view is None:
-                    scores = model.predict_proba(queries, locales)
-                else:  # a hierarchical model: its inference also gives the per-level figures below
-                    inference = model.infer(queries, locales)
+                if spec.kind == "variant":  # (a hierarchical model's inference also gives the per-level figures)
+                    # a locale a non-unified model has no network for scores nothing: its pairs are missed
+                    inference = model.infer(queries, locales, unseen="skip")
                     scores = inference.probabilities()
+                else:
+                    scores = model.predict_proba(queries, locales)
+            unserved: dict[str, int] = {}
+            if spec.kind == "variant":
+                unserved = dict(sorted(Counter(r.locale for r in inference.resolutions if r.key is None).items()))
+            if unserved:
+                logger.warning("%s: %s: %d %s rows have a locale it has no network for (%s): their pairs count as "
+                               "missed", spec.key, spec.label, sum(unserved.values()), ev.name,
+                               ", ".join(f"{loc} {n}" for loc, n in unserved.items()))
             if ev.name == evals[0].name:
                 infra.update(pm.result.as_dict("predict"))
                 infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
@@ -519,6 +528,8 @@ class ExperimentRunner:
                 scores = scores[:, view]
             result = evaluate_scores(ev.frame, scores, classes, precision=s.precision,
                                      bootstrap=ev.bootstrap, seed=s.seed, curves=ev.curves)
+            if unserved:
+                result["unserved_locale_rows"] = unserved
             if view is not None and ev.name == evals[0].name and ev.predict_locales is None:
                 result["tree"] = tree_eval
             result["deployed"] = {
