@@ -102,6 +102,16 @@ def test_csv_with_bom_crlf_and_quoted_newlines(tmp_path):
     assert ds.train["weight"].tolist() == [1.5, 2.0]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_a_utf16_file_is_refused_with_how_to_fix_it(tmp_path, encoding):
+    """A spreadsheet's "Unicode text" export (with or without a byte order mark) is named as
+    such, not read as garbage with missing columns."""
+    f = tmp_path / "rows.tsv"
+    f.write_bytes("query\tlocale\tproduct_types\tsplit\r\ncafé\tfr\tcoffee\ttrain\r\n".encode(encoding))
+    with pytest.raises(DataError, match="UTF-16 or UTF-32.*save it as UTF-8"):
+        read_raw_dataset(f)
+
+
 def test_fingerprint_ignores_order_and_extra_columns_but_not_content():
     splits = tricky_splits()
     fp = fingerprint(splits)

@@ -233,6 +233,15 @@ def test_settings_layers_and_errors():
         resolve_settings("quick", None, {"variants": ["per-locale"]})
 
 
+def test_an_experiment_with_nothing_to_run_is_refused(tmp_path):
+    from q2pt.experiments import ExperimentRequest, run_experiment
+
+    with pytest.raises(ConfigError, match="nothing to run"):
+        run_experiment(ExperimentRequest(out=tmp_path / "o", preset="tiny", progress=False,
+                                         overrides=["--experiment.variants", "[]", "--experiment.baselines", "[]"]))
+    assert not (tmp_path / "o").exists()
+
+
 def test_config_file_experiment_section_is_checked(tmp_path):
     from q2pt.experiments import ExperimentRequest, run_experiment
 

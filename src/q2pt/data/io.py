@@ -148,10 +148,18 @@ def _object_frame(columns: list[str], values: list[list[Any]]) -> pd.DataFrame:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """A text file's bytes; one in UTF-16 or UTF-32 (a byte order mark, or NULs between
+    characters: a spreadsheet's "Unicode text" export) is refused with how to fix it."""
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+    head = data[:4096]
+    wide = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE))
+    if wide or (len(head) >= 8 and head.count(b"\x00") * 4 >= len(head)):
+        raise DataError(f"{path}: the file is UTF-16 or UTF-32 text (a spreadsheet's \"Unicode text\" export?); "
+                        "q2pt reads UTF-8: save it as UTF-8 (CSV UTF-8) or convert it, e.g. iconv -f UTF-16 -t UTF-8")
+    return data
 
 
 def _read_delimited(path: Path, sep: str) -> RawTable:

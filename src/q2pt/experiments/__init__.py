@@ -190,6 +190,9 @@ def _run_one(req: ExperimentRequest) -> ExperimentResult:
         data_path = file_data["data"]["path"]
     budget = exp_over.get("budget") or exp_file.get("budget") or (req.preset if data_path is None else "full")
     settings = resolve_settings(str(budget), exp_file, exp_over, {"hf_model": req.hf_model})
+    if run_main and not studies and not settings.variants and not settings.baselines:
+        raise ConfigError("nothing to run: experiment.variants and experiment.baselines are both empty "
+                          "(name a variant or a baseline, or a study with --study)")
     # the budget's train layer sits under the user's config file
     layered: dict[str, Any] = {"train": dict(BUDGETS[str(settings.budget)]["train"])}
     for section, body in file_data.items():
