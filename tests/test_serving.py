@@ -310,6 +310,7 @@ def test_model_summary(aware, aware_dir):
     assert body["locales"] == list(LOCALES)
     assert body["product_types"] == manifest["labels"] and body["n_product_types"] == 5
     assert body["thresholds"] == pytest.approx(manifest["thresholds"])
+    assert body["tree"] is None and body["level_thresholds"] is None  # a flat model
     assert body["data"]["source"] == "handmade-serving-test-data" and body["data"]["simulated"] is False
     assert body["limits"]["max_batch"] == 4 and body["precision_target"] == 0.8
     assert "r_at_p" in body["metrics"]["validation_global"]

@@ -237,6 +237,19 @@ def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir)
         model.evaluate(test, level=4)
 
 
+
+def test_evaluate_says_its_global_row_pools_every_node_of_a_tree(tree_model_dir, tmp_path, capsys):
+    from q2pt.cli import main
+    from q2pt.data.io import write_table
+
+    folder, test = tree_model_dir
+    rows = tmp_path / "test.jsonl"
+    write_table(test[["query", "locale", "product_types"]], rows)
+    assert main(["evaluate", "--model", str(folder), "--data", str(rows), "-q", "--types", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "every node of the tree pooled" in out and "leaf" in out  # the experiment's figure is the leaf row
+
+
 def test_a_level_a_locale_never_reached_survives_save_load_and_export(tree_model_dir, tmp_path):
     """None in level_thresholds (the locale's own pairs never reached the target at that level)
     is written as null, read back as None, cut at the level's threshold, not counted as reached."""
@@ -289,6 +302,9 @@ def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
             assert flat["paths"] is None
             top = client.post("/v1/predict", json={**query, "max_depth": 1}).json()
             assert top["predicted"] == ["electronics"]
+            info = client.get("/v1/model").json()  # the thresholds "predicted" uses, per level
+            assert info["tree"] == {"depth": 3, "nodes": len(info["product_types"])}
+            assert set(info["level_thresholds"]["global"]) == {"1", "2", "3"}
             # top_k caps the paths as it caps a flat model's predicted types (and `q2pt predict --top-k`)
             many = client.post("/v1/predict", json={**query, "threshold": 0.0, "top_k": 2}).json()
             assert len(many["paths"]) == len(many["predicted"]) == 2, many["predicted"]

@@ -325,6 +325,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
         return 0
     where = f" (level {args.level} of the tree)" if args.level else ""
+    if model.tree_ is not None and not args.level:
+        where = (" (every node of the tree pooled: each query's true types with their ancestors; per level and "
+                 "at the leaves below; q2pt experiment judges the labelled types, as the leaf row when every "
+                 "label is a leaf)")
     print(f"{model.variant} / {model.encoder} on {description}{where}:")
     print(format_table(result))
     if result.get("levels"):

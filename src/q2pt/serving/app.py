@@ -420,6 +420,8 @@ class _Service:
             n_product_types=len(rt.classes),
             product_types=rt.classes,
             thresholds=rt.thresholds,
+            level_thresholds=m.get("level_thresholds") if rt.core.tree is not None else None,
+            tree={"depth": rt.core.tree.depth, "nodes": len(rt.classes)} if rt.core.tree is not None else None,
             precision_target=precision,
             fallback_locale=rt.fallback_locale,
             data=dict(m.get("data") or {}),

@@ -141,6 +141,11 @@ class ModelInfo(BaseModel):
     n_product_types: int
     product_types: list[str]
     thresholds: dict[str, float]
+    level_thresholds: dict[str, dict[str, float | None]] | None = None
+    """Hierarchical models: the thresholds per locale (and "global") and level that decide
+    "predicted" (a level absent for a locale: the global one; null: never reached the target)."""
+    tree: dict[str, int] | None = None
+    """Hierarchical models: the product type tree's ``depth`` and ``nodes`` (null: a flat model)."""
     precision_target: float | None = None
     fallback_locale: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
