@@ -238,6 +238,18 @@ def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir)
 
 
 
+def test_explain_of_a_tree_explains_the_type_it_predicts(tree_model_dir):
+    """Without a named type, a tree explains its answer (the deepest confident type), not the
+    top-level ancestor that always scores highest."""
+    from q2pt.explain import explain
+    from q2pt.models import load_model
+
+    model = load_model(tree_model_dir[0])
+    core = model.inference()
+    out = explain(core, "kopfhörer", "de_DE")
+    assert out["product_type"] == model.predict(["kopfhörer"], "de_DE")[0][0] == "electronics > audio > headphones"
+
+
 def test_evaluate_says_its_global_row_pools_every_node_of_a_tree(tree_model_dir, tmp_path, capsys):
     from q2pt.cli import main
     from q2pt.data.io import write_table

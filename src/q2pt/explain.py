@@ -39,9 +39,23 @@ def words_of(query: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(query)]
 
 
+def _default_column(core: InferenceCore, full: np.ndarray, res: Any) -> int:
+    """The type explained when none is named: the best-scored one; for a tree (where a parent
+    scores at least as high as its children) the first predicted path's type, else the
+    best-scored bottom type."""
+    scored = np.where(np.isnan(full), -np.inf, full)
+    if core.tree is None:
+        return int(np.argmax(scored))
+    paths = core.select_paths(full[None, :], [res])[0]
+    if paths:
+        return core.classes.index(paths[0]["product_type"])
+    return int(np.argmax(np.where(core.leaf_col, scored, -np.inf)))
+
+
 def explain(core: InferenceCore, query: str, locale: str, product_type: str | None = None) -> dict[str, Any]:
     """The contributions of ``query``'s words and locale token to ``product_type``'s score
-    (default: the query's best-scored type) in ``locale``; see the module doc.
+    (default: the query's best-scored type; for a tree, the type it predicts, as
+    :func:`_default_column` picks it) in ``locale``; see the module doc.
 
     Returns a JSON-ready dict: ``query``, ``locale``, ``locale_used``, ``product_type``,
     ``score``, ``threshold``, ``predicted``, ``words`` (``word``, ``start``, ``end``,
@@ -63,7 +77,7 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
     scores = core.scores(variants, resolutions)
     full = scores[0]
     if product_type is None:
-        col = int(np.nanargmax(np.where(np.isnan(full), -np.inf, full)))
+        col = _default_column(core, full, res)
     else:
         if product_type not in core.classes:
             raise ConfigError(f"product type {product_type!r} is not one of the model's {len(core.classes)} types")
