@@ -207,6 +207,10 @@ class Q2PTModel:
 
         self.tree_ = configured_tree(self.config, dataset.labels)
         if self.tree_ is None:
+            if self.config.data.taxonomy:
+                logger.warning("data.taxonomy %s is not used: this model is flat (its labels have one level, or "
+                               "model.hierarchy flat); a taxonomy gives a tree's model its deeper paths",
+                               self.config.data.taxonomy)
             return dataset
         splits, added = {}, 0
         for name, frame in dataset.splits.items():
