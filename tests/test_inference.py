@@ -107,7 +107,7 @@ def test_select_types_orders_best_first_cuts_per_row_and_top_k():
 
 
 def test_locale_ids_compare_without_case():
-    """One rule, everywhere: "DE" is the model's "de" (the data layer refuses a dataset that
+    """One rule, everywhere: "DE" and " de " are the model's "de" (the data layer refuses a dataset that
     spells one store two ways, tested in test_hardening)."""
     for variant in ("unified-aware", "non-unified"):
         core = fake_core(variant)
@@ -115,3 +115,6 @@ def test_locale_ids_compare_without_case():
         assert res[0].locale == "DE" and res[0].locale_used == res[1].locale_used == "de"
         assert res[0].key == res[1].key and res[0].warning == ""
         np.testing.assert_array_equal(*core.scores(["q", "q"], res))
+        # nor with surrounding spaces (a locale id has none: the data layer refuses them)
+        (padded,) = core.resolve_all([" de "])
+        assert padded.locale_used == "de" and padded.warning == "" and padded.key == res[1].key

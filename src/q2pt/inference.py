@@ -257,9 +257,9 @@ class InferenceCore:
     # --------------------------------------------------------------- resolution
     def resolve(self, locale: str) -> Resolution:
         """How ``locale`` is served (see :class:`Resolution`); a locale that is a model locale
-        up to case is that locale."""
-        if locale not in self._known and locale.casefold() in self._by_case:
-            resolved = self.resolve(self._by_case[locale.casefold()])
+        up to case and surrounding spaces (a locale id has none) is that locale."""
+        if locale not in self._known and locale.strip().casefold() in self._by_case:
+            resolved = self.resolve(self._by_case[locale.strip().casefold()])
             return Resolution(locale, resolved.locale_used, resolved.key, resolved.token_locale, resolved.warning)
         known = locale in self._known
         if self.unified:
@@ -281,7 +281,7 @@ class InferenceCore:
         """:meth:`resolve` for each locale; an error names every unknown locale at once, and
         one warning per unseen locale is logged."""
         if not self.unified and self.fallback_locale is None and self.unseen == "error":
-            unknown = sorted({loc for loc in locales if loc.casefold() not in self._by_case})
+            unknown = sorted({loc for loc in locales if loc.strip().casefold() not in self._by_case})
             if unknown:
                 raise UnknownLocaleError(self._unknown_message(unknown))
         cache: dict[str, Resolution] = {}
