@@ -121,6 +121,22 @@ def test_aggregate_results_and_report(folds_run):
         assert "TF-IDF + LR (unified)" in page and "±" in page
     assert "q2pt experiment --data" in md and "--folds 2" in md
     assert (out / "figures" / "folds_rap_by_locale.png").is_file()
+    assert agg["unused_folds"] == [] and "Not every fold is used" not in md
+
+
+def test_fold_folders_beyond_k_are_named_in_the_report(folds_run, tmp_path):
+    from q2pt.experiments import unused_folds
+    from q2pt.experiments.report import render_folds_report
+
+    data, out = folds_run
+    (tmp_path / "fold-0").mkdir()
+    (tmp_path / "fold-1").mkdir()
+    (tmp_path / "fold-2").mkdir()
+    assert unused_folds(tmp_path, 2) == ["fold-2"] and unused_folds(tmp_path, 3) == []
+    agg = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    paths = render_folds_report(tmp_path / "report", {**agg, "unused_folds": ["fold-2"]})
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "Not every fold is used" in md and "fold-2" in md and "--folds 3" in md
 
 
 def test_rerun_resumes_from_the_folds(folds_run, monkeypatch):

@@ -49,6 +49,7 @@ __all__ = [
     "ExperimentSettings",
     "build_command",
     "fold_dirs",
+    "unused_folds",
     "FOLDS_FORMAT",
 ]
 
@@ -279,9 +280,19 @@ def fold_dirs(data_dir: str | Path, k: int) -> list[Path]:
             f"--folds {k}: {root} lacks {', '.join(missing)} (expected {expected}, each a dataset folder; {how}); "
             f"found: {', '.join(found) or 'no fold folders'}"
         )
-    if (root / f"fold-{k}").is_dir():
+    if unused_folds(root, k):
         logger.warning("%s has more than %d fold folders: only fold-0 ... fold-%d are used", root, k, k - 1)
     return dirs
+
+
+def unused_folds(data_dir: str | Path, k: int) -> list[str]:
+    """The fold folders of ``data_dir`` beyond the ``k`` a run uses (fold-k, fold-k+1, ...): their
+    test queries are tested by none of the k folds."""
+    out, i = [], k
+    while (Path(data_dir) / f"fold-{i}").is_dir():
+        out.append(f"fold-{i}")
+        i += 1
+    return out
 
 
 def _check_folds_out(out: Path, force: bool) -> None:
@@ -355,6 +366,7 @@ def _run_folds(req: ExperimentRequest) -> ExperimentResult:
         "k": k,
         "command": command,
         "data_dir": str(data_dir),
+        "unused_folds": unused_folds(data_dir, k),
         "split_report": str(Path(data_dir) / "split.json") if (Path(data_dir) / "split.json").is_file() else None,
         "simulated": any(bool((r.results.get("data") or {}).get("simulated")) for r in fold_results),
         "label_depth": (first.get("data") or {}).get("label_depth"),

@@ -887,6 +887,11 @@ def render_folds_report(out_dir: str | Path, results: Mapping[str, Any] | None =
                    "simulated shop, not any real shop's data.")
     else:
         rep.banner(f"**Data: user data**, {k} folds of `{results.get('data_dir')}`.")
+    unused = results.get("unused_folds") or []
+    if unused:
+        rep.banner(f"**Not every fold is used:** `{results.get('data_dir')}` also holds {', '.join(unused)}; their "
+                   f"test queries are tested by none of the {k} folds run (run with --folds "
+                   f"{int(k or 0) + len(unused)} for all of them).")
     machine = results.get("machine") or {}
     bullets = [
         f"q2pt {results.get('q2pt_version')}; report rendered "
