@@ -8,6 +8,7 @@ from q2pt.config import (
     ENCODER_OVERRIDES,
     Config,
     encoder_kind,
+    load_config_file,
     parse_overrides,
     parse_value,
     resolve_config,
@@ -130,6 +131,14 @@ def test_config_file_errors_name_the_file(tmp_path):
         resolve_config({"optimizer": {"lr": 1}})
     with pytest.raises(ConfigError, match="cannot read"):
         resolve_config(tmp_path / "missing.yaml")
+    for name, text in (("twice.yaml", "train:\n  lr: 0.002\n  lr: 0.004\n"),
+                       ("twice.json", '{"train": {"lr": 0.1, "lr": 0.2}}')):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=f"{name}: the key 'lr' is given twice"):  # not the last one silently
+            resolve_config(tmp_path / name)
+    anchors = tmp_path / "anchors.yaml"  # a merge key is not a repeat
+    anchors.write_text("base: &b {lr: 0.003}\ntrain:\n  <<: *b\n  patience: 4\n")
+    assert load_config_file(anchors)["train"] == {"lr": 0.003, "patience": 4}
     not_mapping = tmp_path / "list.yaml"
     not_mapping.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
