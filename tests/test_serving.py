@@ -209,6 +209,9 @@ def test_nonunified_fallback_locale(nonunified_dir):
         ({"query": "shoes", "locale": "de_DE", "top_k": "many"}, "top_k"),
         ({"query": "shoes", "locale": "de_DE", "threshold": 1.5}, "threshold"),
         ({"query": "shoes", "locale": "de_DE", "threshold": -0.1}, "threshold"),
+        ({"query": "shoes", "locale": "de_DE", "threshold": "0.5"}, "threshold"),  # JSON's own types only
+        ({"query": "shoes", "locale": "de_DE", "top_k": "5"}, "top_k"),
+        ({"query": "shoes", "locale": "de_DE", "backoff": "false"}, "backoff"),
         ({"query": "shoes", "locale": "de_DE", "topk": 3}, "topk"),  # unknown field
     ],
 )

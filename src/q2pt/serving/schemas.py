@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_STRICT = ConfigDict(extra="forbid")
+#: requests take JSON's own types: "0.5" is not a threshold, "5" not a top_k, "false" not a bool
+#: (a client sending strings has a bug that a lax parse would hide); no unknown fields
+_STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 def _no_depth_when_flat(req: Any) -> Any:
@@ -30,6 +32,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"query": "red running shoes", "locale": "en_US", "top_k": 5}]},
     )
 
@@ -65,6 +68,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"queries": [{"query": "red running shoes", "locale": "en_US"},
                                       {"query": "rote laufschuhe", "locale": "de_DE"}], "top_k": 3}]
@@ -168,6 +172,7 @@ class ExplainRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"query": "red running shoes", "locale": "en_US"}]},
     )
 
@@ -212,7 +217,7 @@ class ReloadRequest(BaseModel):
     """``POST /v1/admin/reload``: the model folder to serve next (default: the folder the
     server was started with, re-read)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     model: str | None = Field(None, min_length=1, max_length=4096)
 
