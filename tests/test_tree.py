@@ -219,6 +219,7 @@ def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir)
     folder, test = tree_model_dir
     model = load_model(folder)
     assert model.tree_ is not None and model.tree_.depth == 3
+    assert "served with one threshold per level" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "electronics" in model.classes_ and "electronics > audio" in model.classes_  # ancestors learned
     assert set(model.level_thresholds_["global"]) == {"1", "2", "3"}
     assert model.predict(["kopfhörer"], "de_DE") == [["electronics > audio > headphones"]]

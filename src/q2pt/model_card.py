@@ -143,8 +143,11 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
     lines += ["## Validation metrics", ""]
     if metrics:
         ci_level = (metrics.get("config") or {}).get("ci_level")
+        served = ("the threshold each locale is served with" if not manifest.get("tree") else
+                  "each locale's threshold over all the tree's nodes (a tree is served with one threshold per "
+                  "level: the tree's section below)")
         lines += [f"{rap} on the validation split (pooled over its (query, type) pairs; 95% bootstrap CI over "
-                  f"queries{'' if ci_level else ': not computed'}), and the threshold each locale is served with:",
+                  f"queries{'' if ci_level else ': not computed'}), and {served}:",
                   "", f"| locale | training queries | validation queries | positives | {rap} | 95% CI | threshold | "
                   "how the threshold was chosen |", "|---|---:|---:|---:|---:|---|---:|---|"]
         for loc, entry in (metrics.get("locales") or {}).items():
