@@ -166,14 +166,26 @@ def test_export_cli(aware_dir, nonunified_dir, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "nu").glob("*.onnx")) == ["de_DE.onnx", "en_US.onnx", "fr_FR.onnx"]
     assert main(["export", "onnx", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x.onnx")]) == 3
     assert "does not exist" in capsys.readouterr().err
-    # an existing OUT (a file, a folder of an earlier export) is replaced only when told
+    # an existing target (a file, a non-unified model's export folder) is replaced only when told
     (tmp_path / "data.jsonl").write_text("the user's data\n", encoding="utf-8")
-    for out in ("data.jsonl", "nu"):
-        assert main(["export", "onnx", "--model", str(aware_dir), "--out", str(tmp_path / out), "--no-verify"]) == 2
+    for model, out in ((aware_dir, "data.jsonl"), (aware_dir, "m.onnx"), (nonunified_dir, "nu")):
+        assert main(["export", "onnx", "--model", str(model), "--out", str(tmp_path / out), "--no-verify"]) == 2
         assert "exists: pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "data.jsonl").read_text(encoding="utf-8") == "the user's data\n"
-    assert main(["export", "onnx", "--model", str(aware_dir), "--out", str(tmp_path / "m.onnx"), "--no-verify",
-                 "--overwrite", "-q"]) == 0
+    for model, out in ((aware_dir, "m.onnx"), (nonunified_dir, "nu")):
+        assert main(["export", "onnx", "--model", str(model), "--out", str(tmp_path / out), "--no-verify",
+                     "--overwrite", "-q"]) == 0
+    # a unified model exported into a folder writes OUT/model.onnx beside what is there
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "README.txt").write_text("notes\n", encoding="utf-8")
+    assert main(["export", "onnx", "--model", str(aware_dir), "--out", str(tmp_path / "exports"), "--no-verify", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["README.txt", "model.onnx"]
+    # --overwrite never replaces a folder that is not an earlier export (a model folder, say)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep\n", encoding="utf-8")
+    assert main(["export", "onnx", "--model", str(nonunified_dir), "--out", str(tmp_path / "mine"), "--no-verify",
+                 "--overwrite"]) == 2
+    assert "not an earlier ONNX export" in capsys.readouterr().err and (tmp_path / "mine" / "precious.txt").is_file()
 
 
 def test_export_cli_measures_the_int8_cost(aware_dir, tmp_path, capsys):

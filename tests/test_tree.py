@@ -457,15 +457,16 @@ def test_the_tree_structure_is_computed_once_per_label_list_and_follows_its_orde
         assert _paths(core) == [("home > kitchen > pots", 3)]
 
 
-def test_a_taxonomy_given_to_a_flat_model_is_said_to_be_unused(tmp_path, caplog):
-    from q2pt.config import resolve_config
-    from q2pt.models import Q2PTModel
+def test_a_taxonomy_given_to_a_flat_model_is_said_to_be_unused(tmp_path, capsys):
+    from q2pt.cli import main
+    from q2pt.data.io import write_dataset
+    from q2pt.models import load_model
     from support import handmade_dataset
 
+    data = write_dataset(handmade_dataset(), tmp_path / "data", "jsonl")
     (tmp_path / "tax.txt").write_text("new dept > x\n", encoding="utf-8")
-    cfg = resolve_config(encoder="ngram", flags={
-        "train.max_steps": 1, "train.threads": 1, "model.encoder_options": {"dim": 8, "buckets": 512},
-        "data.taxonomy": str(tmp_path / "tax.txt"), "data.label_depth": 1})  # the paths cut to one level
-    with caplog.at_level("WARNING", logger="q2pt"):
-        model = Q2PTModel(config=cfg).fit(handmade_dataset(), progress=False)
-    assert model.tree_ is None and "is not used: this model is flat" in caplog.text
+    code = main(["train", "--data", str(data), "--encoder", "ngram", "--out", str(tmp_path / "m"), "--no-progress",
+                 "--train.max_steps", "1", "--train.threads", "1", "--model.encoder_options", '{"dim": 8, "buckets": 512}',
+                 "--data.taxonomy", str(tmp_path / "tax.txt"), "--data.label_depth", "1"])  # the paths cut to one level
+    assert code == 0 and "is not used: this model is flat" in capsys.readouterr().err
+    assert load_model(tmp_path / "m").tree_ is None

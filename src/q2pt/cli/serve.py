@@ -108,7 +108,8 @@ def register(subparsers: Any) -> None:
     )
     o.add_argument("--model", required=True, metavar="MODEL_DIR")
     o.add_argument("--out", required=True, metavar="OUT", help="ONNX file (unified) or folder (non-unified)")
-    o.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace an existing export (the .onnx file, or a non-unified model's export folder)")
     o.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization (onnxruntime.quantization)")
     o.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
     o.add_argument("--evaluate", action="store_true",
@@ -274,11 +275,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from q2pt.serving.onnx_export import evaluate_exports, export_onnx, export_target, format_evaluation
 
     check_writable(args.out, "ONNX export")
-    out = Path(args.out)
-    if not args.overwrite and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
-        raise ConfigError(f"{out} exists: pass --overwrite to replace it")
     model = load_model(args.model)
-    result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify)
+    result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify, overwrite=args.overwrite)
     size = sum(result.sizes.values())
     kind = f"{args.quantize} " if args.quantize else ""
     status = sys.stderr if args.json else sys.stdout  # --json: stdout is the JSON document alone

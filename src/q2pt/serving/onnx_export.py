@@ -213,13 +213,16 @@ def export_onnx(
     verify: bool = True,
     opset: int = OPSET,
     sample_queries: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export every network of ``model`` to ONNX under ``out`` (layout: module doc).
 
     ``quantize="int8"`` writes dynamically int8-quantized graphs. ``verify`` runs the
     written graphs with onnxruntime on sample queries and records the largest absolute
     difference from PyTorch's probabilities (``ExportResult.max_abs_diff``).
-    Writes are atomic (a folder or file appears complete or not at all).
+    Writes are atomic (a folder or file appears complete or not at all). An existing target
+    (the ``.onnx`` file, or a non-unified model's folder) is replaced only with ``overwrite``,
+    and a folder only when it is an earlier export (it has ``index.json``): ConfigError otherwise.
     """
     require("onnx", "onnx")
     if quantize is not None and quantize not in QUANTIZE_MODES:
@@ -230,6 +233,8 @@ def export_onnx(
     samples = list(sample_queries or SAMPLE_QUERIES)
     if variant != "non-unified":
         target = out / UNIFIED_FILE if out.is_dir() else out
+        if target.exists() and not overwrite:
+            raise ConfigError(f"{target} exists: pass --overwrite to replace it")
         with folder_lock(target, "ONNX export"), atomic_path(target) as tmp:
             _export_network(model, UNIFIED, tmp, variant, quantize, opset, samples)
         files = {UNIFIED: target}
@@ -239,6 +244,12 @@ def export_onnx(
             raise ConfigError(
                 f"a non-unified model exports one graph per locale: give --out a folder, not {out}"
             )
+        if out.is_file() or (out.is_dir() and any(out.iterdir())):
+            if not overwrite:
+                raise ConfigError(f"{out} exists: pass --overwrite to replace it")
+            if not (out / INDEX_FILE).is_file():
+                raise ConfigError(f"{out} is not an earlier ONNX export (no {INDEX_FILE}): it is not replaced; "
+                                  "choose another --out")
         with folder_lock(out, "ONNX export"), atomic_path(out) as tmp:
             tmp.mkdir()
             for key in keys:

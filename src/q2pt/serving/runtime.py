@@ -150,7 +150,7 @@ class OnnxRuntime(Runtime):
                 export_dir = tmp.name
             logger.info("exporting the model to ONNX for serving (use 'q2pt export onnx' to do it once)")
             target = onnx_export.export_target(export_dir, self.variant)
-            exported = onnx_export.export_onnx(model, target, quantize=quantize, verify=False)
+            exported = onnx_export.export_onnx(model, target, quantize=quantize, verify=False, overwrite=True)
             onnx_path = exported.path
         elif quantize:
             raise ConfigError("--quantize applies when the server exports the model itself; "
