@@ -156,6 +156,16 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "deep"), "--init-from", str(tmp_path / "child"),
                  "--data.label_depth", "1", "--no-progress"]) == 2
     assert "its data.label_depth is None, this training's is 1" in capsys.readouterr().err
+    # a config file goes over the parent's settings key by key (restating one option keeps the others)
+    (tmp_path / "week.yaml").write_text("model:\n  encoder_options:\n    dim: 16\ntrain:\n  patience: 4\n")
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "filed"), "--init-from", str(tmp_path / "child"),
+                 "--config", str(tmp_path / "week.yaml"), "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed["model"]["encoder_options"]["buckets"] == 4096 and printed["train"]["patience"] == 4
+    (tmp_path / "typo.yaml").write_text("train:\n  lrr: 0.1\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "t"), "--init-from", str(tmp_path / "child"),
+                 "--config", str(tmp_path / "typo.yaml")]) == 2
+    assert "typo.yaml" in capsys.readouterr().err  # the error names the file
     # a label map alone, a missing parent: clean errors
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "x"), "--label-map", "m.csv", *flags]) == 2
     assert "--label-map needs --init-from" in capsys.readouterr().err

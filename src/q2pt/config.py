@@ -727,6 +727,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def file_over(base: Mapping[str, Any], path: str | Path | None) -> dict[str, Any]:
+    """A config file's sections over ``base`` (a dict of sections, e.g. a parent model's saved
+    config), merged as :func:`resolve_config` merges its layers (deeply; renamed keys under
+    their current names); the file's keys are checked, errors naming it. None: ``base``."""
+    out = copy.deepcopy(dict(base))
+    if path is None:
+        return out
+    data = renamed_sections(load_config_file(path))
+    _check_keys(data, str(path))
+    _deep_merge(out, data)
+    return out
+
+
 def resolve_config(
     file: str | Path | Mapping[str, Any] | None = None,
     overrides: Sequence[str] | Mapping[str, Any] | None = None,

@@ -13,8 +13,10 @@ locale's; a locale new to a non-unified model starts fresh):
   parent types starts at their mean; a new type starts fresh (random weights, the prior bias);
   a parent type that is gone is dropped.
 
-A warm start trains with the parent's settings (:func:`inherited_settings`: its resolved
-config under the new run's config file and flags, less where its data came from). The parent
+``q2pt train --init-from`` trains with the parent's settings (:func:`inherited_settings`: its
+resolved config under the new run's config file and flags, less where its data came from; in
+the library, build the new model's config from it, as :meth:`q2pt.models.Q2PTModel.warm_start_from`
+uses the model's own config). The parent
 must have the same variant, encoder and network shape (``model.encoder``,
 ``model.encoder_options``, ``model.head_hidden``, ``model.output``) and cut product type
 paths the same way (``data.label_depth``, ``data.label_separator``): :func:`check_parent`
@@ -131,7 +133,7 @@ def inherited_settings(parent_dir: "str | os.PathLike[str]",
     warm start's own ``config_file`` over it: the file layer of
     :func:`q2pt.config.resolve_config` (its flags go over it), so ``--init-from`` alone trains as
     the parent did. Refused (ModelLoadError) when the folder is not a model."""
-    from q2pt.config import Config, load_config_file
+    from q2pt.config import Config, file_over
     from q2pt.model_folder import read_manifest
 
     manifest = read_manifest(Path(parent_dir))
@@ -142,9 +144,7 @@ def inherited_settings(parent_dir: "str | os.PathLike[str]",
     for dotted in NOT_INHERITED:
         section, key = dotted.split(".")
         layer.get(section, {}).pop(key, None)
-    for section, body in (load_config_file(Path(config_file)) if config_file else {}).items():
-        layer[section] = {**layer.get(section, {}), **body} if isinstance(body, Mapping) else body
-    return layer
+    return file_over(layer, Path(config_file) if config_file else None)
 
 
 def unknown_in_label_map(label_map: Mapping[str, str], parent_types: Sequence[str]) -> list[str]:
