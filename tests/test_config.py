@@ -136,9 +136,13 @@ def test_config_file_errors_name_the_file(tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(ConfigError, match=f"{name}: the key 'lr' is given twice"):  # not the last one silently
             resolve_config(tmp_path / name)
-    anchors = tmp_path / "anchors.yaml"  # a merge key is not a repeat
-    anchors.write_text("base: &b {lr: 0.003}\ntrain:\n  <<: *b\n  patience: 4\n")
+    anchors = tmp_path / "anchors.yaml"  # a merge key is not a repeat, and a key written after it overrides it
+    anchors.write_text("base: &b {lr: 0.003, patience: 2}\ntrain:\n  <<: *b\n  patience: 4\n")
     assert load_config_file(anchors)["train"] == {"lr": 0.003, "patience": 4}
+    unhashable = tmp_path / "unhashable.yaml"
+    unhashable.write_text("train:\n  ? [a, b]\n  : 1\n")
+    with pytest.raises(ConfigError, match="unhashable.yaml"):
+        load_config_file(unhashable)
     not_mapping = tmp_path / "list.yaml"
     not_mapping.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):

@@ -694,12 +694,17 @@ def _unique_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping."""
+    """YAML's safe loader, refusing a key written twice in one mapping (a key merged in with
+    ``<<: *anchor`` and then written is an override, as YAML means it)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)
-        return _unique_pairs([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
-                              for k, v in node.value])
+        if isinstance(node, yaml.MappingNode):
+            written = [self.construct_object(k, deep=deep) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+            try:
+                _unique_pairs([(k, None) for k in written])
+            except TypeError:  # an unhashable key: the safe loader's own error says so
+                pass
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
