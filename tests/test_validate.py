@@ -320,5 +320,8 @@ def test_a_labelled_file_without_a_split_column_is_checked_as_rows_to_split(tmp_
     r = validate_dataset(f)
     assert {(p.kind, p.row) for p in r.problems} == {("duplicate_row", 2), ("empty_query", 3)}  # no empty splits
     assert r.summary["rows"] == {"rows to split": 4} and "rows to split" in r.format()
+    assert (r.summary["errors"], r.summary["warnings"]) == (1, 1)  # the empty splits are not counted either
+    (dup,) = only(r, "duplicate_row")
+    assert "data split merges them" in dup.message and "both rows count" not in dup.message
     with pytest.raises(DataError, match="needs a 'split' column"):  # training still needs splits
         load_dataset(f)

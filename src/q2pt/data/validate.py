@@ -47,7 +47,7 @@ is the line number; for Parquet the row index + 1).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -634,10 +634,20 @@ def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_Q
     report, _ = check_raw_dataset(raw, max_query_chars=max_query_chars,
                                   label_separator=label_separator, taxonomy=taxonomy)
     if raw.layout == "rows":  # a labelled file to split: its rows and duplicates checked, no splits to miss
-        report.problems = [p for p in report.problems if p.kind != "empty_split"]
+        report.problems = [_as_rows_to_split(p) for p in report.problems if p.kind != "empty_split"]
         report.summary["rows"] = {"rows to split": report.summary.get("rows", {}).get("train", 0)}
         report.summary["files"] = {"rows": str(path)}
+        report.summary["errors"], report.summary["warnings"] = len(report.errors), len(report.warnings)
     return report
+
+
+def _as_rows_to_split(p: DataProblem) -> DataProblem:
+    """A duplicate's note as ``data split`` treats it (merged into one row), not as training does."""
+    if p.kind in ("duplicate_row", "conflicting_labels"):
+        merged = p.message.replace(" (both rows count)", "").replace("; both rows are kept", "")
+        return replace(p, message=merged + "; data split merges them into one row (the union of the "
+                                   "product types)")
+    return p
 
 
 def frames_to_raw(splits: Mapping[str, pd.DataFrame], source: str = "<memory>") -> RawDataset:
