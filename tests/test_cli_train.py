@@ -263,6 +263,9 @@ def test_predict_does_not_replace_an_existing_out_file_unless_told(models, tmp_p
     assert "exists: pass --overwrite" in err and out.read_text(encoding="utf-8") == "earlier work\n"
     assert main([*args, "--overwrite", "-q"]) == 0
     assert pd.read_csv(out)["query"].tolist() == ["red shoes"]
+    # a folder is where --stream writes its parts (--overwrite once meant --stream)
+    assert main([*args[:-1], str(tmp_path / "preds"), "--overwrite"]) == 2
+    assert "a folder of parts is written with --stream" in capsys.readouterr().err
     # QUERY arguments print their predictions: an --out beside them would be ignored, so it is refused
     assert main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "--out", str(out), "x"]) == 2
     assert "--out writes the predictions of --input" in capsys.readouterr().err

@@ -217,6 +217,14 @@ def check_output_is_not_input(input_path: str | Path, output_path: str | Path) -
         raise ConfigError(f"{output_path} is the input file: write the predictions to another path")
 
 
+def check_output_file(output_path: str | Path, overwrite: bool) -> None:
+    """ConfigError when the predictions file exists and ``overwrite`` is not given."""
+    from q2pt.errors import ConfigError
+
+    if Path(output_path).exists() and not overwrite:
+        raise ConfigError(f"{output_path} exists: pass --overwrite to replace it")
+
+
 def predict_file(
     model: "Q2PTModel",
     input_path: str | Path,
@@ -232,17 +240,20 @@ def predict_file(
     max_depth: int | None = None,
     backoff: bool = True,
     flat: bool = False,
+    overwrite: bool = False,
 ) -> int:
     """Predict every row of a Parquet/JSONL/CSV/TSV file (``query``, ``locale`` columns; other
     columns kept) and write them with the predictions (:func:`predict_frame`'s columns) to
     ``output_path`` (format from its extension; in CSV/TSV the lists are joined with ``|``,
-    and ``predicted_ancestors`` is JSON text). Returns the number of rows."""
+    and ``predicted_ancestors`` is JSON text; an existing file is replaced only with
+    ``overwrite``, the input file never). Returns the number of rows."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     from q2pt.data.io import MISSING, detect_format, read_table, write_table
 
     check_output_is_not_input(input_path, output_path)
+    check_output_file(output_path, overwrite)
     out_fmt = detect_format(output_path)  # fail early on a bad output extension
     table = read_table(input_path)
     errors = [p for p in table.problems if p.severity == "error"]

@@ -385,8 +385,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     streaming = args.stream or args.resume or args.workers is not None
     if streaming and not args.input:
         raise ConfigError("--stream (--workers, --resume) needs --input FILE.parquet --out OUT")
-    if not streaming and args.out and Path(args.out).exists() and not args.overwrite:
-        raise ConfigError(f"{args.out} exists: pass --overwrite to replace it")
+    if not streaming and args.out and (Path(args.out).is_dir() or not Path(args.out).suffix):
+        raise ConfigError(f"--out {args.out} is a folder: a folder of parts is written with --stream; "
+                          "without it, give a file (.parquet, .jsonl, .csv or .tsv)")
+    if not streaming and args.out:
+        from q2pt.predict import check_output_file
+
+        check_output_file(args.out, args.overwrite)  # before the model loads
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict
@@ -420,7 +425,7 @@ def _predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if args.input:
         n = predict_file(
-            model, args.input, args.out, threshold=args.threshold, top_k=args.top_k,
+            model, args.input, args.out, threshold=args.threshold, top_k=args.top_k, overwrite=args.overwrite,
             fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
             max_query_chars=args.max_query_chars, **_hierarchy(args),
         )
