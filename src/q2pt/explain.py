@@ -49,7 +49,8 @@ def _default_column(core: InferenceCore, full: np.ndarray, res: Any) -> int:
     paths = core.select_paths(full[None, :], [res])[0]
     if paths:
         return core.classes.index(paths[0]["product_type"])
-    return int(np.argmax(np.where(core.leaf_col, scored, -np.inf)))
+    leaves = np.where(core.leaf_col, scored, -np.inf)
+    return int(np.argmax(leaves if np.isfinite(leaves).any() else scored))  # (no leaf scored: any type)
 
 
 def explain(core: InferenceCore, query: str, locale: str, product_type: str | None = None) -> dict[str, Any]:

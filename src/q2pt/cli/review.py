@@ -77,7 +77,8 @@ def register(subparsers: Any) -> None:
     x.add_argument("--model", required=True, metavar="MODEL_DIR")
     x.add_argument("--locale", required=True, metavar="LOCALE")
     x.add_argument("query", metavar="QUERY")
-    x.add_argument("--type", metavar="PRODUCT_TYPE", help="the product type to explain (default: the best-scored)")
+    x.add_argument("--type", metavar="PRODUCT_TYPE",
+                   help="the product type to explain (default: the best-scored; for a tree, the type it predicts)")
     x.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
     x.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     x.add_argument("--json", action="store_true", help="print JSON")
@@ -132,7 +133,7 @@ def _compare(args: argparse.Namespace) -> int:
     renames = renames_from_parent(model_a, model_b)
     if renames:
         log.info("model B was warm-started from model A with a label map: A's types are judged under B's names "
-                 "(%d renamed or merged)", len(renames))
+                 "(%d renamed or merged)", len(set(renames) & set(model_a.classes_)))
     result = compare_models(
         model_a, model_b, frame, precision=args.precision, bootstrap=args.bootstrap, seed=args.seed,
         min_positives=args.min_positives, top_types=args.types, fallback_locale=args.fallback_locale,

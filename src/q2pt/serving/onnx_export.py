@@ -13,13 +13,15 @@ Each graph takes the tensors of its encoder's ``tokenize`` (same names: ``ids`` 
 ``(batch, n_labels)`` = the network's scores (``Q2PTNet.scores``: sigmoid, or softmax for
 ``model.output softmax``), labels in the order stored in the
 graph's metadata (``q2pt.labels``, JSON; also ``q2pt.variant``, ``q2pt.network``,
-``q2pt.inputs``, ``q2pt.encoder``, ``q2pt.quantize``). Tokenization stays in Python
+``q2pt.inputs``, ``q2pt.encoder``, ``q2pt.quantize``, the calibrated ``q2pt.thresholds`` and
+``q2pt.type_thresholds``, and ``q2pt.model_fingerprint``: the model folder it was exported from,
+checked when it is served). Tokenization stays in Python
 (``Encoder.tokenize``): serve with ``q2pt serve --runtime onnx --onnx OUT``. A hierarchical
 model's graph returns each node's own score; the parent-at-least-its-child lift
 (``model.tree_scores consistent``) and the choice of the deepest confident types are q2pt's
 Python side (:class:`q2pt.inference.InferenceCore`, which ``q2pt serve --runtime onnx`` uses), and
-the graph's metadata carries what they need: ``q2pt.tree`` (the tree's JSON), ``q2pt.tree_scores``,
-``q2pt.thresholds``, ``q2pt.level_thresholds`` and ``q2pt.type_thresholds``. In
+the graph's metadata carries what they need besides the thresholds: ``q2pt.tree`` (the tree's
+JSON), ``q2pt.tree_scores`` and ``q2pt.level_thresholds``. In
 ``q2pt.level_thresholds`` a locale's ``null`` at a level means its own pairs there never reached
 the precision target: it is cut at the level's global threshold, which is not an answer at the
 target there.

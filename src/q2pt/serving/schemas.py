@@ -179,7 +179,8 @@ class ExplainRequest(BaseModel):
     query: str = Field(..., description="The search query (as for /v1/predict).")
     locale: str = Field(..., min_length=1, max_length=64)
     product_type: str | None = Field(None, min_length=1, max_length=1000,
-                                     description="The type to explain (default: the query's best-scored type).")
+                                     description="The type to explain (default: the query's best-scored type; for a "
+                                                 "hierarchical model, the type it predicts).")
 
 
 class WordContribution(BaseModel):
