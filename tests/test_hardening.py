@@ -55,6 +55,17 @@ def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys):
     assert main(["train", "--out", str(out), *FAST]) == 2
     assert "holds a model already: pass --overwrite" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--overwrite", *FAST]) == 0
+    # an interrupted run (its checkpoints, no model yet): a plain rerun would throw them away
+    import shutil
+
+    for p in out.iterdir():
+        if p.name != "checkpoints":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), *FAST]) == 2
+    assert "holds an interrupted training run: pass --resume" in capsys.readouterr().err
+    assert (out / "checkpoints" / "run.json").is_file()
+    assert main(["train", "--out", str(out), "--resume", *FAST]) == 0 and (out / "manifest.json").is_file()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -451,6 +451,46 @@ def test_serve_refuses_a_port_in_use(aware_dir, capsys):
     assert "already in use" in capsys.readouterr().err
 
 
+def test_serve_with_workers_gives_them_time_to_load_and_its_logging(aware_dir, monkeypatch, capsys):
+    """uvicorn restarts a worker on SIGHUP and gives up on it after 5 s by default: a worker that
+    must load (and export to ONNX) a replaced model takes longer, so q2pt gives it
+    --worker-start-timeout; the workers log q2pt's lines as one process does."""
+    import logging
+
+    import uvicorn
+
+    import q2pt.serving.app as app_module
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(kw, target=target))
+    monkeypatch.delenv(app_module.ENV_OPTIONS, raising=False)
+    assert main(["serve", "--model", str(aware_dir), "--port", str(_free_port()), "--workers", "2"]) == 0
+    assert seen["timeout_worker_healthcheck"] == 300 and seen["workers"] == 2
+    options = json.loads(os.environ[app_module.ENV_OPTIONS])
+    assert options["log_level"] == logging.INFO
+    q2pt_log = logging.getLogger("q2pt")
+    monkeypatch.setattr(q2pt_log, "handlers", [])
+    app_module.app_from_env()  # what each worker runs: q2pt's handler on stderr
+    assert any(getattr(h, "_q2pt_cli", False) for h in q2pt_log.handlers)
+    assert main(["serve", "--model", str(aware_dir), "--workers", "2", "--worker-start-timeout", "0"]) == 2
+    assert "--worker-start-timeout" in capsys.readouterr().err
+
+
+def test_a_sighup_while_the_model_loads_does_not_end_the_server(aware_dir, monkeypatch, capsys):
+    import signal
+
+    import q2pt.serving.runtime as runtime_module
+
+    def load_and_get_hangup(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGHUP)  # a deploy's `kill -HUP` just after a start
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(runtime_module, "load_runtime", load_and_get_hangup)
+    before = signal.getsignal(signal.SIGHUP)
+    assert main(["serve", "--model", str(aware_dir), "--port", str(_free_port())]) == 2  # alive, not killed
+    assert "stop here" in capsys.readouterr().err and signal.getsignal(signal.SIGHUP) == before
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

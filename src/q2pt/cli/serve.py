@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     s.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy of the model (default 1)")
+    s.add_argument("--worker-start-timeout", type=float, default=300.0, metavar="S",
+                   help="--workers N: how long a (re)started worker may take to load its model, exporting it to ONNX "
+                   "with --runtime onnx, before uvicorn gives up on it (default 300 s; uvicorn's own is 5 s)")
     s.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="inference runtime (default torch)")
     s.add_argument("--onnx", metavar="PATH", help="--runtime onnx: an export of this model ('q2pt export onnx'); "
                    "default: export at start-up into a temporary folder")
@@ -166,11 +169,12 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from q2pt.errors import require
-
-    _setup_logging(logging.WARNING if args.log_level in ("critical", "error", "warning") else logging.INFO)
+    level = logging.WARNING if args.log_level in ("critical", "error", "warning") else logging.INFO
+    _setup_logging(level)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if not args.worker_start_timeout > 0:
+        raise ConfigError(f"--worker-start-timeout must be > 0 seconds, got {args.worker_start_timeout}")
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.quantize and args.runtime != "onnx":
@@ -179,6 +183,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("--quantize applies to the start-up export; to serve a quantized file, "
                           "make it with 'q2pt export onnx --quantize int8' and pass it to --onnx alone")
     settings = serve_settings(args)  # validates the limits
+    with _hangup_ignored():  # a deploy's SIGHUP while the model loads must not kill the server
+        return _serve(args, settings, level)
+
+
+@contextlib.contextmanager
+def _hangup_ignored() -> Iterator[None]:
+    """SIGHUP ignored until the server installs its own handler (the app's reload, or uvicorn's
+    worker restart): by default it would end the process while the model loads."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
+    from q2pt.errors import require
+
     uvicorn = require("uvicorn", "serve")
     from q2pt.serving.app import ENV_OPTIONS, create_app
     from q2pt.serving.runtime import OnnxRuntime, load_runtime
@@ -220,9 +248,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runtime_opts["onnx_fingerprint"] = probe.fingerprint
         del probe
         os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings),
-                                              "reload": reload_opts})
+                                              "reload": reload_opts, "log_level": level})
         with _stop_signals_exit_cleanly():
-            uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers, **uv_opts)
+            # a worker restarted on SIGHUP after the folder changed loads (and, --runtime onnx, exports)
+            # the new model before it is ready: uvicorn's 5 s default aborts that restart
+            uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers,
+                        timeout_worker_healthcheck=args.worker_start_timeout, **uv_opts)
     return 0
 
 

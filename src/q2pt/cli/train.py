@@ -245,8 +245,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             warm = model.warm_start_from(args.init_from, args.label_map)
             log.info("warm start from %s (%d product types, %d locales)", args.init_from, len(warm.parent.classes_),
                      len(warm.parent.locales_))
-        distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                        warm_start=warm)
+        try:
+            distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume,
+                            progress=not args.no_progress, warm_start=warm)
+        except KeyboardInterrupt:
+            if env.is_main:
+                log.warning("the run stopped at its last checkpoint: the same command with --resume continues it")
+            raise
         if env.is_main:
             metrics = model.manifest.get("metrics")
             if metrics:
@@ -264,6 +269,9 @@ def check_train_output(out: Path, *, resume: bool, overwrite: bool) -> None:
     check_writable(out, "model folder")
     if (out / "manifest.json").is_file() and not (resume or overwrite):
         raise ConfigError(f"{out} holds a model already: pass --overwrite to replace it (or --resume to continue its run)")
+    if (out / "checkpoints" / "run.json").is_file() and not (resume or overwrite):  # (its checkpoints would go)
+        raise ConfigError(f"{out} holds an interrupted training run: pass --resume to continue it, or --overwrite to "
+                          "start again")
 
 
 def _worker_args(args: argparse.Namespace) -> list[str]:

@@ -698,5 +698,8 @@ def app_from_env() -> FastAPI:
     if not raw:
         raise ConfigError(f"${ENV_OPTIONS} is not set (app_from_env is started by 'q2pt serve --workers N')")
     options = json.loads(raw)
+    from q2pt.logs import setup_logging
+
+    setup_logging(int(options.get("log_level", logging.INFO)))  # a worker's q2pt lines, as one process's
     runtime = load_runtime(**options["runtime"])
     return create_app(runtime, ServeSettings(**options.get("settings", {})), load_options=options.get("reload"))
