@@ -127,6 +127,9 @@ def test_resume_after_an_interruption_skips_finished_parts(tmp_path, model):
     text_input.write_text('{"query": "a", "locale": "en_US"}\n', encoding="utf-8")
     with pytest.raises(DataError, match="streaming prediction reads Parquet"):
         streaming.stream_predict(model, text_input, tmp_path / "o", workers=0, progress=False)
+    with pytest.raises(ConfigError, match="writes Parquet"):  # not a folder named preds.csv
+        streaming.stream_predict(model, path, tmp_path / "preds.csv", workers=0, progress=False)
+    assert not (tmp_path / "preds.csv").exists()
     with pytest.raises(ConfigError, match="is the input file"):  # never over the input, overwrite or not
         streaming.stream_predict(model, path, path, chunk_size=60, workers=0, progress=False, overwrite=True)
     with pytest.raises(ConfigError, match="chunk_size"):  # a resume must be the same run
@@ -279,3 +282,17 @@ def test_cli_predict_stream(tmp_path, model_dir, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0  # a finished run: nothing to do
     assert main(["predict", "--model", str(model_dir), "--stream", "x"]) == 2
+
+
+def test_a_worker_stopped_by_ctrl_c_or_a_gone_coordinator_exits_quietly(monkeypatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def orphaned():
+        raise BrokenPipeError
+
+    monkeypatch.setattr(streaming, "_worker_main", interrupted)
+    assert streaming._worker_process() == 130
+    monkeypatch.setattr(streaming, "_worker_main", orphaned)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the worker swaps in /dev/null; restored after the test
+    assert streaming._worker_process() == 1

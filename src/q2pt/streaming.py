@@ -436,6 +436,9 @@ def stream_predict(
     check_threshold(threshold)
     output = Path(output)
     check_output_is_not_input(input_path, output)
+    if output.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        raise ConfigError(f"streaming prediction writes Parquet: give --out a .parquet file or a folder for its parts, "
+                          f"not {output} (or predict without --stream to write {output.suffix})")
     merged_out = output.suffix.lower() == ".parquet"
     parts_dir = parts_folder(output)
     model_dir = None if not isinstance(model, (str, Path)) else str(Path(model).resolve())
@@ -788,8 +791,24 @@ def _worker_main(stdin: Iterable[str] = sys.stdin, stdout: Any = sys.stdout) -> 
     return 0
 
 
+def _worker_process() -> int:
+    """A worker process's exit status: a Ctrl-C (the coordinator's terminal sends it to the whole
+    group) or a coordinator gone (a broken pipe) ends it quietly; the coordinator says what
+    happened and ``--resume`` continues."""
+    try:
+        return _worker_main()
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush of the closed pipe at exit
+        except OSError:
+            pass
+        return 1
+
+
 if __name__ == "__main__":  # pragma: no cover - run as a worker process
     if sys.argv[1:] == ["--worker"]:
-        sys.exit(_worker_main())
+        sys.exit(_worker_process())
     print("usage: python -m q2pt.streaming --worker  (started by q2pt.streaming.stream_predict)", file=sys.stderr)
     sys.exit(2)
