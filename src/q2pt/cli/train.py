@@ -411,9 +411,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             max_query_chars=args.max_query_chars, **_hierarchy(args),
         )
         log.info(
-            "wrote %d predictions to %s (%d parts; %d rows predicted now%s, %.0f rows/s)",
-            result.rows, result.output, result.parts, result.rows_predicted,
-            f", {result.parts_done_before} parts done before" if result.parts_done_before else "",
+            "wrote %d predictions to %s (%d part%s; %d rows predicted now%s, %.0f rows/s)",
+            result.rows, result.output, result.parts, "" if result.parts == 1 else "s", result.rows_predicted,
+            f", {result.parts_done_before} done before" if result.parts_done_before else "",
             result.rows_per_second if result.rows_predicted else 0.0,
         )
         return 0
