@@ -27,7 +27,7 @@ import time
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/full-study", help="report folder (default runs/full-study)")
-    parser.add_argument("--preset", default="full", choices=("tiny", "quick", "full"))
+    parser.add_argument("--preset", default="full", choices=("tiny", "demo", "quick", "full"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", default="use")
     parser.add_argument("--study", action="append", default=[], help="also run a study (or all)")

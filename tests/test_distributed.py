@@ -114,6 +114,18 @@ def test_strip_nproc_and_torchrun_env(monkeypatch):
     assert distributed.launched_by_torchrun() and not distributed.is_main_process()
 
 
+def test_nproc_with_missing_data_is_refused_before_any_process_starts(tmp_path, monkeypatch, capsys):
+    from q2pt.cli import main
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    started: list = []
+    monkeypatch.setattr(distributed, "launch", lambda *a, **k: started.append(a) or 0)
+    code = main(["train", "--nproc", "2", "--data", str(tmp_path / "nope"), "--encoder", "ngram",
+                 "--out", str(tmp_path / "m")])
+    assert code == 2 and started == [] and capsys.readouterr().err.count("no such file or directory") == 1
+
+
 def test_backend_choice():
     assert distributed.choose_backend("auto") == distributed.choose_backend("gloo") == "gloo"
     with pytest.raises(ConfigError, match="unknown"):

@@ -227,6 +227,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from q2pt.models import Q2PTModel
 
     if args.nproc > 1 and not distributed.launched_by_torchrun():
+        if args.data and not Path(args.data).exists():  # one message here, not one per started process
+            raise DataError(f"{args.data}: no such file or directory")
         return distributed.launch(args.nproc, _worker_args(args))
     with distributed.session() as env:
         if env.distributed:
