@@ -47,7 +47,7 @@ is the line number; for Parquet the row index + 1).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -400,11 +400,15 @@ def _cross_checks(raw: RawDataset, checked: dict[str, _Checked], summary: dict[s
             same = a is not None and b is not None and sorted(a) == sorted(b)
             kind = "duplicate_row" if same else "conflicting_labels"
             msg = (
-                f"same normalized query and locale as row {table.rows[f]} with the same product types (both rows count)"
+                f"same normalized query and locale as row {table.rows[f]} with the same product types"
                 if same
                 else f"same normalized query and locale as row {table.rows[f]} with different product types "
-                f"({S.join_labels(b or [])} vs {S.join_labels(a or [])}); both rows are kept"
+                f"({S.join_labels(b or [])} vs {S.join_labels(a or [])})"
             )
+            if raw.layout == "rows":  # rows to split: data split merges them
+                msg += "; data split merges them into one row (the union of the product types)"
+            else:
+                msg += " (both rows count)" if same else "; both rows are kept"
             probs.append(problem(kind, table.file, int(table.rows[i]), S.QUERY, msg, "warning"))
         # leakage: a key already present in an earlier split
         reported = np.zeros(len(keys), dtype=bool)
@@ -503,7 +507,7 @@ def check_raw_dataset(
         checked[split] = ch
         problems.extend(ch.problems)
         rows[split] = len(table.frame)
-        if rows[split] == 0:
+        if rows[split] == 0 and raw.layout != "rows":  # rows to split have no splits to miss
             sev = "error" if split == "train" else "warning"
             what = "training is impossible" if split == "train" else (
                 "early stopping and threshold calibration need valid rows" if split == "valid" else "nothing to evaluate on"
@@ -538,10 +542,11 @@ def check_raw_dataset(
             f"locale ids {shown} differ only in case: q2pt treats them as one store; write them one way "
             f"({rare!r} first at this row)",
         ))
+    rows_to_split = raw.layout == "rows"
     summary: dict[str, Any] = {
         "layout": raw.layout,
-        "files": raw.files,
-        "rows": rows,
+        "files": {"rows": raw.source} if rows_to_split else raw.files,
+        "rows": {"rows to split": rows.get("train", 0)} if rows_to_split else rows,
         "n_locales": len(all_locales),
         "n_product_types": len(train_labels),
         "max_query_chars": max_query_chars,
@@ -630,24 +635,9 @@ def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_Q
     ``taxonomy`` file, one path a line, when given); a labelled file without a split column is
     checked as rows to split (row checks, duplicates). Raises DataError only when the dataset
     (or the taxonomy) cannot be read at all (missing, unreadable, wrong layout)."""
-    raw = read_raw_dataset(path, rows_ok=True)
-    report, _ = check_raw_dataset(raw, max_query_chars=max_query_chars,
+    report, _ = check_raw_dataset(read_raw_dataset(path, rows_ok=True), max_query_chars=max_query_chars,
                                   label_separator=label_separator, taxonomy=taxonomy)
-    if raw.layout == "rows":  # a labelled file to split: its rows and duplicates checked, no splits to miss
-        report.problems = [_as_rows_to_split(p) for p in report.problems if p.kind != "empty_split"]
-        report.summary["rows"] = {"rows to split": report.summary.get("rows", {}).get("train", 0)}
-        report.summary["files"] = {"rows": str(path)}
-        report.summary["errors"], report.summary["warnings"] = len(report.errors), len(report.warnings)
     return report
-
-
-def _as_rows_to_split(p: DataProblem) -> DataProblem:
-    """A duplicate's note as ``data split`` treats it (merged into one row), not as training does."""
-    if p.kind in ("duplicate_row", "conflicting_labels"):
-        merged = p.message.replace(" (both rows count)", "").replace("; both rows are kept", "")
-        return replace(p, message=merged + "; data split merges them into one row (the union of the "
-                                   "product types)")
-    return p
 
 
 def frames_to_raw(splits: Mapping[str, pd.DataFrame], source: str = "<memory>") -> RawDataset:
