@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["overlap_note", "training_overlap"]
 
+logger = logging.getLogger(__name__)
+
 
 def _keys(frame: "pd.DataFrame") -> "pd.Series":
     from q2pt.data import schema as S
@@ -61,10 +63,16 @@ def training_overlap(model: "Q2PTModel", frame: "pd.DataFrame") -> dict[str, Any
 
 
 def overlap_note(overlap: dict[str, Any], whose: str = "the model's") -> str | None:
-    """The warning a report gives for a :func:`training_overlap` result (None: nothing to say,
-    or not checked: the caller says why at a lower level)."""
-    if not overlap.get("checked") or not (overlap["in_train"] or overlap["in_valid"]):
+    """Say what a :func:`training_overlap` result means for the figures: a warning (returned,
+    for a report) when rows were in ``whose`` training or validation split, a note of why it
+    was not checked, else nothing."""
+    if not overlap.get("checked"):
+        logger.info("whether these rows were in %s training data is not checked: %s", whose, overlap.get("reason"))
         return None
-    return (f"{overlap['in_train']} of {overlap['rows']} rows are in {whose} training split and "
+    if not (overlap["in_train"] or overlap["in_valid"]):
+        return None
+    note = (f"{overlap['in_train']} of {overlap['rows']} rows are in {whose} training split and "
             f"{overlap['in_valid']} in its validation split: the figures on them are optimistic; "
             "use held-out rows (e.g. the test split)")
+    logger.warning("%s", note)
+    return note

@@ -327,10 +327,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result["model"] = {"path": str(args.model), "variant": model.variant, "encoder": model.encoder}
     overlap = training_overlap(model, frame)
     result["data"] = {"source": description, "n_queries": int(len(frame)), "training_overlap": overlap}
-    if not overlap["checked"]:
-        log.info("whether these rows were in the model's training data is not checked: %s", overlap["reason"])
-    elif note := overlap_note(overlap):
-        log.warning("%s", note)
+    overlap_note(overlap)
     if args.json:
         print(json.dumps(to_jsonable(result), ensure_ascii=False))
         return 0
