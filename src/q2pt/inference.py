@@ -43,6 +43,7 @@ __all__ = [
     "InferenceCore",
     "Resolution",
     "TreeColumns",
+    "check_flat_model_options",
     "check_threshold",
     "flat_model_refusal",
     "select_types",
@@ -92,6 +93,14 @@ def flat_model_refusal(hierarchical: bool, max_depth: int | None, backoff: bool,
         return None
     return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to hierarchical models: "
             "this model's product types are flat (one level)")
+
+
+def check_flat_model_options(hierarchical: bool, max_depth: int | None, backoff: bool, flat: bool) -> None:
+    """ConfigError with :func:`flat_model_refusal`'s reason, if any (the HTTP layer uses the
+    reason itself, to answer 422 on the field)."""
+    refused = flat_model_refusal(hierarchical, max_depth, backoff, flat)
+    if refused:
+        raise ConfigError(refused)
 
 
 def threshold_of(thresholds: Mapping[str, float], locale_used: str | None,
@@ -499,9 +508,7 @@ class Inference:
         if self.core.tree is None or flat:
             if max_depth is not None and self.core.tree is not None:
                 raise ConfigError("max_depth applies to hierarchical predictions (not with flat)")
-            refused = flat_model_refusal(self.core.tree is not None, max_depth, backoff, flat)
-            if refused:
-                raise ConfigError(refused)
+            check_flat_model_options(self.core.tree is not None, max_depth, backoff, flat)
             return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
         paths = self.paths(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff)
         return [[(p["product_type"], p["score"]) for p in row] for row in paths]

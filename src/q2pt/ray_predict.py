@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, Q2PTError, require
-from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold, flat_model_refusal
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold
 from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows, row_problems
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,9 +188,7 @@ def ray_predict(
     from q2pt.models import load_model
 
     model = load_model(model_dir)  # fail here, cleanly, rather than in every actor
-    refused = flat_model_refusal(model.tree_ is not None, max_depth, backoff, flat)
-    if refused:
-        raise ConfigError(refused)
+    check_flat_model_options(model.tree_ is not None, max_depth, backoff, flat)
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"{output} exists and is not a folder")

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
-from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold, flat_model_refusal
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold
 from q2pt.io import atomic_path, write_json
 from q2pt.predict import (
     NOTE,
@@ -449,9 +449,7 @@ def stream_predict(
     if unknown:
         raise ConfigError(f"{info.path} has no column(s) {', '.join(unknown)}")
     paths = _predicts_paths(model, flat)
-    refused = flat_model_refusal(paths, max_depth, backoff, flat)  # before any part is written
-    if refused:
-        raise ConfigError(refused)
+    check_flat_model_options(paths, max_depth, backoff, flat)  # before any part is written
     outputs = OUTPUT_COLUMNS + PATH_COLUMNS  # (a flat answer drops an input's path columns too)
     clash = [c for c in cols if c in outputs]
     if clash:
