@@ -217,14 +217,6 @@ def check_output_is_not_input(input_path: str | Path, output_path: str | Path) -
         raise ConfigError(f"{output_path} is the input file: write the predictions to another path")
 
 
-def check_output_file(output_path: str | Path, overwrite: bool) -> None:
-    """ConfigError when the predictions file exists and ``overwrite`` is not given."""
-    from q2pt.errors import ConfigError
-
-    if Path(output_path).exists() and not overwrite:
-        raise ConfigError(f"{output_path} exists: pass --overwrite to replace it")
-
-
 def predict_file(
     model: "Q2PTModel",
     input_path: str | Path,
@@ -250,10 +242,10 @@ def predict_file(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from q2pt.data.io import MISSING, detect_format, read_table, write_table
+    from q2pt.data.io import MISSING, check_target, detect_format, read_table, write_table
 
     check_output_is_not_input(input_path, output_path)
-    check_output_file(output_path, overwrite)
+    check_target(Path(output_path), overwrite, directory=False)
     out_fmt = detect_format(output_path)  # fail early on a bad output extension
     table = read_table(input_path)
     errors = [p for p in table.problems if p.severity == "error"]

@@ -396,9 +396,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out} is a folder: a folder of parts is written with --stream; "
                           "without it, give a file (.parquet, .jsonl, .csv or .tsv)")
     if not streaming and args.out:
-        from q2pt.predict import check_output_file
+        from q2pt.data.io import check_target
 
-        check_output_file(args.out, args.overwrite)  # before the model loads
+        check_target(Path(args.out), args.overwrite, directory=False)  # before the model loads
     _need_torch()
     if streaming:
         from q2pt.streaming import stream_predict

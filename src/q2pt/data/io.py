@@ -473,12 +473,12 @@ def check_target(out: Path, overwrite: bool, *, directory: bool = True) -> None:
     """ConfigError if ``out`` exists (a file, or a non-empty directory) and not ``overwrite``,
     or if it is a file where a directory is to be written."""
     if directory and out.is_file():
-        raise ConfigError(f"{out} is a file; a dataset directory is written there")
+        raise ConfigError(f"{out} is a file; a folder is written there")
     if not directory and out.is_dir():
         raise ConfigError(f"{out} is a directory; a single file is written there")
     if out.exists() and not overwrite:
         if out.is_file() or any(out.iterdir()):
-            raise ConfigError(f"{out} already exists; choose another path or pass --overwrite")
+            raise ConfigError(f"{out} already exists: pass --overwrite to replace it, or choose another path")
 
 
 def write_dataset(

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from q2pt.data.io import check_target
 from q2pt.errors import ConfigError, ModelLoadError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, UNIFIED, InferenceCore
 from q2pt.io import atomic_path, folder_lock, write_json
@@ -235,8 +236,7 @@ def export_onnx(
     samples = list(sample_queries or SAMPLE_QUERIES)
     if variant != "non-unified":
         target = out / UNIFIED_FILE if out.is_dir() else out
-        if target.exists() and not overwrite:
-            raise ConfigError(f"{target} exists: pass --overwrite to replace it")
+        check_target(target, overwrite, directory=False)
         with folder_lock(target, "ONNX export"), atomic_path(target) as tmp:
             _export_network(model, UNIFIED, tmp, variant, quantize, opset, samples)
         files = {UNIFIED: target}
@@ -246,9 +246,8 @@ def export_onnx(
             raise ConfigError(
                 f"a non-unified model exports one graph per locale: give --out a folder, not {out}"
             )
-        if out.is_file() or (out.is_dir() and any(out.iterdir())):
-            if not overwrite:
-                raise ConfigError(f"{out} exists: pass --overwrite to replace it")
+        check_target(out, overwrite)
+        if out.is_dir() and any(out.iterdir()):
             if not (out / INDEX_FILE).is_file():
                 raise ConfigError(f"{out} is not an earlier ONNX export (no {INDEX_FILE}): it is not replaced; "
                                   "choose another --out")
