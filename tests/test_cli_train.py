@@ -43,7 +43,7 @@ def test_train_writes_a_model_folder(models, capsys):
     manifest = json.loads((models["unified-aware"] / "manifest.json").read_text())
     assert manifest["variant"] == "unified-aware" and manifest["labels"] == TYPES
     assert manifest["config"]["train"]["lr"] == 0.05 and manifest["config"]["model"]["encoder"] == "ngram"
-    assert (models["unified-aware"] / "checkpoints" / "run.json").is_file()
+    assert not (models["unified-aware"] / "checkpoints").exists()  # removed once the model is saved
     assert (models["non-unified"] / "models" / "de_DE" / "model.safetensors").is_file()
 
 
@@ -64,9 +64,10 @@ def test_train_config_file_and_resume(data_dir, tmp_path, capsys):
     assert main(args) == 0
     first = json.loads((tmp_path / "m" / "manifest.json").read_text())
     assert first["config"]["train"]["max_epochs"] == 2 and first["variant"] == "unified-agnostic"
-    assert main([*args, "--resume"]) == 0  # nothing left to train: same model again
-    again = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert again["training"] == first["training"] and again["thresholds"] == first["thresholds"]
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2  # nothing left to train: said, and the model kept
+    assert "holds a finished model: there is no run to resume" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text()) == first
 
 
 def test_parser_variants_match_the_config():

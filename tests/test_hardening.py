@@ -48,13 +48,21 @@ def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path):
         pass
 
 
-def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys):
+def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys, monkeypatch):
+    import q2pt.training.checkpoints as checkpoints
+
     out = tmp_path / "m"
     assert main(["train", "--out", str(out), *FAST]) == 0
+    assert not (out / "checkpoints").exists()  # a finished run leaves the model, not a copy of it
     capsys.readouterr()
     assert main(["train", "--out", str(out), *FAST]) == 2
     assert "holds a model already: pass --overwrite" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--resume", *FAST]) == 2
+    assert "holds a finished model: there is no run to resume" in capsys.readouterr().err
+    # a model folder an earlier q2pt finished kept its checkpoints: --resume reads them
+    monkeypatch.setattr(checkpoints, "remove_checkpoints", lambda out_dir: None)
     assert main(["train", "--out", str(out), "--overwrite", *FAST]) == 0
+    assert main(["train", "--out", str(out), "--resume", *FAST]) == 0
     # an interrupted run (its checkpoints, no model yet): a plain rerun would throw them away
     import shutil
 
@@ -66,6 +74,9 @@ def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys):
     assert "holds an interrupted training run: pass --resume" in capsys.readouterr().err
     assert (out / "checkpoints" / "run.json").is_file()
     assert main(["train", "--out", str(out), "--resume", *FAST]) == 0 and (out / "manifest.json").is_file()
+    monkeypatch.undo()
+    assert main(["train", "--out", str(out), "--resume", *FAST]) == 0  # (that run's checkpoints read)
+    assert not (out / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -219,7 +230,10 @@ def test_prediction_query_limit_is_the_training_one_and_can_be_raised(model_dir,
     assert main(["predict", "--model", str(model_dir), "--locale", "us", "--max-query-chars", "400", long_query]) == 0
 
 
-def test_a_run_checkpointed_before_the_new_config_keys_resumes(tmp_path, capsys):
+def test_a_run_checkpointed_before_the_new_config_keys_resumes(tmp_path, capsys, monkeypatch):
+    import q2pt.training.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "remove_checkpoints", lambda out_dir: None)  # as an earlier q2pt left them
     out = tmp_path / "m"
     argv = ["train", "--out", str(out), *FAST, "--train.max_epochs", "2", "--train.checkpoint_every", "1"]
     assert main(argv) == 0

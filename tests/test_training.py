@@ -105,15 +105,16 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, variant,
     with pytest.raises(Interrupt):
         Q2PTModel(config=cfg).fit(data, out_dir=out, progress=False, hooks=_interrupt_at(*stop))
     assert (out / "checkpoints" / "run.json").is_file() and not (out / "manifest.json").exists()
+    # checkpoints are safetensors + JSON only: no pickle
+    files = [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
+    assert files and all(p.suffix in (".json", ".safetensors") for p in files)
     resumed = Q2PTModel(config=cfg).fit(data, out_dir=out, resume=True, progress=False)
 
     _assert_same_weights(_weights(full), _weights(resumed))
     q, loc = data.test["query"].tolist(), data.test["locale"].tolist()
     np.testing.assert_array_equal(full.predict_proba(q, loc), load_model(out).predict_proba(q, loc))
     assert full.manifest["training"] == resumed.manifest["training"]
-    # checkpoints are safetensors + JSON only: no pickle
-    files = [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
-    assert files and all(p.suffix in (".json", ".safetensors") for p in files)
+    assert not (out / "checkpoints").exists()
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
@@ -223,15 +224,15 @@ def test_resume_is_not_refused_for_keys_that_only_calibrate(tmp_path):
     cfg = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1")
     run = _checkpoint_without(tmp_path / "m", data, cfg)
     assert "locale_threshold_min_positives" not in run["config"]["train"]  # not part of a run's identity
+    with pytest.raises(ConfigError, match=r"different config \(train.lr"):  # a key that trains still refuses
+        Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "3", "--train.lr", "0.001")).fit(
+            data, out_dir=tmp_path / "m", resume=True, progress=False)
     again = ngram_config("unified-aware", "--train.max_epochs", "3", "--train.checkpoint_every", "1",
                          "--train.type_thresholds", "true")
     resumed = Q2PTModel(config=again).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
     assert resumed.config.train.locale_threshold_min_positives is None and resumed.config.train.type_thresholds
     locales = {k: v for k, v in resumed.manifest["threshold_details"].items() if k != "global"}
     assert locales and all(v.endswith("positives < 200") for v in locales.values()), locales
-    with pytest.raises(ConfigError, match=r"different config \(train.lr"):  # a key that trains still refuses
-        Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "3", "--train.lr", "0.001")).fit(
-            data, out_dir=tmp_path / "m", resume=True, progress=False)
 
 
 def test_resume_without_checkpoint_trains_from_scratch(tmp_path):
@@ -328,14 +329,16 @@ def test_max_steps_and_no_validation_data():
 def test_checkpoint_layout(tmp_path):
     data = tiny_dataset(32, 8, 8)
     cfg = ngram_config("non-unified", "--train.max_epochs", "2")
-    Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False)
+    with pytest.raises(Interrupt):  # in the second network
+        Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", progress=False, hooks=_interrupt_at(1, "en_US"))
     ck = tmp_path / "m" / "checkpoints"
     run = json.loads((ck / "run.json").read_text())
     assert run["data_fingerprint"] == data.fingerprint and run["labels"]
-    assert sorted(p.name for p in (ck / "done").iterdir()) == [
-        "de_DE.json", "de_DE.safetensors", "en_US.json", "en_US.safetensors",
-    ]
-    assert (tmp_path / "m" / "manifest.json").is_file()
+    assert sorted(p.name for p in (ck / "done").iterdir()) == ["de_DE.json", "de_DE.safetensors"]
+    assert not (tmp_path / "m" / "manifest.json").exists()
+    Q2PTModel(config=cfg).fit(data, out_dir=tmp_path / "m", resume=True, progress=False)
+    # saved: the checkpoints go (the model folder holds every network's best weights)
+    assert (tmp_path / "m" / "manifest.json").is_file() and not ck.exists()
 
 
 def test_row_sparse_adam_matches_torch_sparse_adam():

@@ -30,7 +30,8 @@ A model folder (:meth:`Q2PTModel.save`, :func:`load_model`)::
     MODEL_DIR/model.safetensors      unified: the network's state_dict
     MODEL_DIR/encoder/               unified: encoder assets
     MODEL_DIR/models/<LOC>/model.safetensors, models/<LOC>/encoder/   non-unified
-    MODEL_DIR/checkpoints/           training checkpoints (kept when the model is saved)
+    MODEL_DIR/checkpoints/           training checkpoints while it trains (removed once
+                                     :meth:`Q2PTModel.fit` has saved the model)
 
 It is written atomically (built in a temporary folder, then renamed) and never uses pickle.
 
@@ -173,12 +174,14 @@ class Q2PTModel:
         """Train on ``dataset`` (train split; valid for early stopping and thresholds).
 
         With ``out_dir``: checkpoints go to ``out_dir/checkpoints`` and the model folder is
-        saved to ``out_dir`` at the end; ``resume=True`` continues from the last checkpoint.
+        saved to ``out_dir`` at the end (the checkpoints are then removed: a finished run has
+        nothing to resume); ``resume=True`` continues from the last checkpoint.
         ``warm_start``: start from an earlier model (:meth:`warm_start_from` makes one); the
         manifest and the model card record it as the parent.
         """
         from q2pt.calibration import calibrate_thresholds
         from q2pt.training import TrainHooks, fit_networks
+        from q2pt.training.checkpoints import remove_checkpoints
 
         hooks = hooks or TrainHooks()
         dataset = self._with_tree(dataset)
@@ -196,6 +199,7 @@ class Q2PTModel:
                 calibrate_thresholds(self, dataset.valid)
             if out_dir is not None and hooks.is_main:
                 self.save(out_dir)
+                remove_checkpoints(out_dir)  # the saved model holds what they held
         return self
 
     def _with_tree(self, dataset: "Dataset") -> "Dataset":

@@ -269,8 +269,11 @@ def check_train_output(out: Path, *, resume: bool, overwrite: bool) -> None:
     from q2pt.io import check_writable
 
     check_writable(out, "model folder")
-    if (out / "manifest.json").is_file() and not (resume or overwrite):
-        raise ConfigError(f"{out} holds a model already: pass --overwrite to replace it (or --resume to continue its run)")
+    finished = (out / "manifest.json").is_file()
+    if finished and not (resume or overwrite):
+        raise ConfigError(f"{out} holds a model already: pass --overwrite to replace it")
+    if finished and resume and not overwrite and not (out / "checkpoints" / "run.json").is_file():
+        raise ConfigError(f"{out} holds a finished model: there is no run to resume (pass --overwrite to train again)")
     if (out / "checkpoints" / "run.json").is_file() and not (resume or overwrite):  # (its checkpoints would go)
         raise ConfigError(f"{out} holds an interrupted training run: pass --resume to continue it, or --overwrite to "
                           "start again")

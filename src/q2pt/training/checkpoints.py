@@ -99,6 +99,15 @@ class StageCheckpoint:
     source: str = "checkpoint"  # the checkpoint folder, for error messages
 
 
+def remove_checkpoints(out_dir: str | Path) -> None:
+    """Remove ``out_dir/checkpoints`` once its model is saved: the best weights of every network
+    are in the model folder, and a finished run is not resumed (a full copy of the weights stayed
+    beside them before: 134 MB for an ``ngram`` model)."""
+    folder = Path(out_dir) / "checkpoints"
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
 class Checkpointer:
     """Checkpoints of a training run in ``OUT/checkpoints`` (safetensors + JSON, no pickle).
 
