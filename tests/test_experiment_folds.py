@@ -90,6 +90,13 @@ def test_each_fold_is_a_complete_experiment(folds_run):
             assert dep["threshold_source"] == ("model" if rec["kind"] == "variant" else "calibrated on valid")
 
 
+def test_the_folds_training_configs_are_written_once_more_at_the_top(folds_run):
+    _, out = folds_run
+    names = sorted(p.name for p in (out / "configs").iterdir())
+    assert names and all((out / "fold-1" / "configs" / n).read_bytes() == (out / "configs" / n).read_bytes()
+                         for n in names)
+
+
 def test_aggregate_results_and_report(folds_run):
     data, out = folds_run
     agg = json.loads((out / "results.json").read_text(encoding="utf-8"))

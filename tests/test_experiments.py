@@ -531,6 +531,35 @@ def test_cli_on_user_data(tmp_path, capsys):
     assert lc["n_queries"] == 1 and lc["truth"].startswith("one of the query's product types")
     assert {r["n"] for r in lc["rows"]} == {1}
     assert res["data"]["simulated"] is False and res["sections"]["main"]["settings"]["budget"] == "tiny"
+    # each variant's training config, for q2pt train --config: what the experiment trained
+    assert sorted(p.name for p in (out / "configs").iterdir()) == ["non-unified.yaml", "unified-agnostic.yaml"]
+    assert "configs/VARIANT.yaml" in md
+    import yaml
+
+    from q2pt.config import Config, resolve_config
+
+    written = yaml.safe_load((out / "configs" / "unified-agnostic.yaml").read_text(encoding="utf-8"))
+    assert "path" not in written["data"] and "threads" not in written["train"]
+    trained = res["sections"]["main"]["training_config"]["unified-agnostic"]
+    assert written["train"]["max_epochs"] == trained["train"]["max_epochs"] == 3  # the tiny budget's
+    assert written["model"]["encoder_options"] == {"dim": 8, "buckets": 1024}
+    again = resolve_config(out / "configs" / "unified-agnostic.yaml")
+    assert again.recipe() == written and again.model.variant == "unified-agnostic"
+    assert Config.from_dict(trained).recipe()["train"] == written["train"]
+    capsys.readouterr()
+    assert main(["train", "--config", str(out / "configs" / "non-unified.yaml"), "--data", str(data), "--out",
+                 str(tmp_path / "m"), "--print-config"]) == 0
+    assert "non-unified" in capsys.readouterr().out
+
+
+def test_a_train_config_file_with_an_experiment_section_points_to_the_experiments_configs(tmp_path, capsys):
+    from q2pt.cli import main
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("model:\n  encoder: ngram\nexperiment:\n  bootstrap: 20\n", encoding="utf-8")
+    assert main(["train", "--config", str(cfg), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "its experiment section is q2pt experiment's" in err and "OUT/configs/VARIANT.yaml" in err
 
 
 def test_cli_errors_are_clean(tmp_path, capsys):

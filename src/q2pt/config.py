@@ -441,6 +441,11 @@ class DataSection(_Section):
         return value
 
 
+#: settings that say where a run's data came from and how many threads this machine gave it,
+#: not how the model is trained: :meth:`Config.recipe` leaves them out
+NOT_RECIPE = ("data.path", "data.preset", "data.seed", "train.threads")
+
+
 class Config(_Section):
     """The whole resolved configuration; saved in a model's manifest."""
 
@@ -451,6 +456,15 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what goes in the manifest)."""
         return self.model_dump(mode="json")
+
+    def recipe(self) -> dict[str, Any]:
+        """:meth:`to_dict` less :data:`NOT_RECIPE`: what trains the same model on other data or
+        another machine (a warm start's inherited settings, an experiment's ``configs/*.yaml``)."""
+        out = self.to_dict()
+        for dotted in NOT_RECIPE:
+            section, key = dotted.split(".")
+            out[section].pop(key, None)
+        return out
 
     @classmethod
     def from_saved(cls, data: Mapping[str, Any], *, source: str = "config") -> "Config":
@@ -831,6 +845,11 @@ def _check_keys(data: Mapping[str, Any], source: str) -> None:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the configuration must be a mapping of sections")
     for section, body in data.items():
+        if section == "experiment":
+            raise ConfigError(
+                f"{source}: its experiment section is q2pt experiment's; this command takes the sections "
+                f"{', '.join(SECTIONS)} (an experiment writes each variant's training config to "
+                "OUT/configs/VARIANT.yaml, which q2pt train --config takes)")
         if section not in SECTIONS:
             raise ConfigError(f"{source}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
         if body is None:

@@ -31,6 +31,7 @@ import copy
 import dataclasses
 import logging
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,7 +39,7 @@ from typing import Any, Mapping, Sequence
 from q2pt.config import iter_overrides
 from q2pt.errors import ConfigError, DataError
 
-from .settings import BUDGETS, STUDIES, ExperimentSettings, resolve_settings, split_overrides
+from .settings import BUDGETS, CONFIGS_DIR, STUDIES, ExperimentSettings, resolve_settings, split_overrides
 
 __all__ = [
     "ExperimentRequest",
@@ -303,7 +304,7 @@ def _check_folds_out(out: Path, force: bool) -> None:
         return
     if not out.is_dir():
         raise ConfigError(f"--out {out} is a file; the cross-validation output is a folder")
-    known = {"results.json", "report.md", "report.html", "figures"}
+    known = {"results.json", "report.md", "report.html", "figures", CONFIGS_DIR}
     stray = [p.name for p in out.iterdir()
              if not p.name.startswith(".") and p.name not in known and not p.name.startswith("fold-")]
     if stray:
@@ -384,6 +385,8 @@ def _run_folds(req: ExperimentRequest) -> ExperimentResult:
     }
     results = to_jsonable(results)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / dirs[0].name / CONFIGS_DIR).is_dir():  # the folds train alike: the first fold's configs
+        shutil.copytree(out / dirs[0].name / CONFIGS_DIR, out / CONFIGS_DIR, dirs_exist_ok=True)
     write_json(out / "results.json", results)
     paths = render_folds_report(out, results)
     return ExperimentResult(out, results, paths["markdown"], paths["html"], ["folds"], fold_results)

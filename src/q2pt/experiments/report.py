@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from q2pt.io import write_text
 
 from . import figures as F
-from .settings import STUDIES
+from .settings import CONFIGS_DIR, STUDIES
 
 __all__ = [
     "Report",
@@ -767,6 +767,9 @@ def _configuration(rep: Report, results: Mapping[str, Any]) -> None:
         cfg = next(iter(main["training_config"].values()))
         rep.para("Training configuration of the main comparison (the variants differ only in `model.variant`):")
         rep.code(json.dumps(cfg, indent=2), "json")
+        name = next(iter(main["training_config"]))
+        rep.para(f"Each variant's is in `{CONFIGS_DIR}/VARIANT.yaml`: `q2pt train --config {CONFIGS_DIR}/{name}.yaml "
+                 "--data DATA --out MODEL_DIR` trains that recipe on other data.")
     any_sec = main or next(iter(sections.values()), None)
     if any_sec and any_sec.get("settings"):
         rep.para("Experiment settings:")

@@ -55,7 +55,7 @@ from .evaluation import (
     train_sizes,
 )
 from .resources import MEMORY_METHOD, PeakMemory, dir_size, machine_info
-from .settings import ExperimentSettings, stable_hash
+from .settings import CONFIGS_DIR, ExperimentSettings, stable_hash
 
 if TYPE_CHECKING:  # pragma: no cover
     from q2pt.config import Config
@@ -217,6 +217,25 @@ def derive_dataset(base: "Dataset", splits: Mapping[str, pd.DataFrame], note: st
 # --------------------------------------------------------------------------- results file
 
 
+def write_training_configs(out_dir: str | Path, configs: Mapping[str, "Config"]) -> None:
+    """``OUT/configs/<variant>.yaml``: the training config each variant of the main comparison
+    trains with (the budget's, the config file's and the flags' settings, resolved), less where
+    its data came from and the threads (:meth:`q2pt.config.Config.recipe`): ``q2pt train --config``
+    takes it to train the experiment's recipe on other data."""
+    import yaml
+
+    from q2pt.io import write_text
+
+    folder = Path(out_dir) / CONFIGS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, config in configs.items():
+        header = (f"# {name}: the training config q2pt experiment trained this variant with (budget, config file\n"
+                  f"# and flags, resolved). Train it on other data with\n"
+                  f"#   q2pt train --config {CONFIGS_DIR}/{name}.yaml --data DATA --out MODEL_DIR\n")
+        write_text(folder / f"{name}.yaml",
+                   header + yaml.safe_dump(config.recipe(), sort_keys=False, allow_unicode=True))
+
+
 class ResultsStore:
     """``OUT/results.json``: the data it is about, the runs, and the report's sections.
 
@@ -240,7 +259,7 @@ class ResultsStore:
         if not self.path.exists():
             if self.out_dir.exists() and self.out_dir.is_dir():
                 stray = [p.name for p in self.out_dir.iterdir() if not p.name.startswith(".")]
-                known = {"report.md", "report.html", "figures", "models", RESULTS_FILE}
+                known = {"report.md", "report.html", "figures", "models", CONFIGS_DIR, RESULTS_FILE}
                 if stray and not set(stray) <= known:
                     shown = ", ".join(sorted(stray)[:5])
                     raise ConfigError(
@@ -740,6 +759,7 @@ class ExperimentRunner:
             for b in s.baselines
         ]
         self._log_estimate(specs)
+        write_training_configs(self.out_dir, {sp.name: sp.config for sp in specs if sp.config is not None})
         t0 = time.perf_counter()
         records = self.run_all("main comparison", [(sp, self.dataset, [self.main_eval()]) for sp in specs])
         elapsed = time.perf_counter() - t0

@@ -168,6 +168,10 @@ class ExperimentSettings(BaseModel):
         return value
 
 
+#: the folder of an experiment's output that holds each main variant's training config
+#: (:func:`q2pt.experiments.runner.write_training_configs`)
+CONFIGS_DIR = "configs"
+
 #: Per-budget defaults: ``experiment`` settings and a ``train`` layer under the user's config
 #: (which sits on the per-encoder defaults of :data:`q2pt.config.ENCODER_OVERRIDES`).
 #:

@@ -123,16 +123,13 @@ def check_parent(parent: "Q2PTModel", config: "Config", source: str) -> None:
                 "train from scratch)")
 
 
-#: a parent's settings a warm start does not take: where its data came from, and this machine's threads
-NOT_INHERITED = ("data.path", "data.preset", "data.seed", "train.threads")
-
-
 def inherited_settings(parent_dir: "str | os.PathLike[str]",
                        config_file: "str | os.PathLike[str] | None" = None) -> dict[str, Any]:
-    """The resolved config a parent model was trained with, less :data:`NOT_INHERITED`, with a
-    warm start's own ``config_file`` over it: the file layer of
-    :func:`q2pt.config.resolve_config` (its flags go over it), so ``--init-from`` alone trains as
-    the parent did. Refused (ModelLoadError) when the folder is not a model."""
+    """The resolved config a parent model was trained with, less where its data came from and its
+    machine's threads (:meth:`q2pt.config.Config.recipe`), with a warm start's own
+    ``config_file`` over it: the file layer of :func:`q2pt.config.resolve_config` (its flags go
+    over it), so ``--init-from`` alone trains as the parent did. Refused (ModelLoadError) when
+    the folder is not a model."""
     from q2pt.config import Config, file_over
     from q2pt.model_folder import read_manifest
 
@@ -140,10 +137,7 @@ def inherited_settings(parent_dir: "str | os.PathLike[str]",
     saved = manifest.get("config")
     if not isinstance(saved, Mapping):
         raise ModelLoadError(f"{parent_dir}: its manifest holds no config to warm-start from")
-    layer = Config.from_saved(saved, source=f"{parent_dir}/manifest.json").to_dict()
-    for dotted in NOT_INHERITED:
-        section, key = dotted.split(".")
-        layer.get(section, {}).pop(key, None)
+    layer = Config.from_saved(saved, source=f"{parent_dir}/manifest.json").recipe()
     return file_over(layer, Path(config_file) if config_file else None)
 
 
