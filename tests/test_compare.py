@@ -108,6 +108,13 @@ def test_compare_cli_gate_exit_status_and_outputs(aware_dir, tmp_path, rows, cap
                  "--fail-if-worse", "1", "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["gate"]["passed"] is True
     assert main(["compare", str(aware_dir), str(b), "--data", str(data), "--fail-if-worse", "-1"]) == 2
+    # the library gives what the command prints: the same result, the same markdown
+    from q2pt.comparison import compare_folders, format_comparison
+
+    result = compare_folders(aware_dir, b, data, bootstrap=50, fail_if_worse=1.0)
+    assert result == report and result["notes"] == []
+    text = format_comparison(result)
+    assert f"A = {aware_dir} (unified-aware / " in text and f"Rows: {data}, {len(rows)} queries." in text
 
 
 def test_per_type_report_on_hand_counted_sets():

@@ -20,20 +20,26 @@ than A's by more than the given points, globally or in any locale with at least
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from q2pt.errors import ConfigError
+from q2pt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import os
+
     import pandas as pd
 
     from q2pt.models import Q2PTModel
 
-__all__ = ["compare_models", "gate_failures", "format_comparison", "renamed_columns", "renames_from_parent"]
+__all__ = ["compare_folders", "compare_models", "gate_failures", "format_comparison", "renamed_columns",
+           "renames_from_parent"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -215,6 +221,74 @@ def compare_models(
     return to_jsonable(result)
 
 
+def _label_cut(model: "Q2PTModel") -> tuple[int | None, str]:
+    return model.config.data.label_depth, model.config.data.label_separator
+
+
+def compare_folders(
+    path_a: "str | os.PathLike[str]",
+    path_b: "str | os.PathLike[str]",
+    data: "str | os.PathLike[str]",
+    *,
+    split: str = "test",
+    fail_if_worse: float | None = None,
+    precision: float = 0.8,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    min_positives: int = 20,
+    top_types: int = 10,
+    fallback_locale: str | None = None,
+    batch_size: int = 512,
+) -> dict[str, Any]:
+    """The release gate of a retrain (``q2pt compare``): model folders A (the one in service)
+    and B (the candidate) on the labelled rows of ``data`` (a dataset's ``split``, or every row
+    of a labelled file without a split column), cut as the models' training labels were (refused when the two models
+    cut them differently).
+
+    The result is :func:`compare_models`'s, judging A under the label map B was warm-started
+    from A with (``models.a.renamed_as_b``), plus ``models`` (path, variant, encoder,
+    fingerprint, ``name``), ``data`` (source, queries, the rows either model trained or
+    validated on: ``training_overlap_a`` / ``_b``), ``notes`` (warnings about those rows) and,
+    with ``fail_if_worse`` (R@P points), ``gate`` (:func:`gate_failures`).
+    """
+    from q2pt.data import load_labelled
+    from q2pt.models import load_model
+    from q2pt.overlap import overlap_note, training_overlap
+
+    model_a, model_b = load_model(path_a), load_model(path_b)
+    if _label_cut(model_a) != _label_cut(model_b):
+        raise ConfigError(
+            f"the models cut product type paths differently (data.label_depth / label_separator: "
+            f"{_label_cut(model_a)} vs {_label_cut(model_b)}): their labels are not comparable")
+    depth, sep = _label_cut(model_a)
+    frame, description = load_labelled(data, label_depth=depth, label_separator=sep, split=split)
+    if len(frame) == 0:
+        raise DataError(f"{description}: no rows to compare on")
+    renames = renames_from_parent(model_a, model_b)
+    if renames:
+        logger.info("model B was warm-started from model A with a label map: A's types are judged under B's names "
+                    "(%d renamed or merged)", len(set(renames) & set(model_a.classes_)))
+    result = compare_models(
+        model_a, model_b, frame, precision=precision, bootstrap=bootstrap, seed=seed, min_positives=min_positives,
+        top_types=top_types, fallback_locale=fallback_locale, batch_size=batch_size, renames_a=renames,
+    )
+    result["models"] = {side: {"path": str(path), "name": f"{path} ({m.variant} / {m.encoder})", "variant": m.variant,
+                               "encoder": m.encoder, "fingerprint": m.fingerprint}
+                        for side, path, m in (("a", path_a, model_a), ("b", path_b, model_b))}
+    result["models"]["a"]["renamed_as_b"] = renames
+    result["data"] = {"source": description, "n_queries": int(len(frame))}
+    # rows either model was trained on favour it: the gate would judge memory, not quality
+    result["notes"] = []
+    for side, m in (("a", model_a), ("b", model_b)):
+        overlap = result["data"][f"training_overlap_{side}"] = training_overlap(m, frame)
+        if note := overlap_note(overlap, f"model {side.upper()}'s"):
+            result["notes"].append(note)
+    if fail_if_worse is not None:
+        failures = gate_failures(result, fail_if_worse)
+        result["gate"] = {"points": fail_if_worse, "failures": failures, "passed": not failures}
+    return result
+
+
 def gate_failures(result: dict[str, Any], points: float) -> list[str]:
     """Why B fails the release gate: its R@P is below A's by more than ``points`` (R@P points,
     0-100) globally or in a gated locale. Empty: B passes."""
@@ -238,9 +312,12 @@ def _pts(x: Any) -> str:
     return "-" if x is None else f"{x * 100:+.2f}"
 
 
-def format_comparison(result: dict[str, Any], names: Sequence[str] = ("A", "B")) -> str:
-    """The comparison as markdown: scores, agreement, type changes, threshold changes."""
-    na, nb = names
+def format_comparison(result: dict[str, Any], names: Sequence[str] | None = None) -> str:
+    """The comparison as markdown: scores, agreement, type changes, threshold changes, the gate
+    and (a result of :func:`compare_folders`) the rows and their warnings. ``names``: what A and
+    B are called (default: the result's ``models`` names, or "A" and "B")."""
+    models = result.get("models") or {}
+    na, nb = names or (models.get("a", {}).get("name", "A"), models.get("b", {}).get("name", "B"))
     p = result["config"]["precision"]
     rap = f"R@P{p * 100:g}"
     lines = [f"A = {na}", f"B = {nb}", "",
@@ -282,4 +359,8 @@ def format_comparison(result: dict[str, Any], names: Sequence[str] = ("A", "B"))
             lines += [f"- {x}" for x in gate["failures"]]
         else:
             lines.append(f"Gate passed: B is nowhere worse than A by more than {gate['points']:g} points.")
+    data = result.get("data")
+    if data and data.get("source"):
+        lines += ["", f"Rows: {data['source']}, {data['n_queries']} queries."]
+    lines += [f"\n**Warning:** {note}." for note in result.get("notes") or ()]
     return "\n".join(lines)

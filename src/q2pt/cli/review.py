@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from q2pt.cli.train import THREADS_HELP, _check_threads, _need_torch, _setup_logging, torch_threads
-from q2pt.errors import ConfigError, DataError
+from q2pt.errors import ConfigError
 
 log = logging.getLogger("q2pt.cli")
 
@@ -109,67 +109,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _compare(args)
 
 
-def _label_cut(model: Any) -> tuple[int | None, str]:
-    data = model.config.data
-    return data.label_depth, data.label_separator
-
-
 def _compare(args: argparse.Namespace) -> int:
-    from q2pt.comparison import compare_models, format_comparison, gate_failures, renames_from_parent
-    from q2pt.data import load_labelled
+    from q2pt.comparison import compare_folders, format_comparison
     from q2pt.io import atomic_path
-    from q2pt.models import load_model
-    from q2pt.overlap import overlap_note, training_overlap
 
-    model_a, model_b = load_model(args.model_a), load_model(args.model_b)
-    if _label_cut(model_a) != _label_cut(model_b):
-        raise ConfigError(
-            f"the models cut product type paths differently (data.label_depth / label_separator: "
-            f"{_label_cut(model_a)} vs {_label_cut(model_b)}): their labels are not comparable")
-    depth, sep = _label_cut(model_a)
-    frame, description = load_labelled(args.data, label_depth=depth, label_separator=sep, split=args.split)
-    if len(frame) == 0:
-        raise DataError(f"{description}: no rows to compare on")
-    renames = renames_from_parent(model_a, model_b)
-    if renames:
-        log.info("model B was warm-started from model A with a label map: A's types are judged under B's names "
-                 "(%d renamed or merged)", len(set(renames) & set(model_a.classes_)))
-    result = compare_models(
-        model_a, model_b, frame, precision=args.precision, bootstrap=args.bootstrap, seed=args.seed,
-        min_positives=args.min_positives, top_types=args.types, fallback_locale=args.fallback_locale,
-        batch_size=args.batch_size, renames_a=renames,
+    result = compare_folders(
+        args.model_a, args.model_b, args.data, split=args.split, fail_if_worse=args.fail_if_worse,
+        precision=args.precision, bootstrap=args.bootstrap, seed=args.seed, min_positives=args.min_positives,
+        top_types=args.types, fallback_locale=args.fallback_locale, batch_size=args.batch_size,
     )
-    result["models"] = {side: {"path": str(path), "variant": m.variant, "encoder": m.encoder,
-                               "fingerprint": m.fingerprint}
-                        for side, path, m in (("a", args.model_a, model_a), ("b", args.model_b, model_b))}
-    result["models"]["a"]["renamed_as_b"] = renames
-    result["data"] = {"source": description, "n_queries": int(len(frame))}
-    # rows either model was trained on favour it: the gate would judge memory, not quality
-    notes = []
-    for side, m in (("a", model_a), ("b", model_b)):
-        overlap = result["data"][f"training_overlap_{side}"] = training_overlap(m, frame)
-        if note := overlap_note(overlap, f"model {side.upper()}'s"):
-            notes.append(note)
-    failures: list[str] = []
-    if args.fail_if_worse is not None:
-        failures = gate_failures(result, args.fail_if_worse)
-        result["gate"] = {"points": args.fail_if_worse, "failures": failures, "passed": not failures}
-    names = (f"{args.model_a} ({model_a.variant} / {model_a.encoder})",
-             f"{args.model_b} ({model_b.variant} / {model_b.encoder})")
-    markdown = format_comparison(result, names) + f"\n\nRows: {description}, {len(frame)} queries."
-    markdown += "".join(f"\n\n**Warning:** {note}." for note in notes)
-    text = json.dumps(result, ensure_ascii=False) if args.json else markdown
-    print(text)
+    markdown = format_comparison(result)
+    print(json.dumps(result, ensure_ascii=False) if args.json else markdown)
     if args.out:
         body = json.dumps(result, ensure_ascii=False, indent=2) if args.out.endswith(".json") else markdown
         with atomic_path(args.out) as tmp:
             Path(tmp).write_text(body + "\n", encoding="utf-8")
         log.info("wrote the comparison to %s", args.out)
+    failures = (result.get("gate") or {}).get("failures")
     if failures:
         log.error("release gate failed: %s", "; ".join(failures))
         return GATE_FAILED_EXIT
     return 0
-
 
 
 # ----------------------------------------------------------------------------- explain
