@@ -140,6 +140,11 @@ def test_evaluate_says_when_rows_were_in_the_training_data(models, data_dir, tmp
     assert code == 0 and "5 of 10 rows are in model A's training split" in captured.err
     assert json.loads(captured.out)["data"]["training_overlap_b"]["in_valid"] == 2
     assert "**Warning:** 5 of 10 rows are in model B's training split" in report.read_text(encoding="utf-8")
+    model = load_model(models["unified-aware"])
+    model.manifest["data"]["simulated"] = True  # a folder that q2pt data simulate wrote: its rows are on disk
+    assert training_overlap(model, rows) == {"checked": True, "rows": 10, "in_train": 5, "in_valid": 2}
+    model.config.data.path = None
+    assert "simulated store made in memory" in training_overlap(model, rows)["reason"]
     model = load_model(models["unified-aware"])  # the data changed since training: not checked, and said why
     model.manifest["data"]["fingerprint"] = "0" * 64
     out = training_overlap(model, rows)

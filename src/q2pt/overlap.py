@@ -40,8 +40,8 @@ def training_overlap(model: "Q2PTModel", frame: "pd.DataFrame") -> dict[str, Any
 
     data = model.manifest.get("data") or {}
     path = model.config.data.path
-    if data.get("simulated"):
-        return {"checked": False, "reason": "the model was trained on the simulated store"}
+    if not path and data.get("simulated"):  # (a folder written by q2pt data simulate has a path: checked)
+        return {"checked": False, "reason": "the model was trained on the simulated store made in memory (no data.path)"}
     if not path:
         return {"checked": False, "reason": "the model's config names no data path (trained from frames)"}
     if not Path(path).exists():
