@@ -160,3 +160,8 @@ def test_a_hierarchical_model_is_compared_as_evaluate_judges_it(tree_model_dir):
     judged = model.evaluate(test)
     assert result["global"]["a"] == pytest.approx(judged["global"]["r_at_p"])
     assert result["global"]["deployed"]["a"]["recall"] == pytest.approx(judged["global"]["calibrated"]["recall"])
+    # the pairs gated on are the pairs judged: every node's (a locale's count gates it)
+    assert result["global"]["n_positives"] == judged["global"]["n_positives"]
+    for loc, entry in result["locales"].items():
+        assert entry["n_positives"] == judged["locales"][loc]["n_positives"]
+    assert "n_positives_a" not in result["global"]

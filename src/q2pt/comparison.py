@@ -111,7 +111,7 @@ def _deployed(side: _Side, scope: str | None) -> dict[str, Any]:
     return {"recall": entry["recall"], "precision": entry["precision"]}
 
 
-def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, scope: str | None, precision: float,
+def _entry(a: _Side, b: _Side, rows: np.ndarray, scope: str | None, precision: float,
            bootstrap: int, seed: Any, min_positives: int) -> dict[str, Any]:
     from q2pt.metrics import paired_bootstrap_difference, recall_at_precision
 
@@ -120,7 +120,9 @@ def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, scope: s
         return None if math.isnan(r.recall) else float(r.recall)
 
     ra, rb = rap(a), rap(b)
-    n_pos = int(sum(len(truth[i]) for i in rows))
+    # the pairs each R@P counts (a tree's: every node's, as q2pt evaluate counts them): the gate's too
+    n_a, n_b = (int(sum(len(side.truth[i]) for i in rows)) for side in (a, b))
+    n_pos = min(n_a, n_b)
     entry: dict[str, Any] = {
         "n_queries": int(rows.size), "n_positives": n_pos,
         "a": ra, "b": rb, "difference": None if ra is None or rb is None else rb - ra,
@@ -128,6 +130,8 @@ def _entry(a: _Side, b: _Side, truth: list[set[str]], rows: np.ndarray, scope: s
         "agreement": _agreement(a.predicted, b.predicted, rows),
         "gated": n_pos >= min_positives,
     }
+    if n_a != n_b:  # a tree against a flat model: each judged on its own pairs
+        entry["n_positives_a"], entry["n_positives_b"] = n_a, n_b
     if bootstrap > 0 and rows.size:
         lo, hi = paired_bootstrap_difference(
             (a.y[rows], a.scores[rows], a.missing[rows]), (b.y[rows], b.scores[rows], b.missing[rows]),
@@ -199,7 +203,6 @@ def compare_models(
     queries = frame["query"].astype(str).tolist()
     locales = frame["locale"].astype(str).tolist()
     labels = label_lists(frame["product_types"])
-    truth = [set(x) for x in labels]
     a = _score(model_a, queries, locales, labels, fallback_locale, batch_size, precision, renames_a)
     b = _score(model_b, queries, locales, labels, fallback_locale, batch_size, precision)
     locs = np.asarray(locales, dtype=object)
@@ -208,14 +211,13 @@ def compare_models(
                    "min_support": min_support, "ci_level": 0.95 if bootstrap else None,
                    "difference": "B - A", "r_at_p": "pooled over the rows' pairs (as q2pt evaluate)",
                    "deployed": "each row cut at its locale's calibrated threshold (as q2pt predict)"},
-        "global": _entry(a, b, truth, np.arange(len(queries)), None, precision, bootstrap, seed, min_positives),
+        "global": _entry(a, b, np.arange(len(queries)), None, precision, bootstrap, seed, min_positives),
         "locales": {},
     }
     result["global"]["gated"] = True
     for loc in sorted(set(locales)):
         rows = np.flatnonzero(locs == loc)
-        result["locales"][loc] = _entry(a, b, truth, rows, loc, precision, bootstrap, locale_seed(seed, loc),
-                                        min_positives)
+        result["locales"][loc] = _entry(a, b, rows, loc, precision, bootstrap, locale_seed(seed, loc), min_positives)
     result["types"] = _type_changes(a, b, min_support, top_types)
     result["thresholds"] = _threshold_changes(a.thresholds, b.thresholds)
     return to_jsonable(result)
