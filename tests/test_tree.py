@@ -249,6 +249,14 @@ def test_explain_of_a_tree_explains_the_type_it_predicts(tree_model_dir):
     core = model.inference()
     out = explain(core, "kopfhörer", "de_DE")
     assert out["product_type"] == model.predict(["kopfhörer"], "de_DE")[0][0] == "electronics > audio > headphones"
+    # a type named by its last level alone: the paths it may mean are named
+    with pytest.raises(ConfigError, match=r"'headphones' is not one of the model's \d+ types; did you mean "
+                                          r"'electronics > audio > headphones'\? \(a tree's types are named by"):
+        explain(core, "kopfhörer", "de_DE", "headphones")
+    with pytest.raises(ConfigError, match=r"did you mean 'fashion > shoes', "):  # a misspelling: the closest first
+        explain(core, "kopfhörer", "de_DE", "fashion > shoe")
+    with pytest.raises(ConfigError, match=r"'zzz' is not one of the model's \d+ types$"):
+        explain(core, "kopfhörer", "de_DE", "zzz")
 
 
 def test_evaluate_says_its_global_row_pools_every_node_of_a_tree(tree_model_dir, tmp_path, capsys):

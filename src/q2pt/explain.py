@@ -27,7 +27,7 @@ import numpy as np
 from q2pt.errors import ConfigError
 from q2pt.inference import InferenceCore
 
-__all__ = ["METHOD", "explain", "words_of"]
+__all__ = ["METHOD", "explain", "unknown_type_message", "words_of"]
 
 METHOD = "occlusion: contribution = score(query) - score(query without the word / the locale token)"
 
@@ -37,6 +37,22 @@ _WORD = re.compile(r"\S+")
 def words_of(query: str) -> list[tuple[str, int, int]]:
     """The query's words: ``(word, start, end)`` character spans of its whitespace-separated tokens."""
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(query)]
+
+
+def unknown_type_message(product_type: str, core: InferenceCore) -> str:
+    """Why ``product_type`` cannot be explained, with the model's types it may mean: a tree's
+    paths that end in that name (``running_shoes`` for ``shoes > athletic_shoes >
+    running_shoes``), else the closest spellings."""
+    import difflib
+
+    sep = core.tree.separator if core.tree is not None else None
+    wanted = product_type.strip().casefold()
+    ends = [c for c in core.classes if sep and c.rsplit(sep, 1)[-1].strip().casefold() == wanted]
+    near = ends or difflib.get_close_matches(product_type, core.classes, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in near[:3])}?" if near else ""
+    if ends:
+        hint += " (a tree's types are named by their whole paths)"
+    return f"product type {product_type!r} is not one of the model's {len(core.classes)} types{hint}"
 
 
 def _default_column(core: InferenceCore, full: np.ndarray, res: Any) -> int:
@@ -81,7 +97,7 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
         col = _default_column(core, full, res)
     else:
         if product_type not in core.classes:
-            raise ConfigError(f"product type {product_type!r} is not one of the model's {len(core.classes)} types")
+            raise ConfigError(unknown_type_message(product_type, core))
         col = core.classes.index(product_type)
     score = float(full[col])
     if np.isnan(score):

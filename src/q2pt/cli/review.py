@@ -71,7 +71,8 @@ def register(subparsers: Any) -> None:
             "minus the score of the query without that word (and, for a unified-aware model, without\n"
             "its locale token). Positive: the word pushes the type up.\n\n"
             "  q2pt explain --model runs/model --locale de_DE 'rote laufschuhe kinder'\n"
-            "  q2pt explain --model runs/model --locale de_DE 'rote laufschuhe' --type shoes --json"
+            "  q2pt explain --model runs/model --locale de_DE 'rote laufschuhe' \\\n"
+            "      --type 'shoes > athletic_shoes > running_shoes' --json"
         ),
     )
     x.add_argument("--model", required=True, metavar="MODEL_DIR")

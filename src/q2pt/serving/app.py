@@ -598,7 +598,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         """Why the query got a product type (default: its best-scored one): each word's and
         the locale token's contribution to the score, by occlusion (score minus the score
         without it; :mod:`q2pt.explain`)."""
-        from q2pt.explain import explain
+        from q2pt.explain import explain, unknown_type_message
 
         service.require_ready()
         rt = service.runtime
@@ -608,8 +608,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
         service.resolve(rt, req.locale, "locale")  # an unknown locale: 422 naming the field
         if req.product_type is not None and req.product_type not in rt.classes:
-            raise RequestError(f"product type {req.product_type!r} is not one of the model's {len(rt.classes)} types",
-                               field="product_type")
+            raise RequestError(unknown_type_message(req.product_type, rt.core), field="product_type")
         assert service.executor is not None
         try:
             result = await service.executor.run(explain, rt.core, query, req.locale, req.product_type)
