@@ -45,7 +45,8 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
     """Validation metrics (with bootstrap CIs) and calibrated per-locale thresholds into the
     model's manifest.
 
-    Uses the valid rows of the training locales (the same rows for every variant).
+    Uses the valid rows of the training locales (the same rows for every variant), their product
+    types cut as the training labels were and, for a tree, with their ancestors.
     """
     from q2pt.metrics import (
         calibrate_level_thresholds,
@@ -58,6 +59,11 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
     )
 
     precision = model.config.train.precision_target
+    valid = model.labels_as_trained(valid, "the validation rows")
+    if model.tree_ is not None:  # every node is judged: the rows' types with their ancestors (added once)
+        from q2pt.data.tree import closed_frame
+
+        valid = closed_frame(valid, model.tree_)[0]
     rows = valid[valid["locale"].astype(str).isin(model.locales_)]
     thresholds: dict[str, float] = {"global": 0.5}
     details: dict[str, str] = {"global": "default 0.5: no validation data to calibrate on"}

@@ -202,9 +202,9 @@ def compare_models(
         raise ConfigError("no rows to compare the models on")
     queries = frame["query"].astype(str).tolist()
     locales = frame["locale"].astype(str).tolist()
-    labels = label_lists(frame["product_types"])
-    a = _score(model_a, queries, locales, labels, fallback_locale, batch_size, precision, renames_a)
-    b = _score(model_b, queries, locales, labels, fallback_locale, batch_size, precision)
+    a, b = (_score(model, queries, locales, label_lists(model.labels_as_trained(frame)["product_types"]),
+                   fallback_locale, batch_size, precision, renames)
+            for model, renames in ((model_a, renames_a), (model_b, None)))
     locs = np.asarray(locales, dtype=object)
     result: dict[str, Any] = {
         "config": {"precision": precision, "bootstrap": bootstrap, "seed": seed, "min_positives": min_positives,

@@ -274,6 +274,7 @@ def fit(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     find_unused_parameters: bool | None = None,
     after_step: Callable[[str, int], None] | None = None,
@@ -294,7 +295,7 @@ def fit(
             hooks = env.hooks()
             hooks.after_step = after_step
         return model.fit(dataset, out_dir=out_dir, resume=resume, progress=progress, hooks=hooks,
-                         warm_start=warm_start)
+                         warm_start=warm_start, overwrite=overwrite)
     env.barrier()  # nobody writes before every rank has looked at out_dir
     resume_now = env.broadcast_flag(bool(resume) and checkpoint_exists(out_dir))
     if resume and not resume_now and env.is_main:
@@ -302,7 +303,7 @@ def fit(
     hooks = env.hooks(find_unused_parameters=find_unused_parameters)
     hooks.after_step = after_step
     model.fit(dataset, out_dir=out_dir, resume=resume_now, progress=progress and env.is_main, hooks=hooks,
-              warm_start=warm_start)
+              warm_start=warm_start, overwrite=overwrite)
     env.barrier()  # rank 0 has saved the model folder
     return model
 

@@ -101,6 +101,25 @@ def check_output_folder(folder: Path) -> None:
     )
 
 
+def check_train_target(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Before training into ``out``: it must be writable, a model already there is replaced only
+    with ``overwrite`` (``--overwrite``), and an interrupted run's checkpoints are continued
+    with ``resume`` (``--resume``) or dropped with ``overwrite``, never silently."""
+    from q2pt.io import check_writable
+
+    check_writable(out, "model folder")
+    finished = (out / MANIFEST).is_file()
+    running = (out / "checkpoints" / "run.json").is_file()
+    if finished and not (resume or overwrite):
+        raise ConfigError(f"{out} holds a model already: pass --overwrite (overwrite=True) to replace it")
+    if finished and resume and not overwrite and not running:
+        raise ConfigError(f"{out} holds a finished model: there is no run to resume (pass --overwrite, overwrite=True, "
+                          "to train again)")
+    if running and not (resume or overwrite):  # (its checkpoints would go)
+        raise ConfigError(f"{out} holds an interrupted training run: pass --resume (resume=True) to continue it, or "
+                          "--overwrite (overwrite=True) to start again")
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of a model folder, refused (ModelLoadError) when missing, corrupt,
     newer than this q2pt reads, or missing a required key."""

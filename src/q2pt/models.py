@@ -61,7 +61,7 @@ import numpy as np
 
 from q2pt import __version__
 from q2pt.config import Config, resolve_config
-from q2pt.errors import ConfigError, ModelLoadError, require
+from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, require
 from q2pt.inference import (
     DEFAULT_BATCH_SIZE,
     UNIFIED,
@@ -79,6 +79,7 @@ from q2pt.model_folder import (
     MANIFEST,
     check_files,
     check_output_folder,
+    check_train_target,
     hash_files,
     make_readable,
     model_fingerprint,
@@ -139,8 +140,6 @@ class Q2PTModel:
             if variant is not None and variant != config.model.variant:
                 config = Config.from_dict(_with(config.to_dict(), "model", "variant", variant))
         self.config: Config = config
-        self.variant: str = config.model.variant
-        self.encoder: str = config.model.encoder
         self.classes_: list[str] = []
         self.locales_: list[str] = []
         self.thresholds_: dict[str, float] = {}
@@ -156,6 +155,16 @@ class Q2PTModel:
         self.manifest: dict[str, Any] = {}
         self.fingerprint: str | None = None  # sha256 of the manifest once saved or loaded
 
+    @property
+    def variant(self) -> str:
+        """``config.model.variant``: non-unified, unified-agnostic or unified-aware."""
+        return self.config.model.variant
+
+    @property
+    def encoder(self) -> str:
+        """``config.model.encoder``: the encoder spec."""
+        return self.config.model.encoder
+
     def __repr__(self) -> str:
         fitted = f", {len(self.classes_)} labels, {len(self.locales_)} locales" if self.networks else ""
         return f"Q2PTModel(variant={self.variant!r}, encoder={self.encoder!r}{fitted})"
@@ -170,12 +179,18 @@ class Q2PTModel:
         progress: bool = True,
         hooks: "TrainHooks | None" = None,
         warm_start: "WarmStart | None" = None,
+        overwrite: bool = False,
     ) -> "Q2PTModel":
         """Train on ``dataset`` (train split; valid for early stopping and thresholds).
 
+        The model's config records how the dataset was loaded (:func:`recorded_config`: its
+        path, and the depth its product type paths were cut to), so that the saved model
+        judges and warm-starts as it was trained.
+
         With ``out_dir``: checkpoints go to ``out_dir/checkpoints`` and the model folder is
         saved to ``out_dir`` at the end (the checkpoints are then removed: a finished run has
-        nothing to resume); ``resume=True`` continues from the last checkpoint.
+        nothing to resume); ``resume=True`` continues from the last checkpoint. A model
+        already in ``out_dir`` is replaced only with ``overwrite=True`` (ConfigError).
         ``warm_start``: start from an earlier model (:meth:`warm_start_from` makes one); the
         manifest and the model card record it as the parent.
         """
@@ -184,6 +199,9 @@ class Q2PTModel:
         from q2pt.training.checkpoints import remove_checkpoints
 
         hooks = hooks or TrainHooks()
+        if out_dir is not None and hooks.is_main:
+            check_train_target(Path(out_dir), resume=resume, overwrite=overwrite)
+        self.config = recorded_config(self.config, dataset)
         dataset = self._with_tree(dataset)
         # the main process holds the output folder's write lock from the first checkpoint to the save
         lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()
@@ -349,10 +367,7 @@ class Q2PTModel:
         :class:`~q2pt.inference.Resolution`, and scores with NaN for labels not scored;
         ``unseen``: as :meth:`inference`)."""
         core = self.inference(fallback_locale, unseen=unseen)
-        queries = [queries] if isinstance(queries, str) else [str(q) for q in queries]
-        locs = [locales] * len(queries) if isinstance(locales, str) else [str(x) for x in locales]
-        if len(locs) != len(queries):
-            raise ValueError(f"got {len(queries)} queries but {len(locs)} locales")
+        queries, locs = checked_rows(queries, locales)
         resolutions = core.resolve_all(locs)
         return Inference(core, resolutions, core.scores(queries, resolutions, batch_size))
 
@@ -390,6 +405,31 @@ class Q2PTModel:
         return [[t for t, _ in row] for row in result.select(threshold=threshold, top_k=top_k)]
 
     # ------------------------------------------------------------------ evaluation
+    def labels_as_trained(self, frame: "pd.DataFrame", source: str = "the rows") -> "pd.DataFrame":
+        """``frame`` with its product types cut as this model's training labels were
+        (``data.label_depth``; a frame cut already is unchanged): the rows :meth:`evaluate`,
+        calibration and comparison judge. DataError when a column is missing or a row's
+        ``product_types`` is not a non-empty list of strings (a CSV's ``a|b`` cell read as text:
+        :func:`q2pt.data.load_labelled` reads it)."""
+        from q2pt.data.labels import truncate_labels
+
+        missing = [c for c in ("query", "locale", "product_types") if c not in frame.columns]
+        if missing:
+            raise DataError(f"{source}: missing column(s) {', '.join(missing)} (need query, locale and product_types)")
+        problems = []
+        for i, cell in enumerate(frame["product_types"].tolist(), start=1):
+            if isinstance(cell, str):
+                problems.append(Problem(source, i, "product_types", f"a string, not a list of product types: "
+                                        f"{cell!r:.60} (q2pt.data.load_labelled reads a CSV's 'a|b' cells)"))
+            elif (not isinstance(cell, (list, tuple, np.ndarray)) or len(cell) == 0
+                  or not all(isinstance(t, str) and t.strip() for t in cell)):
+                problems.append(Problem(source, i, "product_types",
+                                        f"expected a non-empty list of product types, got {cell!r:.60}"))
+        if problems:
+            raise DataError(f"{source}: {len(problems)} row(s) without a list of product types", problems)
+        data = self.config.data
+        return truncate_labels(frame, data.label_depth, data.label_separator)[0]
+
     def evaluate(
         self,
         frame: "pd.DataFrame",
@@ -428,6 +468,7 @@ class Q2PTModel:
         from q2pt.metrics import evaluate, evaluate_levels, precision_recall_at, set_precision_recall, to_jsonable
 
         self._check_fitted()
+        frame = self.labels_as_trained(frame)
         tree = self.tree_
         if level is not None and (tree is None or not 1 <= level <= tree.depth):
             raise ConfigError(
@@ -547,6 +588,61 @@ class Q2PTModel:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def recorded_config(config: Config, dataset: "Dataset") -> Config:
+    """``config`` with its ``data`` section saying how ``dataset`` was loaded
+    (``Dataset.loaded_with``: the path, or the simulated store's preset and seed; the depth the
+    product type paths were cut to), which the saved model records: ``q2pt evaluate`` cuts
+    labels and finds the training rows with it. A depth that contradicts the config's is
+    refused (ConfigError): the model would be judged on other types than it learnt."""
+    loaded = dataset.loaded_with
+    if not loaded:
+        return config
+    data = config.data
+    depth = loaded.get("label_depth")
+    if data.label_depth is not None and (depth != data.label_depth or (
+            loaded.get("label_separator", data.label_separator) != data.label_separator)):
+        raise ConfigError(
+            f"the dataset's product type paths were cut with label_depth {depth!r} (separator "
+            f"{loaded.get('label_separator', data.label_separator)!r}), the config's data.label_depth is "
+            f"{data.label_depth!r} (separator {data.label_separator!r}): load the data with "
+            "q2pt.data.load_configured(config.data), or set the same depth")
+    changed = {k: v for k, v in loaded.items() if getattr(data, k, None) != v}
+    if not changed:
+        return config
+    logger.info("the model records how its data was loaded: %s",
+                ", ".join(f"data.{k} {v!r}" for k, v in changed.items()))
+    body = config.to_dict()
+    body["data"].update(changed)
+    return Config.from_dict(body, source="the config and its dataset")
+
+
+def checked_rows(queries: Any, locales: Any) -> tuple[list[str], list[str]]:
+    """Queries and locales to predict, as lists of str (one locale str: every query's): a
+    DataError names every row whose query or locale is not a non-empty string (None, NaN, a
+    number, bytes...), as ``q2pt predict`` refuses them, instead of scoring its text form."""
+    if isinstance(queries, str):
+        queries = [queries]
+    elif queries is None or not hasattr(queries, "__iter__"):
+        raise DataError(f"queries: expected a string or a sequence of strings, got {type(queries).__name__}")
+    queries = list(queries)
+    if isinstance(locales, str):
+        locales = [locales] * len(queries)
+    elif locales is None or not hasattr(locales, "__iter__"):
+        raise DataError(f"locales: expected a locale id or one per query, got {type(locales).__name__}")
+    locales = list(locales)
+    if len(locales) != len(queries):
+        raise DataError(f"got {len(queries)} queries but {len(locales)} locales (give one locale, or one per query)")
+    problems = []
+    for i, (q, loc) in enumerate(zip(queries, locales)):
+        if not isinstance(q, str) or not q.strip():
+            problems.append(Problem(f"queries[{i}]", None, None, f"expected a non-empty string, got {q!r:.60}"))
+        if not isinstance(loc, str) or not loc.strip():
+            problems.append(Problem(f"locales[{i}]", None, None, f"expected a non-empty locale id, got {loc!r:.60}"))
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in rows that cannot be predicted (nothing was predicted)", problems)
+    return [str(q) for q in queries], [str(loc) for loc in locales]
 
 
 def _with(data: dict[str, Any], section: str, key: str, value: Any) -> dict[str, Any]:

@@ -219,7 +219,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     if args.label_map and not args.init_from:
         raise ConfigError("--label-map needs --init-from PARENT_DIR (it maps the parent's product types)")
-    check_train_output(Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    from q2pt.model_folder import check_train_target
+
+    check_train_target(Path(args.out), resume=args.resume, overwrite=args.overwrite)
     _need_torch()
     from q2pt import distributed
     from q2pt.data import load_configured
@@ -248,7 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             log.info("warm start from %s (%d product types, %d locales)", args.init_from, len(warm.parent.classes_),
                      len(warm.parent.locales_))
         try:
-            distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume,
+            distributed.fit(model, dataset, env, out_dir=args.out, resume=args.resume, overwrite=args.overwrite,
                             progress=not args.no_progress, warm_start=warm)
         except KeyboardInterrupt:
             if env.is_main:
@@ -261,22 +263,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(format_table(metrics))
             print(f"model saved to {args.out}")
     return 0
-
-
-def check_train_output(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Before any work: the output must be writable, and a model already there is replaced only
-    with --overwrite (--resume continues a training run there instead)."""
-    from q2pt.io import check_writable
-
-    check_writable(out, "model folder")
-    finished = (out / "manifest.json").is_file()
-    if finished and not (resume or overwrite):
-        raise ConfigError(f"{out} holds a model already: pass --overwrite to replace it")
-    if finished and resume and not overwrite and not (out / "checkpoints" / "run.json").is_file():
-        raise ConfigError(f"{out} holds a finished model: there is no run to resume (pass --overwrite to train again)")
-    if (out / "checkpoints" / "run.json").is_file() and not (resume or overwrite):  # (its checkpoints would go)
-        raise ConfigError(f"{out} holds an interrupted training run: pass --resume to continue it, or --overwrite to "
-                          "start again")
 
 
 def _worker_args(args: argparse.Namespace) -> list[str]:

@@ -61,6 +61,10 @@ class Dataset:
     #: store -> the languages its shoppers write in (``locales.json`` in the dataset folder;
     #: the simulated store's own map); empty: not given
     locale_languages: dict[str, list[str]] = field(default_factory=dict)
+    #: the ``data`` config settings :func:`load_dataset` read it with (path, or preset and seed;
+    #: label_depth and label_separator; simulated_tree), which a model trained on it records
+    #: (:meth:`q2pt.models.Q2PTModel.fit`); empty: built from frames
+    loaded_with: dict[str, Any] = field(default_factory=dict)
 
     @property
     def train(self) -> pd.DataFrame:
@@ -287,6 +291,8 @@ def load_dataset(
             taxonomy if isinstance(taxonomy, dict) else None, label_depth, label_separator, simulated_tree,
         )
         ds.locale_languages = _taxonomy_languages(ds.taxonomy)
+        ds.loaded_with = {"path": None, "preset": preset, "seed": int(seed), "simulated_tree": bool(simulated_tree),
+                          **_cut_with(label_depth, label_separator)}
         return ds
     path = Path(path)
     raw = read_raw_dataset(path)
@@ -294,7 +300,18 @@ def load_dataset(
     simulated, taxonomy = _simulated_marker(path)
     ds = _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator, simulated_tree)
     ds.locale_languages = {**_taxonomy_languages(taxonomy), **read_locale_languages(path)}
+    ds.loaded_with = {"path": str(path), **_cut_with(label_depth, label_separator)}
+    if simulated:
+        ds.loaded_with["simulated_tree"] = bool(simulated_tree)
     return ds
+
+
+def _cut_with(label_depth: int | None, label_separator: str) -> dict[str, Any]:
+    """How the paths were cut (the separator only matters when they were)."""
+    out: dict[str, Any] = {"label_depth": label_depth}
+    if label_depth is not None:
+        out["label_separator"] = label_separator
+    return out
 
 
 #: the optional file of a dataset folder naming each store's languages: {"uk": ["en"], ...}

@@ -1,0 +1,143 @@
+"""q2pt as a Python library, used as a notebook would: what the CLI checks and records, the
+library does too (the saved config, label depth, row checks, an existing model folder)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from q2pt.data.io import write_dataset
+from q2pt.errors import ConfigError, DataError
+from support import ngram_config, tiny_dataset, with_levels
+
+
+@pytest.fixture(scope="module")
+def path_data(tmp_path_factory):
+    """A dataset folder whose product types are paths of three levels."""
+    folder = tmp_path_factory.mktemp("paths") / "data"
+    write_dataset(with_levels(tiny_dataset(96, 32, 32), 3), folder, "jsonl")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cut_model(path_data, tmp_path_factory):
+    """Trained from Python on the folder loaded with its paths cut to one level, from a config
+    that names neither the folder nor the depth."""
+    from q2pt.data import load_dataset
+    from q2pt.models import Q2PTModel
+
+    ds = load_dataset(path_data, label_depth=1)
+    out = tmp_path_factory.mktemp("cut") / "model"
+    model = Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "3")).fit(
+        ds, out_dir=out, progress=False)
+    return ds, model, out
+
+
+def test_a_model_records_how_its_data_was_loaded(cut_model, path_data, capsys):
+    from q2pt.cli import main
+    from q2pt.data import load_configured
+    from q2pt.models import load_model
+
+    ds, model, out = cut_model
+    saved = load_model(out)
+    assert saved.config.data.label_depth == 1 and saved.config.data.path == str(path_data)
+    assert load_configured(saved.config.data).fingerprint == ds.fingerprint  # the data it was trained on
+    # the command judges it on the types it learnt (the folder's paths cut as at training)
+    assert main(["evaluate", "--model", str(out), "--data", str(path_data), "--json", "-q"]) == 0
+    import json
+
+    judged = json.loads(capsys.readouterr().out)
+    assert judged["global"]["r_at_p"] == pytest.approx(model.evaluate(ds.test)["global"]["r_at_p"])
+    assert judged["data"]["training_overlap"]["checked"] is True
+
+
+def test_evaluate_cuts_the_labels_as_the_model_was_trained(cut_model, path_data):
+    from q2pt.data import load_dataset
+
+    ds, model, _ = cut_model
+    raw = load_dataset(path_data).test  # full paths
+    assert raw["product_types"].map(lambda ts: " > " in ts[0]).all()
+    assert model.evaluate(raw)["global"] == model.evaluate(ds.test)["global"]
+
+
+def test_a_depth_the_config_contradicts_is_refused(path_data):
+    from q2pt.data import load_dataset
+    from q2pt.models import Q2PTModel
+
+    ds = load_dataset(path_data, label_depth=1)
+    with pytest.raises(ConfigError, match=r"cut with label_depth 1 .*the config's data.label_depth is 2"):
+        Q2PTModel(config=ngram_config("unified-aware", "--data.label_depth", "2")).fit(ds, progress=False)
+
+
+def test_an_existing_model_folder_is_replaced_only_when_asked(cut_model):
+    from q2pt.models import Q2PTModel
+
+    ds, _, out = cut_model
+    before = (out / "manifest.json").read_bytes()
+    cfg = ngram_config("unified-aware", "--train.max_epochs", "1")
+    with pytest.raises(ConfigError, match="holds a model already: pass --overwrite \\(overwrite=True\\)"):
+        Q2PTModel(config=cfg).fit(ds, out_dir=out, progress=False)
+    with pytest.raises(ConfigError, match="holds a finished model: there is no run to resume"):
+        Q2PTModel(config=cfg).fit(ds, out_dir=out, resume=True, progress=False)
+    assert (out / "manifest.json").read_bytes() == before
+
+
+def test_prediction_refuses_rows_that_are_not_text(cut_model):
+    _, model, _ = cut_model
+    bad = [None, "shoes", float("nan"), "", b"shoes", 12, "  "]
+    with pytest.raises(DataError) as info:
+        model.predict_proba(bad, "de_DE")
+    where = [p.file for p in info.value.problems]
+    assert where == ["queries[0]", "queries[2]", "queries[3]", "queries[4]", "queries[5]", "queries[6]"]
+    with pytest.raises(DataError, match=r"locales\[1\]"):
+        model.predict(["a", "b"], ["de_DE", None])
+    with pytest.raises(DataError, match="got 2 queries but 1 locales"):
+        model.predict(["a", "b"], ["de_DE"])
+    with pytest.raises(DataError, match="locales: expected a locale id"):
+        model.predict(["a"], None)
+    # what the checks let through predicts as before: a Series, an array, one string
+    queries = pd.Series(["rot schuhe", "blau hose"], index=[10, 3])
+    expected = model.predict_proba(["rot schuhe", "blau hose"], "de_DE")
+    np.testing.assert_array_equal(model.predict_proba(queries, "de_DE"), expected)
+    np.testing.assert_array_equal(model.predict_proba(np.array(["rot schuhe", "blau hose"]), "de_DE"), expected)
+
+
+def test_evaluate_refuses_labels_that_are_not_lists(cut_model):
+    ds, model, _ = cut_model
+    joined = ds.test.assign(product_types=ds.test["product_types"].map("|".join))  # as pd.read_csv gives them
+    with pytest.raises(DataError, match="without a list of product types") as info:
+        model.evaluate(joined)
+    assert info.value.problems[0].row == 1 and "load_labelled" in info.value.problems[0].message
+    with pytest.raises(DataError, match="missing column.*product_types"):
+        model.evaluate(ds.test.drop(columns=["product_types"]))
+    one_none = ds.test.copy()
+    one_none.at[one_none.index[2], "product_types"] = None
+    with pytest.raises(DataError) as info:
+        model.evaluate(one_none)
+    assert [p.row for p in info.value.problems] == [3]
+
+
+def test_recalibrating_a_tree_from_python_gives_its_thresholds_again(tree_model_dir):
+    """The public calibrate_thresholds adds a tree's ancestors to the rows itself."""
+    from q2pt.calibration import calibrate_thresholds
+    from q2pt.models import load_model
+    from support import handmade_dataset
+
+    model = load_model(tree_model_dir[0])
+    paths = {"shoes": "fashion > shoes", "headphones": "electronics > audio > headphones",  # as the fixture's
+             "phone case": "electronics > phone accessories > phone case", "toy bricks": "toys > bricks",
+             "gift card": "gift card"}
+    valid = handmade_dataset().valid
+    valid = valid.assign(product_types=valid["product_types"].map(lambda ts: [paths[t] for t in ts]))
+    thresholds, levels = dict(model.thresholds_), dict(model.level_thresholds_)
+    calibrate_thresholds(model, valid)
+    assert model.thresholds_ == thresholds and model.level_thresholds_ == levels
+
+
+def test_the_variant_and_encoder_are_the_configs():
+    from q2pt.models import Q2PTModel
+
+    model = Q2PTModel(config=ngram_config("non-unified"))
+    model.config.model.variant = "unified-agnostic"
+    assert model.variant == "unified-agnostic" and model.encoder == "ngram"
