@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of PyTorch. Installed first and on its own so that no extra pulls a CUDA build.
+# PyTorch, installed first and on its own so that no extra pulls another build. From PyPI on
+# Linux this wheel brings CUDA libraries (GBs): TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# takes the CPU build from PyTorch's index (the dev/CI machines get it from a local wheelhouse).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint install install-test clean
@@ -13,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[all]"
 	touch $@
 

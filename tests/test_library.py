@@ -141,3 +141,15 @@ def test_the_variant_and_encoder_are_the_configs():
     model = Q2PTModel(config=ngram_config("non-unified"))
     model.config.model.variant = "unified-agnostic"
     assert model.variant == "unified-agnostic" and model.encoder == "ngram"
+
+
+def test_top_k_and_the_fallback_locale_are_read_as_the_cli_reads_them(nonunified_dir):
+    from q2pt.models import load_model
+
+    model = load_model(nonunified_dir)
+    for bad in (2.5, 0, True, "3"):
+        with pytest.raises(ConfigError, match="top_k must be a whole number of at least 1"):
+            model.predict(["schuhe"], "de_DE", top_k=bad)
+    assert len(model.predict(["schuhe"], "de_DE", top_k=np.int64(1), threshold=0.0)[0]) == 1
+    # a fallback locale with spaces and another case is the model's, as a query's locale is
+    assert model.predict(["schuhe"], "it_IT", fallback_locale=" DE_de ") == model.predict(["schuhe"], "de_DE")

@@ -156,6 +156,9 @@ def test_bad_rows_and_inputs_are_data_errors(tmp_path, model):
     with pytest.raises(DataError) as err:
         streaming.stream_predict(model, path, tmp_path / "o1", chunk_size=10, workers=0, progress=False)
     assert [(p.row, p.field) for p in err.value.problems] == [(2, "query"), (3, "locale")]
+    assert not (tmp_path / "o1").exists()  # nothing kept: the input must change before a rerun
+    pq.write_table(pa.table({"query": ["ok", "fixed", "fine", "x"], "locale": ["de", "de", "de", "fr"]}), path)
+    assert streaming.stream_predict(model, path, tmp_path / "o1", chunk_size=10, workers=0, progress=False).parts == 1
 
     nolocale = tmp_path / "nolocale.parquet"
     pq.write_table(pa.table({"query": ["a"]}), nolocale)

@@ -151,6 +151,10 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
                  str(tmp_path / "child"), "--label-map", str(tmp_path / "typo.csv"), "--no-progress"]) == 0
     assert "1 of its 1 old names are not product types of the parent" in capsys.readouterr().err
     grandchild = load_model(tmp_path / "grandchild")
+    assert grandchild.manifest["parent"]["label_map"] == {}  # as applied; the typo apart, and in the card
+    assert grandchild.manifest["parent"]["label_map_unknown"] == ["earphonez"]
+    card = (tmp_path / "grandchild" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Not applied (not product types of the parent): `earphonez`" in card and "Label map from" not in card
     assert grandchild.encoder == "ngram" and grandchild.config.model.encoder_options["dim"] == 16
     assert grandchild.config.train.lr == 0.05 and grandchild.config.data.path == str(data)
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "deep"), "--init-from", str(tmp_path / "child"),

@@ -125,14 +125,19 @@ def check_threshold(threshold: float | None) -> None:
         raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
 
 
+def check_top_k(top_k: Any) -> None:
+    """``top_k`` is None or a whole number of at least 1 (ConfigError)."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ConfigError(f"top_k must be a whole number of at least 1, got {top_k!r}")
+
+
 def select_types(
     scores: np.ndarray, classes: Sequence[str], thresholds: Sequence[float] | np.ndarray | float, top_k: int | None = None
 ) -> list[list[tuple[str, float]]]:
     """Per row, the ``(type, score)`` pairs with ``score >= threshold``, best first (ties in
     label order), at most ``top_k``. ``thresholds``: one for all, one per row, or one per row
     and type ``(n, n_labels)``. NaN scores (labels not scored) are never selected."""
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    check_top_k(top_k)
     n = scores.shape[0]
     cut = np.asarray(thresholds, dtype=np.float64)
     cut = np.broadcast_to(cut if cut.ndim == 2 else np.broadcast_to(cut, (n,))[:, None], scores.shape)
@@ -254,6 +259,7 @@ class InferenceCore:
         # datasets that spell one id two ways, so this map is one-to-one
         self._by_case = {loc.casefold(): loc for loc in self.locales}
         if fallback_locale is not None and not self.unified:  # unified models never need one
+            fallback_locale = fallback_locale.strip()  # as a query's locale is read
             if fallback_locale.casefold() not in self._by_case:
                 raise UnknownLocaleError(
                     f"fallback locale {fallback_locale!r} is not a locale of the model "
@@ -434,8 +440,7 @@ class InferenceCore:
         (a type none of whose children the query's network scores, or ``max_depth``). A flat model's types
         are all at level 1."""
         check_threshold(threshold)
-        if top_k is not None and top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+        check_top_k(top_k)
         if max_depth is not None and max_depth < 1:
             raise ConfigError(f"max_depth must be >= 1, got {max_depth}")
         cut = self.cuts(resolutions, threshold)

@@ -120,6 +120,10 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         if label_map:
             shown_map = ", ".join(f"`{a}` → `{b}`" for a, b in list(label_map.items())[:20])
             lines.append(f"- Label map from the parent: {shown_map}" + (" ..." if len(label_map) > 20 else ""))
+        unknown = parent.get("label_map_unknown") or []
+        if unknown:
+            shown = ", ".join(f"`{a}`" for a in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            lines.append(f"- Not applied (not product types of the parent): {shown}")
         for stage, c in (parent.get("networks") or {}).items():
             name = "the network" if len(parent.get("networks") or {}) == 1 else f"network `{stage}`"
             lines.append(f"- From the parent, {name}: {c.get('types_kept', '?')} product types kept, "

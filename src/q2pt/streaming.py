@@ -535,6 +535,10 @@ def stream_predict(
             _run_in_process(model, info, opts, todo, record, threads)
         elif todo:
             _run_workers(opts, todo, workers, record)
+    except DataError:
+        if not before:  # rows that cannot be predicted: the input must change, and no part of this run can be kept
+            shutil.rmtree(parts_dir, ignore_errors=True)
+        raise
     finally:
         bar.close()
         for handler in handlers:

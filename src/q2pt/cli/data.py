@@ -121,8 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-clicks", type=float, default=2.0, help="minimum engagement of a product type (default: 2)")
     p.add_argument("--purchase-weight", type=float, default=0.0,
                    help="engagement = clicks + W x purchases (default: 0, purchases ignored)")
-    p.add_argument("--valid-frac", type=float, default=0.1, help="share of each locale's queries in valid (default: 0.1)")
-    p.add_argument("--test-frac", type=float, default=0.1, help="share of each locale's queries in test (default: 0.1)")
+    p.add_argument("--valid", "--valid-frac", dest="valid_frac", type=float, default=0.1, metavar="FRAC",
+                   help="share of each locale's queries in valid (default: 0.1; as data split's --valid)")
+    p.add_argument("--test", "--test-frac", dest="test_frac", type=float, default=0.1, metavar="FRAC",
+                   help="share of each locale's queries in test (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default: parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")

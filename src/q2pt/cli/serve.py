@@ -32,6 +32,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Serve a model folder with FastAPI on uvicorn:\n"
             "  POST /v1/predict {query, locale, top_k?, threshold?}   POST /v1/predict/batch {queries: [...]}\n"
+            "  POST /v1/explain {query, locale, product_type?}\n"
             "  GET /v1/model   GET /v1/model/card   GET /healthz   GET /readyz   GET /docs   GET / (demo page)\n"
             "Errors are application/problem+json (RFC 9457).\n\n"
             "  q2pt serve --model runs/model --port 8000\n"

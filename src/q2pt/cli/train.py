@@ -115,7 +115,8 @@ def register(subparsers: Any) -> None:
             "non-unified models refuse unless --fallback-locale LOCALE is given.\n\n"
             "Large Parquet files (millions of rows): --stream predicts in parts of --chunk-size rows with\n"
             "bounded memory, on --workers processes, and --resume finishes a killed run without redoing or\n"
-            "losing rows. OUTPUT ending in .parquet gets one merged file, any other OUTPUT a folder of parts;\n"
+            "losing rows (Parquet in and out). OUTPUT ending in .parquet gets one merged file, another\n"
+            "OUTPUT (not .csv/.tsv/.jsonl/.json) a folder of parts;\n"
             "both carry an input_row column (the row's 0-based position in the input).\n"
             "  q2pt predict --model M --input big.parquet --out preds/ --stream --workers 2"
         ),

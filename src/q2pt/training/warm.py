@@ -172,8 +172,15 @@ class WarmStart:
             counts["locales_kept"], counts["locales_new"])
 
     def manifest_entry(self) -> dict[str, Any]:
-        return {"path": self.source, "fingerprint": self.parent.fingerprint,
-                "created": self.parent.manifest.get("created"), "label_map": dict(self.label_map), **self.report}
+        """The manifest's ``parent``: the label map as applied (old names that are the parent's
+        types), and the old names that were not, apart (``label_map_unknown``)."""
+        unknown = unknown_in_label_map(self.label_map, self.parent.classes_)
+        entry = {"path": self.source, "fingerprint": self.parent.fingerprint,
+                 "created": self.parent.manifest.get("created"),
+                 "label_map": {k: v for k, v in self.label_map.items() if k not in set(unknown)}, **self.report}
+        if unknown:
+            entry["label_map_unknown"] = unknown
+        return entry
 
 
 @torch.no_grad()
