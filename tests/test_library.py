@@ -88,10 +88,11 @@ def test_prediction_refuses_rows_that_are_not_text(cut_model):
     bad = [None, "shoes", float("nan"), "", b"shoes", 12, "  "]
     with pytest.raises(DataError) as info:
         model.predict_proba(bad, "de_DE")
-    where = [p.file for p in info.value.problems]
-    assert where == ["queries[0]", "queries[2]", "queries[3]", "queries[4]", "queries[5]", "queries[6]"]
-    with pytest.raises(DataError, match=r"locales\[1\]"):
-        model.predict(["a", "b"], ["de_DE", None])
+    assert [(p.row, p.field) for p in info.value.problems] == [(1, "query"), (3, "query"), (4, "query"),
+                                                                (5, "query"), (6, "query"), (7, "query")]
+    with pytest.raises(DataError) as info:
+        model.predict(["a", "b\udcff"], ["de_DE", None])  # a lone surrogate: not valid UTF-8
+    assert [(p.row, p.field) for p in info.value.problems] == [(2, "query"), (2, "locale")]
     with pytest.raises(DataError, match="got 2 queries but 1 locales"):
         model.predict(["a", "b"], ["de_DE"])
     with pytest.raises(DataError, match="locales: expected a locale id"):
@@ -153,3 +154,39 @@ def test_top_k_and_the_fallback_locale_are_read_as_the_cli_reads_them(nonunified
     assert len(model.predict(["schuhe"], "de_DE", top_k=np.int64(1), threshold=0.0)[0]) == 1
     # a fallback locale with spaces and another case is the model's, as a query's locale is
     assert model.predict(["schuhe"], "it_IT", fallback_locale=" DE_de ") == model.predict(["schuhe"], "de_DE")
+
+
+def test_a_warm_start_from_a_loaded_model_records_its_folder(cut_model):
+    from q2pt.models import Q2PTModel, load_model
+
+    ds, model, out = cut_model
+    assert model.folder == str(out) and load_model(out).folder == str(out)
+    child = Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "1", "--data.label_depth", "1"))
+    warm = child.warm_start_from(load_model(out))
+    assert warm.manifest_entry()["path"] == str(out)
+
+
+def test_a_warm_start_is_checked_against_the_depth_the_data_was_loaded_with(path_data, cut_model):
+    from q2pt.data import load_dataset
+    from q2pt.models import Q2PTModel
+
+    uncut = Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "1")).fit(
+        load_dataset(path_data), progress=False)  # paths of three levels, not cut
+    child = Q2PTModel(config=ngram_config("unified-aware", "--train.max_epochs", "1"))
+    warm = child.warm_start_from(uncut)  # both configs say no depth: accepted here
+    with pytest.raises(ConfigError, match="its data.label_depth is None, this training's is 1"):
+        child.fit(load_dataset(path_data, label_depth=1), warm_start=warm, progress=False)
+
+
+def test_streaming_checks_top_k_before_writing(nonunified_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from q2pt.streaming import stream_predict
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"query": ["schuhe"], "locale": ["de_DE"]}), path)
+    for bad in (2.5, "3"):
+        with pytest.raises(ConfigError, match="top_k must be a whole number"):
+            stream_predict(str(nonunified_dir), path, tmp_path / "out", top_k=bad, workers=0, progress=False)
+        assert not (tmp_path / "out").exists()

@@ -53,6 +53,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
@@ -154,6 +155,7 @@ class Q2PTModel:
         self.network_labels_: dict[str, list[str]] = {}
         self.manifest: dict[str, Any] = {}
         self.fingerprint: str | None = None  # sha256 of the manifest once saved or loaded
+        self.folder: str | None = None  # the model folder it was last saved to or loaded from
 
     @property
     def variant(self) -> str:
@@ -199,9 +201,13 @@ class Q2PTModel:
         from q2pt.training.checkpoints import remove_checkpoints
 
         hooks = hooks or TrainHooks()
-        if out_dir is not None and hooks.is_main:
+        if out_dir is not None and hooks.world_size == 1:  # (distributed.fit checks on every rank first)
             check_train_target(Path(out_dir), resume=resume, overwrite=overwrite)
         self.config = recorded_config(self.config, dataset)
+        if warm_start is not None:  # against the config as trained (its recorded label depth)
+            from q2pt.training.warm import check_parent
+
+            check_parent(warm_start.parent, self.config, warm_start.source)
         dataset = self._with_tree(dataset)
         # the main process holds the output folder's write lock from the first checkpoint to the save
         lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()
@@ -251,7 +257,7 @@ class Q2PTModel:
         from q2pt.training.warm import WarmStart, check_parent, read_label_map, unknown_in_label_map
 
         if isinstance(parent, Q2PTModel):
-            source = str(parent.manifest.get("source") or "the parent model")
+            source = parent.folder or "the parent model (never saved)"
         else:
             source, parent = str(parent), load_model(parent)
         parent._check_fitted()
@@ -582,6 +588,7 @@ class Q2PTModel:
             fingerprint = model_fingerprint(tmp)
         self.manifest = manifest
         self.fingerprint = fingerprint
+        self.folder = str(folder)
 
 
 # ---------------------------------------------------------------------- pretrained deltas
@@ -619,9 +626,13 @@ def recorded_config(config: Config, dataset: "Dataset") -> Config:
 
 
 def checked_rows(queries: Any, locales: Any) -> tuple[list[str], list[str]]:
-    """Queries and locales to predict, as lists of str (one locale str: every query's): a
-    DataError names every row whose query or locale is not a non-empty string (None, NaN, a
-    number, bytes...), as ``q2pt predict`` refuses them, instead of scoring its text form."""
+    """Queries and locales to predict, as lists of str (one locale str: every query's), checked
+    as ``q2pt predict`` checks its rows (:func:`q2pt.data.schema.row_problems`; no length limit:
+    that is the CLI's and the server's ``--max-query-chars``): a DataError names every row (counted
+    from 1) whose query is None, NaN, not a string, empty or not valid UTF-8, or whose locale is
+    not a non-empty string, instead of scoring its text form."""
+    from q2pt.data.schema import row_problems
+
     if isinstance(queries, str):
         queries = [queries]
     elif queries is None or not hasattr(queries, "__iter__"):
@@ -634,14 +645,10 @@ def checked_rows(queries: Any, locales: Any) -> tuple[list[str], list[str]]:
     locales = list(locales)
     if len(locales) != len(queries):
         raise DataError(f"got {len(queries)} queries but {len(locales)} locales (give one locale, or one per query)")
-    problems = []
-    for i, (q, loc) in enumerate(zip(queries, locales)):
-        if not isinstance(q, str) or not q.strip():
-            problems.append(Problem(f"queries[{i}]", None, None, f"expected a non-empty string, got {q!r:.60}"))
-        if not isinstance(loc, str) or not loc.strip():
-            problems.append(Problem(f"locales[{i}]", None, None, f"expected a non-empty locale id, got {loc!r:.60}"))
+    problems = row_problems(queries, locales, "the queries given", max_query_chars=sys.maxsize)
     if problems:
-        raise DataError(f"{len(problems)} problem(s) in rows that cannot be predicted (nothing was predicted)", problems)
+        raise DataError(f"{len(problems)} problem(s) in rows that cannot be predicted (rows counted from 1; nothing "
+                        "was predicted)", problems)
     return [str(q) for q in queries], [str(loc) for loc in locales]
 
 
@@ -723,4 +730,5 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     model.thresholds_reached_ = {str(k): bool(v) for k, v in reached.items()} if isinstance(reached, dict) else None
     model.manifest = manifest
     model.fingerprint = model_fingerprint(folder)
+    model.folder = str(folder)
     return model

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, has_bad_text, query_problem
-from q2pt.errors import DataError, Problem
+from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, row_problems
+from q2pt.errors import DataError
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,27 +154,6 @@ def check_input(frame: "pd.DataFrame", file: str, rows: "Sequence[int] | Any | N
     if problems:
         raise DataError(f"{file}: {len(problems)} problem(s) in rows that cannot be predicted (nothing was predicted)",
                         problems)
-
-
-def row_problems(
-    queries: Sequence[Any], locales: Sequence[Any], file: str, *, first_row: int | None = 1,
-    rows: Sequence[int] | None = None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
-) -> list[Problem]:
-    """The problems of prediction rows (the checks of :func:`check_input`): row numbers from
-    ``rows``, else counted from ``first_row`` (None: unknown)."""
-    problems = []
-    for i, (q, loc) in enumerate(zip(queries, locales)):
-        row = rows[i] if rows is not None else (None if first_row is None else first_row + i)
-        issue = query_problem(q, max_query_chars)
-        if issue is not None:
-            problems.append(Problem(file, row, "query", issue[1] if row is not None else f"{issue[1]} ({_shown(q)})"))
-        if not isinstance(loc, str) or not loc.strip() or has_bad_text(loc):
-            problems.append(Problem(file, row, "locale", f"expected a non-empty locale id, got {_shown(loc)}"))
-    return problems
-
-
-def _shown(value: Any) -> str:
-    return "nothing" if value is None or type(value).__name__ == "_Missing" else repr(value)[:60]
 
 
 def predict_frame(

@@ -31,10 +31,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
+from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, row_problems
 from q2pt.errors import ConfigError, DataError, Q2PTError, require
-from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold
-from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows, row_problems
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold, check_top_k
+from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -178,6 +178,7 @@ def ray_predict(
     from q2pt.io import atomic_path
 
     check_threshold(threshold)
+    check_top_k(top_k)
     if rows_per_batch < 1 or batch_size < 1 or (block_bytes is not None and block_bytes < 1):
         raise ConfigError("rows_per_batch, block_bytes and batch_size must be positive")
     if actors is not None and actors < 1:

@@ -48,9 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS
+from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, row_problems
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
-from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold
+from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold, check_top_k
 from q2pt.io import atomic_path, write_json
 from q2pt.predict import (
     NOTE,
@@ -60,7 +60,6 @@ from q2pt.predict import (
     arrow_fields,
     check_output_is_not_input,
     predict_rows,
-    row_problems,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -425,8 +424,7 @@ def stream_predict(
         raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"top_k must be at least 1, got {top_k}")
+    check_top_k(top_k)
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be 0 or more, got {workers}")
     if threads is not None and threads < 1:
@@ -478,6 +476,7 @@ def stream_predict(
         # a hierarchical run's parts hold the path columns (runs without them are not resumed into)
         **({"path_columns": list(PATH_COLUMNS)} if paths else {}),
     }
+    made_here = not parts_dir.exists()  # (a folder the caller made is emptied, never removed)
     _prepare_folder(parts_dir, identity, resume, overwrite)
 
     def rows_of(k: int) -> int:
@@ -537,7 +536,11 @@ def stream_predict(
             _run_workers(opts, todo, workers, record)
     except DataError:
         if not before:  # rows that cannot be predicted: the input must change, and no part of this run can be kept
-            shutil.rmtree(parts_dir, ignore_errors=True)
+            if made_here:
+                shutil.rmtree(parts_dir, ignore_errors=True)
+            else:
+                for item in parts_dir.iterdir():
+                    shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
         raise
     finally:
         bar.close()

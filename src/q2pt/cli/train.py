@@ -364,7 +364,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_output_is_not_input(args.input, args.out)
     if args.queries and not args.locale:
         raise ConfigError("--locale LOCALE is needed with QUERY arguments")
-    if args.top_k is not None and args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:  # (argparse made it an int)
         raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -416,8 +416,9 @@ def _hierarchy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from q2pt.data.schema import row_problems
     from q2pt.models import load_model
-    from q2pt.predict import as_records, format_predictions, predict_file, predict_rows, row_problems
+    from q2pt.predict import as_records, format_predictions, predict_file, predict_rows
 
     model = load_model(args.model)
     if args.input:

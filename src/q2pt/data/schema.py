@@ -14,7 +14,7 @@ import json
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from q2pt.errors import Problem
 
@@ -170,3 +170,26 @@ def problem(
 ) -> DataProblem:
     """Shorthand constructor (keyword order of :class:`DataProblem` is awkward)."""
     return DataProblem(file=file, row=row, field=field, message=message, severity=severity, kind=kind)
+
+
+def row_problems(
+    queries: Sequence[Any], locales: Sequence[Any], file: str, *, first_row: int | None = 1,
+    rows: Sequence[int] | None = None, max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+) -> list[Problem]:
+    """The problems of prediction rows, the one rule for every way in (a file, ``--stream``, Ray,
+    QUERY arguments, the library's :meth:`q2pt.models.Q2PTModel.infer`): a query as
+    :func:`query_problem` reads it, a locale a non-empty string. Row numbers from ``rows``, else
+    counted from ``first_row`` (None: unknown, and the value is shown instead)."""
+    problems = []
+    for i, (q, loc) in enumerate(zip(queries, locales)):
+        row = rows[i] if rows is not None else (None if first_row is None else first_row + i)
+        issue = query_problem(q, max_query_chars)
+        if issue is not None:
+            problems.append(Problem(file, row, "query", issue[1] if row is not None else f"{issue[1]} ({_shown(q)})"))
+        if not isinstance(loc, str) or not loc.strip() or has_bad_text(loc):
+            problems.append(Problem(file, row, "locale", f"expected a non-empty locale id, got {_shown(loc)}"))
+    return problems
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None or type(value).__name__ == "_Missing" else repr(value)[:60]
