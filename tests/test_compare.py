@@ -108,6 +108,16 @@ def test_compare_cli_gate_exit_status_and_outputs(aware_dir, tmp_path, rows, cap
                  "--fail-if-worse", "1", "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["gate"]["passed"] is True
     assert main(["compare", str(aware_dir), str(b), "--data", str(data), "--fail-if-worse", "-1"]) == 2
+    capsys.readouterr()
+    # an existing report is replaced only when asked
+    assert main(["compare", str(aware_dir), str(b), "--data", str(data), "--out", str(out), "-q"]) == 2
+    assert "already exists: pass --overwrite" in capsys.readouterr().err and json.loads(out.read_text()) == report
+    assert main(["compare", str(b), str(aware_dir), "--data", str(data), "--bootstrap", "0", "--fail-if-worse", "1",
+                 "--out", str(out), "--overwrite", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "deployed precision A / B" in text  # the recall won is said beside the precision paid for it
+    assert "Gate passed: B is nowhere worse than A by more than 1 points, globally and in the" in text
+    assert json.loads(out.read_text())["gate"]["passed"] is True
     # the library gives what the command prints: the same result, the same markdown
     from q2pt.comparison import compare_folders, format_comparison
 

@@ -190,3 +190,47 @@ def test_streaming_checks_top_k_before_writing(nonunified_dir, tmp_path):
         with pytest.raises(ConfigError, match="top_k must be a whole number"):
             stream_predict(str(nonunified_dir), path, tmp_path / "out", top_k=bad, workers=0, progress=False)
         assert not (tmp_path / "out").exists()
+
+
+def test_the_weekly_loop_keeps_last_weeks_queries_out_of_this_weeks_judgement(cut_model, path_data, tmp_path,
+                                                                              capsys):
+    """Queries recur week to week: data split --seen-by keeps the ones a model (and its parents)
+    learnt out of the new valid and test; a warm start whose valid holds them says so; evaluate
+    counts rows the parents learnt."""
+    import json
+
+    from q2pt.cli import main
+    from q2pt.data import load_dataset
+    from q2pt.data.io import write_table
+    from q2pt.data.schema import query_keys
+
+    ds, _, parent = cut_model
+    raw = load_dataset(path_data)
+    week2 = tmp_path / "week2.jsonl"  # last week's train and test rows again
+    rows = pd.concat([raw.train, raw.test])[["query", "locale", "product_types"]]
+    write_table(rows, week2)
+    assert main(["data", "split", str(week2), "--out", str(tmp_path / "w2"), "--seen-by", str(parent), "--json",
+                 "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    learnt = set(query_keys(ds.train)) | set(query_keys(ds.valid))
+    assert report["seen_to_train"] == len(set(query_keys(rows)) & learnt) > 0 and report["seen_by"] == [str(parent)]
+    new = load_dataset(tmp_path / "w2")
+    assert not (set(query_keys(new.valid)) | set(query_keys(new.test))) & learnt
+    assert main(["data", "split", str(week2), "--out", str(tmp_path / "w2f"), "--seen-by", str(parent),
+                 "--folds", "2"]) == 2
+    assert "--seen-by makes one split" in capsys.readouterr().err
+    # a plain split puts some of them in valid: the warm start says its thresholds rest on them
+    assert main(["data", "split", str(week2), "--out", str(tmp_path / "plain"), "-q"]) == 0
+    child = tmp_path / "child"
+    assert main(["train", "--data", str(tmp_path / "plain"), "--init-from", str(parent), "--out", str(child),
+                 "--train.max_epochs", "1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "validation rows were in the training or validation data of the model this one is warm-started" in err
+    # evaluate: rows the parent learnt count for the child
+    learnt_rows = tmp_path / "learnt.jsonl"
+    write_table(raw.train[["query", "locale", "product_types"]], learnt_rows)
+    code = main(["evaluate", "--model", str(child), "--data", str(learnt_rows), "--json"])
+    captured = capsys.readouterr()
+    overlap = json.loads(captured.out)["data"]["training_overlap"]
+    assert code == 0 and overlap["in_ancestors"] > 0 and overlap["ancestors"][0]["path"] == str(parent)
+    assert "rows are in the training or validation data of the model(s) it was warm-started from" in captured.err

@@ -188,3 +188,23 @@ def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_d
     assert len(statuses) > 20 and set(statuses) == {200}
     assert "Traceback" not in err
     assert "reload of" in err and "refused" in err  # the refusal is logged
+
+
+def test_a_given_onnx_file_serves_on_while_the_folder_holds_its_model(aware_dir, agnostic_dir, tmp_path):
+    """--onnx FILE (say, int8): a reload of the same model keeps the file; a folder that now holds
+    another model is exported anew (the file would answer for the old one)."""
+    need("onnxruntime")
+    from q2pt.models import load_model
+    from q2pt.serving.onnx_export import export_onnx
+    from q2pt.serving.runtime import load_runtime
+
+    folder = tmp_path / "served"
+    shutil.copytree(aware_dir, folder)
+    path = export_onnx(load_model(folder), tmp_path / "m.onnx").path
+    first = load_runtime(folder, runtime="onnx", onnx_path=path)
+    again = load_runtime(folder, runtime="onnx", onnx_path=path, onnx_fingerprint=first.fingerprint)
+    assert str(again.path) == str(path)  # no new export
+    shutil.rmtree(folder)
+    shutil.copytree(agnostic_dir, folder)
+    other = load_runtime(folder, runtime="onnx", onnx_path=path, onnx_fingerprint=first.fingerprint)
+    assert str(other.path) != str(path) and other.fingerprint != first.fingerprint

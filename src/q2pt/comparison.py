@@ -324,8 +324,8 @@ def format_comparison(result: dict[str, Any], names: Sequence[str] | None = None
     rap = f"R@P{p * 100:g}"
     lines = [f"A = {na}", f"B = {nb}", "",
              f"| scope | queries | positives | {rap} A | {rap} B | B - A (points) | 95% CI | "
-             "deployed recall A / B | agreement (exact / Jaccard) |",
-             "|---|---:|---:|---:|---:|---:|---|---|---|"]
+             "deployed recall A / B | deployed precision A / B | agreement (exact / Jaccard) |",
+             "|---|---:|---:|---:|---:|---:|---|---|---|---|"]
 
     def row(name: str, e: dict[str, Any]) -> str:
         ci = e.get("difference_ci")
@@ -335,6 +335,7 @@ def format_comparison(result: dict[str, Any], names: Sequence[str] | None = None
         label = name if e.get("gated") else f"{name} (not gated)"
         return (f"| {label} | {e['n_queries']} | {e['n_positives']} | {_f(e['a'])} | {_f(e['b'])} | "
                 f"{_pts(e['difference'])} | {ci_s} | {_f(dep['a']['recall'], '.3f')} / {_f(dep['b']['recall'], '.3f')}"
+                f" | {_f(dep['a']['precision'], '.3f')} / {_f(dep['b']['precision'], '.3f')}"
                 f" | {_f(ag['exact'], '.3f')} / {_f(ag['jaccard'], '.3f')} |")
 
     lines.append(row("**global**", result["global"]))
@@ -360,7 +361,10 @@ def format_comparison(result: dict[str, Any], names: Sequence[str] | None = None
             lines.append(f"**Gate failed** (B may be at most {gate['points']:g} points worse):")
             lines += [f"- {x}" for x in gate["failures"]]
         else:
-            lines.append(f"Gate passed: B is nowhere worse than A by more than {gate['points']:g} points.")
+            gated = [k for k, e in result["locales"].items() if e.get("gated")]
+            lines.append(f"Gate passed: B is nowhere worse than A by more than {gate['points']:g} points, globally "
+                         f"and in the {len(gated)} of {len(result['locales'])} locales gated (the others have fewer "
+                         f"than {result['config']['min_positives']} positive pairs: not judged).")
     data = result.get("data")
     if data and data.get("source"):
         lines += ["", f"Rows: {data['source']}, {data['n_queries']} queries."]

@@ -205,9 +205,12 @@ class Q2PTModel:
             check_train_target(Path(out_dir), resume=resume, overwrite=overwrite)
         self.config = recorded_config(self.config, dataset)
         if warm_start is not None:  # against the config as trained (its recorded label depth)
+            from q2pt.overlap import warm_start_note
             from q2pt.training.warm import check_parent
 
             check_parent(warm_start.parent, self.config, warm_start.source)
+            if hooks.is_main:
+                warm_start_note(warm_start.parent, dataset.valid)
         dataset = self._with_tree(dataset)
         # the main process holds the output folder's write lock from the first checkpoint to the save
         lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()
@@ -259,7 +262,7 @@ class Q2PTModel:
         if isinstance(parent, Q2PTModel):
             source = parent.folder or "the parent model (never saved)"
         else:
-            source, parent = str(parent), load_model(parent)
+            source, parent = os.path.abspath(parent), load_model(parent)  # (the manifest's path: from anywhere)
         parent._check_fitted()
         check_parent(parent, self.config, source)
         if label_map is not None and not isinstance(label_map, Mapping):
@@ -588,7 +591,7 @@ class Q2PTModel:
             fingerprint = model_fingerprint(tmp)
         self.manifest = manifest
         self.fingerprint = fingerprint
-        self.folder = str(folder)
+        self.folder = os.path.abspath(folder)
 
 
 # ---------------------------------------------------------------------- pretrained deltas
@@ -730,5 +733,5 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     model.thresholds_reached_ = {str(k): bool(v) for k, v in reached.items()} if isinstance(reached, dict) else None
     model.manifest = manifest
     model.fingerprint = model_fingerprint(folder)
-    model.folder = str(folder)
+    model.folder = os.path.abspath(folder)
     return model

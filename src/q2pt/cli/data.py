@@ -101,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, metavar="K", help="K-fold cross-validation (K >= 2) instead of one split")
     p.add_argument("--train-per-locale", type=int, metavar="N",
                    help="keep N train queries per locale; the other train queries move to test")
+    p.add_argument("--seen-by", action="append", default=[], metavar="MODEL_DIR",
+                   help="the weekly retrain: queries this model (and the models it was warm-started from) trained "
+                        "or validated on go to train, so valid and test hold new queries only (repeatable)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default: parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     _add_max_chars(p)
@@ -206,7 +209,7 @@ def _split(args: argparse.Namespace) -> int:
     report = split_file(
         args.file, args.out, valid=args.valid, test=DEFAULT_TEST if args.test is None else args.test,
         seed=args.seed, folds=args.folds, train_per_locale=args.train_per_locale, fmt=args.format,
-        overwrite=args.overwrite, max_query_chars=args.max_query_chars,
+        overwrite=args.overwrite, max_query_chars=args.max_query_chars, seen_by=args.seen_by,
     )
     if args.json:
         print(json.dumps({**report, "out": str(args.out)}, ensure_ascii=False, indent=2))

@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     c.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     c.add_argument("--out", metavar="FILE", help="also write the report to FILE (.json: JSON, else markdown)")
+    c.add_argument("--overwrite", action="store_true", help="replace --out FILE if it exists")
     c.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     c.set_defaults(func=cmd_compare)
 
@@ -101,9 +102,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.fail_if_worse is not None and not args.fail_if_worse >= 0:
         raise ConfigError(f"--fail-if-worse takes R@P points (0 or more), got {args.fail_if_worse}")
     if args.out:
+        from q2pt.data.io import check_target
         from q2pt.io import check_writable
 
         check_writable(args.out, "comparison report")
+        check_target(Path(args.out), args.overwrite, directory=False)  # before the models load
     _need_torch()
     _check_threads(args.threads)
     with torch_threads(args.threads):

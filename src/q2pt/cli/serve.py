@@ -227,12 +227,15 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
     configure(settings)  # this process's protocol; worker processes read $Q2PT_SERVE_OPTIONS
     uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log,
                "http": GuardedProtocol, "timeout_keep_alive": settings.keep_alive_s}
-    # a reload loads a folder as the start did, but exports ONNX anew (--onnx is this model's file)
+    # a reload loads a folder as the start did; --onnx FILE serves on while the folder holds the model it was
+    # exported from (its fingerprint), and a folder holding another model is exported anew (--quantize)
     reload_opts = {"runtime": args.runtime, "fallback_locale": args.fallback_locale, "threads": args.threads or None,
                    "quantize": args.quantize}
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
     if args.workers == 1:
         runtime = load_runtime(**runtime_opts, quantize=args.quantize)
+        if args.onnx:
+            reload_opts.update(onnx_path=runtime_opts["onnx_path"], onnx_fingerprint=runtime.fingerprint)
         app = create_app(runtime, settings, load_options=reload_opts)
         with _stop_signals_exit_cleanly():
             uvicorn.run(app, **uv_opts)
@@ -242,10 +245,11 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
     with tempfile.TemporaryDirectory(prefix="q2pt-serve-") as tmp:
         # the runtime's own start-up export, kept in tmp for the workers to load
         probe = load_runtime(**runtime_opts, quantize=args.quantize, export_dir=tmp)
-        if isinstance(probe, OnnxRuntime) and not args.onnx:
-            runtime_opts["onnx_path"] = str(probe.path)
-            # the shared export is of the model loaded now: a worker that uvicorn restarts on
-            # SIGHUP after the folder was replaced must export the new model, not load this file
+        if isinstance(probe, OnnxRuntime):
+            if not args.onnx:
+                runtime_opts["onnx_path"] = str(probe.path)
+            # the file (the shared export, or --onnx) is of the model loaded now: a worker that uvicorn
+            # restarts on SIGHUP after the folder was replaced must export the new model, not load this file
             runtime_opts["onnx_fingerprint"] = probe.fingerprint
         del probe
         os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings),

@@ -79,6 +79,12 @@ def normalize_queries(queries: "pd.Series") -> "pd.Series":
     return s.str.normalize("NFKC").str.casefold().str.replace(_WS.pattern, " ", regex=True).str.strip()
 
 
+def query_keys(frame: "pd.DataFrame") -> "pd.Series":
+    """Each row's (normalized query, locale) as one string: what makes two rows the same query
+    in one store (duplicates, leakage between splits, rows a model was trained on)."""
+    return normalize_queries(frame[QUERY].astype(str)) + "\x1f" + frame[LOCALE].astype(str)
+
+
 def clean_query_text(query: str) -> str:
     """Whitespace-tidied query text (stripped, inner runs collapsed); case is kept."""
     return _WS.sub(" ", query).strip()

@@ -266,6 +266,7 @@ def split_frame(
     test: float = DEFAULT_TEST,
     seed: int = 0,
     train_per_locale: int | None = None,
+    seen: "set[str] | None" = None,
 ) -> tuple[_Splits, dict[str, Any]]:
     """Split a labelled frame (``query``, ``locale``, ``product_types``[, ``weight``, extras];
     e.g. a loaded dataset's pooled splits) into leak-free per-locale train/valid/test.
@@ -275,15 +276,25 @@ def split_frame(
     per split), ``locales`` ({locale: {groups, train, valid, test[, moved_to_test]}}),
     ``locales_missing`` (split -> locales with no rows there), ``duplicates_merged`` and the
     other merge counts, ``moved_to_test`` (with ``train_per_locale``) and the parameters.
-    Raises ConfigError for bad parameters."""
+
+    ``seen``: keys (:func:`q2pt.data.schema.query_keys`) of queries an earlier model was trained
+    or validated on (:func:`q2pt.overlap.seen_keys`): they go to train, and valid and test are
+    drawn from the others (as many as the fractions ask of all the locale's queries, at most all
+    of them), so that this week's figures and thresholds are on queries no model has learnt;
+    ``seen_to_train`` counts them. Raises ConfigError for bad parameters."""
     check_fractions(valid, test)
     seed = _check_seed(seed)
     if train_per_locale is not None:
         train_per_locale = _check_int("--train-per-locale", train_per_locale, 1)
     merged, merge_info = merge_duplicates(frame)
+    known = np.zeros(len(merged), dtype=bool) if seen is None else S.query_keys(merged).isin(seen).to_numpy()
     assign: dict[str, dict[str, np.ndarray]] = {}
     for locale, order in _locale_groups(merged, seed).items():
         n_valid, n_test = _allocate(len(order), valid, test)
+        fresh = int((~known[order]).sum())
+        order = np.concatenate([order[~known[order]], order[known[order]]])  # seen queries last: train
+        n_test = min(n_test, fresh)
+        n_valid = min(n_valid, fresh - n_test)
         assign[locale] = {
             "test": order[:n_test],
             "valid": order[n_test : n_test + n_valid],
@@ -300,6 +311,8 @@ def split_frame(
         "weight_merge": WEIGHT_MERGE,
         **info,
     }
+    if seen is not None:
+        report["seen_to_train"] = int(known.sum())
     return splits, report
 
 
@@ -530,11 +543,14 @@ def split_file(
     fmt: str = "parquet",
     overwrite: bool = False,
     max_query_chars: int = S.DEFAULT_MAX_QUERY_CHARS,
+    seen_by: "Sequence[str | Path]" = (),
 ) -> dict[str, Any]:
     """Read ``path`` (:func:`read_labelled_rows`), split it (:func:`split_frame`, or
     :func:`fold_frames` when ``folds`` is given; ``test`` is then unused) and write ``out``
     (:func:`write_splits` / :func:`write_folds`). Every output dataset is validated first
-    (no errors, or nothing is written). Returns the report written to ``out/split.json``."""
+    (no errors, or nothing is written). Returns the report written to ``out/split.json``.
+    ``seen_by``: model folders whose training and validation queries (and those of the models
+    they were warm-started from) stay out of valid and test (``seen`` of :func:`split_frame`)."""
     out = Path(out)
     _check_format(fmt)
     # parameters and target first: fail before reading a large file
@@ -546,7 +562,18 @@ def split_file(
     _check_seed(seed)
     if train_per_locale is not None:
         _check_int("--train-per-locale", train_per_locale, 1)
+    if seen_by and folds is not None:
+        raise ConfigError("--seen-by makes one split (this week's valid and test on new queries), not --folds")
     _check_out(out, overwrite)
+    seen, seen_models = None, []
+    if seen_by:
+        from q2pt.overlap import seen_keys
+
+        seen = set()
+        for model_dir in seen_by:
+            keys, chain = seen_keys(model_dir)
+            seen |= keys
+            seen_models += chain
     frame, info = read_labelled_rows(path, max_query_chars=max_query_chars)
     source = {"source": info["source"], "source_layout": info["layout"], "source_files": info["files"]}
     if "sha256" in info:
@@ -554,8 +581,11 @@ def split_file(
     if info["warnings"]:
         source["source_warnings"] = info["warnings"]
     if folds is None:
-        splits, rep = split_frame(frame, valid=valid, test=test, seed=seed, train_per_locale=train_per_locale)
+        splits, rep = split_frame(frame, valid=valid, test=test, seed=seed, train_per_locale=train_per_locale,
+                                  seen=seen)
         rep = {**source, **rep, "format": fmt}
+        if seen is not None:
+            rep["seen_by"] = seen_models
         rep["validation"] = _validate_output(splits, f"the split of {path}", max_query_chars)
         write_splits(splits, out, fmt, report=rep, overwrite=overwrite)
         return rep
@@ -637,8 +667,13 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"split per locale (seed {report['seed']}): valid {report['valid']:g}, test {report['test']:g}"
             + (f"; train keeps {tpl} queries per locale, {report.get('moved_to_test', 0)} moved to test" if tpl else "")
         )
+        if "seen_to_train" in report:
+            lines.append(f"{report['seen_to_train']} queries that {', '.join(report.get('seen_by') or ['the models'])} "
+                         "trained or validated on went to train: valid and test hold new queries only (--seen-by)")
         lines.extend(_locale_table(report["locales"], "moved_to_test" in report))
         for split, locs in report.get("locales_missing", {}).items():
             why = f"--{split} 0" if not report.get(split) else "too few queries"
+            if report.get("seen_to_train") and report.get(split):
+                why = "too few new queries"
             lines.append(f"no {split} rows for ({why}): {', '.join(locs)}")
     return "\n".join(lines)

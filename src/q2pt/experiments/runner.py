@@ -228,6 +228,9 @@ def write_training_configs(out_dir: str | Path, configs: Mapping[str, "Config"])
 
     folder = Path(out_dir) / CONFIGS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.yaml"):  # a variant an earlier run of this folder trained, this one does not
+        if stale.stem not in configs:
+            stale.unlink()
     for name, config in configs.items():
         header = (f"# {name}: the training config q2pt experiment trained this variant with (budget, config file\n"
                   f"# and flags, resolved). Train it on other data with\n"

@@ -209,6 +209,13 @@ class _BodyLimit:
 
 
 # ------------------------------------------------------------------ the app
+def _shown_dir(folder: Any) -> str:
+    """A served folder for the log, with the folder a symlink points to (a deploy switches it)."""
+    path = str(folder)
+    real = os.path.realpath(path)
+    return path if real == os.path.abspath(path) else f"{path} (-> {real})"
+
+
 class _Service:
     """The state behind the routes: the serving runtime (swapped by :meth:`reload`),
     settings, executor, micro-batcher."""
@@ -299,8 +306,9 @@ class _Service:
             self._set_runtime(new)
             self.reloads += 1
             seconds = time.perf_counter() - started
-            logger.info("reloaded: now serving %s (fingerprint %s, %.1f s to load), was %s",
-                        new.model_dir, (new.fingerprint or "?")[:12], seconds, old.model_dir)
+            logger.info("reloaded: now serving %s (fingerprint %s, %.1f s to load), was %s (fingerprint %s)",
+                        _shown_dir(new.model_dir), (new.fingerprint or "?")[:12], seconds, _shown_dir(old.model_dir),
+                        (old.fingerprint or "?")[:12])
             return {"status": "reloaded", "model": _identity(new), "previous": _identity(old),
                     "seconds": round(seconds, 3)}
 
@@ -329,6 +337,10 @@ class _Service:
 
     async def reload_logged(self) -> None:
         """SIGHUP: reload the start folder; a refusal is logged (nobody to answer)."""
+        serving = self.runtime.model_dir
+        if self.start_dir and os.path.abspath(str(serving)) != os.path.abspath(str(self.start_dir)):
+            logger.warning("SIGHUP reloads the start folder %s, which replaces %s (served since POST /v1/admin/reload "
+                           "named it)", self.start_dir, serving)
         try:
             await self.reload(None)
         except RequestError:

@@ -209,7 +209,8 @@ def load_runtime(
     if onnx_path is not None and onnx_fingerprint is not None and model.fingerprint != onnx_fingerprint:
         # the file was exported from the folder's earlier model (a multi-worker server's shared
         # start-up export, and the folder was replaced since): export this model instead
-        logger.info("%s holds another model than the ONNX file %s was exported from: exporting it", model_dir, onnx_path)
+        logger.warning("%s holds another model than the ONNX file %s was exported from: exporting it (quantize: %s)",
+                       model_dir, onnx_path, quantize or "none")
         onnx_path = None
     if runtime == "torch":
         rt: Runtime = TorchRuntime(model, fallback_locale=fallback_locale)

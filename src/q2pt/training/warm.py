@@ -148,6 +148,10 @@ def unknown_in_label_map(label_map: Mapping[str, str], parent_types: Sequence[st
     return [old for old in label_map if old not in known]
 
 
+def _few(names: Sequence[str], n: int = 5) -> str:
+    return ", ".join(repr(x) for x in names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
 @dataclass
 class WarmStart:
     """A parent model and the label map, applied to each network :func:`fit_networks` builds."""
@@ -170,6 +174,13 @@ class WarmStart:
             "%d locale token(s) kept, %d new", "the unified network" if stage == UNIFIED else f"locale {stage}",
             self.source, counts["types_kept"], counts["types_mapped"], counts["types_new"], counts["types_dropped"],
             counts["locales_kept"], counts["locales_new"])
+        mapped = set(self.label_map) | set(self.label_map.values())
+        old, new = set(self.parent.labels_of(stage)), set(classes)
+        dropped, fresh = sorted(old - new - mapped), sorted(new - old - mapped)
+        if dropped and fresh:  # a rename without a label map loses what the parent learnt of the type
+            logger.warning("warm start of %s: new types %s; the parent's types %s are gone: renamed ones keep what "
+                           "the parent learnt only through a label map (--label-map, old,new)",
+                           "the unified network" if stage == UNIFIED else f"locale {stage}", _few(fresh), _few(dropped))
 
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's ``parent``: the label map as applied (old names that are the parent's
