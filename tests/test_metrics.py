@@ -211,6 +211,7 @@ def test_format_table():
     assert [ln.split()[0] for ln in lines[1:5]] == ["aa", "bb", "cc", "dd"]
     assert lines[-1].split()[:5] == ["global", "4", "5", "0.4000", "0.4000"]
     assert "never reached" in lines[4] and "no positives" in lines[3]
+    assert "95% CI" not in format_table(evaluate(y, s, locs)).splitlines()[0]  # no resamples: no column of "-"
 
 
 # ----------------------------------------------------------------- bootstrap

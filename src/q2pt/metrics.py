@@ -1048,7 +1048,8 @@ def format_table(result: Mapping[str, Any]) -> str:
     rap = f"R@P{p * 100:g}"
     entries = [*result.get("locales", {}).values(), result["global"]]
     deployed = any(isinstance(e.get("calibrated"), Mapping) for e in entries)
-    header = ["locale", "queries", "positives", rap, f"{rap} threshold", "PR-AUC", "95% CI"]
+    with_ci = any(e.get("r_at_p_ci") for e in entries)  # (bootstrap CIs asked for)
+    header = ["locale", "queries", "positives", rap, f"{rap} threshold", "PR-AUC"] + (["95% CI"] if with_ci else [])
     header += ["deployed R", "deployed P"] if deployed else []
     header.append("note")
     rows: list[list[str]] = []
@@ -1057,7 +1058,7 @@ def format_table(result: Mapping[str, Any]) -> str:
         ci = e.get("r_at_p_ci")
         ci_s = "-" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
         cells = [name, str(e["n_queries"]), str(e["n_positives"]), _fmt(e["r_at_p"]),
-                 _fmt(e["threshold"]), _fmt(e["pr_auc"]), ci_s]
+                 _fmt(e["threshold"]), _fmt(e["pr_auc"])] + ([ci_s] if with_ci else [])
         if deployed:
             cal = e.get("calibrated") or {}
             cells += [_fmt(cal.get("recall")), _fmt(cal.get("precision"))]

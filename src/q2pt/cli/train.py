@@ -240,14 +240,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset = load_configured(config.data)  # path, preset, seed, label_depth
         if dataset.simulated:
             log.info("training on SIMULATED data (%s)", dataset.source)
+        model = Q2PTModel(config=config)
+        warm = None
+        if args.init_from:  # (refused before anything says training starts)
+            warm = model.warm_start_from(args.init_from, args.label_map)
         log.info(
             "training a %s model with the %s encoder on %d queries (%d locales); output: %s",
             config.model.variant, config.model.encoder, len(dataset.train), dataset.train["locale"].nunique(), args.out,
         )
-        model = Q2PTModel(config=config)
-        warm = None
-        if args.init_from:
-            warm = model.warm_start_from(args.init_from, args.label_map)
+        if warm is not None:
             log.info("warm start from %s (%d product types, %d locales)", args.init_from, len(warm.parent.classes_),
                      len(warm.parent.locales_))
         try:
