@@ -141,11 +141,15 @@ def test_evaluate_says_when_rows_were_in_the_training_data(models, data_dir, tmp
     assert json.loads(captured.out)["data"]["training_overlap_b"]["in_valid"] == 2
     assert "**Warning:** 5 of 10 rows are in model B's training split" in report.read_text(encoding="utf-8")
     model = load_model(models["unified-aware"])
+    assert model.seen_ is not None  # the folder keeps what it learnt; a folder from before is checked from its data:
+    model.seen_ = None
+    assert training_overlap(model, rows) == {"checked": True, "rows": 10, "in_train": 5, "in_valid": 2}
     model.manifest["data"]["simulated"] = True  # a folder that q2pt data simulate wrote: its rows are on disk
     assert training_overlap(model, rows) == {"checked": True, "rows": 10, "in_train": 5, "in_valid": 2}
     model.config.data.path = None
     assert "simulated store made in memory" in training_overlap(model, rows)["reason"]
     model = load_model(models["unified-aware"])  # the data changed since training: not checked, and said why
+    model.seen_ = None
     model.manifest["data"]["fingerprint"] = "0" * 64
     out = training_overlap(model, rows)
     assert out["checked"] is False and "changed" in out["reason"]

@@ -196,15 +196,19 @@ def test_the_weekly_loop_keeps_last_weeks_queries_out_of_this_weeks_judgement(cu
                                                                               capsys):
     """Queries recur week to week: data split --seen-by keeps the ones a model (and its parents)
     learnt out of the new valid and test; a warm start whose valid holds them says so; evaluate
-    counts rows the parents learnt."""
+    counts rows the parents learnt, from the hashes the model folder keeps (the parent folder
+    rotated away and the data folder reused)."""
     import json
+    import shutil
 
     from q2pt.cli import main
     from q2pt.data import load_dataset
     from q2pt.data.io import write_table
     from q2pt.data.schema import query_keys
 
-    ds, _, parent = cut_model
+    ds, _, original = cut_model
+    parent = tmp_path / "last-week"
+    shutil.copytree(original, parent)
     raw = load_dataset(path_data)
     week2 = tmp_path / "week2.jsonl"  # last week's train and test rows again
     rows = pd.concat([raw.train, raw.test])[["query", "locale", "product_types"]]
@@ -216,21 +220,39 @@ def test_the_weekly_loop_keeps_last_weeks_queries_out_of_this_weeks_judgement(cu
     assert report["seen_to_train"] == len(set(query_keys(rows)) & learnt) > 0 and report["seen_by"] == [str(parent)]
     new = load_dataset(tmp_path / "w2")
     assert not (set(query_keys(new.valid)) | set(query_keys(new.test))) & learnt
-    assert main(["data", "split", str(week2), "--out", str(tmp_path / "w2f"), "--seen-by", str(parent),
-                 "--folds", "2"]) == 2
-    assert "--seen-by makes one split" in capsys.readouterr().err
+    assert len(new.valid) and len(new.test)
+    for extra in (["--folds", "2"], ["--train-per-locale", "5"]):
+        assert main(["data", "split", str(week2), "--out", str(tmp_path / "w2x"), "--seen-by", str(parent),
+                     *extra]) == 2
+        assert "--seen-by" in capsys.readouterr().err
     # a plain split puts some of them in valid: the warm start says its thresholds rest on them
     assert main(["data", "split", str(week2), "--out", str(tmp_path / "plain"), "-q"]) == 0
     child = tmp_path / "child"
     assert main(["train", "--data", str(tmp_path / "plain"), "--init-from", str(parent), "--out", str(child),
                  "--train.max_epochs", "1", "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "validation rows were in the training or validation data of the model this one is warm-started" in err
-    # evaluate: rows the parent learnt count for the child
+    assert "validation rows were learnt by the model this one is warm-started from" in err
+    # the parent folder rotated away: the child's folder still knows what its parent learnt
+    shutil.rmtree(parent)
     learnt_rows = tmp_path / "learnt.jsonl"
     write_table(raw.train[["query", "locale", "product_types"]], learnt_rows)
     code = main(["evaluate", "--model", str(child), "--data", str(learnt_rows), "--json"])
     captured = capsys.readouterr()
     overlap = json.loads(captured.out)["data"]["training_overlap"]
-    assert code == 0 and overlap["in_ancestors"] > 0 and overlap["ancestors"][0]["path"] == str(parent)
-    assert "rows are in the training or validation data of the model(s) it was warm-started from" in captured.err
+    assert code == 0 and overlap["in_ancestors"] > 0 and "ancestors_unchecked" not in overlap
+    assert overlap["in_train"] + overlap["in_valid"] + overlap["in_ancestors"] == len(raw.train)
+    assert "rows are in the training or validation splits of the model(s) it was warm-started from" in captured.err
+    assert main(["data", "split", str(week2), "--out", str(tmp_path / "w3"), "--seen-by", str(child), "-q"]) == 0
+
+
+def test_seen_by_shares_few_new_queries_between_valid_and_test():
+    from q2pt.data.split import split_frame
+    from q2pt.seen import key_hashes
+
+    frame = pd.DataFrame({"query": [f"q{i}" for i in range(100)], "locale": "de",
+                          "product_types": [["a"]] * 100})
+    seen = key_hashes(frame.iloc[:97])  # 3 new queries where valid and test would take 10 each
+    splits, report = split_frame(frame, valid=0.1, test=0.1, seed=0, seen=seen)
+    assert (len(splits["valid"]), len(splits["test"]), len(splits["train"])) == (2, 1, 97)
+    assert report["seen_to_train"] == 97 and report["seen_per_locale"] == {"de": 97}
+    assert not set(splits["valid"]["query"]) & set(frame["query"].iloc[:97])

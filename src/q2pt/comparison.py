@@ -362,9 +362,11 @@ def format_comparison(result: dict[str, Any], names: Sequence[str] | None = None
             lines += [f"- {x}" for x in gate["failures"]]
         else:
             gated = [k for k, e in result["locales"].items() if e.get("gated")]
+            rest = len(result["locales"]) - len(gated)
             lines.append(f"Gate passed: B is nowhere worse than A by more than {gate['points']:g} points, globally "
-                         f"and in the {len(gated)} of {len(result['locales'])} locales gated (the others have fewer "
-                         f"than {result['config']['min_positives']} positive pairs: not judged).")
+                         f"and in the {len(gated)} of {len(result['locales'])} locales gated"
+                         + (f" ({rest} with fewer than {result['config']['min_positives']} positive pairs are not "
+                            "judged)." if rest else "."))
     data = result.get("data")
     if data and data.get("source"):
         lines += ["", f"Rows: {data['source']}, {data['n_queries']} queries."]

@@ -30,6 +30,8 @@ A model folder (:meth:`Q2PTModel.save`, :func:`load_model`)::
     MODEL_DIR/model.safetensors      unified: the network's state_dict
     MODEL_DIR/encoder/               unified: encoder assets
     MODEL_DIR/models/<LOC>/model.safetensors, models/<LOC>/encoder/   non-unified
+    MODEL_DIR/seen.safetensors       hashes of the queries it learnt, its warm-start parents'
+                                     included (:mod:`q2pt.seen`)
     MODEL_DIR/checkpoints/           training checkpoints while it trains (removed once
                                      :meth:`Q2PTModel.fit` has saved the model)
 
@@ -89,6 +91,7 @@ from q2pt.model_folder import (
     versions,
 )
 from q2pt.network import Q2PTNet, memory_settings, torch_threads
+from q2pt.seen import SeenQueries
 from q2pt.weights import DELTA_METADATA, check_pretrained_resource, load_network_state, pack_state, read_safetensors
 
 if TYPE_CHECKING:
@@ -156,6 +159,8 @@ class Q2PTModel:
         self.manifest: dict[str, Any] = {}
         self.fingerprint: str | None = None  # sha256 of the manifest once saved or loaded
         self.folder: str | None = None  # the model folder it was last saved to or loaded from
+        #: the queries it learnt, its warm-start parents' included (q2pt.seen; None: a folder from before)
+        self.seen_: "SeenQueries | None" = None
 
     @property
     def variant(self) -> str:
@@ -204,13 +209,19 @@ class Q2PTModel:
         if out_dir is not None and hooks.world_size == 1:  # (distributed.fit checks on every rank first)
             check_train_target(Path(out_dir), resume=resume, overwrite=overwrite)
         self.config = recorded_config(self.config, dataset)
+        parent_seen: "SeenQueries | str | None" = None
         if warm_start is not None:  # against the config as trained (its recorded label depth)
-            from q2pt.overlap import warm_start_note
+            from q2pt.overlap import seen_of, warm_start_note
             from q2pt.training.warm import check_parent
 
             check_parent(warm_start.parent, self.config, warm_start.source)
+            parent_seen = seen_of(warm_start.parent)
             if hooks.is_main:
-                warm_start_note(warm_start.parent, dataset.valid)
+                warm_start_note(parent_seen, dataset.valid, warm_start.source)
+        self.seen_ = SeenQueries.of(
+            dataset.train, dataset.valid, None if not isinstance(parent_seen, SeenQueries) else parent_seen.all(),
+            [f"{warm_start.source}: {parent_seen}"] if isinstance(parent_seen, str) and warm_start is not None
+            else (parent_seen.unchecked if isinstance(parent_seen, SeenQueries) else []))
         dataset = self._with_tree(dataset)
         # the main process holds the output folder's write lock from the first checkpoint to the save
         lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()
@@ -581,6 +592,11 @@ class Q2PTModel:
                 }
                 if DELTA_METADATA in metadata:
                     manifest["networks"][stage]["pretrained_delta"] = json.loads(metadata[DELTA_METADATA])
+            if self.seen_ is not None:
+                self.seen_.save(tmp)
+                manifest["seen"] = self.seen_.manifest_entry()
+            else:
+                manifest.pop("seen", None)
             (tmp / MODEL_CARD).write_text(render_model_card(manifest), encoding="utf-8")
             make_readable(tmp)
             manifest["files"] = hash_files(tmp)
@@ -731,6 +747,8 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
 
         reached = thresholds_reached(manifest["threshold_details"])
     model.thresholds_reached_ = {str(k): bool(v) for k, v in reached.items()} if isinstance(reached, dict) else None
+    if isinstance(manifest.get("seen"), dict):
+        model.seen_ = SeenQueries.load(folder, manifest["seen"])
     model.manifest = manifest
     model.fingerprint = model_fingerprint(folder)
     model.folder = os.path.abspath(folder)

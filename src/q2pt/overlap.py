@@ -1,43 +1,42 @@
-"""Whether the rows a model is evaluated on were in its own training data.
+"""Whether the rows a model is judged on were learnt: in its training or validation split, or
+in those of the models it was warm-started from (queries recur week to week).
 
-A model scores the queries it was trained on far better than new ones, so ``q2pt evaluate``
-and ``q2pt compare`` say when the rows overlap the model's training or validation split, or
-those of the models it was warm-started from (queries recur week to week). The model folder does
-not keep its training queries: the check reads the dataset the model's config names
-(``data.path``) and uses it only when its fingerprint is the one the manifest recorded (the same
-rows, cut the same way); otherwise it says it could not check. :func:`seen_keys` gives ``q2pt
-data split --seen-by`` the same rows, to keep them out of a new validation and test split.
+A model folder keeps the hashes of the queries it learnt (:mod:`q2pt.seen`), its parents'
+included, so ``q2pt evaluate`` and ``q2pt compare`` say when rows overlap them, a warm start
+says when its validation rows hold queries its parent learnt, and ``q2pt data split --seen-by``
+keeps them out of a new validation and test split. A model folder written before that file
+existed is checked from the dataset its config names (``data.path``), used only when its
+fingerprint is the one the manifest recorded (the same rows, cut the same way), and from its
+parents' folders; otherwise it says what it could not check.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from q2pt.errors import Q2PTError
+from q2pt.seen import SEEN_FILE, SeenQueries, key_hashes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from q2pt.models import Q2PTModel
 
-__all__ = ["overlap_note", "seen_keys", "training_overlap", "warm_start_note"]
+__all__ = ["learnt_hashes", "overlap_note", "seen_of", "training_overlap", "warm_start_note"]
 
 logger = logging.getLogger(__name__)
 
-
-def _keys(frame: "pd.DataFrame") -> "pd.Series":
-    from q2pt.data.schema import query_keys
-
-    return query_keys(frame)
+#: how many warm starts back an older model folder's parents are followed (each one's data is read)
+MAX_ANCESTORS = 8
 
 
-def _split_keys(data_cfg: Any, data: dict[str, Any]) -> tuple[set[str], set[str]] | str:
-    """The keys of the training and validation rows of the data a config's ``data`` section
-    names, when it is still the data the manifest's ``data`` recorded; else why not."""
+def _from_data(data_cfg: Any, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | str:
+    """An older model's training and validation hashes, from the data its config names, when it
+    is still the data the manifest's ``data`` recorded; else why not."""
     from q2pt.data import load_configured
 
     path = getattr(data_cfg, "path", None)
@@ -58,130 +57,123 @@ def _split_keys(data_cfg: Any, data: dict[str, Any]) -> tuple[set[str], set[str]
         data_log.setLevel(level)
     if dataset.fingerprint != data.get("fingerprint"):
         return f"{path} has changed since the model was trained (another fingerprint)"
-    return set(_keys(dataset.train)), set(_keys(dataset.valid))
+    return key_hashes(dataset.train), key_hashes(dataset.valid)
 
 
-#: how many warm starts back the checks follow a model's parents
-MAX_ANCESTORS = 8
+def _parent_seen(manifest: dict[str, Any], depth: int, visited: set[str]) -> tuple[np.ndarray, list[str]]:
+    """Every hash the parents of an older model folder learnt, and what could not be read."""
+    parent = manifest.get("parent")
+    if not isinstance(parent, dict) or not parent.get("path"):
+        return np.zeros(0, dtype=np.uint64), []
+    path = str(parent["path"])
+    if depth >= MAX_ANCESTORS or path in visited:
+        return np.zeros(0, dtype=np.uint64), [f"{path}: not followed (more than {MAX_ANCESTORS} warm starts back, "
+                                              "or a loop)"]
+    found = _seen_of_folder(Path(path), parent.get("fingerprint"), depth + 1, visited | {path})
+    if isinstance(found, str):
+        return np.zeros(0, dtype=np.uint64), [f"{path}: {found}"]
+    return found.all(), found.unchecked
 
 
-def _ancestors(manifest: dict[str, Any]) -> "Iterator[tuple[str, tuple[set[str], set[str]] | str]]":
-    """(path, its training and validation keys or why not) of each model a manifest's model was
-    warm-started from, up the chain (the manifest's ``parent``), until one cannot be read."""
+def _seen_of_folder(folder: Path, fingerprint: str | None, depth: int, visited: set[str]) -> SeenQueries | str:
     from q2pt.config import Config
-    from q2pt.errors import ModelLoadError
     from q2pt.model_folder import model_fingerprint, read_manifest
 
-    for _ in range(MAX_ANCESTORS):
-        parent = manifest.get("parent")
-        if not isinstance(parent, dict) or not parent.get("path"):
-            return
-        path = Path(str(parent["path"]))
-        try:
-            manifest = read_manifest(path)
-            if parent.get("fingerprint") and model_fingerprint(path) != parent["fingerprint"]:
-                raise ModelLoadError("it holds another model now (another fingerprint)")
-            found = _split_keys(Config.from_saved(manifest["config"]).data, manifest.get("data") or {})
-        except (ModelLoadError, Q2PTError) as exc:
-            yield str(path), f"the parent model cannot be read: {exc}"
-            return
-        yield str(path), found
-        if isinstance(found, str):
-            return
+    try:
+        manifest = read_manifest(folder)
+        if fingerprint and model_fingerprint(folder) != fingerprint:
+            return "the folder holds another model now (another fingerprint)"
+        if isinstance(manifest.get("seen"), dict) and (folder / SEEN_FILE).is_file():
+            return SeenQueries.load(folder, manifest["seen"])
+        return _legacy_seen(manifest, Config.from_saved(manifest["config"]).data, depth, visited)
+    except Q2PTError as exc:
+        return f"the model cannot be read: {exc}"
+
+
+def _legacy_seen(manifest: dict[str, Any], data_cfg: Any, depth: int = 0,
+                 visited: set[str] | None = None) -> SeenQueries | str:
+    own = _from_data(data_cfg, manifest.get("data") or {})
+    if isinstance(own, str):
+        return own
+    parents, unchecked = _parent_seen(manifest, depth, visited or set())
+    return SeenQueries(np.unique(own[0]), np.unique(own[1]), np.unique(parents), unchecked)
+
+
+def seen_of(model: "Q2PTModel") -> SeenQueries | str:
+    """The queries ``model`` learnt (its folder's, or for an older folder from its data and its
+    parents'), or why they cannot be known."""
+    if model.seen_ is not None:
+        return model.seen_
+    return _legacy_seen(model.manifest, model.config.data)
+
+
+def learnt_hashes(model_dir: "str | Path") -> tuple[np.ndarray, list[str]]:
+    """Every query hash a model folder learnt, its parents' included, and what of its parents
+    could not be read (for ``q2pt data split --seen-by``). DataError when even the model's own
+    cannot be known."""
+    from q2pt.errors import DataError
+
+    found = _seen_of_folder(Path(model_dir), None, 0, {str(model_dir)})
+    if isinstance(found, str):
+        raise DataError(f"--seen-by {model_dir}: the queries it learnt cannot be known: {found}")
+    return found.all(), found.unchecked
 
 
 def training_overlap(model: "Q2PTModel", frame: "pd.DataFrame") -> dict[str, Any]:
-    """How many of ``frame``'s rows (same locale and normalized query) are in the training and
-    validation splits the model was trained with: ``{"checked": True, "rows": n, "in_train": k,
-    "in_valid": v}``, or ``{"checked": False, "reason": ...}`` when that data cannot be read as
-    it was (a simulated store, a moved or changed file).
-
-    A warm-started model learnt from its parents' data too: ``ancestors`` lists each parent up
-    the chain (path, and ``in_train_or_valid`` or why not checked), and ``in_ancestors`` counts
-    the rows in some ancestor's training or validation split that are in neither of the model's
-    own."""
-    keys = _keys(frame)
-    found = _split_keys(model.config.data, model.manifest.get("data") or {})
-    mine = np.zeros(len(keys), dtype=bool)
-    if isinstance(found, str):
-        out: dict[str, Any] = {"checked": False, "reason": found}
-    else:
-        in_train, in_valid = keys.isin(found[0]).to_numpy(), keys.isin(found[1]).to_numpy()
-        out = {"checked": True, "rows": int(len(keys)), "in_train": int(in_train.sum()), "in_valid": int(in_valid.sum())}
-        mine = in_train | in_valid
-    ancestors, lineage = [], np.zeros(len(keys), dtype=bool)
-    for path, got in _ancestors(model.manifest):
-        if isinstance(got, str):
-            ancestors.append({"path": path, "checked": False, "reason": got})
-            continue
-        either = keys.isin(got[0] | got[1]).to_numpy()
-        lineage |= either
-        ancestors.append({"path": path, "checked": True, "in_train_or_valid": int(either.sum())})
-    if ancestors:
-        out["ancestors"] = ancestors
-        out["in_ancestors"] = int((lineage & ~mine).sum())
+    """How many of ``frame``'s rows (same locale and normalized query) the model learnt:
+    ``{"checked": True, "rows": n, "in_train": k, "in_valid": v}``, plus for a warm-started model
+    ``in_ancestors`` (rows in a parent's splits and in neither of its own) and
+    ``ancestors_unchecked`` (parents whose queries could not be read); or ``{"checked": False,
+    "reason": ...}``."""
+    seen = seen_of(model)
+    if isinstance(seen, str):
+        return {"checked": False, "reason": seen}
+    hit = seen.lookup(frame)
+    out: dict[str, Any] = {"checked": True, "rows": int(len(frame)), "in_train": int(hit["train"].sum()),
+                           "in_valid": int(hit["valid"].sum())}
+    if len(seen.ancestors) or seen.unchecked or model.manifest.get("parent"):
+        out["in_ancestors"] = int((hit["ancestors"] & ~(hit["train"] | hit["valid"])).sum())
+    if seen.unchecked:
+        out["ancestors_unchecked"] = list(seen.unchecked)
     return out
 
 
-def seen_keys(model_dir: "str | Path") -> tuple[set[str], list[str]]:
-    """The (normalized query, locale) keys of every training and validation row of a model folder
-    and of the models it was warm-started from, and those folders: what ``q2pt data split
-    --seen-by MODEL_DIR`` keeps out of a new validation and test split. DataError when some of
-    that data cannot be read as it was."""
-    from q2pt.config import Config
-    from q2pt.errors import DataError
-    from q2pt.model_folder import read_manifest
-
-    manifest = read_manifest(Path(model_dir))
-    found = _split_keys(Config.from_saved(manifest["config"]).data, manifest.get("data") or {})
-    chain = [(str(model_dir), found), *_ancestors(manifest)]
-    keys: set[str] = set()
-    for path, got in chain:
-        if isinstance(got, str):
-            raise DataError(f"--seen-by {model_dir}: the training data of {path} cannot be read as it was: {got}")
-        keys |= got[0] | got[1]
-    return keys, [path for path, _ in chain]
-
-
-def warm_start_note(parent: "Q2PTModel", valid: "pd.DataFrame") -> str | None:
-    """A warm start's validation rows that its parent (or the parent's parents) trained or
-    validated on: the early stopping and the thresholds rest partly on queries the network
-    learnt already, so the precision reached on new queries may fall short. Logged as a
-    warning, and returned; None when there are none or they cannot be checked."""
-    if len(valid) == 0:
+def warm_start_note(parent_seen: SeenQueries | str, valid: "pd.DataFrame", parent: str) -> str | None:
+    """A warm start's validation rows that its parent (or the parent's parents) learnt: the
+    early stopping and the thresholds rest partly on them, so the precision reached on new
+    queries may fall short. Logged as a warning, and returned; None when there are none (or, said
+    at info level, when they cannot be known)."""
+    if isinstance(parent_seen, str):
+        logger.info("whether the validation rows were learnt by %s is not checked: %s", parent, parent_seen)
         return None
-    found = training_overlap(parent, valid)
-    seen = (found["in_train"] + found["in_valid"] if found.get("checked") else 0) + (found.get("in_ancestors") or 0)
+    seen = int(np.isin(key_hashes(valid), parent_seen.all()).sum()) if len(valid) else 0
     if not seen:
         return None
-    note = (f"{seen} of {len(valid)} validation rows were in the training or validation data of the model this one "
-            f"is warm-started from ({parent.folder or 'the parent'}, or its own parents): early stopping and the "
-            "calibrated thresholds rest partly on queries it learnt already, so the precision served on new "
-            "queries may fall short of the target; split this week's data with q2pt data split --seen-by PARENT_DIR "
-            "so that they stay in train")
+    note = (f"{seen} of {len(valid)} validation rows were learnt by the model this one is warm-started from "
+            f"({parent}, or its own parents): early stopping and the calibrated thresholds rest partly on them, so "
+            "the precision served on new queries may fall short of the target; split this week's data with "
+            "q2pt data split --seen-by PARENT_DIR so that they stay in train")
     logger.warning("%s", note)
     return note
 
 
 def overlap_note(overlap: dict[str, Any], whose: str = "the model's") -> str | None:
     """Say what a :func:`training_overlap` result means for the figures: a warning (returned,
-    for a report) when rows were in ``whose`` training or validation split, a note of why it
-    was not checked, else nothing."""
-    inherited = overlap.get("in_ancestors") or 0
+    for a report) when rows were learnt by the model or its parents, a note of why it was not
+    checked, else nothing."""
     if not overlap.get("checked"):
         logger.info("whether these rows were in %s training data is not checked: %s", whose, overlap.get("reason"))
-        if not inherited:
-            return None
-    own = bool(overlap.get("checked")) and bool(overlap["in_train"] or overlap["in_valid"])
+        return None
+    for reason in overlap.get("ancestors_unchecked") or ():
+        logger.info("not checked against a model %s is warm-started from: %s", whose.removesuffix("'s"), reason)
+    own, inherited = overlap["in_train"] or overlap["in_valid"], overlap.get("in_ancestors") or 0
     if not (own or inherited):
         return None
-    parts = []
-    if own:
-        parts.append(f"{overlap['in_train']} of {overlap['rows']} rows are in {whose} training split and "
-                     f"{overlap['in_valid']} in its validation split")
+    parts = [f"{overlap['in_train']} of {overlap['rows']} rows are in {whose} training split and "
+             f"{overlap['in_valid']} in its validation split"] if own else []
     if inherited:
-        parts.append(f"{inherited} {'more ' if own else ''}rows are in the training or validation data of the model(s) "
-                     f"it was warm-started from ({', '.join(a['path'] for a in overlap['ancestors'])})")
+        parts.append(f"{inherited} {'more ' if own else ''}rows are in the training or validation splits of the "
+                     "model(s) it was warm-started from")
     note = ("; ".join(parts) + ": the figures on them are optimistic (queries recur week to week: judge on rows "
             "no model of the lineage trained on)")
     logger.warning("%s", note)

@@ -102,8 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train-per-locale", type=int, metavar="N",
                    help="keep N train queries per locale; the other train queries move to test")
     p.add_argument("--seen-by", action="append", default=[], metavar="MODEL_DIR",
-                   help="the weekly retrain: queries this model (and the models it was warm-started from) trained "
-                        "or validated on go to train, so valid and test hold new queries only (repeatable)")
+                   help="the weekly retrain: the rows of FILE whose queries this model (or a model it was "
+                        "warm-started from) trained or validated on go to train, so that valid and test hold new "
+                        "queries only (repeatable; not with --folds or --train-per-locale)")
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output format (default: parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     _add_max_chars(p)

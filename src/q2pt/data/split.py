@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -49,6 +50,8 @@ import pandas as pd
 from q2pt.errors import ConfigError, DataError, check_seed
 
 from . import schema as S
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_VALID",
@@ -266,7 +269,7 @@ def split_frame(
     test: float = DEFAULT_TEST,
     seed: int = 0,
     train_per_locale: int | None = None,
-    seen: "set[str] | None" = None,
+    seen: "np.ndarray | None" = None,
 ) -> tuple[_Splits, dict[str, Any]]:
     """Split a labelled frame (``query``, ``locale``, ``product_types``[, ``weight``, extras];
     e.g. a loaded dataset's pooled splits) into leak-free per-locale train/valid/test.
@@ -277,24 +280,35 @@ def split_frame(
     ``locales_missing`` (split -> locales with no rows there), ``duplicates_merged`` and the
     other merge counts, ``moved_to_test`` (with ``train_per_locale``) and the parameters.
 
-    ``seen``: keys (:func:`q2pt.data.schema.query_keys`) of queries an earlier model was trained
-    or validated on (:func:`q2pt.overlap.seen_keys`): they go to train, and valid and test are
-    drawn from the others (as many as the fractions ask of all the locale's queries, at most all
-    of them), so that this week's figures and thresholds are on queries no model has learnt;
-    ``seen_to_train`` counts them. Raises ConfigError for bad parameters."""
+    ``seen``: hashes (:func:`q2pt.seen.key_hashes`) of the queries earlier models learnt
+    (:func:`q2pt.overlap.learnt_hashes`): they go to train, and valid and test are drawn from the
+    others (as many as the fractions ask of all the locale's queries; when there are fewer new
+    ones, shared between valid and test in proportion), so that this week's figures and
+    thresholds are on queries no model has learnt; ``seen_to_train`` counts them. Not with
+    ``train_per_locale`` (it would move seen queries to test). Raises ConfigError for bad
+    parameters."""
     check_fractions(valid, test)
     seed = _check_seed(seed)
     if train_per_locale is not None:
         train_per_locale = _check_int("--train-per-locale", train_per_locale, 1)
+    if seen is not None and train_per_locale is not None:
+        raise ConfigError("--seen-by and --train-per-locale exclude each other (the train queries dropped would "
+                          "move seen queries to test)")
     merged, merge_info = merge_duplicates(frame)
-    known = np.zeros(len(merged), dtype=bool) if seen is None else S.query_keys(merged).isin(seen).to_numpy()
+    from q2pt.seen import key_hashes
+
+    known = np.zeros(len(merged), dtype=bool) if seen is None else np.isin(key_hashes(merged), seen)
     assign: dict[str, dict[str, np.ndarray]] = {}
+    seen_per_locale: dict[str, int] = {}
     for locale, order in _locale_groups(merged, seed).items():
         n_valid, n_test = _allocate(len(order), valid, test)
         fresh = int((~known[order]).sum())
-        order = np.concatenate([order[~known[order]], order[known[order]]])  # seen queries last: train
-        n_test = min(n_test, fresh)
-        n_valid = min(n_valid, fresh - n_test)
+        if seen is not None:
+            seen_per_locale[locale] = len(order) - fresh
+            order = np.concatenate([order[~known[order]], order[known[order]]])  # seen queries last: train
+            if fresh < n_valid + n_test:  # too few new queries: shared in proportion (valid first: it calibrates)
+                n_valid = min(fresh, math.ceil(fresh * valid / (valid + test))) if valid + test else 0
+                n_test = fresh - n_valid if test else 0
         assign[locale] = {
             "test": order[:n_test],
             "valid": order[n_test : n_test + n_valid],
@@ -313,6 +327,7 @@ def split_frame(
     }
     if seen is not None:
         report["seen_to_train"] = int(known.sum())
+        report["seen_per_locale"] = seen_per_locale
     return splits, report
 
 
@@ -564,16 +579,22 @@ def split_file(
         _check_int("--train-per-locale", train_per_locale, 1)
     if seen_by and folds is not None:
         raise ConfigError("--seen-by makes one split (this week's valid and test on new queries), not --folds")
+    if seen_by and train_per_locale is not None:
+        raise ConfigError("--seen-by and --train-per-locale exclude each other (the train queries dropped would "
+                          "move seen queries to test)")
     _check_out(out, overwrite)
-    seen, seen_models = None, []
+    seen, unchecked = None, []
     if seen_by:
-        from q2pt.overlap import seen_keys
+        from q2pt.overlap import learnt_hashes
 
-        seen = set()
+        parts = []
         for model_dir in seen_by:
-            keys, chain = seen_keys(model_dir)
-            seen |= keys
-            seen_models += chain
+            hashes, missed = learnt_hashes(model_dir)
+            parts.append(hashes)
+            unchecked += missed
+        seen = np.unique(np.concatenate(parts))
+        for reason in unchecked:
+            log.warning("--seen-by: not all the queries learnt are known, a model warm-started from: %s", reason)
     frame, info = read_labelled_rows(path, max_query_chars=max_query_chars)
     source = {"source": info["source"], "source_layout": info["layout"], "source_files": info["files"]}
     if "sha256" in info:
@@ -585,7 +606,9 @@ def split_file(
                                   seen=seen)
         rep = {**source, **rep, "format": fmt}
         if seen is not None:
-            rep["seen_by"] = seen_models
+            rep["seen_by"] = [str(m) for m in seen_by]
+            if unchecked:
+                rep["seen_unchecked"] = unchecked
         rep["validation"] = _validate_output(splits, f"the split of {path}", max_query_chars)
         write_splits(splits, out, fmt, report=rep, overwrite=overwrite)
         return rep
@@ -668,12 +691,14 @@ def format_report(report: Mapping[str, Any]) -> str:
             + (f"; train keeps {tpl} queries per locale, {report.get('moved_to_test', 0)} moved to test" if tpl else "")
         )
         if "seen_to_train" in report:
-            lines.append(f"{report['seen_to_train']} queries that {', '.join(report.get('seen_by') or ['the models'])} "
-                         "trained or validated on went to train: valid and test hold new queries only (--seen-by)")
+            lines.append(f"{report['seen_to_train']} queries learnt by {', '.join(report.get('seen_by') or ['the models'])}"
+                         " (or the models they were warm-started from) went to train: valid and test hold new queries "
+                         "only (--seen-by)")
+            lines += [f"  not known (a parent that cannot be read): {r}" for r in report.get("seen_unchecked") or ()]
         lines.extend(_locale_table(report["locales"], "moved_to_test" in report))
         for split, locs in report.get("locales_missing", {}).items():
             why = f"--{split} 0" if not report.get(split) else "too few queries"
-            if report.get("seen_to_train") and report.get(split):
-                why = "too few new queries"
+            if report.get(split) and any((report.get("seen_per_locale") or {}).get(loc) for loc in locs):
+                why = "too few queries, or too few new ones (--seen-by)"
             lines.append(f"no {split} rows for ({why}): {', '.join(locs)}")
     return "\n".join(lines)

@@ -209,11 +209,10 @@ class _BodyLimit:
 
 
 # ------------------------------------------------------------------ the app
-def _shown_dir(folder: Any) -> str:
-    """A served folder for the log, with the folder a symlink points to (a deploy switches it)."""
-    path = str(folder)
-    real = os.path.realpath(path)
-    return path if real == os.path.abspath(path) else f"{path} (-> {real})"
+def _shown_dir(runtime: Runtime) -> str:
+    """A served folder for the log, with the folder its symlink pointed to when it was loaded."""
+    path, real = str(runtime.model_dir), runtime.real_dir
+    return path if not real or real == os.path.abspath(path) else f"{path} (-> {real})"
 
 
 class _Service:
@@ -307,7 +306,7 @@ class _Service:
             self.reloads += 1
             seconds = time.perf_counter() - started
             logger.info("reloaded: now serving %s (fingerprint %s, %.1f s to load), was %s (fingerprint %s)",
-                        _shown_dir(new.model_dir), (new.fingerprint or "?")[:12], seconds, _shown_dir(old.model_dir),
+                        _shown_dir(new), (new.fingerprint or "?")[:12], seconds, _shown_dir(old),
                         (old.fingerprint or "?")[:12])
             return {"status": "reloaded", "model": _identity(new), "previous": _identity(old),
                     "seconds": round(seconds, 3)}

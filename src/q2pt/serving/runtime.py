@@ -47,6 +47,7 @@ class Runtime:
     name: ClassVar[str] = ""
     #: the model folder this runtime was loaded from (set by load_runtime)
     model_dir: str | None = None
+    real_dir: str | None = None  # model_dir with its symlinks resolved when it was loaded (a deploy switches them)
     #: when it started serving (set by the server)
     loaded_at: str | None = None
 
@@ -218,4 +219,5 @@ def load_runtime(
         rt = OnnxRuntime(model, onnx_path, fallback_locale=fallback_locale, threads=threads, quantize=quantize,
                          export_dir=export_dir)
     rt.model_dir = str(model_dir)
+    rt.real_dir = os.path.realpath(model_dir)
     return rt

@@ -148,6 +148,22 @@ def unknown_in_label_map(label_map: Mapping[str, str], parent_types: Sequence[st
     return [old for old in label_map if old not in known]
 
 
+def _likely_renames(gone: Sequence[str], new: Sequence[str]) -> list[tuple[str, str]]:
+    """(gone, new) pairs that look like one type renamed: the same last level of the path, or
+    close spellings of it (difflib ratio 0.8 or more)."""
+    import difflib
+
+    def leaf(name: str) -> str:
+        return name.rsplit(">", 1)[-1].strip().casefold()
+
+    out = []
+    for g in gone:
+        best = max(new, key=lambda n: difflib.SequenceMatcher(None, leaf(g), leaf(n)).ratio(), default=None)
+        if best is not None and difflib.SequenceMatcher(None, leaf(g), leaf(best)).ratio() >= 0.8:
+            out.append((g, best))
+    return out
+
+
 def _few(names: Sequence[str], n: int = 5) -> str:
     return ", ".join(repr(x) for x in names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
@@ -177,10 +193,14 @@ class WarmStart:
         mapped = set(self.label_map) | set(self.label_map.values())
         old, new = set(self.parent.labels_of(stage)), set(classes)
         dropped, fresh = sorted(old - new - mapped), sorted(new - old - mapped)
-        if dropped and fresh:  # a rename without a label map loses what the parent learnt of the type
-            logger.warning("warm start of %s: new types %s; the parent's types %s are gone: renamed ones keep what "
-                           "the parent learnt only through a label map (--label-map, old,new)",
-                           "the unified network" if stage == UNIFIED else f"locale {stage}", _few(fresh), _few(dropped))
+        renames = _likely_renames(dropped, fresh)
+        if renames:  # a rename without a label map loses what the parent learnt of the type
+            logger.warning("warm start of %s: %s look like renames; without a label map (--label-map, old,new) the new "
+                           "type starts afresh", "the unified network" if stage == UNIFIED else f"locale {stage}",
+                           _few([f"{a} -> {b}" for a, b in renames]))
+        elif dropped or fresh:
+            logger.info("warm start of %s: new types %s; gone %s", "the unified network" if stage == UNIFIED
+                        else f"locale {stage}", _few(fresh) or "none", _few(dropped) or "none")
 
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's ``parent``: the label map as applied (old names that are the parent's
