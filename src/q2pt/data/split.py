@@ -166,9 +166,7 @@ def merge_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]
         return frame.reset_index(drop=True).copy(), {
             "rows_in": 0, "rows_out": 0, "duplicates_merged": 0, "groups_merged": 0, "label_conflicts": 0,
         }
-    nq = S.normalize_queries(pd.Series(frame[S.QUERY].tolist(), dtype="str")).to_numpy()
-    loc = np.asarray(frame[S.LOCALE].astype(str).tolist(), dtype=object)
-    codes, _ = pd.factorize(pd.Series(loc + "\x1f" + nq, dtype=object))  # codes in order of first appearance
+    codes, _ = pd.factorize(S.query_keys(frame).to_numpy(dtype=object))  # codes in order of first appearance
     _, first = np.unique(codes, return_index=True)
     merged = frame.iloc[first].reset_index(drop=True).copy()
     labels = [list(v) for v in merged[S.LABELS].tolist()]
