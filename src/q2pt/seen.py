@@ -91,7 +91,7 @@ class SeenQueries:
         path = Path(folder) / SEEN_FILE
         try:
             arrays = load_file(str(path))
-            parts = [np.asarray(arrays[part]).view(np.uint64) for part in _PARTS]
+            train, valid, ancestors = (np.asarray(arrays[part]).view(np.uint64) for part in _PARTS)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelLoadError(f"{path} cannot be read: {exc}") from None
-        return cls(*parts, unchecked=list((entry or {}).get("unchecked") or []))
+        return cls(train, valid, ancestors, list((entry or {}).get("unchecked") or []))
