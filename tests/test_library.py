@@ -256,3 +256,22 @@ def test_seen_by_shares_few_new_queries_between_valid_and_test():
     assert (len(splits["valid"]), len(splits["test"]), len(splits["train"])) == (2, 1, 97)
     assert report["seen_to_train"] == 97 and report["seen_per_locale"] == {"de": 97}
     assert not set(splits["valid"]["query"]) & set(frame["query"].iloc[:97])
+
+
+def test_a_warm_start_names_likely_renames_only():
+    from q2pt.training.warm import _likely_renames
+
+    gone = ["shoes > sneakers", "phones & telecommunications", "garden"]
+    new = ["shoes > sneaker", "phones and telecommunications", "kitchen"]
+    assert _likely_renames(gone, new) == [("shoes > sneakers", "shoes > sneaker"),
+                                          ("phones & telecommunications", "phones and telecommunications")]
+    assert _likely_renames(["garden"], ["kitchen", "toys"]) == []  # ordinary churn: no warning
+
+
+def test_an_experiments_configs_folder_holds_this_runs_variants_only(tmp_path):
+    from q2pt.experiments.runner import write_training_configs
+
+    write_training_configs(tmp_path, {"non-unified": ngram_config("non-unified"),
+                                      "unified-aware": ngram_config("unified-aware")})
+    write_training_configs(tmp_path, {"unified-aware": ngram_config("unified-aware")})  # a rerun, one variant
+    assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == ["unified-aware.yaml"]
