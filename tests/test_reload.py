@@ -194,6 +194,9 @@ def test_a_given_onnx_file_serves_on_while_the_folder_holds_its_model(aware_dir,
     """--onnx FILE (say, int8): a reload of the same model keeps the file; a folder that now holds
     another model is exported anew (the file would answer for the old one)."""
     need("onnxruntime")
+    import argparse
+
+    from q2pt.cli.serve import reload_options
     from q2pt.models import load_model
     from q2pt.serving.onnx_export import export_onnx
     from q2pt.serving.runtime import load_runtime
@@ -202,9 +205,13 @@ def test_a_given_onnx_file_serves_on_while_the_folder_holds_its_model(aware_dir,
     shutil.copytree(aware_dir, folder)
     path = export_onnx(load_model(folder), tmp_path / "m.onnx").path
     first = load_runtime(folder, runtime="onnx", onnx_path=path)
-    again = load_runtime(folder, runtime="onnx", onnx_path=path, onnx_fingerprint=first.fingerprint)
+    args = argparse.Namespace(runtime="onnx", fallback_locale=None, threads=0, quantize=None, onnx=str(path))
+    options = reload_options(args, first.fingerprint)  # what q2pt serve gives its reloads
+    assert options["onnx_path"] == str(path.resolve()) and options["onnx_fingerprint"] == first.fingerprint
+    assert "onnx_path" not in reload_options(args, None)  # several workers: their own start options
+    again = load_runtime(folder, **options)
     assert str(again.path) == str(path)  # no new export
     shutil.rmtree(folder)
     shutil.copytree(agnostic_dir, folder)
-    other = load_runtime(folder, runtime="onnx", onnx_path=path, onnx_fingerprint=first.fingerprint)
+    other = load_runtime(folder, **options)
     assert str(other.path) != str(path) and other.fingerprint != first.fingerprint

@@ -257,6 +257,8 @@ def compare_folders(
     from q2pt.models import load_model
     from q2pt.overlap import overlap_note, training_overlap
 
+    if fail_if_worse is not None and not fail_if_worse >= 0:  # before the models load and score
+        raise ConfigError(f"fail_if_worse takes R@P points (0 or more), got {fail_if_worse}")
     model_a, model_b = load_model(path_a), load_model(path_b)
     if _label_cut(model_a) != _label_cut(model_b):
         raise ConfigError(

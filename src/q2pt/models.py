@@ -218,10 +218,12 @@ class Q2PTModel:
             parent_seen = seen_of(warm_start.parent)
             if hooks.is_main:
                 warm_start_note(parent_seen, dataset.valid, warm_start.source)
-        self.seen_ = SeenQueries.of(
-            dataset.train, dataset.valid, None if not isinstance(parent_seen, SeenQueries) else parent_seen.all(),
-            [f"{warm_start.source}: {parent_seen}"] if isinstance(parent_seen, str) and warm_start is not None
-            else (parent_seen.unchecked if isinstance(parent_seen, SeenQueries) else []))
+        inherited, unchecked = None, []  # what the parent learnt, and what of it cannot be known
+        if isinstance(parent_seen, SeenQueries):
+            inherited, unchecked = parent_seen.all(), parent_seen.unchecked
+        elif parent_seen is not None and warm_start is not None:
+            unchecked = [f"{warm_start.source}: {parent_seen}"]
+        self.seen_ = SeenQueries.of(dataset.train, dataset.valid, inherited, unchecked)
         dataset = self._with_tree(dataset)
         # the main process holds the output folder's write lock from the first checkpoint to the save
         lock = folder_lock(out_dir, "model folder") if out_dir is not None and hooks.is_main else contextlib.nullcontext()

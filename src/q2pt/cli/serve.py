@@ -227,16 +227,10 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
     configure(settings)  # this process's protocol; worker processes read $Q2PT_SERVE_OPTIONS
     uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log,
                "http": GuardedProtocol, "timeout_keep_alive": settings.keep_alive_s}
-    # a reload loads a folder as the start did; --onnx FILE serves on while the folder holds the model it was
-    # exported from (its fingerprint), and a folder holding another model is exported anew (--quantize)
-    reload_opts = {"runtime": args.runtime, "fallback_locale": args.fallback_locale, "threads": args.threads or None,
-                   "quantize": args.quantize}
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
     if args.workers == 1:
         runtime = load_runtime(**runtime_opts, quantize=args.quantize)
-        if args.onnx:
-            reload_opts.update(onnx_path=runtime_opts["onnx_path"], onnx_fingerprint=runtime.fingerprint)
-        app = create_app(runtime, settings, load_options=reload_opts)
+        app = create_app(runtime, settings, load_options=reload_options(args, runtime.fingerprint))
         with _stop_signals_exit_cleanly():
             uvicorn.run(app, **uv_opts)
         return 0
@@ -253,13 +247,25 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
             runtime_opts["onnx_fingerprint"] = probe.fingerprint
         del probe
         os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings),
-                                              "reload": reload_opts, "log_level": level})
+                                              "reload": reload_options(args, None), "log_level": level})
         with _stop_signals_exit_cleanly():
             # a worker restarted on SIGHUP after the folder changed loads (and, --runtime onnx, exports)
             # the new model before it is ready: uvicorn's 5 s default aborts that restart
             uvicorn.run("q2pt.serving.app:app_from_env", factory=True, workers=args.workers,
                         timeout_worker_healthcheck=args.worker_start_timeout, **uv_opts)
     return 0
+
+
+def reload_options(args: argparse.Namespace, started: str | None) -> dict[str, Any]:
+    """How a reload loads a folder (``load_runtime``'s options): as the start did. ``--onnx FILE``
+    is served on while the folder holds the model it was exported from (``started``: that model's
+    fingerprint; None: a multi-worker server, whose restarted workers read their start options),
+    and a folder holding another model is exported anew."""
+    options: dict[str, Any] = {"runtime": args.runtime, "fallback_locale": args.fallback_locale,
+                               "threads": args.threads or None, "quantize": args.quantize}
+    if args.onnx and started:
+        options.update(onnx_path=str(Path(args.onnx).resolve()), onnx_fingerprint=started)
+    return options
 
 
 class _Stopped(Exception):
