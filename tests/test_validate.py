@@ -121,6 +121,7 @@ def test_jsonl_problems_use_line_numbers(tmp_path):
         "",  # 10 blank line
         "[1, 2]",  # 11 not an object
         {"query": "lamp", "locale": None, "product_types": ["a"]},  # 12 null locale
+        '{"query": "lamp", "locale": "en_US", "product_types": ["a"], "query": "desk lamp"}',  # 13 key twice
     )
     r = validate_dataset(make(tmp_path, train, ext="jsonl"))
     where = {(p.kind, p.row, p.field) for p in r.problems if p.file.endswith("train.jsonl")}
@@ -135,6 +136,9 @@ def test_jsonl_problems_use_line_numbers(tmp_path):
     assert ("blank_line", 10, None) in where
     assert ("malformed_row", 11, None) in where
     assert ("missing_value", 12, "locale") in where
+    twice = [p for p in r.problems if p.row == 13]
+    assert [(p.kind, p.field) for p in twice] == [("malformed_row", None)]
+    assert "'query'" in twice[0].message and "twice" in twice[0].message
 
 
 def test_parquet_problems(tmp_path):

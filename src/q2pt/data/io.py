@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import math
@@ -216,6 +217,19 @@ def _read_delimited(path: Path, sep: str) -> RawTable:
     return RawTable(name, fmt, _object_frame(header, cols), np.asarray(rows, dtype=np.int64), problems)
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object that gives one key twice (``json`` would keep the last value silently)."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise _DuplicateKey(f"the key(s) {', '.join(map(repr, twice))} given twice in one object (which value is meant?)")
+    return out
+
+
 def _read_jsonl(path: Path) -> RawTable:
     name = str(path)
     text = _decode(_read_bytes(path))
@@ -225,13 +239,16 @@ def _read_jsonl(path: Path) -> RawTable:
     problems: list[DataProblem] = []
     records: list[dict] = []
     rows: list[int] = []
-    loads = json.loads
+    loads = functools.partial(json.loads, object_pairs_hook=_unique_object)
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             problems.append(problem("blank_line", name, i, None, f"blank line {i} ignored", "warning"))
             continue
         try:
             rec = loads(line)
+        except _DuplicateKey as exc:
+            problems.append(problem("malformed_row", name, i, None, str(exc)))
+            continue
         except ValueError as exc:
             bad = S.BAD_BYTES_MARK in line
             msg = "bytes that are not UTF-8" if bad else f"invalid JSON: {exc}"

@@ -5,7 +5,7 @@ Errors (the dataset cannot be used until they are fixed):
 ==================  =============================================================
 ``missing_column``  a required column (query, locale, product_types) is absent
 ``malformed_row``   a CSV/TSV row with the wrong number of fields, a JSONL line that
-                    is not a JSON object
+                    is not a JSON object, or that gives one key twice
 ``non_utf8``        bytes that are not UTF-8 (or lone surrogates) in a value
 ``missing_value``   a row without a query, locale or product_types value
 ``wrong_type``      e.g. a number as query, a string where a label list is expected
