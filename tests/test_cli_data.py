@@ -33,7 +33,7 @@ def test_validate_ok_and_invalid(tmp_path, capsys):
     bad = make(tmp_path, HEADER + "\n  ,en_US,shoes\nred,en_US,\n", name="bad")
     code, out, _ = run(capsys, "data", "validate", str(bad))
     assert code == 2
-    assert "train.csv, row 1, field 'query': empty or whitespace-only query" in out
+    assert "train.csv, row 1, field 'query': empty query, or only whitespace, control or invisible characters" in out
     assert "train.csv, row 2, field 'product_types'" in out
     assert "1-based data rows" in out
 

@@ -53,6 +53,19 @@ def test_admin_route_needs_the_right_bearer_token(admin_client):
     assert resp.status_code == 401
     resp = admin_client.post("/v1/admin/reload", json={}, headers=_auth("wrong"))
     assert resp.status_code == 403 and resp.json()["type"] == "/problems/forbidden"
+    # the token is checked before the body: a caller without it learns nothing of the route
+    for body in (b"{", b'{"model": 5}', b'{"foo": 1}'):
+        resp = admin_client.post("/v1/admin/reload", content=body, headers={"Content-Type": "application/json"})
+        assert resp.status_code == 401, (body, resp.text)
+    assert admin_client.get("/v1/model").json()["reloads"] == 0
+    # with it, a bad body is the usual problem+json
+    json_ = {"Content-Type": "application/json", **_auth()}
+    resp = admin_client.post("/v1/admin/reload", content=b"{", headers=json_)
+    assert resp.status_code == 400 and resp.json()["type"] == "/problems/malformed-json"
+    resp = admin_client.post("/v1/admin/reload", content=b'{"foo": 1}', headers=json_)
+    assert resp.status_code == 422 and resp.json()["field"] == "foo", resp.text
+    resp = admin_client.post("/v1/admin/reload", content=b'{"model": "x"}', headers={"Content-Type": "text/plain", **_auth()})
+    assert resp.status_code == 415
     assert admin_client.get("/v1/model").json()["reloads"] == 0
 
 
@@ -83,6 +96,7 @@ def test_reload_serves_the_new_model_and_says_which(admin_client, aware_dir, agn
     info = admin_client.get("/v1/model").json()
     assert info["variant"] == "unified-agnostic" and info["model_dir"] == str(agnostic_dir)
     assert info["fingerprint"] == body["model"]["fingerprint"] != before["fingerprint"] and info["reloads"] == 1
+    assert "unified-agnostic" in admin_client.get("/v1/model/card").text
     # no body: the folder the server was started with, re-read
     resp = admin_client.post("/v1/admin/reload", headers=_auth())
     assert resp.status_code == 200 and resp.json()["model"]["fingerprint"] == before["fingerprint"]
@@ -120,6 +134,32 @@ def test_several_workers_restart_through_the_supervisor_and_refuse_another_folde
         monkeypatch.setattr(app_module.os, "getppid", lambda: 1)  # the supervisor died: the worker was re-parented
         resp = client.post("/v1/admin/reload", headers=_auth())
         assert resp.status_code == 422 and "supervisor" in resp.json()["detail"] and len(kills) == 1
+
+
+def test_the_card_is_the_served_models_and_a_swapped_out_model_is_freed(aware_dir, agnostic_dir, tmp_path,
+                                                                        monkeypatch):
+    """GET /v1/model/card describes the model in memory (not the folder switched under it), and a
+    reload frees the old model by reference counting (no cycle waits for the collector)."""
+    import gc
+    import weakref
+
+    start = tmp_path / "serving"
+    start.symlink_to(aware_dir)
+    monkeypatch.setenv("Q2PT_TEST_ADMIN_TOKEN", TOKEN)
+    first = load_runtime(start)
+    old = weakref.ref(first)
+    with TestClient(create_app(first, ADMIN)) as client:
+        del first
+        start.unlink()
+        start.symlink_to(agnostic_dir)  # a deploy switched the folder; no reload yet
+        assert "unified-aware" in client.get("/v1/model/card").text
+        gc.disable()
+        try:
+            assert client.post("/v1/admin/reload", headers=_auth()).status_code == 200
+            assert "unified-agnostic" in client.get("/v1/model/card").text
+            assert old() is None, "the swapped-out runtime is still in memory"
+        finally:
+            gc.enable()
 
 
 @pytest.mark.integration

@@ -227,6 +227,8 @@ def test_predict_rejects_bad_fields(aware, payload, field):
         (b'{"query": "shoes", ', "application/json", 400, "malformed-json", "invalid JSON"),
         (b"\xff\xfe", "application/json", 400, "malformed-json", "invalid JSON"),
         (b"[" * 3000, "application/json", 400, "malformed-json", "parsing the body"),  # nested too deep
+        (b'{"query": "sh\xff\xfeoes", "locale": "de_DE"}', "application/json", 400, "malformed-json",
+         "not JSON text"),  # bytes that are not UTF-8
         (b'["shoes", "de_DE"]', "application/json", 422, "invalid-request", "JSON object"),
         (b'{"query": "shoes", "locale": "de_DE"}', "text/plain", 415, "unsupported-media-type", "Content-Type"),
         (b'{"query": "shoes", "locale": "de_DE"}', "application/x-www-form-urlencoded", 415,

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import copy
 import json
+import typing
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from q2pt.errors import ConfigError
 
@@ -32,10 +33,38 @@ VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 Variant = Literal["non-unified", "unified-agnostic", "unified-aware"]
 
 
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type admits true/false as written (a bool, or a type not checked)."""
+    if annotation is bool or annotation is Any:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(a, bool) for a in args)
+    if typing.get_origin(annotation) in (list, dict):
+        return True  # their items are checked below
+    return any(_takes_bool(a) for a in args)
+
+
 class _Section(BaseModel):
-    """Base: unknown keys are errors, assignments are validated."""
+    """Base: unknown keys are errors, assignments are validated; true/false is not a number."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic reads true as 1 where a number is expected (``--train.max_epochs true`` trained
+        one epoch, silently): refused, as 2.5 is."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        annotation = field.annotation
+        items = [value] if not isinstance(value, list) else value
+        if typing.get_origin(annotation) is list and isinstance(value, list):
+            annotation = typing.get_args(annotation)[0] if typing.get_args(annotation) else Any
+        if any(isinstance(v, bool) for v in items) and not _takes_bool(annotation):
+            raise ValueError("expected a number, got true/false")
+        return value
 
 
 class ModelSection(_Section):

@@ -23,6 +23,7 @@ the forward pass) and the experiment's baselines. It owns four decisions, writte
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -52,6 +53,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _fallback_ignored(fallback_locale: str, variant: str) -> None:
+    """Say once a process (a file is predicted in chunks) that a unified model has no use for
+    a fallback locale."""
+    logger.warning("a fallback locale (%s) is for a non-unified model: this %s model predicts unseen "
+                   "locales locale-agnostically; ignored", fallback_locale, variant)
 
 #: the network key of a unified model (its one network); non-unified keys are the locales
 UNIFIED = "*"
@@ -258,7 +267,10 @@ class InferenceCore:
         # locale ids compare without case ("US" is the model's "us"); the data layer refuses
         # datasets that spell one id two ways, so this map is one-to-one
         self._by_case = {loc.casefold(): loc for loc in self.locales}
-        if fallback_locale is not None and not self.unified:  # unified models never need one
+        if fallback_locale is not None and self.unified:
+            _fallback_ignored(fallback_locale, self.variant)
+            fallback_locale = None
+        if fallback_locale is not None:
             fallback_locale = fallback_locale.strip()  # as a query's locale is read
             if fallback_locale.casefold() not in self._by_case:
                 raise UnknownLocaleError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["StderrHandler", "setup_logging"]
+__all__ = ["SERVER_FORMAT", "StderrHandler", "setup_logging", "uvicorn_log_config"]
 
 
 class StderrHandler(logging.StreamHandler):
@@ -27,15 +27,35 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(level: int | bool = logging.INFO) -> None:
+#: a server's lines: when and how bad, to line up with its access log and a client's errors
+SERVER_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: int | bool = logging.INFO, *, timestamps: bool = False) -> None:
     """Send q2pt's log lines (progress notes, warnings) to stderr, once per process.
 
-    ``level`` is a logging level, or a bool meaning "quiet" (warnings and errors only)."""
+    ``level`` is a logging level, or a bool meaning "quiet" (warnings and errors only);
+    ``timestamps``: each line with its time, level and logger (:data:`SERVER_FORMAT`, for
+    ``q2pt serve``), else the message alone."""
     if isinstance(level, bool):
         level = logging.WARNING if level else logging.INFO
     logger = logging.getLogger("q2pt")
-    if not any(getattr(h, "_q2pt_cli", False) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if getattr(h, "_q2pt_cli", False)), None)
+    if handler is None:
         handler = StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter(SERVER_FORMAT if timestamps else "%(message)s"))
     logger.setLevel(level)
+
+
+def uvicorn_log_config() -> dict:
+    """uvicorn's own logging config with the time on each of its lines (its default has none),
+    as q2pt's server lines have it."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = "%(asctime)s " + formatter["fmt"]
+    return config

@@ -221,7 +221,8 @@ def predict_file(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from q2pt.data.io import MISSING, check_target, detect_format, read_table, write_table
+    from q2pt.data.io import MISSING, check_target, detect_format, extra_column, read_table, write_table
+    from q2pt.data.schema import has_bad_text, replace_bad_text
 
     check_output_is_not_input(input_path, output_path)
     check_target(Path(output_path), overwrite, directory=False)
@@ -236,9 +237,18 @@ def predict_file(
                        ", ".join(f"{n} {kind.replace('_', ' ')}{'s' if n > 1 else ''}" for kind, n in sorted(skipped.items())))
     frame = table.frame
     check_input(frame, str(input_path), table.rows, max_query_chars)
+    replaced = [c for c in frame.columns if c in (TYPES, SCORES, *PATH_COLUMNS, NOTE)]
+    if replaced:
+        logger.warning("%s: input column(s) %s are replaced by the prediction columns", input_path, ", ".join(replaced))
     for col in frame.columns:  # a field a JSONL row does not have stays missing (not "<missing>")
-        if frame[col].dtype == object:
-            frame[col] = [None if v is MISSING else v for v in frame[col].tolist()]
+        if col not in ("query", "locale") and frame[col].dtype == object:
+            values = [None if v is MISSING else v for v in frame[col].tolist()]
+            bad = [i for i, v in enumerate(values) if isinstance(v, str) and has_bad_text(v)]
+            if bad:  # the extra columns are passed through: not refused, but not silently either
+                logger.warning("%s: %d value(s) of column %r have bytes that are not UTF-8 (first at row %d): "
+                               "written with U+FFFD in their place", input_path, len(bad), col, int(table.rows[bad[0]]))
+                values = [replace_bad_text(v) if isinstance(v, str) else v for v in values]
+            frame[col] = extra_column(values, index=frame.index)
     parts = []
     import sys
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from q2pt.cli.arg_types import positive_int
+
 PRESETS = ("tiny", "demo", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
 FORMATS = ("parquet", "jsonl", "csv", "tsv")
 
@@ -34,7 +36,7 @@ def _add_taxonomy(p: argparse.ArgumentParser) -> None:
 
 def _add_max_chars(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--max-query-chars", type=int, default=200, metavar="N",
+        "--max-query-chars", type=positive_int, default=200, metavar="N",
         help="queries longer than N characters are an error (default: 200)",
     )
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from q2pt.cli.arg_types import positive_int
 from q2pt.errors import ConfigError
 from q2pt.serving.settings import ServeSettings
 
@@ -66,7 +67,7 @@ def register(subparsers: Any) -> None:
     d = ServeSettings()  # the defaults, written once
     s.add_argument("--max-batch", type=int, default=d.max_batch,
                    help=f"most queries per /v1/predict/batch request (default {d.max_batch})")
-    s.add_argument("--max-query-chars", type=int, default=d.max_query_chars,
+    s.add_argument("--max-query-chars", type=positive_int, default=d.max_query_chars,
                    help=f"longest accepted query, as in training data (default {d.max_query_chars})")
     s.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help=f"largest request body (default {d.max_body_bytes >> 20} MiB)")
@@ -126,10 +127,10 @@ def register(subparsers: Any) -> None:
     o.set_defaults(func=cmd_export_onnx)
 
 
-def _setup_logging(level: int) -> None:
+def _setup_logging(level: int, *, timestamps: bool = False) -> None:
     from q2pt.cli import setup_logging
 
-    setup_logging(level)
+    setup_logging(level, timestamps=timestamps)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -171,7 +172,7 @@ def serve_settings(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     level = logging.WARNING if args.log_level in ("critical", "error", "warning") else logging.INFO
-    _setup_logging(level)
+    _setup_logging(level, timestamps=True)  # a server's lines say when
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if not args.worker_start_timeout > 0:
@@ -225,7 +226,10 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
     from q2pt.serving.protocol import GuardedProtocol, configure
 
     configure(settings)  # this process's protocol; worker processes read $Q2PT_SERVE_OPTIONS
+    from q2pt.logs import uvicorn_log_config
+
     uv_opts = {"host": args.host, "port": args.port, "log_level": args.log_level, "access_log": args.access_log,
+               "log_config": uvicorn_log_config(),
                "http": GuardedProtocol, "timeout_keep_alive": settings.keep_alive_s}
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
     if args.workers == 1:

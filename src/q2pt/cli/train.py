@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
+from q2pt.cli.arg_types import positive_int
 from q2pt.errors import ConfigError, DataError
 
 log = logging.getLogger("q2pt.cli")
@@ -137,7 +138,7 @@ def register(subparsers: Any) -> None:
                    "when its children are unsure")
     r.add_argument("--flat", action="store_true",
                    help="hierarchical models: every type over its threshold, ancestors included (a flat model's answer)")
-    r.add_argument("--max-query-chars", type=int, default=DEFAULT_MAX_QUERY_CHARS, metavar="N",
+    r.add_argument("--max-query-chars", type=positive_int, default=DEFAULT_MAX_QUERY_CHARS, metavar="N",
                    help=f"longest query predicted, as in training data (default {DEFAULT_MAX_QUERY_CHARS}); "
                    "longer ones are refused, naming their rows")
     r.add_argument("--batch-size", type=int, default=512)

@@ -29,7 +29,7 @@ import pandas as pd
 from q2pt.errors import ConfigError, DataError, check_seed
 
 from . import schema as S
-from .io import MISSING, RawTable, check_target, read_table, write_dataset
+from .io import MISSING, RawTable, check_target, is_missing, read_table, write_dataset
 from .schema import problem
 
 DEFAULT_MIN_SHARE = 0.1
@@ -243,6 +243,9 @@ def labels_from_clicks(
         dtype=bool,
     ) if n else np.zeros(0, dtype=bool)
     drop(bad_text, "bytes that are not UTF-8")
+    for col, vals, strs in ((S.QUERY, queries, q_str), (S.LOCALE, locales, l_str), (S.PRODUCT_TYPE, ptypes, p_str)):
+        given = np.array([not is_missing(v) for v in vals], dtype=bool)
+        drop(given & ~strs, f"{col} not text (a number, list or object)")
     drop(~q_str | np.array([not (type(v) is str and v.strip()) for v in queries], dtype=bool), "empty or missing query")
     drop(np.array([len(v) > max_query_chars if type(v) is str else False for v in queries], dtype=bool),
          f"query longer than {max_query_chars} characters")

@@ -24,6 +24,7 @@ import csv
 import functools
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ from q2pt.io import atomic_path
 
 from . import schema as S
 from .schema import DataProblem, problem
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import Dataset
@@ -174,6 +177,10 @@ def _read_delimited(path: Path, sep: str) -> RawTable:
     if header is None:
         raise DataError(f"{name}: empty file (no header row)")
     header = [h.strip() for h in header]
+    unnamed = [i + 1 for i, h in enumerate(header) if not h]
+    if unnamed:
+        raise DataError(f"{name}: column(s) {', '.join(map(str, unnamed))} of the header have no name (a trailing "
+                        f"{'tab' if sep == chr(9) else 'comma'}?): name them, or remove them from every row")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataError(f"{name}: duplicate column name(s) in the header: {', '.join(dupes)}")
@@ -348,7 +355,8 @@ def one_table_dataset(table: RawTable, source: str) -> RawDataset:
     """A labelled file without a ``split`` column as a raw dataset (layout "rows"): the table
     stands in for the train split, valid and test are empty; the table's read problems move to
     the dataset (so that each is reported once)."""
-    empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], table.columns_known)
+    # the empty stand-ins are not files of their own: a missing column is the table's, said once
+    empty = RawTable(table.file, table.fmt, table.frame.iloc[:0], table.rows[:0], [], columns_known=False)
     raw = RawDataset(source, "rows", {"train": table, "valid": empty, "test": empty}, list(table.problems))
     table.problems = []
     return raw
@@ -396,6 +404,7 @@ def read_raw_dataset(path: str | Path, *, rows_ok: bool = False) -> RawDataset:
     table.problems = []
     if S.SPLIT not in table.frame.columns:
         if table.columns_known and rows_ok:
+            table.problems = problems  # the read problems: one_table_dataset moves them to the dataset
             return one_table_dataset(table, str(path))
         if table.columns_known:
             raise DataError(
@@ -429,10 +438,25 @@ def _as_splits(data: "Dataset | Mapping[str, pd.DataFrame]") -> dict[str, pd.Dat
             for s in S.SPLITS}
 
 
+def extra_column(values: list[Any], index: Any = None) -> pd.Series:
+    """An extra (pass-through) column's values as a Series that changes none of them (None:
+    missing): whole numbers stay exact (a nullable Int64, not floats that round past 2**53), a
+    column of one kind gets its plain dtype, and anything else stays Python objects."""
+    series = pd.Series(values, dtype=object, index=index)
+    present = [v for v in values if v is not None]
+    if present and all(type(v) is int and -(2**63) <= v < 2**63 for v in present):
+        return series.astype("Int64")
+    inferred = series.infer_objects()
+    if inferred.dtype.kind == "f" and any(type(v) is int and abs(v) > 2**53 for v in present):
+        return series  # floats would round these whole numbers
+    return inferred
+
+
 def _py_values(series: pd.Series) -> list[Any]:
-    """Plain Python values for JSON (NaN -> None, numpy scalars -> Python)."""
+    """Plain Python values for JSON (NaN and pd.NA -> None, numpy scalars -> Python)."""
     out = series.astype(object).tolist()
-    return [None if isinstance(v, float) and math.isnan(v) else (v.tolist() if isinstance(v, np.ndarray) else v) for v in out]
+    return [None if v is pd.NA or (isinstance(v, float) and math.isnan(v))
+            else (v.tolist() if isinstance(v, np.ndarray) else v) for v in out]
 
 
 def _write_jsonl(df: pd.DataFrame, target: Path) -> None:
@@ -445,7 +469,7 @@ def _write_jsonl(df: pd.DataFrame, target: Path) -> None:
             fh.write("\n")
 
 
-def _write_parquet(df: pd.DataFrame, target: Path) -> None:
+def _write_parquet(df: pd.DataFrame, target: Path, shown: Path | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -458,8 +482,29 @@ def _write_parquet(df: pd.DataFrame, target: Path) -> None:
         elif col == S.WEIGHT:
             arrays[col] = pa.array(df[col].astype("float64").to_numpy(), type=pa.float64())
         else:
-            arrays[col] = pa.Table.from_pandas(df[[col]], preserve_index=False).column(0)
+            try:
+                arrays[col] = pa.Table.from_pandas(df[[col]], preserve_index=False).column(0)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                arrays[col] = pa.array(_as_text(df[col]), type=pa.string())
+                kinds = sorted({type(v).__name__ for v in _py_values(df[col]) if v is not None})
+                logger.warning("%s: column %r mixes values of several kinds (%s), which a Parquet column cannot hold: "
+                               "written as text (JSON for lists and objects), %d row(s)", (shown or target).name, col,
+                               ", ".join(kinds), len(df))
     pq.write_table(pa.table(arrays), target)
+
+
+def _as_text(series: pd.Series) -> list[str | None]:
+    """A column's values as text for a file of text cells: strings as they are, lists and objects
+    as JSON, other values as ``str``; missing values stay missing (None)."""
+    out: list[str | None] = []
+    for v in _py_values(series):
+        if v is None or isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, (list, tuple, dict)):
+            out.append(json.dumps(v, ensure_ascii=False, default=str))
+        else:
+            out.append(str(v))
+    return out
 
 
 def _write_delimited(df: pd.DataFrame, target: Path, sep: str) -> None:
@@ -467,6 +512,10 @@ def _write_delimited(df: pd.DataFrame, target: Path, sep: str) -> None:
     if S.LABELS in out.columns:  # lists joined; a cell that is text already (read from CSV) is written as read
         out[S.LABELS] = [v if isinstance(v, str) or not isinstance(v, (list, tuple, np.ndarray)) else S.join_labels(v)
                          for v in out[S.LABELS].tolist()]
+    for col in out.columns:  # lists and objects in other columns: JSON, not Python's repr
+        if col != S.LABELS and out[col].dtype == object and any(
+                isinstance(v, (list, tuple, dict, np.ndarray)) for v in out[col].tolist()):
+            out[col] = _as_text(out[col])
     out.to_csv(target, sep=sep, index=False, lineterminator="\n", encoding="utf-8")
 
 
@@ -478,7 +527,7 @@ def write_table(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> P
         raise ConfigError(f"unknown format {fmt!r}; use parquet, jsonl, csv or tsv")
     with atomic_path(path) as tmp:
         if fmt == "parquet":
-            _write_parquet(df, tmp)
+            _write_parquet(df, tmp, path)
         elif fmt == "jsonl":
             _write_jsonl(df, tmp)
         else:

@@ -95,6 +95,25 @@ def has_bad_text(value: str) -> bool:
     return _NOT_UNICODE.search(value) is not None
 
 
+#: what a query may hold that shows nothing: whitespace, control characters (C0, DEL, C1) and
+#: the invisible format characters (zero-width spaces and joiners, direction marks, soft hyphen, BOM)
+_INVISIBLE = re.compile("[\\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]+")
+
+
+def has_visible_text(value: str) -> bool:
+    """Whether ``value`` shows anything: not only whitespace, control and invisible characters
+    (a query of zero-width spaces or NULs is empty to a shopper, and to q2pt)."""
+    if value.isprintable() and value.strip():  # the common case, without the regular expression
+        return True
+    return bool(_INVISIBLE.sub("", value))
+
+
+def replace_bad_text(value: str) -> str:
+    """``value`` with each undecodable byte (or lone surrogate) as U+FFFD, the replacement
+    character: for text passed through, not judged (a prediction input's extra columns)."""
+    return _NOT_UNICODE.sub("\ufffd", value)
+
+
 def query_problem(value: object, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> tuple[str, str] | None:
     """Why a query cannot be used -- ``(kind, message)`` -- or None: the one rule for training
     data (``q2pt data validate``) and prediction input (files, streaming, Ray, the HTTP API)."""
@@ -104,8 +123,8 @@ def query_problem(value: object, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> tu
         return "wrong_type", f"query must be a string, got {type(value).__name__}"
     if has_bad_text(value):
         return "non_utf8", "query has bytes that are not valid UTF-8"
-    if not value.strip():
-        return "empty_query", "empty or whitespace-only query"
+    if not value.strip() or not has_visible_text(value):
+        return "empty_query", "empty query, or only whitespace, control or invisible characters"
     if len(value) > max_chars:
         return "query_too_long", f"query has {len(value)} characters, over the limit of {max_chars} (--max-query-chars)"
     return None

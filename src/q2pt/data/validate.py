@@ -9,7 +9,8 @@ Errors (the dataset cannot be used until they are fixed):
 ``non_utf8``        bytes that are not UTF-8 (or lone surrogates) in a value
 ``missing_value``   a row without a query, locale or product_types value
 ``wrong_type``      e.g. a number as query, a string where a label list is expected
-``empty_query``     an empty or whitespace-only query
+``empty_query``     an empty query, or one of only whitespace, control or invisible
+                    characters (zero-width spaces, NULs)
 ``query_too_long``  a query longer than the limit (default 200 characters)
 ``bad_locale``      an empty locale id, or one with whitespace in it
 ``empty_labels``    an empty product_types list
@@ -17,7 +18,7 @@ Errors (the dataset cannot be used until they are fixed):
 ``bad_weight``      a weight that is not a positive finite number
 ``bad_split``       a ``split`` value other than train/valid/test
 ``leakage``         the same (normalized query, locale) in two splits
-``empty_split``     no train rows
+``empty_split``     no train rows (a file of rows to split: no rows)
 ==================  =============================================================
 
 Warnings (the dataset loads; the report says what that means):
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -57,7 +59,7 @@ import pandas as pd
 from q2pt.errors import DataError
 
 from . import schema as S
-from .io import CSV_NA_SPELLINGS, MISSING, RawDataset, RawTable, is_absent, is_missing, read_raw_dataset
+from .io import CSV_NA_SPELLINGS, MISSING, RawDataset, RawTable, extra_column, is_absent, is_missing, read_raw_dataset
 from .labels import has_empty_level, split_path
 from .schema import DataProblem, problem
 from .tree import LabelTree
@@ -224,7 +226,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
     if S.QUERY in cols:
         bad_text = S.has_bad_text if _any_bad_text(queries) else (lambda v: False)
         for i, v in enumerate(queries):
-            if type(v) is str and len(v) <= max_query_chars and v.strip() and not bad_text(v):
+            if type(v) is str and len(v) <= max_query_chars and v.strip() and not bad_text(v) and S.has_visible_text(v):
                 q_ok[i] = True  # the fast path of S.query_problem
             elif is_missing(v):
                 add("missing_value", i, S.QUERY, "no query")
@@ -318,7 +320,8 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
             parsed = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
         else:
             parsed = np.array(
-                [float(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else np.nan
+                [float(v) if isinstance(v, (int, float, np.integer, np.floating, Decimal)) and not isinstance(v, bool)
+                 else np.nan
                  for v in values],
                 dtype=np.float64,
             )
@@ -363,8 +366,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
             S.WEIGHT: pd.Series(weights, dtype="float64"),
         }
         for col in extras:
-            vals = [None if v is MISSING else v for v in frame[col].tolist()]
-            data[col] = pd.Series(vals, dtype=object).infer_objects()
+            data[col] = extra_column([None if v is MISSING else v for v in frame[col].tolist()])
         clean_frame = pd.DataFrame(data, index=pd.RangeIndex(n))
     return _Checked(probs, clean_frame, keys, labels)
 
@@ -433,7 +435,10 @@ def _cross_checks(raw: RawDataset, checked: dict[str, _Checked], summary: dict[s
     if train is None:
         return probs
     train_labels = {lab for labs in train.labels if labs for lab in labs}
-    train_locales = set(raw.tables["train"].frame[S.LOCALE].tolist()) if S.LOCALE in raw.tables["train"].frame else set()
+    train_frame = raw.tables["train"].frame
+    # a locale that is not a string (a list, an object) is the row's own error: not a locale here
+    train_locales = ({v for v in train_frame[S.LOCALE].tolist() if isinstance(v, str)}
+                     if S.LOCALE in train_frame else set())
     unseen_pairs, pairs = {}, {}
     for split in ("valid", "test"):
         if split not in checked:
@@ -507,7 +512,10 @@ def check_raw_dataset(
         checked[split] = ch
         problems.extend(ch.problems)
         rows[split] = len(table.frame)
-        if rows[split] == 0 and raw.layout != "rows":  # rows to split have no splits to miss
+        if rows[split] == 0 and raw.layout == "rows":  # rows to split have no splits to miss, but need rows
+            if split == "train":
+                problems.append(problem("empty_split", table.file, None, None, "no rows to split"))
+        elif rows[split] == 0:
             sev = "error" if split == "train" else "warning"
             what = "training is impossible" if split == "train" else (
                 "early stopping and threshold calibration need valid rows" if split == "valid" else "nothing to evaluate on"

@@ -58,10 +58,10 @@ from typing import Any, AsyncIterator, Sequence
 import numpy as np
 
 from q2pt import __version__
-from q2pt.data.schema import has_bad_text
+from q2pt.data.schema import has_bad_text, has_visible_text
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, Q2PTError, UnknownLocaleError, require
 from q2pt.inference import Resolution, flat_model_refusal, select_types
-from q2pt.model_card import MODEL_CARD, render_model_card
+from q2pt.model_card import render_model_card
 from q2pt.serving.batching import InferenceExecutor, MicroBatcher
 from q2pt.serving.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -93,6 +93,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
 
 logger = logging.getLogger("q2pt.serving")
@@ -131,6 +132,8 @@ def _install_exception_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no resource at {request.url.path}"
+        elif exc.status_code == 400 and detail == "There was an error parsing the body":  # FastAPI's: bad bytes, deep
+            detail = "error parsing the body: not JSON text (UTF-8, UTF-16 or UTF-32), or nested too deep"
         title = None if slug != "http-error" else f"HTTP {exc.status_code}"
         return problem_response(
             ProblemDoc(slug, exc.status_code, detail, instance=request.url.path, title=title),
@@ -295,7 +298,8 @@ class _Service:
         serve it; one reload at a time. A folder that cannot be served raises RequestError
         ``reload-refused`` and the serving model stays."""
         async with self._reload_lock:
-            target = folder or self.start_dir
+            # a relative folder is the server's working directory's, and shown as such from now on
+            target = os.path.abspath(folder) if folder else self.start_dir
             if not target:
                 raise RequestError("no model folder to reload: give one ({\"model\": PATH})", field="model",
                                    slug="reload-refused")
@@ -351,12 +355,14 @@ class _Service:
 
     # --------------------------------------------------------------- validation
     def check_query(self, query: str, field: str, problems: list[FieldProblem]) -> str:
+        """The one rule of every way in (:func:`q2pt.data.schema.query_problem`); the query trimmed."""
         text = query.strip()
         limit = self.settings.max_query_chars
-        if not text:
-            problems.append(FieldProblem(field, "query must not be empty"))
-        elif len(text) > limit:
-            problems.append(FieldProblem(field, f"query has {len(text)} characters; at most {limit} are accepted"))
+        if not has_visible_text(text):
+            problems.append(FieldProblem(field, "query must not be empty (nor only whitespace, control or invisible "
+                                                "characters)"))
+        elif len(query) > limit:
+            problems.append(FieldProblem(field, f"query has {len(query)} characters; at most {limit} are accepted"))
         elif has_bad_text(text):
             problems.append(FieldProblem(field, "query is not valid Unicode text (lone surrogate code points)"))
         return text
@@ -637,12 +643,8 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
     async def model_card() -> PlainTextResponse:
         """The served model's card (``MODEL_CARD.md``: data, metrics per locale with CIs,
         thresholds, parent model, intended use, known limits), as markdown."""
-        rt = service.runtime
-        path = Path(rt.model_dir) / MODEL_CARD if rt.model_dir else None
-        if path is not None and path.is_file():
-            text = path.read_text(encoding="utf-8")
-        else:  # a folder written before model cards: the same card, from its manifest
-            text = render_model_card(rt.manifest)
+        rt = service.runtime  # its card was read with its model: a folder switched since is not served yet
+        text = rt.card or render_model_card(rt.manifest)
         return PlainTextResponse(text, media_type="text/markdown; charset=utf-8")
 
     if admin_token:
@@ -651,11 +653,15 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
                              202: {"description": "several workers: the folder was checked and the workers "
                                                   "restart one at a time"},
                              409: {"description": "several workers: a reload to another folder"},
-                             422: {"description": "the new model was refused; the old one keeps serving"}})
-        async def admin_reload(request: Request, req: ReloadRequest | None = None) -> JSONResponse:
+                             422: {"description": "the new model was refused; the old one keeps serving"}},
+                  openapi_extra={"requestBody": {"required": False, "content": {
+                      "application/json": {"schema": ReloadRequest.model_json_schema()}}}})
+        async def admin_reload(request: Request) -> JSONResponse:
             """Serve another model folder (default: re-read the one the server started with),
-            without dropping a request. Needs ``Authorization: Bearer <admin token>``."""
+            without dropping a request. Needs ``Authorization: Bearer <admin token>``, checked
+            before the body is read (a caller without it learns nothing of the route)."""
             _check_admin(request, admin_token)
+            req = await _reload_request(request)
             folder = req.model if req is not None else None
             if service.settings.workers > 1:  # 202: the workers restart after this answer
                 return JSONResponse(await service.restart_workers(folder), status_code=202)
@@ -689,6 +695,23 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
     return app
 
 
+async def _reload_request(request: Request) -> ReloadRequest | None:
+    """The admin reload's body, read once its caller is known: none (or empty) is None; a
+    body that is not a JSON ReloadRequest is the same problem+json as any route's."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):  # the handler answers 415 (or 422 without one)
+        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
+                                       "msg": "send the body as JSON with 'Content-Type: application/json'"}])
+    try:
+        return ReloadRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
 def _check_admin(request: Request, token: str) -> None:
     """401 without a bearer token, 403 with a wrong one (compared in constant time)."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -710,6 +733,6 @@ def app_from_env() -> FastAPI:
     options = json.loads(raw)
     from q2pt.logs import setup_logging
 
-    setup_logging(int(options.get("log_level", logging.INFO)))  # a worker's q2pt lines, as one process's
+    setup_logging(int(options.get("log_level", logging.INFO)), timestamps=True)  # a worker's lines, as one process's
     runtime = load_runtime(**options["runtime"])
     return create_app(runtime, ServeSettings(**options.get("settings", {})), load_options=options.get("reload"))

@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from q2pt.errors import ConfigError, require
 from q2pt.inference import Resolution, torch_forward
+from q2pt.model_card import MODEL_CARD, render_model_card
 from q2pt.serving import onnx_export
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,13 +43,33 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+class _ForwardSlot:
+    """The forward pass a runtime's core calls, set by the runtime once it has one. The core
+    holds this, not the runtime's bound method: a runtime and its core in a reference cycle
+    outlived a reload until Python's cycle collector happened to run (a swapped-out model
+    stayed in memory, several of them after a few reloads)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self) -> None:
+        self.fn: Callable[[str, dict[str, Any]], np.ndarray] | None = None
+
+    def __call__(self, key: str, batch: dict[str, Any]) -> np.ndarray:
+        if self.fn is None:
+            raise RuntimeError("the runtime has no forward pass yet")
+        return self.fn(key, batch)
+
+
 class Runtime:
-    """A model's inference core with a forward pass; subclasses implement :meth:`_forward`."""
+    """A model's inference core with a forward pass (subclasses set ``self._forward.fn`` to a
+    function that does not hold the runtime)."""
 
     name: ClassVar[str] = ""
     #: the model folder this runtime was loaded from (set by load_runtime)
     model_dir: str | None = None
     real_dir: str | None = None  # model_dir with its symlinks resolved when it was loaded (a deploy switches them)
+    #: the model's card (MODEL_CARD.md, read when it was loaded; else rendered from its manifest)
+    card: str = ""
     #: when it started serving (set by the server)
     loaded_at: str | None = None
 
@@ -56,6 +78,7 @@ class Runtime:
         self.fingerprint: str | None = model.fingerprint
         self.variant: str = model.variant
         self.encoder_spec: str = model.encoder
+        self._forward = _ForwardSlot()
         self.core = model.inference(fallback_locale, forward=self._forward)  # the model's core, this forward pass
 
     # the model's facts, as the core holds them
@@ -98,9 +121,6 @@ class Runtime:
         query's network does not score)."""
         return self.core.scores(queries, resolutions)
 
-    def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
-        raise NotImplementedError
-
     def warmup(self) -> None:
         """Run one prediction through every network (first-call allocations, lazy init)."""
         self.core.warmup()
@@ -116,13 +136,10 @@ class TorchRuntime(Runtime):
         self._torch = require("torch", "torch")
         for net in model.networks.values():
             net.eval()
-        self._torch_forward = torch_forward(dict(model.networks))
+        self._forward.fn = torch_forward(dict(model.networks))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "torch": self._torch.__version__, "threads": self._torch.get_num_threads()}
-
-    def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
-        return self._torch_forward(key, batch)
 
 
 class OnnxRuntime(Runtime):
@@ -164,6 +181,7 @@ class OnnxRuntime(Runtime):
                 tmp.cleanup()
         self.threads = threads
         self.quantized = self._sessions.quantize is not None
+        self._forward.fn = self._sessions.forward
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -173,9 +191,6 @@ class OnnxRuntime(Runtime):
             "quantize": self._sessions.quantize,
             "threads": self.threads,
         }
-
-    def _forward(self, key: str, batch: dict[str, Any]) -> np.ndarray:
-        return self._sessions.forward(key, batch)
 
 
 def load_runtime(
@@ -206,7 +221,13 @@ def load_runtime(
     set_threads(threads)
     from q2pt.models import load_model
 
+    real_dir = os.path.realpath(model_dir)  # before the load: a deploy may switch a symlink at any time
     model = load_model(model_dir)
+    card = Path(real_dir) / MODEL_CARD
+    try:  # the card of the model loaded, read now: GET /v1/model/card describes what is served
+        card_text = card.read_text(encoding="utf-8") if card.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        card_text = None
     if onnx_path is not None and onnx_fingerprint is not None and model.fingerprint != onnx_fingerprint:
         # the file was exported from the folder's earlier model (a multi-worker server's shared
         # start-up export, and the folder was replaced since): export this model instead
@@ -219,5 +240,6 @@ def load_runtime(
         rt = OnnxRuntime(model, onnx_path, fallback_locale=fallback_locale, threads=threads, quantize=quantize,
                          export_dir=export_dir)
     rt.model_dir = str(model_dir)
-    rt.real_dir = os.path.realpath(model_dir)
+    rt.real_dir = real_dir
+    rt.card = card_text if card_text is not None else render_model_card(rt.manifest)
     return rt

@@ -1,0 +1,17 @@
+"""Argument types the subcommands share: a bad value is argparse's usage error naming the
+option, not a traceback or a run that refuses every row."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (``--max-query-chars``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -1,0 +1,147 @@
+"""Bad input found by a new user's walk (2026-12-07): each case is the input, with the error,
+count or warning it must get, and what it must not do (a traceback, a value silently changed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from support import need
+
+need("torch")
+
+from q2pt.cli import main  # noqa: E402
+from q2pt.config import resolve_config  # noqa: E402
+from q2pt.data.schema import has_visible_text, query_problem  # noqa: E402
+from q2pt.errors import ConfigError  # noqa: E402
+
+HEADER = "query,locale,product_types"
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_a_file_of_rows_to_split_keeps_its_read_problems(tmp_path, capsys):
+    """validate said OK where split refused: the reader's problems were dropped for a file
+    without a split column; an empty one is an error, a missing column is said once."""
+    bad = tmp_path / "rows.csv"
+    bad.write_text(HEADER + "\nr1,us,a\nr2,us,a,EXTRA\nr3,us,b\n", encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", bad)
+    assert code == 2 and "rows.csv, row 2: expected 3 fields, found 4" in out
+    empty = tmp_path / "empty.csv"
+    empty.write_text(HEADER + "\n", encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", empty)
+    assert code == 2 and "no rows to split" in out
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("query,locale\nr1,us\n", encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", nocol)
+    assert code == 2 and out.count("missing column 'product_types'") == 1
+
+
+def test_a_locale_that_is_a_list_or_an_object_is_a_row_error(tmp_path, capsys):
+    rows = tmp_path / "loc.jsonl"
+    rows.write_text(json.dumps({"query": "x", "locale": ["us"], "product_types": ["a"], "split": "train"}) + "\n"
+                    + json.dumps({"query": "y", "locale": {"a": 1}, "product_types": ["a"], "split": "test"}) + "\n",
+                    encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", rows)
+    assert code == 2
+    assert "row 1, field 'locale': locale must be a string id, got list" in out
+    assert "row 2, field 'locale': locale must be a string id, got dict" in out
+
+
+def test_a_header_column_without_a_name_is_refused_naming_it(tmp_path, capsys):
+    f = tmp_path / "trailing.csv"
+    f.write_text(HEADER + ",\nx,us,a,\n", encoding="utf-8")
+    code, _, err = run(capsys, "data", "validate", f)
+    assert code == 2 and "column(s) 4 of the header have no name" in err
+
+
+def test_extra_columns_keep_their_values_through_a_split(tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    rows = [{"query": "a", "locale": "us", "product_types": ["x"], "id": 1, "order": 9007199254740993},
+            {"query": "b", "locale": "us", "product_types": ["y"], "id": "B-2", "order": None},
+            {"query": "c", "locale": "us", "product_types": ["y"], "id": None, "order": 5}]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, _, err = run(capsys, "data", "split", src, "--out", tmp_path / "s", "--valid", "0", "--test", "0")
+    assert code == 0
+    assert "column 'id' mixes values of several kinds (int, str)" in err  # a Parquet column holds one kind
+    got = {r["query"]: r for r in pq.read_table(tmp_path / "s" / "train.parquet").to_pylist()}
+    assert [got[q]["order"] for q in "abc"] == [9007199254740993, None, 5]  # exact, not rounded floats
+    assert [got[q]["id"] for q in "abc"] == ["1", "B-2", None]
+
+
+def test_a_bool_is_not_a_number_in_the_config():
+    for flags in ({"train.max_epochs": True}, {"train.max_steps": False}, {"model.head_hidden": [True]}):
+        with pytest.raises(ConfigError, match="expected a number, got true/false"):
+            resolve_config(flags=flags)
+    assert resolve_config(flags={"train.subtype_names": False}).train.subtype_names is False
+
+
+def test_queries_that_show_nothing_are_empty_everywhere():
+    for shown in ("\u200b", "\x00\x01", " \u3000\u00a0", "\ufeff", "\u2066\u2069", ""):
+        assert not has_visible_text(shown)
+        assert query_problem(shown)[0] == "empty_query"
+    for fine in ("a", "a\x00b", "\u200bx", "e\u0301", "日本"):
+        assert has_visible_text(fine) and query_problem(fine) is None
+
+
+def test_max_query_chars_below_one_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "validate", str(tmp_path), "--max-query-chars", "0"])
+    assert exit_.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_click_log_fields_that_are_not_text_are_counted_as_such(tmp_path, capsys):
+    log = tmp_path / "clicks.jsonl"
+    rows = [{"query": "red shoes", "locale": "us", "product_type": "shoes", "clicks": 5},
+            {"query": "blue hat", "locale": "us", "product_type": ["hats"], "clicks": 5}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run(capsys, "data", "from-clicks", log, "--out", tmp_path / "d", "--valid", "0", "--test", "0")
+    report = json.loads((tmp_path / "d" / "clicks_report.json").read_text(encoding="utf-8"))
+    assert "product_type not text (a number, list or object)" in json.dumps(report)
+
+
+def test_predict_says_what_it_replaces_and_keeps_extra_values_exact(aware_dir, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"query,locale,note,predicted_types,store\nred shoes,de_DE,my note,keep me,Caf\xe9\n")
+    code, _, err = run(capsys, "predict", "--model", aware_dir, "--input", src, "--out", tmp_path / "o.csv")
+    assert code == 0
+    assert "input column(s) note, predicted_types are replaced by the prediction columns" in err
+    assert "1 value(s) of column 'store' have bytes that are not UTF-8 (first at row 1)" in err
+    assert "Caf\ufffd" in (tmp_path / "o.csv").read_text(encoding="utf-8")
+    ints = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"query": ["red shoes", "hat", "lamp"], "locale": ["de_DE"] * 3,
+                             "order": pa.array([9007199254740993, None, 5], type=pa.int64())}), ints)
+    for out in ("o.parquet", "o.jsonl"):
+        assert run(capsys, "predict", "--model", aware_dir, "--input", ints, "--out", tmp_path / out)[0] == 0
+    assert pq.read_table(tmp_path / "o.parquet").column("order").to_pylist() == [9007199254740993, None, 5]
+    lines = (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["order"] for line in lines] == [9007199254740993, None, 5]
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text(json.dumps({"query": "hat", "locale": "de_DE", "extra": {"a": [1, 2]}}) + "\n", encoding="utf-8")
+    assert run(capsys, "predict", "--model", aware_dir, "--input", nested, "--out", tmp_path / "n.csv")[0] == 0
+    assert '"{""a"": [1, 2]}"' in (tmp_path / "n.csv").read_text(encoding="utf-8")  # JSON, not Python's repr
+
+
+def test_a_fallback_locale_is_ignored_by_a_unified_model_and_said_once(aware_dir, caplog):
+    from q2pt.models import load_model
+    from q2pt.serving.runtime import load_runtime
+
+    model = load_model(aware_dir)
+    with caplog.at_level(logging.WARNING, logger="q2pt"):
+        model.predict(["hat", "lamp"], ["zz", "zz"], fallback_locale="qq")
+        model.predict(["hat"], ["zz"], fallback_locale="qq")
+    said = [r.getMessage() for r in caplog.records if "fallback locale (qq)" in r.getMessage()]
+    assert len(said) == 1 and "ignored" in said[0]
+    assert load_runtime(aware_dir, fallback_locale="qq").fallback_locale is None  # /v1/model says none
