@@ -105,7 +105,7 @@ def register(subparsers: Any) -> None:
         formatter_class=fmt,
         description=(
             "Predict the product types of queries.\n\n"
-            "  q2pt predict --model M --locale de_DE 'rote schuhe' 'tv 55 zoll'\n"
+            "  q2pt predict --model M --locale de 'rote schuhe' 'tv 55 zoll'\n"
             "  q2pt predict --model M --input queries.parquet --out predictions.parquet\n\n"
             "Input files (parquet/jsonl/csv/tsv) need query and locale columns; the output has the same\n"
             "rows plus predicted_types, predicted_scores and note. By default a type is predicted when its\n"

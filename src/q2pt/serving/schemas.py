@@ -33,11 +33,12 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [{"query": "red running shoes", "locale": "en_US", "top_k": 5}]},
+        json_schema_extra={"examples": [{"query": "red running shoes", "locale": "us", "top_k": 5}]},
     )
 
-    query: str = Field(..., description="The search query as typed (1 to max_query_chars characters after trimming).")
-    locale: str = Field(..., min_length=1, max_length=64, description="Store locale id, e.g. 'de_DE'.")
+    query: str = Field(..., description="The search query as typed (at most max_query_chars characters; not empty).")
+    locale: str = Field(..., min_length=1, max_length=64,
+                        description="Store locale id as the model's training data spells it, e.g. 'de'.")
     top_k: int | None = Field(None, ge=1, le=10_000, description=(
         "Return the k highest-scoring product types (default: the server's default_top_k; capped at the number of types); "
         "'predicted' (and a hierarchical model's 'paths') holds at most k types too."))
@@ -70,8 +71,8 @@ class BatchRequest(BaseModel):
         extra="forbid",
         strict=True,
         json_schema_extra={
-            "examples": [{"queries": [{"query": "red running shoes", "locale": "en_US"},
-                                      {"query": "rote laufschuhe", "locale": "de_DE"}], "top_k": 3}]
+            "examples": [{"queries": [{"query": "red running shoes", "locale": "us"},
+                                      {"query": "rote laufschuhe", "locale": "de"}], "top_k": 3}]
         },
     )
 
@@ -173,7 +174,7 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [{"query": "red running shoes", "locale": "en_US"}]},
+        json_schema_extra={"examples": [{"query": "red running shoes", "locale": "us"}]},
     )
 
     query: str = Field(..., description="The search query (as for /v1/predict).")
