@@ -72,7 +72,7 @@ def test_extra_columns_keep_their_values_through_a_split(tmp_path, capsys):
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     code, _, err = run(capsys, "data", "split", src, "--out", tmp_path / "s", "--valid", "0", "--test", "0")
     assert code == 0
-    assert "column 'id' mixes values of several kinds (int, str)" in err  # a Parquet column holds one kind
+    assert "column 'id' mixes values of several kinds (1 int, 1 str)" in err  # a Parquet column holds one kind
     got = {r["query"]: r for r in pq.read_table(tmp_path / "s" / "train.parquet").to_pylist()}
     assert [got[q]["order"] for q in "abc"] == [9007199254740993, None, 5]  # exact, not rounded floats
     assert [got[q]["id"] for q in "abc"] == ["1", "B-2", None]
@@ -102,11 +102,13 @@ def test_max_query_chars_below_one_is_a_usage_error(tmp_path, capsys):
 def test_click_log_fields_that_are_not_text_are_counted_as_such(tmp_path, capsys):
     log = tmp_path / "clicks.jsonl"
     rows = [{"query": "red shoes", "locale": "us", "product_type": "shoes", "clicks": 5},
-            {"query": "blue hat", "locale": "us", "product_type": ["hats"], "clicks": 5}]
+            {"query": "blue hat", "locale": "us", "product_type": ["hats"], "clicks": 5},
+            {"query": "\u200b\u200b", "locale": "us", "product_type": "shoes", "clicks": 5}]  # shows nothing
     log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    run(capsys, "data", "from-clicks", log, "--out", tmp_path / "d", "--valid", "0", "--test", "0")
-    report = json.loads((tmp_path / "d" / "clicks_report.json").read_text(encoding="utf-8"))
-    assert "product_type not text (a number, list or object)" in json.dumps(report)
+    code, _, _ = run(capsys, "data", "from-clicks", log, "--out", tmp_path / "d", "--valid", "0", "--test", "0")
+    assert code == 0  # the log's bad rows are dropped and counted, not the whole log refused
+    dropped = json.loads((tmp_path / "d" / "clicks_report.json").read_text(encoding="utf-8"))["rows_dropped"]
+    assert dropped == {"product_type not text (a number, list or object)": 1, "empty or missing query": 1}
 
 
 def test_predict_says_what_it_replaces_and_keeps_extra_values_exact(aware_dir, tmp_path, capsys):
@@ -135,9 +137,11 @@ def test_predict_says_what_it_replaces_and_keeps_extra_values_exact(aware_dir, t
 
 
 def test_a_fallback_locale_is_ignored_by_a_unified_model_and_said_once(aware_dir, caplog):
+    from q2pt.inference import _fallback_ignored
     from q2pt.models import load_model
     from q2pt.serving.runtime import load_runtime
 
+    _fallback_ignored.cache_clear()  # said once a process: this test's process too
     model = load_model(aware_dir)
     with caplog.at_level(logging.WARNING, logger="q2pt"):
         model.predict(["hat", "lamp"], ["zz", "zz"], fallback_locale="qq")

@@ -66,6 +66,8 @@ def test_admin_route_needs_the_right_bearer_token(admin_client):
     assert resp.status_code == 422 and resp.json()["field"] == "foo", resp.text
     resp = admin_client.post("/v1/admin/reload", content=b'{"model": "x"}', headers={"Content-Type": "text/plain", **_auth()})
     assert resp.status_code == 415
+    resp = admin_client.post("/v1/admin/reload", content=b'{"model": "\xff"}', headers=json_)
+    assert resp.status_code == 400 and resp.json()["type"] == "/problems/malformed-json"
     assert admin_client.get("/v1/model").json()["reloads"] == 0
 
 
@@ -97,8 +99,11 @@ def test_reload_serves_the_new_model_and_says_which(admin_client, aware_dir, agn
     assert info["variant"] == "unified-agnostic" and info["model_dir"] == str(agnostic_dir)
     assert info["fingerprint"] == body["model"]["fingerprint"] != before["fingerprint"] and info["reloads"] == 1
     assert "unified-agnostic" in admin_client.get("/v1/model/card").text
-    # no body: the folder the server was started with, re-read
+    # no body (or null): the folder the server was started with, re-read
     resp = admin_client.post("/v1/admin/reload", headers=_auth())
+    assert resp.status_code == 200 and resp.json()["model"]["fingerprint"] == before["fingerprint"]
+    resp = admin_client.post("/v1/admin/reload", json=None, content=b"null",
+                             headers={"Content-Type": "application/json", **_auth()})
     assert resp.status_code == 200 and resp.json()["model"]["fingerprint"] == before["fingerprint"]
     assert admin_client.get("/v1/model").json()["variant"] == "unified-aware"
 

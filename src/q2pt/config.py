@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
@@ -33,16 +34,15 @@ VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 Variant = Literal["non-unified", "unified-agnostic", "unified-aware"]
 
 
-def _takes_bool(annotation: Any) -> bool:
-    """Whether a field's type admits true/false as written (a bool, or a type not checked)."""
-    if annotation is bool or annotation is Any:
+def _is_number(annotation: Any) -> bool:
+    """Whether a field's type is a number (int or float, or optional one) and not also a bool:
+    where pydantic would read true as 1."""
+    if annotation in (int, float):
         return True
     args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is Literal:
-        return any(isinstance(a, bool) for a in args)
-    if typing.get_origin(annotation) in (list, dict):
-        return True  # their items are checked below
-    return any(_takes_bool(a) for a in args)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return bool not in args and any(_is_number(a) for a in args)
+    return False
 
 
 class _Section(BaseModel):
@@ -58,13 +58,12 @@ class _Section(BaseModel):
         field = cls.model_fields.get(info.field_name or "")
         if field is None:
             return value
-        annotation = field.annotation
-        items = [value] if not isinstance(value, list) else value
-        if typing.get_origin(annotation) is list and isinstance(value, list):
-            annotation = typing.get_args(annotation)[0] if typing.get_args(annotation) else Any
-        if any(isinstance(v, bool) for v in items) and not _takes_bool(annotation):
+        annotation, items = field.annotation, [value]
+        if typing.get_origin(annotation) is list and isinstance(value, list):  # head_hidden: [true]
+            annotation, items = (typing.get_args(annotation) or (Any,))[0], value
+        if _is_number(annotation) and any(isinstance(v, bool) for v in items):
             raise ValueError("expected a number, got true/false")
-        return value
+        return value  # any other type: pydantic's own message
 
 
 class ModelSection(_Section):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from q2pt.data.schema import has_visible_text
 from q2pt.errors import ConfigError
 from q2pt.inference import InferenceCore
 
@@ -81,8 +82,8 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
     and ``warnings``. Raises UnknownLocaleError as prediction does.
     """
     text = query.strip()
-    if not text:
-        raise ConfigError("nothing to explain: the query is empty")
+    if not has_visible_text(text):
+        raise ConfigError("nothing to explain: the query is empty (or only whitespace, control or invisible characters)")
     res = core.resolve(locale)
     words = words_of(text)
     variants = [text] + [" ".join(w for j, (w, _, _) in enumerate(words) if j != i) for i in range(len(words))]

@@ -222,7 +222,7 @@ def predict_file(
     from tqdm.auto import tqdm
 
     from q2pt.data.io import MISSING, check_target, detect_format, extra_column, read_table, write_table
-    from q2pt.data.schema import has_bad_text, replace_bad_text
+    from q2pt.data.schema import any_bad_text, has_bad_text, replace_bad_text
 
     check_output_is_not_input(input_path, output_path)
     check_target(Path(output_path), overwrite, directory=False)
@@ -243,7 +243,7 @@ def predict_file(
     for col in frame.columns:  # a field a JSONL row does not have stays missing (not "<missing>")
         if col not in ("query", "locale") and frame[col].dtype == object:
             values = [None if v is MISSING else v for v in frame[col].tolist()]
-            bad = [i for i, v in enumerate(values) if isinstance(v, str) and has_bad_text(v)]
+            bad = [i for i, v in enumerate(values) if isinstance(v, str) and has_bad_text(v)] if any_bad_text(values) else []
             if bad:  # the extra columns are passed through: not refused, but not silently either
                 logger.warning("%s: %d value(s) of column %r have bytes that are not UTF-8 (first at row %d): "
                                "written with U+FFFD in their place", input_path, len(bad), col, int(table.rows[bad[0]]))

@@ -246,7 +246,8 @@ def labels_from_clicks(
     for col, vals, strs in ((S.QUERY, queries, q_str), (S.LOCALE, locales, l_str), (S.PRODUCT_TYPE, ptypes, p_str)):
         given = np.array([not is_missing(v) for v in vals], dtype=bool)
         drop(given & ~strs, f"{col} not text (a number, list or object)")
-    drop(~q_str | np.array([not (type(v) is str and v.strip()) for v in queries], dtype=bool), "empty or missing query")
+    drop(~q_str | np.array([not (type(v) is str and v.strip() and S.has_visible_text(v)) for v in queries], dtype=bool),
+         "empty or missing query")  # (only whitespace, control or invisible characters: empty)
     drop(np.array([len(v) > max_query_chars if type(v) is str else False for v in queries], dtype=bool),
          f"query longer than {max_query_chars} characters")
     drop(~l_str | np.array([not (type(v) is str and v.strip() and len(v.split()) == 1 and v.strip() == v)

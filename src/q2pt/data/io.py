@@ -246,13 +246,17 @@ def _read_jsonl(path: Path) -> RawTable:
     problems: list[DataProblem] = []
     records: list[dict] = []
     rows: list[int] = []
-    loads = functools.partial(json.loads, object_pairs_hook=_unique_object)
+    loads, strict = json.loads, functools.partial(json.loads, object_pairs_hook=_unique_object)
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             problems.append(problem("blank_line", name, i, None, f"blank line {i} ignored", "warning"))
             continue
         try:
             rec = loads(line)
+            # a key given twice leaves fewer keys than '":' in the line: parsed again, keys checked
+            # (also a line with nested objects or '":' in a value, or spaced '" :': rare, and only slower)
+            if isinstance(rec, dict) and line.count('":') != len(rec):
+                rec = strict(line)
         except _DuplicateKey as exc:
             problems.append(problem("malformed_row", name, i, None, str(exc)))
             continue
@@ -486,11 +490,31 @@ def _write_parquet(df: pd.DataFrame, target: Path, shown: Path | None = None) ->
                 arrays[col] = pa.Table.from_pandas(df[[col]], preserve_index=False).column(0)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 arrays[col] = pa.array(_as_text(df[col]), type=pa.string())
-                kinds = sorted({type(v).__name__ for v in _py_values(df[col]) if v is not None})
-                logger.warning("%s: column %r mixes values of several kinds (%s), which a Parquet column cannot hold: "
-                               "written as text (JSON for lists and objects), %d row(s)", (shown or target).name, col,
-                               ", ".join(kinds), len(df))
+                _say_written_as_text((shown or target).name, col, [df[col]])
     pq.write_table(pa.table(arrays), target)
+
+
+def _say_written_as_text(where: str, col: str, parts: list[pd.Series]) -> None:
+    """Warn that column ``col`` mixes kinds of values and was written as text, counting the
+    values not of its most common kind."""
+    from collections import Counter
+
+    kinds = Counter(type(v).__name__ for part in parts for v in _py_values(part) if v is not None)
+    common = kinds.most_common(1)[0][1] if kinds else 0
+    logger.warning("%s: column %r mixes values of several kinds (%s), which a Parquet column cannot hold: written as "
+                   "text (JSON for lists and objects); %d value(s) not of its most common kind", where, col,
+                   ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())), sum(kinds.values()) - common)
+
+
+def _one_arrow_type(parts: list[pd.Series]) -> bool:
+    """Whether the values of one column, across a dataset's splits, fit one Parquet column."""
+    import pyarrow as pa
+
+    try:
+        pa.Table.from_pandas(pd.concat([p.to_frame() for p in parts], ignore_index=True), preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def _as_text(series: pd.Series) -> list[str | None]:
@@ -581,6 +605,15 @@ def write_dataset(
         return out
     if fmt not in S.FORMAT_EXT:
         raise ConfigError(f"unknown format {fmt!r}; use parquet, jsonl, csv or tsv")
+    if fmt == "parquet":  # a column is one type in every split's file: text in all where the kinds mix
+        splits = dict(splits)
+        extra = {c for df in splits.values() for c in df.columns if c not in S.CORE_COLUMNS}
+        for col in sorted(extra):
+            parts = [df[col] for df in splits.values() if col in df.columns]
+            if not _one_arrow_type(parts):
+                _say_written_as_text("the dataset written", col, parts)  # (out: a temporary folder, often)
+                splits = {k: df.assign(**{col: _as_text(df[col])}) if col in df.columns else df
+                          for k, df in splits.items()}
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for split, df in splits.items():

@@ -181,14 +181,6 @@ class _Checked:
     labels: list[list[str] | None]  # cleaned labels (None where invalid)
 
 
-def _any_bad_text(values: list[Any]) -> bool:
-    """Cheap column-level test: could any string in ``values`` hold undecodable bytes?"""
-    try:
-        return S.has_bad_text("".join([v for v in values if type(v) is str]))
-    except TypeError:  # pragma: no cover - str subclasses
-        return True
-
-
 def _label_problem(item: Any, cell: Any, delimited: bool) -> tuple[str, str] | None:
     """(kind, message) if ``item`` is not a usable product type, else None."""
     if not isinstance(item, str):
@@ -224,7 +216,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
     q_ok = np.zeros(n, dtype=bool)
     queries: list[Any] = frame[S.QUERY].tolist() if S.QUERY in cols else [None] * n
     if S.QUERY in cols:
-        bad_text = S.has_bad_text if _any_bad_text(queries) else (lambda v: False)
+        bad_text = S.has_bad_text if S.any_bad_text(queries) else (lambda v: False)
         for i, v in enumerate(queries):
             if type(v) is str and len(v) <= max_query_chars and v.strip() and not bad_text(v) and S.has_visible_text(v):
                 q_ok[i] = True  # the fast path of S.query_problem
@@ -344,7 +336,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
     extras = [c for c in cols if c not in S.CORE_COLUMNS]
     for col in extras:
         values = frame[col].tolist()
-        if _any_bad_text(values):
+        if S.any_bad_text(values):
             for i, v in enumerate(values):
                 if isinstance(v, str) and S.has_bad_text(v):
                     add("non_utf8", i, col, f"{col} has bytes that are not valid UTF-8")

@@ -58,7 +58,7 @@ from typing import Any, AsyncIterator, Sequence
 import numpy as np
 
 from q2pt import __version__
-from q2pt.data.schema import has_bad_text, has_visible_text
+from q2pt.data.schema import query_problem
 from q2pt.errors import ConfigError, DependencyError, ModelLoadError, Q2PTError, UnknownLocaleError, require
 from q2pt.inference import Resolution, flat_model_refusal, select_types
 from q2pt.model_card import render_model_card
@@ -356,16 +356,10 @@ class _Service:
     # --------------------------------------------------------------- validation
     def check_query(self, query: str, field: str, problems: list[FieldProblem]) -> str:
         """The one rule of every way in (:func:`q2pt.data.schema.query_problem`); the query trimmed."""
-        text = query.strip()
-        limit = self.settings.max_query_chars
-        if not has_visible_text(text):
-            problems.append(FieldProblem(field, "query must not be empty (nor only whitespace, control or invisible "
-                                                "characters)"))
-        elif len(query) > limit:
-            problems.append(FieldProblem(field, f"query has {len(query)} characters; at most {limit} are accepted"))
-        elif has_bad_text(text):
-            problems.append(FieldProblem(field, "query is not valid Unicode text (lone surrogate code points)"))
-        return text
+        issue = query_problem(query, self.settings.max_query_chars)
+        if issue is not None:
+            problems.append(FieldProblem(field, issue[1]))
+        return query.strip()
 
     @staticmethod
     def resolve(rt: Runtime, locale: str, field: str) -> Resolution:
@@ -706,7 +700,16 @@ async def _reload_request(request: Request) -> ReloadRequest | None:
         raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
                                        "msg": "send the body as JSON with 'Content-Type: application/json'"}])
     try:
-        return ReloadRequest.model_validate_json(body)
+        data = json.loads(body)  # UTF-8, -16 or -32, as every route reads a body
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        if isinstance(exc, json.JSONDecodeError):
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos), "input": {},
+                                           "msg": "JSON decode error", "ctx": {"error": exc.msg}}]) from None
+        raise StarletteHTTPException(400, "There was an error parsing the body") from None
+    if data is None:  # null: no folder given, as no body
+        return None
+    try:
+        return ReloadRequest.model_validate(data)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
         raise RequestValidationError(errors) from None

@@ -221,8 +221,8 @@ def load_runtime(
     set_threads(threads)
     from q2pt.models import load_model
 
-    real_dir = os.path.realpath(model_dir)  # before the load: a deploy may switch a symlink at any time
-    model = load_model(model_dir)
+    real_dir = os.path.realpath(model_dir)  # once: a deploy may switch a symlink at any time
+    model = load_model(real_dir)  # the model and its card from the same folder
     card = Path(real_dir) / MODEL_CARD
     try:  # the card of the model loaded, read now: GET /v1/model/card describes what is served
         card_text = card.read_text(encoding="utf-8") if card.is_file() else None
