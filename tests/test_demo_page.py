@@ -130,7 +130,7 @@ def test_browser_shows_unseen_locale_warning_and_problem_errors(live_server, tmp
 
     long_query = "x" * 600  # over the server's max_query_chars: the problem detail is shown
     dom = render(f"{live_server}/?{urlencode({'query': long_query, 'locale': 'de_DE'})}", tmp_path / "2")
-    assert 'data-state="error"' in dom and f"at most {ServeSettings().max_query_chars}" in dom
+    assert 'data-state="error"' in dom and f"over the limit of {ServeSettings().max_query_chars}" in dom
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
