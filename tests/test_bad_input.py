@@ -149,3 +149,30 @@ def test_a_fallback_locale_is_ignored_by_a_unified_model_and_said_once(aware_dir
     said = [r.getMessage() for r in caplog.records if "fallback locale (qq)" in r.getMessage()]
     assert len(said) == 1 and "ignored" in said[0]
     assert load_runtime(aware_dir, fallback_locale="qq").fallback_locale is None  # /v1/model says none
+
+
+def test_data_overwrite_replaces_only_a_data_folder_and_never_its_input(tmp_path, capsys):
+    rows = tmp_path / "week" / "week2.jsonl"
+    rows.parent.mkdir()
+    rows.write_text("".join(json.dumps({"query": f"q{i}", "locale": "us", "product_types": ["a"]}) + "\n"
+                            for i in range(12)), encoding="utf-8")
+    code, _, err = run(capsys, "data", "split", rows, "--out", rows.parent, "--overwrite")
+    assert code == 2 and "holds" in err and "which this command reads" in err and rows.is_file()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine", encoding="utf-8")
+    code, _, err = run(capsys, "data", "split", rows, "--out", notes, "--overwrite")
+    assert code == 2 and "holds more than a dataset" in err and (notes / "notes.txt").is_file()
+    out = tmp_path / "splits"
+    for folds in ((), ("--folds", "2"), ()):  # a split's own folder (or folds) is replaced
+        assert run(capsys, "data", "split", rows, "--out", out, "--overwrite", *folds)[0] == 0
+
+
+def test_an_experiment_refuses_data_keys_it_would_not_read(tmp_path, capsys):
+    for argv in (["--data.path", "x"], ["--data.preset", "tiny"], ["--data.seed", "3"]):
+        code, _, err = run(capsys, "experiment", "--encoder", "ngram", "--out", tmp_path / "e", *argv)
+        assert code == 2 and "an experiment's data is set by --data PATH" in err, argv
+    conf = tmp_path / "c.yaml"
+    conf.write_text("data:\n  preset: tiny\n", encoding="utf-8")
+    code, _, err = run(capsys, "experiment", "--config", conf, "--encoder", "ngram", "--out", tmp_path / "e")
+    assert code == 2 and "data.preset (in the config file)" in err

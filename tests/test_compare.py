@@ -123,6 +123,15 @@ def test_compare_cli_gate_exit_status_and_outputs(aware_dir, tmp_path, rows, cap
 
     result = compare_folders(aware_dir, b, data, bootstrap=50, fail_if_worse=1.0)
     assert result == report and result["notes"] == []
+    # a model against itself, or on data of other labels, passes the gate: the notes say why it means nothing
+    same = compare_folders(aware_dir, aware_dir, data, bootstrap=0, fail_if_worse=1.0)
+    assert same["gate"]["passed"] and any("the same model" in note for note in same["notes"])
+    other = tmp_path / "other.jsonl"
+    frame["product_types"] = frame["product_types"].map(lambda ts: [f"shop > {t}" for t in ts])
+    frame[["query", "locale", "product_types"]].to_json(other, orient="records", lines=True, force_ascii=False)
+    foreign = compare_folders(aware_dir, b, other, bootstrap=0)
+    assert foreign["data"]["pairs_known_a"] == 0.0
+    assert sum("knows the product types of 0% of the data's pairs" in note for note in foreign["notes"]) == 2
     text = format_comparison(result)
     assert f"A = {aware_dir} (unified-aware / " in text and f"Rows: {data}, {len(rows)} queries." in text
 

@@ -463,6 +463,10 @@ def test_resume_skips_cached_runs_and_refuses_other_data(experiment, monkeypatch
                                              overrides=FAST, hf_model=req.hf_model, progress=False))
     assert again.results["runs"]["head/linear/unified-aware"]["finished"] == \
         result.results["runs"]["head/linear/unified-aware"]["finished"]
+    # nor a run whose model is asked for and was not kept (experiment.keep_models)
+    with pytest.raises(AssertionError, match="retrained"):
+        run_experiment(ExperimentRequest(out=req.out, preset="tiny", encoder="ngram", overrides=[
+            *FAST, "--experiment.keep_models", "true"], hf_model=req.hf_model, progress=False))
     # a changed training config is not a cache hit
     changed = [*FAST, "--train.max_epochs", "2"]
     with pytest.raises(AssertionError, match="retrained"):

@@ -155,6 +155,19 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
     assert grandchild.manifest["parent"]["label_map_unknown"] == ["earphonez"]
     card = (tmp_path / "grandchild" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Not applied (not product types of the parent): `earphonez`" in card and "Label map from" not in card
+    # a typo on the new side: nothing carried over to it, said, and not recorded as applied
+    (tmp_path / "typo_new.csv").write_text("old,new\nheadphones,headphonez\n")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "typo_new"), "--init-from",
+                 str(tmp_path / "child"), "--label-map", str(tmp_path / "typo_new.csv"), *flags]) == 0
+    err = capsys.readouterr().err
+    assert "1 new name(s) are not product types of the training data" in err and "'headphonez'" in err
+    typo_new = load_model(tmp_path / "typo_new").manifest["parent"]
+    assert typo_new["label_map"] == {} and typo_new["label_map_unknown_new"] == ["headphonez"]
+    # the parent's own folder is not the new model's
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "child"), "--init-from",
+                 str(tmp_path / "child"), "--overwrite", *flags]) == 2
+    assert "is the parent model's folder" in capsys.readouterr().err
+    assert load_model(tmp_path / "child").fingerprint == child.fingerprint
     assert grandchild.encoder == "ngram" and grandchild.config.model.encoder_options["dim"] == 16
     assert grandchild.config.train.lr == 0.05 and grandchild.config.data.path == str(data)
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "deep"), "--init-from", str(tmp_path / "child"),

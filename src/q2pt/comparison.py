@@ -254,6 +254,7 @@ def compare_folders(
     with ``fail_if_worse`` (R@P points), ``gate`` (:func:`gate_failures`).
     """
     from q2pt.data import load_labelled
+    from q2pt.data.labels import label_lists
     from q2pt.models import load_model
     from q2pt.overlap import overlap_note, training_overlap
 
@@ -283,6 +284,17 @@ def compare_folders(
     result["data"] = {"source": description, "n_queries": int(len(frame))}
     # rows either model was trained on favour it: the gate would judge memory, not quality
     result["notes"] = []
+    if model_a.fingerprint is not None and model_a.fingerprint == model_b.fingerprint:
+        result["notes"].append(f"models A and B are the same model (fingerprint {model_a.fingerprint[:12]}): the "
+                               "comparison says nothing of a retrain")
+    pairs = [t for row in label_lists(model_b.labels_as_trained(frame)["product_types"]) for t in row]
+    for side, m, known in (("a", model_a, {renames.get(c, c) for c in model_a.classes_}), ("b", model_b, None)):
+        known = known if known is not None else set(m.classes_)
+        share = sum(t in known for t in pairs) / max(len(pairs), 1)
+        result["data"][f"pairs_known_{side}"] = round(share, 4)
+        if share < 0.5:
+            result["notes"].append(f"model {side.upper()} knows the product types of {share:.0%} of the data's pairs: "
+                                   "its labels do not match the data's (another taxonomy, label depth or naming?)")
     for side, m in (("a", model_a), ("b", model_b)):
         overlap = result["data"][f"training_overlap_{side}"] = training_overlap(m, frame)
         if note := overlap_note(overlap, f"model {side.upper()}'s"):

@@ -124,6 +124,10 @@ def render_model_card(manifest: Mapping[str, Any]) -> str:
         if unknown:
             shown = ", ".join(f"`{a}`" for a in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
             lines.append(f"- Not applied (not product types of the parent): {shown}")
+        unknown_new = parent.get("label_map_unknown_new") or []
+        if unknown_new:
+            shown = ", ".join(f"`{a}`" for a in unknown_new[:10]) + (" ..." if len(unknown_new) > 10 else "")
+            lines.append(f"- Not applied (new names that are not product types of the training data): {shown}")
         for stage, c in (parent.get("networks") or {}).items():
             name = "the network" if len(parent.get("networks") or {}) == 1 else f"network `{stage}`"
             lines.append(f"- From the parent, {name}: {c.get('types_kept', '?')} product types kept, "

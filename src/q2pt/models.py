@@ -215,6 +215,11 @@ class Q2PTModel:
             from q2pt.training.warm import check_parent
 
             check_parent(warm_start.parent, self.config, warm_start.source)
+            if out_dir is not None and warm_start.parent.folder is not None and \
+                    Path(out_dir).resolve() == Path(warm_start.parent.folder).resolve():
+                raise ConfigError(f"{out_dir} is the parent model's folder: train the new model into another folder "
+                                  "(the parent would be replaced while it is read, and its record would point at itself)")
+            warm_start.check_new_names(_types_and_ancestors(dataset, self.config.data.label_separator))
             parent_seen = seen_of(warm_start.parent)
             if hooks.is_main:
                 warm_start_note(parent_seen, dataset.valid, warm_start.source)
@@ -274,8 +279,8 @@ class Q2PTModel:
 
         if isinstance(parent, Q2PTModel):
             source = parent.folder or "the parent model (never saved)"
-        else:
-            source, parent = os.path.abspath(parent), load_model(parent)  # (the manifest's path: from anywhere)
+        else:  # the manifest's path: from anywhere, and the folder itself, not a symlink a later deploy switches
+            source, parent = os.path.realpath(parent), load_model(parent)
         parent._check_fitted()
         check_parent(parent, self.config, source)
         if label_map is not None and not isinstance(label_map, Mapping):
@@ -755,3 +760,15 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     model.fingerprint = model_fingerprint(folder)
     model.folder = os.path.abspath(folder)
     return model
+
+
+def _types_and_ancestors(dataset: "Dataset", separator: str) -> set[str]:
+    """The product types of a dataset's training rows, with every ancestor of their paths."""
+    from q2pt.data.labels import label_lists
+
+    types: set[str] = set()
+    for row in label_lists(dataset.train["product_types"]):
+        for label in row:
+            parts = label.split(separator)
+            types.update(separator.join(parts[: i + 1]) for i in range(len(parts)))
+    return types

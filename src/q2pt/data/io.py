@@ -28,7 +28,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, cast
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -559,16 +559,49 @@ def write_table(df: pd.DataFrame, path: str | Path, fmt: str | None = None) -> P
     return path
 
 
-def check_target(out: Path, overwrite: bool, *, directory: bool = True) -> None:
+#: what a folder of data that q2pt wrote holds (``data split``, ``data from-clicks``, ``data
+#: simulate``, :func:`write_dataset`): split files, their reports, and folds of the same
+DATA_FOLDER_FILES = frozenset({f"{s}{ext}" for s in S.SPLITS for ext in S.FORMAT_EXT.values()}
+                              | {"split.json", "clicks_report.json", "simulated.json"})
+
+
+def is_data_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds only what q2pt writes as a dataset (:data:`DATA_FOLDER_FILES`,
+    ``fold-N`` folders of the same, hidden debris of an interrupted write): what ``--overwrite``
+    may replace."""
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and not entry.is_symlink() and entry.name.startswith("fold-") and entry.name[5:].isdigit():
+            if not is_data_folder(entry):
+                return False
+        elif entry.name not in DATA_FOLDER_FILES or not entry.is_file():
+            return False
+    return True
+
+
+def check_target(out: Path, overwrite: bool, *, directory: bool = True, inputs: Sequence[str | Path] = ()) -> None:
     """ConfigError if ``out`` exists (a file, or a non-empty directory) and not ``overwrite``,
-    or if it is a file where a directory is to be written."""
+    or if it is a file where a directory is to be written. With ``overwrite``, a directory is
+    replaced only when it holds nothing but a dataset q2pt wrote (:func:`is_data_folder`: not
+    the raw file, a model or notes kept beside them), and never when one of ``inputs`` (the
+    files or folders the command reads) is in it."""
     if directory and out.is_file():
         raise ConfigError(f"{out} is a file; a folder is written there")
     if not directory and out.is_dir():
         raise ConfigError(f"{out} is a directory; a single file is written there")
+    target = out.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if source == target or target in source.parents:
+            raise ConfigError(f"{out} holds {given}, which this command reads: write the output to another folder "
+                              "(it would be replaced)")
     if out.exists() and not overwrite:
         if out.is_file() or any(out.iterdir()):
             raise ConfigError(f"{out} already exists: pass --overwrite to replace it, or choose another path")
+    if overwrite and directory and out.is_dir() and not is_data_folder(out):
+        raise ConfigError(f"{out} holds more than a dataset (files q2pt did not write there): --overwrite replaces "
+                          "only a data folder; choose another path, or empty it yourself")
 
 
 def write_dataset(

@@ -448,13 +448,14 @@ def read_labelled_rows(
     return frame, info
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """ConfigError if ``out`` exists (and not ``overwrite``) or cannot be created."""
+def _check_out(out: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """ConfigError if ``out`` exists (and not ``overwrite``; or holds more than a dataset, or one
+    of the ``inputs``: :func:`q2pt.data.io.check_target`) or cannot be created."""
     import os
 
     from .io import check_target
 
-    check_target(out, overwrite)
+    check_target(out, overwrite, inputs=inputs)
     parent = out.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -580,7 +581,7 @@ def split_file(
     if seen_by and train_per_locale is not None:
         raise ConfigError("--seen-by and --train-per-locale exclude each other (the train queries dropped would "
                           "move seen queries to test)")
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, inputs=[path, *(seen_by or [])])
     seen, unchecked = None, []
     if seen_by:
         from q2pt.overlap import learnt_hashes

@@ -147,7 +147,8 @@ def _study_list(studies: Sequence[str]) -> tuple[bool, list[str]]:
 
 
 def _check_not_set(file_data: Mapping[str, Any], train_over: Sequence[str]) -> None:
-    """The experiment chooses the variant and the encoder itself: refuse them in the config."""
+    """The experiment chooses the variant and the encoder itself, and its data from its own options:
+    refuse them in the config."""
     model = file_data.get("model") or {}
     keys = [f"model.{k}" for k in ("variant", "encoder") if isinstance(model, Mapping) and k in model]
     keys += [key for key, _, _ in iter_overrides(train_over) if key in ("model.variant", "model.encoder")]
@@ -156,6 +157,13 @@ def _check_not_set(file_data: Mapping[str, Any], train_over: Sequence[str]) -> N
             f"{', '.join(sorted(set(keys)))} cannot be set for an experiment: it trains every variant "
             "(choose them with --experiment.variants) with the encoder given by --encoder"
         )
+    # which data: the experiment's own options (a flag or file key here was silently not read)
+    data = file_data.get("data") or {}
+    where = [f"data.{k} (in the config file)" for k in ("preset", "seed") if isinstance(data, Mapping) and k in data]
+    where += [key for key, _, _ in iter_overrides(train_over) if key in ("data.path", "data.preset", "data.seed")]
+    if where:
+        raise ConfigError(f"{', '.join(where)}: an experiment's data is set by --data PATH (or data.path in the "
+                          "config file), or --preset and --seed for the simulated store")
 
 
 def _load_file(req: ExperimentRequest) -> dict[str, Any]:

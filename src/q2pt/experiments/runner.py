@@ -503,7 +503,9 @@ class ExperimentRunner:
         model_hash = stable_hash(model_identity(spec, identity))
         if not (self.force and spec.key not in self._redone):
             cached = self.store.cached(spec.key, dataset.fingerprint, config_hash)
-            if cached is not None:
+            if cached is not None and s.keep_models and spec.measure_size and not _kept_model(cached):
+                logger.info("%s: cached, but its model was not kept: trained again (experiment.keep_models)", spec.key)
+            elif cached is not None:
                 logger.info("%s: cached in %s (same data and config): skipped", spec.key, self.store.path)
                 return cached
         reused = self._reuse(spec, dataset, evals, identity, config_hash, model_hash)
@@ -834,3 +836,9 @@ def _drop_override(args: Sequence[str], prefix: str) -> list[str]:
     from q2pt.config import iter_overrides
 
     return [a for key, _, raw in iter_overrides(args) if not key.startswith(prefix) for a in raw]
+
+
+def _kept_model(record: Mapping[str, Any]) -> bool:
+    """Whether a cached run's model folder was kept and is still there (``experiment.keep_models``)."""
+    folder = (record.get("infra") or {}).get("model_folder")
+    return isinstance(folder, str) and (Path(folder) / "manifest.json").is_file()

@@ -176,6 +176,20 @@ class WarmStart:
     source: str
     label_map: Mapping[str, str] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    #: new names of the label map that are not types of the data trained on (set by :meth:`check_new_names`)
+    unknown_new: list[str] = field(default_factory=list)
+
+    def check_new_names(self, types: "set[str]") -> None:
+        """Warn of the label map's new names that name no type of the training data (``types``,
+        ancestors of a path included): what the parent learnt of their old types is not carried
+        over (a typo on the new side), and the manifest does not record them as applied."""
+        known_old = set(self.parent.classes_)
+        self.unknown_new = sorted({new for old, new in self.label_map.items() if old in known_old and new not in types})
+        if self.unknown_new:
+            close = _likely_renames(self.unknown_new, sorted(types))
+            logger.warning("label map: %d new name(s) are not product types of the training data, so nothing is carried "
+                           "over to them: %s%s", len(self.unknown_new), _few(self.unknown_new),
+                           f" (did you mean {_few([b for _, b in close])}?)" if close else "")
 
     def apply(self, stage: str, net: Any, classes: Sequence[str]) -> None:
         parent_net = self.parent.networks.get(stage)
@@ -204,13 +218,16 @@ class WarmStart:
 
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's ``parent``: the label map as applied (old names that are the parent's
-        types), and the old names that were not, apart (``label_map_unknown``)."""
+        types, new names that are the data's), and the old and new names that were not, apart
+        (``label_map_unknown``, ``label_map_unknown_new``)."""
         unknown = unknown_in_label_map(self.label_map, self.parent.classes_)
+        applied = {k: v for k, v in self.label_map.items() if k not in set(unknown) and v not in set(self.unknown_new)}
         entry = {"path": self.source, "fingerprint": self.parent.fingerprint,
-                 "created": self.parent.manifest.get("created"),
-                 "label_map": {k: v for k, v in self.label_map.items() if k not in set(unknown)}, **self.report}
+                 "created": self.parent.manifest.get("created"), "label_map": applied, **self.report}
         if unknown:
             entry["label_map_unknown"] = unknown
+        if self.unknown_new:
+            entry["label_map_unknown_new"] = list(self.unknown_new)
         return entry
 
 
