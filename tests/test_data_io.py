@@ -185,6 +185,11 @@ def test_write_refuses_to_clobber(tmp_path):
     with pytest.raises(ConfigError, match="already exists"):
         write_dataset(ds, out)
     assert (out / "precious.txt").exists()
+    with pytest.raises(ConfigError, match="holds more than a dataset"):  # --overwrite replaces a data folder only
+        write_dataset(ds, out, "csv", overwrite=True)
+    assert (out / "precious.txt").exists()
+    (out / "precious.txt").unlink()
+    write_dataset(ds, out, "parquet")
     write_dataset(ds, out, "csv", overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["test.csv", "train.csv", "valid.csv"]
     with pytest.raises(ConfigError, match="is a file"):

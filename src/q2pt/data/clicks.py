@@ -365,7 +365,7 @@ def from_clicks(
     from q2pt.io import atomic_path, write_json
 
     out = Path(out)
-    check_target(out, overwrite, inputs=[] if isinstance(log, pd.DataFrame) else [log])
+    check_target(out, overwrite, inputs=[] if isinstance(log, pd.DataFrame) else [log], data=True)
     splits, report = labels_from_clicks(log, **options)
     if report.queries_labelled == 0:
         raise DataError(

@@ -580,12 +580,13 @@ def is_data_folder(folder: Path) -> bool:
     return True
 
 
-def check_target(out: Path, overwrite: bool, *, directory: bool = True, inputs: Sequence[str | Path] = ()) -> None:
+def check_target(out: Path, overwrite: bool, *, directory: bool = True, inputs: Sequence[str | Path] = (),
+                 data: bool = False) -> None:
     """ConfigError if ``out`` exists (a file, or a non-empty directory) and not ``overwrite``,
-    or if it is a file where a directory is to be written. With ``overwrite``, a directory is
-    replaced only when it holds nothing but a dataset q2pt wrote (:func:`is_data_folder`: not
-    the raw file, a model or notes kept beside them), and never when one of ``inputs`` (the
-    files or folders the command reads) is in it."""
+    or if it is a file where a directory is to be written, or holds one of ``inputs`` (the
+    files or folders the command reads). ``data``: ``out`` is a dataset folder, replaced with
+    ``overwrite`` only when it holds nothing but a dataset q2pt wrote (:func:`is_data_folder`:
+    not the raw file, a model or notes kept beside them)."""
     if directory and out.is_file():
         raise ConfigError(f"{out} is a file; a folder is written there")
     if not directory and out.is_dir():
@@ -599,7 +600,7 @@ def check_target(out: Path, overwrite: bool, *, directory: bool = True, inputs: 
     if out.exists() and not overwrite:
         if out.is_file() or any(out.iterdir()):
             raise ConfigError(f"{out} already exists: pass --overwrite to replace it, or choose another path")
-    if overwrite and directory and out.is_dir() and not is_data_folder(out):
+    if data and overwrite and directory and out.is_dir() and not is_data_folder(out):
         raise ConfigError(f"{out} holds more than a dataset (files q2pt did not write there): --overwrite replaces "
                           "only a data folder; choose another path, or empty it yourself")
 
@@ -620,7 +621,7 @@ def write_dataset(
     """
     out = Path(out)
     splits = _as_splits(data)
-    check_target(out, overwrite, directory=not single_file)
+    check_target(out, overwrite, directory=not single_file, data=True)
     if single_file:
         if out.suffix.lower() in S.FORMATS:
             fmt = S.FORMATS[out.suffix.lower()]

@@ -455,7 +455,7 @@ def _check_out(out: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) ->
 
     from .io import check_target
 
-    check_target(out, overwrite, inputs=inputs)
+    check_target(out, overwrite, inputs=inputs, data=True)
     parent = out.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
