@@ -176,3 +176,5 @@ def test_an_experiment_refuses_data_keys_it_would_not_read(tmp_path, capsys):
     conf.write_text("data:\n  preset: tiny\n", encoding="utf-8")
     code, _, err = run(capsys, "experiment", "--config", conf, "--encoder", "ngram", "--out", tmp_path / "e")
     assert code == 2 and "data.preset (in the config file)" in err
+    code, _, err = run(capsys, "experiment", "--data", tmp_path, "--seed", "5", "--out", tmp_path / "e")
+    assert code == 2 and "--seed seeds the simulated store" in err

@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
     src.add_argument("--data", metavar="PATH", help="dataset folder or file (default: the SIMULATED store)")
     src.add_argument("--preset", choices=("tiny", "demo", "quick", "full"), default=None,
                      help="size of the simulated store (default quick)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated store (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the simulated store (default 0)")
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="cross-validation: --data DIR holds fold-0 ... fold-{K-1}; results per fold in OUT/fold-i "
                         "and aggregated in OUT")
@@ -83,9 +83,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from q2pt.experiments import ExperimentRequest, run_experiment
     from q2pt.io import check_writable
 
+    if args.data and args.seed is not None:
+        raise ConfigError("--seed seeds the simulated store; with --data it would change nothing (the data's own "
+                          "split is used)")
     check_writable(args.out, "report folder")
     req = ExperimentRequest(
-        out=args.out, data=args.data, preset=args.preset or "quick", seed=args.seed, encoder=args.encoder,
+        out=args.out, data=args.data, preset=args.preset or "quick", seed=args.seed or 0, encoder=args.encoder,
         studies=args.study, config=args.config, overrides=list(args.overrides or []), hf_model=args.hf_model,
         force=args.force, progress=not args.no_progress, folds=args.folds,
     )
