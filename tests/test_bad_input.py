@@ -178,3 +178,6 @@ def test_an_experiment_refuses_data_keys_it_would_not_read(tmp_path, capsys):
     assert code == 2 and "data.preset (in the config file)" in err
     code, _, err = run(capsys, "experiment", "--data", tmp_path, "--seed", "5", "--out", tmp_path / "e")
     assert code == 2 and "--seed seeds the simulated store" in err
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    code, _, err = run(capsys, "experiment", "--preset", "tiny", "--out", tmp_path / "afile")
+    assert code == 2 and "is a file; the report folder is written there" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("q2pt.cli")
@@ -86,6 +87,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.data and args.seed is not None:
         raise ConfigError("--seed seeds the simulated store; with --data it would change nothing (the data's own "
                           "split is used)")
+    if Path(args.out).is_file():
+        raise ConfigError(f"{args.out} is a file; the report folder is written there")
     check_writable(args.out, "report folder")
     req = ExperimentRequest(
         out=args.out, data=args.data, preset=args.preset or "quick", seed=args.seed or 0, encoder=args.encoder,
