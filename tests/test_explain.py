@@ -96,3 +96,16 @@ def test_explain_cli_and_http_agree_on_a_trained_model(aware_dir, capsys):
         assert client.post("/v1/explain", json={"query": " ", "locale": "de_DE"}).json()["field"] == "query"
     assert main(["explain", "--model", str(aware_dir), "--locale", "de_DE", query]) == 0
     assert "kopfhörer" in capsys.readouterr().out
+
+
+def test_bars_of_tiny_contributions_stay_short():
+    from q2pt.cli.review import format_explanation
+
+    result = {"predicted": False, "locale_used": "us", "product_type": "shoes", "score": 0.1, "threshold": 0.5,
+              "query": "red shoes", "locale": "us", "locale_token": None, "warnings": [],
+              "words": [{"word": "red", "contribution": 1e-6}, {"word": "shoes", "contribution": -2e-6}]}
+    lines = format_explanation(result).splitlines()[1:3]
+    assert [len(line.split()) for line in lines] == [2, 2], lines  # word and value: no bar
+    result["words"][1]["contribution"] = 0.3  # a real contribution: a full bar, the tiny one none
+    lines = format_explanation(result).splitlines()[1:3]
+    assert lines[1].endswith("+" * 20) and lines[0].rstrip().endswith("+0.0000")

@@ -166,7 +166,9 @@ def format_explanation(result: dict[str, Any]) -> str:
     if result["locale_token"] is not None:
         rows.append((f"[locale {result['locale_token']['token']}]", result["locale_token"]["contribution"]))
     width = max(len(r[0]) for r in rows)
-    scale = max(abs(c) for _, c in rows) or 1.0
+    # bars relative to the largest contribution, but never to less than 0.05 of score: contributions
+    # of a millionth (printed +0.0000) drew full bars
+    scale = max(max(abs(c) for _, c in rows), 0.05)
     for word, c in rows:
         bar = ("+" if c >= 0 else "-") * max(0, round(20 * abs(c) / scale))
         lines.append(f"  {word.ljust(width)}  {c:+.4f}  {bar}")
