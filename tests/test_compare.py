@@ -45,9 +45,14 @@ def test_a_model_against_itself_differs_by_nothing(aware_dir, rows):
     g = result["global"]
     assert g["difference"] == 0.0 and g["difference_ci"] == [0.0, 0.0]
     assert g["agreement"] == {"exact": 1.0, "jaccard": 1.0}
-    assert result["types"] == []  # nothing changed
+    assert result["types"] == []  # nothing changed, and the report says so
     assert all(t["change"] == 0.0 for t in result["thresholds"])
     assert gate_failures(result, 0.0) == []
+    from q2pt.comparison import format_comparison
+
+    result["models"] = {s: {"name": s, "renamed_as_b": {}} for s in ("a", "b")}
+    result["data"], result["notes"] = {"source": "rows", "n_queries": len(rows)}, []
+    assert "recall changed: none among the types with at least 5 positive pairs" in format_comparison(result)
 
 
 def test_a_silenced_type_is_the_largest_change_and_fails_the_gate(aware_dir, rows):
@@ -98,7 +103,7 @@ def test_compare_cli_gate_exit_status_and_outputs(aware_dir, tmp_path, rows, cap
     _silenced(aware_dir, "shoes").save(b)
     out = tmp_path / "report.json"
     code = main(["compare", str(aware_dir), str(b), "--data", str(data), "--bootstrap", "50",
-                 "--fail-if-worse", "1", "--out", str(out), "-q"])
+                 "--fail-if-worse", "1", "--out", str(out), "-q", "--min-support", "3"])
     assert code == 1
     assert "Gate failed" in capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -121,8 +126,8 @@ def test_compare_cli_gate_exit_status_and_outputs(aware_dir, tmp_path, rows, cap
     # the library gives what the command prints: the same result, the same markdown
     from q2pt.comparison import compare_folders, format_comparison
 
-    result = compare_folders(aware_dir, b, data, bootstrap=50, fail_if_worse=1.0)
-    assert result == report and result["notes"] == []
+    result = compare_folders(aware_dir, b, data, bootstrap=50, fail_if_worse=1.0, min_support=3)
+    assert result == report and result["notes"] == [] and result["config"]["min_support"] == 3
     # a model against itself, or on data of other labels, passes the gate: the notes say why it means nothing
     same = compare_folders(aware_dir, aware_dir, data, bootstrap=0, fail_if_worse=1.0)
     assert same["gate"]["passed"] and any("the same model" in note for note in same["notes"])

@@ -208,7 +208,7 @@ def compare_models(
     locs = np.asarray(locales, dtype=object)
     result: dict[str, Any] = {
         "config": {"precision": precision, "bootstrap": bootstrap, "seed": seed, "min_positives": min_positives,
-                   "min_support": min_support, "ci_level": 0.95 if bootstrap else None,
+                   "min_support": min_support, "top_types": top_types, "ci_level": 0.95 if bootstrap else None,
                    "difference": "B - A", "r_at_p": "pooled over the rows' pairs (as q2pt evaluate)",
                    "deployed": "each row cut at its locale's calibrated threshold (as q2pt predict)"},
         "global": _entry(a, b, np.arange(len(queries)), None, precision, bootstrap, seed, min_positives),
@@ -238,6 +238,7 @@ def compare_folders(
     bootstrap: int = 1000,
     seed: int = 0,
     min_positives: int = 20,
+    min_support: int = 5,
     top_types: int = 10,
     fallback_locale: str | None = None,
     batch_size: int = 512,
@@ -275,7 +276,8 @@ def compare_folders(
                     "(%d renamed or merged)", len(set(renames) & set(model_a.classes_)))
     result = compare_models(
         model_a, model_b, frame, precision=precision, bootstrap=bootstrap, seed=seed, min_positives=min_positives,
-        top_types=top_types, fallback_locale=fallback_locale, batch_size=batch_size, renames_a=renames,
+        min_support=min_support, top_types=top_types, fallback_locale=fallback_locale, batch_size=batch_size,
+        renames_a=renames,
     )
     result["models"] = {side: {"path": str(path), "name": f"{path} ({m.variant} / {m.encoder})", "variant": m.variant,
                                "encoder": m.encoder, "fingerprint": m.fingerprint}
@@ -365,6 +367,9 @@ def format_comparison(result: dict[str, Any], names: Sequence[str] | None = None
             lines.append(f"| {t['type']} | {t['support']} | {_f(t['recall_a'], '.3f')} | {_f(t['recall_b'], '.3f')} | "
                          f"{_pts(t['change'])} | {_f(t['precision_a'], '.3f')} | {_f(t['precision_b'], '.3f')} |")
         lines.append("")
+    elif result["config"].get("top_types", 1):
+        lines += [f"Product types whose recall changed: none among the types with at least "
+                  f"{result['config']['min_support']} positive pairs here (`--min-support`).", ""]
     lines += ["Thresholds:", "", "| key | A | B | change |", "|---|---:|---:|---:|"]
     for t in result["thresholds"]:
         lines.append(f"| {t['key']} | {_f(t['a'])} | {_f(t['b'])} | {_f(t['change'], '+.4f')} |")

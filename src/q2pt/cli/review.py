@@ -50,6 +50,8 @@ def register(subparsers: Any) -> None:
     c.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     c.add_argument("--min-positives", type=int, default=20, metavar="N",
                    help="locales with fewer positive pairs are reported but not gated (default 20)")
+    c.add_argument("--min-support", type=int, default=5, metavar="N",
+                   help="types with at least N positive pairs in the rows are listed by their recall change (default 5)")
     c.add_argument("--types", type=int, default=10, metavar="N",
                    help="list the N product types whose recall changed most (default 10)")
     c.add_argument("--fail-if-worse", type=float, metavar="POINTS",
@@ -96,7 +98,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not 0.0 < args.precision <= 1.0:
         raise ConfigError(f"--precision must be in (0, 1], got {args.precision}")
     for flag, value in (("--bootstrap", args.bootstrap), ("--min-positives", args.min_positives),
-                        ("--types", args.types), ("--seed", args.seed)):
+                        ("--min-support", args.min_support), ("--types", args.types), ("--seed", args.seed)):
         if value < 0:
             raise ConfigError(f"{flag} must be at least 0, got {value}")
     if args.fail_if_worse is not None and not args.fail_if_worse >= 0:
@@ -120,7 +122,8 @@ def _compare(args: argparse.Namespace) -> int:
     result = compare_folders(
         args.model_a, args.model_b, args.data, split=args.split, fail_if_worse=args.fail_if_worse,
         precision=args.precision, bootstrap=args.bootstrap, seed=args.seed, min_positives=args.min_positives,
-        top_types=args.types, fallback_locale=args.fallback_locale, batch_size=args.batch_size,
+        min_support=args.min_support, top_types=args.types, fallback_locale=args.fallback_locale,
+        batch_size=args.batch_size,
     )
     markdown = format_comparison(result)
     print(json.dumps(result, ensure_ascii=False) if args.json else markdown)
