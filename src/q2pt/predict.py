@@ -44,6 +44,8 @@ ANCESTORS = "predicted_ancestors"
 NOTE = "note"
 #: the columns of a hierarchical prediction (not of a flat one)
 PATH_COLUMNS = (LEVELS, ANCESTORS)
+#: every column a prediction writes: an input's own columns of these names are replaced
+PREDICTION_COLUMNS = (TYPES, SCORES, *PATH_COLUMNS, NOTE)
 
 
 def path_columns(
@@ -181,7 +183,7 @@ def predict_frame(
         max_depth=max_depth, backoff=backoff, flat=flat,
     )
     # an input's own prediction columns are replaced (path columns too: a flat answer has none)
-    out = frame.drop(columns=[c for c in (TYPES, SCORES, *PATH_COLUMNS, NOTE) if c in frame.columns])
+    out = frame.drop(columns=[c for c in PREDICTION_COLUMNS if c in frame.columns])
     for name, values in preds.columns().items():
         out[name] = values
     return out
@@ -237,7 +239,7 @@ def predict_file(
                        ", ".join(f"{n} {kind.replace('_', ' ')}{'s' if n > 1 else ''}" for kind, n in sorted(skipped.items())))
     frame = table.frame
     check_input(frame, str(input_path), table.rows, max_query_chars)
-    replaced = [c for c in frame.columns if c in (TYPES, SCORES, *PATH_COLUMNS, NOTE)]
+    replaced = [c for c in frame.columns if c in PREDICTION_COLUMNS]
     if replaced:
         logger.warning("%s: input column(s) %s are replaced by the prediction columns", input_path, ", ".join(replaced))
     for col in frame.columns:  # a field a JSONL row does not have stays missing (not "<missing>")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, row_problems
 from q2pt.errors import ConfigError, DataError, Q2PTError, require
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold, check_top_k
-from q2pt.predict import NOTE, PATH_COLUMNS, SCORES, TYPES, arrow_fields, predict_rows
+from q2pt.predict import PREDICTION_COLUMNS, arrow_fields, predict_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -90,7 +90,7 @@ class RayPredictor:
             raise DataError(f"input: {len(problems)} value(s) cannot be predicted", problems)
         preds = predict_rows(self.model, queries, locales, **self.options)
         # the input's own prediction columns are replaced (path columns too: a flat answer has none)
-        table = batch.select([c for c in names if c not in (TYPES, SCORES, *PATH_COLUMNS, NOTE)])
+        table = batch.select([c for c in names if c not in PREDICTION_COLUMNS])
         for field, array in zip(arrow_fields(preds.paths), preds.arrow_arrays()):
             table = table.append_column(field, array)
         return table

@@ -135,7 +135,7 @@ def query_problem(value: object, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> tu
         return "wrong_type", f"query must be a string, got {type(value).__name__}"
     if has_bad_text(value):
         return "non_utf8", "query has bytes that are not valid UTF-8 (not Unicode text)"
-    if not value.strip() or not has_visible_text(value):
+    if not has_visible_text(value):
         return "empty_query", "empty query, or only whitespace, control or invisible characters"
     if len(value) > max_chars:
         return "query_too_long", f"query has {len(value)} characters, over the limit of {max_chars} (--max-query-chars)"

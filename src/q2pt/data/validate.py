@@ -218,7 +218,7 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
     if S.QUERY in cols:
         bad_text = S.has_bad_text if S.any_bad_text(queries) else (lambda v: False)
         for i, v in enumerate(queries):
-            if type(v) is str and len(v) <= max_query_chars and v.strip() and not bad_text(v) and S.has_visible_text(v):
+            if type(v) is str and len(v) <= max_query_chars and not bad_text(v) and S.has_visible_text(v):
                 q_ok[i] = True  # the fast path of S.query_problem
             elif is_missing(v):
                 add("missing_value", i, S.QUERY, "no query")
