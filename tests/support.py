@@ -169,3 +169,14 @@ def stream_split(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+
+
+def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
+    """``q2pt ARGV...`` through :func:`q2pt.cli.main` (each argument as text): the exit code,
+    stdout and stderr, and never a traceback in either."""
+    from q2pt.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err

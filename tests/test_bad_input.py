@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from support import need
+from support import need, run_cli
 
 need("torch")
 
@@ -20,11 +20,7 @@ from q2pt.errors import ConfigError  # noqa: E402
 HEADER = "query,locale,product_types"
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+run = run_cli  # q2pt ARGV through the CLI: (code, out, err), never a traceback
 
 
 def test_a_file_of_rows_to_split_keeps_its_read_problems(tmp_path, capsys):

@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from q2pt.cli import main
 from q2pt.data import normalize_query
 from q2pt.data.split import fold_frames, format_report, merge_duplicates, split_file, split_frame, write_splits
 from q2pt.data.validate import validate_dataset
 from q2pt.errors import ConfigError, DataError
+from support import run_cli
 
 SIZES = {"us": 60, "de": 30, "pl": 7, "se": 2, "xx": 1}
 
@@ -147,11 +147,7 @@ def write_input(tmp_path, df=None, name="rows.jsonl"):
     return path
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
+run = run_cli  # q2pt ARGV through the CLI: (code, out, err), never a traceback
 
 
 def test_cli_split_writes_a_valid_dataset(tmp_path, capsys):
