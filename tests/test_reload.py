@@ -237,7 +237,7 @@ def test_reloads_under_concurrent_requests_fail_no_request(aware_dir, agnostic_d
 
 def test_a_given_onnx_file_serves_on_while_the_folder_holds_its_model(aware_dir, agnostic_dir, tmp_path):
     """--onnx FILE (say, int8): a reload of the same model keeps the file; a folder that now holds
-    another model is exported anew (the file would answer for the old one)."""
+    another model is exported anew (the file would answer for the old one), quantized as FILE was."""
     need("onnxruntime")
     import argparse
 
@@ -248,10 +248,11 @@ def test_a_given_onnx_file_serves_on_while_the_folder_holds_its_model(aware_dir,
 
     folder = tmp_path / "served"
     shutil.copytree(aware_dir, folder)
-    path = export_onnx(load_model(folder), tmp_path / "m.onnx").path
+    path = export_onnx(load_model(folder), tmp_path / "m.onnx", quantize="int8").path
     first = load_runtime(folder, runtime="onnx", onnx_path=path)
+    assert first.quantize == "int8"
     args = argparse.Namespace(runtime="onnx", fallback_locale=None, threads=0, quantize=None, onnx=str(path))
-    options = reload_options(args, first.fingerprint)  # what q2pt serve gives its reloads
+    options = reload_options(args, first.fingerprint, first.quantize)  # what q2pt serve gives its reloads
     assert options["onnx_path"] == str(path.resolve()) and options["onnx_fingerprint"] == first.fingerprint
     assert "onnx_path" not in reload_options(args, None)  # several workers: their own start options
     again = load_runtime(folder, **options)
@@ -260,3 +261,4 @@ def test_a_given_onnx_file_serves_on_while_the_folder_holds_its_model(aware_dir,
     shutil.copytree(agnostic_dir, folder)
     other = load_runtime(folder, **options)
     assert str(other.path) != str(path) and other.fingerprint != first.fingerprint
+    assert other.quantize == "int8"  # served as the file was, not in float32

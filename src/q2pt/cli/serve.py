@@ -234,7 +234,8 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
     log.info("loading %s (%s runtime)", model_dir, args.runtime)
     if args.workers == 1:
         runtime = load_runtime(**runtime_opts, quantize=args.quantize)
-        app = create_app(runtime, settings, load_options=reload_options(args, runtime.fingerprint))
+        file_quantize = runtime.quantize if isinstance(runtime, OnnxRuntime) else None
+        app = create_app(runtime, settings, load_options=reload_options(args, runtime.fingerprint, file_quantize))
         with _stop_signals_exit_cleanly():
             uvicorn.run(app, **uv_opts)
         return 0
@@ -249,6 +250,7 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
             # the file (the shared export, or --onnx) is of the model loaded now: a worker that uvicorn
             # restarts on SIGHUP after the folder was replaced must export the new model, not load this file
             runtime_opts["onnx_fingerprint"] = probe.fingerprint
+            runtime_opts["onnx_quantize"] = probe.quantize  # and quantized as that file was
         del probe
         os.environ[ENV_OPTIONS] = json.dumps({"runtime": runtime_opts, "settings": dataclasses.asdict(settings),
                                               "reload": reload_options(args, None), "log_level": level})
@@ -260,15 +262,16 @@ def _serve(args: argparse.Namespace, settings: Any, level: int) -> int:
     return 0
 
 
-def reload_options(args: argparse.Namespace, started: str | None) -> dict[str, Any]:
+def reload_options(args: argparse.Namespace, started: str | None, file_quantize: str | None = None) -> dict[str, Any]:
     """How a reload loads a folder (``load_runtime``'s options): as the start did. ``--onnx FILE``
     is served on while the folder holds the model it was exported from (``started``: that model's
     fingerprint; None: a multi-worker server, whose restarted workers read their start options),
-    and a folder holding another model is exported anew."""
+    and a folder holding another model is exported anew, quantized as FILE was (``file_quantize``)."""
     options: dict[str, Any] = {"runtime": args.runtime, "fallback_locale": args.fallback_locale,
                                "threads": args.threads or None, "quantize": args.quantize}
     if args.onnx and started:
-        options.update(onnx_path=str(Path(args.onnx).resolve()), onnx_fingerprint=started)
+        options.update(onnx_path=str(Path(args.onnx).resolve()), onnx_fingerprint=started,
+                       onnx_quantize=file_quantize)
     return options
 
 

@@ -180,7 +180,8 @@ class OnnxRuntime(Runtime):
             if tmp is not None:
                 tmp.cleanup()
         self.threads = threads
-        self.quantized = self._sessions.quantize is not None
+        self.quantize: str | None = self._sessions.quantize  # the graphs' quantization (None: float32)
+        self.quantized = self.quantize is not None
         self._forward.fn = self._sessions.forward
 
     def describe(self) -> dict[str, Any]:
@@ -203,12 +204,14 @@ def load_runtime(
     quantize: str | None = None,
     export_dir: str | os.PathLike | None = None,
     onnx_fingerprint: str | None = None,
+    onnx_quantize: str | None = None,
 ) -> Runtime:
     """Load a model folder and wrap it in a runtime (``"torch"`` or ``"onnx"``). The ONNX
     runtime without ``onnx_path`` exports the model at start-up (``quantize``), into
     ``export_dir`` when given (kept there: ``runtime.path``), else into a temporary folder.
     ``onnx_fingerprint``: the fingerprint of the model ``onnx_path`` was exported from; when
-    the folder now holds another model, the file is ignored and the model exported.
+    the folder now holds another model, the file is ignored and the model exported, quantized as
+    the file was (``onnx_quantize``: the file's quantization; None: float32).
 
     Raises :class:`ModelLoadError` for a missing/corrupt model or ONNX file and
     :class:`ConfigError` for a bad option (unknown runtime), :class:`UnknownLocaleError` for a fallback locale
@@ -231,6 +234,7 @@ def load_runtime(
     if onnx_path is not None and onnx_fingerprint is not None and model.fingerprint != onnx_fingerprint:
         # the file was exported from the folder's earlier model (a multi-worker server's shared
         # start-up export, and the folder was replaced since): export this model instead
+        quantize = quantize or onnx_quantize  # served as the file was: an int8 file stays int8
         logger.warning("%s holds another model than the ONNX file %s was exported from: exporting it (quantize: %s)",
                        model_dir, onnx_path, quantize or "none")
         onnx_path = None
