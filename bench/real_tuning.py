@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also print recall and precision as deployed on test, each locale at its own threshold "
                          "calibrated on valid when it has at least N validation positives (else the global one), "
                          "for each N given (a large N: the global threshold alone)")
+    ap.add_argument("--save-scores", metavar="FILE.npz", default=None,
+                    help="also write the valid and test labels, scores and locales (the judged columns) to "
+                         "FILE.npz, to study blends of several runs without training again")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -129,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     r = recall_at_precision(yt, st, 0.8, n_missing=int(mt.sum())).recall
     out = {"fold": args.fold, "depth": args.depth, "small": args.small, "overrides": args.overrides,
            "test_r_at_p80_pooled": round(r, 4), "train_seconds": round(seconds, 1)}
-    if args.deployed:
+    if args.deployed or args.save_scores:
         yv, sv, mv, lv = scored(model, splits["valid"], columns, depth)
+    if args.save_scores:
+        np.savez_compressed(args.save_scores, y_valid=yv, s_valid=sv, m_valid=mv, l_valid=np.array(lv),
+                            y_test=yt, s_test=st, m_test=mt, l_test=np.array(lt),
+                            classes=np.array([model.classes_[j] for j in columns]))
+    if args.deployed:
         for n in (int(x) for x in args.deployed.split(",")):
             d = evaluate_as_deployed(yv, sv, lv, yt, st, lt, 0.8, min_positives=n, valid_missing=mv,
                                      test_missing=mt)["global"]
