@@ -146,7 +146,7 @@ def test_fold_folders_beyond_k_are_named_in_the_report(folds_run, tmp_path):
     assert "Not every fold is used" in md and "fold-2" in md and "--folds 3" in md
 
 
-def test_rerun_resumes_from_the_folds(folds_run, monkeypatch):
+def test_rerun_resumes_from_the_folds(folds_run, monkeypatch, caplog):
     from q2pt.experiments import ExperimentRequest, run_experiment
     from q2pt.experiments.baselines import TfidfBaseline
     from q2pt.models import Q2PTModel
@@ -159,10 +159,16 @@ def test_rerun_resumes_from_the_folds(folds_run, monkeypatch):
     monkeypatch.setattr(Q2PTModel, "fit", boom)
     monkeypatch.setattr(TfidfBaseline, "fit", boom)
     before = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    result = run_experiment(ExperimentRequest(out=out, data=data, folds=2, encoder="ngram", overrides=FAST,
-                                              progress=False))
+    (out / "fold-2").mkdir()  # an earlier run's third fold: said, left alone
+    try:
+        with caplog.at_level("WARNING", logger="q2pt"):
+            result = run_experiment(ExperimentRequest(out=out, data=data, folds=2, encoder="ngram", overrides=FAST,
+                                                      progress=False))
+    finally:
+        (out / "fold-2").rmdir()
     assert result.results["models"]["non-unified"]["global_r_at_p"] == before["models"]["non-unified"]["global_r_at_p"]
     assert len(result.fold_results) == 2 and "pooled" in result.headline()
+    assert "1 fold folder(s) of an earlier run" in caplog.text and "(fold-2)" in caplog.text
 
 
 def test_missing_fold_folders_are_named(tmp_path):

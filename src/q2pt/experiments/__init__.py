@@ -357,6 +357,11 @@ def _run_folds(req: ExperimentRequest) -> ExperimentResult:
     dirs = fold_dirs(data_dir, k)
     out = Path(req.out)
     _check_folds_out(out, req.force)
+    ours = {d.name for d in dirs}
+    stale = sorted(p.name for p in out.glob("fold-*") if p.is_dir() and p.name not in ours) if out.is_dir() else []
+    if stale:
+        logger.warning("%s holds %d fold folder(s) of an earlier run that this cross-validation does not use (%s): "
+                       "left as they are, not in its results", out, len(stale), ", ".join(stale[:5]))
     command = req.command or build_command(req)
     fold_results: list[ExperimentResult] = []
     for i, d in enumerate(dirs):
