@@ -491,6 +491,17 @@ def test_resume_skips_cached_runs_and_refuses_other_data(experiment, monkeypatch
                                          overrides=FAST, progress=False))
 
 
+def test_hf_model_without_the_pretraining_study_is_said_unused(tmp_path, caplog):
+    from q2pt.errors import ConfigError
+    from q2pt.experiments import ExperimentRequest, run_experiment
+
+    with caplog.at_level("WARNING", logger="q2pt"), pytest.raises(ConfigError, match="nothing to run"):
+        run_experiment(ExperimentRequest(out=tmp_path / "o", preset="tiny", hf_model="some/model", progress=False,
+                                         overrides=["--experiment.variants", "[]", "--experiment.baselines", "[]"]))
+    assert "--hf-model is the Hugging Face encoder of the pretraining study" in caplog.text
+    assert "--encoder hf:some/model" in caplog.text
+
+
 def test_pretraining_without_hf_model_is_skipped_with_reason(experiment):
     from q2pt.experiments import ExperimentRequest, run_experiment
 

@@ -191,6 +191,10 @@ def _run_one(req: ExperimentRequest) -> ExperimentResult:
     from .studies import run_study
 
     run_main, studies = _study_list(req.studies)
+    if req.hf_model and "pretraining" not in studies:
+        logger.warning("--hf-model is the Hugging Face encoder of the pretraining study, which this run does not "
+                       "include (--study pretraining): not used. The main comparison trains with --encoder "
+                       "(--encoder hf:%s for that model)", req.hf_model)
     file_data = _load_file(req)
     exp_file = file_data.pop("experiment", None) or {}
     exp_over, train_over = split_overrides(req.overrides)
