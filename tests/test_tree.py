@@ -257,6 +257,14 @@ def test_explain_of_a_tree_explains_the_type_it_predicts(tree_model_dir):
         explain(core, "kopfhörer", "de_DE", "fashion > shoe")
     with pytest.raises(ConfigError, match=r"'zzz' is not one of the model's \d+ types$"):
         explain(core, "kopfhörer", "de_DE", "zzz")
+    # a type its warm start renamed: the new name, from the manifest's label map
+    from q2pt.model_folder import parent_label_map
+
+    renamed = parent_label_map({"parent": {"label_map": {"audio > phones": "electronics > audio > headphones"}}})
+    assert parent_label_map(model.manifest) == {} and renamed == {"audio > phones": "electronics > audio > headphones"}
+    with pytest.raises(ConfigError, match=r"'audio > phones' is not .* types: it was renamed "
+                                          r"'electronics > audio > headphones' when this model was trained from"):
+        explain(core, "kopfhörer", "de_DE", "audio > phones", renamed)
 
 
 def test_evaluate_says_its_global_row_pools_every_node_of_a_tree(tree_model_dir, tmp_path, capsys):

@@ -73,10 +73,12 @@ def renamed_columns(classes: Sequence[str], scores: np.ndarray,
 def renames_from_parent(model_a: "Q2PTModel", model_b: "Q2PTModel") -> dict[str, str]:
     """The label map B was warm-started from A with (its manifest's parent is A's fingerprint),
     or {}: the renames under which A is judged fairly on B's rows."""
+    from q2pt.model_folder import parent_label_map
+
     parent = model_b.manifest.get("parent")
     if not isinstance(parent, Mapping) or not model_a.fingerprint or parent.get("fingerprint") != model_a.fingerprint:
         return {}
-    return {str(k): str(v) for k, v in (parent.get("label_map") or {}).items()}
+    return parent_label_map(model_b.manifest)
 
 
 def _score(model: "Q2PTModel", queries: list[str], locales: list[str], labels: list[list[str]],

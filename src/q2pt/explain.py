@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -40,12 +40,18 @@ def words_of(query: str) -> list[tuple[str, int, int]]:
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(query)]
 
 
-def unknown_type_message(product_type: str, core: InferenceCore) -> str:
-    """Why ``product_type`` cannot be explained, with the model's types it may mean: a tree's
+def unknown_type_message(product_type: str, core: InferenceCore, renamed: Mapping[str, str] | None = None) -> str:
+    """Why ``product_type`` cannot be explained, with the model's types it may mean: its new
+    name where the model's warm start renamed it (``renamed``: old -> new,
+    :func:`q2pt.model_folder.parent_label_map`), a tree's
     paths that end in that name (``running_shoes`` for ``shoes > athletic_shoes >
     running_shoes``), else the closest spellings."""
     import difflib
 
+    new = (renamed or {}).get(product_type)
+    if new is not None and new in core.classes:
+        return (f"product type {product_type!r} is not one of the model's {len(core.classes)} types: it was renamed "
+                f"{new!r} when this model was trained from its parent (its label map)")
     sep = core.tree.separator if core.tree is not None else None
     wanted = product_type.strip().casefold()
     ends = [c for c in core.classes if sep and c.rsplit(sep, 1)[-1].strip().casefold() == wanted]
@@ -70,7 +76,8 @@ def _default_column(core: InferenceCore, full: np.ndarray, res: Any) -> int:
     return int(np.argmax(leaves if np.isfinite(leaves).any() else scored))  # (no leaf scored: any type)
 
 
-def explain(core: InferenceCore, query: str, locale: str, product_type: str | None = None) -> dict[str, Any]:
+def explain(core: InferenceCore, query: str, locale: str, product_type: str | None = None,
+            renamed: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The contributions of ``query``'s words and locale token to ``product_type``'s score
     (default: the query's best-scored type; for a tree, the type it predicts, as
     :func:`_default_column` picks it) in ``locale``; see the module doc.
@@ -79,7 +86,8 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
     ``score``, ``threshold``, ``predicted``, ``words`` (``word``, ``start``, ``end``,
     ``score_without``, ``contribution``), ``locale_token`` (``token``, ``score_without``,
     ``contribution``; None when the model has no locale token for this query), ``method``
-    and ``warnings``. Raises UnknownLocaleError as prediction does.
+    and ``warnings``. Raises UnknownLocaleError as prediction does, and ConfigError for a type
+    the model does not know (naming its new name where ``renamed``, the model's renames, has it).
     """
     text = query.strip()
     if not has_visible_text(text):
@@ -98,7 +106,7 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
         col = _default_column(core, full, res)
     else:
         if product_type not in core.classes:
-            raise ConfigError(unknown_type_message(product_type, core))
+            raise ConfigError(unknown_type_message(product_type, core, renamed))
         col = core.classes.index(product_type)
     score = float(full[col])
     if np.isnan(score):

@@ -202,6 +202,14 @@ class ManifestSchema(BaseModel):
         return self
 
 
+def parent_label_map(manifest: dict[str, Any] | None) -> dict[str, str]:
+    """The renames (old -> new) a model was warm-started from its parent with, as applied (the
+    manifest's ``parent.label_map``); {} for a model trained from scratch."""
+    parent = (manifest or {}).get("parent")
+    label_map = parent.get("label_map") if isinstance(parent, dict) else None
+    return {str(k): str(v) for k, v in label_map.items()} if isinstance(label_map, dict) else {}
+
+
 def validate_manifest(manifest: dict[str, Any], path: Path) -> ManifestSchema:
     """The manifest checked against :class:`ManifestSchema`; ModelLoadError naming the field."""
     try:

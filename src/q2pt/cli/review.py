@@ -147,11 +147,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     _need_torch()
     _check_threads(args.threads)
     from q2pt.explain import explain
+    from q2pt.model_folder import parent_label_map
     from q2pt.models import load_model
 
     with torch_threads(args.threads):
         model = load_model(args.model)
-        result = explain(model.inference(args.fallback_locale), args.query, args.locale, args.type)
+        result = explain(model.inference(args.fallback_locale), args.query, args.locale, args.type,
+                         parent_label_map(model.manifest))
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0

@@ -610,6 +610,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         the locale token's contribution to the score, by occlusion (score minus the score
         without it; :mod:`q2pt.explain`)."""
         from q2pt.explain import explain, unknown_type_message
+        from q2pt.model_folder import parent_label_map
 
         service.require_ready()
         rt = service.runtime
@@ -619,7 +620,8 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
             raise RequestError(describe(problems), field=problems[0].field, errors=problems)
         service.resolve(rt, req.locale, "locale")  # an unknown locale: 422 naming the field
         if req.product_type is not None and req.product_type not in rt.classes:
-            raise RequestError(unknown_type_message(req.product_type, rt.core), field="product_type")
+            raise RequestError(unknown_type_message(req.product_type, rt.core, parent_label_map(rt.manifest)),
+                               field="product_type")
         assert service.executor is not None
         try:
             result = await service.executor.run(explain, rt.core, query, req.locale, req.product_type)
