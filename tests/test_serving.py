@@ -105,7 +105,7 @@ def test_a_flat_model_refuses_a_depth_limit(aware):
         assert aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", **fine}).status_code == 200
     # flat with backoff false is refused for every model, as `q2pt predict --flat --no-backoff` is
     resp = aware.post("/v1/predict", json={"query": "rot schuhe", "locale": "de_DE", "flat": True, "backoff": False})
-    assert resp.status_code == 422 and "not with flat" in resp.text
+    assert resp.status_code == 422 and "not with flat" in resp.text and resp.json()["field"] == "flat"
 
 
 def test_predict_default_and_clipped_top_k(aware):

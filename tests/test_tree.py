@@ -343,6 +343,7 @@ def test_hierarchical_http_and_onnx_outputs(tree_model_dir, tmp_path):
                                 ("/v1/predict/batch", {"queries": [query], "flat": True, "backoff": False})):
                 refused = client.post(route, json=body)  # max_depth, backoff false would be ignored with flat
                 assert refused.status_code == 422 and "not with flat" in refused.text, refused.text
+                assert refused.json()["field"] == "flat"  # the field that conflicts, named
     assert [p["score"] for p in answers["onnx"]["paths"]] == pytest.approx(
         [p["score"] for p in answers["torch"]["paths"]], abs=1e-4)
     # the file alone carries what paths need: the tree, the score rule and the thresholds

@@ -187,7 +187,7 @@ def validation_problems(errors: Sequence[dict[str, Any]]) -> tuple[str, list[Fie
             msg = "the request body must be a JSON object sent with Content-Type: application/json"
         elif etype == "extra_forbidden":
             msg = "unknown field"
-        elif etype == "value_error" and msg.startswith("Value error, "):  # a model validator's own message
+        elif etype == "value_error" and msg.startswith("Value error, "):  # a validator's own message
             msg = msg[len("Value error, "):]
         problems.append(FieldProblem(path, msg))
     return slug, problems

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: requests take JSON's own types: "0.5" is not a threshold, "5" not a top_k, "false" not a bool
 #: (a client sending strings has a bug that a lax parse would hide); no unknown fields
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
 
-def _no_depth_when_flat(req: Any) -> Any:
+def _no_depth_when_flat(flat: bool, info: ValidationInfo) -> bool:
     """``max_depth`` and ``backoff: false`` shape a hierarchical answer: with ``flat`` they would
     be ignored, so they are refused (as ``q2pt predict`` refuses them) rather than accepted
-    silently."""
-    if req.flat and req.max_depth is not None:
+    silently; the problem names the field ``flat`` (checked after them: they are declared first)."""
+    if flat and info.data.get("max_depth") is not None:
         raise ValueError("max_depth applies to hierarchical predictions (not with flat)")
-    if req.flat and not req.backoff:
+    if flat and info.data.get("backoff") is False:
         raise ValueError("backoff false applies to hierarchical predictions (not with flat)")
-    return req
+    return flat
 
 
 class PredictRequest(BaseModel):
@@ -52,7 +52,7 @@ class PredictRequest(BaseModel):
     flat: bool = Field(False, description=(
         "Hierarchical models: 'predicted' lists every type over its threshold, ancestors included."))
 
-    _tree_options = model_validator(mode="after")(_no_depth_when_flat)
+    _tree_options = field_validator("flat")(_no_depth_when_flat)
 
 
 class BatchItem(BaseModel):
@@ -83,7 +83,7 @@ class BatchRequest(BaseModel):
     backoff: bool = True
     flat: bool = False
 
-    _tree_options = model_validator(mode="after")(_no_depth_when_flat)
+    _tree_options = field_validator("flat")(_no_depth_when_flat)
 
 
 class ProductTypeScore(BaseModel):
