@@ -132,6 +132,26 @@ def test_backend_choice():
         distributed.choose_backend("nccl")  # training runs on the CPU: no CUDA backend
 
 
+def test_other_ranks_log_errors_alone(monkeypatch):
+    """Every rank reads the same data and config: a warning (a label map's unknown name, say) is
+    said by rank 0 alone, not once per rank."""
+    import logging
+
+    import torch.distributed as dist
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)  # no process group: rank 0 is not here
+    log = logging.getLogger("q2pt")
+    level = log.level
+    try:
+        env = distributed.init_distributed()
+        assert env.rank == 1 and not env.is_main
+        assert not log.isEnabledFor(logging.WARNING) and log.isEnabledFor(logging.ERROR)
+    finally:
+        log.setLevel(level)  # (setLevel also clears the loggers' cached levels)
+
+
 def test_single_process_env_is_a_no_op(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with distributed.session() as env:

@@ -14,7 +14,8 @@ torchrun for you) trains any variant on N processes:
   additions (see ``docs/scale.md`` for the measured difference and the tolerance the
   tests use). Model dropout masks are drawn per rank, so with ``model.dropout > 0`` runs
   agree statistically, not to the float;
-* only rank 0 writes checkpoints, the model folder and log lines; every rank reads the
+* only rank 0 writes checkpoints, the model folder and log lines (the other ranks log errors
+  alone: their warnings, of the same data and config, would repeat rank 0's); every rank reads the
   same checkpoint on ``--resume`` (a shared file system is assumed) and the early-stopping
   decision is rank 0's, broadcast to the others;
 * sparse embedding gradients (the ``ngram`` encoder's default, ``use`` with
@@ -209,7 +210,7 @@ def init_distributed(backend: str = "auto", *, timeout_s: float = 1800.0) -> Dis
     """Join the torchrun job this process belongs to (a single-process env outside one).
 
     Reads RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT (set by torchrun), creates
-    the default (gloo) process group. Non-main ranks log only warnings and errors.
+    the default (gloo) process group. Non-main ranks log only errors.
     """
     world = torchrun_world()
     if world is None or world[1] == 1:
@@ -223,8 +224,8 @@ def init_distributed(backend: str = "auto", *, timeout_s: float = 1800.0) -> Dis
         raise ConfigError("this PyTorch build has no torch.distributed support")
     if not dist.is_initialized():
         dist.init_process_group(chosen, rank=rank, world_size=size, timeout=timedelta(seconds=timeout_s))
-    if rank != 0:
-        logging.getLogger("q2pt").setLevel(logging.WARNING)
+    if rank != 0:  # every rank reads the same data and config: their warnings are rank 0's, said once
+        logging.getLogger("q2pt").setLevel(logging.ERROR)
     return DistEnv(rank=rank, world_size=size, local_rank=local, backend=chosen)
 
 
