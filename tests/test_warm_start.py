@@ -208,3 +208,22 @@ def test_a_warm_started_model_starts_where_its_parent_was(aware_dir):
          (("parent", parent), ("warm", warm), ("fresh", fresh))}
     assert r["warm"] == pytest.approx(r["parent"], abs=0.02) and r["fresh"] < r["parent"] - 0.3, r
     assert warm.manifest["parent"]["path"] == str(aware_dir)
+
+
+def test_compare_composes_the_renames_of_a_chain_of_warm_starts(tmp_path):
+    """B warm-started from A1, itself warm-started from A: A is judged under B's names through
+    both label maps, while A1's folder is still the model B's manifest recorded."""
+    from q2pt.comparison import lineage_renames
+    from q2pt.io import sha256_of_file
+
+    middle = tmp_path / "a1"
+    middle.mkdir()
+    (middle / "manifest.json").write_text(json.dumps(
+        {"parent": {"fingerprint": "fp-a", "path": str(tmp_path / "a"), "label_map": {"x": "y", "k": "m"}}}))
+    fp1 = sha256_of_file(middle / "manifest.json")
+    b = {"parent": {"fingerprint": fp1, "path": str(middle), "label_map": {"y": "z", "q": "r"}}}
+    assert lineage_renames(fp1, b) == {"y": "z", "q": "r"}  # the direct parent
+    assert lineage_renames("fp-a", b) == {"x": "z", "k": "m", "y": "z", "q": "r"}  # x -> y -> z
+    assert lineage_renames("fp-other", b) is None and lineage_renames("fp-a", {}) is None
+    (middle / "manifest.json").write_text(json.dumps({"parent": {"fingerprint": "fp-a", "path": "", "label_map": {}}}))
+    assert lineage_renames("fp-a", b) is None  # A1's folder holds another model now: the chain is broken

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from q2pt.models import Q2PTModel
 
 __all__ = ["compare_folders", "compare_models", "gate_failures", "format_comparison", "renamed_columns",
-           "renames_from_parent"]
+           "lineage_renames", "renames_from_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,51 @@ def renamed_columns(classes: Sequence[str], scores: np.ndarray,
     return unique, out
 
 
-def renames_from_parent(model_a: "Q2PTModel", model_b: "Q2PTModel") -> dict[str, str]:
-    """The label map B was warm-started from A with (its manifest's parent is A's fingerprint),
-    or {}: the renames under which A is judged fairly on B's rows."""
-    from q2pt.model_folder import parent_label_map
-
-    parent = model_b.manifest.get("parent")
-    if not isinstance(parent, Mapping) or not model_a.fingerprint or parent.get("fingerprint") != model_a.fingerprint:
+def renames_from_parent(model_a: "Q2PTModel", model_b: "Q2PTModel", max_hops: int = 20) -> dict[str, str]:
+    """The renames under which A is judged fairly on B's rows: the label map B was warm-started
+    from A with, or, where B descends from A through other warm starts (B's parent's parent ...
+    is A), their label maps composed; {} when A is not among B's ancestors (see
+    :func:`lineage_renames`)."""
+    if not model_a.fingerprint:
         return {}
-    return parent_label_map(model_b.manifest)
+    return lineage_renames(model_a.fingerprint, model_b.manifest, max_hops=max_hops) or {}
+
+
+def lineage_renames(ancestor: str, manifest: Mapping[str, Any], max_hops: int = 20) -> dict[str, str] | None:
+    """The renames (old -> new) from the model of fingerprint ``ancestor`` to the model of
+    ``manifest``, up its chain of parents: each parent's folder is read where the manifest
+    recorded it and taken only while its manifest still has the recorded fingerprint. None when
+    the chain does not reach ``ancestor`` (a parent gone, replaced, or none)."""
+    import json
+
+    from q2pt.io import sha256_of_file
+    from q2pt.model_folder import MANIFEST, parent_label_map
+
+    maps: list[dict[str, str]] = []  # the child's own first
+    current: Mapping[str, Any] = manifest
+    for _ in range(max_hops):
+        parent = current.get("parent")
+        if not isinstance(parent, Mapping) or not parent.get("fingerprint"):
+            return None
+        maps.append(parent_label_map(dict(current)))
+        if parent["fingerprint"] == ancestor:
+            composed: dict[str, str] = {}
+            for step in reversed(maps):  # from the ancestor down: each map renames what the one before gave
+                composed = {old: step.get(new, new) for old, new in composed.items()} | {
+                    old: new for old, new in step.items() if old not in composed}
+            return {old: new for old, new in composed.items() if old != new}
+        if not parent.get("path"):
+            return None
+        file = Path(str(parent["path"])) / MANIFEST
+        try:
+            if not file.is_file() or sha256_of_file(file) != parent["fingerprint"]:
+                return None
+            current = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(current, Mapping):
+            return None
+    return None
 
 
 def _score(model: "Q2PTModel", queries: list[str], locales: list[str], labels: list[list[str]],
@@ -274,8 +311,9 @@ def compare_folders(
         raise DataError(f"{description}: no rows to compare on")
     renames = renames_from_parent(model_a, model_b)
     if renames:
-        logger.info("model B was warm-started from model A with a label map: A's types are judged under B's names "
-                    "(%d renamed or merged)", len(set(renames) & set(model_a.classes_)))
+        logger.info("model B was warm-started from model A (or from a model warm-started from it) with a label "
+                    "map: A's types are judged under B's names (%d renamed or merged)",
+                    len(set(renames) & set(model_a.classes_)))
     result = compare_models(
         model_a, model_b, frame, precision=precision, bootstrap=bootstrap, seed=seed, min_positives=min_positives,
         min_support=min_support, top_types=top_types, fallback_locale=fallback_locale, batch_size=batch_size,
