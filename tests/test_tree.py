@@ -117,6 +117,39 @@ def test_backoff_decisions_on_hand_built_scores():
         _paths(sure_pot, max_depth=0)
 
 
+def test_export_evaluation_of_a_tree_judges_it_as_evaluate_does(tree_model_dir, tmp_path):
+    """``q2pt export onnx --evaluate``: a tree's rows are judged with their ancestors (as
+    ``q2pt evaluate`` judges them), not every ancestor answer as a false positive."""
+    need("onnxruntime")
+    need("onnx")
+    from q2pt.data import from_frames
+    from q2pt.models import load_model
+    from q2pt.serving.onnx_export import evaluate_exports, export_onnx
+
+    folder, test = tree_model_dir
+    model = load_model(folder)
+    fp32 = export_onnx(model, tmp_path / "m.onnx")
+    rows = from_frames({"train": test, "valid": test, "test": test}, validate=False)
+    ev = evaluate_exports(model, rows, {"onnx-fp32": fp32.path})
+    expected = model.evaluate(test, bootstrap=0)["global"]["r_at_p"]
+    assert expected > 0.5 and ev["runtimes"]["torch"]["global"] == pytest.approx(expected)
+    assert ev["runtimes"]["onnx-fp32"]["global"] == pytest.approx(expected, abs=0.01)
+
+
+def test_a_confident_type_makes_its_ancestors_answers_whatever_their_levels_thresholds():
+    """Calibrated level thresholds need not fall with depth (here level 1 is cut at 0.95, level 3
+    at 0.6): a confident pot still means the kitchen and the home, with any max_depth, flat or not."""
+    core = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.95, "2": 0.85, "3": 0.6}})
+    assert _paths(core) == [("home > kitchen > pots", 3)]
+    assert _paths(core, max_depth=2) == [("home > kitchen", 2)]  # not nothing: the pot is sure
+    assert _paths(core, max_depth=1) == [("home", 1)]
+    res = core.resolve_all(["de"])
+    scores = core.scores(["q"], res)
+    assert [t for t, _ in core.select(scores, res)[0]] == ["home", "home > kitchen", "home > kitchen > pots"]
+    unsure = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.5, 0.1], {"global": {"1": 0.95, "2": 0.85, "3": 0.6}})
+    assert _paths(unsure) == [] and _paths(unsure, max_depth=1) == []  # nothing sure, at any depth
+
+
 def test_without_backoff_the_bottom_is_what_the_model_scores(tmp_path):
     """A taxonomy file may go deeper than the trained types: a type whose children are none of
     the model's columns is the bottom, so ``backoff=False`` still answers with it."""
@@ -231,6 +264,12 @@ def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir)
     assert result["leaf"]["global"]["n_positives"] == expected_leaf > 0 and result["leaf"]["global"]["r_at_p"] > 0.5
     h = result["hierarchical"]["global"]
     assert h["precision"] > 0.9 and 0 < h["coverage"] <= 1 and h["recall_ci"][0] <= h["recall"]
+    # a type the model never learned, under a parent it knows: one missed leaf positive, not two
+    # (its parent is not a deepest true type of the row)
+    row = test.iloc[:1].copy()
+    row["product_types"] = [["electronics > audio > turntables"]]
+    unknown = model.evaluate(row, bootstrap=0)["leaf"]["global"]
+    assert unknown["n_positives"] == 1 and unknown["n_missing"] == 1, unknown
     level1 = model.evaluate(test, level=1)
     expected = sum(len({t.split(" > ")[0] for t in ts}) for ts in test["product_types"])
     assert level1["level"] == 1 and level1["global"]["n_positives"] == expected

@@ -111,7 +111,8 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
     score = float(full[col])
     if np.isnan(score):
         raise ConfigError(f"product type {core.classes[col]!r} is not scored for locale {locale!r} by this model")
-    threshold = float(core.cuts([res])[0, col])  # the locale's, or its own for this type
+    cut = core.cuts([res])
+    threshold = float(cut[0, col])  # the locale's, or its own for this type
     out: dict[str, Any] = {
         "query": text,
         "locale": res.locale,
@@ -119,7 +120,7 @@ def explain(core: InferenceCore, query: str, locale: str, product_type: str | No
         "product_type": core.classes[col],
         "score": score,
         "threshold": threshold,
-        "predicted": score >= threshold,
+        "predicted": bool(core.confident(full[None, :], cut)[0, col]),  # a tree: or a descendant is
         "words": [
             {"word": w, "start": start, "end": end, "score_without": float(scores[1 + i, col]),
              "contribution": score - float(scores[1 + i, col])}

@@ -238,6 +238,7 @@ class InferenceCore:
             # (child columns, parent columns) per level, deepest first: a consistent model's parent
             # scores at least its most confident child (model.tree_scores)
             self._lift: list[tuple[np.ndarray, np.ndarray]] = list(cols.lift) if consistent else []
+            self._up: tuple[tuple[np.ndarray, np.ndarray], ...] = cols.lift  # for confident(): every tree
             by_key = {str(k): {int(lv): None if t is None else float(t) for lv, t in v.items()}
                       for k, v in (level_thresholds or {}).items()}
             glob = {lv: t for lv, t in by_key.get("global", {}).items() if t is not None}
@@ -421,6 +422,19 @@ class InferenceCore:
                 np.fmax.at(lifted, parents, lifted[children])  # NaN (not scored) is ignored
         return out
 
+    def confident(self, scores: np.ndarray, cut: np.ndarray) -> np.ndarray:
+        """Per query and type: the score is at or above its cut (NaN: never) or, in a tree, a
+        descendant's is. A confident type's ancestors are answers as well ("pans" means
+        "kitchen"): a tree's level thresholds need not fall with depth (a deeper level may be
+        cut lower than its parents'), and an answer must not change with ``max_depth``."""
+        with np.errstate(invalid="ignore"):
+            ok = np.asarray(scores >= cut)
+        if self.tree is not None:
+            up = ok.T  # a view: rows are labels
+            for children, parents in self._up:  # deepest level first: climbs the whole path
+                np.logical_or.at(up, parents, up[children])
+        return ok
+
     def select(
         self,
         scores: np.ndarray,
@@ -429,9 +443,13 @@ class InferenceCore:
         threshold: float | None = None,
         top_k: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """The predicted ``(type, score)`` lists of scored queries (see :func:`select_types`)."""
+        """The predicted ``(type, score)`` lists of scored queries (see :func:`select_types`;
+        in a tree, a confident type's ancestors too: :meth:`confident`)."""
         check_threshold(threshold)
-        return select_types(scores, self.classes, self.cuts(resolutions, threshold), top_k)
+        cut = self.cuts(resolutions, threshold)
+        if self.tree is not None:  # the ancestors of confident types: always selected
+            cut = np.where(self.confident(scores, cut), -np.inf, np.inf)
+        return select_types(scores, self.classes, cut, top_k)
 
     def select_paths(
         self,
@@ -444,7 +462,8 @@ class InferenceCore:
         backoff: bool = True,
     ) -> list[list[dict[str, Any]]]:
         """A hierarchical model's predictions: per query the **deepest** confident types (score
-        at or above their threshold, see :meth:`cuts`; none of their children confident), best
+        at or above their threshold, see :meth:`cuts`, or a descendant's: :meth:`confident`; none of
+        their children confident), best
         first, at most ``top_k``, each as ``{"product_type", "score", "level", "ancestors":
         [{"product_type", "score"}, ...]}`` (top level first). ``max_depth``: nothing below
         that level. ``backoff`` (default): a confident parent whose children are all unsure is
@@ -455,14 +474,13 @@ class InferenceCore:
         check_top_k(top_k)
         if max_depth is not None and max_depth < 1:
             raise ConfigError(f"max_depth must be >= 1, got {max_depth}")
-        cut = self.cuts(resolutions, threshold)
+        sure = self.confident(scores, self.cuts(resolutions, threshold))
         n_cols = len(self.classes)
         level = self.node_level if self.tree is not None else np.ones(n_cols, dtype=np.int64)
         out: list[list[dict[str, Any]]] = []
         for i in range(scores.shape[0]):
             row = scores[i]
-            with np.errstate(invalid="ignore"):
-                ok = row >= cut[i]  # NaN: never
+            ok = sure[i].copy()
             if max_depth is not None:
                 ok &= level <= max_depth
             cols = np.flatnonzero(ok)

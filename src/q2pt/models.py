@@ -510,6 +510,8 @@ class Q2PTModel:
         truth = label_lists(frame["product_types"])
         classes = list(self.classes_)
         cuts = inference.core.cuts(inference.resolutions)
+        # as deployed: every type at or above its threshold (a tree's: or a descendant is)
+        sure = inference.core.confident(scores, cuts)
         hierarchical = None
         if tree is not None:
             truth = [tree.close(t) for t in truth]
@@ -524,7 +526,7 @@ class Q2PTModel:
             if level is not None:  # one level: its columns, and the true paths cut to it
                 cols = np.flatnonzero(inference.core.node_level == level)
                 classes = [classes[c] for c in cols]
-                scores, cuts = scores[:, cols], cuts[:, cols]
+                scores, sure = scores[:, cols], sure[:, cols]
                 truth = [[x for x in t if tree.level_of(x) == level] for t in truth]
         y, missing = multi_hot(truth, classes)
         y = y.toarray()
@@ -542,15 +544,21 @@ class Q2PTModel:
             # (not among its leaf columns) is a missed positive
             leaf = inference.core.leaf_col
             leaf_names = [c for c, is_leaf in zip(classes, leaf.tolist()) if is_leaf]
-            deepest = [[x for x in t if not any(o != x and x in tree.ancestors(o) for o in t)] for t in truth]
+            # (a type the tree lacks has no ancestors there: its path says what they are)
+            sep = tree.separator
+
+            def below(x: str, o: str) -> bool:
+                return o != x and (x in tree.ancestors(o) or o.startswith(x + sep))
+
+            deepest = [[x for x in t if not any(below(x, o) for o in t)] for t in truth]
             y_leaf, missing_leaf = multi_hot(deepest, leaf_names)
             result["leaf"] = evaluate(y_leaf.toarray(), scores[:, leaf], locs, precision=precision,
                                       bootstrap=bootstrap, seed=seed, n_missing=missing_leaf)
             result["hierarchical"] = hierarchical
         if level is not None:
             result["level"] = level
-        # Per-row (and per-type) thresholds as one rule: score - t + 0.5 >= 0.5  <=>  score >= t.
-        shifted = scores.astype(np.float64) - cuts + 0.5
+        # the deployed answers as one rule at 0.5: 1 where selected, 0 where not
+        shifted = sure.astype(np.float64)
         locs_arr = np.asarray(locs, dtype=object)
 
         def at_calibrated(rows: np.ndarray | slice) -> dict[str, Any]:
@@ -563,8 +571,7 @@ class Q2PTModel:
             entry["calibrated"] = {"threshold": self.threshold_for(tloc[rows[0]]), **at_calibrated(rows)}
         # every type at or above its threshold (a hierarchical model's ancestors too): per type
         names = np.asarray(classes, dtype=object)
-        with np.errstate(invalid="ignore"):
-            predicted = [names[np.flatnonzero(scores[i] >= cuts[i])].tolist() for i in range(len(queries))]
+        predicted = [names[np.flatnonzero(sure[i])].tolist() for i in range(len(queries))]
         result["types"] = to_jsonable(per_type_report(truth, predicted, locs, top=top_types))
         return result
 

@@ -389,9 +389,10 @@ class _Service:
         else:
             t, source = rt.threshold_for(res.locale_used)
         cut = rt.core.cuts([res], threshold)[0]  # per type: the locale's per-type thresholds where it has them
+        sure = rt.core.confident(row[None, :], cut[None, :])[0]  # a tree: a confident type's ancestors too
         ranked = select_types(row[None, :], rt.classes, -math.inf, top_k)[0]
         column = rt.core.column_of
-        types = [{"product_type": name, "score": score, "predicted": bool(score >= cut[column[name]]),
+        types = [{"product_type": name, "score": score, "predicted": bool(sure[column[name]]),
                   "threshold": float(cut[column[name]])} for name, score in ranked]
         predicted = [item["product_type"] for item in types if item["predicted"]]
         paths = None

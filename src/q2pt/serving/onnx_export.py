@@ -458,7 +458,12 @@ def evaluate_exports(
     base = runtimes["torch"]
     queries = df["query"].astype(str).tolist()
     locales = df["locale"].astype(str).tolist()
-    y_sparse, n_missing = multi_hot(label_lists(df["product_types"]), base.classes)
+    # the labels as the model was trained on them (data.label_depth), a tree's with their
+    # ancestors: the rows q2pt evaluate judges
+    truth = label_lists(model.labels_as_trained(df, source=f"the {split} split")["product_types"])
+    if model.tree_ is not None:
+        truth = [model.tree_.close(t) for t in truth]
+    y_sparse, n_missing = multi_hot(truth, base.classes)
     y_true = y_sparse.toarray()
     n_missing = np.asarray(n_missing)
     keep = [i for i, loc in enumerate(locales) if base.unified or loc in base.locales]
