@@ -163,6 +163,15 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
     assert "1 new name(s) are not product types of the training data" in err and "'headphonez'" in err
     typo_new = load_model(tmp_path / "typo_new").manifest["parent"]
     assert typo_new["label_map"] == {} and typo_new["label_map_unknown_new"] == ["headphonez"]
+    # a type gone and one new, unlike in name (a rename the names do not show): a warning, not -q's silence
+    renamed = pd.concat(frames)
+    renamed["product_types"] = renamed["product_types"].map(lambda ts: ["building sets" if t == "toy bricks" else t
+                                                                         for t in ts])
+    renamed.to_json(tmp_path / "renamed.jsonl", orient="records", lines=True, force_ascii=False)
+    assert main(["train", "--data", str(tmp_path / "renamed.jsonl"), "--out", str(tmp_path / "unmapped"),
+                 "--init-from", str(tmp_path / "child"), *flags]) == 0
+    err = capsys.readouterr().err
+    assert "new types 'building sets'; gone 'toy bricks'; a renamed type needs a label map" in err, err
     # the parent's own folder is not the new model's
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "child"), "--init-from",
                  str(tmp_path / "child"), "--overwrite", *flags]) == 2

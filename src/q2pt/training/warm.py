@@ -212,6 +212,10 @@ class WarmStart:
             logger.warning("warm start of %s: %s look like renames; without a label map (--label-map, old,new) the new "
                            "type starts afresh", "the unified network" if stage == UNIFIED else f"locale {stage}",
                            _few([f"{a} -> {b}" for a, b in renames]))
+        elif dropped and fresh:  # some may be renames that the names do not show
+            logger.warning("warm start of %s: new types %s; gone %s; a renamed type needs a label map (--label-map, "
+                           "old,new) to keep what the parent learnt of it", "the unified network" if stage == UNIFIED
+                           else f"locale {stage}", _few(fresh), _few(dropped))
         elif dropped or fresh:
             logger.info("warm start of %s: new types %s; gone %s", "the unified network" if stage == UNIFIED
                         else f"locale {stage}", _few(fresh) or "none", _few(dropped) or "none")
