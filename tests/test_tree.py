@@ -117,6 +117,23 @@ def test_backoff_decisions_on_hand_built_scores():
         _paths(sure_pot, max_depth=0)
 
 
+def test_compare_lists_a_trees_level_thresholds(tree_model_dir):
+    from q2pt.comparison import compare_models, format_comparison
+    from q2pt.models import load_model
+
+    folder, test = tree_model_dir
+    model = load_model(folder)
+    result = compare_models(model, model, test, bootstrap=0)
+    keys = [t["key"] for t in result["thresholds"]]
+    assert keys[:4] == ["global", "global level 1", "global level 2", "global level 3"], keys
+    level3 = next(t for t in result["thresholds"] if t["key"] == "global level 3")
+    assert level3["a"] == pytest.approx(model.level_thresholds_["global"]["3"]) and level3["change"] == 0.0
+    result["models"] = {s: {"name": s} for s in "ab"}
+    result["data"] = {"source": "test", "n_queries": len(test)}
+    result["notes"] = []
+    assert "| global level 1 |" in format_comparison(result)
+
+
 def test_export_evaluation_of_a_tree_judges_it_as_evaluate_does(tree_model_dir, tmp_path):
     """``q2pt export onnx --evaluate``: a tree's rows are judged with their ancestors (as
     ``q2pt evaluate`` judges them), not every ancestor answer as a false positive."""

@@ -133,7 +133,10 @@ def _score(model: "Q2PTModel", queries: list[str], locales: list[str], labels: l
     classes, scores = renamed_columns(model.classes_, inference.probabilities(), renames or {})
     y, missing = multi_hot(labels, classes)
     predicted = [{(renames or {}).get(t, t) for t, _ in row} for row in inference.select(flat=True)]
-    return _Side(truth, y.toarray(), missing, scores, predicted, dict(model.thresholds_),
+    thresholds = dict(model.thresholds_)  # a tree's level thresholds too: they cut most of its answers
+    thresholds.update({f"{key} level {lv}": t for key, levels in (model.level_thresholds_ or {}).items()
+                       for lv, t in levels.items() if t is not None})
+    return _Side(truth, y.toarray(), missing, scores, predicted, thresholds,
                  set_precision_recall(truth, predicted, locales, precision))
 
 
@@ -201,7 +204,11 @@ def _type_changes(a: _Side, b: _Side, min_support: int, top: int) -> list[dict[s
 
 
 def _threshold_changes(a: dict[str, float], b: dict[str, float]) -> list[dict[str, Any]]:
-    keys = ["global"] + sorted((set(a) | set(b)) - {"global"})
+    """Per threshold of either model (``global``, a locale, ``KEY level N`` of a tree): A's, B's,
+    the change; the global ones first."""
+    rest = (set(a) | set(b)) - {"global"}
+    keys = ["global"] + sorted(k for k in rest if k.startswith("global ")) + sorted(
+        k for k in rest if not k.startswith("global "))
     out = []
     for k in keys:
         va, vb = a.get(k), b.get(k)
