@@ -141,7 +141,16 @@ def test_train_cli_warm_start_records_the_parent(tmp_path, capsys):
     assert fair["global"]["a"] > blind["global"]["a"], (fair["global"], blind["global"])
     assert main(["compare", str(tmp_path / "parent"), str(tmp_path / "child"), "--data", str(data), "--json",
                  "--bootstrap", "0"]) == 0
-    assert json.loads(capsys.readouterr().out)["models"]["a"]["renamed_as_b"] == {"earphones": "headphones"}
+    out = json.loads(capsys.readouterr().out)
+    assert out["models"]["a"]["renamed_as_b"] == {"earphones": "headphones"}
+    assert out["data"]["pairs_with_renamed_names"] == 0 and not any("renamed" in n for n in out["notes"])
+    # rows still labelled with A's old names: said (A's right answers would count as misses)
+    assert main(["compare", str(tmp_path / "parent"), str(tmp_path / "child"), "--data", str(parent_data), "--json",
+                 "--bootstrap", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    n_old = sum(ts.count("earphones") for ts in parent_frames[parent_frames["split"] == "test"]["product_types"])
+    assert out["data"]["pairs_with_renamed_names"] == n_old > 0
+    assert any("use names that the label map renamed ('earphones')" in n for n in out["notes"]), out["notes"]
     names, merged = renamed_columns(["a", "b", "c"], np.array([[0.2, 0.7, 0.1]]), {"a": "x", "b": "x"})
     assert names == ["x", "c"] and merged.tolist() == [[0.7, 0.1]]  # a merge answers with its best old type
     # --init-from alone trains with the parent's settings (its encoder, options, rates); a label

@@ -344,6 +344,14 @@ def compare_folders(
         if share < 0.5:
             result["notes"].append(f"model {side.upper()} knows the product types of {share:.0%} of the data's pairs: "
                                    "its labels do not match the data's (another taxonomy, label depth or naming?)")
+    old_names = {old for old in renames if old not in set(model_b.classes_)}
+    n_old = sum(t in old_names for t in pairs)
+    result["data"]["pairs_with_renamed_names"] = n_old
+    if n_old:  # A's right answers, renamed, miss rows that still use its names (and B never learnt them)
+        shown = ", ".join(repr(n) for n in sorted({t for t in pairs if t in old_names})[:3])
+        result["notes"].append(f"{n_old} of the rows' {len(pairs)} pairs use names that the label map renamed "
+                               f"({shown}): A is judged under B's names, so these count as misses for both; "
+                               "compare on rows labelled with B's names")
     for side, m in (("a", model_a), ("b", model_b)):
         overlap = result["data"][f"training_overlap_{side}"] = training_overlap(m, frame)
         if note := overlap_note(overlap, f"model {side.upper()}'s"):
