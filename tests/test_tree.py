@@ -543,3 +543,11 @@ def test_a_taxonomy_given_to_a_flat_model_is_said_to_be_unused(tmp_path, capsys)
                  "--data.taxonomy", str(tmp_path / "tax.txt"), "--data.label_depth", "1"])  # the paths cut to one level
     assert code == 0 and "is not used: this model is flat" in capsys.readouterr().err
     assert load_model(tmp_path / "m").tree_ is None
+    # a tree model: the taxonomy's nodes that no training query has are counted as not learned
+    code = main(["train", "--data", str(data), "--encoder", "ngram", "--out", str(tmp_path / "t"), "--no-progress",
+                 "--train.max_steps", "1", "--train.threads", "1", "--model.encoder_options", '{"dim": 8, "buckets": 512}',
+                 "--data.taxonomy", str(tmp_path / "tax.txt"), "--model.hierarchy", "tree"])
+    assert code == 0 and "2 node(s) no training query has (a taxonomy's) are in the tree, not learned" in \
+        capsys.readouterr().err
+    tree_model = load_model(tmp_path / "t")
+    assert "new dept > x" in tree_model.tree_.parent and "new dept > x" not in tree_model.classes_

@@ -265,8 +265,12 @@ class Q2PTModel:
         for name, frame in dataset.splits.items():
             splits[name], n = closed_frame(frame, self.tree_)
             added += n
+        learned = {t for ts in splits["train"]["product_types"] for t in ts} if "train" in splits else set()
+        unlearned = sum(node not in learned for node in self.tree_.parent)
         logger.info("product type tree: depth %d, %d nodes; every level is learned (%d ancestor labels added; "
-                    "model.hierarchy %s)", self.tree_.depth, len(self.tree_.parent), added, self.config.model.hierarchy)
+                    "model.hierarchy %s)%s", self.tree_.depth, len(self.tree_.parent), added, self.config.model.hierarchy,
+                    f"; {unlearned} node(s) no training query has (a taxonomy's) are in the tree, not learned"
+                    if unlearned else "")
         return dataclasses.replace(dataset, splits=splits)
 
     def warm_start_from(self, parent: "Q2PTModel | str | os.PathLike[str]",
