@@ -285,6 +285,7 @@ def test_a_flat_model_refuses_a_depth_limit_on_the_command_line(models, tmp_path
     code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "--max-depth", "1", "red shoes"])
     err = capsys.readouterr().err
     assert code == 2 and "max_depth applies to hierarchical models" in err and "Traceback" not in err
+    assert "or it was trained with model.hierarchy flat" in err
     code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "--no-backoff", "red shoes"])
     assert code == 2 and "backoff false applies to hierarchical models" in capsys.readouterr().err
 

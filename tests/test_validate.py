@@ -324,6 +324,7 @@ def test_a_labelled_file_without_a_split_column_is_checked_as_rows_to_split(tmp_
     r = validate_dataset(f)
     assert {(p.kind, p.row) for p in r.problems} == {("duplicate_row", 2), ("empty_query", 3)}  # no empty splits
     assert r.summary["rows"] == {"rows to split": 4} and "rows to split" in r.format()
+    assert "| product types: " in r.format() and "in train" not in r.format()  # no train split yet
     assert (r.summary["errors"], r.summary["warnings"]) == (1, 1)  # the empty splits are not counted either
     (dup,) = only(r, "duplicate_row")
     assert "data split merges them" in dup.message and "both rows count" not in dup.message

@@ -101,7 +101,8 @@ def flat_model_refusal(hierarchical: bool, max_depth: int | None, backoff: bool,
     if not given:
         return None
     return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to hierarchical models: "
-            "this model's product types are flat (one level)")
+            "this model is flat (one output per type, no tree of levels: its labels have one level, or it was "
+            "trained with model.hierarchy flat)")
 
 
 def check_flat_model_options(hierarchical: bool, max_depth: int | None, backoff: bool, flat: bool) -> None:

@@ -116,7 +116,8 @@ class ValidationReport:
             lines.append(
                 "rows: "
                 + ", ".join(f"{k} {v}" for k, v in s["rows"].items())
-                + f" | locales: {s.get('n_locales', 0)} | product types in train: {s.get('n_product_types', 0)}"
+                + f" | locales: {s.get('n_locales', 0)} | product types"
+                + (" in train" if s.get("layout") != "rows" else "") + f": {s.get('n_product_types', 0)}"
             )
         tree = s.get("tree")
         if tree:
