@@ -131,6 +131,13 @@ def test_fingerprint_ignores_order_and_extra_columns_but_not_content():
 
 def test_normalize_query():
     assert normalize_query("  Red\u00a0SHOES \t size ４２ ") == "red shoes size 42"
+    # characters that show nothing do not make another query (duplicates, leakage)
+    assert normalize_query("k7자동차매트\u200b") == normalize_query("K7자동차매트") == "k7자동차매트"
+    assert normalize_query("\u200fشعر\ufeff") == "شعر" and normalize_query("soft\u00adware") == "software"
+    from q2pt.data.schema import normalize_queries
+
+    queries = ["k7자동차매트\u200b", "a\u200b b", "Red\u00a0SHOES", "\u2066x\u2069"]
+    assert normalize_queries(pd.Series(queries)).tolist() == [normalize_query(q) for q in queries]
 
 
 def test_layout_errors(tmp_path):

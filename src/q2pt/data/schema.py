@@ -63,12 +63,18 @@ BAD_BYTES_MARK = "\U0010fffd"
 _NOT_UNICODE = re.compile("[\ud800-\udfff\U0010fffd]")
 
 _WS = re.compile(r"\s+")
+#: characters that show nothing inside a query: soft hyphen, zero-width spaces, joiners and
+#: non-joiners, direction marks and embeddings, word joiners, the byte-order mark, Hangul fillers,
+#: variation selectors, tags (a query with them looks the same as without them)
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                        "\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0001\U000e0020-\U000e007f]")
 
 
 def normalize_query(query: str) -> str:
-    """The form queries are compared in (duplicates, leakage, splitting):
-    Unicode NFKC, case-folded, runs of whitespace collapsed to one space, stripped."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", query).casefold()).strip()
+    """The form queries are compared in (duplicates, leakage, splitting): invisible characters
+    (zero-width spaces, direction marks, ...) removed, Unicode NFKC, case-folded, runs of
+    whitespace collapsed to one space, stripped."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", _INVISIBLE.sub("", query)).casefold()).strip()
 
 
 def normalize_queries(queries: "pd.Series") -> "pd.Series":
@@ -76,6 +82,7 @@ def normalize_queries(queries: "pd.Series") -> "pd.Series":
     import pandas as pd
 
     s = pd.Series(queries, dtype="str", index=getattr(queries, "index", None))
+    s = s.str.replace(_INVISIBLE.pattern, "", regex=True)
     return s.str.normalize("NFKC").str.casefold().str.replace(_WS.pattern, " ", regex=True).str.strip()
 
 
