@@ -90,6 +90,11 @@ def test_folds_partition_every_locale():
         us = report["locales"]["us"]
         assert us["test"] == 15 and us["valid"] == round(45 * 0.25) and us["train"] == 45 - us["valid"]
         assert report["locales"]["pl"]["test"] in (1, 2)  # 7 groups in 4 near-equal parts
+    # more folds than the largest locale has queries: some fold would test on nothing
+    largest = max(len(g) for _, g in merge_duplicates(frame())[0].groupby("locale"))
+    assert len(fold_frames(frame(), largest, seed=0)) == largest
+    with pytest.raises(ConfigError, match=f"--folds {largest + 1}: the largest locale has {largest} queries, so 1 fold"):
+        fold_frames(frame(), largest + 1, seed=0)
 
 
 def test_train_per_locale_moves_rows_to_test():

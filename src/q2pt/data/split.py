@@ -351,6 +351,10 @@ def fold_frames(
         train_per_locale = _check_int("--train-per-locale", train_per_locale, 1)
     merged, merge_info = merge_duplicates(frame)
     groups = _locale_groups(merged, seed)
+    largest = max((len(order) for order in groups.values()), default=0)
+    if k > largest:  # folds largest .. k-1 would test on nothing at all
+        raise ConfigError(f"--folds {k}: the largest locale has {largest} queries, so {k - largest} fold(s) would "
+                          f"test on no query at all; choose at most {largest} folds")
     parts = {locale: np.array_split(order, k) for locale, order in groups.items()}
     out = []
     for i in range(k):
