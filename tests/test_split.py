@@ -195,6 +195,8 @@ def test_cli_folds_and_train_per_locale(tmp_path, capsys):
         assert rep["fold"] == i and rep["locales"]["us"]["train"] == 10
         tests |= {(r["locale"], r["query"]) for r in map(json.loads, (folder / "test.jsonl").read_text().splitlines())}
     assert len(tests) == sum(SIZES.values()) + 1
+    code, out, err = run(capsys, "data", "validate", tmp_path / "f")  # the folds' root is no dataset: which is
+    assert code == 2 and "it holds cross-validation folds: give one, e.g." in out + err and "fold-0" in out + err
 
 
 @pytest.mark.parametrize(

@@ -349,8 +349,11 @@ def locate_split_files(directory: str | Path) -> dict[str, Path]:
             what = "no train file" if split == "train" else f"missing {split} file"
             problems.append(problem("layout", name, None, None, f"{what} ({split}{{{exts}}})"))
     if problems:
+        hint = ""
+        if (directory / "fold-0").is_dir():  # data split --folds K writes DIR/fold-i, each a dataset
+            hint = f"; it holds cross-validation folds: give one, e.g. {directory / 'fold-0'}"
         raise DataError(
-            f"{name} is not a dataset directory (expected train, valid and test files)", problems
+            f"{name} is not a dataset directory (expected train, valid and test files){hint}", problems
         )
     return found
 
