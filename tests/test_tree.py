@@ -80,6 +80,16 @@ def test_validate_reports_the_tree_per_level_and_locale_and_names_under_two_pare
     assert "level 4: 1 types, 1 leaves" in capsys.readouterr().out
 
 
+def test_validate_counts_every_name_under_several_parents(tmp_path):
+    from q2pt.data.validate import validate_dataset
+
+    rows = [(f"q{i}{side}", f"{side} > x{i}") for i in range(25) for side in "ab"]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(f'{{"query": "{q}", "locale": "de", "product_types": ["{t}"]}}\n' for q, t in rows))
+    report = validate_dataset(data)
+    assert report.counts()["warning"]["tree_shared_name"] == 25 == report.summary["tree"]["names_under_several_parents"]
+
+
 def _core(scores: list[float], level_thresholds=None):
     tree = LabelTree.from_labels(PATHS)
     classes = tree.nodes
