@@ -192,6 +192,10 @@ def test_predict_queries(models, capsys):
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("red shoes\tshoes (") and lines[1].startswith("cheap skillet\tfrying_pan (")
+    # a query with a line break or a tab stays one line of tab-separated columns (shown escaped)
+    code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "en_US", "red\nshoes\tx", "-q"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(lines) == 1 and lines[0].startswith("red\\nshoes\\tx\t"), lines
     code = main(["predict", "--model", str(models["unified-aware"]), "--locale", "de_DE", "--json", "--top-k", "2",
                  "--threshold", "0", "rote pfanne"])
     record = json.loads(capsys.readouterr().out)

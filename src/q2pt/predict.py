@@ -276,9 +276,16 @@ def predict_file(
 
 def format_predictions(queries: Sequence[str], preds: Predictions) -> str:
     """Human-readable lines: ``query<TAB>type (score), type (score)<TAB>[note]``; a
-    hierarchical prediction's types (full paths) with their levels: ``type (score, level N)``."""
+    hierarchical prediction's types (full paths) with their levels: ``type (score, level N)``.
+    A query's line breaks, tabs and other control characters are shown escaped (``\\n``), so
+    that each query stays one line of three columns."""
+    import unicodedata
+
     lines = []
     for i, (q, note) in enumerate(zip(queries, preds.notes)):
+        if not q.isprintable():
+            q = "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp")
+                        else c for c in q)
         levels = preds.levels[i] if preds.levels is not None else None
         types = ", ".join(f"{t} ({s:.3f})" if levels is None else f"{t} ({s:.3f}, level {levels[j]})"
                           for j, (t, s) in enumerate(zip(preds.types[i], preds.scores[i])))
