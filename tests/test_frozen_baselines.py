@@ -156,6 +156,32 @@ def test_embeddings_cached_once_per_query():
         frozen_embeddings("bert", ["x"])
 
 
+def test_each_baseline_pays_for_its_embeddings_whichever_computed_them(monkeypatch):
+    """The embedding cache is shared: a baseline whose queries another one embedded is charged
+    their measured cost (the experiment adds it to its train time and predict rate)."""
+    import time
+
+    from q2pt.encoders.e5 import EmbeddingCache
+    from q2pt.experiments import baselines as B
+    from q2pt.experiments.runner import _pop_spared
+
+    def slow(texts):
+        time.sleep(0.01 * len(texts))
+        return np.zeros((len(texts), 2))
+
+    cache = EmbeddingCache(slow, 2)
+    monkeypatch.setattr(B, "embedding_cache", lambda kind: cache)
+    monkeypatch.setattr(B, "frozen_embeddings", lambda kind, texts: cache.get(texts))
+    first, second = B.build_baseline("use-lr-per-locale"), B.build_baseline("use-lr-unified")
+    first._warm(["a", "b", "c", "a"])
+    assert cache.computed == 3 and cache.seconds_per_text() >= 0.01
+    assert first.spared_seconds < 0.005  # it computed them itself
+    second._warm(["c", "b", "a", "d"])  # three cached, one new
+    assert cache.computed == 4
+    assert second.spared_seconds == pytest.approx(3 * cache.seconds_per_text(), rel=0.3)
+    assert _pop_spared(second) == pytest.approx(3 * cache.seconds_per_text(), rel=0.3) and _pop_spared(second) == 0.0
+
+
 @pytest.mark.parametrize("class_weight", [None, "balanced"])
 def test_joint_solver_matches_sklearn_one_vs_rest(class_weight):
     from sklearn.linear_model import LogisticRegression

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -68,7 +69,9 @@ class EmbeddingCache:
 
     :meth:`get` embeds only the texts it has not seen (each distinct text once, in batches
     of ``batch_size``) and returns a fresh ``(n, dim)`` float32 array. Past ``max_size``
-    entries the oldest quarter is dropped. ``computed`` counts the texts embedded so far.
+    entries the oldest quarter is dropped. ``computed`` counts the texts embedded so far and
+    ``seconds`` the time the embedder took for them (:meth:`seconds_per_text`: what a text costs
+    uncached, for honest cost figures of the models that share the cache).
     """
 
     def __init__(
@@ -88,12 +91,17 @@ class EmbeddingCache:
         self._rows: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self.computed = 0
+        self.seconds = 0.0
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def __contains__(self, text: object) -> bool:
         return text in self._rows
+
+    def seconds_per_text(self) -> float:
+        """The mean embedding time of one text so far (0.0 before any)."""
+        return self.seconds / self.computed if self.computed else 0.0
 
     def clear(self) -> None:
         with self._lock:
@@ -105,6 +113,7 @@ class EmbeddingCache:
             rows = self._rows
             missing = list(dict.fromkeys(t for t in texts if t not in rows))
             fresh: dict[str, np.ndarray] = {}
+            t0 = time.perf_counter()
             for i in range(0, len(missing), self.batch_size):
                 part = missing[i : i + self.batch_size]
                 vecs = np.asarray(self._embed(part), dtype=np.float32)
@@ -113,6 +122,7 @@ class EmbeddingCache:
                 for t, v in zip(part, vecs.copy()):
                     fresh[t] = v
             self.computed += len(missing)
+            self.seconds += time.perf_counter() - t0
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             for r, t in enumerate(texts):
                 v = fresh.get(t)

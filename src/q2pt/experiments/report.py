@@ -458,7 +458,10 @@ def _main(rep: Report, results: Mapping[str, Any], figdir: Path) -> None:
              "i.e. model folders to deploy "
              "and checkpoint (one per locale for non-unified and per-locale baselines). **Parameters**: "
              "every distinct weight tensor once (networks may share a frozen pre-trained table); trainable in "
-             "brackets. **Predict**: scoring the test split in one call.")
+             "brackets (USE / USE + e5 + LR: the classifiers', their frozen encoders not counted). **Predict**: "
+             "scoring the test split in one call. The frozen-embedding baselines embed each distinct query once "
+             "per process (their runs share a cache): each run's train time and predict rate include its own "
+             "queries' embeddings at the cost per query measured, whichever run computed them.")
     header = ["model", "models", "parameters (trainable)", "train time", "train CPU", "peak memory +MiB",
               "size on disk (MiB)", "predict (queries/s)"]
     cost_rows = []
