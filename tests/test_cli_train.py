@@ -102,6 +102,8 @@ def test_evaluate_prints_a_table_or_json(models, data_dir, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "R@P80" in printed and "en_US" in printed
+    assert "R@P80: pooled, each row's pairs ranked under one threshold" in printed  # which figure is which
+    assert "deployed R / P: as deployed, at the thresholds the model serves" in printed
     code = main(["evaluate", "--model", str(models["unified-aware"]), "--data", str(data_dir), "--json", "-q"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)

@@ -330,6 +330,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                  "label is a leaf)")
     print(f"{model.variant} / {model.encoder} on {description}{where}:")
     print(format_table(result))
+    rap = f"R@P{args.precision * 100:g}"
+    print(f"{rap}: pooled, each row's pairs ranked under one threshold (the global row pools every locale; "
+          f"'{rap} threshold' is where it is read). deployed R / P: as deployed, at the thresholds the model "
+          "serves (each locale's own, calibrated on validation, else the global one; a tree's per level), with "
+          "the precision they reach here.")
     if result.get("levels"):
         print()
         print(format_levels(result))
