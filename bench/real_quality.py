@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -42,22 +43,29 @@ DEFAULT_MODEL = "unified-aware"
 
 def q2pt(*args: str, log: Path | None = None) -> None:
     cmd = [sys.executable, "-m", "q2pt", *args]
-    print("$ q2pt " + " ".join(args), flush=True)
+    print("$ q2pt " + shlex.join(args), flush=True)
     if log is None:
         subprocess.run(cmd, check=True)
         return
     with open(log, "a", encoding="utf-8") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode:
-        raise SystemExit(f"failed (exit {proc.returncode}): q2pt {' '.join(args)}; see {log}")
+        raise SystemExit(f"failed (exit {proc.returncode}): q2pt {shlex.join(args)}; see {log}")
 
 
-def split(data: str, out: Path, folds: int, seed: int, small: int) -> None:
-    """Write the splits unless OUT already holds them for the same file and parameters."""
+def file_digest(data: str) -> str:
     import hashlib
 
-    digest = hashlib.sha256(Path(data).read_bytes()).hexdigest()
+    return hashlib.sha256(Path(data).read_bytes()).hexdigest()
+
+
+def split(data: str, out: Path, folds: int, seed: int, small: int, names: set[str]) -> None:
+    """Write the splits ``names`` ("splits", "splits-small") unless OUT already holds them for
+    the same file and parameters."""
+    digest = file_digest(data)
     for name, per_locale in (("splits", None), ("splits-small", small)):
+        if name not in names:
+            continue
         stamp = {"source_sha256": digest, "folds": folds, "seed": seed, "train_per_locale": per_locale}
         stamp_file = out / f"{name}.json"
         if (out / name / "fold-0").is_dir() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
@@ -164,7 +172,10 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s DATA_FILE [options] [-- EXTRA q2pt experiment FLAGS]",
+                                 epilog="after --: more q2pt experiment flags, given to every run "
+                                        "(e.g. -- --train.max_epochs 2)")
     ap.add_argument("data", metavar="DATA_FILE", help="one labelled file whose product types are category paths")
     ap.add_argument("--out", default="runs/real-quality", help="output folder (default runs/real-quality)")
     ap.add_argument("--folds", type=int, default=5)
@@ -186,20 +197,34 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown regime(s) {', '.join(bad)}; valid: {', '.join(REGIMES)}")
     out = Path(args.out)
+    if not Path(args.data).is_file():
+        ap.error(f"{args.data}: no such file")
+    if args.report_only:  # the tables of runs on this file: the splits' stamps say which file they are of
+        stamps = [out / f"{REGIMES[r][1]}.json" for r in regimes]
+        digest = file_digest(args.data)
+        for stamp in stamps:
+            if not stamp.is_file():
+                ap.error(f"{out} holds no runs of the regimes {args.regimes} (no {stamp.name})")
+            if json.loads(stamp.read_text(encoding="utf-8")).get("source_sha256") != digest:
+                ap.error(f"{out}'s runs were split from another file than {args.data} ({stamp.name})")
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc)
     walls: dict[str, float] = {}
     if not args.report_only:
-        split(args.data, out, args.folds, args.seed, args.small_per_locale)
+        split(args.data, out, args.folds, args.seed, args.small_per_locale, {REGIMES[r][1] for r in regimes})
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = {r: pool.submit(run_regime, r, out, args.folds, args.threads, list(args.extra), also) for r in regimes}
             for r, f in futures.items():
                 walls[r] = f.result()
     print(f"\n## Quality on {args.data} (not the simulated store; for the cikm-qc dev set: REAL third-party "
           "relevance judgments, not exhaustive)")
-    print(f"\nStarted {started:%Y-%m-%d %H:%M} UTC on {machine()}; load average at the end "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
-    print("Command: python bench/real_quality.py " + " ".join(argv))
+    if args.report_only:
+        print(f"\nThe finished runs in {out} (printed {started:%Y-%m-%d %H:%M} UTC; their date, machine and "
+              "command are in each regime's report.md).")
+    else:
+        print(f"\nStarted {started:%Y-%m-%d %H:%M} UTC on {machine()}; load average at the end "
+              f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.")
+    print("Command: python bench/real_quality.py " + shlex.join(argv))
     if walls:
         print("Wall time per regime: " + ", ".join(f"{r} {w / 60:.1f} min" for r, w in walls.items()))
     print(tables(out, regimes, also))
