@@ -90,6 +90,12 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         if tree is not None:
             levels = [tree.level.get(c, 1) for c in model.classes_]
             level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision, support)
+            own = sorted(k for k in level_thresholds if k != "global")
+            logger.info("level thresholds (what a tree's answers are cut at): global %s; %d of %d locales have "
+                        "their own at some level", ", ".join(f"level {lv} {'-' if t is None else f'{t:.4g}'}"
+                                                             for lv, t in sorted(level_thresholds.get("global", {})
+                                                                                 .items(), key=lambda x: int(x[0]))),
+                        len(own), len(set(locs)))
             metrics["levels"] = evaluate_levels(y, scores, locs, levels, precision, VALIDATION_BOOTSTRAP,
                                                 model.config.train.seed)
         if cfg.type_thresholds:

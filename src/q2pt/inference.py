@@ -293,8 +293,9 @@ class InferenceCore:
         known = locale in self._known
         if self.unified:
             if not known:
+                cut = "the global threshold" if self.tree is None else "the global threshold of each level"
                 return Resolution(locale, None, UNIFIED, None,
-                                  f"unseen locale {locale}: predicted locale-agnostically with the global threshold")
+                                  f"unseen locale {locale}: predicted locale-agnostically with {cut}")
             return Resolution(locale, locale, UNIFIED, locale if self.variant == "unified-aware" else None)
         if known:
             return Resolution(locale, locale, locale, None)

@@ -249,9 +249,11 @@ def fit_networks(
                 checkpointer.save_done(stage, net, result)
             if stage != UNIFIED and hooks.is_main:
                 best = "-" if result.best_metric is None else f"{result.best_metric:.4f}"
+                n_names = added.get(stage, 0)
                 logger.info(
-                    "%s (%d/%d): %d train queries, %d labels, %d epochs; best valid %s %s",
-                    stage_label(stage), i + 1, len(stages), train_split.n, len(stage_classes), result.epochs,
+                    "%s (%d/%d): %d train queries%s, %d labels, %d epochs; best valid %s %s",
+                    stage_label(stage), i + 1, len(stages), train_split.n - n_names,
+                    f" and {n_names} type names" if n_names else "", len(stage_classes), result.epochs,
                     stop_metric_label(result.metric, cfg.precision_target), best,
                 )
 
