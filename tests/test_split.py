@@ -251,7 +251,7 @@ def test_no_weight_column_stays_unweighted(tmp_path):
 
 def test_a_fold_without_train_rows_is_refused(tmp_path):
     one = pd.DataFrame([{"query": "a", "locale": "us", "product_types": ["t"]}])
-    with pytest.raises(DataError, match="nothing written"):
+    with pytest.raises(ConfigError, match="the largest locale has 1 queries, so 1 fold"):  # and nothing written
         split_file(write_input(tmp_path, one), tmp_path / "o", folds=2)
     assert not (tmp_path / "o").exists()
 
