@@ -258,6 +258,21 @@ def test_seen_by_shares_few_new_queries_between_valid_and_test():
     assert not set(splits["valid"]["query"]) & set(frame["query"].iloc[:97])
 
 
+def test_queries_learnt_are_found_in_the_hashes_of_older_model_folders():
+    """Model folders written before invisible characters were normalised away hold hashes of the
+    old form: a learnt query with a zero-width space is found in either."""
+    from q2pt.data.schema import query_keys
+    from q2pt.seen import SeenQueries, key_hashes, seen_in
+
+    rows = pd.DataFrame({"query": ["k7 매트\u200b", "plain", "new one"], "locale": "ko", "product_types": [["a"]] * 3})
+    old = pd.util.hash_pandas_object(query_keys(rows.iloc[:2], keep_invisible=True), index=False).to_numpy("uint64")
+    assert old[0] not in key_hashes(rows.iloc[:1])  # the hash changed with the normalisation ...
+    assert seen_in(rows, old).tolist() == [True, True, False]  # ... and the old one is still found
+    assert seen_in(rows, key_hashes(rows.iloc[:1])).tolist() == [True, False, False]
+    seen = SeenQueries(np.sort(old), np.zeros(0, dtype=np.uint64))
+    assert seen.lookup(rows)["train"].tolist() == [True, True, False]
+
+
 def test_a_warm_start_names_likely_renames_only():
     from q2pt.training.warm import _likely_renames
 

@@ -10,7 +10,7 @@ import pytest
 from q2pt.data import normalize_query
 from q2pt.data.split import fold_frames, format_report, merge_duplicates, split_file, split_frame, write_splits
 from q2pt.data.validate import validate_dataset
-from q2pt.errors import ConfigError, DataError
+from q2pt.errors import ConfigError
 from support import run_cli
 
 SIZES = {"us": 60, "de": 30, "pl": 7, "se": 2, "xx": 1}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from q2pt.errors import Q2PTError
-from q2pt.seen import SEEN_FILE, SeenQueries, key_hashes
+from q2pt.seen import SEEN_FILE, SeenQueries, key_hashes, seen_in
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -146,7 +146,7 @@ def warm_start_note(parent_seen: SeenQueries | str, valid: "pd.DataFrame", paren
     if isinstance(parent_seen, str):
         logger.info("whether the validation rows were learnt by %s is not checked: %s", parent, parent_seen)
         return None
-    seen = int(np.isin(key_hashes(valid), parent_seen.all()).sum()) if len(valid) else 0
+    seen = int(seen_in(valid, parent_seen.all()).sum()) if len(valid) else 0
     if not seen:
         return None
     note = (f"{seen} of {len(valid)} validation rows were learnt by the model this one is warm-started from "

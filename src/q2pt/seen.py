@@ -22,7 +22,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["SEEN_FILE", "SeenQueries", "key_hashes"]
+__all__ = ["SEEN_FILE", "SeenQueries", "key_hashes", "seen_in"]
 
 #: the file of a model folder that holds :class:`SeenQueries`
 SEEN_FILE = "seen.safetensors"
@@ -38,6 +38,23 @@ def key_hashes(frame: "pd.DataFrame") -> np.ndarray:
     if len(frame) == 0:
         return np.zeros(0, dtype=np.uint64)
     return pd.util.hash_pandas_object(query_keys(frame), index=False).to_numpy(dtype=np.uint64)
+
+
+def seen_in(frame: "pd.DataFrame", hashes: np.ndarray) -> np.ndarray:
+    """Per row of ``frame``: whether its (normalized query, locale) is among ``hashes``. A query
+    with invisible characters is also looked up in the form before q2pt removed them
+    (2026-12-07), which the hashes of older model folders were made with."""
+    import pandas as pd
+
+    from q2pt.data.schema import QUERY, has_invisible, query_keys
+
+    found = np.isin(key_hashes(frame), hashes)
+    if len(frame):
+        odd = has_invisible(frame[QUERY].astype(str)).to_numpy(dtype=bool)
+        if odd.any():
+            old = pd.util.hash_pandas_object(query_keys(frame[odd], keep_invisible=True), index=False)
+            found[odd] |= np.isin(old.to_numpy(dtype=np.uint64), hashes)
+    return found
 
 
 def _unique(values: np.ndarray) -> np.ndarray:
@@ -69,8 +86,7 @@ class SeenQueries:
 
     def lookup(self, frame: "pd.DataFrame") -> dict[str, np.ndarray]:
         """Per row of ``frame``: in ``train``, in ``valid``, in ``ancestors`` (boolean arrays)."""
-        hashes = key_hashes(frame)
-        return {part: np.isin(hashes, getattr(self, part)) for part in _PARTS}
+        return {part: seen_in(frame, getattr(self, part)) for part in _PARTS}
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"file": SEEN_FILE, **{part: int(len(getattr(self, part))) for part in _PARTS},

@@ -77,19 +77,32 @@ def normalize_query(query: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", _INVISIBLE.sub("", query)).casefold()).strip()
 
 
-def normalize_queries(queries: "pd.Series") -> "pd.Series":
-    """Vectorised :func:`normalize_query` over a Series of str."""
+def normalize_queries(queries: "pd.Series", *, keep_invisible: bool = False) -> "pd.Series":
+    """Vectorised :func:`normalize_query` over a Series of str; ``keep_invisible``: the form
+    before q2pt 0.2 (2026-12-07) removed invisible characters, which the query hashes of older
+    model folders were made with (:func:`has_invisible`)."""
     import pandas as pd
 
     s = pd.Series(queries, dtype="str", index=getattr(queries, "index", None))
-    s = s.str.replace(_INVISIBLE.pattern, "", regex=True)
+    if not keep_invisible:
+        s = s.str.replace(_INVISIBLE.pattern, "", regex=True)
     return s.str.normalize("NFKC").str.casefold().str.replace(_WS.pattern, " ", regex=True).str.strip()
 
 
-def query_keys(frame: "pd.DataFrame") -> "pd.Series":
+def has_invisible(queries: "pd.Series") -> "pd.Series":
+    """Per query: whether it holds a character :func:`normalize_query` removes as invisible."""
+    import pandas as pd
+
+    return pd.Series(queries, dtype="str", index=getattr(queries, "index", None)).str.contains(_INVISIBLE.pattern,
+                                                                                            regex=True)
+
+
+def query_keys(frame: "pd.DataFrame", *, keep_invisible: bool = False) -> "pd.Series":
     """Each row's (normalized query, locale) as one string: what makes two rows the same query
-    in one store (duplicates, leakage between splits, rows a model was trained on)."""
-    return normalize_queries(frame[QUERY].astype(str)) + "\x1f" + frame[LOCALE].astype(str)
+    in one store (duplicates, leakage between splits, rows a model was trained on);
+    ``keep_invisible``: as :func:`normalize_queries`."""
+    return normalize_queries(frame[QUERY].astype(str), keep_invisible=keep_invisible) + "\x1f" + \
+        frame[LOCALE].astype(str)
 
 
 def clean_query_text(query: str) -> str:

@@ -293,9 +293,9 @@ def split_frame(
         raise ConfigError("--seen-by and --train-per-locale exclude each other (the train queries dropped would "
                           "move seen queries to test)")
     merged, merge_info = merge_duplicates(frame)
-    from q2pt.seen import key_hashes
+    from q2pt.seen import seen_in
 
-    known = np.zeros(len(merged), dtype=bool) if seen is None else np.isin(key_hashes(merged), seen)
+    known = np.zeros(len(merged), dtype=bool) if seen is None else seen_in(merged, seen)
     assign: dict[str, dict[str, np.ndarray]] = {}
     seen_per_locale: dict[str, int] = {}
     for locale, order in _locale_groups(merged, seed).items():
