@@ -175,6 +175,18 @@ def test_a_confident_type_makes_its_ancestors_answers_whatever_their_levels_thre
     assert [t for t, _ in core.select(scores, res)[0]] == ["home", "home > kitchen", "home > kitchen > pots"]
     unsure = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.5, 0.1], {"global": {"1": 0.95, "2": 0.85, "3": 0.6}})
     assert _paths(unsure) == [] and _paths(unsure, max_depth=1) == []  # nothing sure, at any depth
+    # explain says why the home is predicted below its own threshold
+    from q2pt.cli.review import format_explanation
+    from q2pt.explain import explain
+
+    home = explain(core, "q", "de", "home")
+    assert home["predicted"] and home["score"] < home["threshold"]
+    assert "predicted: a type under it is confident" in format_explanation(home)
+    # a type the query's network does not score is never an answer, even above a confident child
+    nan = float("nan")
+    partial = _core([nan, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.95, "2": 0.85, "3": 0.6}})
+    res = partial.resolve_all(["de"])
+    assert not partial.confident(np.asarray([[nan, 0.1, 0.1, 0.9, 0.2, 0.7, 0.1]]), partial.cuts(res))[0, 0]
 
 
 def test_without_backoff_the_bottom_is_what_the_model_scores(tmp_path):

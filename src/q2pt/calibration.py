@@ -90,7 +90,7 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         if tree is not None:
             levels = [tree.level.get(c, 1) for c in model.classes_]
             level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision, support)
-            own = sorted(k for k in level_thresholds if k != "global")
+            own = sorted(k for k, v in level_thresholds.items() if k != "global" and any(t is not None for t in v.values()))
             logger.info("level thresholds (what a tree's answers are cut at): global %s; %d of %d locales have "
                         "their own at some level", ", ".join(f"level {lv} {'-' if t is None else f'{t:.4g}'}"
                                                              for lv, t in sorted(level_thresholds.get("global", {})

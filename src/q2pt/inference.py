@@ -435,6 +435,7 @@ class InferenceCore:
             up = ok.T  # a view: rows are labels
             for children, parents in self._up:  # deepest level first: climbs the whole path
                 np.logical_or.at(up, parents, up[children])
+            ok &= ~np.isnan(scores)  # a type the query's network does not score is no answer
         return ok
 
     def select(

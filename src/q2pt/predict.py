@@ -283,9 +283,9 @@ def format_predictions(queries: Sequence[str], preds: Predictions) -> str:
 
     lines = []
     for i, (q, note) in enumerate(zip(queries, preds.notes)):
-        if not q.isprintable():
-            q = "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp")
-                        else c for c in q)
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in q):  # (a backslash is escaped too then)
+            q = "".join(c.encode("unicode_escape").decode("ascii") if c == "\\" or unicodedata.category(c) in
+                        ("Cc", "Zl", "Zp") else c for c in q)
         levels = preds.levels[i] if preds.levels is not None else None
         types = ", ".join(f"{t} ({s:.3f})" if levels is None else f"{t} ({s:.3f}, level {levels[j]})"
                           for j, (t, s) in enumerate(zip(preds.types[i], preds.scores[i])))

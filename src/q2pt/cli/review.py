@@ -164,6 +164,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def format_explanation(result: dict[str, Any]) -> str:
     """A plain-text explanation: the score, then one line per word with a bar."""
     verdict = "predicted" if result["predicted"] else "not predicted"
+    if result["predicted"] and result["score"] < result["threshold"]:  # a tree: a descendant is confident
+        verdict = "predicted: a type under it is confident"
     used = result["locale_used"] or "none: locale-agnostic"
     lines = [f"{result['product_type']}: score {result['score']:.4f} (threshold {result['threshold']:.4f}, {verdict}) "
              f"for {result['query']!r} in {result['locale']} (locale used: {used})"]

@@ -67,7 +67,8 @@ _WS = re.compile(r"\s+")
 #: non-joiners, direction marks and embeddings, word joiners, the byte-order mark, Hangul fillers,
 #: variation selectors, tags (a query with them looks the same as without them)
 _INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
-                        "\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0001\U000e0020-\U000e007f]")
+                        "\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0001\U000e0020-\U000e007f"
+                        "\U000e0100-\U000e01ef]")
 
 
 def normalize_query(query: str) -> str:

@@ -69,9 +69,10 @@ class EmbeddingCache:
 
     :meth:`get` embeds only the texts it has not seen (each distinct text once, in batches
     of ``batch_size``) and returns a fresh ``(n, dim)`` float32 array. Past ``max_size``
-    entries the oldest quarter is dropped. ``computed`` counts the texts embedded so far and
-    ``seconds`` the time the embedder took for them (:meth:`seconds_per_text`: what a text costs
-    uncached, for honest cost figures of the models that share the cache).
+    entries the oldest quarter is dropped. ``computed`` counts the texts embedded so far,
+    ``seconds`` and ``cpu_seconds`` the wall and process CPU time the embedder took for them
+    (:meth:`seconds_per_text`: what a text costs uncached, for honest cost figures of the models
+    that share the cache).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self.computed = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -99,9 +101,10 @@ class EmbeddingCache:
     def __contains__(self, text: object) -> bool:
         return text in self._rows
 
-    def seconds_per_text(self) -> float:
-        """The mean embedding time of one text so far (0.0 before any)."""
-        return self.seconds / self.computed if self.computed else 0.0
+    def seconds_per_text(self) -> tuple[float, float]:
+        """The mean wall and CPU embedding time of one text so far (zeros before any)."""
+        n = max(self.computed, 1)
+        return self.seconds / n, self.cpu_seconds / n
 
     def clear(self) -> None:
         with self._lock:
@@ -113,7 +116,7 @@ class EmbeddingCache:
             rows = self._rows
             missing = list(dict.fromkeys(t for t in texts if t not in rows))
             fresh: dict[str, np.ndarray] = {}
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i in range(0, len(missing), self.batch_size):
                 part = missing[i : i + self.batch_size]
                 vecs = np.asarray(self._embed(part), dtype=np.float32)
@@ -123,6 +126,7 @@ class EmbeddingCache:
                     fresh[t] = v
             self.computed += len(missing)
             self.seconds += time.perf_counter() - t0
+            self.cpu_seconds += time.process_time() - c0
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             for r, t in enumerate(texts):
                 v = fresh.get(t)

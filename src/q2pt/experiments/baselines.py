@@ -607,21 +607,27 @@ class FrozenLRBaseline(Baseline):
         parts = [frozen_embeddings(kind, queries) for kind in self.embedders]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
-    #: embedding time the process's caches spared this model since it was last reset: its
-    #: distinct queries at the measured cost per text, less what it did compute (the experiment
-    #: adds it to its train time and predict rate, so that each baseline pays for its embeddings
-    #: as it would alone, whichever ran first)
-    spared_seconds: float = 0.0
+    #: embedding time (wall, CPU) the process's caches spared this model since it was last reset:
+    #: the distinct queries it had not asked for before, at the measured cost per text, less what it
+    #: did compute (the experiment adds it to its train time and predict rate, so that each baseline
+    #: pays for its embeddings as it would alone, whichever ran first)
+    spared: tuple[float, float] = (0.0, 0.0)
 
     def _warm(self, queries: Sequence[str]) -> None:
         """Embed every distinct query in one pass (large batches) before the per-model work."""
         distinct = list(dict.fromkeys(queries))
+        asked = self.__dict__.setdefault("_asked", set())  # texts this model embedded or was charged for
+        fresh = sum(t not in asked for t in distinct)
+        asked.update(distinct)
+        wall, cpu = self.spared
         for kind in self.embedders:
             cache = embedding_cache(kind)
-            before = cache.seconds
+            before = cache.seconds, cache.cpu_seconds
             frozen_embeddings(kind, distinct)
-            spent = cache.seconds - before
-            self.spared_seconds += max(len(distinct) * cache.seconds_per_text() - spent, 0.0)
+            per_wall, per_cpu = cache.seconds_per_text()
+            wall += max(fresh * per_wall - (cache.seconds - before[0]), 0.0)
+            cpu += max(fresh * per_cpu - (cache.cpu_seconds - before[1]), 0.0)
+        self.spared = (wall, cpu)
 
     def fit(self, dataset: "Dataset") -> "Baseline":
         self._warm([self._prepare(q) for q in dataset.train["query"].astype(str)])

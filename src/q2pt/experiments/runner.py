@@ -542,11 +542,11 @@ class ExperimentRunner:
                                "missed", spec.key, spec.label, sum(unserved.values()), ev.name,
                                ", ".join(f"{loc} {n}" for loc, n in unserved.items()))
             if ev.name == evals[0].name:
-                spared = _pop_spared(model)
-                if spared:  # the queries' frozen embeddings, cached by another run: paid here too
-                    pm.result.wall_seconds += spared
-                    pm.result.cpu_seconds += spared
-                    infra["predict_cached_embedding_seconds"] = round(spared, 3)
+                wall, cpu = _pop_spared(model)
+                if wall:  # the queries' frozen embeddings, cached by another run: paid here too
+                    pm.result.wall_seconds += wall
+                    pm.result.cpu_seconds += cpu
+                    infra["predict_cached_embedding_seconds"] = round(wall, 3)
                 infra.update(pm.result.as_dict("predict"))
                 infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
             if view is not None:  # judged on the data's own types like every model
@@ -726,11 +726,11 @@ class ExperimentRunner:
         with PeakMemory() as pm:
             model.fit(dataset)
         extra: dict[str, Any] = {"networks": model.n_networks, "parameters": model.n_parameters}
-        spared = _pop_spared(model)
-        if spared:  # frozen embeddings another run computed: paid here too, at their measured cost
-            pm.result.wall_seconds += spared
-            pm.result.cpu_seconds += spared
-            extra["train_cached_embedding_seconds"] = round(spared, 3)
+        wall, cpu = _pop_spared(model)
+        if wall:  # frozen embeddings another run computed: paid here too, at their measured cost
+            pm.result.wall_seconds += wall
+            pm.result.cpu_seconds += cpu
+            extra["train_cached_embedding_seconds"] = round(wall, 3)
         return model, pm.result, extra
 
     def _measure_size(self, spec: RunSpec, model: Any) -> dict[str, Any]:
@@ -850,13 +850,15 @@ def _drop_override(args: Sequence[str], prefix: str) -> list[str]:
     return [a for key, _, raw in iter_overrides(args) if not key.startswith(prefix) for a in raw]
 
 
-def _pop_spared(model: Any) -> float:
-    """The embedding seconds a shared cache spared ``model`` since the last call (frozen-embedding
-    baselines: :attr:`~q2pt.experiments.baselines.FrozenLRBaseline.spared_seconds`), reset to 0."""
-    spared = float(getattr(model, "spared_seconds", 0.0) or 0.0)
-    if spared:
-        model.spared_seconds = 0.0
-    return spared
+def _pop_spared(model: Any) -> tuple[float, float]:
+    """The embedding seconds (wall, CPU) a shared cache spared ``model`` since the last call
+    (frozen-embedding baselines: :attr:`~q2pt.experiments.baselines.FrozenLRBaseline.spared`),
+    reset to zero."""
+    spared = getattr(model, "spared", None)
+    if not spared:
+        return 0.0, 0.0
+    model.spared = (0.0, 0.0)
+    return float(spared[0]), float(spared[1])
 
 
 def _kept_model(record: Mapping[str, Any]) -> bool:

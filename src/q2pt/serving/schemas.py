@@ -89,7 +89,8 @@ class BatchRequest(BaseModel):
 class ProductTypeScore(BaseModel):
     product_type: str
     score: float = Field(..., description="Model probability that the query means this type.")
-    predicted: bool = Field(..., description="score >= threshold.")
+    predicted: bool = Field(..., description="score >= threshold (a hierarchical model's type: or one of its "
+                            "descendants' is; a confident type's ancestors are answers too).")
     threshold: float = Field(..., description="This type's threshold: the query's, or its locale's own "
                              "threshold for this type (a model trained with train.type_thresholds).")
 
