@@ -182,6 +182,20 @@ def test_a_confident_type_makes_its_ancestors_answers_whatever_their_levels_thre
     home = explain(core, "q", "de", "home")
     assert home["predicted"] and home["score"] < home["threshold"]
     assert "predicted: a type under it is confident" in format_explanation(home)
+    # the API's flat answer: the best top_k confident types (the kitchen, 0.8, is cut at 0.85 but
+    # its pot is sure; toys, 0.95, ranks first but is not confident at 0.99)
+    from types import SimpleNamespace
+
+    need("fastapi")
+    from q2pt.serving.app import _Service
+
+    flat_core = _core([0.9, 0.1, 0.1, 0.8, 0.2, 0.7, 0.95], {"global": {"1": 0.99, "2": 0.85, "3": 0.6}})
+    rt = SimpleNamespace(core=flat_core, classes=flat_core.classes, threshold_for=flat_core.threshold_for)
+    res = flat_core.resolve("de")
+    row = flat_core.scores(["q"], [res])[0]
+    answer = _Service.result(rt, "q", res, row, 2, None, SimpleNamespace(flat=True))
+    assert answer["predicted"] == ["home", "home > kitchen"], answer  # not toys, the best score
+    assert [t["product_type"] for t in answer["product_types"]] == ["toys", "home"]
     # a type the query's network does not score is never an answer, even above a confident child
     nan = float("nan")
     partial = _core([nan, 0.1, 0.1, 0.8, 0.2, 0.7, 0.1], {"global": {"1": 0.95, "2": 0.85, "3": 0.6}})
@@ -286,10 +300,18 @@ def test_level_thresholds_and_set_metrics_on_hand_computed_cases():
 
 
 def test_a_hierarchical_model_round_trips_and_learns_every_level(tree_model_dir):
+    from q2pt.inference import flat_model_refusal
     from q2pt.models import load_model
+    from q2pt.predict import predict_rows
 
     folder, test = tree_model_dir
     model = load_model(folder)
+    # a flat answer with options that shape a hierarchical one: refused by the library as by the CLI and API
+    for options in ({"backoff": False}, {"max_depth": 1}):
+        with pytest.raises(ConfigError, match="applies to hierarchical predictions .not with flat."):
+            predict_rows(model, ["kopfhörer"], ["de_DE"], flat=True, **options)
+    assert flat_model_refusal(True, None, False, True) == "backoff false applies to hierarchical predictions (not with flat)"
+    assert flat_model_refusal(True, 2, True, False) is None and flat_model_refusal(False, None, True, True) is None
     assert model.tree_ is not None and model.tree_.depth == 3
     assert "served with one threshold per level" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "electronics" in model.classes_ and "electronics > audio" in model.classes_  # ancestors learned

@@ -92,14 +92,15 @@ class Resolution:
 
 
 def flat_model_refusal(hierarchical: bool, max_depth: int | None, backoff: bool, flat: bool) -> str | None:
-    """Why a flat model refuses the options that only shape a hierarchical answer (a depth limit,
-    no back-off) rather than ignore them: prediction, streaming, Ray and serving say it alike.
-    None: nothing to refuse (a hierarchical model, or a flat answer asked for)."""
-    if hierarchical or flat:
-        return None
+    """Why the options that only shape a hierarchical answer (a depth limit, no back-off) are
+    refused rather than ignored: with a flat answer asked for (``flat``), or by a flat model.
+    Prediction, streaming, Ray and serving say it alike. None: nothing to refuse."""
     given = [name for name, on in (("max_depth", max_depth is not None), ("backoff false", not backoff)) if on]
-    if not given:
+    if not given or (hierarchical and not flat):
         return None
+    verb = "applies" if len(given) == 1 else "apply"
+    if flat:
+        return f"{' and '.join(given)} {verb} to hierarchical predictions (not with flat)"
     return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to hierarchical models: "
             "this model is flat (one output per type, no tree of levels: its labels have one level, or it was "
             "trained with model.hierarchy flat)")
@@ -544,8 +545,6 @@ class Inference:
         (:meth:`InferenceCore.select_paths`; ``flat``: every type at or above its threshold,
         ancestors included, as a flat model's), a flat model's types (:meth:`InferenceCore.select`)."""
         if self.core.tree is None or flat:
-            if max_depth is not None and self.core.tree is not None:
-                raise ConfigError("max_depth applies to hierarchical predictions (not with flat)")
             check_flat_model_options(self.core.tree is not None, max_depth, backoff, flat)
             return self.core.select(self.scores, self.resolutions, threshold=threshold, top_k=top_k)
         paths = self.paths(threshold=threshold, top_k=top_k, max_depth=max_depth, backoff=backoff)

@@ -394,7 +394,9 @@ class _Service:
         column = rt.core.column_of
         types = [{"product_type": name, "score": score, "predicted": bool(sure[column[name]]),
                   "threshold": float(cut[column[name]])} for name, score in ranked]
-        predicted = [item["product_type"] for item in types if item["predicted"]]
+        # the best top_k confident types (not the confident ones among the top_k scores: a type over
+        # its own higher threshold may rank above them), as q2pt predict, streaming and Ray answer
+        predicted = [name for name, _ in rt.core.select(row[None, :], [res], threshold=threshold, top_k=top_k)[0]]
         paths = None
         if rt.core.tree is not None and not getattr(req, "flat", False):
             paths = rt.core.select_paths(row[None, :], [res], threshold=threshold, top_k=top_k,

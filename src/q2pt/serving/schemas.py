@@ -90,7 +90,8 @@ class ProductTypeScore(BaseModel):
     product_type: str
     score: float = Field(..., description="Model probability that the query means this type.")
     predicted: bool = Field(..., description="score >= threshold (a hierarchical model's type: or one of its "
-                            "descendants' is; a confident type's ancestors are answers too).")
+                            "descendants' is; a confident type's ancestors are answers too). The flat rule: "
+                            "max_depth and backoff shape 'predicted' and 'paths', not these flags.")
     threshold: float = Field(..., description="This type's threshold: the query's, or its locale's own "
                              "threshold for this type (a model trained with train.type_thresholds).")
 
@@ -123,8 +124,9 @@ class Prediction(BaseModel):
     threshold_source: Literal["request", "locale", "global"]
     product_types: list[ProductTypeScore]
     predicted: list[str] = Field(..., description=(
-        "The predicted product types: those flagged in product_types; for a hierarchical model the "
-        "deepest confident types (see paths)."))
+        "The predicted product types: the best top_k types at or above their thresholds (product_types "
+        "lists the best-scored ones, confident or not); for a hierarchical model the deepest confident "
+        "types (see paths), or with flat every confident type, ancestors included."))
     paths: list[PathPrediction] | None = Field(None, description=(
         "Hierarchical models: each predicted type with its level and ancestors, best first (null: a flat model)."))
     warnings: list[str] = Field(default_factory=list)
