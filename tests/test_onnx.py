@@ -88,8 +88,10 @@ def test_int8_export_and_its_measured_cost(aware_export, tmp_path):
     assert runs["onnx-fp32"]["max_abs_diff_vs_torch"] <= 1e-4
     assert runs["onnx-fp32"]["global"] == pytest.approx(runs["torch"]["global"])
     assert set(runs["onnx-int8"]["locales"]) == set(LOCALES)
+    assert runs["torch"]["answers_differ_vs_torch"] == runs["onnx-fp32"]["answers_differ_vs_torch"] == 0
+    assert 0 <= runs["onnx-int8"]["answers_differ_vs_torch"] <= ev["n_queries"]
     table = format_evaluation(ev)
-    assert "| onnx-int8 |" in table and "delta vs torch" in table
+    assert "| onnx-int8 |" in table and "delta vs torch" in table and "answers differ" in table
 
 
 def test_serving_with_the_onnx_runtime_matches_torch(aware_dir, aware_export):

@@ -161,6 +161,7 @@ def test_export_evaluation_of_a_tree_judges_it_as_evaluate_does(tree_model_dir, 
     expected = model.evaluate(test, bootstrap=0)["global"]["r_at_p"]
     assert expected > 0.5 and ev["runtimes"]["torch"]["global"] == pytest.approx(expected)
     assert ev["runtimes"]["onnx-fp32"]["global"] == pytest.approx(expected, abs=0.01)
+    assert ev["runtimes"]["onnx-fp32"]["answers_differ_vs_torch"] == 0  # the same paths served
 
 
 def test_a_confident_type_makes_its_ancestors_answers_whatever_their_levels_thresholds():

@@ -442,7 +442,9 @@ def evaluate_exports(
 
     ``onnx_paths`` maps a name (e.g. ``"onnx-fp32"``, ``"onnx-int8"``) to an export path.
     Returns ``{"split", "precision", "n_queries", "runtimes": {name: {"global": r, "pr_auc": a,
-    "locales": {LOC: r}, "max_abs_diff_vs_torch": d}}}`` (``"torch"`` included).
+    "locales": {LOC: r}, "max_abs_diff_vs_torch": d, "answers_differ_vs_torch": n}}}`` (``"torch"``
+    included; ``n``: queries whose served types, every type at or above its calibrated threshold
+    with a tree's ancestors, differ from PyTorch's).
     """
     from q2pt import metrics
     from q2pt.data.labels import label_lists, multi_hot
@@ -472,16 +474,21 @@ def evaluate_exports(
     y_true, n_missing = y_true[keep], n_missing[keep]
     res = [base.resolve(loc) for loc in locales]
     scores: dict[str, np.ndarray] = {}
+    answers: dict[str, list[frozenset[str]]] = {}  # what each runtime serves: the types over their thresholds
     for name, rt in runtimes.items():
-        scores[name] = np.nan_to_num(rt.scores(queries, res, batch_size), nan=0.0)
+        raw = rt.scores(queries, res, batch_size)
+        scores[name] = np.nan_to_num(raw, nan=0.0)
+        answers[name] = [frozenset(t for t, _ in row) for row in rt.select(raw, res)]
     out: dict[str, Any] = {"split": split, "precision": precision, "n_queries": len(queries), "runtimes": {}}
     for name, s in scores.items():
         ev = metrics.evaluate(y_true, s, locales, precision=precision, n_missing=n_missing)
+        differ = sum(a != b for a, b in zip(answers[name], answers["torch"]))
         out["runtimes"][name] = {
             "global": ev["global"]["r_at_p"],
             "pr_auc": ev["global"]["pr_auc"],
             "locales": {loc: e["r_at_p"] for loc, e in ev["locales"].items()},
             "max_abs_diff_vs_torch": float(np.abs(s - scores["torch"]).max()) if s.size else 0.0,
+            "answers_differ_vs_torch": int(differ),
         }
     return out
 
@@ -494,8 +501,9 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
     lines = [
         f"R@P{round(p * 100):d} on the {result['split']} split ({result['n_queries']} queries)",
         "",
-        f"| runtime | R@P{round(p * 100):d} (global) | delta vs torch | worst locale delta | PR-AUC | max abs prob diff |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| runtime | R@P{round(p * 100):d} (global) | delta vs torch | worst locale delta | PR-AUC | max abs prob diff | "
+        "answers differ |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in runs.items():
         g = r["global"]
@@ -508,8 +516,10 @@ def format_evaluation(result: Mapping[str, Any]) -> str:
         worst = min(loc_deltas) if loc_deltas else None
         lines.append(
             f"| {name} | {_f(g)} | {_f(delta, '+.4f')} | {_f(worst, '+.4f')} | {_f(r.get('pr_auc'))} | "
-            f"{r['max_abs_diff_vs_torch']:.2e} |"
+            f"{r['max_abs_diff_vs_torch']:.2e} | {r.get('answers_differ_vs_torch', 'n/a')} |"
         )
+    lines += ["", "answers differ: queries whose served types (at the model's calibrated thresholds; a tree's "
+              "per level, ancestors included) are not those PyTorch serves."]
     return "\n".join(lines)
 
 
