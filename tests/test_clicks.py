@@ -174,3 +174,31 @@ def test_bad_logs_and_parameters(tmp_path):
     with pytest.raises(DataError, match="would be invalid"):  # 2 queries, 45% + 45%: no train row
         from_clicks(h, tmp_path / "out", valid_frac=0.45, test_frac=0.45)
     assert not (tmp_path / "out").exists()
+
+
+def test_purchases_left_empty_count_as_none_and_are_not_checked_unused(tmp_path):
+    """An optional purchases column that is sometimes empty: 0 purchases (counted), not a dropped
+    row; at the default weight 0 purchases are not used, so not checked either."""
+    f = tmp_path / "p.csv"
+    f.write_text("query,locale,product_type,clicks,purchases\n"
+                 + "".join(f"q{i},en,shoes,5,\n" for i in range(9)) + "q9,en,shoes,5,1\nq10,en,shoes,5,lots\n",
+                 encoding="utf-8")
+    _, unused = labels_from_clicks(f, valid_frac=0, test_frac=0)
+    assert unused.rows_used == 11 and unused.rows_dropped == {} and unused.purchases_missing == 0
+    _, weighted = labels_from_clicks(f, valid_frac=0, test_frac=0, purchase_weight=2.0)
+    assert weighted.rows_used == 10 and weighted.rows_dropped == {"purchases not a non-negative number": 1}
+    assert weighted.purchases_missing == 9 and "9 rows without a purchases value: counted as 0" in weighted.format()
+
+
+def test_locales_that_differ_only_in_case_name_the_log_row_and_types_in_case_are_said(tmp_path):
+    f = tmp_path / "c.jsonl"
+    rows = [{"query": f"q{i}", "locale": "us", "product_type": "Shoes" if i % 2 else " shoes", "clicks": 5}
+            for i in range(6)] + [{"query": "x", "locale": "US", "product_type": "shoes", "clicks": 5}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=r"c.jsonl, row 7, field locale: locale ids 'us' \(6 rows\), 'US' \(1 row\) "
+                                        r"differ only in case"):
+        labels_from_clicks(f)
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]), encoding="utf-8")
+    _, report = labels_from_clicks(f, valid_frac=0, test_frac=0)
+    assert report.types_stripped == 3 and report.types_case_apart == ["Shoes", "shoes"]
+    assert "2 product types differ from another only in case" in report.format()

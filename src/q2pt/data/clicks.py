@@ -29,7 +29,7 @@ import pandas as pd
 from q2pt.errors import ConfigError, DataError, check_seed
 
 from . import schema as S
-from .io import MISSING, RawTable, check_target, is_missing, read_table, write_dataset
+from .io import MISSING, RawTable, check_target, is_absent, is_missing, read_table, write_dataset
 from .schema import problem
 
 DEFAULT_MIN_SHARE = 0.1
@@ -50,6 +50,9 @@ class ClickReport:
     rows_dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)  # reason -> one example (file, row)
     query_variants_merged: int = 0  # raw spellings folded into another by normalization
+    purchases_missing: int = 0  # rows of a log with a purchases column that leave it empty: 0 purchases
+    types_stripped: int = 0  # product type values with spaces around them (stripped)
+    types_case_apart: list[str] = field(default_factory=list)  # types that differ only in case (kept apart)
     queries_total: int = 0
     queries_labelled: int = 0
     queries_dropped: dict[str, int] = field(default_factory=dict)
@@ -76,6 +79,14 @@ class ClickReport:
                 continue
             ex = self.examples.get(reason)
             lines.append(f"  dropped {n} rows: {reason}" + (f" (e.g. {ex})" if ex else ""))
+        if self.types_stripped:
+            lines.append(f"  {self.types_stripped} product type values had spaces around them: stripped")
+        if self.types_case_apart:
+            lines.append(f"  {len(self.types_case_apart)} product types differ from another only in case, kept as "
+                         f"different types: {', '.join(repr(t) for t in self.types_case_apart[:6])}"
+                         + (" ..." if len(self.types_case_apart) > 6 else ""))
+        if self.purchases_missing:
+            lines.append(f"  {self.purchases_missing} rows without a purchases value: counted as 0 purchases")
         if self.query_variants_merged:
             lines.append(
                 f"  {self.query_variants_merged} raw query spellings merged into another spelling of the "
@@ -118,11 +129,11 @@ def _check_params(min_share: float, min_clicks: float, purchase_weight: float, v
         bad.append(f"--min-clicks must be >= 0, got {min_clicks}")
     if not (math.isfinite(purchase_weight) and purchase_weight >= 0):
         bad.append(f"--purchase-weight must be >= 0, got {purchase_weight}")
-    for name, f in (("--valid-frac", valid_frac), ("--test-frac", test_frac)):
+    for name, f in (("--valid", valid_frac), ("--test", test_frac)):
         if not 0.0 <= f < 1.0:
             bad.append(f"{name} must be in [0, 1), got {f}")
     if valid_frac + test_frac >= 1.0:
-        bad.append(f"--valid-frac + --test-frac must be below 1, got {valid_frac + test_frac}")
+        bad.append(f"--valid + --test must be below 1, got {valid_frac + test_frac}")
     if bad:
         raise ConfigError("; ".join(bad))
 
@@ -258,11 +269,14 @@ def labels_from_clicks(
          "product type contains '|' (reserved as the CSV/TSV separator)")
     clicks = _numbers(text(S.CLICKS), table.fmt)
     drop(np.isnan(clicks), "clicks missing or not a non-negative number")
-    if S.PURCHASES in cols:
-        purchases = _numbers(text(S.PURCHASES), table.fmt)
+    purchases = np.zeros(n, dtype=np.float64)
+    if S.PURCHASES in cols and purchase_weight > 0:  # (weight 0: purchases are not used, nor checked)
+        raw_purchases = text(S.PURCHASES)
+        absent = np.array([is_absent(v) for v in raw_purchases], dtype=bool)
+        purchases = _numbers(raw_purchases, table.fmt)
+        purchases[absent] = 0.0  # an optional count left empty: none
+        report.purchases_missing = int((absent & (reason == None)).sum())  # noqa: E711 (of rows not dropped)
         drop(np.isnan(purchases), "purchases not a non-negative number")
-    else:
-        purchases = np.zeros(n, dtype=np.float64)
 
     dropped_rows = reason != None  # noqa: E711
     row_counts = pd.Series(reason[dropped_rows], dtype=object).value_counts()
@@ -280,6 +294,25 @@ def labels_from_clicks(
         report.splits = {s: 0 for s in S.SPLITS}
         return empty, report
 
+    kept = np.flatnonzero(keep)
+    # locale ids that differ only in case are one store to q2pt (and refused in a dataset): name the log's rows
+    spellings: dict[str, dict[str, list[int]]] = {}
+    for i in kept.tolist():
+        spellings.setdefault(locales[i].casefold(), {}).setdefault(locales[i], []).append(i)
+    clashes = {k: v for k, v in spellings.items() if len(v) > 1}
+    if clashes:
+        found = next(iter(clashes.values()))
+        rare = min(found, key=lambda loc: (len(found[loc]), loc))
+        shown = ", ".join(f"{loc!r} ({len(rows)} row{'' if len(rows) == 1 else 's'})" for loc, rows in found.items())
+        raise DataError(f"{table.file}, row {int(table.rows[found[rare][0]])}, field {S.LOCALE}: locale ids {shown} "
+                        f"differ only in case ({len(clashes)} such store(s)); q2pt treats them as one store: write "
+                        "each one way in the log")
+    stripped = [ptypes[i] for i in kept.tolist()]
+    report.types_stripped = sum(t != t.strip() for t in stripped)
+    by_fold: dict[str, set[str]] = {}
+    for t in {t.strip() for t in stripped}:
+        by_fold.setdefault(t.casefold(), set()).add(t)
+    report.types_case_apart = sorted(t for group in by_fold.values() if len(group) > 1 for t in group)
     df = pd.DataFrame({
         "raw": pd.Series([queries[i] for i in np.flatnonzero(keep)], dtype="str"),
         S.LOCALE: pd.Series([locales[i] for i in np.flatnonzero(keep)], dtype="str"),
@@ -378,7 +411,7 @@ def from_clicks(
     if not check.ok:
         raise DataError(
             f"the labelled dataset would be invalid ({check.counts_line()}); nothing written. "
-            "Lower --valid-frac/--test-frac or give a bigger log.",
+            "Lower --valid/--test or give a bigger log.",
             check.errors,
         )
     with atomic_path(out) as tmp:
