@@ -95,6 +95,9 @@ def test_train_rejects_unknown_keys_and_bad_values(tmp_path, capsys):
     assert code == 0 and json.loads(capsys.readouterr().out)["model"]["encoder"] == "ngram"
     code = main(["train", "--encoder", "ngram"])
     assert code == 2 and "--out MODEL_DIR is needed" in capsys.readouterr().err
+    # an encoder option the encoder does not take: refused before --print-config shows it
+    code = main(["train", "--print-config", "--encoder", "ngram", "--model.encoder_options.dimm", "8"])
+    assert code == 2 and "unknown option(s) dimm for encoder 'ngram'" in capsys.readouterr().err
 
 
 def test_evaluate_prints_a_table_or_json(models, data_dir, tmp_path, capsys):

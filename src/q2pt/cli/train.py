@@ -212,6 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings, args.overrides, args.encoder,
         flags={"model.variant": args.variant, "data.path": args.data, "train.threads": args.threads},
     )
+    from q2pt.encoders import check_encoder_options
+
+    check_encoder_options(config.model.encoder, config.model.encoder_options)  # a typo: said before anything runs
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0

@@ -49,6 +49,7 @@ __all__ = [
     "Encoder",
     "ENCODER_KINDS",
     "build_encoder",
+    "check_encoder_options",
     "encoder_from_config",
     "parse_spec",
     "locale_seed_text",
@@ -303,6 +304,22 @@ def package_resource(distribution: str, path: Path, what: str, fallback_version:
     except PackageNotFoundError:  # pragma: no cover - imported from a source tree
         installed = fallback_version
     return {"package": distribution, "version": installed, "file": path.name, "sha256": digest}
+
+
+def check_encoder_options(spec: str, options: Mapping[str, Any]) -> None:
+    """ConfigError naming an option that ``spec``'s encoder does not take, before anything is built
+    (``--print-config`` shows a config that trains); a composite's parts check theirs when built,
+    and a kind that cannot be imported here (a missing dependency) is checked at training."""
+    kind, _ = parse_spec(spec)
+    if kind == "composite":
+        return
+    from q2pt.errors import DependencyError
+
+    try:
+        cls = _encoder_class(kind)
+    except (ImportError, DependencyError):
+        return
+    _check_options(cls, dict(options), spec)
 
 
 def _check_options(cls: type, options: dict[str, Any], spec: str) -> None:
