@@ -55,7 +55,7 @@ def test_default_thresholds_exact_labels_and_counts(log_file):
     assert rep.rows_dropped == {
         "blank line": 1,
         "empty or missing query": 1,
-        "clicks missing or not a non-negative number": 1,
+        "clicks missing or not a non-negative number (at most 2^53)": 1,
         "empty or missing product type": 1,
     }
     assert rep.examples["empty or missing query"].endswith("row 8")
@@ -148,7 +148,7 @@ def test_non_utf8_and_malformed_rows_are_dropped_and_counted(tmp_path):
     assert rep.rows_dropped == {
         "bytes that are not UTF-8": 1,
         "malformed row": 1,
-        "clicks missing or not a non-negative number": 1,
+        "clicks missing or not a non-negative number (at most 2^53)": 1,
     }
     assert rep.rows_read == 4 and rep.rows_used == 1
     assert labels_of(splits) == {("red", "en"): ["shoes"]}
@@ -186,7 +186,7 @@ def test_purchases_left_empty_count_as_none_and_are_not_checked_unused(tmp_path)
     _, unused = labels_from_clicks(f, valid_frac=0, test_frac=0)
     assert unused.rows_used == 11 and unused.rows_dropped == {} and unused.purchases_missing == 0
     _, weighted = labels_from_clicks(f, valid_frac=0, test_frac=0, purchase_weight=2.0)
-    assert weighted.rows_used == 10 and weighted.rows_dropped == {"purchases not a non-negative number": 1}
+    assert weighted.rows_used == 10 and weighted.rows_dropped == {"purchases not a non-negative number (at most 2^53)": 1}
     assert weighted.purchases_missing == 9 and "9 rows without a purchases value: counted as 0" in weighted.format()
 
 
@@ -202,3 +202,11 @@ def test_locales_that_differ_only_in_case_name_the_log_row_and_types_in_case_are
     _, report = labels_from_clicks(f, valid_frac=0, test_frac=0)
     assert report.types_stripped == 3 and report.types_case_apart == ["Shoes", "shoes"]
     assert "2 product types differ from another only in case" in report.format()
+
+
+def test_counts_too_large_to_add_up_are_dropped_and_said(tmp_path):
+    f = tmp_path / "h.csv"
+    f.write_text("query,locale,product_type,clicks\nh,en,a,1e308\nh,en,b,1e308\nk,en,a,5\nk,en,b,5\n", encoding="utf-8")
+    _, report = labels_from_clicks(f, valid_frac=0, test_frac=0)
+    assert report.rows_dropped == {"clicks missing or not a non-negative number (at most 2^53)": 2}
+    assert report.queries_labelled == 1 and report.pairs_kept == 2  # k: a and b at 50% each

@@ -145,8 +145,14 @@ def _as_table(log: str | Path | pd.DataFrame) -> RawTable:
     return read_table(log)
 
 
+#: the largest count taken: above it a float no longer holds every whole number, and a log's sums
+#: could overflow (two counts of 1e308 summed to inf, judged "below --min-share")
+MAX_COUNT = 2.0**53
+
+
 def _numbers(values: list[Any], fmt: str) -> np.ndarray:
-    """Click/purchase counts as floats; NaN where a value is not a non-negative number."""
+    """Click/purchase counts as floats; NaN where a value is not a non-negative number of at most
+    :data:`MAX_COUNT`."""
     if fmt in ("csv", "tsv"):
         out = np.array(pd.to_numeric(pd.Series(values, dtype=object), errors="coerce"), dtype=np.float64)
     else:
@@ -156,7 +162,7 @@ def _numbers(values: list[Any], fmt: str) -> np.ndarray:
             dtype=np.float64,
         )
     with np.errstate(invalid="ignore"):
-        out[~(np.isfinite(out) & (out >= 0))] = np.nan
+        out[~(np.isfinite(out) & (out >= 0) & (out <= MAX_COUNT))] = np.nan
     return out
 
 
@@ -268,7 +274,7 @@ def labels_from_clicks(
     drop(np.array([type(v) is str and S.LABEL_SEP in v for v in ptypes], dtype=bool),
          "product type contains '|' (reserved as the CSV/TSV separator)")
     clicks = _numbers(text(S.CLICKS), table.fmt)
-    drop(np.isnan(clicks), "clicks missing or not a non-negative number")
+    drop(np.isnan(clicks), "clicks missing or not a non-negative number (at most 2^53)")
     purchases = np.zeros(n, dtype=np.float64)
     if S.PURCHASES in cols and purchase_weight > 0:  # (weight 0: purchases are not used, nor checked)
         raw_purchases = text(S.PURCHASES)
@@ -276,7 +282,7 @@ def labels_from_clicks(
         purchases = _numbers(raw_purchases, table.fmt)
         purchases[absent] = 0.0  # an optional count left empty: none
         report.purchases_missing = int((absent & (reason == None)).sum())  # noqa: E711 (of rows not dropped)
-        drop(np.isnan(purchases), "purchases not a non-negative number")
+        drop(np.isnan(purchases), "purchases not a non-negative number (at most 2^53)")
 
     dropped_rows = reason != None  # noqa: E711
     row_counts = pd.Series(reason[dropped_rows], dtype=object).value_counts()
