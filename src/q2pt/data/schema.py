@@ -63,12 +63,16 @@ BAD_BYTES_MARK = "\U0010fffd"
 _NOT_UNICODE = re.compile("[\ud800-\udfff\U0010fffd]")
 
 _WS = re.compile(r"\s+")
-#: characters that show nothing inside a query: soft hyphen, zero-width spaces, joiners and
-#: non-joiners, direction marks and embeddings, word joiners, the byte-order mark, Hangul fillers,
-#: variation selectors, tags (a query with them looks the same as without them)
-_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
-                        "\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0001\U000e0020-\U000e007f"
-                        "\U000e0100-\U000e01ef]")
+#: Unicode categories that show nothing: control (Cc), format (Cf: zero-width spaces and joiners,
+#: direction marks, tags), separators (Zs, Zl, Zp); and the letters and marks that render blank
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+_BLANK_CHARS = frozenset("\u034f\u115f\u1160\u3164\uffa0") | {chr(c) for c in range(0xFE00, 0xFE10)} | {
+    chr(c) for c in range(0xE0100, 0xE01F0)}  # combining grapheme joiner, Hangul fillers, variation selectors
+#: characters that show nothing inside a query, removed from its normalized form: soft hyphen,
+#: zero-width spaces, joiners and non-joiners, direction marks and embeddings, word joiners, the
+#: byte-order mark, tags (format characters), and the blank ones above
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
+                        "\U000e0001\U000e0020-\U000e007f" + "".join(sorted(_BLANK_CHARS)) + "]")
 
 
 def normalize_query(query: str) -> str:
@@ -114,13 +118,6 @@ def clean_query_text(query: str) -> str:
 def has_bad_text(value: str) -> bool:
     """True if ``value`` holds undecodable bytes (or lone surrogates) -- i.e. is not valid UTF-8."""
     return _NOT_UNICODE.search(value) is not None
-
-
-#: Unicode categories that show nothing: control (Cc), format (Cf: zero-width spaces and joiners,
-#: direction marks, tags), separators (Zs, Zl, Zp); and the letters and marks that render blank
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-_BLANK_CHARS = frozenset("\u034f\u115f\u1160\u3164\uffa0") | {chr(c) for c in range(0xFE00, 0xFE10)} | {
-    chr(c) for c in range(0xE0100, 0xE01F0)}  # combining grapheme joiner, Hangul fillers, variation selectors
 
 
 def has_visible_text(value: str) -> bool:
