@@ -195,7 +195,7 @@ def test_locales_that_differ_only_in_case_name_the_log_row_and_types_in_case_are
     rows = [{"query": f"q{i}", "locale": "us", "product_type": "Shoes" if i % 2 else " shoes", "clicks": 5}
             for i in range(6)] + [{"query": "x", "locale": "US", "product_type": "shoes", "clicks": 5}]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    with pytest.raises(DataError, match=r"c.jsonl, row 7, field locale: locale ids 'us' \(6 rows\), 'US' \(1 row\) "
+    with pytest.raises(DataError, match=r"c.jsonl, row 7, field locale: locale ids us \(6 rows\), US \(1 row\) "
                                         r"differ only in case"):
         labels_from_clicks(f)
     f.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]), encoding="utf-8")

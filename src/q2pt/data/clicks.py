@@ -308,15 +308,13 @@ def labels_from_clicks(
     clashes = {k: v for k, v in spellings.items() if len(v) > 1}
     if clashes:
         found = next(iter(clashes.values()))
-        rare = min(found, key=lambda loc: (len(found[loc]), loc))
-        shown = ", ".join(f"{loc!r} ({len(rows)} row{'' if len(rows) == 1 else 's'})" for loc, rows in found.items())
-        raise DataError(f"{table.file}, row {int(table.rows[found[rare][0]])}, field {S.LOCALE}: locale ids {shown} "
-                        f"differ only in case ({len(clashes)} such store(s)); q2pt treats them as one store: write "
-                        "each one way in the log")
-    stripped = [ptypes[i] for i in kept.tolist()]
-    report.types_stripped = sum(t != t.strip() for t in stripped)
+        rare, message = S.locale_case_clash({loc: len(rows) for loc, rows in found.items()})
+        raise DataError(f"{table.file}, row {int(table.rows[found[rare][0]])}, field {S.LOCALE}: {message} "
+                        f"({len(clashes)} such store(s)); write each one way in the log")
+    given_types = [ptypes[i] for i in kept.tolist()]
+    report.types_stripped = sum(t != t.strip() for t in given_types)
     by_fold: dict[str, set[str]] = {}
-    for t in {t.strip() for t in stripped}:
+    for t in {t.strip() for t in given_types}:
         by_fold.setdefault(t.casefold(), set()).add(t)
     report.types_case_apart = sorted(t for group in by_fold.values() if len(group) > 1 for t in group)
     df = pd.DataFrame({

@@ -144,6 +144,14 @@ def replace_bad_text(value: str) -> str:
     return _NOT_UNICODE.sub("\ufffd", value)
 
 
+def locale_case_clash(counts: Mapping[str, int]) -> tuple[str, str]:
+    """Of locale ids that differ only in case, each with its row count: the rarest spelling (the
+    row to fix first) and the message naming them all (one rule for a dataset and a click log)."""
+    rare = min(counts, key=lambda loc: (counts[loc], loc))
+    shown = ", ".join(f"{loc} ({n} row{'' if n == 1 else 's'})" for loc, n in counts.items())
+    return rare, f"locale ids {shown} differ only in case: q2pt treats them as one store"
+
+
 def query_problem(value: object, max_chars: int = DEFAULT_MAX_QUERY_CHARS) -> tuple[str, str] | None:
     """Why a query cannot be used -- ``(kind, message)`` -- or None: the one rule for training
     data (``q2pt data validate``) and prediction input (files, streaming, Ray, the HTTP API)."""

@@ -534,14 +534,11 @@ def check_raw_dataset(
                 if isinstance(v, str) and v.strip() in same:
                     n, f, r = where.get(v.strip(), (0, table.file, int(table.rows[i])))
                     where[v.strip()] = (n + 1, f, r)
-        rare = min(same, key=lambda loc: (where.get(loc, (0,))[0], loc))
+        rare, message = S.locale_case_clash({loc: where.get(loc, (0,))[0] for loc in same})
         _, file_rare, row_rare = where.get(rare, (0, first_file, None))
-        shown = ", ".join(f"{loc} ({n} row{'' if n == 1 else 's'})" for loc in same
-                          for n in [where.get(loc, (0,))[0]])
         problems.append(problem(
             "locale_case", file_rare, row_rare, S.LOCALE,
-            f"locale ids {shown} differ only in case: q2pt treats them as one store; write them one way "
-            f"({rare!r} first at this row)",
+            f"{message}; write them one way ({rare!r} first at this row)",
         ))
     rows_to_split = raw.layout == "rows"
     summary: dict[str, Any] = {
