@@ -98,10 +98,10 @@ def flat_model_refusal(hierarchical: bool, max_depth: int | None, backoff: bool,
     given = [name for name, on in (("max_depth", max_depth is not None), ("backoff false", not backoff)) if on]
     if not given or (hierarchical and not flat):
         return None
-    verb = "applies" if len(given) == 1 else "apply"
+    what = f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to hierarchical"
     if flat:
-        return f"{' and '.join(given)} {verb} to hierarchical predictions (not with flat)"
-    return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to hierarchical models: "
+        return f"{what} predictions (not with flat)"
+    return (f"{what} models: "
             "this model is flat (one output per type, no tree of levels: its labels have one level, or it was "
             "trained with model.hierarchy flat)")
 
@@ -239,8 +239,8 @@ class InferenceCore:
             self.ancestor_cols = cols.ancestors
             # (child columns, parent columns) per level, deepest first: a consistent model's parent
             # scores at least its most confident child (model.tree_scores)
-            self._lift: list[tuple[np.ndarray, np.ndarray]] = list(cols.lift) if consistent else []
-            self._up: tuple[tuple[np.ndarray, np.ndarray], ...] = cols.lift  # for confident(): every tree
+            self._up: tuple[tuple[np.ndarray, np.ndarray], ...] = cols.lift  # every tree's, for confident()
+            self._lift = self._up if consistent else ()
             by_key = {str(k): {int(lv): None if t is None else float(t) for lv, t in v.items()}
                       for k, v in (level_thresholds or {}).items()}
             glob = {lv: t for lv, t in by_key.get("global", {}).items() if t is not None}
@@ -450,10 +450,12 @@ class InferenceCore:
         """The predicted ``(type, score)`` lists of scored queries (see :func:`select_types`;
         in a tree, a confident type's ancestors too: :meth:`confident`)."""
         check_threshold(threshold)
-        cut = self.cuts(resolutions, threshold)
-        if self.tree is not None:  # the ancestors of confident types: always selected
-            cut = np.where(self.confident(scores, cut), -np.inf, np.inf)
-        return select_types(scores, self.classes, cut, top_k)
+        return self.pick(scores, self.confident(scores, self.cuts(resolutions, threshold)), top_k)
+
+    def pick(self, scores: np.ndarray, sure: np.ndarray, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Per query the ``(type, score)`` pairs of its confident types (``sure``:
+        :meth:`confident`), best first, at most ``top_k``."""
+        return select_types(scores, self.classes, np.where(sure, -np.inf, np.inf), top_k)
 
     def select_paths(
         self,

@@ -396,7 +396,7 @@ class _Service:
                   "threshold": float(cut[column[name]])} for name, score in ranked]
         # the best top_k confident types (not the confident ones among the top_k scores: a type over
         # its own higher threshold may rank above them), as q2pt predict, streaming and Ray answer
-        predicted = [name for name, _ in rt.core.select(row[None, :], [res], threshold=threshold, top_k=top_k)[0]]
+        predicted = [name for name, _ in rt.core.pick(row[None, :], sure[None, :], top_k)[0]]
         paths = None
         if rt.core.tree is not None and not getattr(req, "flat", False):
             paths = rt.core.select_paths(row[None, :], [res], threshold=threshold, top_k=top_k,
