@@ -344,7 +344,8 @@ def compare_folders(
         if share < 0.5:
             result["notes"].append(f"model {side.upper()} knows the product types of {share:.0%} of the data's pairs: "
                                    "its labels do not match the data's (another taxonomy, label depth or naming?)")
-    old_names = {old for old in renames if old in set(model_a.classes_) and old not in set(model_b.classes_)}
+    types_a, types_b = set(model_a.classes_), set(model_b.classes_)
+    old_names = {old for old in renames if old in types_a and old not in types_b}
     n_old = sum(t in old_names for t in pairs)
     result["data"]["pairs_with_renamed_names"] = n_old
     if n_old:  # A's right answers, renamed, miss rows that still use its names (and B never learnt them)

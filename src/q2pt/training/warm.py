@@ -199,33 +199,31 @@ class WarmStart:
             return
         counts = warm_start_network(net, parent_net, classes, self.parent.labels_of(stage), self.label_map)
         self.report.setdefault("networks", {})[stage] = counts
+        which = "the unified network" if stage == UNIFIED else f"locale {stage}"
         logger.info(
             "warm start of %s from %s: %d product types kept, %d renamed or merged, %d new, %d dropped; "
-            "%d locale token(s) kept, %d new", "the unified network" if stage == UNIFIED else f"locale {stage}",
-            self.source, counts["types_kept"], counts["types_mapped"], counts["types_new"], counts["types_dropped"],
-            counts["locales_kept"], counts["locales_new"])
+            "%d locale token(s) kept, %d new", which, self.source, counts["types_kept"], counts["types_mapped"],
+            counts["types_new"], counts["types_dropped"], counts["locales_kept"], counts["locales_new"])
         mapped = set(self.label_map) | set(self.label_map.values())
         old, new = set(self.parent.labels_of(stage)), set(classes)
         dropped, fresh = sorted(old - new - mapped), sorted(new - old - mapped)
         renames = _likely_renames(dropped, fresh)
         if renames:  # a rename without a label map loses what the parent learnt of the type
             logger.warning("warm start of %s: %s look like renames; without a label map (--label-map, old,new) the new "
-                           "type starts afresh", "the unified network" if stage == UNIFIED else f"locale {stage}",
-                           _few([f"{a} -> {b}" for a, b in renames]))
+                           "type starts afresh", which, _few([f"{a} -> {b}" for a, b in renames]))
         elif dropped and fresh:  # some may be renames that the names do not show
             logger.warning("warm start of %s: new types %s; gone %s; a renamed type needs a label map (--label-map, "
-                           "old,new) to keep what the parent learnt of it", "the unified network" if stage == UNIFIED
-                           else f"locale {stage}", _few(fresh), _few(dropped))
+                           "old,new) to keep what the parent learnt of it", which, _few(fresh), _few(dropped))
         elif dropped or fresh:
-            logger.info("warm start of %s: new types %s; gone %s", "the unified network" if stage == UNIFIED
-                        else f"locale {stage}", _few(fresh) or "none", _few(dropped) or "none")
+            logger.info("warm start of %s: new types %s; gone %s", which, _few(fresh) or "none", _few(dropped) or "none")
 
     def manifest_entry(self) -> dict[str, Any]:
         """The manifest's ``parent``: the label map as applied (old names that are the parent's
         types, new names that are the data's), and the old and new names that were not, apart
         (``label_map_unknown``, ``label_map_unknown_new``)."""
         unknown = unknown_in_label_map(self.label_map, self.parent.classes_)
-        applied = {k: v for k, v in self.label_map.items() if k not in set(unknown) and v not in set(self.unknown_new)}
+        left_out_old, left_out_new = set(unknown), set(self.unknown_new)
+        applied = {k: v for k, v in self.label_map.items() if k not in left_out_old and v not in left_out_new}
         entry = {"path": self.source, "fingerprint": self.parent.fingerprint,
                  "created": self.parent.manifest.get("created"), "label_map": applied, **self.report}
         if unknown:
