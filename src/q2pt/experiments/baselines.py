@@ -607,18 +607,20 @@ class FrozenLRBaseline(Baseline):
         parts = [frozen_embeddings(kind, queries) for kind in self.embedders]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
-    #: embedding time (wall, CPU) the process's caches spared this model since it was last reset:
-    #: the distinct queries it had not asked for before, at the measured cost per text, less what it
-    #: did compute (the experiment adds it to its train time and predict rate, so that each baseline
-    #: pays for its embeddings as it would alone, whichever ran first)
-    spared: tuple[float, float] = (0.0, 0.0)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        #: embedding time (wall, CPU) the process's caches spared this model since it was last reset:
+        #: the distinct queries it had not asked for before, at the measured cost per text, less what it
+        #: did compute (the experiment adds it to its train time and predict rate, so that each baseline
+        #: pays for its embeddings as it would alone, whichever ran first)
+        self.spared: tuple[float, float] = (0.0, 0.0)
+        self._asked: set[str] = set()  # the texts it embedded or was charged for
 
     def _warm(self, queries: Sequence[str]) -> None:
         """Embed every distinct query in one pass (large batches) before the per-model work."""
         distinct = list(dict.fromkeys(queries))
-        asked = self.__dict__.setdefault("_asked", set())  # texts this model embedded or was charged for
-        fresh = sum(t not in asked for t in distinct)
-        asked.update(distinct)
+        fresh = sum(t not in self._asked for t in distinct)
+        self._asked.update(distinct)
         wall, cpu = self.spared
         for kind in self.embedders:
             cache = embedding_cache(kind)

@@ -542,11 +542,7 @@ class ExperimentRunner:
                                "missed", spec.key, spec.label, sum(unserved.values()), ev.name,
                                ", ".join(f"{loc} {n}" for loc, n in unserved.items()))
             if ev.name == evals[0].name:
-                wall, cpu = _pop_spared(model)
-                if wall:  # the queries' frozen embeddings, cached by another run: paid here too
-                    pm.result.wall_seconds += wall
-                    pm.result.cpu_seconds += cpu
-                    infra["predict_cached_embedding_seconds"] = round(wall, 3)
+                _charge_spared(model, pm.result, infra, "predict")
                 infra.update(pm.result.as_dict("predict"))
                 infra["predict_queries_per_second"] = round(len(queries) / max(pm.result.wall_seconds, 1e-9), 1)
             if view is not None:  # judged on the data's own types like every model
@@ -726,11 +722,7 @@ class ExperimentRunner:
         with PeakMemory() as pm:
             model.fit(dataset)
         extra: dict[str, Any] = {"networks": model.n_networks, "parameters": model.n_parameters}
-        wall, cpu = _pop_spared(model)
-        if wall:  # frozen embeddings another run computed: paid here too, at their measured cost
-            pm.result.wall_seconds += wall
-            pm.result.cpu_seconds += cpu
-            extra["train_cached_embedding_seconds"] = round(wall, 3)
+        _charge_spared(model, pm.result, extra, "train")
         return model, pm.result, extra
 
     def _measure_size(self, spec: RunSpec, model: Any) -> dict[str, Any]:
@@ -848,6 +840,17 @@ def _drop_override(args: Sequence[str], prefix: str) -> list[str]:
     from q2pt.config import iter_overrides
 
     return [a for key, _, raw in iter_overrides(args) if not key.startswith(prefix) for a in raw]
+
+
+def _charge_spared(model: Any, measured: Any, infra: dict[str, Any], what: str) -> None:
+    """Add to ``measured`` (a :class:`~q2pt.experiments.resources.Measured`) the frozen embeddings
+    another run computed for ``model``, at their measured cost, and record it as
+    ``{what}_cached_embedding_seconds``: each baseline pays for its own, whichever ran first."""
+    wall, cpu = _pop_spared(model)
+    if wall:
+        measured.wall_seconds += wall
+        measured.cpu_seconds += cpu
+        infra[f"{what}_cached_embedding_seconds"] = round(wall, 3)
 
 
 def _pop_spared(model: Any) -> tuple[float, float]:
