@@ -90,12 +90,11 @@ def calibrate_thresholds(model: "Q2PTModel", valid: "pd.DataFrame") -> None:
         if tree is not None:
             levels = [tree.level.get(c, 1) for c in model.classes_]
             level_thresholds = calibrate_level_thresholds(y, scores, locs, levels, precision, support)
-            own = sorted(k for k, v in level_thresholds.items() if k != "global" and any(t is not None for t in v.values()))
+            glob = level_thresholds.get("global", {})
+            shown = ", ".join(f"level {lv} {'-' if glob[lv] is None else f'{glob[lv]:.4g}'}" for lv in sorted(glob, key=int))
+            own = sum(k != "global" and any(t is not None for t in v.values()) for k, v in level_thresholds.items())
             logger.info("level thresholds (what a tree's answers are cut at): global %s; %d of %d locales have "
-                        "their own at some level", ", ".join(f"level {lv} {'-' if t is None else f'{t:.4g}'}"
-                                                             for lv, t in sorted(level_thresholds.get("global", {})
-                                                                                 .items(), key=lambda x: int(x[0]))),
-                        len(own), len(set(locs)))
+                        "their own at some level", shown, own, len(set(locs)))
             metrics["levels"] = evaluate_levels(y, scores, locs, levels, precision, VALIDATION_BOOTSTRAP,
                                                 model.config.train.seed)
         if cfg.type_thresholds:
