@@ -219,7 +219,11 @@ class Q2PTModel:
                     Path(out_dir).resolve() == Path(warm_start.parent.folder).resolve():
                 raise ConfigError(f"{out_dir} is the parent model's folder: train the new model into another folder "
                                   "(the parent would be replaced while it is read, and its record would point at itself)")
-            warm_start.check_new_names(_types_and_ancestors(dataset, self.config.data.label_separator))
+            from q2pt.data.labels import label_lists
+            from q2pt.data.tree import LabelTree
+
+            labels = [t for row in label_lists(dataset.train["product_types"]) for t in row]
+            warm_start.check_new_names(set(LabelTree.from_labels(labels, self.config.data.label_separator).parent))
             parent_seen = seen_of(warm_start.parent)
             if hooks.is_main:
                 warm_start_note(parent_seen, dataset.valid, warm_start.source)
@@ -548,13 +552,9 @@ class Q2PTModel:
             # (not among its leaf columns) is a missed positive
             leaf = inference.core.leaf_col
             leaf_names = [c for c, is_leaf in zip(classes, leaf.tolist()) if is_leaf]
-            # (a type the tree lacks has no ancestors there: its path says what they are)
-            sep = tree.separator
-
-            def below(x: str, o: str) -> bool:
-                return o != x and (x in tree.ancestors(o) or o.startswith(x + sep))
-
-            deepest = [[x for x in t if not any(below(x, o) for o in t)] for t in truth]
+            # (tree.close gives a type the tree lacks the ancestors its path names)
+            above = [{a for o in t for a in tree.close([o])[:-1]} for t in truth]  # each row's ancestors
+            deepest = [[x for x in t if x not in anc] for t, anc in zip(truth, above)]
             y_leaf, missing_leaf = multi_hot(deepest, leaf_names)
             result["leaf"] = evaluate(y_leaf.toarray(), scores[:, leaf], locs, precision=precision,
                                       bootstrap=bootstrap, seed=seed, n_missing=missing_leaf)
@@ -772,14 +772,3 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     model.folder = os.path.abspath(folder)
     return model
 
-
-def _types_and_ancestors(dataset: "Dataset", separator: str) -> set[str]:
-    """The product types of a dataset's training rows, with every ancestor of their paths."""
-    from q2pt.data.labels import label_lists
-
-    types: set[str] = set()
-    for row in label_lists(dataset.train["product_types"]):
-        for label in row:
-            parts = label.split(separator)
-            types.update(separator.join(parts[: i + 1]) for i in range(len(parts)))
-    return types
