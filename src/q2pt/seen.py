@@ -44,17 +44,27 @@ def seen_in(frame: "pd.DataFrame", hashes: np.ndarray) -> np.ndarray:
     """Per row of ``frame``: whether its (normalized query, locale) is among ``hashes``. A query
     with invisible characters is also looked up in the form before q2pt removed them
     (2026-12-07), which the hashes of older model folders were made with."""
-    import pandas as pd
+    return _RowHashes(frame).among(hashes)
 
-    from q2pt.data.schema import QUERY, has_invisible, query_keys
 
-    found = np.isin(key_hashes(frame), hashes)
-    if len(frame):
-        odd = has_invisible(frame[QUERY].astype(str)).to_numpy(dtype=bool)
-        if odd.any():
-            old = pd.util.hash_pandas_object(query_keys(frame[odd], keep_invisible=True), index=False)
-            found[odd] |= np.isin(old.to_numpy(dtype=np.uint64), hashes)
-    return found
+class _RowHashes:
+    """A frame's row hashes, computed once for any number of lookups (:func:`seen_in`)."""
+
+    def __init__(self, frame: "pd.DataFrame") -> None:
+        import pandas as pd
+
+        from q2pt.data.schema import QUERY, has_invisible, query_keys
+
+        self.hashes = key_hashes(frame)
+        self.odd = has_invisible(frame[QUERY].astype(str)).to_numpy(dtype=bool) if len(frame) else np.zeros(0, bool)
+        self.old = (pd.util.hash_pandas_object(query_keys(frame[self.odd], keep_invisible=True), index=False)
+                    .to_numpy(dtype=np.uint64) if self.odd.any() else np.zeros(0, dtype=np.uint64))
+
+    def among(self, hashes: np.ndarray) -> np.ndarray:
+        found = np.isin(self.hashes, hashes)
+        if len(self.old):
+            found[self.odd] |= np.isin(self.old, hashes)
+        return found
 
 
 def _unique(values: np.ndarray) -> np.ndarray:
@@ -86,7 +96,8 @@ class SeenQueries:
 
     def lookup(self, frame: "pd.DataFrame") -> dict[str, np.ndarray]:
         """Per row of ``frame``: in ``train``, in ``valid``, in ``ancestors`` (boolean arrays)."""
-        return {part: seen_in(frame, getattr(self, part)) for part in _PARTS}
+        rows = _RowHashes(frame)
+        return {part: rows.among(getattr(self, part)) for part in _PARTS}
 
     def manifest_entry(self) -> dict[str, Any]:
         return {"file": SEEN_FILE, **{part: int(len(getattr(self, part))) for part in _PARTS},
