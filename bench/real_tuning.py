@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also print recall and precision as deployed on test, each locale at its own threshold "
                          "calibrated on valid when it has at least N validation positives (else the global one), "
                          "for each N given (a large N: the global threshold alone)")
+    ap.add_argument("--judge-depth", type=int, default=None, metavar="J",
+                    help="judge a tree on its level-J types (the true paths cut to J levels) instead of its "
+                         "deepest level: e.g. --depth 3 --judge-depth 2 trains on three levels, judged on two")
     ap.add_argument("--save-scores", metavar="FILE.npz", default=None,
                     help="also write the valid and test labels, scores and locales (the judged columns) to "
                          "FILE.npz, to study blends of several runs without training again")
@@ -126,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     columns = np.arange(len(model.classes_))
     depth = args.depth  # a flat model: judged on its own labels (the paths cut to --depth)
     if model.tree_ is not None:  # a tree: judged on its deepest level's types alone (the true paths cut to it)
-        depth = model.tree_.depth
+        depth = args.judge_depth or model.tree_.depth
         columns = np.flatnonzero([model.tree_.level.get(c, 1) == depth for c in model.classes_])
     yt, st, mt, lt = scored(model, test, columns, depth)
     r = recall_at_precision(yt, st, 0.8, n_missing=int(mt.sum())).recall
-    out = {"fold": args.fold, "depth": args.depth, "small": args.small, "overrides": args.overrides,
+    out = {"fold": args.fold, "depth": args.depth, "judged_depth": depth, "small": args.small, "overrides": args.overrides,
            "test_r_at_p80_pooled": round(r, 4), "train_seconds": round(seconds, 1)}
     if args.deployed or args.save_scores:
         yv, sv, mv, lv = scored(model, splits["valid"], columns, depth)
