@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    if args.judge_depth is not None and not 1 <= args.judge_depth <= args.depth:
+        ap.error(f"--judge-depth {args.judge_depth}: give a level from 1 to --depth ({args.depth})")
     # the full paths, cut by q2pt at load time (data.label_depth) as `q2pt experiment` does
     splits = read_fold(args.data, args.fold, args.folds, args.seed, args.small)
     dataset = from_frames(splits, source=args.data, validate=False, label_depth=args.depth)
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     test = splits["test"]
     columns = np.arange(len(model.classes_))
     depth = args.depth  # a flat model: judged on its own labels (the paths cut to --depth)
+    if args.judge_depth is not None and model.tree_ is None:
+        ap.error("--judge-depth judges a tree's levels: this model is flat (model.hierarchy)")
     if model.tree_ is not None:  # a tree: judged on its deepest level's types alone (the true paths cut to it)
         depth = args.judge_depth or model.tree_.depth
         columns = np.flatnonzero([model.tree_.level.get(c, 1) == depth for c in model.classes_])
