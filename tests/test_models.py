@@ -231,6 +231,45 @@ def test_load_refuses_missing_corrupt_and_newer(trained, tmp_path):
         load_model(no_manifest)
 
 
+def test_a_folder_replaced_during_a_load_is_read_again_never_mixed(trained, data, tmp_path, monkeypatch):
+    """A save (or a deploy) that replaces the folder between the manifest and the weights: the
+    load starts again and returns the new model whole, not A's thresholds with B's weights; a
+    folder replaced at every try is refused."""
+    import os
+    import shutil
+
+    import q2pt.models as models_module
+
+    (_, folder_a), (model_b, folder_b) = trained["unified-agnostic"], trained["unified-aware"]
+    served = tmp_path / "served"
+    shutil.copytree(folder_a, served)
+    real_read = models_module.read_safetensors
+    swaps = {"left": 1}
+
+    def read_during_a_save(path):
+        if swaps["left"]:
+            swaps["left"] -= 1
+            fresh = tmp_path / f"fresh{swaps['left']}"
+            shutil.copytree(folder_b, fresh)
+            os.replace(served, tmp_path / f"old{swaps['left']}")  # what io.atomic_path does
+            os.replace(fresh, served)
+        return real_read(path)
+
+    monkeypatch.setattr(models_module, "read_safetensors", read_during_a_save)
+    loaded = load_model(served)
+    assert loaded.manifest == model_b.manifest and loaded.fingerprint == model_b.fingerprint
+    assert loaded.variant == "unified-aware"
+    queries, locales = data.test["query"].tolist(), data.test["locale"].tolist()
+    np.testing.assert_allclose(loaded.predict_proba(queries, locales), model_b.predict_proba(queries, locales),
+                               rtol=1e-6)
+
+    shutil.rmtree(served)
+    shutil.copytree(folder_a, served)
+    swaps["left"] = 10
+    with pytest.raises(ModelLoadError, match="was replaced 5 times while it was being loaded"):
+        load_model(served)
+
+
 def test_truncated_weights_are_refused_and_checksums_cannot_be_removed(trained, tmp_path):
     """Unreadable weights name the file; removing their checksum from the manifest does not
     disable the check (every file the loader reads must be listed)."""

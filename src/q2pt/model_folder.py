@@ -85,6 +85,17 @@ def model_fingerprint(folder: Path) -> str:
     return sha256_of_file(folder / MANIFEST)
 
 
+def folder_state(folder: Path) -> tuple[int, int, str] | None:
+    """What a load of ``folder`` must find unchanged from its start to its end: the folder's
+    identity (device, inode: a save replaces the whole folder, a deploy may switch a symlink)
+    and its manifest's sha256 (which holds every other file's). None where either is missing."""
+    try:
+        st = os.stat(folder)
+        return st.st_dev, st.st_ino, model_fingerprint(folder)
+    except OSError:
+        return None
+
+
 def check_output_folder(folder: Path) -> None:
     """Refuse to replace an existing folder that is not a q2pt model / training output."""
     if not folder.exists():

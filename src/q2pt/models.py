@@ -83,6 +83,7 @@ from q2pt.model_folder import (
     check_files,
     check_output_folder,
     check_train_target,
+    folder_state,
     hash_files,
     make_readable,
     model_fingerprint,
@@ -694,15 +695,40 @@ def _with(data: dict[str, Any], section: str, key: str, value: Any) -> dict[str,
     return data
 
 
+#: how often a load starts again when the folder is replaced while it is read (a save into it)
+LOAD_TRIES = 5
+
+
 def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     """Load a model folder written by :meth:`Q2PTModel.save`.
 
     Raises ModelLoadError naming the file for a missing folder or file, a corrupt file
     (invalid JSON, checksum mismatch, unreadable weights) or a newer format version.
+
+    One load reads one model: the folder's identity and manifest are taken before and after
+    (:func:`~q2pt.model_folder.folder_state`), and a load during which a save replaced the
+    folder (or a deploy switched its symlink) starts again, so that a server reloading while a
+    model is written into its folder never pairs one model's weights with another's thresholds.
     """
+    folder = Path(folder)
+    for _ in range(LOAD_TRIES):
+        before = folder_state(folder)
+        try:
+            model = _load_model_once(folder)
+        except ModelLoadError:
+            if folder_state(folder) != before:
+                continue  # a save replaced the folder mid-way: what failed may be the mix
+            raise
+        if before is not None and folder_state(folder) == before:
+            model.fingerprint = before[2]
+            return model
+    raise ModelLoadError(f"{folder} was replaced {LOAD_TRIES} times while it was being loaded "
+                         f"(models are being saved into it): load it again when the writer is done")
+
+
+def _load_model_once(folder: Path) -> Q2PTModel:
     from q2pt.encoders import encoder_from_config
 
-    folder = Path(folder)
     manifest = read_manifest(folder)
     mpath = folder / MANIFEST
     check_files(folder, manifest)
@@ -768,7 +794,6 @@ def load_model(folder: str | os.PathLike[str]) -> Q2PTModel:
     if isinstance(manifest.get("seen"), dict):
         model.seen_ = SeenQueries.load(folder, manifest["seen"])
     model.manifest = manifest
-    model.fingerprint = model_fingerprint(folder)
     model.folder = os.path.abspath(folder)
     return model
 

@@ -26,6 +26,7 @@ import numpy as np
 from q2pt.errors import ConfigError, require
 from q2pt.inference import Resolution, torch_forward
 from q2pt.model_card import MODEL_CARD, render_model_card
+from q2pt.model_folder import folder_state
 from q2pt.serving import onnx_export
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -231,6 +232,9 @@ def load_runtime(
         card_text = card.read_text(encoding="utf-8") if card.is_file() else None
     except (OSError, UnicodeDecodeError):
         card_text = None
+    state = folder_state(Path(real_dir))
+    if state is None or state[2] != model.fingerprint:
+        card_text = None  # the folder was replaced since the load: the card from the loaded manifest
     if onnx_path is not None and onnx_fingerprint is not None and model.fingerprint != onnx_fingerprint:
         # the file was exported from the folder's earlier model (a multi-worker server's shared
         # start-up export, and the folder was replaced since): export this model instead
