@@ -207,6 +207,24 @@ def test_cleanup_matches_its_own_temporaries_and_restores_an_interrupted_replace
     assert (tmp_path / "m" / "manifest.json").is_file() and not previous.exists()
 
 
+def test_a_model_a_killed_save_moved_aside_is_named_by_readers_and_put_back_before_training(
+        model_dir, tmp_path, capsys):
+    """A save killed between its two renames leaves the folder missing and its previous model as
+    .NAME.old-PID: predict names that copy; train (no --overwrite) puts it back first and then
+    refuses to replace it, where it used to train into the missing folder and delete the copy."""
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    target, aside = tmp_path / "m", tmp_path / f".m.old-{dead}"
+    shutil.copytree(model_dir, aside)
+    assert main(["predict", "--model", str(target), "--locale", "us", "shoes"]) == 3
+    assert f"a save into it was killed, and its previous model is in {aside}" in capsys.readouterr().err
+    assert not target.exists()  # a reader does not move it
+    assert main(["train", "--out", str(target), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "its previous content (.m.old-" in err and "holds a model already: pass --overwrite" in err
+    assert not aside.exists() and load_model(target).variant == "non-unified"
+
+
 def test_a_model_folder_with_symlinked_files_loads(model_dir, tmp_path):
     """e.g. a folder downloaded into a cache whose files are links to blobs."""
     blobs, copy = tmp_path / "blobs", tmp_path / "snap"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -13,6 +14,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -27,6 +30,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _previous_copy_pattern(path: Path) -> re.Pattern[str]:
+    """The name :func:`atomic_path` gives a folder's previous copy during its two renames."""
+    return re.compile(rf"^\.{re.escape(path.name)}\.old-(\d+)$")
+
+
+def interrupted_swap(path: str | os.PathLike) -> Path | None:
+    """The previous copy of the folder ``path`` that a writer killed between the two renames of
+    :func:`atomic_path` left aside as ``.NAME.old-PID`` (``path`` missing, the writer dead), or None."""
+    path = Path(path)
+    if path.exists() or path.is_symlink() or not path.parent.is_dir():
+        return None
+    previous = _previous_copy_pattern(path)
+    for entry in sorted(path.parent.iterdir()):
+        m = previous.match(entry.name)
+        if m is not None and not _pid_alive(int(m.group(1))):
+            return entry
+    return None
+
+
+def restore_interrupted_swap(path: str | os.PathLike) -> Path | None:
+    """Put back the folder ``path`` where a writer was killed between the two renames of
+    :func:`atomic_path` (the previous copy moved aside as ``.NAME.old-PID``, the new one not yet
+    in place, the writer dead): ``path`` is then missing and that copy is its only content.
+    Returns the copy's old name when it was put back (a warning says so), else None. Called before
+    anything creates ``path`` again (a training's checkpoints, a resume), and by the next writer."""
+    entry = interrupted_swap(path)
+    if entry is not None:
+        os.replace(entry, path)
+        logger.warning("%s was missing: a writer was killed while replacing it; its previous content (%s) is put back",
+                       path, entry.name)
+    return entry
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> int:
     """Remove the temporary siblings of ``path`` left by writers that died (``kill -9`` during
     an atomic write): ``.NAME.PID.*.tmp`` and ``.NAME.old-PID`` whose PID is not running.
@@ -36,16 +72,12 @@ def remove_stale_temporaries(path: str | os.PathLike) -> int:
     if not parent.is_dir():
         return 0
     removed = 0
-    name_re = re.escape(path.name)
-    temporary = re.compile(rf"^\.{name_re}\.(\d+)\.[A-Za-z0-9_]+\.tmp$")  # what atomic_path makes
-    previous = re.compile(rf"^\.{name_re}\.old-(\d+)$")
+    restore_interrupted_swap(path)  # the only copy of the folder, if its writer died between the renames
+    temporary = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp$")  # what atomic_path makes
+    previous = _previous_copy_pattern(path)
     for entry in parent.iterdir():
         m = temporary.match(entry.name) or previous.match(entry.name)
         if m is None or _pid_alive(int(m.group(1))):
-            continue
-        if m.re is previous and not path.exists():
-            # the writer died between its two renames: this is the only copy of the folder
-            os.replace(entry, path)
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 from q2pt import __version__
 from q2pt.errors import ConfigError, ModelLoadError
 from q2pt.inference import UNIFIED
-from q2pt.io import sha256_of_file
+from q2pt.io import interrupted_swap, sha256_of_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -116,9 +116,10 @@ def check_train_target(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Before training into ``out``: it must be writable, a model already there is replaced only
     with ``overwrite`` (``--overwrite``), and an interrupted run's checkpoints are continued
     with ``resume`` (``--resume``) or dropped with ``overwrite``, never silently."""
-    from q2pt.io import check_writable
+    from q2pt.io import check_writable, restore_interrupted_swap
 
     check_writable(out, "model folder")
+    restore_interrupted_swap(out)  # a model a killed save moved aside: back before anything is decided
     finished = (out / MANIFEST).is_file()
     running = (out / "checkpoints" / "run.json").is_file()
     if finished and not (resume or overwrite):
@@ -136,6 +137,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     newer than this q2pt reads, or missing a required key."""
     path = folder / MANIFEST
     if not folder.exists():
+        aside = interrupted_swap(folder)
+        if aside is not None:
+            raise ModelLoadError(f"model folder {folder} does not exist: a save into it was killed, and its previous "
+                                 f"model is in {aside} (the next train or save into {folder} puts it back; or move it)")
         raise ModelLoadError(f"model folder {folder} does not exist")
     if not folder.is_dir():
         raise ModelLoadError(f"{folder} is not a model folder (not a directory)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from q2pt.errors import ConfigError, ModelLoadError, Q2PTError, require
-from q2pt.io import atomic_path, write_json
+from q2pt.io import atomic_path, restore_interrupted_swap, write_json
 from q2pt.model_folder import safe_name
 from q2pt.training.optim import optimizer_to_tensors
 from q2pt.weights import pack_state, read_safetensors
@@ -230,6 +230,7 @@ class Checkpointer:
         """The network in progress, or None."""
 
         last = self.folder / "last"
+        restore_interrupted_swap(last)  # a kill between the renames of its last save
         if not (last / "state.json").is_file():
             return None
         meta = _read_json(last / "state.json")
