@@ -48,6 +48,23 @@ def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path):
         pass
 
 
+def test_train_into_a_folder_another_process_writes_names_that_process(tmp_path, capsys):
+    """Not "an interrupted run: pass --resume", which would then be refused for the lock."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "m"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        (tmp_path / "m" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "m" / "checkpoints" / "run.json").write_text("{}")
+        assert main(["train", "--out", str(tmp_path / "m"), *FAST]) == 2
+        assert f"is being written by another q2pt process (pid {holder.pid})" in capsys.readouterr().err
+    finally:
+        release.set()
+        holder.join(30)
+
+
 def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys, monkeypatch):
     import q2pt.training.checkpoints as checkpoints
 
@@ -59,13 +76,16 @@ def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys, monkeypa
     assert "holds a model already: pass --overwrite" in capsys.readouterr().err
     assert main(["train", "--out", str(out), "--resume", *FAST]) == 2
     assert "holds a finished model: there is no run to resume" in capsys.readouterr().err
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "run.json").write_text("{}")  # a retrain over the model, killed
+    assert main(["train", "--out", str(out), *FAST]) == 2
+    assert "holds a model and an interrupted training run over it: pass --resume" in capsys.readouterr().err
+    shutil.rmtree(out / "checkpoints")
     # a model folder an earlier q2pt finished kept its checkpoints: --resume reads them
     monkeypatch.setattr(checkpoints, "remove_checkpoints", lambda out_dir: None)
     assert main(["train", "--out", str(out), "--overwrite", *FAST]) == 0
     assert main(["train", "--out", str(out), "--resume", *FAST]) == 0
     # an interrupted run (its checkpoints, no model yet): a plain rerun would throw them away
-    import shutil
-
     for p in out.iterdir():
         if p.name != "checkpoints":
             shutil.rmtree(p) if p.is_dir() else p.unlink()

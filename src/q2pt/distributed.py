@@ -300,7 +300,7 @@ def fit(
     if out_dir is not None:  # every rank refuses alike, before any collective (one rank alone would hang the rest)
         from q2pt.model_folder import check_train_target
 
-        check_train_target(Path(out_dir), resume=resume, overwrite=overwrite)
+        check_train_target(Path(out_dir), resume=resume, overwrite=overwrite, probe_lock=False)
     env.barrier()  # nobody writes before every rank has looked at out_dir
     resume_now = env.broadcast_flag(bool(resume) and checkpoint_exists(out_dir))
     if resume and not resume_now and env.is_main:

@@ -57,7 +57,10 @@ def restore_interrupted_swap(path: str | os.PathLike) -> Path | None:
     anything creates ``path`` again (a training's checkpoints, a resume), and by the next writer."""
     entry = interrupted_swap(path)
     if entry is not None:
-        os.replace(entry, path)
+        try:
+            os.replace(entry, path)
+        except FileNotFoundError:  # another process put it back first
+            return None
         logger.warning("%s was missing: a writer was killed while replacing it; its previous content (%s) is put back",
                        path, entry.name)
     return entry

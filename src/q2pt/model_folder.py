@@ -112,16 +112,24 @@ def check_output_folder(folder: Path) -> None:
     )
 
 
-def check_train_target(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Before training into ``out``: it must be writable, a model already there is replaced only
-    with ``overwrite`` (``--overwrite``), and an interrupted run's checkpoints are continued
-    with ``resume`` (``--resume``) or dropped with ``overwrite``, never silently."""
-    from q2pt.io import check_writable, restore_interrupted_swap
+def check_train_target(out: Path, *, resume: bool, overwrite: bool, probe_lock: bool = True) -> None:
+    """Before training into ``out``: it must be writable and not being written by another
+    process (``probe_lock``: its write lock is tried; DDP ranks, which all look at once, do not),
+    a model already there is replaced only with ``overwrite`` (``--overwrite``), and an
+    interrupted run's checkpoints are continued with ``resume`` (``--resume``) or dropped with
+    ``overwrite``, never silently."""
+    import contextlib
+
+    from q2pt.io import check_writable, folder_lock, restore_interrupted_swap
 
     check_writable(out, "model folder")
-    restore_interrupted_swap(out)  # a model a killed save moved aside: back before anything is decided
+    with folder_lock(out, "model folder") if probe_lock else contextlib.nullcontext():
+        restore_interrupted_swap(out)  # a model a killed save moved aside: back before anything is decided
     finished = (out / MANIFEST).is_file()
     running = (out / "checkpoints" / "run.json").is_file()
+    if finished and running and not (resume or overwrite):
+        raise ConfigError(f"{out} holds a model and an interrupted training run over it: pass --resume (resume=True) "
+                          "to finish the run, or --overwrite (overwrite=True) to start again")
     if finished and not (resume or overwrite):
         raise ConfigError(f"{out} holds a model already: pass --overwrite (overwrite=True) to replace it")
     if finished and resume and not overwrite and not running:
