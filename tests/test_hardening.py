@@ -65,6 +65,25 @@ def test_train_into_a_folder_another_process_writes_names_that_process(tmp_path,
         holder.join(30)
 
 
+def test_a_second_experiment_into_one_folder_is_refused(tmp_path, capsys):
+    """Two at once each rewrote results.json: one's runs vanished from it."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "e"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert main(["experiment", "--out", str(tmp_path / "e"), "--preset", "tiny", "--encoder", "ngram",
+                     "--no-progress", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"the experiment folder {tmp_path / 'e'} is being written by another q2pt process (pid {holder.pid})" \
+            in err
+        assert not (tmp_path / "e").exists()
+    finally:
+        release.set()
+        holder.join(30)
+
+
 def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys, monkeypatch):
     import q2pt.training.checkpoints as checkpoints
 

@@ -177,10 +177,15 @@ def _load_file(req: ExperimentRequest) -> dict[str, Any]:
 
 
 def run_experiment(req: ExperimentRequest) -> ExperimentResult:
-    """Run the main comparison and/or studies of ``req`` and render the report (see the module doc)."""
-    if req.folds is not None:
-        return _run_folds(req)
-    return _run_one(req)
+    """Run the main comparison and/or studies of ``req`` and render the report (see the module doc).
+    The output folder's write lock is held throughout: a second experiment into it is refused
+    naming the first's pid (two at once lost each other's runs from ``results.json``)."""
+    from q2pt.io import folder_lock
+
+    with folder_lock(req.out, "experiment folder"):
+        if req.folds is not None:
+            return _run_folds(req)
+        return _run_one(req)
 
 
 def _run_one(req: ExperimentRequest) -> ExperimentResult:
