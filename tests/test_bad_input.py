@@ -177,3 +177,68 @@ def test_an_experiment_refuses_data_keys_it_would_not_read(tmp_path, capsys):
     (tmp_path / "afile").write_text("x", encoding="utf-8")
     code, _, err = run(capsys, "experiment", "--preset", "tiny", "--out", tmp_path / "afile")
     assert code == 2 and "is a file; the report folder is written there" in err
+
+
+# ---------------------------------------------------------------- a second walk (2026-12-07, later)
+
+
+def test_config_files_and_label_maps_in_other_encodings_are_named_not_a_traceback(tmp_path, capsys):
+    """A UTF-16 config (Notepad, PowerShell) and a Latin-1 label map (Excel) were tracebacks; a
+    byte-order mark on UTF-8 is read (a JSON config with one was refused, a CSV label map read
+    its header as a mapping)."""
+    utf16 = tmp_path / "c.yaml"
+    utf16.write_bytes("train:\n  max_epochs: 2\n".encode("utf-16"))
+    code, _, err = run(capsys, "train", "--out", tmp_path / "m", "--encoder", "ngram", "--print-config",
+                       "--config", utf16)
+    assert code == 2 and f"config file {utf16} is not UTF-8 text (UTF-16, by its byte-order mark" in err
+    bom = tmp_path / "c.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"train": {"max_epochs": 2}}).encode())
+    code, out, _ = run(capsys, "train", "--out", tmp_path / "m", "--encoder", "ngram", "--print-config",
+                       "--config", bom)
+    assert code == 0 and json.loads(out)["train"]["max_epochs"] == 2
+    latin1 = tmp_path / "lm.csv"
+    latin1.write_bytes(b"old,new\ncaf\xe9,coffee\n")
+    from q2pt.errors import DataError
+    from q2pt.training.warm import read_label_map
+
+    with pytest.raises(DataError, match=r"the label map .*lm\.csv is not UTF-8 text \(invalid continuation byte "
+                                        r"at byte 11\)"):
+        read_label_map(latin1)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbfold,new\nsneakers,shoes\n")
+    assert read_label_map(excel) == {"sneakers": "shoes"}
+
+
+def test_an_empty_label_separator_is_a_usage_error_in_the_data_commands(tmp_path, capsys):
+    rows = tmp_path / "ok.csv"
+    rows.write_text(HEADER + "\nr1,us,a\n", encoding="utf-8")
+    for command in ("validate", "stats"):
+        with pytest.raises(SystemExit) as info:
+            main(["data", command, str(rows), "--label-separator", ""])
+        assert info.value.code == 2
+        assert "--label-separator: must not be empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["train.lr", "train.encoder_lr", "train.name_examples"])
+def test_an_infinite_number_in_the_config_is_refused(key):
+    """``--train.lr 1e999`` trained, then failed on NaN scores, leaving checkpoints behind."""
+    with pytest.raises(ConfigError, match=key.split(".")[1]):
+        resolve_config(overrides={key: float("inf")})
+
+
+def test_a_nan_weight_and_spaces_around_a_type_are_said(tmp_path, capsys):
+    """A JSONL NaN weight was reported as "no weight"; a type's surrounding spaces were stripped
+    without a word; 'a||' was one error said twice."""
+    rows = tmp_path / "w.jsonl"
+    rows.write_text('{"query": "a", "locale": "us", "product_types": ["x"], "weight": NaN, "split": "train"}\n'
+                    '{"query": "b", "locale": "us", "product_types": ["\\tx"], "weight": 2, "split": "train"}\n'
+                    '{"query": "c", "locale": "us", "product_types": ["x"], "weight": 2, "split": "test"}\n',
+                    encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", rows)
+    assert code == 0
+    assert "row 1, field 'weight': no weight (NaN, read as no value): weight 1 (the default)" in out
+    assert "row 2, field 'product_types': product type(s) with spaces around them, read without: '\\tx'" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "\nr1,us,sneakers||\n", encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", bad)
+    assert code == 2 and out.count("empty product type") == 1

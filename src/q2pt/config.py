@@ -46,9 +46,10 @@ def _is_number(annotation: Any) -> bool:
 
 
 class _Section(BaseModel):
-    """Base: unknown keys are errors, assignments are validated; true/false is not a number."""
+    """Base: unknown keys are errors, assignments are validated; true/false is not a number, and
+    a number is finite (``--train.lr 1e999`` trained, then failed on NaN scores)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -752,11 +753,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict (keys are checked by resolve_config; a key
     given twice in one section is refused)."""
+    from q2pt.io import read_text_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    text = read_text_file(path, "config file")
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text, object_pairs_hook=_unique_pairs)

@@ -212,6 +212,26 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def read_text_file(path: str | os.PathLike, what: str, error: type[Exception] | None = None) -> str:
+    """A small text file a user wrote (a config file, a label map), as UTF-8 with or without a
+    byte-order mark; ``error`` (default ConfigError) naming the file and ``what`` it is when it
+    cannot be read or is not UTF-8 (a UTF-16 file saved by Notepad or PowerShell, Latin-1 from
+    Excel)."""
+    from q2pt.errors import ConfigError
+
+    error = error or ConfigError
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise error(f"{what} {path} is not UTF-8 text ({'UTF-16, by its byte-order mark' if utf16 else exc.reason}"
+                    f" at byte {exc.start}): save it as UTF-8") from None
+
+
 def sha256_of_file(path: str | os.PathLike) -> str:
     """sha256 (hex) of a file's bytes, read now (no cache: for integrity checks)."""
     h = hashlib.sha256()

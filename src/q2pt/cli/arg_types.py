@@ -15,3 +15,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def label_separator(text: str) -> str:
+    """A separator of the levels of product type paths (``--label-separator``): not empty, as
+    ``data.label_separator``."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty (the levels of a path would not split)")
+    return text

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from q2pt.cli.arg_types import positive_int
+from q2pt.cli.arg_types import label_separator, positive_int
 
 PRESETS = ("tiny", "demo", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
 FORMATS = ("parquet", "jsonl", "csv", "tsv")
@@ -24,7 +24,7 @@ def _add_source(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_separator(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label-separator", default=" > ", metavar="SEP",
+    p.add_argument("--label-separator", default=" > ", metavar="SEP", type=label_separator,
                    help="separator of the levels of product type paths, as data.label_separator (default ' > '): "
                    "paths of several levels are reported as a tree")
 

@@ -227,6 +227,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from q2pt.model_folder import check_train_target
 
     check_train_target(Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    if args.label_map:  # its own errors before the data loads (it is read again with the parent)
+        from q2pt.training.warm import read_label_map
+
+        read_label_map(args.label_map)
     _need_torch()
     from q2pt import distributed
     from q2pt.data import load_configured

@@ -32,6 +32,9 @@ Warnings (the dataset loads; the report says what that means):
 ``duplicate_label``    a product type listed twice in one row (counted once)
 ``empty_level``        a path with an empty level (``a >  > b``, `` > b``, ``a > b > ``),
                        read without it
+``label_spaces``       a product type with spaces (tabs, line breaks) around it in a
+                       JSONL or Parquet list, read without them (in CSV/TSV the spaces
+                       around ``|`` are the format's)
 ``missing_weight``     a row without a weight (no value, null, NaN, an empty cell, or in
                        CSV/TSV a cell spelled NA, nan, null...) where others have one:
                        weight 1, the default of a file without the column
@@ -283,19 +286,26 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
                 labels[i] = list(items)
                 continue
             clean: list[str] = []
-            rejected = False
+            said: set[tuple[str, str]] = set()  # each problem once a row ('a||' has two empty types)
+            spaced: list[str] = []
             for item in items:
                 issue = _label_problem(item, v, delimited)
                 if issue is not None:
-                    add(issue[0], i, S.LABELS, issue[1])
-                    rejected = True
+                    if issue not in said:
+                        add(issue[0], i, S.LABELS, issue[1])
+                        said.add(issue)
                     continue
                 stripped = item.strip()
                 if stripped == item:
                     good.add(item)
+                else:  # (in CSV/TSV the cells are split on '|' and stripped already: the format's spacing)
+                    spaced.append(item)
                 clean.append(stripped)
-            if rejected:
+            if said:
                 continue
+            if spaced:
+                add("label_spaces", i, S.LABELS, f"product type(s) with spaces around them, read without: "
+                    f"{', '.join(map(repr, spaced))}"[:160], "warning")
             unique = list(dict.fromkeys(clean))
             if len(unique) != len(clean):
                 dupes = sorted(k for k, c in Counter(clean).items() if c > 1)
@@ -323,7 +333,9 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
         if table.fmt in ("csv", "tsv"):  # NA, nan, null...: how tables written by pandas or R say "no value"
             absent |= np.array([isinstance(v, str) and v.strip().lower() in CSV_NA_SPELLINGS for v in values], dtype=bool)
         for row in np.flatnonzero(absent):
-            add("missing_weight", int(row), S.WEIGHT, "no weight: weight 1 (the default)", "warning")
+            v = values[row]
+            said = " (NaN, read as no value)" if isinstance(v, (float, np.floating)) else ""
+            add("missing_weight", int(row), S.WEIGHT, f"no weight{said}: weight 1 (the default)", "warning")
         parsed = np.where(absent, 1.0, parsed)
         with np.errstate(invalid="ignore"):
             bad_w = ~(np.isfinite(parsed) & (parsed > 0))

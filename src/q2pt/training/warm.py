@@ -69,11 +69,10 @@ def read_label_map(path: "str | os.PathLike[str]") -> dict[str, str]:
     may map to one new type (a merge). Problems name the file and row."""
     import csv
 
+    from q2pt.io import read_text_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read the label map {path}: {exc.strerror or exc}") from None
+    text = read_text_file(path, "the label map", DataError)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
