@@ -333,9 +333,8 @@ def _check_table(table: RawTable, max_query_chars: int) -> _Checked:
         if table.fmt in ("csv", "tsv"):  # NA, nan, null...: how tables written by pandas or R say "no value"
             absent |= np.array([isinstance(v, str) and v.strip().lower() in CSV_NA_SPELLINGS for v in values], dtype=bool)
         for row in np.flatnonzero(absent):
-            v = values[row]
-            said = " (NaN, read as no value)" if isinstance(v, (float, np.floating)) else ""
-            add("missing_weight", int(row), S.WEIGHT, f"no weight{said}: weight 1 (the default)", "warning")
+            nan = " (NaN, read as no value)" if isinstance(values[row], (float, np.floating)) else ""
+            add("missing_weight", int(row), S.WEIGHT, f"no weight{nan}: weight 1 (the default)", "warning")
         parsed = np.where(absent, 1.0, parsed)
         with np.errstate(invalid="ignore"):
             bad_w = ~(np.isfinite(parsed) & (parsed > 0))
