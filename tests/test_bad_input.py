@@ -242,3 +242,13 @@ def test_a_nan_weight_and_spaces_around_a_type_are_said(tmp_path, capsys):
     bad.write_text(HEADER + "\nr1,us,sneakers||\n", encoding="utf-8")
     code, out, _ = run(capsys, "data", "validate", bad)
     assert code == 2 and out.count("empty product type") == 1
+
+
+def test_validate_reads_the_folders_locales_file_as_training_does(tmp_path, capsys):
+    """validate said OK where train refused the folder for its locales.json."""
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(
+            json.dumps({"query": f"q {split}", "locale": "us", "product_types": ["a"]}) + "\n", encoding="utf-8")
+    (tmp_path / "locales.json").write_text('{"us": "en"}', encoding="utf-8")
+    code, out, _ = run(capsys, "data", "validate", tmp_path)
+    assert code == 2 and "locales.json: store 'us': expected a non-empty list of language codes, got 'en'" in out

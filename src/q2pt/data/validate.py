@@ -19,6 +19,7 @@ Errors (the dataset cannot be used until they are fixed):
 ``bad_split``       a ``split`` value other than train/valid/test
 ``leakage``         the same (normalized query, locale) in two splits
 ``empty_split``     no train rows (a file of rows to split: no rows)
+``bad_locales_file`` the folder's ``locales.json`` (store -> languages) is malformed
 ==================  =============================================================
 
 Warnings (the dataset loads; the report says what that means):
@@ -636,8 +637,15 @@ def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_Q
     ``taxonomy`` file, one path a line, when given); a labelled file without a split column is
     checked as rows to split (row checks, duplicates). Raises DataError only when the dataset
     (or the taxonomy) cannot be read at all (missing, unreadable, wrong layout)."""
+    from q2pt.data import LOCALE_LANGUAGES_FILE, read_locale_languages
+
     report, _ = check_raw_dataset(read_raw_dataset(path, rows_ok=True), max_query_chars=max_query_chars,
                                   label_separator=label_separator, taxonomy=taxonomy)
+    try:  # the folder's store -> languages map, which training reads too
+        read_locale_languages(Path(path))
+    except DataError as exc:
+        file = str(Path(path) / LOCALE_LANGUAGES_FILE)
+        report.problems.append(problem("bad_locales_file", file, None, None, str(exc).removeprefix(f"{file}: ")))
     return report
 
 
