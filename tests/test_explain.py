@@ -96,6 +96,14 @@ def test_explain_cli_and_http_agree_on_a_trained_model(aware_dir, capsys):
         assert client.post("/v1/explain", json={"query": " ", "locale": "de_DE"}).json()["field"] == "query"
     assert main(["explain", "--model", str(aware_dir), "--locale", "de_DE", query]) == 0
     assert "kopfhörer" in capsys.readouterr().out
+    # what predict and /v1/explain refuse, the CLI refuses too (3,000 words ran for 33 s; '' was "unseen")
+    assert main(["explain", "--model", str(aware_dir), "--locale", "de_DE", "rot " * 60]) == 2
+    assert "query has 240 characters, over the limit of 200 (--max-query-chars)" in capsys.readouterr().err
+    assert main(["explain", "--model", str(aware_dir), "--locale", "de_DE", "--max-query-chars", "300",
+                 "rot " * 60, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["explain", "--model", str(aware_dir), "--locale", "", query]) == 2
+    assert "field 'locale': expected a non-empty locale id" in capsys.readouterr().err
 
 
 def test_bars_of_tiny_contributions_stay_short():

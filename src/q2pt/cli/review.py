@@ -10,8 +10,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from q2pt.cli.train import THREADS_HELP, _check_threads, _need_torch, _setup_logging, torch_threads
-from q2pt.errors import ConfigError
+from q2pt.cli.arg_types import positive_int
+from q2pt.cli.train import (
+    DEFAULT_MAX_QUERY_CHARS,
+    THREADS_HELP,
+    _check_threads,
+    _need_torch,
+    _setup_logging,
+    torch_threads,
+)
+from q2pt.errors import ConfigError, DataError
 
 log = logging.getLogger("q2pt.cli")
 
@@ -84,6 +92,9 @@ def register(subparsers: Any) -> None:
     x.add_argument("--type", metavar="PRODUCT_TYPE",
                    help="the product type to explain (default: the best-scored; for a tree, the type it predicts)")
     x.add_argument("--fallback-locale", metavar="LOCALE", help="non-unified models: network for unseen locales")
+    x.add_argument("--max-query-chars", type=positive_int, default=DEFAULT_MAX_QUERY_CHARS, metavar="N",
+                   help=f"refuse a longer query, as predict does (default {DEFAULT_MAX_QUERY_CHARS}; each word is "
+                        "scored once more)")
     x.add_argument("--threads", type=int, default=0, metavar="N", help=THREADS_HELP)
     x.add_argument("--json", action="store_true", help="print JSON")
     x.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
@@ -146,10 +157,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     _setup_logging(args.quiet)
     _need_torch()
     _check_threads(args.threads)
+    from q2pt.data.schema import row_problems
     from q2pt.explain import explain
     from q2pt.model_folder import parent_label_map
     from q2pt.models import load_model
 
+    problems = row_problems([args.query], [args.locale], "QUERY argument", max_query_chars=args.max_query_chars)
+    if problems:  # as predict and the server's /v1/explain refuse them
+        raise DataError("the QUERY argument cannot be explained", problems)
     with torch_threads(args.threads):
         model = load_model(args.model)
         result = explain(model.inference(args.fallback_locale), args.query, args.locale, args.type,
