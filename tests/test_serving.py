@@ -237,6 +237,9 @@ def test_predict_rejects_bad_fields(aware, payload, field):
         (b"", "application/json", 422, "invalid-request", "body is required"),
         (b'{"query": "x", "locale": "de_DE", "threshold": NaN}', "application/json", 422, "invalid-request", "finite"),
         (b'{"query": "\\ud800 shoes", "locale": "de_DE"}', "application/json", 422, "invalid-request", "Unicode"),
+        # a key given twice: JSON readers keep the last ("tv" was answered for "red shoes")
+        (b'{"query": "red shoes", "locale": "de_DE", "query": "tv"}', "application/json", 422, "invalid-request",
+         "gives 'query' twice in one object"),
     ],
 )
 def test_predict_rejects_bad_bodies(aware, raw, content_type, status, slug, detail):

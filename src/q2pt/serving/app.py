@@ -89,7 +89,7 @@ from q2pt.serving.settings import ENV_OPTIONS, ServeSettings
 
 require("fastapi", "serve")
 
-from fastapi import FastAPI, Request  # noqa: E402
+from fastapi import Depends, FastAPI, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse  # noqa: E402
 from fastapi.staticfiles import StaticFiles  # noqa: E402
@@ -165,6 +165,32 @@ def _install_exception_handlers(app: FastAPI) -> None:
             "internal-error", 500, "an unexpected error occurred; the server log has the details",
             instance=request.url.path,
         ))
+
+
+async def _one_value_per_key(request: Request) -> None:
+    """A JSON body that gives a key twice in one object is refused (422, the key named): JSON
+    readers keep the last value, so ``{"query": "red shoes", ..., "query": "tv"}`` answered for
+    "tv" without a word (the JSONL reader refuses it too). A body that is not JSON is left to
+    the route's own parsing (400 malformed-json)."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    body = await request.body()  # (kept by Starlette: the route reads the same bytes)
+    if b'"' not in body:
+        return
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise RequestError(f"the body gives {key!r} twice in one object: give each field once",
+                                   field=key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return
 
 
 class _BodyLimit:
@@ -557,6 +583,7 @@ def create_app(runtime: Runtime, settings: ServeSettings | None = None, *,
         lifespan=lifespan,
         docs_url=None,  # served below from local assets: the docs page must work offline
         redoc_url=None,  # ReDoc loads its script from a CDN
+        dependencies=[Depends(_one_value_per_key)],
     )
     _install_docs(app)
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
