@@ -58,6 +58,11 @@ def test_ancestor_closure_and_the_training_tree(tmp_path):
     (tmp_path / "bad.txt").write_text(" > \n", encoding="utf-8")
     with pytest.raises(DataError):
         read_taxonomy(tmp_path / "bad.txt")
+    (tmp_path / "gap.txt").write_text("home > kitchen\nhome >  > pots\n> toys\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:  # read as "home > pots" and "toys" without a word before
+        read_taxonomy(tmp_path / "gap.txt")
+    assert [(p.row, p.message) for p in info.value.problems] == [
+        (2, "an empty level in 'home >  > pots'"), (3, "an empty level in '> toys'")]
 
 
 def test_validate_reports_the_tree_per_level_and_locale_and_names_under_two_parents(tmp_path, capsys):

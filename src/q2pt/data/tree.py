@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from q2pt.errors import DataError, Problem
 
-from .labels import DEFAULT_SEPARATOR, level_words, split_path
+from .labels import DEFAULT_SEPARATOR, has_empty_level, level_words, split_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -43,12 +43,13 @@ def type_name(label: str, sep: str = DEFAULT_SEPARATOR) -> str:
 
 def read_taxonomy(path: str | Path, sep: str = DEFAULT_SEPARATOR) -> list[str]:
     """The paths of a taxonomy file (UTF-8, one path a line; blank lines and lines starting
-    with ``#`` are skipped), each normalised (levels joined with ``sep``)."""
+    with ``#`` are skipped), each normalised (levels joined with ``sep``). A path with an empty
+    level (``a >  > b``, ``> b``) is refused naming its line: it was read as ``a > b`` silently,
+    where the data's rows get a warning for it."""
+    from q2pt.io import read_text_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read the taxonomy file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    text = read_text_file(path, "the taxonomy file", DataError)
     out, problems = [], []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -56,6 +57,9 @@ def read_taxonomy(path: str | Path, sep: str = DEFAULT_SEPARATOR) -> list[str]:
         levels = split_path(line, sep)
         if not levels:
             problems.append(Problem(str(path), i, None, f"no product type in {line!r}"))
+            continue
+        if has_empty_level(line.strip(), sep):
+            problems.append(Problem(str(path), i, None, f"an empty level in {line.strip()!r}"))
             continue
         out.append(sep.join(levels))
     if problems:
