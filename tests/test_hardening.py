@@ -324,3 +324,30 @@ def test_loaded_weights_survive_their_file_being_overwritten_in_place(model_dir,
     proc = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
+
+
+def _one_label_less(m, copy):
+    m["labels"] = m["labels"][:-1]
+    for entry in m["networks"].values():
+        if entry.get("labels"):
+            entry["labels"] = entry["labels"][:-1]
+
+
+def test_refusals_say_what_the_folder_is(model_dir, tmp_path):
+    """A manifest listing fewer types than the weights' rows said "query memory labels out of
+    range"; a checkpoint-only folder and an experiment's folder were "not a q2pt model folder"."""
+    copy = _tampered(model_dir, tmp_path, _one_label_less)
+    with pytest.raises(ModelLoadError, match=r"its output layer has \d+ rows where the manifest lists \d+ product"):
+        load_model(copy)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "run.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"holds an interrupted training run, not a model yet \(`q2pt train "
+                                             r"--resume --out"):
+        load_model(run)
+    exp = tmp_path / "exp"
+    shutil.copytree(model_dir, exp / "models" / "main--unified-aware")
+    (exp / "results.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match=r"is an experiment's folder; its models are in .*models "
+                                             r"\(main--unified-aware\)"):
+        load_model(exp)

@@ -153,6 +153,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise ModelLoadError(f"{folder} is not a model folder (not a directory)")
     if not path.is_file():
+        if (folder / "checkpoints" / "run.json").is_file():
+            raise ModelLoadError(f"{path} is missing: {folder} holds an interrupted training run, not a model yet "
+                                 f"(`q2pt train --resume --out {folder}` with the run's other options finishes it)")
+        if (folder / "results.json").is_file() and (folder / "models").is_dir():
+            models = sorted(p.name for p in (folder / "models").iterdir() if (p / MANIFEST).is_file())
+            shown = ", ".join(models[:3]) + (" ..." if len(models) > 3 else "")
+            raise ModelLoadError(f"{path} is missing: {folder} is an experiment's folder; its models are in "
+                                 f"{folder / 'models'} ({shown or 'none finished'})")
         raise ModelLoadError(f"{path} is missing: {folder} is not a q2pt model folder")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

@@ -758,6 +758,10 @@ def _load_model_once(folder: Path) -> Q2PTModel:
                       memory_settings(config))
         wpath = folder / entry["weights"]
         tensors, metadata = read_safetensors(wpath)
+        out_rows = tensors.get(f"head.{len(net.head) - 1}.weight")  # the output layer: one row a product type
+        if out_rows is not None and out_rows.ndim == 2 and out_rows.shape[0] != len(labels):
+            raise ModelLoadError(f"{wpath} does not fit the network described in {mpath}: its output layer has "
+                                 f"{out_rows.shape[0]} rows where the manifest lists {len(labels)} product types")
         try:
             if "memory_keys" in tensors or "memory_labels" in tensors:
                 net.set_memory(tensors.get("memory_keys"), tensors.get("memory_labels"), tensors.get("memory_values"),
