@@ -656,3 +656,27 @@ def write_dataset(
         for split, df in splits.items():
             write_table(df, tmp / f"{split}{S.FORMAT_EXT[fmt]}", fmt)
     return out
+
+
+#: the optional file of a dataset folder naming each store's languages: {"uk": ["en"], ...}
+LOCALE_LANGUAGES_FILE = "locales.json"
+
+
+def read_locale_languages(path: Path) -> dict[str, list[str]]:
+    """The store -> languages map of a dataset folder's ``locales.json`` ({} when there is
+    none); DataError naming the file and the store for a malformed one."""
+    file = path / LOCALE_LANGUAGES_FILE if path.is_dir() else None
+    if file is None or not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: cannot read the store -> languages map: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{file}: expected a JSON object mapping each store to a list of language codes")
+    out: dict[str, list[str]] = {}
+    for store, langs in data.items():
+        if not isinstance(langs, list) or not langs or not all(isinstance(x, str) and x.strip() for x in langs):
+            raise DataError(f"{file}: store {store!r}: expected a non-empty list of language codes, got {langs!r}")
+        out[str(store)] = [x.strip() for x in langs]
+    return out

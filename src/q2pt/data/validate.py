@@ -63,7 +63,18 @@ import pandas as pd
 from q2pt.errors import DataError
 
 from . import schema as S
-from .io import CSV_NA_SPELLINGS, MISSING, RawDataset, RawTable, extra_column, is_absent, is_missing, read_raw_dataset
+from .io import (
+    CSV_NA_SPELLINGS,
+    LOCALE_LANGUAGES_FILE,
+    MISSING,
+    RawDataset,
+    RawTable,
+    extra_column,
+    is_absent,
+    is_missing,
+    read_locale_languages,
+    read_raw_dataset,
+)
 from .labels import has_empty_level, split_path
 from .schema import DataProblem, problem
 from .tree import LabelTree
@@ -637,8 +648,6 @@ def validate_dataset(path: str | Path, *, max_query_chars: int = S.DEFAULT_MAX_Q
     ``taxonomy`` file, one path a line, when given); a labelled file without a split column is
     checked as rows to split (row checks, duplicates). Raises DataError only when the dataset
     (or the taxonomy) cannot be read at all (missing, unreadable, wrong layout)."""
-    from q2pt.data import LOCALE_LANGUAGES_FILE, read_locale_languages
-
     report, _ = check_raw_dataset(read_raw_dataset(path, rows_ok=True), max_query_chars=max_query_chars,
                                   label_separator=label_separator, taxonomy=taxonomy)
     try:  # the folder's store -> languages map, which training reads too
