@@ -351,3 +351,15 @@ def test_refusals_say_what_the_folder_is(model_dir, tmp_path):
     with pytest.raises(ModelLoadError, match=r"is an experiment's folder; its models are in .*models "
                                              r"\(main--unified-aware\)"):
         load_model(exp)
+
+
+def test_an_interrupted_experiment_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    import q2pt.experiments
+
+    def stopped(req):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(q2pt.experiments, "run_experiment", stopped)
+    assert main(["experiment", "--out", str(tmp_path / "e"), "--encoder", "ngram", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "the experiment stopped: the same command continues it" in err and err.rstrip().endswith("interrupted")

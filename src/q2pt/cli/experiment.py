@@ -95,7 +95,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         studies=args.study, config=args.config, overrides=list(args.overrides or []), hf_model=args.hf_model,
         force=args.force, progress=not args.no_progress, folds=args.folds,
     )
-    result = run_experiment(req)
+    try:
+        result = run_experiment(req)
+    except KeyboardInterrupt:
+        log.warning("the experiment stopped: the same command continues it (the runs finished are kept in %s; "
+                    "the one in progress is trained again)", args.out)
+        raise
     if "main" in (result.results.get("sections") or {}) or result.results.get("kind") == "folds":
         print(result.headline())
     print(f"report: {result.report_md} and {result.report_html}")
