@@ -59,6 +59,26 @@ def test_encoder_override_follows_the_final_encoder(tmp_path):
     assert cfg.train.lr == ENCODER_OVERRIDES["ngram"]["train"]["lr"]
 
 
+def test_a_recipe_of_another_encoder_says_which_of_its_rates_still_win(tmp_path, caplog):
+    """A saved recipe holds its encoder's rates as resolved: with --encoder use, ngram's train.lr
+    0.01 (and no encoder_lr/head_lr) trained use at 0.01, 125 times its default, without a word."""
+    import logging
+
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({"model": {"encoder": "ngram"}, "train": {"lr": 0.01, "encoder_lr": None,
+                                                                         "batch_size": 7}}))
+    with caplog.at_level(logging.WARNING, logger="q2pt"):
+        cfg = resolve_config(path, ["--train.encoder_lr", "1e-4"], encoder="use")
+    assert cfg.train.lr == 0.01 and cfg.train.encoder_lr == 1e-4 and cfg.train.head_lr == 1e-2  # (as before)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "written for the ngram encoder: its train.lr 0.01 is used with use, whose default" \
+        in said[0]  # encoder_lr is set by a flag; head_lr and batch_size are not in the file / not the encoder's
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="q2pt"):
+        resolve_config(path, encoder="ngram")
+    assert not caplog.records
+
+
 def test_override_values_are_parsed_as_json_or_yaml_scalars():
     parsed = parse_overrides(
         ["--train.lr", "1e-3", "--model.head_hidden", "[64, 32]", "--data.path", "null",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import types
 import typing
 from pathlib import Path
@@ -29,6 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from q2pt.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 VARIANTS = ("non-unified", "unified-agnostic", "unified-aware")
 Variant = Literal["non-unified", "unified-agnostic", "unified-aware"]
@@ -841,6 +844,9 @@ def resolve_config(
     except ValueError as exc:
         raise ConfigError(f"model.encoder: {exc}") from None
 
+    file_spec = (file_data.get("model") or {}).get("encoder")
+    if file_spec and str(file_spec) != str(spec):
+        _warn_other_encoders_rates(file_data, str(file_spec), str(spec), {**flag_layer, **override_layer}, source)
     merged: dict[str, Any] = {}
     _deep_merge(merged, encoder_overrides(str(spec)) if kind == "composite" else ENCODER_OVERRIDES.get(kind, {}))
     _deep_merge(merged, file_data)
@@ -851,6 +857,33 @@ def resolve_config(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _warn_other_encoders_rates(file_data: Mapping[str, Any], file_spec: str, spec: str, given: Mapping[str, Any],
+                               source: str) -> None:
+    """A config file written for another encoder (a saved recipe, its values as resolved) and a
+    flag that changes the encoder: the file's values of the keys the encoders' own defaults set
+    (the learning rates) still win over the new encoder's defaults, e.g. ngram's train.lr 0.01
+    for a fine-tuned use. Said, key by key, where they differ and no flag sets them."""
+    try:
+        old = _flat(encoder_overrides(file_spec))
+    except ValueError:
+        return  # (the file's encoder is not one this version knows: nothing to compare)
+    new = _flat(encoder_overrides(spec))
+    for key in sorted((set(old) | set(new)) - set(given)):
+        section, _, name = key.partition(".")
+        body = file_data.get(section)
+        if name == "encoder_options" or not isinstance(body, Mapping) or name not in body:
+            continue  # (encoder options are checked by the encoder itself)
+        default = new.get(key, SECTIONS[section].model_fields[name].default)
+        if body[name] != default:
+            logger.warning("%s was written for the %s encoder: its %s %s is used with %s, whose default is %s "
+                           "(remove it from the file, or set --%s, for another value)",
+                           source, file_spec, key, body[name], spec, default, key)
+
+
+def _flat(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, body in sections.items() for key, value in body.items()}
 
 
 def _check_dotted(key: str) -> None:
