@@ -1,6 +1,7 @@
 """`q2pt train`, `q2pt evaluate`, `q2pt predict` end to end (in-process, ngram encoder)."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,6 +54,16 @@ def test_train_prints_validation_table(data_dir, tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "R@P80" in out and "de_DE" in out and "global" in out and "model saved to" in out
+
+
+def test_a_model_records_its_data_folder_wherever_it_was_named_from(data_dir, tmp_path, monkeypatch, capsys):
+    """``--data tiny`` from the data's parent was recorded as "tiny": ``train --config`` of the
+    saved config elsewhere (and ``export onnx --evaluate``) looked for ./tiny."""
+    monkeypatch.chdir(data_dir.parent)
+    assert main(["train", "--data", data_dir.name, "--out", str(tmp_path / "m"), "-q", *FAST,
+                 "--train.max_epochs", "1"]) == 0
+    saved = json.loads((tmp_path / "m" / "manifest.json").read_text())["config"]["data"]["path"]
+    assert Path(saved).is_absolute() and Path(saved).samefile(data_dir)
 
 
 def test_train_config_file_and_resume(data_dir, tmp_path, capsys):

@@ -301,7 +301,7 @@ def load_dataset(
     simulated, taxonomy = _simulated_marker(path)
     ds = _from_checked(report, frames, str(path), simulated, taxonomy, label_depth, label_separator, simulated_tree)
     ds.locale_languages = {**_taxonomy_languages(taxonomy), **read_locale_languages(path)}
-    ds.loaded_with = {"path": str(path), **_cut_with(label_depth, label_separator)}
+    ds.loaded_with = {"path": os.path.abspath(path), **_cut_with(label_depth, label_separator)}
     if simulated:
         ds.loaded_with["simulated_tree"] = bool(simulated_tree)
     return ds
