@@ -252,3 +252,22 @@ def test_validate_reads_the_folders_locales_file_as_training_does(tmp_path, caps
     (tmp_path / "locales.json").write_text('{"us": "en"}', encoding="utf-8")
     code, out, _ = run(capsys, "data", "validate", tmp_path)
     assert code == 2 and "locales.json: store 'us': expected a non-empty list of language codes, got 'en'" in out
+
+
+def test_refusals_that_came_late_come_first(aware_dir, tmp_path, capsys):
+    """An --out that is a file, an encoder option of the wrong kind, --chunk-size without
+    --stream, and export's --evaluate data: refused before any data is read or file written."""
+    taken = tmp_path / "ok.csv"
+    taken.write_text("x\n", encoding="utf-8")
+    code, _, err = run(capsys, "train", "--out", taken, "--data", tmp_path / "missing", "--encoder", "ngram")
+    assert code == 2 and "it exists and is not a folder" in err  # (not "no such file" of the data)
+    code, _, err = run(capsys, "train", "--out", tmp_path / "m", "--encoder", "ngram",
+                       "--model.encoder_options.dim", "abc", "--print-config")
+    assert code == 2 and "model.encoder_options.dim: encoder 'ngram' takes int (default 128), got 'abc'" in err
+    code, _, err = run(capsys, "predict", "--model", aware_dir, "--input", taken, "--out", tmp_path / "p.jsonl",
+                       "--chunk-size", "0")
+    assert code == 2 and "--chunk-size sets the parts of --stream" in err
+    out = tmp_path / "m.onnx"
+    code, _, err = run(capsys, "export", "onnx", "--model", aware_dir, "--out", out, "--evaluate",
+                       "--data", tmp_path / "missing")
+    assert code == 2 and "missing" in err and not out.exists()

@@ -125,6 +125,7 @@ def check_train_target(out: Path, *, resume: bool, overwrite: bool, probe_lock: 
     check_writable(out, "model folder")
     with folder_lock(out, "model folder") if probe_lock else contextlib.nullcontext():
         restore_interrupted_swap(out)  # a model a killed save moved aside: back before anything is decided
+    check_output_folder(out)  # a file, or a folder of other things: refused now, not after the data loaded
     finished = (out / MANIFEST).is_file()
     running = (out / "checkpoints" / "run.json").is_file()
     if finished and running and not (resume or overwrite):

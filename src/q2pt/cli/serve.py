@@ -325,6 +325,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     check_writable(args.out, "ONNX export")
     model = load_model(args.model)
+    # the data to evaluate on, read (and refused) before the export is written
+    dataset = _evaluation_dataset(args, model) if args.evaluate else None
     result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify, overwrite=args.overwrite)
     size = sum(result.sizes.values())
     kind = f"{args.quantize} " if args.quantize else ""
@@ -336,8 +338,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
               file=status)
         if not args.quantize and result.max_abs_diff > 1e-4:
             log.warning("warning: the fp32 export differs from PyTorch by more than 1e-4")
-    if args.evaluate:
-        dataset = _evaluation_dataset(args, model)
+    if dataset is not None:
         with tempfile.TemporaryDirectory(prefix="q2pt-eval-") as tmp:
             paths: dict[str, Any] = {}
             if args.quantize:

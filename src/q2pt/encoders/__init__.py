@@ -335,6 +335,23 @@ def _check_options(cls: type, options: dict[str, Any], spec: str) -> None:
             f"unknown option(s) {', '.join(unknown)} for encoder {spec!r}; "
             f"accepted: {', '.join(allowed) or '(none)'}"
         )
+    for name, value in options.items():  # a value of another kind than the option's default
+        default = params[name].default
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        if isinstance(default, bool):
+            fits = isinstance(value, bool)
+        elif isinstance(default, int):
+            fits = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            fits = isinstance(value, str)
+        else:
+            continue
+        if not fits:
+            raise ConfigError(f"model.encoder_options.{name}: encoder {spec!r} takes {type(default).__name__} "
+                              f"(default {default!r}), got {value!r}")
 
 
 def _clean_locales(locales: Sequence[str] | None) -> list[str]:
