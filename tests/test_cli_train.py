@@ -187,6 +187,12 @@ def test_evaluate_a_single_file_counts_unknown_labels_as_missed(models, tmp_path
     g = result["global"]
     assert g["n_queries"] == 2 and g["n_positives"] == 3 and g["n_missing"] == 1
     assert g["r_at_p"] <= 2 / 3 + 1e-9  # "gadget" can never be found
+    # such a file has no valid split: every row is used, and a --split that asks for one is told so
+    code = main(["compare", str(models["unified-aware"]), str(models["non-unified"]), "--data", str(path),
+                 "--split", "valid", "--json", "--bootstrap", "10", "-q"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["data"]["n_queries"] == 2
+    assert "has no split column: every row is used, not a valid split" in captured.err
 
 
 def test_evaluate_reports_bad_rows_and_corrupt_models(models, tmp_path, capsys):

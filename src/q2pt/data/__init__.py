@@ -361,6 +361,8 @@ def load_labelled(
         return getattr(load_dataset(path, validate=False, **cut), split), f"{path} ({split} split)"
     # A plain labelled file: check its rows with the data layer's row checks (the table
     # stands in for every split; cross-split checks are off), report each problem once.
+    if split != "test":  # (the default: every row of such a file is the one test set)
+        log.warning("%s has no split column: every row is used, not a %s split", path, split)
     report, frames = check_raw_dataset(one_table_dataset(table, str(path)), cross_checks=False)
     errors = [p for p in report.errors]
     if errors:
