@@ -399,8 +399,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.chunk_size is not None and not streaming:
         raise ConfigError("--chunk-size sets the parts of --stream: add --stream, or leave it out")
     if not streaming and args.out and (Path(args.out).is_dir() or not Path(args.out).suffix):
-        raise ConfigError(f"--out {args.out} is a folder: a folder of parts is written with --stream; "
-                          "without it, give a file (.parquet, .jsonl, .csv or .tsv)")
+        what = "is a folder" if Path(args.out).is_dir() else "has no file extension, so it would be a folder"
+        raise ConfigError(f"--out {args.out} {what}: a folder of parts is written with --stream; without it, give "
+                          "a file (.parquet, .jsonl, .csv or .tsv; the format follows the extension)")
     if not streaming and args.out:
         from q2pt.data.io import check_target
 
