@@ -217,6 +217,9 @@ def test_an_empty_label_separator_is_a_usage_error_in_the_data_commands(tmp_path
             main(["data", command, str(rows), "--label-separator", ""])
         assert info.value.code == 2
         assert "--label-separator: must not be empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # 0 is "all"; -1 was read as all too
+        main(["data", "validate", str(rows), "--max-problems", "-1"])
+    assert info.value.code == 2 and "--max-problems: must be at least 0, got -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("key", ["train.lr", "train.encoder_lr", "train.name_examples"])

@@ -6,15 +6,19 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """An integer of at least 1 (``--max-query-chars``)."""
+def _whole_number(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (``--max-query-chars``)."""
+    return _whole_number(text, 1)
 
 
 def label_separator(text: str) -> str:
@@ -23,3 +27,8 @@ def label_separator(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("must not be empty (the levels of a path would not split)")
     return text
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0 (``--max-problems``, where 0 means all)."""
+    return _whole_number(text, 0)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from q2pt.cli.arg_types import label_separator, positive_int
+from q2pt.cli.arg_types import label_separator, non_negative_int, positive_int
 
 PRESETS = ("tiny", "demo", "quick", "full")  # q2pt.data.simulate.PRESETS (not imported here: it is large)
 FORMATS = ("parquet", "jsonl", "csv", "tsv")
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_max_chars(p)
     _add_separator(p)
     _add_taxonomy(p)
-    p.add_argument("--max-problems", type=int, default=50, metavar="N",
+    p.add_argument("--max-problems", type=non_negative_int, default=50, metavar="N",
                    help="print at most N problems, 0 for all (counts by kind are always complete; default: 50)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
