@@ -303,6 +303,25 @@ def test_a_run_checkpointed_before_the_new_config_keys_resumes(tmp_path, capsys,
     assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
 
 
+def test_a_run_checkpointed_with_a_relative_data_path_resumes(tmp_path, capsys, monkeypatch):
+    """Runs saved before 2026-12-07 hold --data as given ("d"); models now record the absolute
+    path: the resume compares the two as one folder."""
+    import q2pt.training.checkpoints as checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "simulate", "--preset", "tiny", "--out", "d", "-q"]) == 0
+    monkeypatch.setattr(checkpoints, "remove_checkpoints", lambda out_dir: None)  # as an interrupted run left them
+    fast = [a for a in FAST if a not in ("--data.preset", "tiny")]
+    argv = ["train", "--out", "m", "--data", "d", *fast, "--train.max_epochs", "2", "--train.checkpoint_every", "1"]
+    assert main(argv) == 0
+    run = json.loads((tmp_path / "m" / "checkpoints" / "run.json").read_text())
+    assert Path(run["config"]["data"]["path"]).is_absolute()
+    run["config"]["data"]["path"] = "d"
+    (tmp_path / "m" / "checkpoints" / "run.json").write_text(json.dumps(run))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
+
+
 def test_loaded_weights_survive_their_file_being_overwritten_in_place(model_dir, tmp_path):
     """A served model's weights file overwritten in place (``cp`` truncates and rewrites it) must
     not crash the process that loaded it: the tensors are copies, not views of the mapped file.

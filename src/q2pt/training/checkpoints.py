@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +282,8 @@ def comparable_config(config: "Config") -> dict[str, Any]:
     trained weights (threads, checkpointing, evaluation batches, and the thresholds calibrated
     after training)."""
     cfg = config.to_dict()
+    if cfg["data"].get("path"):  # a model records its data's absolute path since 2026-12-07; a run saved
+        cfg["data"]["path"] = os.path.abspath(cfg["data"]["path"])  # before held it as given (relative)
     for key in ("threads", "checkpoint_every", "eval_batch_size",
                 # calibrated after training, from the final weights: a resumed run uses the current rule
                 "locale_threshold_min_positives", "type_thresholds", "type_threshold_min_positives"):
