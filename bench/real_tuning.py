@@ -124,14 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         overrides[key] = parse_value(value)
     config = resolve_config(overrides=overrides)
+    if args.judge_depth is not None and config.model.hierarchy == "flat":
+        ap.error("--judge-depth judges a tree's levels: model.hierarchy flat trains a flat model")
     start = time.time()
     model = Q2PTModel(config=config).fit(dataset, progress=False)
     seconds = time.time() - start
     test = splits["test"]
     columns = np.arange(len(model.classes_))
     depth = args.depth  # a flat model: judged on its own labels (the paths cut to --depth)
-    if args.judge_depth is not None and model.tree_ is None:
-        ap.error("--judge-depth judges a tree's levels: this model is flat (model.hierarchy)")
+    if args.judge_depth is not None and (model.tree_ is None or args.judge_depth > model.tree_.depth):
+        ap.error(f"--judge-depth {args.judge_depth}: the model learnt "
+                 f"{'no tree' if model.tree_ is None else f'a tree of {model.tree_.depth} levels'}")
     if model.tree_ is not None:  # a tree: judged on its deepest level's types alone (the true paths cut to it)
         depth = args.judge_depth or model.tree_.depth
         columns = np.flatnonzero([model.tree_.level.get(c, 1) == depth for c in model.classes_])

@@ -274,3 +274,8 @@ def test_refusals_that_came_late_come_first(aware_dir, tmp_path, capsys):
     code, _, err = run(capsys, "export", "onnx", "--model", aware_dir, "--out", out, "--evaluate",
                        "--data", tmp_path / "missing")
     assert code == 2 and "missing" in err and not out.exists()
+    out.write_text("an earlier export", encoding="utf-8")  # where it goes is checked before the data is read
+    code, _, err = run(capsys, "export", "onnx", "--model", aware_dir, "--out", out, "--evaluate",
+                       "--data", tmp_path / "missing")
+    assert code == 2 and "--overwrite" in err and "missing" not in err
+    assert out.read_text(encoding="utf-8") == "an earlier export"

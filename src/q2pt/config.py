@@ -870,6 +870,9 @@ def _warn_other_encoders_rates(file_data: Mapping[str, Any], file_spec: str, spe
     except ValueError:
         return  # (the file's encoder is not one this version knows: nothing to compare)
     new = _flat(encoder_overrides(spec))
+    if old == new:
+        return  # (e.g. one hf model for another: the same defaults, so the file's values are the user's)
+    where = source if source != "config" else "the config given"
     for key in sorted((set(old) | set(new)) - set(given)):
         section, _, name = key.partition(".")
         body = file_data.get(section)
@@ -879,7 +882,7 @@ def _warn_other_encoders_rates(file_data: Mapping[str, Any], file_spec: str, spe
         if body[name] != default:
             logger.warning("%s was written for the %s encoder: its %s %s is used with %s, whose default is %s "
                            "(remove it from the file, or set --%s, for another value)",
-                           source, file_spec, key, body[name], spec, default, key)
+                           where, file_spec, key, body[name], spec, default, key)
 
 
 def _flat(sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def check_train_target(out: Path, *, resume: bool, overwrite: bool, probe_lock: 
     from q2pt.io import check_writable, folder_lock, restore_interrupted_swap
 
     check_writable(out, "model folder")
-    with folder_lock(out, "model folder") if probe_lock else contextlib.nullcontext():
+    # (no lock is held where the folder's parent does not exist yet: not made here for a probe)
+    with folder_lock(out, "model folder") if probe_lock and out.parent.is_dir() else contextlib.nullcontext():
         restore_interrupted_swap(out)  # a model a killed save moved aside: back before anything is decided
     check_output_folder(out)  # a file, or a folder of other things: refused now, not after the data loaded
     finished = (out / MANIFEST).is_file()

@@ -98,8 +98,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     try:
         result = run_experiment(req)
     except KeyboardInterrupt:
-        log.warning("the experiment stopped: the same command continues it (the runs finished are kept in %s; "
-                    "the one in progress is trained again)", args.out)
+        log.warning("the experiment stopped: the same command%s continues it (the runs finished are kept in %s; "
+                    "the one in progress is trained again)", " without --force" if args.force else "", args.out)
         raise
     if "main" in (result.results.get("sections") or {}) or result.results.get("kind") == "folds":
         print(result.headline())

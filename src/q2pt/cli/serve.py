@@ -321,11 +321,18 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     _setup_logging(logging.WARNING if args.quiet else logging.INFO)
     from q2pt.io import check_writable
     from q2pt.models import load_model
-    from q2pt.serving.onnx_export import evaluate_exports, export_onnx, export_target, format_evaluation
+    from q2pt.serving.onnx_export import (
+        check_export_target,
+        evaluate_exports,
+        export_onnx,
+        export_target,
+        format_evaluation,
+    )
 
     check_writable(args.out, "ONNX export")
     model = load_model(args.model)
-    # the data to evaluate on, read (and refused) before the export is written
+    # where it goes, then the data to evaluate on: each refused before any work is done
+    check_export_target(model, args.out, args.overwrite)
     dataset = _evaluation_dataset(args, model) if args.evaluate else None
     result = export_onnx(model, args.out, quantize=args.quantize, verify=not args.no_verify, overwrite=args.overwrite)
     size = sum(result.sizes.values())

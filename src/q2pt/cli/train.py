@@ -224,15 +224,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
     if args.label_map and not args.init_from:
         raise ConfigError("--label-map needs --init-from PARENT_DIR (it maps the parent's product types)")
+    from q2pt import distributed
     from q2pt.model_folder import check_train_target
 
-    check_train_target(Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    # torchrun's workers start at once: the launching process tried the lock before them
+    check_train_target(Path(args.out), resume=args.resume, overwrite=args.overwrite,
+                       probe_lock=not distributed.launched_by_torchrun())
     if args.label_map:  # its own errors before the data loads (it is read again with the parent)
         from q2pt.training.warm import read_label_map
 
         read_label_map(args.label_map)
     _need_torch()
-    from q2pt import distributed
     from q2pt.data import load_configured
     from q2pt.metrics import format_table
     from q2pt.models import Q2PTModel

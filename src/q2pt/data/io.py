@@ -668,9 +668,12 @@ def read_locale_languages(path: Path) -> dict[str, list[str]]:
     file = path / LOCALE_LANGUAGES_FILE if path.is_dir() else None
     if file is None or not file.is_file():
         return {}
+    from q2pt.io import read_text_file
+
+    text = read_text_file(file, "the store -> languages map", DataError)
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(text)
+    except ValueError as exc:
         raise DataError(f"{file}: cannot read the store -> languages map: {exc}") from None
     if not isinstance(data, dict):
         raise DataError(f"{file}: expected a JSON object mapping each store to a list of language codes")

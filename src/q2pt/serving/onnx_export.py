@@ -208,6 +208,22 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- export
+def check_export_target(model: Any, out: str | os.PathLike, overwrite: bool = False) -> None:
+    """Where :func:`export_onnx` would write ``model``'s export: ConfigError, before any work, for
+    a file or folder it would not replace (without ``overwrite``; a folder that is not an earlier
+    export), or a ``.onnx`` file for a non-unified model's graphs."""
+    out = Path(out)
+    if _variant(model) != "non-unified":
+        check_target(out / UNIFIED_FILE if out.is_dir() else out, overwrite, directory=False)
+        return
+    if out.suffix == ".onnx":
+        raise ConfigError(f"a non-unified model exports one graph per locale: give --out a folder, not {out}")
+    check_target(out, overwrite)
+    if out.is_dir() and any(out.iterdir()) and not (out / INDEX_FILE).is_file():
+        raise ConfigError(f"{out} is not an earlier ONNX export (no {INDEX_FILE}): it is not replaced; "
+                          "choose another --out")
+
+
 def export_onnx(
     model: "Q2PTModel",
     out: str | os.PathLike,
@@ -234,23 +250,14 @@ def export_onnx(
     variant = _variant(model)
     keys = list(model.networks)
     samples = list(sample_queries or SAMPLE_QUERIES)
+    check_export_target(model, out, overwrite)
     if variant != "non-unified":
         target = out / UNIFIED_FILE if out.is_dir() else out
-        check_target(target, overwrite, directory=False)
         with folder_lock(target, "ONNX export"), atomic_path(target) as tmp:
             _export_network(model, UNIFIED, tmp, variant, quantize, opset, samples)
         files = {UNIFIED: target}
         path = target
     else:
-        if out.suffix == ".onnx":
-            raise ConfigError(
-                f"a non-unified model exports one graph per locale: give --out a folder, not {out}"
-            )
-        check_target(out, overwrite)
-        if out.is_dir() and any(out.iterdir()):
-            if not (out / INDEX_FILE).is_file():
-                raise ConfigError(f"{out} is not an earlier ONNX export (no {INDEX_FILE}): it is not replaced; "
-                                  "choose another --out")
         with folder_lock(out, "ONNX export"), atomic_path(out) as tmp:
             tmp.mkdir()
             for key in keys:
