@@ -146,6 +146,24 @@ def test_resume_after_an_interruption_skips_finished_parts(tmp_path, model):
 
     again = streaming.stream_predict(model, path, out, chunk_size=60, workers=0, progress=False, resume=True)
     assert again.rows_predicted == 0  # nothing left to do
+    # a merged output records its run: a resume onto the finished file with other settings is refused
+    merged = tmp_path / "merged.parquet"
+    streaming.stream_predict(model, path, merged, chunk_size=60, workers=0, progress=False)
+    assert streaming.stream_predict(model, path, merged, chunk_size=60, workers=0, progress=False,
+                                    resume=True).rows_predicted == 0
+    with pytest.raises(ConfigError, match=r"cannot resume into .*merged\.parquet: its run had a different options"):
+        streaming.stream_predict(model, path, merged, chunk_size=60, workers=0, progress=False, resume=True,
+                                 top_k=3)
+    # an input rewritten with the same size and row groups is another input
+    table = pq.read_table(path)
+    swapped = table.take(list(range(1, 60)) + [0] + list(range(60, len(table))))
+    pq.write_table(swapped, path, compression=None, use_dictionary=False, write_statistics=False)
+    before = path.stat().st_size
+    pq.write_table(table, path, compression=None, use_dictionary=False, write_statistics=False)
+    assert path.stat().st_size == before
+    pq.write_table(swapped, path, compression=None, use_dictionary=False, write_statistics=False)
+    with pytest.raises(ConfigError, match="its run had a different input"):
+        streaming.stream_predict(model, path, merged, chunk_size=60, workers=0, progress=False, resume=True)
     fresh = streaming.stream_predict(model, path, out, chunk_size=50, workers=0, progress=False, overwrite=True)
     assert fresh.parts == 10 and len(list(out.glob("part-*"))) == 10
 
@@ -155,6 +173,11 @@ def test_bad_rows_and_inputs_are_data_errors(tmp_path, model):
     pq.write_table(pa.table({"query": ["ok", None, "fine", "x"], "locale": ["de", "de", " ", "fr"]}), path)
     with pytest.raises(DataError) as err:
         streaming.stream_predict(model, path, tmp_path / "o1", chunk_size=10, workers=0, progress=False)
+    assert [(p.row, p.field) for p in err.value.problems] == [(2, "query"), (3, "locale")]
+    # bad rows in two parts: both named at once, before any part is predicted
+    with pytest.raises(DataError) as err:
+        streaming.stream_predict(model, path, tmp_path / "o1", chunk_size=2, workers=0, progress=False,
+                                 on_part=lambda k, n: pytest.fail("a part was predicted"))
     assert [(p.row, p.field) for p in err.value.problems] == [(2, "query"), (3, "locale")]
     assert not (tmp_path / "o1").exists()  # nothing kept: the input must change before a rerun
     pq.write_table(pa.table({"query": ["ok", "fixed", "fine", "x"], "locale": ["de", "de", "de", "fr"]}), path)

@@ -46,12 +46,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, row_problems
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
 from q2pt.inference import DEFAULT_BATCH_SIZE, check_flat_model_options, check_threshold, check_top_k
-from q2pt.io import atomic_path, write_json
+from q2pt.io import atomic_path, sha256_of_file, write_json
 from q2pt.predict import (
     NOTE,
     PATH_COLUMNS,
@@ -189,8 +189,10 @@ def _open_input(path: str | Path) -> _Input:
             groups.append(i)
         pos += n
     h = hashlib.sha256()
+    # the file's bytes, not only its shape: an input rewritten between a kill and the resume with
+    # the same size and row groups (uncompressed, fixed-width values) was resumed into, mixing rows
     h.update(json.dumps({"rows": meta.num_rows, "groups": sizes, "schema": str(schema.remove_metadata()),
-                         "bytes": path.stat().st_size, "created_by": meta.created_by}).encode())
+                         "sha256": sha256_of_file(path)}).encode())
     return _Input(path, int(meta.num_rows), names, schema, starts, groups, h.hexdigest()[:32])
 
 
@@ -224,6 +226,23 @@ def _read_rows(pf: Any, info: _Input, start: int, stop: int, columns: Sequence[s
 
 def _strings(column: Any) -> list[Any]:
     return column.to_pylist()
+
+
+def _check_every_row(info: _Input, max_query_chars: int) -> None:
+    """DataError naming every row of the input that cannot be predicted, before any part is
+    predicted (a part's own check stopped at the first bad part, and a fresh run's finished parts
+    went with it: each bad row cost a rerun). Reads the query and locale columns alone."""
+    import pyarrow.parquet as pq
+
+    problems: list[Any] = []
+    start = 0
+    for batch in pq.ParquetFile(info.path).iter_batches(batch_size=65_536, columns=["query", "locale"]):
+        problems += row_problems(batch.column(0).to_pylist(), batch.column(1).to_pylist(), str(info.path),
+                                 first_row=start + 1, max_query_chars=max_query_chars)
+        start += batch.num_rows
+    if problems:
+        raise DataError(f"{info.path}: {len(problems)} problem(s) in rows that cannot be predicted "
+                        "(nothing was predicted)", problems)
 
 
 def _check_rows(file: str, start: int, queries: list[Any], locales: list[Any],
@@ -332,6 +351,32 @@ def _handlers(log: logging.Logger | None) -> list[logging.Handler]:
     return found
 
 
+def _check_identity(saved: Mapping[str, Any] | None, identity: Mapping[str, Any], where: Path) -> None:
+    """ConfigError unless the run recorded at ``where`` (``saved``) is the one asked for."""
+    if saved is None:
+        raise ConfigError(f"cannot resume into {where}: it does not record its run (written by an earlier q2pt), so "
+                          "it cannot be told to be this one; pass overwrite (--overwrite) to predict again")
+    for key, value in identity.items():
+        if saved.get(key) != value:
+            raise ConfigError(f"cannot resume into {where}: its run had a different {key} "
+                              f"({saved.get(key)!r}, now {value!r}); use the same settings, or overwrite")
+
+
+#: the key of a merged output's Parquet metadata that records its run (the parts' manifest)
+RUN_METADATA_KEY = b"q2pt.stream_run"
+
+
+def _merged_identity(output: Path) -> dict[str, Any] | None:
+    """The run a merged ``.parquet`` output records (:func:`merge_parts`), or None."""
+    import pyarrow.parquet as pq
+
+    try:
+        raw = (pq.read_schema(output).metadata or {}).get(RUN_METADATA_KEY)
+        return json.loads(raw) if raw else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot resume into {output}: it cannot be read as Parquet ({exc})") from None
+
+
 def _prepare_folder(parts_dir: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> None:
     """Create, check (resume) or clear (overwrite) the parts folder."""
     manifest_path = parts_dir / MANIFEST
@@ -355,12 +400,7 @@ def _prepare_folder(parts_dir: Path, identity: dict[str, Any], resume: bool, ove
                 saved = json.loads(manifest_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{manifest_path} is unreadable ({exc}); start again with overwrite") from None
-            for key, value in identity.items():
-                if saved.get(key) != value:
-                    raise ConfigError(
-                        f"cannot resume into {parts_dir}: its run had a different {key} "
-                        f"({saved.get(key)!r}, now {value!r}); use the same settings, or overwrite"
-                    )
+            _check_identity(saved, identity, parts_dir)
             for tmp in parts_dir.glob(".*.tmp"):  # parts that were being written when killed
                 shutil.rmtree(tmp, ignore_errors=True)
             return
@@ -455,9 +495,6 @@ def stream_predict(
         cols = [c for c in cols if c not in outputs]
     n_parts = math.ceil(info.num_rows / chunk_size)
 
-    if merged_out and resume and output.is_file() and not parts_dir.exists():
-        logger.info("%s is complete already (merged from a finished run)", output)
-        return StreamResult(output, info.num_rows, n_parts, n_parts, 0, 0, time.perf_counter() - t0, True)
     if merged_out and output.exists() and not (resume or overwrite):
         raise ConfigError(f"{output} exists; pass overwrite (--overwrite) to replace it, or choose another path")
     if merged_out and output.is_dir():
@@ -476,6 +513,12 @@ def stream_predict(
         # a hierarchical run's parts hold the path columns (runs without them are not resumed into)
         **({"path_columns": list(PATH_COLUMNS)} if paths else {}),
     }
+    if merged_out and resume and output.is_file() and not parts_dir.exists():
+        _check_identity(_merged_identity(output), identity, output)  # (it was resumed into whatever its run)
+        logger.info("%s is complete already (merged from a finished run)", output)
+        return StreamResult(output, info.num_rows, n_parts, n_parts, 0, 0, time.perf_counter() - t0, True)
+    if not resume or not parts_dir.is_dir():
+        _check_every_row(info, max_query_chars)  # (a run resumed was checked when it started)
     made_here = not parts_dir.exists()  # (a folder the caller made is emptied, never removed)
     _prepare_folder(parts_dir, identity, resume, overwrite)
 
@@ -550,7 +593,9 @@ def stream_predict(
     write_json(parts_dir / MANIFEST, {**identity, "complete": True, "parts": n_parts, "rows": info.num_rows})
     result_path = parts_dir
     if merged_out:
-        merge_parts(parts_dir, output, n_parts, output_schema(info, cols, paths))
+        schema = output_schema(info, cols, paths)
+        merge_parts(parts_dir, output, n_parts, schema.with_metadata(
+            {**(schema.metadata or {}), RUN_METADATA_KEY: json.dumps(identity).encode()}))
         if not keep_parts:
             shutil.rmtree(parts_dir, ignore_errors=True)
         result_path = output
