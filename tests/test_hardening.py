@@ -382,3 +382,13 @@ def test_an_interrupted_experiment_says_how_to_continue(tmp_path, capsys, monkey
     assert main(["experiment", "--out", str(tmp_path / "e"), "--encoder", "ngram", "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "the experiment stopped: the same command continues it" in err and err.rstrip().endswith("interrupted")
+
+
+def test_a_run_refused_before_it_learnt_anything_leaves_no_checkpoints(tmp_path, capsys):
+    """A config error found building the encoder left OUT/checkpoints, and the corrected rerun was
+    told to --resume (refused: another config) or --overwrite."""
+    out = tmp_path / "m"
+    assert main(["train", "--out", str(out), *FAST, "--model.encoder_options.dim", "-3"]) == 2
+    assert "dim must be an integer >= 1, got -3" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["train", "--out", str(out), *FAST]) == 0

@@ -194,6 +194,10 @@ class Checkpointer:
     def exists(self) -> bool:
         return (self.folder / "run.json").is_file()
 
+    def has_no_progress(self) -> bool:
+        """Nothing saved since :meth:`start`: no finished network, no network in progress."""
+        return not (self.folder / "done").exists() and not (self.folder / "last").exists()
+
     def check_run(self) -> None:
         """Refuse to resume a run made with another config, data or label space."""
         path = self.folder / "run.json"

@@ -4,6 +4,7 @@ unified network, or one per locale), resumably."""
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -150,6 +151,8 @@ def fit_networks(
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    started_here = False  # a fresh run's checkpoint folder, made by this call
+    out_existed = out_dir is not None and Path(out_dir).exists()
     try:
         checkpointer = None
         resumed_done: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, Any]]] = {}
@@ -169,6 +172,7 @@ def fit_networks(
                     logger.warning("no checkpoint in %s: training from the start", checkpointer.folder)
                 if hooks.is_main:
                     checkpointer.start()
+                    started_here = True
 
         if variant == "unified-aware" and hooks.is_main:
             given = {k.casefold() for k in (*dataset.locale_languages, *config.data.locale_languages)}
@@ -274,6 +278,14 @@ def fit_networks(
         for summary in summaries.values():
             summary["head_init"] = start  # the start model.head_init resolved to
         return TrainedNetworks(networks, network_labels, classes, locales, summaries)
+    except Exception:
+        # an error before anything was learnt (a config error found building the encoder): no
+        # run to resume, so no checkpoint folder that would make the corrected rerun need --overwrite
+        if started_here and checkpointer is not None and checkpointer.has_no_progress():
+            shutil.rmtree(checkpointer.folder, ignore_errors=True)
+            if not out_existed and out_dir is not None and not any(Path(out_dir).iterdir()):
+                Path(out_dir).rmdir()
+        raise
     finally:
         torch.set_num_threads(previous_threads)
 
