@@ -136,7 +136,7 @@ def test_resume_after_an_interruption_skips_finished_parts(tmp_path, model):
         streaming.stream_predict(model, path, out, chunk_size=50, workers=0, progress=False, resume=True)
 
     seen: list[int] = []
-    result = streaming.stream_predict(model, path, out, chunk_size=60, workers=0, progress=False, resume=True,
+    result = streaming.stream_predict(model, path, out, workers=0, progress=False, resume=True,  # its chunk size
                                       on_part=lambda k, n: seen.append(k))
     assert seen == list(range(3, 9))
     assert (result.parts_done_before, result.rows_predicted) == (3, 500 - 180)

@@ -366,6 +366,22 @@ def _check_identity(saved: Mapping[str, Any] | None, identity: Mapping[str, Any]
 RUN_METADATA_KEY = b"q2pt.stream_run"
 
 
+def _recorded_chunk_size(output: str | Path) -> int | None:
+    """The chunk size of the run recorded at ``output`` (its parts' manifest, or a merged file's
+    metadata), or None."""
+    manifest = parts_folder(output) / MANIFEST
+    try:
+        if manifest.is_file():
+            size = json.loads(manifest.read_text(encoding="utf-8")).get("chunk_size")
+        elif Path(output).is_file():
+            size = (_merged_identity(Path(output)) or {}).get("chunk_size")
+        else:
+            return None
+    except (OSError, ValueError, ConfigError):
+        return None  # (the resume itself says what is wrong with it)
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
 def _merged_identity(output: Path) -> dict[str, Any] | None:
     """The run a merged ``.parquet`` output records (:func:`merge_parts`), or None."""
     import pyarrow.parquet as pq
@@ -413,7 +429,7 @@ def stream_predict(
     input_path: str | Path,
     output: str | Path,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
     resume: bool = False,
@@ -437,7 +453,8 @@ def stream_predict(
         model: a model folder (needed for ``workers >= 1``) or a loaded model.
         input_path: a Parquet file with ``query`` and ``locale`` columns.
         output: a folder for the parts, or a ``.parquet`` file to merge them into.
-        chunk_size: rows per part (the memory bound and the unit of resume).
+        chunk_size: rows per part (the memory bound and the unit of resume); None: the run's
+            when resuming one, else ``DEFAULT_CHUNK_SIZE``.
         workers: worker processes, each with its own model copy and one torch thread;
             0: predict in this process; None: one per CPU core when there are at least
             ``AUTO_WORKERS_MIN_ROWS`` rows to predict and a model folder, else 0.
@@ -460,6 +477,8 @@ def stream_predict(
     """
 
     t0 = time.perf_counter()
+    if chunk_size is None:
+        chunk_size = (_recorded_chunk_size(output) if resume else None) or DEFAULT_CHUNK_SIZE
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if batch_size < 1:

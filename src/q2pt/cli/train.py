@@ -145,7 +145,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--json", action="store_true", help="QUERY mode: print JSON lines")
     # --- scale-out: streaming prediction (q2pt.streaming; added by the scale-out engineer) ---
     r.add_argument("--stream", action="store_true", help="Parquet input: predict in resumable parts (see above)")
-    r.add_argument("--chunk-size", type=int, default=None, metavar="ROWS", help="--stream: rows per part (default 100000)")
+    r.add_argument("--chunk-size", type=int, default=None, metavar="ROWS",
+                   help="--stream: rows per part (default 100000; with --resume, the run's)")
     r.add_argument(
         "--workers", type=int, metavar="N",
         help="--stream: worker processes, each with a model copy and one torch thread; 0: this process "
@@ -410,11 +411,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_target(Path(args.out), args.overwrite, directory=False)  # before the model loads
     _need_torch()
     if streaming:
-        from q2pt.streaming import DEFAULT_CHUNK_SIZE, stream_predict
+        from q2pt.streaming import stream_predict
 
-        chunk_size = DEFAULT_CHUNK_SIZE if args.chunk_size is None else args.chunk_size
-        result = stream_predict(
-            args.model, args.input, args.out, chunk_size=chunk_size, workers=args.workers,
+        result = stream_predict(  # (chunk_size None: the resumed run's, or the default)
+            args.model, args.input, args.out, chunk_size=args.chunk_size, workers=args.workers,
             threads=args.threads or None, resume=args.resume, overwrite=args.overwrite, threshold=args.threshold,
             top_k=args.top_k, fallback_locale=args.fallback_locale, batch_size=args.batch_size, progress=True,
             max_query_chars=args.max_query_chars, **_hierarchy(args),
