@@ -392,3 +392,13 @@ def test_a_run_refused_before_it_learnt_anything_leaves_no_checkpoints(tmp_path,
     assert "dim must be an integer >= 1, got -3" in capsys.readouterr().err
     assert not out.exists()
     assert main(["train", "--out", str(out), *FAST]) == 0
+
+
+def test_a_config_error_under_torchrun_is_said_by_rank_0_alone(tmp_path, capsys, monkeypatch):
+    """Every worker of `train --nproc 2` printed the same refusal."""
+    argv = ["train", "--out", str(tmp_path / "m"), *FAST, "--train.lr", "-1"]
+    for rank, said in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert main(argv) == 2
+        assert ("train.lr" in capsys.readouterr().err) is said

@@ -10,7 +10,7 @@ import os
 import sys
 
 from q2pt import __version__
-from q2pt.errors import Q2PTError
+from q2pt.errors import ConfigError, DataError, Q2PTError
 from q2pt.logs import StderrHandler, setup_logging  # noqa: F401 - the CLI's one handler, re-exported
 
 # command-group modules, each exposing register(subparsers)
@@ -39,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Q2PTError as exc:
-        print(f"q2pt: {exc}", file=sys.stderr)
+        if not (isinstance(exc, (ConfigError, DataError)) and _other_rank()):
+            print(f"q2pt: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("q2pt: interrupted", file=sys.stderr)
+        if not _other_rank():
+            print("q2pt: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         try:
@@ -54,6 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"q2pt: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+def _other_rank() -> bool:
+    """Whether this process is a torchrun worker other than rank 0: a config or data error (the
+    same on every rank, which all read the same options and data) and an interruption are said by
+    rank 0 alone, not once per process."""
+    from q2pt.distributed import torchrun_world
+
+    world = torchrun_world()
+    return world is not None and world[1] > 1 and world[0] != 0
 
 
 if __name__ == "__main__":  # pragma: no cover
