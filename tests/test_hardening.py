@@ -2,6 +2,7 @@
 tracebacks instead of messages, manifests that lie, debris of killed writers. Each case is
 the bad input with the exit code and message it must get."""
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -31,57 +32,48 @@ def _hold_lock(folder: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path):
+@contextlib.contextmanager
+def _held_by_another_process(folder: Path):
+    """Another process holding ``folder``'s write lock for the block; yields that process."""
     ctx = multiprocessing.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "m"), ready, release))
+    holder = ctx.Process(target=_hold_lock, args=(str(folder), ready, release))
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(ConfigError, match=rf"m is being written by another q2pt process \(pid {holder.pid}\)"):
-            with folder_lock(tmp_path / "m"):
-                pass
+        yield holder
     finally:
         release.set()
         holder.join(30)
+
+
+def test_a_second_writer_of_a_folder_is_refused_naming_the_holder(tmp_path):
+    with _held_by_another_process(tmp_path / "m") as holder:
+        with pytest.raises(ConfigError, match=rf"m is being written by another q2pt process \(pid {holder.pid}\)"):
+            with folder_lock(tmp_path / "m"):
+                pass
     with folder_lock(tmp_path / "m"), folder_lock(tmp_path / "m"):  # free again; re-entrant in one process
         pass
 
 
 def test_train_into_a_folder_another_process_writes_names_that_process(tmp_path, capsys):
     """Not "an interrupted run: pass --resume", which would then be refused for the lock."""
-    ctx = multiprocessing.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "m"), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(30)
+    with _held_by_another_process(tmp_path / "m") as holder:
         (tmp_path / "m" / "checkpoints").mkdir(parents=True)
         (tmp_path / "m" / "checkpoints" / "run.json").write_text("{}")
         assert main(["train", "--out", str(tmp_path / "m"), *FAST]) == 2
         assert f"is being written by another q2pt process (pid {holder.pid})" in capsys.readouterr().err
-    finally:
-        release.set()
-        holder.join(30)
 
 
 def test_a_second_experiment_into_one_folder_is_refused(tmp_path, capsys):
     """Two at once each rewrote results.json: one's runs vanished from it."""
-    ctx = multiprocessing.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path / "e"), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(30)
+    with _held_by_another_process(tmp_path / "e") as holder:
         assert main(["experiment", "--out", str(tmp_path / "e"), "--preset", "tiny", "--encoder", "ngram",
                      "--no-progress", "-q"]) == 2
         err = capsys.readouterr().err
         assert f"the experiment folder {tmp_path / 'e'} is being written by another q2pt process (pid {holder.pid})" \
             in err
         assert not (tmp_path / "e").exists()
-    finally:
-        release.set()
-        holder.join(30)
 
 
 def test_train_into_an_existing_model_needs_overwrite(tmp_path, capsys, monkeypatch):
