@@ -814,6 +814,16 @@ def _worker_main(stdin: Iterable[str] = sys.stdin, stdout: Any = sys.stdout) -> 
     when the coordinator dies); out ``ready``, ``done K ROWS`` per part, or
     ``error ERROR_JSON``.
     """
+    once = _OnceFilter()  # each part would repeat the same warnings; taken off again at the end (a
+    handlers = _handlers(logging.getLogger("q2pt.models"))  # worker run in a process that goes on)
+    try:
+        return _worker_loop(stdin, stdout, once, handlers)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(once)
+
+
+def _worker_loop(stdin: Iterable[str], stdout: Any, once: _OnceFilter, handlers: list[logging.Handler]) -> int:
     lines = iter(stdin)
     try:
         opts = _Options(**json.loads(next(lines)))
@@ -834,8 +844,8 @@ def _worker_main(stdin: Iterable[str] = sys.stdin, stdout: Any = sys.stdout) -> 
         torch = require("torch", "torch")
         torch.set_num_threads(opts.threads)
         logging.basicConfig(level=logging.WARNING, format="q2pt worker: %(message)s")
-        once = _OnceFilter()
-        for handler in _handlers(logging.getLogger("q2pt.models")):
+        handlers += [h for h in _handlers(logging.getLogger("q2pt.models")) if h not in handlers]  # (basicConfig's)
+        for handler in handlers:
             handler.addFilter(once)
         assert opts.model is not None  # workers are started with a model folder
         model = load_model(opts.model)
