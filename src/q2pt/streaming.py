@@ -34,6 +34,7 @@ in ``.parquet``, one file merged from the parts of the working folder ``OUTPUT.p
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import logging
@@ -46,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from q2pt.data.schema import DEFAULT_MAX_QUERY_CHARS, row_problems
 from q2pt.errors import ConfigError, DataError, ModelLoadError, Problem, Q2PTError
@@ -342,6 +343,22 @@ class _OnceFilter(logging.Filter):
         return True
 
 
+@contextlib.contextmanager
+def _each_message_once() -> Iterator[None]:
+    """Within the block, each distinct message of q2pt's models reaches each handler once; the
+    filter comes off after it (a worker run in a process that goes on, as the protocol test does,
+    hid that process's later warnings)."""
+    once = _OnceFilter()
+    handlers = _handlers(logging.getLogger("q2pt.models"))
+    for handler in handlers:
+        handler.addFilter(once)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(once)
+
+
 def _handlers(log: logging.Logger | None) -> list[logging.Handler]:
     """The handlers a record of ``log`` reaches (its own and its ancestors')."""
     found: list[logging.Handler] = []
@@ -587,15 +604,12 @@ def stream_predict(
     show = progress and sys.stderr.isatty()
     bar = tqdm(total=info.num_rows, initial=info.num_rows - rows_todo, disable=not show, unit="row",
                unit_scale=True, desc="predicting", smoothing=0.1)
-    once = _OnceFilter()  # each chunk would repeat the same warnings (e.g. unseen locales)
-    handlers = _handlers(logging.getLogger("q2pt.models"))
-    for handler in handlers:
-        handler.addFilter(once)
     try:
-        if todo and workers == 0:
-            _run_in_process(model, info, opts, todo, record, threads)
-        elif todo:
-            _run_workers(opts, todo, workers, record)
+        with _each_message_once():  # each chunk would repeat the same warnings (e.g. unseen locales)
+            if todo and workers == 0:
+                _run_in_process(model, info, opts, todo, record, threads)
+            elif todo:
+                _run_workers(opts, todo, workers, record)
     except DataError:
         if not before:  # rows that cannot be predicted: the input must change, and no part of this run can be kept
             if made_here:
@@ -606,8 +620,6 @@ def stream_predict(
         raise
     finally:
         bar.close()
-        for handler in handlers:
-            handler.removeFilter(once)
     _write_progress(parts_dir, done, n_parts, info.num_rows)
     write_json(parts_dir / MANIFEST, {**identity, "complete": True, "parts": n_parts, "rows": info.num_rows})
     result_path = parts_dir
@@ -814,16 +826,12 @@ def _worker_main(stdin: Iterable[str] = sys.stdin, stdout: Any = sys.stdout) -> 
     when the coordinator dies); out ``ready``, ``done K ROWS`` per part, or
     ``error ERROR_JSON``.
     """
-    once = _OnceFilter()  # each part would repeat the same warnings; taken off again at the end (a
-    handlers = _handlers(logging.getLogger("q2pt.models"))  # worker run in a process that goes on)
-    try:
-        return _worker_loop(stdin, stdout, once, handlers)
-    finally:
-        for handler in handlers:
-            handler.removeFilter(once)
+    logging.basicConfig(level=logging.WARNING, format="q2pt worker: %(message)s")
+    with _each_message_once():  # each part would repeat the same warnings
+        return _worker_loop(stdin, stdout)
 
 
-def _worker_loop(stdin: Iterable[str], stdout: Any, once: _OnceFilter, handlers: list[logging.Handler]) -> int:
+def _worker_loop(stdin: Iterable[str], stdout: Any) -> int:
     lines = iter(stdin)
     try:
         opts = _Options(**json.loads(next(lines)))
@@ -843,10 +851,6 @@ def _worker_loop(stdin: Iterable[str], stdout: Any, once: _OnceFilter, handlers:
 
         torch = require("torch", "torch")
         torch.set_num_threads(opts.threads)
-        logging.basicConfig(level=logging.WARNING, format="q2pt worker: %(message)s")
-        handlers += [h for h in _handlers(logging.getLogger("q2pt.models")) if h not in handlers]  # (basicConfig's)
-        for handler in handlers:
-            handler.addFilter(once)
         assert opts.model is not None  # workers are started with a model folder
         model = load_model(opts.model)
         info = _open_input(opts.input)
